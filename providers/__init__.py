@@ -1,0 +1,26 @@
+"""Vendor protocols. Each module is pure (no Celery, no database) and holds every quirk of its vendor."""
+from __future__ import annotations
+
+import importlib
+
+from .base import Account, ContentError, Inbound, Outcome, Provider, ProviderError, Report, Secret, SendResult
+
+PROVIDERS = {
+    "dxt": "providers.dxt:DxtProvider",
+}
+KNOWN = ("linkws", "dxt", "jinxin", "orgws", "qxs")
+
+
+def provider_class(name: str) -> type[Provider]:
+    try:
+        target = PROVIDERS[name]
+    except KeyError:
+        raise KeyError(f"unknown provider {name!r}; known: {', '.join(sorted(PROVIDERS))}") from None
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+__all__ = [
+    "Account", "ContentError", "Inbound", "Outcome", "Provider", "ProviderError", "Report",
+    "Secret", "SendResult", "provider_class", "PROVIDERS", "KNOWN",
+]

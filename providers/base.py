@@ -1,0 +1,302 @@
+"""The provider contract: what every vendor module fills in, and the outcome taxonomy.
+
+A provider is pure: it builds requests, talks HTTP through the ``httpx.Client``
+it is handed (one pool per account, owned by the caller), parses responses and
+knows its vendor's codes. It never touches Celery or the database.
+
+The send call is fixed here (``Provider.send``); a vendor module fills in the
+hooks ``build_send`` and ``parse_send``. Transport failures are classified once,
+here, because they mean the same thing for every vendor:
+
+* the request never left (connect refused, connect/pool timeout) -> ``transient``
+* the request left and no usable answer came back (read timeout, connection
+  dropped mid-response, a 200 whose body cannot be parsed) -> ``ambiguous``:
+  the vendor may have accepted it, so it must never be resent automatically.
+"""
+from __future__ import annotations
+
+import enum
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Iterable, Mapping
+
+import httpx
+
+RAW_KEEP = 2000  # characters of a vendor body kept on record
+
+
+class Outcome(str, enum.Enum):
+    OK = "ok"
+    INVALID_REQUEST = "invalid_request"  # permanent: fix the input
+    AUTH = "auth"  # wrong credentials, locked account
+    BALANCE = "balance"  # not enough credit
+    BLOCKED = "blocked"  # number or content refused (forbidden word, blacklist)
+    RATE_LIMITED = "rate_limited"  # come back after the vendor's interval
+    TRANSIENT = "transient"  # busy / 5xx / connect error: retry with backoff
+    AMBIGUOUS = "ambiguous"  # may have been accepted: never resend blindly
+
+
+class Secret:
+    """A credential that does not show itself in reprs, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class Account:
+    """One configured vendor account, as a provider sees it."""
+
+    name: str
+    provider: str
+    base_url: str
+    username: str
+    password: Secret = field(repr=False)
+    charset: str | None = None
+    signature: str | None = None
+    rate_limit: float = 10.0  # vendor calls per second, across all workers
+    timeout: float = 15.0  # seconds for one vendor call (connect and read)
+    options: Mapping[str, Any] = field(default_factory=dict)  # provider-specific keys
+
+
+@dataclass
+class SendResult:
+    """What one vendor send call came to."""
+
+    outcome: Outcome
+    code: str | None = None  # vendor code as sent ("0", "-7", ...)
+    message: str | None = None  # what the code means, vendor's words kept
+    vendor_ids: list[str] = field(default_factory=list)  # per accepted number, in order
+    batch_ref: str | None = None  # the vendor's batch/serial reference, if any
+    accepted: int | None = None
+    rejected: int | None = None
+    failed_numbers: dict[str, str] = field(default_factory=dict)  # mobile -> reason
+    retry_after: float | None = None  # seconds, for rate_limited
+    raw: str = ""  # the vendor's body (truncated), for operators
+
+    def __repr__(self) -> str:  # bodies stay out of reprs
+        return f"SendResult({self.outcome.value}, code={self.code!r}, accepted={self.accepted})"
+
+
+@dataclass(frozen=True)
+class Report:
+    """A delivery report for one number."""
+
+    vendor_id: str  # the vendor's message/batch id the report refers to
+    mobile: str
+    delivered: bool | None  # None: the vendor says "no report yet"
+    code: str  # vendor status code, as sent
+    message: str = ""
+    reported_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A message a handset sent to the account."""
+
+    mobile: str
+    content: str
+    vendor_id: str | None = None  # None when the vendor gives no id
+    received_at: datetime | None = None
+    extra: str | None = None  # extension / sub-port, when the vendor gives one
+
+
+class ProviderError(Exception):
+    """A vendor call that did not succeed, classified. Never carries credentials."""
+
+    def __init__(self, outcome: Outcome, message: str, *, code: str | None = None, raw: str = ""):
+        super().__init__(message)
+        self.outcome = outcome
+        self.code = code
+        self.raw = raw[:RAW_KEEP]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.outcome.value}, code={self.code!r}, {str(self)!r})"
+
+
+class ContentError(ValueError):
+    """Content the account cannot send (no signature, too long, charset cannot carry it)."""
+
+
+def segments(content: str) -> int:
+    """Billed SMS count: 70 characters fit one message, longer ones go in 67s (UCS-2)."""
+    n = len(content)
+    return 1 if n <= 70 else math.ceil(n / 67)
+
+
+SIGNATURE_RE = re.compile(r"^【[^【】]{1,20}】|【[^【】]{1,20}】$")
+
+
+class Provider:
+    """Base class of the vendor modules. Subclasses set the class facts and fill the hooks."""
+
+    name: ClassVar[str]
+    max_numbers: ClassVar[int]  # numbers per send call
+    max_chars: ClassVar[int]  # characters of content the vendor accepts
+    number_separator: ClassVar[str] = ","
+    default_charset: ClassVar[str] = "utf-8"
+    accepts_landline: ClassVar[bool] = False  # fixed-line numbers with area code
+    requires_signature: ClassVar[bool] = True
+    supports_send_time: ClassVar[bool] = False  # the vendor schedules sends itself
+    poll_kinds: ClassVar[frozenset[str]] = frozenset()  # inbound, reports, blocked, balance
+    option_keys: ClassVar[frozenset[str]] = frozenset()  # provider-specific account keys
+
+    def __init__(self, account: Account, client: httpx.Client):
+        self.account = account
+        self.client = client
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} account={self.account.name!r}>"
+
+    @property
+    def charset(self) -> str:
+        return self.account.charset or self.default_charset
+
+    # -- content ---------------------------------------------------------
+    def prepare_content(self, content: str) -> str:
+        """Return the content as it will be sent, or raise ContentError saying why not."""
+        if content is None or not content.strip():
+            raise ContentError("content is empty")
+        content = content.strip()
+        if self.requires_signature and not SIGNATURE_RE.search(content):
+            sig = self.account.signature
+            if not sig:
+                raise ContentError(
+                    f"content has no signature in 【】 (e.g. 【某某科技】) at its start or end, "
+                    f"and account {self.account.name!r} has no 'signature' configured"
+                )
+            content = content + sig
+        if len(content) > self.max_chars:
+            raise ContentError(
+                f"content is {len(content)} characters (signature included); "
+                f"{self.name} accepts at most {self.max_chars}"
+            )
+        self.check_charset(content)
+        return content
+
+    def check_charset(self, content: str) -> None:
+        try:
+            content.encode(self.charset)
+        except UnicodeEncodeError as exc:
+            bad = content[exc.start : exc.end]
+            raise ContentError(
+                f"character {bad!r} (U+{ord(bad[0]):04X}) at position {exc.start} cannot be sent "
+                f"in {self.charset} (account {self.account.name!r}); remove it or use a UTF-8 account"
+            ) from None
+
+    # -- sending ---------------------------------------------------------
+    def send(self, numbers: list[str], content: str, send_at: datetime | None = None) -> SendResult:
+        """One vendor call for at most ``max_numbers`` numbers. Never raises for vendor answers."""
+        if not numbers:
+            raise ValueError("no numbers to send to")
+        if len(numbers) > self.max_numbers:
+            raise ValueError(f"{len(numbers)} numbers in one {self.name} call; the limit is {self.max_numbers}")
+        try:
+            response = self.build_send(numbers, content, send_at)
+        except httpx.TransportError as exc:
+            return transport_failure(exc)
+        if response.status_code >= 500:
+            return SendResult(Outcome.TRANSIENT, code=f"HTTP {response.status_code}",
+                              message="vendor server error", raw=response.text[:RAW_KEEP])
+        if response.status_code in (401, 403):
+            return SendResult(Outcome.AUTH, code=f"HTTP {response.status_code}",
+                              message="vendor refused the credentials", raw=response.text[:RAW_KEEP])
+        if response.status_code >= 400:
+            return SendResult(Outcome.INVALID_REQUEST, code=f"HTTP {response.status_code}",
+                              message="vendor refused the request", raw=response.text[:RAW_KEEP])
+        try:
+            result = self.parse_send(response, numbers)
+        except Exception as exc:  # a 200 we cannot read: it may have been accepted
+            return SendResult(Outcome.AMBIGUOUS, code=None,
+                              message=f"unreadable vendor answer: {exc}", raw=safe_text(response))
+        if not result.raw:
+            result.raw = safe_text(response)
+        return result
+
+    def build_send(self, numbers: list[str], content: str, send_at: datetime | None) -> httpx.Response:
+        raise NotImplementedError
+
+    def parse_send(self, response: httpx.Response, numbers: list[str]) -> SendResult:
+        raise NotImplementedError
+
+    # -- polls: fetch the raw body first (it is journaled), parse it second --
+    def fetch(self, kind: str) -> str:
+        """Call the vendor's poll endpoint ``kind``; return the body text. Raises ProviderError."""
+        raise ProviderError(Outcome.INVALID_REQUEST, f"{self.name} has no {kind!r} poll")
+
+    def parse_reports(self, body: str) -> list[Report]:
+        raise NotImplementedError
+
+    def parse_inbound(self, body: str) -> list[Inbound]:
+        raise NotImplementedError
+
+    def parse_balance(self, body: str) -> int:
+        raise NotImplementedError
+
+    def parse_blocked(self, body: str) -> list[str]:
+        raise NotImplementedError
+
+    def poll_request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """A poll call with the transport errors classified (no automatic resend here)."""
+        try:
+            response = self.client.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            result = transport_failure(exc)
+            raise ProviderError(result.outcome, result.message or "transport error") from None
+        if response.status_code >= 500:
+            raise ProviderError(Outcome.TRANSIENT, f"vendor server error HTTP {response.status_code}",
+                                code=f"HTTP {response.status_code}", raw=response.text)
+        if response.status_code >= 400:
+            raise ProviderError(Outcome.INVALID_REQUEST, f"vendor refused the request HTTP {response.status_code}",
+                                code=f"HTTP {response.status_code}", raw=response.text)
+        return response
+
+
+def transport_failure(exc: httpx.TransportError) -> SendResult:
+    """Classify an httpx failure: did the request possibly reach the vendor?"""
+    never_sent = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+    if isinstance(exc, never_sent):
+        return SendResult(Outcome.TRANSIENT, message=f"vendor unreachable: {type(exc).__name__}")
+    # ReadTimeout, WriteTimeout, RemoteProtocolError, ReadError...: the request was
+    # (at least partly) sent, so the vendor may have acted on it.
+    return SendResult(Outcome.AMBIGUOUS, message=f"no answer after the request was sent: {type(exc).__name__}")
+
+
+def safe_text(response: httpx.Response) -> str:
+    try:
+        return response.text[:RAW_KEEP]
+    except Exception:
+        return repr(response.content[:RAW_KEEP])
+
+
+def classify(codes: Mapping[str, tuple[Outcome, str]], code: str, raw: str = "") -> SendResult:
+    """Look a vendor code up in a module's code table; an unknown code is ambiguous on send."""
+    if code in codes:
+        outcome, message = codes[code]
+        return SendResult(outcome, code=code, message=message, raw=raw[:RAW_KEEP])
+    return SendResult(Outcome.AMBIGUOUS, code=code, message=f"unknown vendor code {code!r}", raw=raw[:RAW_KEEP])
+
+
+def join_numbers(numbers: Iterable[str], separator: str) -> str:
+    return separator.join(numbers)

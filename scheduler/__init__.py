@@ -1,0 +1,1 @@
+"""The beat side: the schedule built from the configured accounts."""

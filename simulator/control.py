@@ -1,0 +1,183 @@
+"""Pieces every vendor simulator shares: fault switches, the state base
+class and the JSON control routes under ``/_sim/``.
+
+The control routes are for tests, the benchmark and demos; they are not part
+of any vendor protocol and are never recorded as vendor calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Mount, Route
+
+__all__ = ["Call", "Faults", "SimState", "add_control_routes", "control_routes"]
+
+
+@dataclass
+class Faults:
+    """Misbehaviour switches; each simulator maps them onto its own codes."""
+
+    latency: float = 0.0  # seconds added before answering any call
+    busy: bool = False  # answer the vendor's "system busy" code
+    auth_fail: bool = False  # answer the vendor's login-failed code to every call
+    balance: int | None = None  # report/enforce this balance instead of the real one
+    # "Accept then hang": the call takes effect (a send is recorded as
+    # accepted, polled items are handed out) but the answer comes only after
+    # hang_seconds, so the client read-times-out on a request that succeeded.
+    hang: bool = False
+    hang_seconds: float = 30.0
+    garbled: bool = False  # answer 200 with a body no client can parse
+
+    _TYPES = {"latency": (int, float), "busy": bool, "auth_fail": bool, "balance": (int, type(None)),
+              "hang": bool, "hang_seconds": (int, float), "garbled": bool}
+
+    def merged(self, changes: dict[str, Any]) -> Faults:
+        """A copy with ``changes`` applied; ValueError on unknown or ill-typed fields."""
+        for name, value in changes.items():
+            expected = self._TYPES.get(name)
+            if expected is None:
+                raise ValueError(f"unknown fault {name!r}")
+            # bool is an int subclass: don't let `true` pass as a latency.
+            if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
+                raise ValueError(f"bad value for fault {name!r}: {value!r}")
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Call:
+    endpoint: str
+    at: float  # unix time the call arrived
+
+
+class SimState:
+    """Base for a simulator's in-memory state.
+
+    Subclasses keep their vendor data here too and take ``self.lock`` around
+    every read-modify-write: the server thread mutates state while tests read
+    it from another thread.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.faults = Faults()
+        self.sends: list[Any] = []
+        self.calls: list[Call] = []
+
+    def reset(self) -> None:
+        """Forget runtime data and faults; keep configuration. Extend in subclasses."""
+        with self.lock:
+            self.faults = Faults()
+            self.sends.clear()
+            self.calls.clear()
+
+    def record_call(self, endpoint: str) -> None:
+        with self.lock:
+            self.calls.append(Call(endpoint, time.time()))
+
+    def current_faults(self) -> Faults:
+        with self.lock:
+            return dataclasses.replace(self.faults)
+
+    def set_faults(self, **changes: Any) -> Faults:
+        with self.lock:
+            self.faults = self.faults.merged(changes)
+            return dataclasses.replace(self.faults)
+
+    # Hooks for the control routes; vendors without polls keep the defaults.
+
+    def add_inbound(self, mobile: str, content: str, **extra: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no inbound messages")
+
+    def pending_counts(self) -> dict[str, int]:
+        return {}
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able view for ``GET /_sim/state``; must never include secrets."""
+        with self.lock:
+            return {
+                "sends": [_jsonable(s) for s in self.sends],
+                "calls": len(self.calls),
+                "pending": self.pending_counts(),
+                "faults": dataclasses.asdict(self.faults),
+            }
+
+
+def _jsonable(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def control_routes(state: SimState) -> list[BaseRoute]:
+    """The ``/_sim/`` routes for ``state``, to put in front of a vendor's routes."""
+
+    async def get_state(request: Request) -> JSONResponse:
+        return JSONResponse(state.snapshot())
+
+    async def get_calls(request: Request) -> JSONResponse:
+        with state.lock:
+            return JSONResponse([dataclasses.asdict(c) for c in state.calls])
+
+    async def post_faults(request: Request) -> JSONResponse:
+        body = await _json_object(request)
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            faults = state.set_faults(**body)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(dataclasses.asdict(faults))
+
+    async def post_reset(request: Request) -> JSONResponse:
+        state.reset()
+        return JSONResponse({"ok": True})
+
+    async def post_inbound(request: Request) -> JSONResponse:
+        body = await _json_object(request)
+        if isinstance(body, JSONResponse):
+            return body
+        mobile, content = body.pop("mobile", None), body.pop("content", None)
+        if not isinstance(mobile, str) or not isinstance(content, str):
+            return JSONResponse({"error": "need string fields 'mobile' and 'content'"}, status_code=400)
+        try:
+            item = state.add_inbound(mobile, content, **body)
+        except NotImplementedError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=404)
+        except (TypeError, ValueError, KeyError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(_jsonable(item))
+
+    return [
+        Mount(
+            "/_sim",
+            routes=[
+                Route("/state", get_state, methods=["GET"]),
+                Route("/calls", get_calls, methods=["GET"]),
+                Route("/faults", post_faults, methods=["POST"]),
+                Route("/reset", post_reset, methods=["POST"]),
+                Route("/inbound", post_inbound, methods=["POST"]),
+            ],
+        )
+    ]
+
+
+def add_control_routes(app: Starlette, state: SimState) -> Starlette:
+    """Put the ``/_sim/`` routes in front of ``app``'s own (catch-alls included)."""
+    app.router.routes[0:0] = control_routes(state)
+    return app
+
+
+async def _json_object(request: Request) -> dict[str, Any] | JSONResponse:
+    try:
+        body = await request.json()
+    except ValueError:
+        return JSONResponse({"error": "body must be JSON"}, status_code=400)
+    if not isinstance(body, dict):
+        return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
+    return body

@@ -1,0 +1,258 @@
+"""The producer API: ``send_sms`` and ``batch_status``.
+
+``send_sms`` validates everything it can before any vendor is involved, writes
+the batch, its recipients and its chunks in one transaction, and publishes one
+``smsq.send_chunk(chunk_id)`` per chunk only after that transaction committed
+(a transactional outbox: a crash in between leaves pending chunks that the
+relay publishes; nothing is published that the database does not hold).
+
+Numbers are streamed in blocks: they are de-duplicated by the database's
+unique (batch, mobile) key, not by a Python set, so a million recipients never
+sit in memory at once.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Iterable, Iterator
+
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from providers import provider_class
+from providers.base import segments
+from providers.numbers import normalise
+from store.models import Batch, BlockedNumber, Chunk, Recipient, utcnow
+from worker.config import settings
+from worker.db import session_scope
+
+from .publish import publish_chunks
+from .schema import ensure_schema
+
+log = logging.getLogger("smsq.producer")
+
+BLOCK = 5000  # numbers normalised and inserted per round trip
+CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")  # vendors' clock; no DST
+FINAL_CHUNK_STATES = ("accepted", "failed", "unknown")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    batch_id: int
+    accepted: int  # unique valid numbers that will be sent
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (number as given, reason)
+    segments: int = 1  # billed messages per recipient
+    lane: str = "bulk"
+    replayed: bool = False  # True: the idempotency key named an existing batch; nothing new was sent
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    batch_id: int
+    account: str
+    accepted: int
+    rejected: int
+    recipients: dict[str, int]  # recipient state -> count
+    chunks: dict[str, int]  # chunk state -> count
+
+    @property
+    def final(self) -> bool:
+        """Every chunk has an outcome (accepted, failed or unknown)."""
+        return all(state in FINAL_CHUNK_STATES for state in self.chunks)
+
+    def as_dict(self) -> dict:
+        return {"batch_id": self.batch_id, "account": self.account, "accepted": self.accepted,
+                "rejected": self.rejected, "recipients": self.recipients, "chunks": self.chunks,
+                "final": self.final}
+
+
+def _numbers(to: Iterable[str] | str) -> Iterator[str]:
+    if isinstance(to, (str, bytes)):
+        # One string of numbers: "138…,139…" — never iterate it character by character.
+        to = to.decode() if isinstance(to, bytes) else to
+        yield from (n for n in re.split(r"[,;\s]+", to) if n)
+        return
+    for item in to:
+        item = item.strip() if isinstance(item, str) else item
+        if item == "" or item is None:
+            continue  # blank lines of a file
+        yield item
+
+
+def _when(send_at: datetime | None) -> datetime | None:
+    """Naive datetimes are Beijing time (the vendors' clock); stored as naive UTC."""
+    if send_at is None:
+        return None
+    if not isinstance(send_at, datetime):
+        raise TypeError("send_at must be a datetime")
+    if send_at.tzinfo is None:
+        send_at = send_at.replace(tzinfo=CHINA)
+    return send_at.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _insert_ignore(session: Session, rows: list[dict]) -> None:
+    if not rows:
+        return
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    session.execute(insert(Recipient).on_conflict_do_nothing(index_elements=["batch_id", "mobile"]), rows)
+
+
+def _intake(session: Session, batch_id: int, account: str, numbers: Iterator[str], landline: bool,
+            rejected: list[tuple[str, str]]) -> None:
+    """Normalise, reject and insert the numbers, a block at a time."""
+    seen_rejects: set[str] = set()
+    now = utcnow()
+    while True:
+        block = list(itertools.islice(numbers, BLOCK))
+        if not block:
+            return
+        valid: dict[str, None] = {}
+        for raw in block:
+            number, reason = normalise(raw, landline=landline)
+            if number is None:
+                key = str(raw)[:64]
+                if key not in seen_rejects:
+                    seen_rejects.add(key)
+                    rejected.append((str(raw), reason))
+            else:
+                valid[number] = None
+        if valid:
+            blocked = session.execute(
+                select(BlockedNumber.mobile, BlockedNumber.reason)
+                .where(BlockedNumber.account == account, BlockedNumber.mobile.in_(list(valid)))
+            ).all()
+            for mobile, reason in blocked:
+                del valid[mobile]
+                if mobile not in seen_rejects:
+                    seen_rejects.add(mobile)
+                    rejected.append((mobile, f"blocked for this account: {reason}"))
+        rows = [{"batch_id": batch_id, "mobile": m, "state": "queued", "updated_at": now} for m in valid]
+        _insert_ignore(session, rows)
+
+
+def _store_rejections(session: Session, batch_id: int, rejected: list[tuple[str, str]]) -> None:
+    now = utcnow()
+    for start in range(0, len(rejected), BLOCK):
+        rows = [{"batch_id": batch_id, "mobile": raw[:64], "state": "rejected", "detail": reason[:255],
+                 "updated_at": now} for raw, reason in rejected[start:start + BLOCK]]
+        _insert_ignore(session, rows)
+
+
+def _make_chunks(session: Session, batch: Batch, size: int, not_before: datetime | None,
+                 queued_at: datetime | None) -> None:
+    # Number the queued recipients 0..n-1 in id order; chunk = number // size.
+    session.execute(text(
+        "UPDATE recipients SET chunk_seq = numbered.rn / :size "
+        "FROM (SELECT id, row_number() OVER (ORDER BY id) - 1 AS rn FROM recipients "
+        "      WHERE batch_id = :batch AND state = 'queued') AS numbered "
+        "WHERE recipients.id = numbered.id"
+    ), {"size": size, "batch": batch.id})
+    session.execute(text(
+        "INSERT INTO chunks (batch_id, seq, account, lane, size, state, attempts, next_attempt_at, queued_at) "
+        "SELECT :batch, chunk_seq, :account, :lane, count(*), 'pending', 0, :not_before, :queued_at "
+        "FROM recipients WHERE batch_id = :batch AND state = 'queued' GROUP BY chunk_seq"
+    ), {"batch": batch.id, "account": batch.account, "lane": batch.lane,
+        "not_before": not_before, "queued_at": queued_at})
+
+
+def _replay(session: Session, batch: Batch) -> Receipt:
+    rejected = session.execute(
+        select(Recipient.mobile, Recipient.detail)
+        .where(Recipient.batch_id == batch.id, Recipient.state == "rejected").order_by(Recipient.id)
+    ).all()
+    return Receipt(batch.id, batch.accepted, [(m, d or "") for m, d in rejected], batch.segments,
+                   batch.lane, replayed=True)
+
+
+def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: datetime | None = None,
+             idempotency_key: str | None = None, priority: bool | None = None) -> Receipt:
+    """Queue ``content`` for every number in ``to`` through ``account``.
+
+    Raises ``UnknownAccountError`` for an account not in the config and
+    ``ContentError`` (a ``ValueError``) for content the account cannot send.
+    Invalid and blocked numbers do not raise: they come back in
+    ``Receipt.rejected`` with the reason. With ``idempotency_key``, a second
+    call with the same key returns the first batch's receipt and sends nothing.
+    ``priority`` forces the lane; by default batches of up to
+    ``SMSQ_PRIORITY_MAX`` numbers (100) take the priority lane.
+    """
+    conf = settings()
+    acct = conf.account(account)
+    provider_cls = provider_class(acct.provider)
+    prepared = provider_cls(acct, client=None).prepare_content(content)
+    when = _when(send_at)
+    if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key
+                                        or len(idempotency_key) > 128):
+        raise ValueError("idempotency_key must be a non-empty string of at most 128 characters")
+    ensure_schema(conf)
+
+    now = utcnow()
+    future = when is not None and when > now
+    # A vendor that schedules sends itself gets the time with the call; for the
+    # others the chunk waits in the database until the relay releases it.
+    not_before = when if future and not provider_cls.supports_send_time else None
+    rejected: list[tuple[str, str]] = []
+    try:
+        with session_scope(conf.database_url) as session:
+            if idempotency_key is not None:
+                existing = session.execute(select(Batch).where(
+                    Batch.account == account, Batch.idempotency_key == idempotency_key)).scalar_one_or_none()
+                if existing is not None:
+                    return _replay(session, existing)
+            batch = Batch(account=account, content=prepared, send_at=when, idempotency_key=idempotency_key,
+                          lane="bulk", segments=segments(prepared), created_at=now)
+            session.add(batch)
+            session.flush()  # the id; and an idempotency race fails here, early
+            _intake(session, batch.id, account, _numbers(to), provider_cls.accepts_landline, rejected)
+            _store_rejections(session, batch.id, rejected)
+            accepted = session.scalar(select(func.count()).select_from(Recipient).where(
+                Recipient.batch_id == batch.id, Recipient.state == "queued"))
+            batch.accepted, batch.rejected = accepted, len(rejected)
+            if priority is None:
+                batch.lane = "priority" if accepted <= conf.priority_max else "bulk"
+            else:
+                batch.lane = "priority" if priority else "bulk"
+            session.flush()
+            _make_chunks(session, batch, provider_cls.max_numbers, not_before,
+                         queued_at=None if not_before else now)
+            receipt = Receipt(batch.id, accepted, rejected, batch.segments, batch.lane)
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        # Another caller created the batch for this key between our check and insert.
+        with session_scope(conf.database_url) as session:
+            existing = session.execute(select(Batch).where(
+                Batch.account == account, Batch.idempotency_key == idempotency_key)).scalar_one()
+            return _replay(session, existing)
+
+    if not not_before:
+        publish_chunks(conf, receipt.batch_id)
+    log.info("batch %s: %s accepted, %s rejected, lane %s, account %s",
+             receipt.batch_id, receipt.accepted, len(rejected), receipt.lane, account)
+    return receipt
+
+
+def batch_status(batch_id: int) -> BatchStatus:
+    """Counts of recipient states and chunk states of a batch. Raises LookupError if unknown."""
+    conf = settings()
+    ensure_schema(conf)
+    with session_scope(conf.database_url) as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None:
+            raise LookupError(f"no batch {batch_id}")
+        recipients = dict(session.execute(
+            select(Recipient.state, func.count()).where(Recipient.batch_id == batch_id)
+            .group_by(Recipient.state)).all())
+        chunks = dict(session.execute(
+            select(Chunk.state, func.count()).where(Chunk.batch_id == batch_id).group_by(Chunk.state)).all())
+        return BatchStatus(batch.id, batch.account, batch.accepted, batch.rejected, recipients, chunks)
+
+
+__all__ = ["send_sms", "batch_status", "Receipt", "BatchStatus"]

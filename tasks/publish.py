@@ -1,0 +1,44 @@
+"""Publishing chunk tasks. Messages carry the chunk id and nothing else:
+no numbers, no content, no credentials (Flower, logs and the broker show them)."""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select, update
+
+from store.models import Chunk
+from worker.app import get_app
+from worker.config import Settings
+from worker.db import session_scope
+
+log = logging.getLogger("smsq.publish")
+
+SEND_CHUNK = "smsq.send_chunk"
+
+
+def publish_chunk(chunk_id: int, lane: str, countdown: float | None = None) -> None:
+    get_app().send_task(SEND_CHUNK, args=[chunk_id], queue=f"smsq.{lane}", countdown=countdown,
+                        argsrepr=f"(chunk_id={chunk_id})", kwargsrepr="{}")
+
+
+def publish_chunks(conf: Settings, batch_id: int) -> int:
+    """Publish every chunk of a freshly committed batch. On a broker failure the
+    unpublished chunks are marked unqueued so the relay publishes them at once."""
+    with session_scope(conf.database_url) as session:
+        rows = session.execute(select(Chunk.id, Chunk.lane).where(
+            Chunk.batch_id == batch_id, Chunk.state == "pending", Chunk.queued_at.is_not(None))
+            .order_by(Chunk.seq)).all()
+    done = 0
+    try:
+        for chunk_id, lane in rows:
+            publish_chunk(chunk_id, lane)
+            done += 1
+    except Exception:
+        log.exception("batch %s: publishing stopped after %s of %s chunks; the relay will publish "
+                      "the rest", batch_id, done, len(rows))
+        rest = [chunk_id for chunk_id, _ in rows[done:]]
+        with session_scope(conf.database_url) as session:
+            for start in range(0, len(rest), 1000):
+                session.execute(update(Chunk).where(Chunk.id.in_(rest[start:start + 1000]))
+                                .values(queued_at=None))
+    return done

@@ -1,0 +1,199 @@
+"""``smsq.send_chunk``: one vendor call for one chunk, at most once per claim.
+
+1. Claim: ``pending -> sending`` (attempts + 1) by a conditional update. A
+   message for a chunk in any other state is a redelivery: do nothing.
+2. Take a token from the account's shared rate limiter.
+3. Call the provider; record the outcome by the taxonomy:
+
+   accepted                  -> accepted; recipients sent (vendor ids kept)
+   transient                 -> pending again after a backoff, up to max_attempts
+   rate_limited              -> pending after the vendor's interval; not counted as an attempt
+   auth / balance            -> failed, logged as an alert for the account
+   invalid_request / blocked -> failed
+   ambiguous                 -> unknown: never resent automatically
+
+A worker that dies between claim and record leaves the chunk ``sending``; the
+relay turns it ``unknown`` after the send timeout, because the vendor may have
+accepted it.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from celery import shared_task
+from sqlalchemy import and_, bindparam, select, update
+
+from providers import Outcome, SendResult
+from providers.base import RAW_KEEP
+from store.models import Batch, Chunk, Recipient, utcnow
+from worker.clients import provider_for
+from worker.config import Settings, settings
+from worker.db import session_scope
+from worker.limiter import limiter
+
+from .publish import publish_chunk
+from .schema import ensure_schema
+
+log = logging.getLogger("smsq.send")
+
+MAX_COUNTDOWN = 60.0  # longer waits are left to the relay, never to a broker ETA
+FINAL_FAILURES = {Outcome.AUTH, Outcome.BALANCE, Outcome.INVALID_REQUEST, Outcome.BLOCKED}
+
+
+@dataclass(frozen=True)
+class Work:
+    chunk_id: int
+    batch_id: int
+    seq: int
+    account: str
+    lane: str
+    attempt: int
+    content: str
+    send_at: datetime | None
+    recipients: list[tuple[int, str]]  # (recipient id, mobile)
+
+
+def claim(conf: Settings, chunk_id: int) -> Work | None:
+    now = utcnow()
+    with session_scope(conf.database_url) as session:
+        claimed = session.execute(
+            update(Chunk)
+            .where(Chunk.id == chunk_id, Chunk.state == "pending",
+                   (Chunk.next_attempt_at.is_(None)) | (Chunk.next_attempt_at <= now + timedelta(seconds=1)))
+            .values(state="sending", attempts=Chunk.attempts + 1, claimed_at=now)
+        ).rowcount
+        if claimed != 1:
+            return None
+        chunk = session.get(Chunk, chunk_id)
+        batch = session.get(Batch, chunk.batch_id)
+        recipients = session.execute(
+            select(Recipient.id, Recipient.mobile)
+            .where(Recipient.batch_id == chunk.batch_id, Recipient.chunk_seq == chunk.seq,
+                   Recipient.state == "queued")
+            .order_by(Recipient.id)).all()
+        return Work(chunk.id, chunk.batch_id, chunk.seq, chunk.account, chunk.lane, chunk.attempts,
+                    batch.content, batch.send_at, [tuple(r) for r in recipients])
+
+
+def release(conf: Settings, work: Work, why: str) -> None:
+    """Give a claim back untouched (nothing was sent): pending again, attempt not counted."""
+    with session_scope(conf.database_url) as session:
+        session.execute(update(Chunk).where(Chunk.id == work.chunk_id, Chunk.state == "sending")
+                        .values(state="pending", attempts=Chunk.attempts - 1, detail=why[:500],
+                                queued_at=None))
+
+
+def backoff(attempt: int) -> float:
+    """Exponential with full jitter: 2, 4, 8 ... seconds, at most a minute."""
+    ceiling = min(MAX_COUNTDOWN, 2.0 ** attempt)
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def _chunk_is_ours(work: Work):
+    # The relay may have turned a slow claim 'unknown'; a late real answer still wins.
+    return and_(Chunk.id == work.chunk_id, Chunk.attempts == work.attempt,
+                Chunk.state.in_(("sending", "unknown")))
+
+
+def record(conf: Settings, work: Work, result: SendResult) -> tuple[str, float | None]:
+    """Store the outcome; return the chunk's new state and, for a retry, the delay."""
+    now = utcnow()
+    base = dict(outcome=result.outcome.value, code=result.code, detail=(result.message or "")[:1000],
+                raw=(result.raw or "")[:RAW_KEEP])
+    retry_in: float | None = None
+    if result.outcome is Outcome.OK:
+        state = "accepted"
+        values = dict(base, state=state, finished_at=now, vendor_ref=result.batch_ref)
+    elif result.outcome is Outcome.AMBIGUOUS:
+        state = "unknown"
+        values = dict(base, state=state, finished_at=now)
+    elif result.outcome is Outcome.RATE_LIMITED:
+        state, retry_in = "pending", result.retry_after or 30.0
+        values = dict(base, state=state, attempts=Chunk.attempts - 1)
+    elif result.outcome is Outcome.TRANSIENT and work.attempt < conf.max_attempts:
+        state, retry_in = "pending", backoff(work.attempt)
+        values = dict(base, state=state)
+    else:  # final failures, and transient ones out of attempts
+        state = "failed"
+        values = dict(base, state=state, finished_at=now)
+        if result.outcome is Outcome.TRANSIENT:
+            values["detail"] = f"gave up after {work.attempt} attempts: {result.message or ''}"[:1000]
+    if retry_in is not None:
+        due = now + timedelta(seconds=retry_in)
+        values.update(next_attempt_at=due, queued_at=now if retry_in <= MAX_COUNTDOWN else None)
+
+    with session_scope(conf.database_url) as session:
+        changed = session.execute(update(Chunk).where(_chunk_is_ours(work)).values(**values)).rowcount
+        if changed != 1:
+            log.warning("chunk %s: outcome %s not recorded, the chunk moved on", work.chunk_id, state)
+            return state, None
+        _record_recipients(session, work, result, state, now)
+    return state, retry_in
+
+
+def _record_recipients(session, work: Work, result: SendResult, state: str, now: datetime) -> None:
+    if state == "pending":
+        return  # recipients stay queued for the retry
+    where = and_(Recipient.batch_id == work.batch_id, Recipient.chunk_seq == work.seq,
+                 Recipient.state.in_(("queued", "unknown")))
+    if state == "accepted":
+        ids = result.vendor_ids if len(result.vendor_ids) == len(work.recipients) else []
+        if ids:  # one id per number, in the order sent
+            table = Recipient.__table__  # Core executemany: one statement, 100 parameter sets
+            session.connection().execute(
+                update(table).where(table.c.id == bindparam("rid")).values(
+                    state="sent", vendor_id=bindparam("vid"), updated_at=now),
+                [{"rid": rid, "vid": vid[:64]} for (rid, _), vid in zip(work.recipients, ids)])
+        else:
+            session.execute(update(Recipient).where(where).values(
+                state="sent", vendor_id=(result.batch_ref or "")[:64] or None, updated_at=now))
+        for mobile, reason in result.failed_numbers.items():
+            session.execute(update(Recipient).where(
+                Recipient.batch_id == work.batch_id, Recipient.mobile == mobile).values(
+                state="failed", code=result.code, detail=reason[:255], updated_at=now))
+        return
+    session.execute(update(Recipient).where(where).values(
+        state="unknown" if state == "unknown" else "failed", code=result.code,
+        detail=(result.message or "")[:255], updated_at=now))
+
+
+def run_chunk(chunk_id: int) -> str:
+    """Everything send_chunk does, without Celery in the way."""
+    conf = settings()
+    ensure_schema(conf)
+    work = claim(conf, chunk_id)
+    if work is None:
+        log.info("chunk %s: not pending (already claimed or done); nothing to do", chunk_id)
+        return "skipped"
+    try:
+        account = conf.account(work.account)
+        provider = provider_for(account)
+        waited = limiter(conf.redis_url).acquire(account.name, account.rate_limit)
+    except Exception as exc:
+        release(conf, work, f"not sent: {type(exc).__name__}: {exc}")
+        raise
+    if waited > 1:
+        log.info("chunk %s: waited %.1fs for account %s's rate limit", chunk_id, waited, account.name)
+    numbers = [mobile for _, mobile in work.recipients]
+    vendor_time = work.send_at + timedelta(hours=8) if work.send_at and work.send_at > utcnow() else None
+    # Past this line the vendor may act on the request: no exception may turn
+    # it back into 'pending'. An error recording the result leaves 'sending',
+    # which the relay settles as 'unknown'.
+    result = provider.send(numbers, work.content, vendor_time)
+    state, retry_in = record(conf, work, result)
+    level = logging.WARNING if state in ("failed", "unknown") else logging.INFO
+    if result.outcome in (Outcome.AUTH, Outcome.BALANCE):
+        level = logging.ERROR  # the account needs an operator
+    log.log(level, "chunk %s (batch %s, %s numbers, account %s): %s -> %s %s %s", chunk_id, work.batch_id,
+            len(numbers), account.name, result.outcome.value, state, result.code or "", result.message or "")
+    if retry_in is not None and retry_in <= MAX_COUNTDOWN:
+        publish_chunk(chunk_id, work.lane, countdown=retry_in)
+    return state
+
+
+@shared_task(name="smsq.send_chunk", ignore_result=True, acks_late=True)
+def send_chunk(chunk_id: int) -> str:
+    return run_chunk(int(chunk_id))

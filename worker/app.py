@@ -1,0 +1,74 @@
+"""The Celery app and the settings that make a send safe (see DESIGN.md).
+
+``get_app()`` builds the app from the current settings once per process;
+``reset_app()`` drops it (tests switch between embedded and distributed mode).
+"""
+from __future__ import annotations
+
+import threading
+
+from celery import Celery
+from kombu import Queue
+
+from .config import Settings, settings
+
+QUEUES = ("smsq.priority", "smsq.bulk", "smsq.poll")
+TASK_MODULES = ["tasks.send", "tasks.relay"]
+
+_lock = threading.Lock()
+_app: Celery | None = None
+
+
+def make_app(conf: Settings) -> Celery:
+    app = Celery("smsq", broker=conf.broker_url, include=TASK_MODULES, set_as_current=True)
+    transport_options: dict = {}
+    if not conf.embedded:
+        # Redis redelivers an unacked message after visibility_timeout: it must
+        # outlast the longest retry countdown (60 s) and the longest vendor call
+        # by far, or a slow chunk would be delivered twice (the claim would still
+        # stop a second send, but it is noise).
+        transport_options["visibility_timeout"] = 3600
+    # (The SQLAlchemy transport hands its options to create_engine, so nothing goes there.)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],  # pickle refused: a task message must never be code
+        event_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        result_extended=False,
+        task_acks_late=True,  # a chunk is acked only when its outcome is recorded...
+        task_reject_on_worker_lost=True,  # ...and redelivered if the worker dies; the claim makes that harmless
+        worker_prefetch_multiplier=1,  # no chunk waits in a busy worker's buffer
+        task_default_queue="smsq.bulk",
+        task_queues=[Queue(name) for name in QUEUES],
+        task_routes={"smsq.relay": {"queue": "smsq.poll"}, "smsq.poll*": {"queue": "smsq.poll"}},
+        worker_send_task_events=True,  # Flower sees every task
+        task_send_sent_event=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=transport_options,
+        worker_hijack_root_logger=False,
+        timezone="UTC",
+    )
+    from scheduler.schedule import beat_schedule
+
+    app.conf.beat_schedule = beat_schedule(conf)
+    if not conf.embedded and conf.redis_url:
+        # One beat at a time: redbeat holds a lock in Redis (a second beat waits).
+        app.conf.redbeat_redis_url = conf.redis_url
+        app.conf.redbeat_lock_timeout = 5 * 60
+    return app
+
+
+def get_app() -> Celery:
+    global _app
+    with _lock:
+        if _app is None:
+            _app = make_app(settings())
+        return _app
+
+
+def reset_app() -> None:
+    global _app
+    with _lock:
+        _app = None

@@ -1,0 +1,290 @@
+"""The ``smsq`` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from .config import ConfigError
+
+EPILOG = """\
+environment:
+  SMSQ_CONFIG         accounts file (default ./smsq.toml)
+  SMSQ_DATABASE_URL   default sqlite:///smsq.db; e.g. postgresql://user@host/db
+  SMSQ_BROKER_URL     default: embedded SQLite broker; e.g. redis://127.0.0.1:6379/0
+  SMSQ_FLOWER_AUTH    user:password for `smsq flower`
+"""
+
+
+def _load():
+    from . import logs
+    from .config import settings
+
+    conf = settings()
+    logs.mask_secrets(conf.secrets())
+    return conf
+
+
+# -- send / status ----------------------------------------------------------
+def _read_numbers(path: str):
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8-sig")
+    with stream:
+        for line in stream:
+            for item in line.replace(";", ",").split(","):
+                if item.strip():
+                    yield item.strip()
+
+
+def _parse_at(value: str) -> datetime:
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            return datetime.strptime(value, fmt)
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(f"--at wants \"YYYY-MM-DD HH:MM:SS\" (Beijing time), not {value!r}")
+
+
+def _bar(status, width: int = 30) -> str:
+    total = sum(status.chunks.values()) or 1
+    final = sum(n for s, n in status.chunks.items() if s in ("accepted", "failed", "unknown"))
+    filled = int(width * final / total)
+    r = status.recipients
+    return (f"[{'#' * filled}{'.' * (width - filled)}] {final}/{total} chunks final  "
+            f"sent {r.get('sent', 0) + r.get('delivered', 0)}  failed {r.get('failed', 0)}  "
+            f"unknown {r.get('unknown', 0)}  waiting {r.get('queued', 0)}")
+
+
+def wait_for(batch_id: int, *, show: bool = True, timeout: float | None = None, interval: float = 0.5):
+    from tasks import batch_status
+
+    start = time.monotonic()
+    tty = sys.stderr.isatty()
+    last = None
+    while True:
+        status = batch_status(batch_id)
+        line = _bar(status)
+        if show and line != last:
+            # A terminal gets one redrawn line; a log file gets a line per change.
+            print(("\r" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True)
+            last = line
+        if status.final or (timeout is not None and time.monotonic() - start > timeout):
+            if show and tty:
+                print(file=sys.stderr)
+            return status
+        time.sleep(interval)
+
+
+def _print_status(status, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(status.as_dict(), ensure_ascii=False))
+        return
+    print(f"batch {status.batch_id}  account {status.account}  accepted {status.accepted}  "
+          f"rejected {status.rejected}  {'final' if status.final else 'in progress'}")
+    print("  recipients: " + ", ".join(f"{k} {v}" for k, v in sorted(status.recipients.items())))
+    print("  chunks:     " + ", ".join(f"{k} {v}" for k, v in sorted(status.chunks.items())))
+
+
+def cmd_send(args) -> int:
+    from tasks import send_sms
+
+    _load()
+    numbers = args.to if args.to else _read_numbers(args.to_file)
+    receipt = send_sms(args.account, numbers, args.content, send_at=args.at,
+                       idempotency_key=args.idempotency_key,
+                       priority=True if args.priority else None)
+    if args.json and not args.wait:
+        print(json.dumps({"batch_id": receipt.batch_id, "accepted": receipt.accepted,
+                          "rejected": receipt.rejected, "segments": receipt.segments,
+                          "lane": receipt.lane, "replayed": receipt.replayed}, ensure_ascii=False))
+    elif not args.json:
+        print(receipt.batch_id)
+        print(f"accepted {receipt.accepted}, rejected {len(receipt.rejected)}, {receipt.segments} "
+              f"segment(s) each, lane {receipt.lane}" + (" (replayed: same idempotency key)"
+                                                          if receipt.replayed else ""), file=sys.stderr)
+        for number, reason in receipt.rejected[:20]:
+            print(f"  rejected {number!r}: {reason}", file=sys.stderr)
+        if len(receipt.rejected) > 20:
+            print(f"  ... and {len(receipt.rejected) - 20} more", file=sys.stderr)
+    if args.wait:
+        status = wait_for(receipt.batch_id, show=not args.json)
+        _print_status(status, args.json)
+    return 0
+
+
+def cmd_status(args) -> int:
+    from tasks import batch_status
+
+    _load()
+    _print_status(batch_status(args.batch_id), args.json)
+    return 0
+
+
+# -- processes --------------------------------------------------------------
+def cmd_worker(args) -> int:
+    from .app import QUEUES, get_app
+
+    conf = _load()
+    from tasks.schema import ensure_schema
+
+    ensure_schema(conf)
+    queues = args.queues or ",".join(QUEUES)
+    argv = ["worker", "-Q", queues, "-l", args.loglevel, "-E"]
+    if conf.embedded:
+        # One process, threads: the SQLite database and the in-process rate
+        # limiter are shared by every thread.
+        argv += ["--pool", "threads", "-c", str(args.concurrency or 4)]
+    elif args.concurrency:
+        argv += ["-c", str(args.concurrency)]
+    if args.hostname:
+        argv += ["-n", args.hostname]
+    get_app().worker_main(argv)
+    return 0
+
+
+def cmd_beat(args) -> int:
+    from .app import get_app
+
+    conf = _load()
+    argv = ["beat", "-l", args.loglevel]
+    if conf.embedded:
+        db_dir = Path(conf.database_url.removeprefix("sqlite:///") or ".").resolve().parent
+        argv += ["-s", str(db_dir / "celerybeat-schedule")]
+    else:
+        argv += ["-S", "redbeat.RedBeatScheduler"]
+    get_app().start(argv)
+    return 0
+
+
+def cmd_flower(args) -> int:
+    from .app import get_app
+
+    _load()
+    auth = os.environ.get("SMSQ_FLOWER_AUTH")
+    address = args.address
+    if auth:
+        if ":" not in auth:
+            raise ConfigError("SMSQ_FLOWER_AUTH must be user:password")
+        # Through Flower's own environment variable, so the password is not on
+        # the command line for `ps` to show.
+        os.environ["FLOWER_BASIC_AUTH"] = auth
+    else:
+        if address not in ("127.0.0.1", "localhost", "::1"):
+            print(f"SMSQ_FLOWER_AUTH is not set: refusing to expose Flower on {address} without a "
+                  f"password; binding 127.0.0.1 only", file=sys.stderr)
+        else:
+            print("SMSQ_FLOWER_AUTH is not set: Flower listens on 127.0.0.1 only", file=sys.stderr)
+        address = "127.0.0.1"
+    get_app().start(["flower", f"--address={address}", f"--port={args.port}"])
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from simulator.catalog import build
+    from simulator.server import serve_forever
+
+    sims = build(args.only.split(",") if args.only else None)
+    serve_forever({name: (app, port) for name, (_, app, port) in sims.items()}, host=args.host)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.dir), count=args.count, keep=args.keep_running)
+
+
+def cmd_db(args) -> int:
+    from .db import upgrade
+
+    conf = _load()
+    upgrade(conf.database_url, args.revision)
+    print(f"database at revision {args.revision}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="smsq", description="Queue-backed SMS dispatcher: send through Chinese SMS vendors with "
+        "Celery workers; poll their inbound messages and reports with beat.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("send", help="queue one content for many numbers",
+                       description="Validate and queue a batch; prints the batch id.")
+    s.add_argument("--account", required=True, help="account name from the config ([accounts.NAME])")
+    who = s.add_mutually_exclusive_group(required=True)
+    who.add_argument("--to", type=lambda v: [n for n in v.split(",") if n.strip()],
+                     help="numbers, comma-separated")
+    who.add_argument("--to-file", metavar="FILE", help="a file of numbers, one per line (or comma-separated); - for stdin")
+    s.add_argument("--content", required=True, help="the text, signature 【…】 included or taken from the account")
+    s.add_argument("--at", type=_parse_at, metavar="'YYYY-MM-DD HH:MM:SS'",
+                   help="send later; Beijing time")
+    s.add_argument("--idempotency-key", help="the same key twice sends once")
+    s.add_argument("--priority", action="store_true", help="force the priority lane")
+    s.add_argument("--wait", action="store_true", help="show progress until every chunk has an outcome")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_send)
+
+    s = sub.add_parser("status", help="counts of a batch's recipients and chunks by state")
+    s.add_argument("batch_id", type=int)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("worker", help="run a Celery worker (sends and polls)")
+    s.add_argument("--queues", help="comma-separated (default smsq.priority,smsq.bulk,smsq.poll)")
+    s.add_argument("--concurrency", type=int, help="processes (threads in embedded mode, default 4)")
+    s.add_argument("--hostname", help="worker node name, e.g. bulk1@%%h")
+    s.add_argument("--loglevel", default="info")
+    s.set_defaults(func=cmd_worker)
+
+    s = sub.add_parser("beat", help="run the scheduler (relay, polls); run exactly one")
+    s.add_argument("--loglevel", default="info")
+    s.set_defaults(func=cmd_beat)
+
+    s = sub.add_parser("flower", help="run Flower on the smsq app (auth from SMSQ_FLOWER_AUTH)")
+    s.add_argument("--port", type=int, default=5555)
+    s.add_argument("--address", default="0.0.0.0")
+    s.set_defaults(func=cmd_flower)
+
+    s = sub.add_parser("simulate", help="run the vendor simulators on their fixed ports",
+                       description="linkws 8800, dxt 8801, jinxin 8802, orgws 8803, qxs 8804; "
+                       "account demo / demo-secret")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--only", help="comma-separated simulator names")
+    s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("demo", help="simulators + worker + beat + a sample send, embedded")
+    s.add_argument("--dir", default="demo-run", help="where the demo keeps its database and config")
+    s.add_argument("--count", type=int, default=250, help="numbers in the sample batch")
+    s.add_argument("--keep-running", action="store_true", help="leave everything running until Ctrl-C")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("db", help="database schema")
+    dbs = s.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    u = dbs.add_parser("upgrade", help="apply Alembic migrations")
+    u.add_argument("revision", nargs="?", default="head")
+    u.set_defaults(func=cmd_db)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import logs
+    from .config import UnknownAccountError
+
+    args = build_parser().parse_args(argv)
+    logs.setup("WARNING" if args.command in ("send", "status") else "INFO")
+    try:
+        return args.func(args) or 0
+    except (ConfigError, UnknownAccountError, ValueError, LookupError) as exc:
+        print(f"smsq: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

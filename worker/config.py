@@ -1,0 +1,226 @@
+"""Configuration: accounts from TOML, everything else from the environment.
+
+Accounts live in the TOML file named by ``SMSQ_CONFIG`` (default ``./smsq.toml``)::
+
+    [accounts.shop-dxt]
+    provider = "dxt"
+    base_url = "http://127.0.0.1:8801/"
+    username = "demo"
+    password_env = "SHOP_DXT_PASSWORD"   # or password_file = "/run/secrets/dxt", or password = "..."
+    charset = "gbk"
+    signature = "【某某科技】"
+    rate_limit = "20/s"
+
+Every mistake is reported at start-up with the account and the key it concerns.
+Passwords are wrapped in ``Secret`` as soon as they are read, so they never
+show in a repr, a log line or an exception.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+from providers import KNOWN, PROVIDERS, Account, Secret, provider_class
+
+log = logging.getLogger("smsq.config")
+
+COMMON_KEYS = {
+    "provider", "base_url", "username", "password", "password_env", "password_file",
+    "charset", "signature", "rate_limit", "timeout", "poll_interval",
+}
+_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+class ConfigError(Exception):
+    """The configuration is wrong; the message names the account and the key."""
+
+
+class UnknownAccountError(ConfigError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return self.args[0]
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_path: Path
+    database_url: str
+    broker_url: str
+    redis_url: str | None  # the shared rate limiter; None = in-process limiter
+    accounts: Mapping[str, Account] = field(repr=False)
+    priority_max: int = 100  # batches up to this many numbers take the priority lane
+    send_timeout: float = 300.0  # a chunk 'sending' longer than this becomes 'unknown'
+    max_attempts: int = 5  # transient failures before a chunk is failed
+    republish_after: float = 600.0  # a pending chunk queued this long ago is published again
+    relay_interval: float = 10.0  # seconds between outbox relay runs
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url.startswith("sqla+")
+
+    def account(self, name: str) -> Account:
+        try:
+            return self.accounts[name]
+        except KeyError:
+            known = ", ".join(sorted(self.accounts)) or "none configured"
+            raise UnknownAccountError(
+                f"unknown account {name!r} (configured in {self.config_path}: {known})"
+            ) from None
+
+    def secrets(self) -> list[str]:
+        return [a.password.reveal() for a in self.accounts.values() if a.password]
+
+
+def parse_rate(value: Any, where: str) -> float:
+    """``"20/s"``, ``"600/m"`` or a number (per second) -> calls per second."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    if isinstance(value, str):
+        m = _RATE_RE.match(value)
+        if m and float(m.group(1)) > 0:
+            return float(m.group(1)) / _PER[m.group(2)]
+    raise ConfigError(f"{where}: rate_limit must look like \"20/s\" or \"600/m\", not {value!r}")
+
+
+def _password(name: str, table: Mapping[str, Any], base_dir: Path) -> Secret:
+    where = f"account {name!r}"
+    given = [k for k in ("password", "password_env", "password_file") if k in table]
+    if len(given) > 1:
+        raise ConfigError(f"{where}: give only one of {', '.join(given)}")
+    if not given:
+        raise ConfigError(f"{where}: no credential: set password_env (an environment variable) "
+                          f"or password_file")
+    key = given[0]
+    value = table[key]
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: {key} must be a non-empty string")
+    if key == "password":
+        log.warning("account %r: password is written in the config file; prefer password_env "
+                    "or password_file", name)
+        return Secret(value)
+    if key == "password_env":
+        secret = os.environ.get(value)
+        if not secret:
+            raise ConfigError(f"{where}: password_env names {value}, which is not set in the environment")
+        return Secret(secret)
+    path = Path(value) if Path(value).is_absolute() else base_dir / value
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}: password_file {path} cannot be read: {exc.strerror}") from None
+    if not secret:
+        raise ConfigError(f"{where}: password_file {path} is empty")
+    return Secret(secret)
+
+
+def parse_account(name: str, table: Mapping[str, Any], base_dir: Path) -> Account:
+    where = f"account {name!r}"
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: must be a table ([accounts.{name}])")
+    provider = table.get("provider")
+    if provider not in PROVIDERS:
+        hint = " (not available yet)" if provider in KNOWN else ""
+        raise ConfigError(f"{where}: provider {provider!r} is unknown{hint}; "
+                          f"one of: {', '.join(sorted(PROVIDERS))}")
+    cls = provider_class(provider)
+    allowed = COMMON_KEYS | set(cls.option_keys)
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key {key!r} for provider {provider!r}; "
+                              f"allowed: {', '.join(sorted(allowed))}")
+    for key in ("base_url", "username"):
+        if not isinstance(table.get(key), str) or not table[key]:
+            raise ConfigError(f"{where}: {key} is required")
+    if not table["base_url"].startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: base_url must start with http:// or https://")
+    charset = table.get("charset")
+    if charset is not None:
+        import codecs
+
+        try:
+            codecs.lookup(charset)
+        except (LookupError, TypeError):
+            raise ConfigError(f"{where}: charset {charset!r} is not a known encoding") from None
+    signature = table.get("signature")
+    if signature is not None and not re.fullmatch(r"【[^【】]{1,20}】", str(signature)):
+        raise ConfigError(f"{where}: signature must look like 【某某科技】, not {signature!r}")
+    timeout = table.get("timeout", 15)
+    if not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ConfigError(f"{where}: timeout must be a positive number of seconds")
+    options = {k: v for k, v in table.items() if k in cls.option_keys}
+    if "poll_interval" in table:
+        interval = table["poll_interval"]
+        if not isinstance(interval, (int, float)) or interval < 30:
+            raise ConfigError(f"{where}: poll_interval must be a number of seconds, at least 30")
+        options["poll_interval"] = float(interval)
+    return Account(
+        name=name, provider=provider, base_url=table["base_url"], username=table["username"],
+        password=_password(name, table, base_dir), charset=charset, signature=signature,
+        rate_limit=parse_rate(table.get("rate_limit", "10/s"), where), timeout=float(timeout),
+        options=options,
+    )
+
+
+def load_accounts(path: Path) -> dict[str, Account]:
+    if not path.exists():
+        log.warning("no accounts file at %s (set SMSQ_CONFIG); no account is configured", path)
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(data) - {"accounts"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level table(s) {', '.join(sorted(unknown))}; "
+                          f"accounts go under [accounts.NAME]")
+    return {name: parse_account(name, table, path.parent)
+            for name, table in (data.get("accounts") or {}).items()}
+
+
+def _redis_url(broker_url: str) -> str | None:
+    explicit = os.environ.get("SMSQ_REDIS_URL")
+    if explicit:
+        return explicit
+    return broker_url if broker_url.startswith(("redis://", "rediss://")) else None
+
+
+def _number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+
+
+def load_settings() -> Settings:
+    path = Path(os.environ.get("SMSQ_CONFIG", "smsq.toml")).resolve()
+    database_url = os.environ.get("SMSQ_DATABASE_URL") or "sqlite:///smsq.db"
+    if database_url.startswith("postgresql://"):
+        database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
+    broker_url = os.environ.get("SMSQ_BROKER_URL") or "sqla+sqlite:///smsq-broker.db"
+    return Settings(
+        config_path=path,
+        database_url=database_url,
+        broker_url=broker_url,
+        redis_url=_redis_url(broker_url),
+        accounts=load_accounts(path),
+        priority_max=int(_number("SMSQ_PRIORITY_MAX", 100)),
+        send_timeout=_number("SMSQ_SEND_TIMEOUT", 300),
+        max_attempts=int(_number("SMSQ_MAX_ATTEMPTS", 5)),
+        republish_after=_number("SMSQ_REPUBLISH_AFTER", 600),
+        relay_interval=_number("SMSQ_RELAY_INTERVAL", 10),
+    )
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process's settings, read once. Tests call ``settings.cache_clear()`` after changing env."""
+    return load_settings()

@@ -1,0 +1,69 @@
+"""Database engine and sessions, one engine per process and URL."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Iterator
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        # Worker threads, beat and the producer share one file: WAL lets readers
+        # go on while a writer commits, and a busy timeout queues writers instead
+        # of failing them with "database is locked".
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+            # Transactions are begun below, not by pysqlite's own guesswork.
+            dbapi_conn.isolation_level = None
+
+        # BEGIN IMMEDIATE takes the write lock up front: a transaction that reads
+        # and then writes (a claim, a relay pass) then waits its turn under the
+        # busy timeout instead of failing with "database is locked" mid-way.
+        @event.listens_for(engine, "begin")
+        def _begin(conn):  # pragma: no cover - trivial
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+@lru_cache(maxsize=8)
+def _sessionmaker(url: str) -> sessionmaker:
+    return sessionmaker(engine_for(url), expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """A session whose transaction commits on success and rolls back on error."""
+    session = _sessionmaker(url)()
+    try:
+        with session.begin():
+            yield session
+    finally:
+        session.close()
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` with Alembic (``smsq db upgrade``)."""
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("store") / "migrations"))
+    cfg.attributes["url"] = url
+    command.upgrade(cfg, revision)

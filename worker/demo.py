@@ -1,0 +1,130 @@
+"""``smsq demo``: the simulators, a worker and beat, and one real send through them.
+
+Embedded by default (SQLite database, SQLite broker, all under ``demo-run/``);
+with ``SMSQ_BROKER_URL``/``SMSQ_DATABASE_URL`` set it runs on those instead.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from simulator.catalog import DEMO_PASSWORD, DEMO_USER, PORTS
+
+CONTENT = "【某某科技】您的验证码是 345678，5分钟内有效。"
+
+CONFIG = f"""\
+# Written by `smsq demo`: one account per simulator.
+[accounts.demo-dxt]
+provider = "dxt"
+base_url = "http://127.0.0.1:{PORTS['dxt']}/"
+username = "{DEMO_USER}"
+password_env = "SMSQ_DEMO_PASSWORD"
+charset = "gbk"
+signature = "【某某科技】"
+rate_limit = "20/s"
+"""
+
+
+def _say(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+def _numbers(count: int) -> list[str]:
+    numbers = [f"1380013{i:04d}" for i in range(count)]
+    # What real lists hold: the same number spelled three ways, and junk.
+    return numbers + ["+86 138-0013-0000", "008613800130001", "12345", "not-a-number"]
+
+
+def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    out = open(log, "ab")
+    return subprocess.Popen([sys.executable, "-m", "worker.cli", *args], env=env, stdout=out,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def run_demo(directory: Path, *, count: int = 250, keep: bool = False) -> int:
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "smsq.toml").write_text(CONFIG, encoding="utf-8")
+    env = dict(os.environ)
+    env["SMSQ_CONFIG"] = str(directory / "smsq.toml")
+    env["SMSQ_DEMO_PASSWORD"] = DEMO_PASSWORD
+    env.setdefault("SMSQ_DATABASE_URL", f"sqlite:///{directory / 'smsq.db'}")
+    env.setdefault("SMSQ_BROKER_URL", f"sqla+sqlite:///{directory / 'broker.db'}")
+    env.setdefault("SMSQ_RELAY_INTERVAL", "5")
+    os.environ.update(env)  # this process sends the batch with the same settings
+
+    from simulator.catalog import build
+    from simulator.server import serve
+    from tasks import send_sms
+
+    from .cli import _print_status, wait_for
+    from .config import settings
+
+    settings.cache_clear()
+    conf = settings()
+    mode = "embedded (SQLite + SQLite broker)" if conf.embedded else f"broker {conf.broker_url.split('@')[-1]}"
+    _say(f"mode: {mode}; files in {directory}")
+
+    sims = build(["dxt"])
+    running = []
+    procs: list[subprocess.Popen] = []
+    try:
+        for name, (state, app, port) in sims.items():
+            running.append(serve(app, port=port))
+            _say(f"simulator {name} on http://127.0.0.1:{port}/")
+        dxt_state = sims["dxt"][0]
+
+        from tasks.schema import ensure_schema
+
+        ensure_schema(conf)  # before two processes race to create the SQLite tables
+        procs.append(_spawn(["worker", "--loglevel", "info"], env, directory / "worker.log"))
+        procs.append(_spawn(["beat", "--loglevel", "info"], env, directory / "beat.log"))
+        _say(f"worker and beat started (logs: {directory / 'worker.log'}, {directory / 'beat.log'})")
+
+        numbers = _numbers(count)
+        _say(f"send_sms(account='demo-dxt', to=<{len(numbers)} numbers>, content={CONTENT!r})")
+        receipt = send_sms("demo-dxt", numbers, CONTENT)
+        print(f"    batch {receipt.batch_id}: {receipt.accepted} accepted, lane {receipt.lane}, "
+              f"{receipt.segments} segment(s) each", flush=True)
+        for number, reason in receipt.rejected:
+            print(f"    rejected {number!r}: {reason}", flush=True)
+
+        status = wait_for(receipt.batch_id, timeout=120)
+        _print_status(status, as_json=False)
+        sends = dxt_state.sends
+        got = sum(len(s.numbers) for s in sends)
+        print(f"    the dxt simulator received {len(sends)} calls, {got} numbers "
+              f"(at most {max((len(s.numbers) for s in sends), default=0)} per call), "
+              f"content {sends[0].content!r}" if sends else "    the dxt simulator received nothing",
+              flush=True)
+        if not status.final:
+            _say("the batch did not settle in 120 s; see the worker log")
+            return 1
+        _say("done: the batch went out and settled")
+        if keep:
+            _say("still running (Ctrl-C to stop); try: smsq status " + str(receipt.batch_id))
+            while all(p.poll() is None for p in procs):
+                time.sleep(1)
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        _stop(procs)
+        for sim in running:
+            sim.stop()
