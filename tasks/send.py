@@ -168,6 +168,9 @@ def run_chunk(chunk_id: int) -> str:
     if work is None:
         log.info("chunk %s: not pending (already claimed or done); nothing to do", chunk_id)
         return "skipped"
+    if not work.recipients:  # every number of the chunk was settled elsewhere (an operator)
+        record(conf, work, SendResult(Outcome.OK, message="no recipient left to send"))
+        return "accepted"
     try:
         account = conf.account(work.account)
         provider = provider_for(account)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 
 from celery import Celery
+from celery.signals import worker_process_init
 from kombu import Queue
 
 from .config import Settings, settings
@@ -58,6 +59,17 @@ def make_app(conf: Settings) -> Celery:
         app.conf.redbeat_redis_url = conf.redis_url
         app.conf.redbeat_lock_timeout = 5 * 60
     return app
+
+
+@worker_process_init.connect
+def _after_fork(**_: object) -> None:
+    """A prefork child must not reuse its parent's sockets: database connections,
+    the Redis limiter and HTTP pools are opened again in each child."""
+    from . import clients, db, limiter
+
+    db.dispose_after_fork()
+    limiter.reset()
+    clients.forget()
 
 
 def get_app() -> Celery:

@@ -32,3 +32,9 @@ def close_all() -> None:
         for _, provider in _providers.values():
             provider.client.close()
         _providers.clear()
+
+
+def forget() -> None:
+    """After a fork: drop the parent's pools without closing its sockets."""
+    with _lock:
+        _providers.clear()

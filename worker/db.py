@@ -10,8 +10,17 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 
-@lru_cache(maxsize=8)
+_engines: dict[str, Engine] = {}
+
+
 def engine_for(url: str) -> Engine:
+    engine = _engines.get(url)
+    if engine is None:
+        engine = _engines.setdefault(url, _create(url))
+    return engine
+
+
+def _create(url: str) -> Engine:
     if url.startswith("sqlite"):
         # Worker threads, beat and the producer share one file: WAL lets readers
         # go on while a writer commits, and a busy timeout queues writers instead
@@ -38,6 +47,13 @@ def engine_for(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def dispose_after_fork() -> None:
+    """Drop pooled connections inherited from the parent without closing them
+    under the parent's feet (SQLAlchemy's recipe for multiprocessing)."""
+    for engine in _engines.values():
+        engine.dispose(close=False)
 
 
 @lru_cache(maxsize=8)

@@ -1,0 +1,213 @@
+"""Shared fixtures: real simulators over HTTP, real Redis/PostgreSQL, real Celery workers.
+
+``stack`` is parametrised over the two modes smsq ships:
+  embedded     SQLite database + kombu's SQLAlchemy transport on SQLite, thread pool
+  distributed  PostgreSQL + Redis broker, prefork pool, Redis rate limiter
+Each module that uses it gets one worker process per mode.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from simulator.dxt import DxtState, create_app
+from simulator.server import serve
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "Pw-s3cret-dxt-9917"  # must never show in logs, task messages or reprs
+PG_ADMIN_URL = os.environ.get("SMSQ_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("SMSQ_TEST_REDIS", "redis://127.0.0.1:6379/9")
+
+
+def reset_process_state() -> None:
+    """Forget every per-process cache that depends on the environment."""
+    from tasks import schema
+    from worker import app, clients, limiter
+    from worker.config import settings
+
+    settings.cache_clear()
+    app.reset_app()
+    clients.close_all()
+    limiter.reset()
+    schema.forget()
+
+
+def write_config(path: Path, sim_url: str) -> Path:
+    path.write_text(f"""
+[accounts.shop-dxt]
+provider = "dxt"
+base_url = "{sim_url}"
+username = "test"
+password_env = "SMSQ_TEST_DXT_PASSWORD"
+charset = "gbk"
+signature = "【某某科技】"
+rate_limit = "200/s"
+timeout = 5
+
+[accounts.slow-dxt]
+provider = "dxt"
+base_url = "{sim_url}"
+username = "test"
+password_env = "SMSQ_TEST_DXT_PASSWORD"
+rate_limit = "200/s"
+timeout = 1
+
+[accounts.wrong-dxt]
+provider = "dxt"
+base_url = "{sim_url}"
+username = "test"
+password = "not-the-password"
+signature = "【某某科技】"
+""", encoding="utf-8")
+    return path
+
+
+def fresh_postgres(name: str) -> str:
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def fresh_redis(url: str) -> str:
+    import redis
+
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@dataclass
+class Stack:
+    mode: str
+    env: dict
+    sim: DxtState
+    sim_url: str
+    tmp: Path
+    worker: subprocess.Popen | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.tmp / f"worker-{self.mode}.log"
+
+    def worker_log(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def mode_env(mode: str, tmp: Path, config: Path) -> dict:
+    env = {"SMSQ_CONFIG": str(config), "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
+           "SMSQ_RELAY_INTERVAL": "2", "SMSQ_SEND_TIMEOUT": "300"}
+    if mode == "embedded":
+        env["SMSQ_DATABASE_URL"] = f"sqlite:///{tmp / 'smsq.db'}"
+        env["SMSQ_BROKER_URL"] = f"sqla+sqlite:///{tmp / 'broker.db'}"
+    else:
+        env["SMSQ_DATABASE_URL"] = fresh_postgres(f"smsq_test_{os.getpid()}")
+        env["SMSQ_BROKER_URL"] = fresh_redis(REDIS_URL)
+    return env
+
+
+def apply_env(env: dict) -> dict:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    reset_process_state()
+    return saved
+
+
+def restore_env(saved: dict) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    reset_process_state()
+
+
+def start_worker(stack: Stack, queues: str = "smsq.priority,smsq.bulk,smsq.poll") -> subprocess.Popen:
+    env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
+    out = open(stack.log, "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", queues,
+                             "--concurrency", "2", "--loglevel", "info"],
+                            cwd=stack.tmp, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while "ready." not in stack.worker_log():
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited {proc.returncode}:\n{stack.worker_log()[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"worker not ready in 60 s:\n{stack.worker_log()[-3000:]}")
+        time.sleep(0.2)
+    return proc
+
+
+def stop_worker(proc: subprocess.Popen | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def dxt_sim():
+    state = DxtState({"test": PASSWORD}, balance=10_000_000)
+    running = serve(create_app(state), port=0)
+    yield state, running.url
+    running.stop()
+
+
+@pytest.fixture(scope="module", params=["embedded", "distributed"])
+def stack(request, dxt_sim, tmp_path_factory):
+    mode = request.param
+    state, url = dxt_sim
+    tmp = tmp_path_factory.mktemp(mode)
+    config = write_config(tmp / "smsq.toml", url)
+    env = mode_env(mode, tmp, config)
+    saved = apply_env(env)
+    from tasks.schema import ensure_schema
+    from worker.config import settings
+    from worker.db import upgrade
+
+    upgrade(settings().database_url)
+    ensure_schema(settings())
+    s = Stack(mode, env, state, url, tmp)
+    s.worker = start_worker(s)
+    yield s
+    stop_worker(s.worker)
+    restore_env(saved)
+
+
+@pytest.fixture
+def sim(stack):
+    """The stack's simulator, reset for the test."""
+    stack.sim.reset()
+    return stack.sim
+
+
+def wait_until(predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_final(batch_id: int, timeout: float = 60):
+    from tasks import batch_status
+
+    return wait_until(lambda: (s := batch_status(batch_id)).final and s, timeout, 0.2,
+                      f"batch {batch_id} to settle")

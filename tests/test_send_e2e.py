@@ -1,0 +1,188 @@
+"""The send path end to end: send_sms -> broker -> a real worker -> the dxt simulator over HTTP.
+
+Runs once embedded (SQLite + SQLite broker) and once distributed (PostgreSQL + Redis).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import insert, select, update
+
+from store.models import BlockedNumber, Chunk, Recipient, utcnow
+from tasks import batch_status, send_sms
+from tasks.publish import publish_chunk
+from tasks.relay import run_relay
+from worker.config import settings
+from worker.db import session_scope
+
+from .conftest import PASSWORD, wait_final, wait_until
+
+CONTENT = "【某某科技】您的验证码是 345678，请在5分钟内输入。"
+
+
+def messy_numbers() -> tuple[list[str], set[str], int]:
+    """1,234 entries: 1,100 unique mobiles in mixed spellings, 100 repeats, 34 invalid."""
+    unique = [f"139{i:08d}" for i in range(1100)]
+    spellings = [lambda n: n, lambda n: "+86" + n, lambda n: f"86 {n[:3]}-{n[3:7]}-{n[7:]}",
+                 lambda n: "0086" + n, lambda n: n.translate(str.maketrans("0123456789", "０１２３４５６７８９"))]
+    entries = [spellings[i % len(spellings)](n) for i, n in enumerate(unique)]
+    entries += [spellings[(i + 1) % len(spellings)](unique[i * 7]) for i in range(100)]  # repeats
+    invalid = [f"1{i:03d}" for i in range(20)] + [f"2{i:010d}" for i in range(10)] + ["abc", "+1 555 0100", "", "139"]
+    entries += invalid
+    return entries, set(unique), len(invalid) - 1  # "" is skipped, not rejected
+
+
+def test_a_messy_list_arrives_once_per_number_in_gbk(stack, sim):
+    entries, unique, invalid = messy_numbers()
+    assert len(entries) == 1234
+    receipt = send_sms("shop-dxt", entries, CONTENT)
+    assert receipt.accepted == len(unique)
+    assert len(receipt.rejected) == invalid
+    assert all(reason for _, reason in receipt.rejected)
+
+    status = wait_final(receipt.batch_id, timeout=90)
+    received = Counter(n for s in sim.sends for n in s.numbers)
+    assert set(received) == unique
+    assert max(received.values()) == 1, "a number reached the vendor twice"
+    assert max(len(s.numbers) for s in sim.sends) <= 100
+    assert len(sim.sends) == 11
+    assert {s.content for s in sim.sends} == {CONTENT}  # decoded by the vendor as GBK, intact
+    assert not sim.decode_errors
+    assert status.chunks == {"accepted": 11}
+    assert status.recipients == {"sent": len(unique), "rejected": invalid}
+    assert status.accepted + status.rejected == sum(status.recipients.values())
+
+
+def test_redelivered_chunk_sends_nothing(stack, sim):
+    receipt = send_sms("shop-dxt", ["13800000001", "13800000002"], CONTENT)
+    wait_final(receipt.batch_id)
+    with session_scope(settings().database_url) as s:
+        chunk_id = s.scalar(select(Chunk.id).where(Chunk.batch_id == receipt.batch_id))
+    for _ in range(3):  # the broker delivers the same chunk again, three times
+        publish_chunk(chunk_id, "priority")
+    wait_until(lambda: f"chunk {chunk_id}: not pending" in stack.worker_log(), 20, what="redelivery handled")
+    assert len(sim.sends) == 1
+    assert batch_status(receipt.batch_id).chunks == {"accepted": 1}
+
+
+def test_read_timeout_after_the_request_leaves_the_chunk_unknown(stack, sim):
+    sim.set_faults(hang=True, hang_seconds=4)  # the vendor accepts, then does not answer in time
+    receipt = send_sms("slow-dxt", ["13800000011"], CONTENT)
+    status = wait_final(receipt.batch_id, timeout=30)
+    assert status.chunks == {"unknown": 1}
+    assert status.recipients == {"unknown": 1}
+    sim.set_faults(hang=False)
+    run_relay()  # the relay must not resend an unknown chunk either
+    import time
+
+    time.sleep(2)
+    assert len(sim.sends) == 1
+    assert batch_status(receipt.batch_id).chunks == {"unknown": 1}
+
+
+def test_busy_vendor_is_retried_with_backoff_then_accepted(stack, sim):
+    sim.set_faults(busy=True)
+    receipt = send_sms("shop-dxt", ["13800000021"], CONTENT)
+    with session_scope(settings().database_url) as s:
+        chunk_id = s.scalar(select(Chunk.id).where(Chunk.batch_id == receipt.batch_id))
+
+    def attempts():
+        with session_scope(settings().database_url) as s:
+            return s.get(Chunk, chunk_id).attempts
+
+    wait_until(lambda: attempts() >= 2, 30, what="a second attempt")
+    sim.set_faults(busy=False)
+    status = wait_final(receipt.batch_id, timeout=60)
+    assert status.chunks == {"accepted": 1}
+    assert len(sim.sends) == 1  # busy answers record no send
+    with session_scope(settings().database_url) as s:
+        chunk = s.get(Chunk, chunk_id)
+        assert chunk.code == "0" and chunk.attempts >= 2
+
+
+def test_wrong_password_fails_the_chunk_with_the_vendor_code(stack, sim):
+    receipt = send_sms("wrong-dxt", ["13800000031"], CONTENT)
+    status = wait_final(receipt.batch_id)
+    assert status.chunks == {"failed": 1}
+    assert status.recipients == {"failed": 1}
+    with session_scope(settings().database_url) as s:
+        chunk = s.scalar(select(Chunk).where(Chunk.batch_id == receipt.batch_id))
+        assert (chunk.outcome, chunk.code) == ("auth", "-7")
+        assert "用户登入信息验证失败" in chunk.detail
+        assert chunk.attempts == 1  # auth failures are not retried
+
+
+def test_same_idempotency_key_sends_once(stack, sim):
+    first = send_sms("shop-dxt", ["13800000041", "bad"], CONTENT, idempotency_key="order-42")
+    second = send_sms("shop-dxt", ["13800000041", "bad"], CONTENT, idempotency_key="order-42")
+    assert second.batch_id == first.batch_id and second.replayed and not first.replayed
+    assert second.rejected == [("bad", first.rejected[0][1])]
+    wait_final(first.batch_id)
+    assert [s.numbers for s in sim.sends] == [["13800000041"]]
+
+
+def test_blocked_number_is_skipped_with_its_reason(stack, sim):
+    with session_scope(settings().database_url) as s:
+        s.execute(insert(BlockedNumber).values(account="shop-dxt", mobile="13800000051",
+                                               reason="unsubscribed (TD)", source="manual", created_at=utcnow()))
+    receipt = send_sms("shop-dxt", ["13800000051", "13800000052"], CONTENT)
+    assert receipt.rejected == [("13800000051", "blocked for this account: unsubscribed (TD)")]
+    wait_final(receipt.batch_id)
+    assert [s.numbers for s in sim.sends] == [["13800000052"]]
+
+
+def test_small_batches_take_the_priority_lane(stack, sim):
+    small = send_sms("shop-dxt", ["13800000061"], CONTENT)
+    big = send_sms("shop-dxt", [f"1370000{i:04d}" for i in range(150)], CONTENT)
+    forced = send_sms("shop-dxt", [f"1360000{i:04d}" for i in range(150)], CONTENT, priority=True)
+    assert (small.lane, big.lane, forced.lane) == ("priority", "bulk", "priority")
+    for r in (small, big, forced):
+        wait_final(r.batch_id)
+    with session_scope(settings().database_url) as s:
+        lanes = dict(s.execute(select(Chunk.batch_id, Chunk.lane).where(
+            Chunk.batch_id.in_([small.batch_id, big.batch_id]))).all())
+    assert lanes == {small.batch_id: "priority", big.batch_id: "bulk"}
+
+
+def test_scheduled_send_passes_the_vendor_send_time_in_beijing_time(stack, sim):
+    at = datetime.now(timezone.utc) + timedelta(days=1)
+    receipt = send_sms("shop-dxt", ["13800000071"], CONTENT, send_at=at)
+    wait_final(receipt.batch_id)
+    beijing = at.astimezone(timezone(timedelta(hours=8)))
+    assert sim.sends[0].send_time == beijing.strftime("%Y%m%d%H%M%S")
+
+
+def test_relay_publishes_a_pending_chunk_whose_message_was_lost(stack, sim):
+    receipt = send_sms("shop-dxt", ["13800000081"], CONTENT, send_at=None)
+    wait_final(receipt.batch_id)
+    # Make it a chunk whose broker message was lost: pending, never queued.
+    with session_scope(settings().database_url) as s:
+        chunk_id = s.scalar(select(Chunk.id).where(Chunk.batch_id == receipt.batch_id))
+        s.execute(update(Chunk).where(Chunk.id == chunk_id).values(state="pending", queued_at=None))
+        s.execute(update(Recipient).where(Recipient.batch_id == receipt.batch_id).values(state="queued"))
+    sim.reset()
+    assert run_relay()["published"] >= 1
+    wait_final(receipt.batch_id)
+    assert len(sim.sends) == 1
+
+
+def test_relay_turns_a_stale_sending_chunk_unknown(stack, sim):
+    receipt = send_sms("shop-dxt", ["13800000091"], CONTENT)
+    wait_final(receipt.batch_id)
+    with session_scope(settings().database_url) as s:
+        chunk_id = s.scalar(select(Chunk.id).where(Chunk.batch_id == receipt.batch_id))
+        s.execute(update(Chunk).where(Chunk.id == chunk_id).values(
+            state="sending", claimed_at=utcnow() - timedelta(hours=1)))
+    assert run_relay()["expired"] == 1
+    assert batch_status(receipt.batch_id).chunks == {"unknown": 1}
+
+
+def test_no_password_in_worker_logs(stack, sim):
+    receipt = send_sms("wrong-dxt", ["13800000101"], CONTENT)
+    wait_final(receipt.batch_id)
+    log = stack.worker_log()
+    assert "smsq.send_chunk" in log
+    assert PASSWORD not in log
+    assert "not-the-password" not in log
