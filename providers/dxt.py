@@ -25,6 +25,7 @@ vendor's document is silent or ambiguous:
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import httpx
@@ -64,6 +65,8 @@ REPORT_STATUS = {
     "10": (True, "发送成功 (delivered)"),
     "20": (False, "发送失败 (failed)"),
 }
+
+_PHONE_RE = re.compile(r"(?:\+?86)?(?:1\d{10}|0\d{9,11})")
 
 ENDPOINTS = {
     "send": "sendsms_txt.asp",
@@ -193,7 +196,8 @@ def parse_reports_text(text: str) -> list[Report]:
         if len(fields) != 3:
             raise ValueError(f"malformed report record {piece[:80]!r}")
         smsid, mobile, status = (f.strip() for f in fields)
-        delivered, message = REPORT_STATUS.get(status, (False, f"unknown status {status}"))
+        # A status the document does not define settles nothing: kept, not guessed.
+        delivered, message = REPORT_STATUS.get(status, (None, f"unknown status {status}"))
         reports.append(Report(vendor_id=smsid, mobile=mobile, delivered=delivered, code=status, message=message))
     if len(reports) != count:
         raise ValueError(f"answer announces {count} reports but holds {len(reports)}")
@@ -229,12 +233,15 @@ def parse_inbound_text(text: str) -> list[Inbound]:
 
 
 def _starts_record(piece: str) -> bool:
+    """Does this piece look like "ID,MOBILE;…" or "ID;MOBILE;…" with a real phone number?"""
     head = piece.split(";", 1)[0]
     msg_id, comma, mobile = head.partition(",")
-    if comma:
-        return msg_id.strip().isdigit() and mobile.strip().isdigit()
-    parts = piece.split(";", 2)
-    return len(parts) >= 3 and parts[0].strip().isdigit() and parts[1].strip().isdigit()
+    if not comma:
+        parts = piece.split(";", 2)
+        if len(parts) < 3:
+            return False
+        msg_id, mobile = parts[0], parts[1]
+    return msg_id.strip().isdigit() and bool(_PHONE_RE.fullmatch(mobile.strip()))
 
 
 def parse_balance_text(text: str) -> int:

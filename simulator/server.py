@@ -8,6 +8,7 @@ they do against a vendor. ``serve`` runs one app in a background thread;
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -103,9 +104,17 @@ def serve(app: Any, host: str = "127.0.0.1", port: int = 0, *, startup_timeout: 
     return Running(host, real_port, server, thread)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def serve_forever(apps: dict[str, tuple[Any, int]], host: str = "127.0.0.1") -> None:
-    """Run several simulators (name -> (app, port)) until Ctrl-C."""
+    """Run several simulators (name -> (app, port)) until Ctrl-C or SIGTERM."""
     running: dict[str, Running] = {}
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # A process manager stops us with SIGTERM; shut down as for Ctrl-C.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         for name, (app, port) in apps.items():
             running[name] = serve(app, host, port)
@@ -118,3 +127,5 @@ def serve_forever(apps: dict[str, tuple[Any, int]], host: str = "127.0.0.1") -> 
     finally:
         for sim in running.values():
             sim.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,129 @@
+"""The smsq command line, run as a user runs it (a subprocess)."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from .conftest import PASSWORD, ROOT, write_config
+
+
+def smsq(*args: str, env: dict | None = None, cwd=None, timeout: float = 60) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture
+def env(tmp_path):
+    config = write_config(tmp_path / "smsq.toml", "http://127.0.0.1:9/")
+    return {"SMSQ_CONFIG": str(config), "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
+            "SMSQ_DATABASE_URL": f"sqlite:///{tmp_path / 'smsq.db'}",
+            "SMSQ_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.db'}"}
+
+
+def test_help_explains_every_command():
+    out = smsq("--help").stdout
+    for command in ("send", "status", "worker", "beat", "flower", "simulate", "demo", "db"):
+        assert command in out
+    assert "SMSQ_CONFIG" in out and "SMSQ_BROKER_URL" in out
+    send_help = smsq("send", "--help").stdout
+    for option in ("--account", "--to", "--to-file", "--content", "--at", "--wait", "--json"):
+        assert option in send_help
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--account", "nope", "--to", "13800000000", "--content", "【某某科技】hi"], "unknown account 'nope'"),
+    (["--account", "shop-dxt", "--to", "13800000000", "--content", "【某某科技】hi 😀"], "cannot be sent in gbk"),
+    (["--account", "slow-dxt", "--to", "13800000000", "--content", "no signature"], "has no signature"),
+])
+def test_bad_input_exits_2_with_the_reason(env, args, message):
+    result = smsq("send", *args, env=env)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("smsq: error:")]
+    assert len(errors) == 1 and message in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_time_is_a_usage_error(env):
+    result = smsq("send", "--account", "shop-dxt", "--to", "13800000000", "--content", "x", "--at", "tomorrow", env=env)
+    assert result.returncode == 2 and "YYYY-MM-DD HH:MM:SS" in result.stderr
+
+
+def test_send_reads_a_file_and_reports_rejections(env, tmp_path):
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("13800000001\n+86 138 0000 0002\n\nnot-a-number\n13800000001\n", encoding="utf-8")
+    result = smsq("send", "--account", "shop-dxt", "--to-file", str(numbers), "--content", "【某某科技】hi",
+                  "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    import json
+
+    receipt = json.loads(result.stdout)
+    assert receipt["accepted"] == 2 and receipt["rejected"][0][0] == "not-a-number"
+    status = smsq("status", str(receipt["batch_id"]), env=env)
+    assert status.returncode == 0 and "accepted 2" in status.stdout and "rejected 1" in status.stdout
+
+
+def test_status_of_an_unknown_batch(env):
+    result = smsq("status", "999", env=env)
+    assert result.returncode == 2 and "no batch 999" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening_addresses(port: int) -> set[str]:
+    """IPv4 addresses with a socket listening on ``port``, read from /proc/net/tcp."""
+    found = set()
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, _, hex_port = local.partition(":")
+        if state == "0A" and int(hex_port, 16) == port:  # 0A = LISTEN
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"flower exited: {proc.stdout.read()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("flower did not listen")
+
+
+@pytest.mark.parametrize("auth", [None, "ops:flower-pw-77"])
+def test_flower_needs_a_password_or_stays_local(env, tmp_path, auth):
+    port = _free_port()
+    run_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    run_env.pop("SMSQ_FLOWER_AUTH", None)
+    if auth:
+        run_env["SMSQ_FLOWER_AUTH"] = auth
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "flower", "--port", str(port)], cwd=tmp_path,
+                            env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_port(port, proc)
+        if auth:
+            assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 401
+            assert httpx.get(f"http://127.0.0.1:{port}/", auth=tuple(auth.split(":"))).status_code == 200
+            assert auth.split(":")[1] not in " ".join(proc.args)  # not on the command line
+        else:
+            assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
+            assert listening_addresses(port) == {"127.0.0.1"}
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=15)[0]
+    if not auth:
+        assert "SMSQ_FLOWER_AUTH is not set" in output and "127.0.0.1 only" in output

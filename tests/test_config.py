@@ -1,0 +1,97 @@
+"""Configuration mistakes are reported at start-up, naming the account and the key."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from worker.config import ConfigError, UnknownAccountError, load_accounts, parse_rate
+
+GOOD = """
+[accounts.shop-dxt]
+provider = "dxt"
+base_url = "http://127.0.0.1:8801/"
+username = "demo"
+password_env = "SHOP_DXT_PASSWORD"
+charset = "gbk"
+signature = "【某某科技】"
+rate_limit = "20/s"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "smsq.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_good_account_loads_with_its_secret_hidden(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHOP_DXT_PASSWORD", "hunter2-secret")
+    account = load_accounts(write(tmp_path, GOOD))["shop-dxt"]
+    assert (account.provider, account.username, account.charset, account.rate_limit) == ("dxt", "demo", "gbk", 20.0)
+    assert account.password.reveal() == "hunter2-secret"
+    assert "hunter2-secret" not in repr(account) and "hunter2-secret" not in str(account.password)
+
+
+@pytest.mark.parametrize("change, message", [
+    (('provider = "dxt"', 'provider = "nosuch"'), "account 'shop-dxt': provider 'nosuch' is unknown"),
+    (('provider = "dxt"', 'provider = "qxs"'), "provider 'qxs' is unknown (not available yet)"),
+    (('charset = "gbk"', 'charset = "gbk"\ncolour = "red"'), "account 'shop-dxt': unknown key 'colour'"),
+    (('password_env = "SHOP_DXT_PASSWORD"', ''), "account 'shop-dxt': no credential"),
+    (('password_env = "SHOP_DXT_PASSWORD"', 'password_env = "NOT_SET_ANYWHERE"'),
+     "password_env names NOT_SET_ANYWHERE, which is not set"),
+    (('password_env = "SHOP_DXT_PASSWORD"', 'password_file = "missing.txt"'), "password_file"),
+    (('rate_limit = "20/s"', 'rate_limit = "fast"'), "account 'shop-dxt': rate_limit must look like"),
+    (('charset = "gbk"', 'charset = "klingon"'), "charset 'klingon' is not a known encoding"),
+    (('signature = "【某某科技】"', 'signature = "某某科技"'), "signature must look like 【某某科技】"),
+    (('base_url = "http://127.0.0.1:8801/"', 'base_url = "127.0.0.1:8801"'), "base_url must start with http"),
+    (('username = "demo"', ''), "account 'shop-dxt': username is required"),
+])
+def test_mistakes_name_the_account_and_the_key(tmp_path, monkeypatch, change, message):
+    monkeypatch.setenv("SHOP_DXT_PASSWORD", "x-secret")
+    with pytest.raises(ConfigError) as exc:
+        load_accounts(write(tmp_path, GOOD.replace(*change)))
+    assert message in str(exc.value)
+
+
+def test_password_in_the_file_works_but_is_warned_about(tmp_path, caplog):
+    text = GOOD.replace('password_env = "SHOP_DXT_PASSWORD"', 'password = "in-file-secret"')
+    with caplog.at_level(logging.WARNING):
+        account = load_accounts(write(tmp_path, text))["shop-dxt"]
+    assert account.password.reveal() == "in-file-secret"
+    assert "password is written in the config file" in caplog.text
+    assert "in-file-secret" not in caplog.text
+
+
+def test_password_file_relative_to_the_config(tmp_path):
+    (tmp_path / "dxt.secret").write_text("from-a-file\n")
+    text = GOOD.replace('password_env = "SHOP_DXT_PASSWORD"', 'password_file = "dxt.secret"')
+    assert load_accounts(write(tmp_path, text))["shop-dxt"].password.reveal() == "from-a-file"
+
+
+def test_not_toml_and_stray_tables(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_accounts(write(tmp_path, "[accounts.x\n"))
+    with pytest.raises(ConfigError, match="unknown top-level table"):
+        load_accounts(write(tmp_path, "[acounts.x]\nprovider='dxt'\n"))
+
+
+@pytest.mark.parametrize("value, per_second", [("20/s", 20.0), ("600/m", 10.0), ("3600/h", 1.0), (5, 5.0)])
+def test_rates(value, per_second):
+    assert parse_rate(value, "here") == per_second
+
+
+def test_unknown_account_lists_the_configured_ones(tmp_path, monkeypatch):
+    from worker.config import settings
+
+    monkeypatch.setenv("SHOP_DXT_PASSWORD", "x-secret")
+    monkeypatch.setenv("SMSQ_CONFIG", str(write(tmp_path, GOOD)))
+    settings.cache_clear()
+    try:
+        with pytest.raises(UnknownAccountError) as exc:
+            settings().account("shop-dtx")
+        assert str(exc.value).startswith("unknown account 'shop-dtx'")
+        assert "shop-dxt" in str(exc.value)
+    finally:
+        settings.cache_clear()

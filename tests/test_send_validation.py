@@ -1,0 +1,120 @@
+"""send_sms refuses what no vendor could send, before any vendor is involved.
+
+These run embedded (a SQLite file per module) with no worker: nothing here
+needs a send to happen, only the intake to be right.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+from celery.signals import before_task_publish
+from sqlalchemy import func, select
+
+from providers import ContentError
+from store.models import Chunk, Recipient
+from tasks import batch_status, send_sms
+from worker.config import UnknownAccountError, settings
+from worker.db import session_scope
+
+from .conftest import PASSWORD, apply_env, mode_env, restore_env, write_config
+
+SIGNED = "【某某科技】您的验证码是 345678"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def embedded(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("intake")
+    config = write_config(tmp / "smsq.toml", "http://127.0.0.1:9/")  # never called here
+    saved = apply_env(mode_env("embedded", tmp, config))
+    yield
+    restore_env(saved)
+
+
+@pytest.mark.parametrize("account, content, message", [
+    ("slow-dxt", "您的验证码是 345678", "content has no signature in 【】"),
+    ("shop-dxt", "【某某科技】验证码 345678 😀", "character '😀' (U+1F600) at position 17 cannot be sent in gbk"),
+    ("shop-dxt", "【某某科技】" + "长" * 330, "content is 336 characters (signature included); dxt accepts at most 335"),
+    ("shop-dxt", "   ", "content is empty"),
+])
+def test_content_the_account_cannot_send_is_refused(account, content, message):
+    with pytest.raises(ContentError) as exc:
+        send_sms(account, ["13800000000"], content)
+    assert message in str(exc.value)
+    assert isinstance(exc.value, ValueError)
+
+
+def test_signature_is_appended_from_the_account():
+    receipt = send_sms("shop-dxt", ["13800000000"], "您的验证码是 345678")
+    with session_scope(settings().database_url) as s:
+        from store.models import Batch
+
+        assert s.get(Batch, receipt.batch_id).content == "您的验证码是 345678【某某科技】"
+
+
+def test_unknown_account():
+    with pytest.raises(UnknownAccountError, match="unknown account 'nope'.*shop-dxt"):
+        send_sms("nope", ["13800000000"], SIGNED)
+
+
+def test_invalid_numbers_come_back_with_reasons():
+    receipt = send_sms("shop-dxt", ["138 0013 8000", "12800138000", "1380013800", "138001380001",
+                                     "phone", "+44 20 7946 0958", "075580808080"], SIGNED)
+    assert receipt.accepted == 2  # a mobile, and a 小灵通 landline (dxt takes those)
+    reasons = dict(receipt.rejected)
+    assert reasons["12800138000"].startswith("not a mainland mobile")
+    assert reasons["phone"].startswith("contains characters other than digits")
+    assert set(reasons) == {"12800138000", "1380013800", "138001380001", "phone", "+44 20 7946 0958"}
+    status = batch_status(receipt.batch_id)
+    assert status.recipients == {"queued": 2, "rejected": 5}
+    assert (status.accepted, status.rejected) == (2, 5)
+
+
+def test_a_string_of_numbers_is_split_not_iterated():
+    receipt = send_sms("shop-dxt", "13800000001, 13800000002;13800000003", SIGNED)
+    assert (receipt.accepted, receipt.rejected) == (3, [])
+
+
+def test_bad_send_at_and_idempotency_key():
+    with pytest.raises(TypeError, match="send_at must be a datetime"):
+        send_sms("shop-dxt", ["13800000000"], SIGNED, send_at="tomorrow")
+    with pytest.raises(ValueError, match="idempotency_key"):
+        send_sms("shop-dxt", ["13800000000"], SIGNED, idempotency_key="k" * 129)
+
+
+def test_a_large_stream_is_chunked_at_the_vendor_limit():
+    def numbers():  # a generator: send_sms must not need a list
+        for i in range(25_000):
+            yield f"135{i % 20_000:08d}"  # 5,000 repeats
+
+    receipt = send_sms("shop-dxt", numbers(), SIGNED)
+    assert receipt.accepted == 20_000 and receipt.lane == "bulk"
+    with session_scope(settings().database_url) as s:
+        sizes = s.execute(select(Chunk.size).where(Chunk.batch_id == receipt.batch_id)).scalars().all()
+        unassigned = s.scalar(select(func.count()).select_from(Recipient).where(
+            Recipient.batch_id == receipt.batch_id, Recipient.chunk_seq.is_(None)))
+    assert sorted(set(sizes)) == [100] and len(sizes) == 200 and unassigned == 0
+
+
+def test_task_messages_carry_the_chunk_id_only():
+    seen = []
+
+    def capture(sender=None, body=None, headers=None, **_):
+        seen.append((sender, body, headers))
+
+    before_task_publish.connect(capture, weak=False)
+    try:
+        receipt = send_sms("shop-dxt", ["13912345678", "13912345679"], SIGNED, send_at=datetime(2030, 1, 1))
+    finally:
+        before_task_publish.disconnect(capture)
+    assert len(seen) == 1
+    sender, body, headers = seen[0]
+    assert sender == "smsq.send_chunk"
+    args = body[0]
+    assert len(args) == 1 and isinstance(args[0], int) and body[1] == {}
+    assert headers["argsrepr"] == f"(chunk_id={args[0]})"
+    wire = json.dumps([body, headers], ensure_ascii=False)
+    for secret in ("13912345678", "验证码", PASSWORD):
+        assert secret not in wire
+    assert receipt.accepted == 2
