@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Account, ContentError, Inbound, Outcome, Provider, ProviderError, Report, Secret, SendResult
+from .base import (Account, ContentError, Inbound, Outcome, Provider, ProviderError, Report, Secret, SendContext,
+                   SendResult)
 
 PROVIDERS = {
     "dxt": "providers.dxt:DxtProvider",
@@ -22,5 +23,5 @@ def provider_class(name: str) -> type[Provider]:
 
 __all__ = [
     "Account", "ContentError", "Inbound", "Outcome", "Provider", "ProviderError", "Report",
-    "Secret", "SendResult", "provider_class", "PROVIDERS", "KNOWN",
+    "Secret", "SendContext", "SendResult", "provider_class", "PROVIDERS", "KNOWN",
 ]

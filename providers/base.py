@@ -19,12 +19,13 @@ import enum
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Iterable, Mapping
 
 import httpx
 
 RAW_KEEP = 2000  # characters of a vendor body kept on record
+BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")  # the vendors' clock (no DST)
 
 
 class Outcome(str, enum.Enum):
@@ -78,6 +79,17 @@ class Account:
     rate_limit: float = 10.0  # vendor calls per second, across all workers
     timeout: float = 15.0  # seconds for one vendor call (connect and read)
     options: Mapping[str, Any] = field(default_factory=dict)  # provider-specific keys
+
+
+@dataclass(frozen=True)
+class SendContext:
+    """Where a call sits in its batch, for vendors that need it (orgws reuses one
+    Timestamp for every chunk and retry of a batch; a vendor may want a serial)."""
+
+    batch_id: int = 0
+    chunk_seq: int = 0
+    attempt: int = 1
+    batch_created_at: datetime | None = None  # naive UTC
 
 
 @dataclass
@@ -160,11 +172,19 @@ class Provider:
     requires_signature: ClassVar[bool] = True
     supports_send_time: ClassVar[bool] = False  # the vendor schedules sends itself
     poll_kinds: ClassVar[frozenset[str]] = frozenset()  # inbound, reports, blocked, balance
+    # Poll kinds that share one vendor rate window (linkws: Get/SelSum/NotSend
+    # share the 30 s rule). Kinds not listed are each their own family.
+    poll_families: ClassVar[dict[str, str]] = {}
+    min_poll_interval: ClassVar[float] = 30.0  # seconds between calls of one family
     option_keys: ClassVar[frozenset[str]] = frozenset()  # provider-specific account keys
 
     def __init__(self, account: Account, client: httpx.Client):
         self.account = account
         self.client = client
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, Any]) -> None:
+        """Check the provider-specific account keys; raise ValueError naming the key."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} account={self.account.name!r}>"
@@ -206,14 +226,17 @@ class Provider:
             ) from None
 
     # -- sending ---------------------------------------------------------
-    def send(self, numbers: list[str], content: str, send_at: datetime | None = None) -> SendResult:
-        """One vendor call for at most ``max_numbers`` numbers. Never raises for vendor answers."""
+    def send(self, numbers: list[str], content: str, send_at: datetime | None = None,
+             context: SendContext | None = None) -> SendResult:
+        """One vendor call for at most ``max_numbers`` numbers. Never raises for vendor answers.
+
+        ``send_at`` is an aware datetime in Beijing time (the vendors' clock) or None."""
         if not numbers:
             raise ValueError("no numbers to send to")
         if len(numbers) > self.max_numbers:
             raise ValueError(f"{len(numbers)} numbers in one {self.name} call; the limit is {self.max_numbers}")
         try:
-            response = self.build_send(numbers, content, send_at)
+            response = self.build_send(numbers, content, send_at, context or SendContext())
         except httpx.TransportError as exc:
             return transport_failure(exc)
         if response.status_code >= 500:
@@ -234,7 +257,9 @@ class Provider:
             result.raw = safe_text(response)
         return result
 
-    def build_send(self, numbers: list[str], content: str, send_at: datetime | None) -> httpx.Response:
+    def build_send(self, numbers: list[str], content: str, send_at: datetime | None,
+                   context: SendContext) -> httpx.Response:
+        """Make the vendor call; return its response (transport errors propagate)."""
         raise NotImplementedError
 
     def parse_send(self, response: httpx.Response, numbers: list[str]) -> SendResult:
@@ -251,11 +276,16 @@ class Provider:
     def parse_inbound(self, body: str) -> list[Inbound]:
         raise NotImplementedError
 
-    def parse_balance(self, body: str) -> int:
+    def parse_balance(self, body: str) -> float:
+        """Remaining messages (or money, as the vendor counts it)."""
         raise NotImplementedError
 
     def parse_blocked(self, body: str) -> list[str]:
+        """Numbers the vendor refuses to send to."""
         raise NotImplementedError
+
+    def poll_family(self, kind: str) -> str:
+        return self.poll_families.get(kind, kind)
 
     def poll_request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """A poll call with the transport errors classified (no automatic resend here)."""

@@ -30,7 +30,7 @@ from datetime import datetime
 
 import httpx
 
-from .base import Inbound, Outcome, Provider, ProviderError, Report, SendResult, classify
+from .base import Inbound, Outcome, Provider, ProviderError, Report, SendContext, SendResult, classify
 
 # Send answers other than "0|a|b|d". Keys are the vendor's codes; the Chinese
 # text is the vendor's own wording, kept for operators.
@@ -112,7 +112,8 @@ class DxtProvider(Provider):
         return response.content.decode(self.read_charset, errors="replace").strip()
 
     # -- send --------------------------------------------------------------
-    def build_send(self, numbers: list[str], content: str, send_at: datetime | None) -> httpx.Response:
+    def build_send(self, numbers: list[str], content: str, send_at: datetime | None,
+                   context: SendContext) -> httpx.Response:
         fields = {"send_phone": ",".join(numbers), "send_content": content}
         if send_at is not None:
             fields["send_time"] = send_at.strftime("%Y%m%d%H%M%S")  # 14 digits, e.g. 20100903112030

@@ -16,7 +16,7 @@ import itertools
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Iterable, Iterator
 
 from sqlalchemy import func, select, text
@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from providers import provider_class
-from providers.base import segments
+from providers.base import BEIJING, segments
 from providers.numbers import normalise
 from store.models import Batch, BlockedNumber, Chunk, Recipient, utcnow
 from worker.config import settings
@@ -36,7 +36,6 @@ from .schema import ensure_schema
 log = logging.getLogger("smsq.producer")
 
 BLOCK = 5000  # numbers normalised and inserted per round trip
-CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")  # vendors' clock; no DST
 FINAL_CHUNK_STATES = ("accepted", "failed", "unknown")
 
 
@@ -90,7 +89,7 @@ def _when(send_at: datetime | None) -> datetime | None:
     if not isinstance(send_at, datetime):
         raise TypeError("send_at must be a datetime")
     if send_at.tzinfo is None:
-        send_at = send_at.replace(tzinfo=CHINA)
+        send_at = send_at.replace(tzinfo=BEIJING)
     return send_at.astimezone(timezone.utc).replace(tzinfo=None)
 
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from celery import shared_task
 from sqlalchemy import and_, bindparam, select, update
 
-from providers import Outcome, SendResult
-from providers.base import RAW_KEEP
+from providers import Outcome, SendContext, SendResult
+from providers.base import BEIJING, RAW_KEEP
 from store.models import Batch, Chunk, Recipient, utcnow
 from worker.clients import provider_for
 from worker.config import Settings, settings
@@ -40,7 +40,6 @@ from .schema import ensure_schema
 log = logging.getLogger("smsq.send")
 
 MAX_COUNTDOWN = 60.0  # longer waits are left to the relay, never to a broker ETA
-FINAL_FAILURES = {Outcome.AUTH, Outcome.BALANCE, Outcome.INVALID_REQUEST, Outcome.BLOCKED}
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,7 @@ class Work:
     attempt: int
     content: str
     send_at: datetime | None
+    batch_created_at: datetime
     recipients: list[tuple[int, str]]  # (recipient id, mobile)
 
 
@@ -75,7 +75,7 @@ def claim(conf: Settings, chunk_id: int) -> Work | None:
                    Recipient.state == "queued")
             .order_by(Recipient.id)).all()
         return Work(chunk.id, chunk.batch_id, chunk.seq, chunk.account, chunk.lane, chunk.attempts,
-                    batch.content, batch.send_at, [tuple(r) for r in recipients])
+                    batch.content, batch.send_at, batch.created_at, [tuple(r) for r in recipients])
 
 
 def release(conf: Settings, work: Work, why: str) -> None:
@@ -181,11 +181,14 @@ def run_chunk(chunk_id: int) -> str:
     if waited > 1:
         log.info("chunk %s: waited %.1fs for account %s's rate limit", chunk_id, waited, account.name)
     numbers = [mobile for _, mobile in work.recipients]
-    vendor_time = work.send_at + timedelta(hours=8) if work.send_at and work.send_at > utcnow() else None
+    vendor_time = None
+    if work.send_at and work.send_at > utcnow():  # naive UTC -> the vendors' Beijing clock
+        vendor_time = work.send_at.replace(tzinfo=timezone.utc).astimezone(BEIJING)
+    context = SendContext(work.batch_id, work.seq, work.attempt, work.batch_created_at)
     # Past this line the vendor may act on the request: no exception may turn
     # it back into 'pending'. An error recording the result leaves 'sending',
     # which the relay settles as 'unknown'.
-    result = provider.send(numbers, work.content, vendor_time)
+    result = provider.send(numbers, work.content, vendor_time, context)
     state, retry_in = record(conf, work, result)
     level = logging.WARNING if state in ("failed", "unknown") else logging.INFO
     if result.outcome in (Outcome.AUTH, Outcome.BALANCE):

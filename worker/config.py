@@ -154,6 +154,10 @@ def parse_account(name: str, table: Mapping[str, Any], base_dir: Path) -> Accoun
     if not isinstance(timeout, (int, float)) or timeout <= 0:
         raise ConfigError(f"{where}: timeout must be a positive number of seconds")
     options = {k: v for k, v in table.items() if k in cls.option_keys}
+    try:
+        cls.validate_options(options)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     if "poll_interval" in table:
         interval = table["poll_interval"]
         if not isinstance(interval, (int, float)) or interval < 30:
