@@ -176,6 +176,7 @@ class Provider:
     # share the 30 s rule). Kinds not listed are each their own family.
     poll_families: ClassVar[dict[str, str]] = {}
     min_poll_interval: ClassVar[float] = 30.0  # seconds between calls of one family
+    page_sizes: ClassVar[dict[str, int]] = {}  # most items one poll returns; a full page polls again
     option_keys: ClassVar[frozenset[str]] = frozenset()  # provider-specific account keys
 
     def __init__(self, account: Account, client: httpx.Client):

@@ -85,6 +85,7 @@ class DxtProvider(Provider):
     accepts_landline = True  # 小灵通 numbers with area code, e.g. 075580808080
     supports_send_time = True  # send_time yyyyMMddHHmmss
     poll_kinds = frozenset({"reports", "inbound", "balance"})
+    page_sizes = {"reports": 100, "inbound": 50}  # 最大返回100条 / 最大返回50条
 
     # -- wire helpers ----------------------------------------------------
     @property

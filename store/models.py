@@ -79,6 +79,7 @@ class Recipient(Base):
         UniqueConstraint("batch_id", "mobile"),
         Index("ix_recipients_batch_chunk", "batch_id", "chunk_seq"),
         Index("ix_recipients_vendor_id", "vendor_id"),
+        Index("ix_recipients_mobile_state", "mobile", "state"),  # reports settling unknown chunks
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -102,3 +103,93 @@ class BlockedNumber(Base):
     reason: Mapped[str] = mapped_column(String(255))
     source: Mapped[str] = mapped_column(String(32), default="manual")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class PollLease(Base):
+    """The vendor's poll window per account and endpoint family (the 30 s rule).
+
+    A poll may call the vendor only after taking the lease with a conditional
+    update (``next_allowed_at <= now``), which holds across any number of beat
+    and worker processes."""
+
+    __tablename__ = "poll_leases"
+
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    family: Mapped[str] = mapped_column(String(32), primary_key=True)
+    next_allowed_at: Mapped[datetime] = mapped_column(DateTime)
+    holder: Mapped[str | None] = mapped_column(String(128))
+
+
+class PollStatus(Base):
+    """The last poll of each account and kind, for `smsq accounts`."""
+
+    __tablename__ = "poll_status"
+
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    polled_at: Mapped[datetime | None] = mapped_column(DateTime)
+    outcome: Mapped[str | None] = mapped_column(String(32))  # ok | rate_limited | auth | transient | ...
+    detail: Mapped[str | None] = mapped_column(Text)
+    items: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PollJournal(Base):
+    """Every vendor poll body, committed before it is parsed: what a vendor hands
+    out once is never lost to a crash or a parser bug."""
+
+    __tablename__ = "poll_journal"
+    __table_args__ = (Index("ix_poll_journal_state", "state"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    fetched_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="fetched")  # fetched | parsed | failed | vendor_error
+    items: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    parsed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class InboundMessage(Base):
+    __tablename__ = "inbound_messages"
+    __table_args__ = (UniqueConstraint("account", "dedupe_key"), Index("ix_inbound_created", "created_at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(64))
+    mobile: Mapped[str] = mapped_column(String(32))
+    content: Mapped[str] = mapped_column(Text)
+    vendor_id: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime | None] = mapped_column(DateTime)  # vendor's time, naive Beijing
+    extra: Mapped[str | None] = mapped_column(String(64))
+    dedupe_key: Mapped[str] = mapped_column(String(80))
+    journal_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class StatusReport(Base):
+    """Every delivery report as the vendor gave it, matched to a recipient when we know it."""
+
+    __tablename__ = "status_reports"
+    __table_args__ = (UniqueConstraint("account", "dedupe_key"), Index("ix_status_reports_vendor", "vendor_id"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(64))
+    vendor_id: Mapped[str | None] = mapped_column(String(64))
+    mobile: Mapped[str] = mapped_column(String(32))
+    delivered: Mapped[bool | None] = mapped_column()
+    code: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str | None] = mapped_column(String(255))
+    reported_at: Mapped[datetime | None] = mapped_column(DateTime)
+    dedupe_key: Mapped[str] = mapped_column(String(160))
+    recipient_id: Mapped[int | None] = mapped_column(BigInteger)
+    journal_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AccountBalance(Base):
+    __tablename__ = "account_balances"
+
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    balance: Mapped[float] = mapped_column()
+    checked_at: Mapped[datetime] = mapped_column(DateTime)

@@ -148,8 +148,11 @@ def _record_recipients(session, work: Work, result: SendResult, state: str, now:
                     state="sent", vendor_id=bindparam("vid"), updated_at=now),
                 [{"rid": rid, "vid": vid[:64]} for (rid, _), vid in zip(work.recipients, ids)])
         else:
-            session.execute(update(Recipient).where(where).values(
-                state="sent", vendor_id=(result.batch_ref or "")[:64] or None, updated_at=now))
+            # One id for the whole call (or ids we cannot pair with numbers): the
+            # chunk keeps the vendor's reference; reports are matched by mobile.
+            single = result.batch_ref if result.batch_ref and len(result.batch_ref) <= 64 and \
+                "," not in result.batch_ref else None
+            session.execute(update(Recipient).where(where).values(state="sent", vendor_id=single, updated_at=now))
         for mobile, reason in result.failed_numbers.items():
             session.execute(update(Recipient).where(
                 Recipient.batch_id == work.batch_id, Recipient.mobile == mobile).values(

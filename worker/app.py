@@ -14,7 +14,7 @@ from kombu import Queue
 from .config import Settings, settings
 
 QUEUES = ("smsq.priority", "smsq.bulk", "smsq.poll")
-TASK_MODULES = ["tasks.send", "tasks.relay"]
+TASK_MODULES = ["tasks.send", "tasks.relay", "tasks.polls"]
 
 _lock = threading.Lock()
 _app: Celery | None = None

@@ -123,6 +123,108 @@ def cmd_status(args) -> int:
     return 0
 
 
+# -- polls ------------------------------------------------------------------
+def cmd_poll(args) -> int:
+    from tasks.polls import poll, reparse
+
+    conf = _load()
+    if args.reparse:
+        results = reparse(conf, account=args.account)
+        for r in results:
+            print(f"journal {r.journal_id} ({r.account} {r.kind}): {r.outcome}, {r.items} item(s) {r.detail}")
+        print(f"{len(results)} journal row(s) parsed again")
+        return 0 if all(r.outcome != "failed" for r in results) else 1
+    if not args.account or not args.kind:
+        raise ValueError("give ACCOUNT and KIND (inbound, reports, blocked, balance), or --reparse")
+    result = poll(args.account, args.kind, conf=conf)
+    if result.outcome == "leased":
+        print(f"{args.account} {args.kind}: not polled: {result.detail} (the vendor's 30 s rule)")
+        return 0
+    print(f"{args.account} {args.kind}: {result.outcome}, {result.items} item(s)"
+          + (f", journal {result.journal_id}" if result.journal_id else "") + (f" {result.detail}" if result.detail else ""))
+    return 0 if result.outcome in ("ok", "rate_limited") else 1
+
+
+def cmd_inbound(args) -> int:
+    from sqlalchemy import select
+
+    from store.models import InboundMessage
+    from tasks.schema import ensure_schema
+
+    from .db import session_scope
+
+    conf = _load()
+    ensure_schema(conf)
+    q = select(InboundMessage).order_by(InboundMessage.id)
+    if args.account:
+        conf.account(args.account)
+        q = q.where(InboundMessage.account == args.account)
+    if args.since:
+        q = q.where(InboundMessage.created_at >= args.since)
+    with session_scope(conf.database_url) as session:
+        rows = session.execute(q.limit(args.limit)).scalars().all()
+        for m in rows:
+            record = {"id": m.id, "account": m.account, "mobile": m.mobile, "content": m.content,
+                      "received_at": m.received_at.isoformat(sep=" ") if m.received_at else None,
+                      "stored_at": m.created_at.isoformat(sep=" ") + "Z", "vendor_id": m.vendor_id}
+            if args.json:
+                print(json.dumps(record, ensure_ascii=False))
+            else:
+                print(f"{m.id:>6}  {m.account:<12} {m.mobile:<13} {record['received_at'] or record['stored_at']:<20} "
+                      f"{m.content}")
+    if not args.json:
+        print(f"{len(rows)} message(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_accounts(args) -> int:
+    from sqlalchemy import select
+
+    from providers import provider_class
+    from store.models import AccountBalance, PollStatus
+    from tasks.schema import ensure_schema
+
+    from .db import session_scope
+
+    conf = _load()
+    ensure_schema(conf)
+    out = []
+    with session_scope(conf.database_url) as session:
+        for name, account in sorted(conf.accounts.items()):
+            cls = provider_class(account.provider)
+            bal = session.get(AccountBalance, name)
+            polls = {p.kind: p for p in session.execute(
+                select(PollStatus).where(PollStatus.account == name)).scalars()}
+            alert = account.options.get("balance_alert")
+            problems = [f"{k}: {p.outcome}" for k, p in sorted(polls.items())
+                        if p.outcome not in ("ok", "rate_limited")]
+            if bal is not None and alert is not None and bal.balance < alert:
+                problems.append(f"balance under {alert:g}")
+            out.append({
+                "account": name, "provider": account.provider,
+                "balance": bal.balance if bal else None,
+                "balance_checked_at": bal.checked_at.isoformat(sep=" ") + "Z" if bal else None,
+                "polls": {k: {"at": (p.polled_at.isoformat(sep=" ") + "Z") if p.polled_at else None,
+                              "outcome": p.outcome, "items": p.items, "detail": p.detail}
+                          for k, p in sorted(polls.items())},
+                "poll_kinds": sorted(cls.poll_kinds),
+                "health": "ok" if not problems else "; ".join(problems),
+            })
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+        return 0
+    for a in out:
+        balance = "unknown" if a["balance"] is None else f"{a['balance']:g} (at {a['balance_checked_at']})"
+        print(f"{a['account']}  [{a['provider']}]  balance {balance}  health: {a['health']}")
+        for kind in a["poll_kinds"]:
+            p = a["polls"].get(kind)
+            print(f"    {kind:<8} " + (f"last poll {p['at']}: {p['outcome']}, {p['items']} item(s)"
+                                       + (f" — {p['detail']}" if p["detail"] else "") if p else "never polled"))
+    if not out:
+        print(f"no accounts configured in {conf.config_path}")
+    return 0
+
+
 # -- processes --------------------------------------------------------------
 def cmd_worker(args) -> int:
     from .app import QUEUES, get_app
@@ -150,10 +252,17 @@ def cmd_beat(args) -> int:
 
     conf = _load()
     argv = ["beat", "-l", args.loglevel]
-    if conf.embedded:
-        db_dir = Path(conf.database_url.removeprefix("sqlite:///") or ".").resolve().parent
-        argv += ["-s", str(db_dir / "celerybeat-schedule")]
+    scheduler = args.scheduler or ("local" if conf.embedded or not conf.redis_url else "redbeat")
+    if scheduler == "local":
+        if args.schedule_file:
+            schedule_file = Path(args.schedule_file)
+        elif conf.database_url.startswith("sqlite:///"):
+            schedule_file = Path(conf.database_url.removeprefix("sqlite:///")).resolve().parent / "celerybeat-schedule"
+        else:
+            schedule_file = Path("celerybeat-schedule")
+        argv += ["-s", str(schedule_file)]
     else:
+        # The schedule and a lock live in Redis: a second beat waits for the lock.
         argv += ["-S", "redbeat.RedBeatScheduler"]
     get_app().start(argv)
     return 0
@@ -234,6 +343,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
 
+    s = sub.add_parser("poll", help="poll an account's vendor now (respects the 30 s window)",
+                       description="Fetch inbound messages, status reports, blocked numbers or the balance "
+                       "of one account now. The vendor's window is respected: inside it nothing is called.")
+    s.add_argument("account", nargs="?")
+    s.add_argument("kind", nargs="?", choices=["inbound", "reports", "blocked", "balance"])
+    s.add_argument("--reparse", action="store_true",
+                   help="parse again journal rows that failed to parse (or were never parsed); "
+                   "with ACCOUNT, only that account's")
+    s.set_defaults(func=cmd_poll)
+
+    s = sub.add_parser("inbound", help="list stored inbound messages")
+    s.add_argument("--account")
+    s.add_argument("--since", type=_parse_at, metavar="'YYYY-MM-DD HH:MM:SS'", help="stored at or after (UTC)")
+    s.add_argument("--limit", type=int, default=1000)
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.set_defaults(func=cmd_inbound)
+
+    s = sub.add_parser("accounts", help="accounts with balance, last poll per kind, health")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_accounts)
+
     s = sub.add_parser("worker", help="run a Celery worker (sends and polls)")
     s.add_argument("--queues", help="comma-separated (default smsq.priority,smsq.bulk,smsq.poll)")
     s.add_argument("--concurrency", type=int, help="processes (threads in embedded mode, default 4)")
@@ -242,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("beat", help="run the scheduler (relay, polls); run exactly one")
+    s.add_argument("--scheduler", choices=["redbeat", "local"],
+                   help="redbeat (schedule and lock in Redis; default with a Redis broker) or local "
+                   "(a schedule file; default embedded)")
+    s.add_argument("--schedule-file", help="the local scheduler's file (default beside the SQLite database)")
     s.add_argument("--loglevel", default="info")
     s.set_defaults(func=cmd_beat)
 

@@ -32,7 +32,7 @@ log = logging.getLogger("smsq.config")
 
 COMMON_KEYS = {
     "provider", "base_url", "username", "password", "password_env", "password_file",
-    "charset", "signature", "rate_limit", "timeout", "poll_interval",
+    "charset", "signature", "rate_limit", "timeout", "poll_interval", "balance_alert",
 }
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 _PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
@@ -163,6 +163,11 @@ def parse_account(name: str, table: Mapping[str, Any], base_dir: Path) -> Accoun
         if not isinstance(interval, (int, float)) or interval < 30:
             raise ConfigError(f"{where}: poll_interval must be a number of seconds, at least 30")
         options["poll_interval"] = float(interval)
+    if "balance_alert" in table:
+        alert = table["balance_alert"]
+        if not isinstance(alert, (int, float)) or isinstance(alert, bool) or alert < 0:
+            raise ConfigError(f"{where}: balance_alert must be a number (warn when the balance is under it)")
+        options["balance_alert"] = float(alert)
     return Account(
         name=name, provider=provider, base_url=table["base_url"], username=table["username"],
         password=_password(name, table, base_dir), charset=charset, signature=signature,

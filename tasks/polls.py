@@ -1,0 +1,315 @@
+"""``smsq.poll(account, kind)``: fetch once, journal first, parse second.
+
+Vendors hand each inbound message and status report out once. So a poll:
+
+1. takes the account's lease for the endpoint family (the 30 s rule);
+2. calls the vendor;
+3. commits the raw body to ``poll_journal`` before anything else can fail;
+4. parses it into rows with unique keys (a re-parse or a repeated item inserts
+   nothing), applies reports to recipients, stores blocked numbers and balance,
+   and marks the journal row ``parsed`` — or ``failed`` with the error, where it
+   stays for ``smsq poll --reparse``;
+5. tells the application (``SMSQ_ON_INBOUND`` / ``SMSQ_ON_STATUS`` task names)
+   the ids of new inbound messages and of recipients whose status changed;
+6. polls again after the interval when it got a full page.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+from celery import shared_task
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from providers import ProviderError
+from providers.base import Inbound, Report
+from scheduler import leases
+from store.models import (AccountBalance, Batch, BlockedNumber, Chunk, InboundMessage, PollJournal, PollStatus,
+                          Recipient, StatusReport, utcnow)
+from worker.app import get_app
+from worker.clients import provider_for
+from worker.config import Settings, settings
+from worker.db import session_scope
+
+from .schema import ensure_schema
+
+log = logging.getLogger("smsq.poll")
+
+KINDS = ("inbound", "reports", "blocked", "balance")
+POLL_TASK = "smsq.poll"
+MAX_WAITS = 3  # a poll that finds the lease held waits for it this many times, then gives up
+
+
+@dataclass
+class PollResult:
+    account: str
+    kind: str
+    outcome: str  # ok | leased | rate_limited | auth | transient | ambiguous | failed | ...
+    journal_id: int | None = None
+    items: int = 0
+    new_inbound: list[int] = field(default_factory=list)
+    changed_recipients: list[int] = field(default_factory=list)
+    full_page: bool = False
+    detail: str = ""
+    retry_in: float | None = None
+
+
+def _insert_ignore(session: Session, model, rows: list[dict], keys: list[str]):
+    if not rows:
+        return []
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(model).on_conflict_do_nothing(index_elements=keys).returning(model.id)
+    return [row[0] for row in session.execute(stmt, rows)]
+
+
+def _hash(*parts: object) -> str:
+    return hashlib.sha1("\x1f".join("" if p is None else str(p) for p in parts).encode("utf-8")).hexdigest()
+
+
+def inbound_key(msg: Inbound) -> str:
+    # The vendor's id when it has one; otherwise what identifies a message.
+    return f"id:{msg.vendor_id}" if msg.vendor_id else f"h:{_hash(msg.mobile, msg.received_at, msg.content)}"
+
+
+def report_key(rep: Report) -> str:
+    return f"{rep.vendor_id or ''}:{rep.mobile}:{rep.code}:{rep.reported_at or ''}"[:160]
+
+
+def _set_status(session: Session, account: str, kind: str, outcome: str, detail: str = "", items: int = 0):
+    row = session.get(PollStatus, (account, kind))
+    if row is None:
+        row = PollStatus(account=account, kind=kind)
+        session.add(row)
+    row.polled_at, row.outcome, row.detail, row.items = utcnow(), outcome, detail[:1000], items
+
+
+# -- storing what a body holds -------------------------------------------------
+def _store_inbound(session: Session, account: str, journal_id: int, items: list[Inbound]) -> list[int]:
+    rows = [{"account": account, "mobile": m.mobile[:32], "content": m.content, "vendor_id": m.vendor_id,
+             "received_at": m.received_at, "extra": m.extra, "dedupe_key": inbound_key(m),
+             "journal_id": journal_id, "created_at": utcnow()} for m in items]
+    return _insert_ignore(session, InboundMessage, rows, ["account", "dedupe_key"])
+
+
+def _match_recipient(session: Session, account: str, rep: Report) -> Recipient | None:
+    if rep.vendor_id:
+        found = session.execute(
+            select(Recipient).join(Batch, Batch.id == Recipient.batch_id)
+            .where(Recipient.vendor_id == rep.vendor_id, Recipient.mobile == rep.mobile, Batch.account == account)
+            .order_by(Recipient.id.desc()).limit(1)).scalar_one_or_none()
+        if found is not None:
+            return found
+    # Recipients without a vendor id of their own: a chunk whose answer was lost
+    # ('unknown': a report shows the vendor did accept it), or a vendor answer
+    # whose ids could not be paired with numbers. The latest such send wins.
+    return session.execute(
+        select(Recipient).join(Batch, Batch.id == Recipient.batch_id)
+        .where(Recipient.mobile == rep.mobile, Recipient.state.in_(("unknown", "sent")),
+               Recipient.vendor_id.is_(None), Batch.account == account)
+        .order_by(Recipient.id.desc()).limit(1)).scalar_one_or_none()
+
+
+def _store_reports(session: Session, account: str, journal_id: int, items: list[Report]) -> tuple[int, list[int]]:
+    rows = [{"account": account, "vendor_id": r.vendor_id, "mobile": r.mobile[:32], "delivered": r.delivered,
+             "code": r.code[:32], "message": (r.message or "")[:255], "reported_at": r.reported_at,
+             "dedupe_key": report_key(r), "journal_id": journal_id, "created_at": utcnow()} for r in items]
+    new_ids = _insert_ignore(session, StatusReport, rows, ["account", "dedupe_key"])
+    changed: list[int] = []
+    now = utcnow()
+    for report_id in new_ids:
+        rep = session.get(StatusReport, report_id)
+        if rep.delivered is None:
+            continue  # "no report yet": nothing to settle
+        recipient = _match_recipient(session, account, Report(rep.vendor_id or "", rep.mobile, rep.delivered,
+                                                                rep.code))
+        if recipient is None:
+            continue  # kept in status_reports, unmatched
+        rep.recipient_id = recipient.id
+        if recipient.state == "unknown":
+            _settle_unknown_chunk(session, recipient, now)
+        recipient.state = "delivered" if rep.delivered else "failed"
+        recipient.code, recipient.detail, recipient.updated_at = rep.code, (rep.message or "")[:255], now
+        if rep.vendor_id and not recipient.vendor_id:
+            recipient.vendor_id = rep.vendor_id
+        changed.append(recipient.id)
+    return len(new_ids), changed
+
+
+def _settle_unknown_chunk(session: Session, recipient: Recipient, now) -> None:
+    session.execute(update(Chunk).where(
+        Chunk.batch_id == recipient.batch_id, Chunk.seq == recipient.chunk_seq, Chunk.state == "unknown")
+        .values(state="accepted", outcome="ok", finished_at=now,
+                detail="settled by a delivery report: the vendor had accepted it"))
+    # Its other numbers were accepted too; their own reports will follow.
+    session.execute(update(Recipient).where(
+        Recipient.batch_id == recipient.batch_id, Recipient.chunk_seq == recipient.chunk_seq,
+        Recipient.state == "unknown", Recipient.id != recipient.id).values(state="sent", updated_at=now))
+
+
+def _store_blocked(session: Session, account: str, numbers: list[str]) -> int:
+    if not numbers:
+        return 0
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    rows = [{"account": account, "mobile": n[:32], "reason": "reported blocked by the vendor",
+             "source": "vendor", "created_at": utcnow()} for n in dict.fromkeys(numbers)]
+    session.execute(insert(BlockedNumber).on_conflict_do_nothing(index_elements=["account", "mobile"]), rows)
+    return len(rows)
+
+
+def _store_balance(session: Session, account: str, balance: float, conf: Settings) -> None:
+    row = session.get(AccountBalance, account)
+    if row is None:
+        session.add(AccountBalance(account=account, balance=balance, checked_at=utcnow()))
+    else:
+        row.balance, row.checked_at = balance, utcnow()
+    threshold = conf.account(account).options.get("balance_alert")
+    if threshold is not None and balance < threshold:
+        log.warning("account %s: balance %s is under the alert threshold %s", account, balance, threshold)
+
+
+def parse_journal(conf: Settings, journal_id: int) -> PollResult:
+    """Parse one journal row into its tables (idempotent: unique keys)."""
+    with session_scope(conf.database_url) as session:
+        entry = session.get(PollJournal, journal_id)
+        account, kind, body = entry.account, entry.kind, entry.body
+    provider = provider_for(conf.account(account))
+    result = PollResult(account, kind, "ok", journal_id)
+    try:
+        with session_scope(conf.database_url) as session:
+            if kind == "inbound":
+                items = provider.parse_inbound(body)
+                result.items = len(items)
+                result.new_inbound = _store_inbound(session, account, journal_id, items)
+            elif kind == "reports":
+                items = provider.parse_reports(body)
+                result.items = len(items)
+                _, result.changed_recipients = _store_reports(session, account, journal_id, items)
+            elif kind == "blocked":
+                numbers = provider.parse_blocked(body)
+                result.items = _store_blocked(session, account, numbers)
+            elif kind == "balance":
+                _store_balance(session, account, provider.parse_balance(body), conf)
+                result.items = 1
+            page = provider.page_sizes.get(kind)
+            result.full_page = bool(page) and result.items >= page
+            session.execute(update(PollJournal).where(PollJournal.id == journal_id).values(
+                state="parsed", items=result.items, error=None, parsed_at=utcnow()))
+            _set_status(session, account, kind, "ok", items=result.items)
+    except ProviderError as exc:  # the body is a vendor error code, not data
+        result.outcome, result.detail = exc.outcome.value, f"{exc.code}: {exc}"
+        with session_scope(conf.database_url) as session:
+            session.execute(update(PollJournal).where(PollJournal.id == journal_id).values(
+                state="vendor_error", error=result.detail, parsed_at=utcnow()))
+            _set_status(session, account, kind, result.outcome, result.detail)
+    except Exception as exc:  # a body we could not read: kept for --reparse
+        result.outcome, result.detail = "failed", f"{type(exc).__name__}: {exc}"
+        log.error("journal %s (%s %s): could not parse, kept for `smsq poll --reparse`: %s",
+                  journal_id, account, kind, result.detail)
+        with session_scope(conf.database_url) as session:
+            session.execute(update(PollJournal).where(PollJournal.id == journal_id).values(
+                state="failed", error=result.detail[:2000]))
+            _set_status(session, account, kind, "failed", result.detail)
+    return result
+
+
+def _notify(result: PollResult) -> None:
+    """The application's hooks, called with record ids only, after commit."""
+    import os
+
+    hooks = (("SMSQ_ON_INBOUND", "inbound", result.new_inbound),
+             ("SMSQ_ON_STATUS", "status", result.changed_recipients))
+    for env, what, ids in hooks:
+        task = os.environ.get(env)
+        if task and ids:
+            get_app().send_task(task, args=[ids], queue=os.environ.get("SMSQ_HOOK_QUEUE", "smsq.hooks"))
+            log.info("%s: %s new %s record(s) -> %s", result.account, len(ids), what, task)
+
+
+def poll(account: str, kind: str, *, conf: Settings | None = None) -> PollResult:
+    """One poll of ``account``'s ``kind`` endpoint, if its lease allows it now."""
+    conf = conf or settings()
+    ensure_schema(conf)
+    acct = conf.account(account)
+    provider = provider_for(acct)
+    if kind not in provider.poll_kinds:
+        raise ValueError(f"account {account!r} ({acct.provider}) has no {kind!r} poll; "
+                         f"it has: {', '.join(sorted(provider.poll_kinds)) or 'none'}")
+    family = provider.poll_family(kind)
+    interval = max(provider.min_poll_interval, 1.0)
+    with session_scope(conf.database_url) as session:
+        if not leases.take(session, account, family, interval):
+            wait = leases.free_in(session, account, family)
+            return PollResult(account, kind, "leased", retry_in=wait,
+                              detail=f"{family} window closed for {wait:.0f} s more")
+    try:
+        body = provider.fetch(kind)
+    except ProviderError as exc:
+        outcome = exc.outcome.value
+        detail = f"{exc.code or ''} {exc}".strip()
+        body = None
+    with session_scope(conf.database_url) as session:
+        leases.extend(session, account, family, interval)
+        if body is None:
+            _set_status(session, account, kind, outcome, detail)
+            log.warning("poll %s %s: %s %s", account, kind, outcome, detail)
+            return PollResult(account, kind, outcome, detail=detail)
+        entry = PollJournal(account=account, kind=kind, body=body, fetched_at=utcnow(), state="fetched")
+        session.add(entry)
+        session.flush()
+        journal_id = entry.id
+    # The body is committed: from here on nothing that was fetched can be lost.
+    result = parse_journal(conf, journal_id)
+    _notify(result)
+    if result.full_page:
+        result.retry_in = interval + leases.MARGIN
+    return result
+
+
+def reparse(conf: Settings | None = None, *, account: str | None = None) -> list[PollResult]:
+    """Parse again every journal row left 'failed' or 'fetched' (a crash before parsing)."""
+    conf = conf or settings()
+    ensure_schema(conf)
+    with session_scope(conf.database_url) as session:
+        q = select(PollJournal.id).where(PollJournal.state.in_(("failed", "fetched")))
+        if account:
+            q = q.where(PollJournal.account == account)
+        ids = session.execute(q.order_by(PollJournal.id)).scalars().all()
+    results = []
+    for journal_id in ids:
+        result = parse_journal(conf, journal_id)
+        _notify(result)
+        results.append(result)
+    return results
+
+
+def publish_poll(account: str, kind: str, countdown: float | None = None, waits: int = 0) -> None:
+    get_app().send_task(POLL_TASK, args=[account, kind, waits], queue="smsq.poll", countdown=countdown,
+                        expires=countdown + 300 if countdown else 300)
+
+
+@shared_task(name=POLL_TASK, ignore_result=True)
+def poll_task(account: str, kind: str, waits: int = 0) -> str:
+    result = poll(account, kind)
+    if result.outcome == "leased" and waits < MAX_WAITS and result.retry_in is not None:
+        # Another kind of the same family holds the window: come back when it opens.
+        publish_poll(account, kind, countdown=min(60.0, result.retry_in + 0.5), waits=waits + 1)
+    elif result.full_page:
+        publish_poll(account, kind, countdown=min(60.0, result.retry_in or 31.0))
+    log.info("poll %s %s: %s (%s items)", account, kind, result.outcome, result.items)
+    return result.outcome
+
+
+@shared_task(name="smsq.reparse", ignore_result=True)
+def reparse_task() -> int:
+    return len(reparse())
+
+
+__all__ = ["poll", "reparse", "parse_journal", "PollResult", "KINDS"]

@@ -1,0 +1,247 @@
+"""Polls: fetched once, journaled first, never lost; reports settle recipients and unknown chunks.
+
+The vendor allows one call per endpoint every 30 s. Tests that need several
+polls in a row open the window by hand (``open_window``) instead of waiting:
+that is the lease's own state, which every process consults.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import func, select, update
+
+from store.models import Chunk, InboundMessage, PollJournal, PollLease, StatusReport
+from tasks import batch_status, send_sms
+from tasks import polls
+from tasks.polls import poll, reparse
+from worker.config import settings
+from worker.db import session_scope
+
+from .conftest import ROOT, start_worker, stop_worker, wait_final, wait_until
+
+CONTENT = "【某某科技】您的订单已发货"
+EPOCH = polls.leases.EPOCH
+
+
+def open_window(account: str = "shop-dxt") -> None:
+    with session_scope(settings().database_url) as s:
+        s.execute(update(PollLease).where(PollLease.account == account).values(next_allowed_at=EPOCH))
+
+
+def count(model, **where) -> int:
+    with session_scope(settings().database_url) as s:
+        q = select(func.count()).select_from(model)
+        for key, value in where.items():
+            q = q.where(getattr(model, key) == value)
+        return s.scalar(q)
+
+
+def test_120_waiting_messages_are_stored_once_across_three_polls(stack, sim):
+    before = count(InboundMessage)
+    for i in range(120):
+        sim.add_inbound(f"1390000{i:04d}", f"回复 {i}; 好的,收到 #{i}")
+    results = []
+    for _ in range(3):
+        open_window()
+        results.append(poll("shop-dxt", "inbound"))
+    assert [r.items for r in results] == [50, 50, 20]
+    assert [r.full_page for r in results] == [True, True, False]  # a full page asks for another poll
+    assert count(InboundMessage) - before == 120
+    with session_scope(settings().database_url) as s:
+        contents = set(s.execute(select(InboundMessage.content)).scalars())
+    assert {f"回复 {i}; 好的,收到 #{i}" for i in range(120)} <= contents
+    open_window()
+    assert poll("shop-dxt", "inbound").items == 0
+
+
+def test_inside_the_window_nothing_is_called(stack, sim):
+    open_window()
+    assert poll("shop-dxt", "balance").outcome == "ok"
+    second = poll("shop-dxt", "balance")
+    assert second.outcome == "leased" and 29 < second.retry_in <= 32
+    assert [c.endpoint for c in sim.calls].count("Get_Account_Balance.asp") == 1
+
+
+def test_a_crash_between_response_and_parse_loses_nothing(stack, sim, monkeypatch):
+    before = count(InboundMessage)
+    for i in range(7):
+        sim.add_inbound(f"1370000{i:04d}", f"crash test {i}")
+
+    def killed(conf, journal_id):
+        raise SystemExit("worker killed after the vendor answered")
+
+    monkeypatch.setattr(polls, "parse_journal", killed)
+    open_window()
+    with pytest.raises(SystemExit):
+        poll("shop-dxt", "inbound")
+    monkeypatch.undo()
+    assert sim.pending_counts()["inbound"] == 0  # the vendor has handed them out for good
+    with session_scope(settings().database_url) as s:
+        entry = s.execute(select(PollJournal).order_by(PollJournal.id.desc()).limit(1)).scalar_one()
+        assert entry.state == "fetched" and "crash test 6" in entry.body
+    assert count(InboundMessage) == before
+
+    results = reparse()
+    assert [r.items for r in results if r.journal_id == entry.id] == [7]
+    assert count(InboundMessage) - before == 7
+    # Parsing the same body again inserts nothing.
+    again = polls.parse_journal(settings(), entry.id)
+    assert again.items == 7 and again.new_inbound == []
+    assert count(InboundMessage) - before == 7
+
+
+def test_an_unreadable_body_stays_in_the_journal_for_reparse(stack, sim, monkeypatch):
+    sim.add_inbound("13600000001", "parser bug")
+    provider_cls = type(polls.provider_for(settings().account("shop-dxt")))
+    original = provider_cls.parse_inbound
+
+    def broken(self, body):
+        raise ValueError("parser bug")
+
+    monkeypatch.setattr(provider_cls, "parse_inbound", broken)
+    open_window()
+    result = poll("shop-dxt", "inbound")
+    assert result.outcome == "failed" and "parser bug" in result.detail
+    with session_scope(settings().database_url) as s:
+        assert s.get(PollJournal, result.journal_id).state == "failed"
+    monkeypatch.setattr(provider_cls, "parse_inbound", original)
+    fixed = [r for r in reparse() if r.journal_id == result.journal_id]
+    assert fixed[0].outcome == "ok" and fixed[0].items == 1
+    with session_scope(settings().database_url) as s:
+        assert s.get(PollJournal, result.journal_id).state == "parsed"
+
+
+def test_the_same_report_handed_out_twice_is_one_row(stack, sim):
+    receipt = send_sms("shop-dxt", ["13500000001"], CONTENT)
+    wait_final(receipt.batch_id)
+    with sim.lock:
+        report = sim.reports[-1]
+        sim.reports.append(dataclasses.replace(report))  # the vendor repeats itself
+    before = count(StatusReport)
+    open_window()
+    result = poll("shop-dxt", "reports")
+    assert result.items == 2
+    assert count(StatusReport) - before == 1
+    assert batch_status(receipt.batch_id).recipients == {"delivered": 1}
+
+
+def test_reports_settle_delivered_failed_and_an_unknown_chunk(stack, sim):
+    sim.fail_numbers = {"13500000013"}
+    try:
+        # Both through one account: reports are matched within the account that polls them.
+        ok = send_sms("slow-dxt", ["13500000011", "13500000012", "13500000013"], CONTENT)
+        wait_final(ok.batch_id)
+        sim.set_faults(hang=True, hang_seconds=3)  # accepted by the vendor, answer lost
+        lost = send_sms("slow-dxt", ["13500000021", "13500000022"], CONTENT)
+        assert wait_final(lost.batch_id).chunks == {"unknown": 1}
+        sim.set_faults(hang=False)
+        open_window("slow-dxt")
+        result = poll("slow-dxt", "reports")
+    finally:
+        sim.fail_numbers = set()
+    assert result.items == 5
+    assert batch_status(ok.batch_id).recipients == {"delivered": 2, "failed": 1}
+    settled = batch_status(lost.batch_id)
+    assert settled.chunks == {"accepted": 1} and settled.recipients == {"delivered": 2}
+    with session_scope(settings().database_url) as s:
+        chunk = s.execute(select(Chunk).where(Chunk.batch_id == lost.batch_id)).scalar_one()
+        assert "settled by a delivery report" in chunk.detail
+    assert len(result.changed_recipients) == 5
+
+
+def test_a_report_for_nothing_we_know_is_kept(stack, sim):
+    from simulator.dxt import Report as SimReport
+
+    with sim.lock:
+        sim.reports.append(SimReport("test", "999999", "13400000000", 10, 0.0))
+    open_window()
+    assert poll("shop-dxt", "reports").items == 1
+    with session_scope(settings().database_url) as s:
+        kept = s.execute(select(StatusReport).where(StatusReport.vendor_id == "999999")).scalar_one()
+        assert kept.recipient_id is None and kept.mobile == "13400000000" and kept.delivered is True
+
+
+def test_balance_is_stored_and_shown_by_smsq_accounts(stack, sim):
+    open_window()
+    assert poll("shop-dxt", "balance").outcome == "ok"
+    out = subprocess.run([sys.executable, "-m", "worker.cli", "accounts", "--json"], capture_output=True, text=True,
+                         env={**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    accounts = {a["account"]: a for a in json.loads(out.stdout)}
+    assert accounts["shop-dxt"]["balance"] == sim.balances["test"]
+    assert accounts["shop-dxt"]["polls"]["balance"]["outcome"] == "ok"
+    assert accounts["wrong-dxt"]["health"] == "ok"  # never polled yet: nothing wrong known
+
+
+def test_a_wrong_password_poll_is_an_auth_failure_on_record(stack, sim):
+    open_window("wrong-dxt")
+    result = poll("wrong-dxt", "balance")
+    assert result.outcome == "auth" and "-7" in result.detail
+
+
+def test_hooks_receive_the_ids_of_new_records(stack, sim, monkeypatch):
+    if stack.mode != "distributed":
+        pytest.skip("read back from the Redis broker")
+    from kombu import Connection
+
+    monkeypatch.setenv("SMSQ_ON_INBOUND", "myapp.on_inbound")
+    monkeypatch.setenv("SMSQ_HOOK_QUEUE", "test.hooks")
+    sim.add_inbound("13300000001", "hook me")
+    open_window()
+    result = poll("shop-dxt", "inbound")
+    with Connection(settings().broker_url) as conn:
+        queue = conn.SimpleQueue("test.hooks")
+        message = queue.get(timeout=10)
+        assert message.headers["task"] == "myapp.on_inbound"
+        assert message.payload[0] == [result.new_inbound]
+        message.ack()
+        queue.close()
+
+
+def test_two_beats_and_extra_workers_never_poll_inside_the_window(stack, sim, tmp_path):
+    """Race for 70 s: two beats (each thinking it is the only one), a second worker,
+    and this process polling in a loop. The vendor sees each endpoint at most once per 30 s."""
+    if stack.mode != "distributed":
+        pytest.skip("the race runs on the distributed stack")
+    open_window()
+    # The beats see one account (the simulator cannot tell accounts apart in its call log).
+    config = tmp_path / "one-account.toml"
+    config.write_text((stack.tmp / "smsq.toml").read_text().split("[accounts.slow-dxt]")[0])
+    env = {**os.environ, **stack.env, "SMSQ_CONFIG": str(config), "PYTHONPATH": str(ROOT)}
+    beats = [subprocess.Popen([sys.executable, "-m", "worker.cli", "beat", "--scheduler", "local",
+                               "--schedule-file", str(tmp_path / f"beat{i}")], cwd=tmp_path, env=env,
+                              stdout=open(tmp_path / f"beat{i}.log", "wb"), stderr=subprocess.STDOUT)
+             for i in range(2)]
+    second = dataclasses.replace(stack, worker=None, tmp=tmp_path, env={**stack.env, "SMSQ_CONFIG": str(config)})
+    second.worker = start_worker(second, queues="smsq.poll")
+    start = time.monotonic()
+    manual = 0
+    try:
+        while time.monotonic() - start < 70:
+            for kind in ("inbound", "reports", "balance"):
+                manual += poll("shop-dxt", kind).outcome != "leased"
+            time.sleep(0.5)
+    finally:
+        for beat in beats:
+            beat.terminate()
+        stop_worker(second.worker)
+        for beat in beats:
+            beat.wait(20)
+    by_endpoint: dict[str, list[float]] = {}
+    for call in sim.calls:
+        by_endpoint.setdefault(call.endpoint, []).append(call.at)
+    polled = {e: sorted(t) for e, t in by_endpoint.items() if e != "sendsms_txt.asp"}
+    assert set(polled) == {"get_report_txt.asp", "get_receive_message_txt.asp", "Get_Account_Balance.asp"}
+    for endpoint, times in polled.items():
+        assert len(times) >= 2, f"{endpoint} polled only {len(times)} time(s) in 70 s"
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        assert min(gaps) >= 30.0, f"{endpoint} called {min(gaps):.1f} s after the previous call"
+    beat_logs = "".join((tmp_path / f"beat{i}.log").read_text(errors="replace") for i in range(2))
+    assert beat_logs.count("Sending due task smsq.poll:shop-dxt:inbound") >= 2  # both beats really fired
