@@ -26,6 +26,7 @@ password_env = "SMSQ_DEMO_PASSWORD"
 charset = "gbk"
 signature = "【某某科技】"
 rate_limit = "20/s"
+poll_interval = 30                  # inbound and reports as often as the vendor allows
 """
 
 
@@ -37,6 +38,41 @@ def _numbers(count: int) -> list[str]:
     numbers = [f"1380013{i:04d}" for i in range(count)]
     # What real lists hold: the same number spelled three ways, and junk.
     return numbers + ["+86 138-0013-0000", "008613800130001", "12345", "not-a-number"]
+
+
+INBOUND = [("13800130007", "收到，谢谢！"), ("13800130042", "TD"), ("13900001111", "请问几点发货？")]
+
+
+def _wait_reports(batch_id: int, expected: int, timeout: float):
+    from tasks import batch_status
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        status = batch_status(batch_id)
+        r = status.recipients
+        done = r.get("delivered", 0) + r.get("failed", 0)
+        if done != last:
+            print(f"    delivery reports: {done}/{expected}", flush=True)
+            last = done
+        if done >= expected or time.monotonic() > deadline:
+            return status
+        time.sleep(1)
+
+
+def _show_inbound() -> None:
+    from sqlalchemy import select
+
+    from store.models import InboundMessage
+
+    from .config import settings
+    from .db import session_scope
+
+    with session_scope(settings().database_url) as session:
+        rows = session.execute(select(InboundMessage).order_by(InboundMessage.id)).scalars().all()
+        print(f"    inbound messages stored: {len(rows)}", flush=True)
+        for m in rows:
+            print(f"      {m.account}  {m.mobile}  {m.content}", flush=True)
 
 
 def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -89,6 +125,8 @@ def run_demo(directory: Path, *, count: int = 250, keep: bool = False) -> int:
             running.append(serve(app, port=port))
             _say(f"simulator {name} on http://127.0.0.1:{port}/")
         dxt_state = sims["dxt"][0]
+        for mobile, text in INBOUND:  # replies waiting at the vendor
+            dxt_state.add_inbound(mobile, text)
 
         from tasks.schema import ensure_schema
 
@@ -116,7 +154,11 @@ def run_demo(directory: Path, *, count: int = 250, keep: bool = False) -> int:
         if not status.final:
             _say("the batch did not settle in 120 s; see the worker log")
             return 1
-        _say("done: the batch went out and settled")
+        _say("waiting for delivery reports and inbound messages (the vendor allows one poll per 30 s)")
+        status = _wait_reports(receipt.batch_id, receipt.accepted, timeout=100)
+        _print_status(status, as_json=False)
+        _show_inbound()
+        _say("done: the batch went out, settled, and its delivery reports came back")
         if keep:
             _say("still running (Ctrl-C to stop); try: smsq status " + str(receipt.batch_id))
             while all(p.poll() is None for p in procs):
