@@ -8,6 +8,7 @@ from .base import (Account, ContentError, Inbound, Outcome, Provider, ProviderEr
 
 PROVIDERS = {
     "dxt": "providers.dxt:DxtProvider",
+    "jinxin": "providers.jinxin:JinxinProvider",
 }
 KNOWN = ("linkws", "dxt", "jinxin", "orgws", "qxs")
 

@@ -1,0 +1,430 @@
+"""`orgws` — organisation-code SMS WebService (spec: vendors/orgws.md, original: orgws.txt).
+
+SOAP 1.1 through zeep, against the WSDL smsq ships (``providers/wsdl/orgws.wsdl``:
+namespace ``http://tempuri.org/``, document/literal wrapped, binding
+``ServiceSoap``). Every call carries ``Id`` (the organisation code, account
+option ``org_id``), ``Name`` and ``Psw``. Requests go out as UTF-8 XML; zeep
+builds them, and the answers are read here from the raw body (``raw_response``)
+so polls can be journaled before they are parsed.
+
+Decisions where the vendor's document is silent or ambiguous:
+
+* Service address: the account's ``base_url`` *is* the SOAP endpoint (the full
+  ``.asmx`` URL the vendor hands out, e.g. ``http://sms.example.cn/Service.asmx``)
+  and is posted to as written; nothing is appended. A trailing ``?wsdl`` (people
+  paste the WSDL link) is dropped. The WSDL is never fetched from the vendor.
+* Numbers per call: the hard limit is 1000, the vendor recommends 100; we send
+  100 (``max_numbers``), so one failed or ambiguous call puts fewer numbers in
+  doubt.
+* Timestamp: the vendor groups calls of one batch by an identical Timestamp
+  (seconds since 1970). It is derived from the batch's creation time
+  (``SendContext.batch_created_at``, naive UTC), so every chunk and every retry
+  of a batch carries the same value, whichever worker sends it. Two batches
+  created in the same second of one account share a Timestamp; the document
+  says nothing of what the vendor does then. A call without a batch
+  (``batch_created_at`` None, e.g. an operator's one-off send) uses the current
+  time. ``Timestamp`` is an ``int`` on the wire: good until 2038.
+* Content length: "at most 3 SMS lengths" is read as 3 x 67 = 201 characters
+  (the UCS-2 rule for concatenated SMS, the same rule as ``base.segments``),
+  counted in UTF-16 code units as a .NET server and the handset count them (an
+  emoji takes two). Characters XML 1.0 cannot carry (control characters other
+  than tab/CR/LF) are refused up front: zeep could not serialise them.
+* Charset: SOAP here is always UTF-8 on the wire. An account ``charset`` only
+  narrows which characters the content check lets through.
+* Scheduled sends use SendTimer (``DateTime`` ``yyyy-MM-dd HH:mm:ss``, Beijing
+  time). The vendor refuses a time not later than its own clock (-12), so a
+  ``send_at`` less than ``SCHEDULE_MARGIN`` seconds ahead is sent now with
+  SendMessage instead of failing on clock skew. SendTimer has no ``Ext``: a
+  scheduled send of an account with an ``ext`` option goes out without the
+  extension sub-number.
+* SendState: ``FailPhone`` lists numbers that failed, ``;``-separated; they are
+  reported per number in ``failed_numbers``. For State -13 it holds the
+  forbidden keyword(s) instead, which go into the message. ``Id`` (the vendor's
+  batch id) becomes ``batch_ref``; there are no per-number ids.
+* The UserLogin codes (0, -2, -3, -4, -30) apply to every operation. -4 (not a
+  normal account) and -30 (caller IP not bound) are ``auth``: the account needs
+  an operator, not a retry. An empty UserLogin/GetBalance result ("空值 调用接口
+  失败") is transient.
+* A SOAP Fault in a 200 answer to a send is unreadable (ambiguous: the vendor
+  may have acted on it); in a poll it is transient. The parsers match element
+  local names, so a vendor that answers in another namespace is still read.
+* The vendor has no per-interval poll rule and no reports or inbound: the only
+  poll is the balance.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+import httpx
+from lxml import etree
+
+from .base import (BEIJING, Account, ContentError, Outcome, Provider, ProviderError, SendContext, SendResult, classify,
+                   transport_failure)
+from .numbers import normalise
+from .soap import service, soap_client
+
+BINDING = "{http://tempuri.org/}ServiceSoap"
+SCHEDULE_MARGIN = 30  # seconds: closer than this, a scheduled send goes out now
+MAX_EXT_DIGITS = 6
+
+# UserLogin's answers, which "apply to every other operation" (其他值 参考UserLogin()返回值说明).
+# Keys are the vendor's codes; the Chinese is the vendor's own wording.
+LOGIN_CODES: dict[str, tuple[Outcome, str]] = {
+    "0": (Outcome.AUTH, "帐户处于禁止使用状态 (account disabled)"),
+    "-2": (Outcome.INVALID_REQUEST, "帐户信息错误: 调用的参数有为空值 (a parameter is empty)"),
+    "-3": (Outcome.AUTH, "用户或密码错误: 机构代码、用户名或密码错误 (wrong org code, name or password)"),
+    "-4": (Outcome.AUTH, "不是普通帐户: 该帐户不能使用Web Service 接口模式 "
+                         "(not a normal account: agent/group accounts cannot use the web service)"),
+    "-30": (Outcome.AUTH, "非绑定IP: 访问IP非法 (caller IP is not bound to the account)"),
+}
+
+# SendState.State of SendMessage, SendTimer and SendMessageExt.
+SEND_CODES: dict[str, tuple[Outcome, str]] = {
+    "1": (Outcome.OK, "发送短信成功 (sent)"),
+    "-1": (Outcome.TRANSIENT, "发送失败 (send failed)"),
+    "-5": (Outcome.INVALID_REQUEST, "发送短信内容为空 (content empty)"),
+    "-6": (Outcome.INVALID_REQUEST, "短信内容过长: 不能超过3条短信的长度 (content longer than 3 SMS)"),
+    "-7": (Outcome.INVALID_REQUEST, "发送号码为空 (numbers empty)"),
+    "-8": (Outcome.BALANCE, "余额不足 (balance insufficient)"),
+    "-9": (Outcome.TRANSIENT, "接收数据失败 (the vendor failed to receive the data)"),
+    "-10": (Outcome.INVALID_REQUEST, "发送失败: 号码错误 (send failed: number error)"),
+    # SendTimer only.
+    "-11": (Outcome.INVALID_REQUEST, "定时发送时间或格式错误 (schedule time or format wrong, 2010-03-08 10:20:00)"),
+    "-12": (Outcome.INVALID_REQUEST, "定时发送时间失败: 定时时间必须大于当前调用时间 (schedule time not later than now)"),
+    "-13": (Outcome.BLOCKED, "内容信息含关键字 (content contains a forbidden keyword)"),
+    # Reserved for clients; should the vendor ever send it, nobody knows what happened.
+    "-100": (Outcome.AMBIGUOUS, "客户端获取状态失败(系统预留) (client failed to get the state, reserved)"),
+    **LOGIN_CODES,
+}
+
+UPDATE_PSW_CODES: dict[str, tuple[Outcome, str]] = {
+    "1": (Outcome.OK, "修改密码成功 (password changed)"),
+    "-1": (Outcome.INVALID_REQUEST, "修改密码失败 (password change failed)"),
+    **LOGIN_CODES,
+}
+
+EMPTY_RESULT = "调用接口失败 (empty answer: the call failed)"
+FAILED_NUMBER = "发送失败的号码 (the vendor reports this number failed)"
+
+
+class OrgwsProvider(Provider):
+    name = "orgws"
+    max_numbers = 100  # vendor: at most 1000 per call, 100 recommended
+    max_chars = 201  # 3 SMS lengths at 67 UCS-2 characters each
+    number_separator = ";"
+    default_charset = "utf-8"
+    accepts_landline = False
+    requires_signature = True
+    supports_send_time = True  # SendTimer
+    poll_kinds = frozenset({"balance"})
+    poll_families: dict[str, str] = {}  # one poll kind, and the vendor has no interval rule
+    option_keys = frozenset({"org_id", "ext"})
+
+    def __init__(self, account: Account, client: httpx.Client):
+        super().__init__(account, client)
+        self.validate_options(account.options)
+        self.org_id: int = account.options["org_id"]
+        ext = account.options.get("ext")
+        self.ext: str | None = None if ext is None else str(ext)
+        # The WSDL is parsed once per account; the provider is cached per account.
+        self._zeep = soap_client("orgws.wsdl", client)
+        self._service = service(self._zeep, BINDING, service_address(account.base_url))
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, Any]) -> None:
+        org_id = options.get("org_id")
+        if org_id is None:
+            raise ValueError("option 'org_id' (the vendor's organisation code, an integer) is required")
+        # bool is an int subclass: `org_id = true` is a mistake, not 1.
+        if not isinstance(org_id, int) or isinstance(org_id, bool) or not 0 < org_id < 2**31:
+            raise ValueError("option 'org_id' must be a positive integer (the vendor's organisation code)")
+        ext = options.get("ext")
+        if ext is not None:
+            text = str(ext) if isinstance(ext, int) and not isinstance(ext, bool) and ext >= 0 else ext
+            if not isinstance(text, str) or not (text.isascii() and text.isdigit() and len(text) <= MAX_EXT_DIGITS):
+                raise ValueError(f"option 'ext' must be 1 to {MAX_EXT_DIGITS} digits (extension sub-number)")
+
+    # -- content ---------------------------------------------------------
+    def prepare_content(self, content: str) -> str:
+        content = super().prepare_content(content)
+        # .NET and the handset count UTF-16 code units: an emoji is two.
+        units = len(content.encode("utf-16-le", "surrogatepass")) // 2
+        if units > self.max_chars:
+            raise ContentError(f"content is {units} characters counted as SMS count them (an emoji is two; "
+                               f"signature included); {self.name} accepts at most {self.max_chars}")
+        for i, ch in enumerate(content):
+            if not _xml_char(ch):
+                raise ContentError(f"character U+{ord(ch):04X} at position {i} cannot travel in XML; remove it")
+        return content
+
+    # -- calls -------------------------------------------------------------
+    def _credentials(self) -> dict[str, Any]:
+        return {"Id": self.org_id, "Name": self.account.username, "Psw": self.account.password.reveal()}
+
+    def _call(self, operation: str, **params: Any) -> httpx.Response:
+        """One SOAP call through zeep; the raw httpx.Response comes back (transport errors propagate)."""
+        with self._zeep.settings(raw_response=True):
+            return getattr(self._service, operation)(**params)
+
+    def _poll_call(self, operation: str, **params: Any) -> httpx.Response:
+        """A non-send call with transport errors and HTTP status classified, as ``poll_request`` does."""
+        try:
+            response = self._call(operation, **params)
+        except httpx.TransportError as exc:
+            result = transport_failure(exc)
+            raise ProviderError(result.outcome, result.message or "transport error") from None
+        if response.status_code >= 500:
+            raise ProviderError(Outcome.TRANSIENT, f"vendor server error HTTP {response.status_code}",
+                                code=f"HTTP {response.status_code}", raw=response.text)
+        if response.status_code >= 400:
+            raise ProviderError(Outcome.INVALID_REQUEST, f"vendor refused the request HTTP {response.status_code}",
+                                code=f"HTTP {response.status_code}", raw=response.text)
+        return response
+
+    # -- send --------------------------------------------------------------
+    def build_send(self, numbers: list[str], content: str, send_at: datetime | None,
+                   context: SendContext) -> httpx.Response:
+        params = {**self._credentials(), "Message": content, "Phone": ";".join(numbers),
+                  "Timestamp": batch_timestamp(context)}
+        when = schedule_text(send_at)
+        if when is not None:
+            return self._call("SendTimer", DateTime=when, **params)
+        if self.ext is not None:
+            return self._call("SendMessageExt", Ext=self.ext, **params)
+        return self._call("SendMessage", **params)
+
+    def parse_send(self, response: httpx.Response, numbers: list[str]) -> SendResult:
+        return parse_send_xml(response.text, numbers)
+
+    # -- polls -------------------------------------------------------------
+    def fetch(self, kind: str) -> str:
+        if kind not in self.poll_kinds:
+            return super().fetch(kind)
+        return self._poll_call("GetBalance", **self._credentials()).text
+
+    def parse_balance(self, body: str) -> int:
+        return parse_balance_xml(body).balance
+
+    # -- operator calls ------------------------------------------------------
+    def login(self) -> int:
+        """Check the account (UserLogin); return the vendor's account id. Raises ProviderError."""
+        return parse_login_xml(self._poll_call("UserLogin", **self._credentials()).text)
+
+    def update_password(self, new: str) -> None:
+        """Change the account's password at the vendor (UpdatePsw). Raises ProviderError.
+
+        The configured password is not changed here: put the new one in the
+        account's secret store next. Neither password is logged or shown."""
+        if not isinstance(new, str) or not new:
+            raise ValueError("the new password must be a non-empty string")
+        response = self._poll_call("UpdatePsw", Id=self.org_id, Name=self.account.username,
+                                   OldPsw=self.account.password.reveal(), NewPsw=new)
+        parse_update_psw_xml(response.text)
+
+
+def service_address(base_url: str) -> str:
+    """The SOAP endpoint: the account's base_url as written, minus a pasted ``?wsdl``."""
+    url = base_url.strip()
+    if url.lower().endswith("?wsdl"):
+        url = url[: -len("?wsdl")]
+    return url
+
+
+def batch_timestamp(context: SendContext) -> int:
+    """The Timestamp every chunk and retry of one batch carries: its creation second (UTC)."""
+    created = context.batch_created_at
+    if created is None:
+        return int(time.time())
+    if created.tzinfo is None:  # SendContext carries naive UTC
+        created = created.replace(tzinfo=timezone.utc)
+    return int(created.timestamp())
+
+
+def schedule_text(send_at: datetime | None, now: float | None = None) -> str | None:
+    """SendTimer's DateTime (Beijing time), or None for "send now" (absent, or too close to now)."""
+    if send_at is None:
+        return None
+    # A naive send_at is taken as Beijing time already.
+    send_at = send_at.astimezone(BEIJING) if send_at.tzinfo else send_at.replace(tzinfo=BEIJING)
+    if send_at.timestamp() - (time.time() if now is None else now) < SCHEDULE_MARGIN:
+        return None
+    return send_at.strftime("%Y-%m-%d %H:%M:%S")
+
+
+# -- parsers: plain functions of the body text -------------------------------
+
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
+                          encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class BalanceState:
+    balance: int  # messages still available
+    sended: int  # messages sent/used
+    state: int  # > 0: the account id
+    totaled: int  # total recharged
+
+
+def _xml_char(ch: str) -> bool:
+    c = ord(ch)
+    return c in (0x9, 0xA, 0xD) or 0x20 <= c <= 0xD7FF or 0xE000 <= c <= 0xFFFD or 0x10000 <= c <= 0x10FFFF
+
+
+def _local(el: etree._Element) -> str:
+    return etree.QName(el).localname if isinstance(el.tag, str) else ""
+
+
+class SoapFault(ValueError):
+    """A soap:Fault where an answer was expected."""
+
+
+def _result(text: str, operation: str | tuple[str, ...]) -> etree._Element | None:
+    """The ``<OpResult>`` element of a ``<OpResponse>``, None if the answer has none.
+
+    Raises ValueError for anything that is not a SOAP 1.1 answer of ``operation``."""
+    if not text or not text.strip():
+        raise ValueError("empty answer")
+    try:
+        root = etree.fromstring(text.strip().encode("utf-8"), _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise ValueError(f"not XML: {exc}") from None
+    if root.getroottree().docinfo.doctype:
+        raise ValueError("answer carries a DOCTYPE; refused")
+    if root.tag != f"{{{SOAP_ENV}}}Envelope":
+        raise ValueError(f"not a SOAP 1.1 envelope: <{root.tag}>")
+    body = root.find(f"{{{SOAP_ENV}}}Body")
+    if body is None:
+        raise ValueError("SOAP envelope without a Body")
+    children = [c for c in body if isinstance(c.tag, str)]
+    if not children:
+        raise ValueError("empty SOAP Body")
+    first = children[0]
+    if first.tag == f"{{{SOAP_ENV}}}Fault":
+        raise SoapFault(f"SOAP fault: {(first.findtext('faultstring') or '').strip()[:200]}")
+    ops = (operation,) if isinstance(operation, str) else operation
+    if _local(first) not in {f"{op}Response" for op in ops}:
+        raise ValueError(f"unexpected answer element <{_local(first)}>")
+    for child in first:
+        if _local(child) == f"{_local(first)[: -len('Response')]}Result":
+            return child
+    return None
+
+
+def _field(parent: etree._Element, name: str) -> etree._Element | None:
+    for child in parent:
+        if _local(child) == name:
+            return child
+    return None
+
+
+def _int(parent: etree._Element, name: str, *, required: bool = True) -> int | None:
+    el = _field(parent, name)
+    text = (el.text or "").strip() if el is not None else ""
+    if not text:
+        if required:
+            raise ValueError(f"answer without {name}")
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name} is not an integer: {text[:40]!r}") from None
+
+
+def _is_nil(el: etree._Element) -> bool:
+    return el.get("{http://www.w3.org/2001/XMLSchema-instance}nil") in ("true", "1")
+
+
+SEND_OPERATIONS = ("SendMessage", "SendTimer", "SendMessageExt")
+
+
+def parse_send_xml(text: str, numbers: list[str]) -> SendResult:
+    """A SendState answer of SendMessage/SendTimer/SendMessageExt. ValueError if unreadable."""
+    result_el = _result(text, SEND_OPERATIONS)
+    if result_el is None or _is_nil(result_el):
+        raise ValueError("answer without a SendState")
+    state = str(_int(result_el, "State"))
+    batch_id = _int(result_el, "Id", required=False)
+    fail_el = _field(result_el, "FailPhone")
+    fail = (fail_el.text or "").strip() if fail_el is not None else ""
+    result = classify(SEND_CODES, state, text)
+    if state == "-13":
+        # For -13 FailPhone holds the forbidden keyword(s), not numbers.
+        if fail:
+            result.message = f"{result.message}: {fail}"
+        return result
+    failed = _failed_numbers(fail, numbers, result.message if result.outcome is not Outcome.OK else FAILED_NUMBER)
+    result.failed_numbers = failed
+    if result.outcome is Outcome.OK:
+        result.batch_ref = str(batch_id) if batch_id else None
+        result.rejected = len(failed)
+        result.accepted = len([n for n in numbers if n not in failed])
+        if failed:
+            result.message = f"{result.message}; {len(failed)} number(s) failed"
+    return result
+
+
+def _failed_numbers(fail: str, numbers: list[str], reason: str) -> dict[str, str]:
+    """FailPhone's ``;``-separated numbers, spelled as we sent them where they can be matched."""
+    sent = set(numbers)
+    failed: dict[str, str] = {}
+    for raw in fail.split(";"):
+        raw = raw.strip()
+        if not raw:
+            continue
+        mobile, _ = normalise(raw)
+        failed[mobile if mobile in sent else raw] = reason
+    return failed
+
+
+def _poll_error(code: int, codes: dict[str, tuple[Outcome, str]], text: str) -> ProviderError:
+    outcome, message = codes.get(str(code), (Outcome.TRANSIENT, f"unknown vendor code {code}"))
+    return ProviderError(outcome, message, code=str(code), raw=text)
+
+
+def _poll_result(text: str, operation: str) -> etree._Element:
+    try:
+        result_el = _result(text, operation)
+    except SoapFault as exc:
+        raise ProviderError(Outcome.TRANSIENT, str(exc), raw=text) from None
+    if result_el is None or _is_nil(result_el):
+        raise ProviderError(Outcome.TRANSIENT, EMPTY_RESULT, raw=text)
+    return result_el
+
+
+def parse_balance_xml(text: str) -> BalanceState:
+    """GetBalance's BalanceState; ProviderError for a vendor code, ValueError if unreadable."""
+    result_el = _poll_result(text, "GetBalance")
+    state = _int(result_el, "State")
+    if state <= 0:
+        raise _poll_error(state, LOGIN_CODES, text)
+    return BalanceState(balance=_int(result_el, "Balance"), sended=_int(result_el, "Sended"), state=state,
+                        totaled=_int(result_el, "Totaled"))
+
+
+def _int_result(result_el: etree._Element) -> int:
+    text = (result_el.text or "").strip()
+    if not text:
+        raise ProviderError(Outcome.TRANSIENT, EMPTY_RESULT)
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"result is not an integer: {text[:40]!r}") from None
+
+
+def parse_login_xml(text: str) -> int:
+    """UserLogin's answer: the account id (> 0); ProviderError for a vendor code."""
+    code = _int_result(_poll_result(text, "UserLogin"))
+    if code <= 0:
+        raise _poll_error(code, LOGIN_CODES, text)
+    return code
+
+
+def parse_update_psw_xml(text: str) -> None:
+    """UpdatePsw's answer: 1 changed; ProviderError otherwise."""
+    code = _int_result(_poll_result(text, "UpdatePsw"))
+    if code != 1:
+        raise _poll_error(code, UPDATE_PSW_CODES, text)

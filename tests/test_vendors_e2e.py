@@ -1,0 +1,190 @@
+"""Every vendor end to end: send_sms -> Redis -> a real worker -> the vendor's simulator
+over real HTTP/SOAP -> PostgreSQL, and back through the polls the vendor has.
+
+One account per vendor (linkws twice: SOAP and plain HTTP), one worker for all.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+import pytest
+from sqlalchemy import select, update
+
+from store.models import AccountBalance, BlockedNumber, InboundMessage, PollLease
+from tasks import batch_status, send_sms
+from tasks.polls import poll
+from tasks.relay import run_relay
+from worker.config import settings
+from worker.db import session_scope
+
+from .conftest import (PASSWORD, Stack, apply_env, mode_env, restore_env, start_worker, stop_worker, wait_final,
+                       wait_until)
+
+BEIJING = timezone(timedelta(hours=8))
+CONTENT = "【某某科技】尊敬的客户，您的包裹已到达驿站，取件码 8-3-1024。"
+
+
+@dataclass
+class Vendor:
+    account: str
+    provider: str
+    make_state: Callable[[], Any]
+    config: str  # extra TOML lines of the account
+    chunk: int  # numbers per vendor call
+    charset: str
+    send_time_format: str | None  # strftime of the vendor's schedule parameter; None: smsq holds the chunk
+    polls: tuple[str, ...] = ()
+    state: Any = None
+    url: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _dxt():
+    from simulator.dxt import DxtState
+
+    return DxtState({"test": PASSWORD}, balance=10_000_000)
+
+
+def _jinxin():
+    from simulator.jinxin import JinxinState
+
+    return JinxinState({"test": PASSWORD}, balance=10_000_000, userid="12", format="json")
+
+
+VENDORS = [
+    Vendor("v-dxt", "dxt", _dxt, 'charset = "gbk"', 100, "gbk", "%Y%m%d%H%M%S", ("inbound", "reports", "balance")),
+    Vendor("v-jinxin", "jinxin", _jinxin, 'userid = "12"\nformat = "json"', 100, "utf-8", None),
+]
+
+
+@pytest.fixture(scope="module")
+def vendors(tmp_path_factory):
+    from simulator.server import serve
+
+    tmp = tmp_path_factory.mktemp("vendors")
+    running = []
+    lines = []
+    for v in VENDORS:
+        v.state = v.make_state()
+        sim = serve(_app(v), port=0)
+        running.append(sim)
+        v.url = sim.url
+        lines.append(f"""
+[accounts.{v.account}]
+provider = "{v.provider}"
+base_url = "{v.url}"
+username = "test"
+password_env = "SMSQ_TEST_DXT_PASSWORD"
+signature = "【某某科技】"
+rate_limit = "100/s"
+timeout = 5
+{v.config}
+""")
+    config = tmp / "smsq.toml"
+    config.write_text("".join(lines), encoding="utf-8")
+    env = mode_env("distributed", tmp, config)
+    saved = apply_env(env)
+    from tasks.schema import ensure_schema
+    from worker.db import upgrade
+
+    upgrade(settings().database_url)
+    ensure_schema(settings())
+    stack = Stack("distributed", env, None, "", tmp)
+    stack.worker = start_worker(stack)
+    yield {v.account: v for v in VENDORS}
+    stop_worker(stack.worker)
+    restore_env(saved)
+    for sim in running:
+        sim.stop()
+
+
+def _app(v: Vendor):
+    module = __import__(f"simulator.{v.provider}", fromlist=["create_app"])
+    return module.create_app(v.state)
+
+
+def open_window(account: str) -> None:
+    with session_scope(settings().database_url) as s:
+        s.execute(update(PollLease).where(PollLease.account == account).values(next_allowed_at=datetime(1970, 1, 1)))
+
+
+def by_vendor(fn):
+    return pytest.mark.parametrize("name", [v.account for v in VENDORS])(fn)
+
+
+def by_polling_vendor(fn):
+    return pytest.mark.parametrize("name", [v.account for v in VENDORS if v.polls])(fn)
+
+
+@by_vendor
+def test_a_batch_of_several_chunks_arrives_once_per_number(vendors, name):
+    v = vendors[name]
+    v.state.reset()
+    count = 2 * v.chunk + 37
+    numbers = [f"1{3 + i % 7}{i:09d}" for i in range(count)]
+    receipt = send_sms(name, numbers + numbers[:10] + ["12345"], CONTENT)
+    assert receipt.accepted == count and len(receipt.rejected) == 1
+    status = wait_final(receipt.batch_id, timeout=60)
+    assert status.chunks == {"accepted": 3}, status
+    received = Counter(n for s in v.state.sends for n in s.numbers)
+    assert set(received) == set(numbers) and max(received.values()) == 1
+    assert sorted(len(s.numbers) for s in v.state.sends) == [37, v.chunk, v.chunk]
+    assert {s.content for s in v.state.sends} == {CONTENT}  # decoded in the vendor's encoding, intact
+
+
+@by_vendor
+def test_a_scheduled_send(vendors, name):
+    v = vendors[name]
+    v.state.reset()
+    if v.send_time_format:  # the vendor schedules: the time travels with the call
+        at = datetime.now(BEIJING).replace(microsecond=0) + timedelta(days=2)
+        receipt = send_sms(name, ["13700000001"], CONTENT, send_at=at)
+        wait_final(receipt.batch_id)
+        assert [s.send_time for s in v.state.sends] == [at.strftime(v.send_time_format)]
+        return
+    # smsq holds the chunk until it is due, then the relay releases it.
+    at = datetime.now(timezone.utc) + timedelta(seconds=3)
+    receipt = send_sms(name, ["13700000001"], CONTENT, send_at=at)
+    assert run_relay()["published"] == 0
+    time.sleep(1)
+    assert v.state.sends == [] and batch_status(receipt.batch_id).chunks == {"pending": 1}
+    wait_until(lambda: datetime.now(timezone.utc) > at, 10)
+    assert run_relay()["published"] >= 1
+    wait_final(receipt.batch_id)
+    assert [s.numbers for s in v.state.sends] == [["13700000001"]]
+
+
+@by_polling_vendor
+def test_every_poll_the_vendor_has(vendors, name):
+    v = vendors[name]
+    v.state.reset()
+    if "reports" in v.polls:
+        receipt = send_sms(name, ["13600000001", "13600000002"], CONTENT)
+        wait_final(receipt.batch_id)
+        open_window(name)
+        assert poll(name, "reports").outcome == "ok"
+        assert batch_status(receipt.batch_id).recipients == {"delivered": 2}
+    if "inbound" in v.polls:
+        v.state.add_inbound("13600000009", f"{name} 回复#1, 收到")
+        open_window(name)
+        assert poll(name, "inbound").items == 1
+        with session_scope(settings().database_url) as s:
+            stored = s.execute(select(InboundMessage).where(InboundMessage.account == name)).scalars().all()
+        assert [(m.mobile, m.content) for m in stored][-1] == ("13600000009", f"{name} 回复#1, 收到")
+    if "balance" in v.polls:
+        open_window(name)
+        assert poll(name, "balance").outcome == "ok"
+        with session_scope(settings().database_url) as s:
+            assert s.get(AccountBalance, name).balance > 0
+    if "blocked" in v.polls:
+        v.extra["block"](v.state, "13600000077")
+        open_window(name)
+        assert poll(name, "blocked").outcome == "ok"
+        receipt = send_sms(name, ["13600000077", "13600000078"], CONTENT)
+        assert receipt.rejected == [("13600000077", "blocked for this account: reported blocked by the vendor")]
+        with session_scope(settings().database_url) as s:
+            assert s.get(BlockedNumber, (name, "13600000077")).source == "vendor"
