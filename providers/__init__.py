@@ -9,6 +9,8 @@ from .base import (Account, ContentError, Inbound, Outcome, Provider, ProviderEr
 PROVIDERS = {
     "dxt": "providers.dxt:DxtProvider",
     "jinxin": "providers.jinxin:JinxinProvider",
+    "orgws": "providers.orgws:OrgwsProvider",
+    "qxs": "providers.qxs:QxsProvider",
 }
 KNOWN = ("linkws", "dxt", "jinxin", "orgws", "qxs")
 

@@ -41,6 +41,7 @@ class Vendor:
     state: Any = None
     url: str = ""
     extra: dict = field(default_factory=dict)
+    path: str = ""  # appended to the simulator's URL to make the account's base_url
 
 
 def _dxt():
@@ -55,9 +56,24 @@ def _jinxin():
     return JinxinState({"test": PASSWORD}, balance=10_000_000, userid="12", format="json")
 
 
+def _orgws():
+    from simulator.orgws import OrgwsState
+
+    return OrgwsState({"test": PASSWORD}, balance=10_000_000, org_id=10001)
+
+
+def _qxs():
+    from simulator.qxs import QxsState
+
+    return QxsState({"test": PASSWORD}, balance=10_000_000, userid="12")
+
+
 VENDORS = [
     Vendor("v-dxt", "dxt", _dxt, 'charset = "gbk"', 100, "gbk", "%Y%m%d%H%M%S", ("inbound", "reports", "balance")),
     Vendor("v-jinxin", "jinxin", _jinxin, 'userid = "12"\nformat = "json"', 100, "utf-8", None),
+    Vendor("v-orgws", "orgws", _orgws, 'org_id = 10001', 100, "utf-8", "%Y-%m-%d %H:%M:%S", ("balance",),
+           path="Service.asmx"),
+    Vendor("v-qxs", "qxs", _qxs, 'userid = "12"', 100, "utf-8", "%Y-%m-%d %H:%M:%S", ("inbound", "reports", "balance")),
 ]
 
 
@@ -72,7 +88,7 @@ def vendors(tmp_path_factory):
         v.state = v.make_state()
         sim = serve(_app(v), port=0)
         running.append(sim)
-        v.url = sim.url
+        v.url = sim.url + v.path
         lines.append(f"""
 [accounts.{v.account}]
 provider = "{v.provider}"
