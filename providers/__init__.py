@@ -7,6 +7,7 @@ from .base import (Account, ContentError, Inbound, Outcome, Provider, ProviderEr
                    SendResult)
 
 PROVIDERS = {
+    "linkws": "providers.linkws:LinkwsProvider",
     "dxt": "providers.dxt:DxtProvider",
     "jinxin": "providers.jinxin:JinxinProvider",
     "orgws": "providers.orgws:OrgwsProvider",

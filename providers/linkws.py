@@ -31,14 +31,19 @@ Decisions where the vendor's document is silent or ambiguous:
 * Signature: the vendor wants 【签名】 at the END (-7 提交信息末尾未加签名).
   ``prepare_content`` moves a signature written at the start to the end;
   content with none gets the account's signature appended.
-* Numbers are de-duplicated inside a call (提交短信前请过滤掉重复号码).
+* Numbers are de-duplicated inside a call (提交短信前請過濾掉重復號碼).
 * ``SendTime``: the schedule is formatted in Beijing time, ``yyyyMMddHHmmss``.
+  A time that has passed, or is less than a minute away, is sent as empty
+  (send now): the vendor would refuse it for good with -10 (定時時間不能小于
+  系統當前時間), e.g. when a scheduled chunk is retried late or the vendor's
+  clock runs a little ahead. The dispatcher releases late chunks the same way
+  for vendors that cannot schedule.
 * The table prints some codes with an en dash (``–1``); answers are read with
   any dash normalised to ``-``.
-* ``-101`` (调用接口速度太快) is listed for the polls only; the codes are one
+* ``-101`` (調用接口速度太快) is listed for the polls only; the codes are one
   vendor-wide space, so a ``-101`` on a send is read as "too fast, not
   accepted": rate_limited, come back in 30 s.
-* ``-2`` (其他错误) is transient: retried a bounded number of times by the caller.
+* ``-2`` (其他錯誤) is transient: retried a bounded number of times by the caller.
 * Get records ``MOBILE#CONTENT#TIME#EXT`` are split from the left for MOBILE and
   from the right for TIME and EXT, so a ``#`` inside CONTENT survives. A ``||``
   inside content looks like a record separator; a piece that does not start
@@ -53,7 +58,7 @@ Decisions where the vendor's document is silent or ambiguous:
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
@@ -61,13 +66,14 @@ import httpx
 from lxml import etree
 
 from . import soap
-from .base import (BEIJING, ContentError, Inbound, Outcome, Provider, ProviderError, SendContext, SendResult,
+from .base import (BEIJING, Account, ContentError, Inbound, Outcome, Provider, ProviderError, SendContext, SendResult,
                    classify, transport_failure)
 
 TNS = "http://tempuri.org/"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 BINDING = "{http://tempuri.org/}LinkWSSoap"
-RETRY_AFTER = 30.0  # 调用接口速度太快(大于30s)
+RETRY_AFTER = 30.0  # 調用接口速度太快(大于30s)
+SCHEDULE_MARGIN = timedelta(minutes=1)  # closer than this, a schedule is sent as "now"
 
 # BatchSend2 answers other than a positive batch id; the vendor's wording kept.
 SEND_CODES: dict[str, tuple[Outcome, str]] = {
@@ -126,7 +132,7 @@ class LinkwsProvider(Provider):
     poll_families = {"inbound": "linkws-query", "balance": "linkws-query", "blocked": "linkws-query"}
     option_keys = frozenset({"transport", "cell"})
 
-    def __init__(self, account, client: httpx.Client | None):
+    def __init__(self, account: Account, client: httpx.Client | None):
         super().__init__(account, client)
         self.validate_options(account.options)
         # zeep client and service, built on first SOAP call (the producer makes
@@ -210,10 +216,11 @@ class LinkwsProvider(Provider):
     # -- send --------------------------------------------------------------
     def build_send(self, numbers: list[str], content: str, send_at: datetime | None,
                    context: SendContext) -> httpx.Response:
-        send_time = ""
+        send_time = ""  # empty = send now
         if send_at is not None:
-            local = send_at.astimezone(BEIJING) if send_at.tzinfo else send_at
-            send_time = local.strftime("%Y%m%d%H%M%S")  # e.g. 20060912152435
+            local = send_at.astimezone(BEIJING) if send_at.tzinfo else send_at.replace(tzinfo=BEIJING)
+            if local > datetime.now(BEIJING) + SCHEDULE_MARGIN:
+                send_time = local.strftime("%Y%m%d%H%M%S")  # e.g. 20060912152435
         return self._call("BatchSend2", Mobile=",".join(dict.fromkeys(numbers)), Content=content,
                           Cell=self.account.options.get("cell", ""), SendTime=send_time)
 
@@ -363,8 +370,7 @@ def parse_vendor_time(text: str) -> datetime | None:
 def parse_inbound_text(text: str) -> list[Inbound]:
     """``||MOBILE#CONTENT#TIME#EXT||…``; empty when there are no messages."""
     text = text.strip()
-    if _CODE.fullmatch(_normalise(text)):
-        _poll_error(_normalise(text))
+    _poll_error(_normalise(text))
     if not text:
         return []
     if not text.startswith("||"):

@@ -1,7 +1,8 @@
 """The simulators `smsq simulate` and `smsq demo` start, on fixed ports.
 
 Every simulator knows one account: user ``demo``, password ``demo-secret``
-(``DEMO_PASSWORD``), so the sample config works against all of them.
+(``DEMO_PASSWORD``), enterprise id 12 and organisation code 10001 where the
+vendor has them, so ``config()`` works against all of them.
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any, Callable
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-secret"
+DEMO_USERID = "12"  # jinxin / qxs enterprise id
+DEMO_ORG_ID = 10001  # orgws organisation code
 
 # name -> (port, factory building (state, app))
 PORTS = {"linkws": 8800, "dxt": 8801, "jinxin": 8802, "orgws": 8803, "qxs": 8804}
@@ -21,7 +24,77 @@ def _dxt() -> tuple[Any, Any]:
     return state, create_app(state)
 
 
-FACTORIES: dict[str, Callable[[], tuple[Any, Any]]] = {"dxt": _dxt}
+def _linkws() -> tuple[Any, Any]:
+    from simulator.linkws import LinkwsState, create_app
+
+    state = LinkwsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000)
+    return state, create_app(state)
+
+
+def _jinxin() -> tuple[Any, Any]:
+    from simulator.jinxin import JinxinState, create_app
+
+    state = JinxinState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID, format="json")
+    return state, create_app(state)
+
+
+def _orgws() -> tuple[Any, Any]:
+    from simulator.orgws import OrgwsState, create_app
+
+    state = OrgwsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, org_id=DEMO_ORG_ID)
+    return state, create_app(state)
+
+
+def _qxs() -> tuple[Any, Any]:
+    from simulator.qxs import QxsState, create_app
+
+    state = QxsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID)
+    return state, create_app(state)
+
+
+FACTORIES: dict[str, Callable[[], tuple[Any, Any]]] = {
+    "linkws": _linkws, "dxt": _dxt, "jinxin": _jinxin, "orgws": _orgws, "qxs": _qxs,
+}
+
+# The accounts that talk to the simulators above, as smsq.toml tables.
+ACCOUNTS = {
+    "linkws": f"""[accounts.demo-linkws]
+provider = "linkws"
+base_url = "http://127.0.0.1:{PORTS['linkws']}/"
+transport = "soap"
+""",
+    "dxt": f"""[accounts.demo-dxt]
+provider = "dxt"
+base_url = "http://127.0.0.1:{PORTS['dxt']}/"
+charset = "gbk"
+""",
+    "jinxin": f"""[accounts.demo-jinxin]
+provider = "jinxin"
+base_url = "http://127.0.0.1:{PORTS['jinxin']}/"
+userid = "{DEMO_USERID}"
+format = "json"
+""",
+    "orgws": f"""[accounts.demo-orgws]
+provider = "orgws"
+base_url = "http://127.0.0.1:{PORTS['orgws']}/Service.asmx"
+org_id = {DEMO_ORG_ID}
+""",
+    "qxs": f"""[accounts.demo-qxs]
+provider = "qxs"
+base_url = "http://127.0.0.1:{PORTS['qxs']}/"
+userid = "{DEMO_USERID}"
+""",
+}
+COMMON = f"""username = "{DEMO_USER}"
+password_env = "SMSQ_DEMO_PASSWORD"
+signature = "【某某科技】"
+rate_limit = "20/s"
+"""
+
+
+def config(names: list[str] | None = None, extra: str = "") -> str:
+    """smsq.toml for the demo accounts of the given simulators."""
+    return "\n".join(ACCOUNTS[n] + COMMON + extra for n in (names or list(FACTORIES)))
 
 
 def build(names: list[str] | None = None) -> dict[str, tuple[Any, Any, int]]:
