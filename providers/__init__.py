@@ -13,7 +13,6 @@ PROVIDERS = {
     "orgws": "providers.orgws:OrgwsProvider",
     "qxs": "providers.qxs:QxsProvider",
 }
-KNOWN = ("linkws", "dxt", "jinxin", "orgws", "qxs")
 
 
 def provider_class(name: str) -> type[Provider]:
@@ -27,5 +26,5 @@ def provider_class(name: str) -> type[Provider]:
 
 __all__ = [
     "Account", "ContentError", "Inbound", "Outcome", "Provider", "ProviderError", "Report",
-    "Secret", "SendContext", "SendResult", "provider_class", "PROVIDERS", "KNOWN",
+    "Secret", "SendContext", "SendResult", "provider_class", "PROVIDERS",
 ]

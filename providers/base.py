@@ -20,7 +20,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Mapping
 
 import httpx
 
@@ -290,8 +290,13 @@ class Provider:
 
     def poll_request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """A poll call with the transport errors classified (no automatic resend here)."""
+        return self.guarded(lambda: self.client.request(method, url, **kwargs))
+
+    @staticmethod
+    def guarded(call: Callable[[], httpx.Response]) -> httpx.Response:
+        """Make a non-send call; turn transport errors and HTTP errors into ProviderError."""
         try:
-            response = self.client.request(method, url, **kwargs)
+            response = call()
         except httpx.TransportError as exc:
             result = transport_failure(exc)
             raise ProviderError(result.outcome, result.message or "transport error") from None

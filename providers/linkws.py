@@ -67,7 +67,7 @@ from lxml import etree
 
 from . import soap
 from .base import (BEIJING, Account, ContentError, Inbound, Outcome, Provider, ProviderError, SendContext, SendResult,
-                   classify, transport_failure)
+                   classify)
 
 TNS = "http://tempuri.org/"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -234,17 +234,7 @@ class LinkwsProvider(Provider):
     def fetch(self, kind: str) -> str:
         if kind not in self.poll_kinds:
             return super().fetch(kind)
-        try:
-            response = self._call(OPERATIONS[kind])
-        except httpx.TransportError as exc:
-            failure = transport_failure(exc)
-            raise ProviderError(failure.outcome, failure.message or "transport error") from None
-        if response.status_code >= 500:
-            raise ProviderError(Outcome.TRANSIENT, f"vendor server error HTTP {response.status_code}",
-                                code=f"HTTP {response.status_code}", raw=response.text)
-        if response.status_code >= 400:
-            raise ProviderError(Outcome.INVALID_REQUEST, f"vendor refused the request HTTP {response.status_code}",
-                                code=f"HTTP {response.status_code}", raw=response.text)
+        response = self.guarded(lambda: self._call(OPERATIONS[kind]))
         if self.transport == "soap":
             return response.text
         return response.content.decode("gb18030", errors="replace").strip()

@@ -61,8 +61,7 @@ from typing import Any, Mapping
 import httpx
 from lxml import etree
 
-from .base import (BEIJING, Account, ContentError, Outcome, Provider, ProviderError, SendContext, SendResult, classify,
-                   transport_failure)
+from .base import (BEIJING, Account, ContentError, Outcome, Provider, ProviderError, SendContext, SendResult, classify)
 from .numbers import normalise
 from .soap import service, soap_client
 
@@ -171,18 +170,7 @@ class OrgwsProvider(Provider):
 
     def _poll_call(self, operation: str, **params: Any) -> httpx.Response:
         """A non-send call with transport errors and HTTP status classified, as ``poll_request`` does."""
-        try:
-            response = self._call(operation, **params)
-        except httpx.TransportError as exc:
-            result = transport_failure(exc)
-            raise ProviderError(result.outcome, result.message or "transport error") from None
-        if response.status_code >= 500:
-            raise ProviderError(Outcome.TRANSIENT, f"vendor server error HTTP {response.status_code}",
-                                code=f"HTTP {response.status_code}", raw=response.text)
-        if response.status_code >= 400:
-            raise ProviderError(Outcome.INVALID_REQUEST, f"vendor refused the request HTTP {response.status_code}",
-                                code=f"HTTP {response.status_code}", raw=response.text)
-        return response
+        return self.guarded(lambda: self._call(operation, **params))
 
     # -- send --------------------------------------------------------------
     def build_send(self, numbers: list[str], content: str, send_at: datetime | None,

@@ -36,7 +36,9 @@ def test_a_good_account_loads_with_its_secret_hidden(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("change, message", [
     (('provider = "dxt"', 'provider = "nosuch"'), "account 'shop-dxt': provider 'nosuch' is unknown"),
-    (('provider = "dxt"', 'provider = "qxs"'), "provider 'qxs' is unknown (not available yet)"),
+    (('provider = "dxt"', 'provider = "qxs"'), "account 'shop-dxt': userid (the enterprise id"),
+    (('provider = "dxt"', 'provider = "orgws"'), "account 'shop-dxt': option 'org_id'"),
+    (('provider = "dxt"', 'provider = "linkws"\ntransport = "ftp"'), "account 'shop-dxt': transport must be"),
     (('charset = "gbk"', 'charset = "gbk"\ncolour = "red"'), "account 'shop-dxt': unknown key 'colour'"),
     (('password_env = "SHOP_DXT_PASSWORD"', ''), "account 'shop-dxt': no credential"),
     (('password_env = "SHOP_DXT_PASSWORD"', 'password_env = "NOT_SET_ANYWHERE"'),

@@ -22,7 +22,7 @@ from tasks.polls import poll, reparse
 from worker.config import settings
 from worker.db import session_scope
 
-from .conftest import ROOT, start_worker, stop_worker, wait_final, wait_until
+from .conftest import ROOT, start_worker, stop_worker, wait_final
 
 CONTENT = "【某某科技】您的订单已发货"
 EPOCH = polls.leases.EPOCH

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
-import pytest
 from sqlalchemy import insert, select, update
 
 from store.models import BlockedNumber, Chunk, Recipient, utcnow

@@ -5,6 +5,9 @@ One account per vendor (linkws twice: SOAP and plain HTTP), one worker for all.
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,7 +24,7 @@ from tasks.relay import run_relay
 from worker.config import settings
 from worker.db import session_scope
 
-from .conftest import (PASSWORD, Stack, apply_env, mode_env, restore_env, start_worker, stop_worker, wait_final,
+from .conftest import (PASSWORD, ROOT, Stack, apply_env, mode_env, restore_env, start_worker, stop_worker, wait_final,
                        wait_until)
 
 BEIJING = timezone(timedelta(hours=8))
@@ -127,11 +130,20 @@ timeout = 5
     ensure_schema(settings())
     stack = Stack("distributed", env, None, "", tmp)
     stack.worker = start_worker(stack)
+    RUN_ENV.update(env)
     yield {v.account: v for v in VENDORS}
     stop_worker(stack.worker)
     restore_env(saved)
     for sim in running:
         sim.stop()
+
+
+RUN_ENV: dict = {}
+
+
+def smsq(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "worker.cli", *args], input=stdin, capture_output=True, text=True,
+                          env={**os.environ, **RUN_ENV, "PYTHONPATH": str(ROOT)}, timeout=60)
 
 
 def _app(v: Vendor):
@@ -224,3 +236,35 @@ def test_every_poll_the_vendor_has(vendors, name):
         assert receipt.rejected == [("13600000077", "blocked for this account: reported blocked by the vendor")]
         with session_scope(settings().database_url) as s:
             assert s.get(BlockedNumber, (name, "13600000077")).source == "vendor"
+
+
+def test_check_credentials_from_the_cli(vendors):
+    ok = smsq("check", "v-orgws")
+    assert ok.returncode == 0 and "credentials accepted" in ok.stdout, ok.stderr
+    open_window("v-dxt")
+    balance = smsq("check", "v-dxt")
+    assert balance.returncode == 0 and "balance check ok" in balance.stdout, balance.stderr
+    nothing = smsq("check", "v-jinxin")
+    assert nothing.returncode == 2 and "no way to check credentials" in nothing.stderr
+
+
+def test_forbidden_words_from_the_cli(vendors):
+    clean = smsq("keywords", "v-qxs", "--content", "【某某科技】您好")
+    assert clean.returncode == 0 and "clean" in clean.stdout, clean.stderr
+    bad = smsq("keywords", "v-qxs", "--content", "【某某科技】法轮功")
+    assert bad.returncode == 1 and "forbidden: 法轮功" in bad.stdout
+    other = smsq("keywords", "v-dxt", "--content", "x")
+    assert other.returncode == 2 and "no keyword check" in other.stderr
+
+
+def test_change_the_password_at_the_vendor_from_the_cli(vendors):
+    state = vendors["v-orgws"].state
+    result = smsq("password", "v-orgws", "--stdin", stdin="N3w-pass-4567\n")
+    try:
+        assert result.returncode == 0 and "password changed at the vendor" in result.stdout, result.stderr
+        assert state.accounts["test"] == "N3w-pass-4567"
+        assert "N3w-pass-4567" not in result.stdout + result.stderr
+        refused = smsq("check", "v-orgws")  # the config still has the old one
+        assert refused.returncode == 1 and "refused" in refused.stdout
+    finally:
+        state.accounts["test"] = PASSWORD

@@ -225,6 +225,69 @@ def cmd_accounts(args) -> int:
     return 0
 
 
+# -- vendor operations outside sending and polling --------------------------
+def _provider(name: str):
+    from .clients import provider_for
+
+    conf = _load()
+    return conf, provider_for(conf.account(name))
+
+
+def cmd_check(args) -> int:
+    """Are the credentials good? The vendor's login check where it has one, else a balance poll."""
+    from providers import ProviderError
+
+    conf, provider = _provider(args.account)
+    if hasattr(provider, "login"):
+        try:
+            vendor_id = provider.login()
+        except ProviderError as exc:
+            print(f"{args.account}: refused: {exc.code or ''} {exc}".rstrip())
+            return 1
+        print(f"{args.account}: credentials accepted (vendor account id {vendor_id})")
+        return 0
+    if "balance" in provider.poll_kinds:
+        from tasks.polls import poll
+
+        result = poll(args.account, "balance", conf=conf)
+        if result.outcome == "leased":
+            print(f"{args.account}: not checked now: {result.detail} (the vendor's 30 s rule)")
+            return 0
+        print(f"{args.account}: balance check {result.outcome}" + (f": {result.detail}" if result.detail else ""))
+        return 0 if result.outcome == "ok" else 1
+    raise ValueError(f"{provider.name} has no way to check credentials without sending; "
+                     f"`smsq send --wait` one message to a test number")
+
+
+def cmd_password(args) -> int:
+    """Change the account's password at the vendor (orgws UpdatePsw)."""
+    import getpass
+
+    conf, provider = _provider(args.account)
+    if not hasattr(provider, "update_password"):
+        raise ValueError(f"{provider.name} has no password change operation")
+    if args.stdin:
+        new = sys.stdin.readline().rstrip("\n")
+    else:
+        new = getpass.getpass("new password: ")
+        if getpass.getpass("again: ") != new:
+            raise ValueError("the two passwords differ; nothing changed")
+    provider.update_password(new)
+    print(f"{args.account}: password changed at the vendor. Put the new one where the account's "
+          f"password_env / password_file points before the next send, or every call will fail with auth.")
+    return 0
+
+
+def cmd_keywords(args) -> int:
+    """Ask the vendor which forbidden words a content holds (qxs checkkeyword)."""
+    _, provider = _provider(args.account)
+    if not hasattr(provider, "check_keywords"):
+        raise ValueError(f"{provider.name} has no keyword check operation")
+    words = provider.check_keywords(args.content)
+    print("clean: no forbidden word" if not words else "forbidden: " + ", ".join(words))
+    return 0 if not words else 1
+
+
 # -- processes --------------------------------------------------------------
 def cmd_worker(args) -> int:
     from .app import QUEUES, get_app
@@ -364,6 +427,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_accounts)
 
+    s = sub.add_parser("check", help="check an account's credentials with its vendor",
+                       description="orgws: UserLogin. Vendors without a login check: a balance poll "
+                       "(respecting the 30 s window).")
+    s.add_argument("account")
+    s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("password", help="change an account's password at the vendor (orgws UpdatePsw)",
+                       description="Prompts for the new password (or reads one line from stdin with --stdin). "
+                       "The config is not changed: update the secret it points to afterwards.")
+    s.add_argument("account")
+    s.add_argument("--stdin", action="store_true", help="read the new password from stdin")
+    s.set_defaults(func=cmd_password)
+
+    s = sub.add_parser("keywords", help="ask the vendor which forbidden words a text holds (qxs checkkeyword)")
+    s.add_argument("account")
+    s.add_argument("--content", required=True)
+    s.set_defaults(func=cmd_keywords)
+
     s = sub.add_parser("worker", help="run a Celery worker (sends and polls)")
     s.add_argument("--queues", help="comma-separated (default smsq.priority,smsq.bulk,smsq.poll)")
     s.add_argument("--concurrency", type=int, help="processes (threads in embedded mode, default 4)")
@@ -406,6 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from providers import ProviderError
+    from tasks.schema import SchemaError
+
     from . import logs
     from .config import UnknownAccountError
 
@@ -413,7 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup("WARNING" if args.command in ("send", "status") else "INFO")
     try:
         return args.func(args) or 0
-    except (ConfigError, UnknownAccountError, ValueError, LookupError) as exc:
+    except ProviderError as exc:
+        print(f"smsq: vendor error: {exc.outcome.value} {exc.code or ''} {exc}", file=sys.stderr)
+        return 1
+    except (ConfigError, UnknownAccountError, SchemaError, ValueError, LookupError) as exc:
         print(f"smsq: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-from providers import KNOWN, PROVIDERS, Account, Secret, provider_class
+from providers import PROVIDERS, Account, Secret, provider_class
 
 log = logging.getLogger("smsq.config")
 
@@ -125,8 +125,7 @@ def parse_account(name: str, table: Mapping[str, Any], base_dir: Path) -> Accoun
         raise ConfigError(f"{where}: must be a table ([accounts.{name}])")
     provider = table.get("provider")
     if provider not in PROVIDERS:
-        hint = " (not available yet)" if provider in KNOWN else ""
-        raise ConfigError(f"{where}: provider {provider!r} is unknown{hint}; "
+        raise ConfigError(f"{where}: provider {provider!r} is unknown; "
                           f"one of: {', '.join(sorted(PROVIDERS))}")
     cls = provider_class(provider)
     allowed = COMMON_KEYS | set(cls.option_keys)
