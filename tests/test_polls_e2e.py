@@ -245,3 +245,92 @@ def test_two_beats_and_extra_workers_never_poll_inside_the_window(stack, sim, tm
         assert min(gaps) >= 30.0, f"{endpoint} called {min(gaps):.1f} s after the previous call"
     beat_logs = "".join((tmp_path / f"beat{i}.log").read_text(errors="replace") for i in range(2))
     assert beat_logs.count("Sending due task smsq.poll:shop-dxt:inbound") >= 2  # both beats really fired
+
+
+def smsq(stack, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}, timeout=60)
+
+
+def test_poll_inbound_and_reparse_from_the_cli(stack, sim, monkeypatch):
+    import json
+
+    sim.add_inbound("13200000001", "命令行 hello")
+    open_window()
+    polled = smsq(stack, "poll", "shop-dxt", "inbound")
+    assert polled.returncode == 0 and "shop-dxt inbound: ok, 1 item(s)" in polled.stdout, polled.stderr
+    again = smsq(stack, "poll", "shop-dxt", "inbound")
+    assert again.returncode == 0 and "not polled" in again.stdout and "30 s rule" in again.stdout
+    listed = smsq(stack, "inbound", "--account", "shop-dxt", "--json")
+    messages = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert messages[-1]["mobile"] == "13200000001" and messages[-1]["content"] == "命令行 hello"
+    wrong = smsq(stack, "poll", "shop-dxt", "blocked")
+    assert wrong.returncode == 2 and "has no 'blocked' poll" in wrong.stderr
+
+    # A journal row that failed to parse shows in `smsq accounts` until --reparse.
+    with session_scope(settings().database_url) as s:
+        s.add(PollJournal(account="shop-dxt", kind="inbound", body="1|77;13200000002;journaled", state="failed",
+                          error="ValueError: injected"))
+    health = json.loads(smsq(stack, "accounts", "--json").stdout)
+    shop = next(a for a in health if a["account"] == "shop-dxt")
+    assert shop["unparsed_journal"] >= 1 and "smsq poll --reparse shop-dxt" in shop["health"]
+    fixed = smsq(stack, "poll", "--reparse", "shop-dxt")
+    assert fixed.returncode == 0 and "parsed again" in fixed.stdout, fixed.stdout + fixed.stderr
+    after = json.loads(smsq(stack, "accounts", "--json").stdout)
+    assert next(a for a in after if a["account"] == "shop-dxt")["unparsed_journal"] == 0
+    assert any(m["content"] == "journaled" for m in map(json.loads, smsq(stack, "inbound", "--json").stdout.splitlines()))
+
+
+def test_a_full_page_polls_again_after_the_window(stack, sim):
+    from celery.signals import before_task_publish
+
+    for i in range(60):
+        sim.add_inbound(f"1310000{i:04d}", f"page {i}")
+    seen = []
+
+    def capture(sender=None, body=None, headers=None, **_):
+        seen.append((sender, body[0], headers.get("eta")))
+
+    before_task_publish.connect(capture, weak=False)
+    try:
+        open_window()
+        assert polls.poll_task("shop-dxt", "inbound") == "ok"
+    finally:
+        before_task_publish.disconnect(capture)
+    assert [(s, args) for s, args, _ in seen] == [("smsq.poll", ["shop-dxt", "inbound", 0])]
+    assert seen[0][2] is not None  # due when the window opens again, not now
+    open_window()
+    assert poll("shop-dxt", "inbound").items == 10
+
+
+def test_a_balance_under_the_alert_is_a_warning(stack, sim, caplog, tmp_path):
+    import logging
+
+    from worker.config import parse_account
+
+    conf = settings()
+    table = {"provider": "dxt", "base_url": stack.sim_url, "username": "test",
+             "password_env": "SMSQ_TEST_DXT_PASSWORD", "balance_alert": 1e12}
+    low = dataclasses.replace(conf, accounts={**conf.accounts, "low-dxt": parse_account("low-dxt", table, tmp_path)})
+    with caplog.at_level(logging.WARNING, logger="smsq.poll"):
+        assert poll("low-dxt", "balance", conf=low).outcome == "ok"
+    assert "account low-dxt: balance" in caplog.text and "under the alert threshold" in caplog.text
+
+
+def test_only_one_redbeat_beat_sends(stack, tmp_path):
+    if stack.mode != "distributed":
+        pytest.skip("the Redis lock is the distributed mode's")
+    env = {**os.environ, **stack.env, "SMSQ_RELAY_INTERVAL": "1", "PYTHONPATH": str(ROOT)}
+    beats = [subprocess.Popen([sys.executable, "-m", "worker.cli", "beat"], cwd=tmp_path, env=env,
+                              stdout=open(tmp_path / f"redbeat{i}.log", "wb"), stderr=subprocess.STDOUT)
+             for i in range(2)]
+    try:
+        time.sleep(12)
+    finally:
+        for beat in beats:
+            beat.terminate()
+        for beat in beats:
+            beat.wait(20)
+    sent = [(tmp_path / f"redbeat{i}.log").read_text(errors="replace").count("Sending due task smsq.relay")
+            for i in range(2)]
+    assert sorted(sent)[0] == 0 and sorted(sent)[1] >= 3, sent

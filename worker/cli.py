@@ -180,8 +180,10 @@ def cmd_inbound(args) -> int:
 def cmd_accounts(args) -> int:
     from sqlalchemy import select
 
+    from sqlalchemy import func
+
     from providers import provider_class
-    from store.models import AccountBalance, PollStatus
+    from store.models import AccountBalance, PollJournal, PollStatus
     from tasks.schema import ensure_schema
 
     from .db import session_scope
@@ -196,8 +198,12 @@ def cmd_accounts(args) -> int:
             polls = {p.kind: p for p in session.execute(
                 select(PollStatus).where(PollStatus.account == name)).scalars()}
             alert = account.options.get("balance_alert")
+            unparsed = session.scalar(select(func.count()).select_from(PollJournal).where(
+                PollJournal.account == name, PollJournal.state.in_(("failed", "fetched"))))
             problems = [f"{k}: {p.outcome}" for k, p in sorted(polls.items())
                         if p.outcome not in ("ok", "rate_limited")]
+            if unparsed:
+                problems.append(f"{unparsed} fetched poll(s) not parsed: smsq poll --reparse {name}")
             if bal is not None and alert is not None and bal.balance < alert:
                 problems.append(f"balance under {alert:g}")
             out.append({
@@ -208,6 +214,7 @@ def cmd_accounts(args) -> int:
                               "outcome": p.outcome, "items": p.items, "detail": p.detail}
                           for k, p in sorted(polls.items())},
                 "poll_kinds": sorted(cls.poll_kinds),
+                "unparsed_journal": unparsed,
                 "health": "ok" if not problems else "; ".join(problems),
             })
     if args.json:
