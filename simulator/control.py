@@ -71,6 +71,12 @@ class SimState:
         self.sends: list[Any] = []
         self.calls: list[Call] = []
 
+    def __repr__(self) -> str:
+        # Users and counts only: a simulator's state holds passwords.
+        queued = {name: len(getattr(self, name)) for name in ("sends", "reports", "inbound") if hasattr(self, name)}
+        counts = " ".join(f"{name}={n}" for name, n in queued.items())
+        return f"<{type(self).__name__} users={sorted(getattr(self, 'accounts', {}))} {counts}>"
+
     def reset(self) -> None:
         """Forget runtime data and faults; keep configuration. Extend in subclasses."""
         with self.lock:

@@ -188,11 +188,6 @@ class DxtState(SimState):
         self._smsids = itertools.count(FIRST_SMSID)
         self._inbound_ids = itertools.count(FIRST_INBOUND_ID)
 
-    def __repr__(self) -> str:
-        return (
-            f"<DxtState users={sorted(self.accounts)} charset={self.charset!r} "
-            f"sends={len(self.sends)} reports={len(self.reports)} inbound={len(self.inbound)}>"
-        )
 
     def reset(self) -> None:
         with self.lock:

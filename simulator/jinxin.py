@@ -167,9 +167,6 @@ class JinxinState(SimState):
         self.clock = clock
         self.refusals: list[tuple[str, float]] = []  # (code, at) of every refused call
 
-    def __repr__(self) -> str:
-        return (f"<JinxinState users={sorted(self.accounts)} userid={self.userid!r} format={self.format!r} "
-                f"charset={self.charset!r} sends={len(self.sends)}>")
 
     def reset(self) -> None:
         with self.lock:

@@ -165,11 +165,6 @@ class LinkwsState(SimState):
         # Batch ids stay monotonic across reset(), as a real vendor's would.
         self._batch_ids = itertools.count(FIRST_BATCH_ID)
 
-    def __repr__(self) -> str:
-        return (
-            f"<LinkwsState users={sorted(self.accounts)} charset={self.charset!r} "
-            f"sends={len(self.sends)} inbound={len(self.inbound)}>"
-        )
 
     def reset(self) -> None:
         with self.lock:

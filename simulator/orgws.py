@@ -154,8 +154,6 @@ class OrgwsState(SimState):
         # Ids stay monotonic across reset(): a real vendor never reuses one.
         self._batch_ids = itertools.count(FIRST_BATCH_ID)
 
-    def __repr__(self) -> str:
-        return f"<OrgwsState org={self.org_id} users={sorted(self.accounts)} sends={len(self.sends)}>"
 
     def reset(self) -> None:
         with self.lock:

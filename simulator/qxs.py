@@ -208,11 +208,6 @@ class QxsState(SimState):
         # Ids stay monotonic across reset(): a real vendor never reuses one.
         self._task_ids = itertools.count(FIRST_TASK_ID)
 
-    def __repr__(self) -> str:
-        return (
-            f"<QxsState users={sorted(self.accounts)} charset={self.charset!r} "
-            f"sends={len(self.sends)} reports={len(self.reports)} inbound={len(self.inbound)}>"
-        )
 
     def reset(self) -> None:
         with self.lock:
