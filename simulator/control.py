@@ -57,6 +57,12 @@ class Call:
     at: float  # unix time the call arrived
 
 
+def without(items: list, taken: list) -> list:
+    """``items`` less the ``taken`` ones (by identity): what a vendor hands out, it hands out once."""
+    handed = {id(t) for t in taken}
+    return [item for item in items if id(item) not in handed]
+
+
 class SimState:
     """Base for a simulator's in-memory state.
 

@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from simulator.control import SimState, add_control_routes
+from simulator.control import SimState, add_control_routes, without
 
 __all__ = [
     "DxtError",
@@ -279,7 +279,7 @@ class DxtState(SimState):
             taken = [r for r in self.reports if r.username == username and r.available_at <= now]
             taken = taken[:MAX_REPORTS]
             # 服务端将不再分发此SMSID的状态报告信息编号的结果给客户端
-            self.reports = [r for r in self.reports if not any(r is t for t in taken)]
+            self.reports = without(self.reports, taken)
             return taken
 
     def take_inbound(self, username: str, password: str) -> list[InboundMessage]:
@@ -288,7 +288,7 @@ class DxtState(SimState):
             self._poll_checks(username, password)
             taken = [m for m in self.inbound if m.username == username][:MAX_INBOUND]
             # 服务端将不再分发此短信编号的内容给客户端
-            self.inbound = [m for m in self.inbound if not any(m is t for t in taken)]
+            self.inbound = without(self.inbound, taken)
             return taken
 
     def _poll_checks(self, username: str, password: str) -> None:

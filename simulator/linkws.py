@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from simulator.control import SimState, add_control_routes
+from simulator.control import SimState, add_control_routes, without
 
 __all__ = [
     "BlockedEvent",
@@ -261,7 +261,7 @@ class LinkwsState(SimState):
         with self.lock:
             self._poll(username, password)
             taken = [m for m in self.inbound if m.username == username][:MAX_INBOUND]
-            self.inbound = [m for m in self.inbound if not any(m is t for t in taken)]
+            self.inbound = without(self.inbound, taken)
             return taken
 
     def balance_of(self, username: str, password: str) -> int:

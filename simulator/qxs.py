@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from simulator.control import SimState, add_control_routes
+from simulator.control import SimState, add_control_routes, without
 
 __all__ = ["InboundMessage", "QxsError", "QxsState", "Report", "SendRecord", "create_app", "parse_params"]
 
@@ -352,7 +352,7 @@ class QxsState(SimState):
                 limit = min(int(raw), MAX_REPORTS)
             now = time.time()
             taken = [r for r in self.reports if r.username == user and r.available_at <= now][:limit]
-            self.reports = [r for r in self.reports if not any(r is t for t in taken)]
+            self.reports = without(self.reports, taken)
             return taken
 
     def take_inbound(self, p: dict[str, str]) -> list[InboundMessage]:
@@ -360,7 +360,7 @@ class QxsState(SimState):
         with self.lock:
             user = self._poll_login(p)
             taken = [m for m in self.inbound if m.username == user][:MAX_INBOUND]
-            self.inbound = [m for m in self.inbound if not any(m is t for t in taken)]
+            self.inbound = without(self.inbound, taken)
             return taken
 
     # -- control hooks ---------------------------------------------------

@@ -6,9 +6,10 @@ the batch, its recipients and its chunks in one transaction, and publishes one
 (a transactional outbox: a crash in between leaves pending chunks that the
 relay publishes; nothing is published that the database does not hold).
 
-Numbers are streamed in blocks: they are de-duplicated by the database's
-unique (batch, mobile) key, not by a Python set, so a million recipients never
-sit in memory at once.
+Numbers are streamed in blocks of 5,000: de-duplicated within a block by a
+dict and across blocks by the database's unique (batch, mobile) index, never
+by a Python set of the whole list, so a million recipients never sit in
+memory at once.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable, Iterator
 
-from sqlalchemy import func, select, text
+from sqlalchemy import String, any_, bindparam, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -103,15 +104,47 @@ def _insert_ignore(session: Session, rows: list[dict]) -> None:
     session.execute(insert(Recipient).on_conflict_do_nothing(index_elements=["batch_id", "mobile"]), rows)
 
 
+def _one_of(session: Session, column, values: list[str]):
+    """``column IN values``; on PostgreSQL one array parameter (``= ANY``), so a
+    5,000-number block is one bind value, not 5,000."""
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam("values", value=values, type_=ARRAY(String)))
+    return column.in_(values)
+
+
+def _insert_queued(session: Session, batch_id: int, mobiles: list[str], first: int, size: int,
+                   now: datetime) -> None:
+    """Insert recipients numbered ``first``.. in order; recipient n belongs to chunk n // size."""
+    seqs = [(first + i) // size for i in range(len(mobiles))]
+    if session.bind.dialect.name == "postgresql":
+        # One statement per block: two arrays unnested server-side.
+        session.execute(text(
+            "INSERT INTO recipients (batch_id, mobile, state, chunk_seq, updated_at) "
+            "SELECT :batch, r.mobile, 'queued', r.seq, :now "
+            "FROM unnest(CAST(:mobiles AS varchar[]), CAST(:seqs AS integer[])) AS r(mobile, seq)"),
+            {"batch": batch_id, "now": now, "mobiles": mobiles, "seqs": seqs})
+        return
+    session.execute(insert(Recipient), [
+        {"batch_id": batch_id, "mobile": m, "state": "queued", "chunk_seq": seq, "updated_at": now}
+        for m, seq in zip(mobiles, seqs)])
+
+
 def _intake(session: Session, batch_id: int, account: str, numbers: Iterator[str], landline: bool,
-            rejected: list[tuple[str, str]]) -> None:
-    """Normalise, reject and insert the numbers, a block at a time."""
+            size: int, rejected: list[tuple[str, str]]) -> int:
+    """Normalise, reject and insert the numbers a block at a time; return how many were queued.
+
+    Duplicates are caught within a block by a dict and across blocks by the
+    batch's unique index, so each recipient gets its chunk number as it is
+    inserted and no second pass over a million rows is needed."""
     seen_rejects: set[str] = set()
     now = utcnow()
+    queued = 0
     while True:
         block = list(itertools.islice(numbers, BLOCK))
         if not block:
-            return
+            return queued
         valid: dict[str, None] = {}
         for raw in block:
             number, reason = normalise(raw, landline=landline)
@@ -125,15 +158,20 @@ def _intake(session: Session, batch_id: int, account: str, numbers: Iterator[str
         if valid:
             blocked = session.execute(
                 select(BlockedNumber.mobile, BlockedNumber.reason)
-                .where(BlockedNumber.account == account, BlockedNumber.mobile.in_(list(valid)))
+                .where(BlockedNumber.account == account, _one_of(session, BlockedNumber.mobile, list(valid)))
             ).all()
             for mobile, reason in blocked:
                 del valid[mobile]
                 if mobile not in seen_rejects:
                     seen_rejects.add(mobile)
                     rejected.append((mobile, f"blocked for this account: {reason}"))
-        rows = [{"batch_id": batch_id, "mobile": m, "state": "queued", "updated_at": now} for m in valid]
-        _insert_ignore(session, rows)
+        if valid and queued:  # numbers an earlier block of this batch already holds
+            for mobile in session.execute(select(Recipient.mobile).where(
+                    Recipient.batch_id == batch_id, _one_of(session, Recipient.mobile, list(valid)))).scalars():
+                del valid[mobile]
+        if valid:
+            _insert_queued(session, batch_id, list(valid), queued, size, now)
+            queued += len(valid)
 
 
 def _store_rejections(session: Session, batch_id: int, rejected: list[tuple[str, str]]) -> None:
@@ -144,21 +182,16 @@ def _store_rejections(session: Session, batch_id: int, rejected: list[tuple[str,
         _insert_ignore(session, rows)
 
 
-def _make_chunks(session: Session, batch: Batch, size: int, not_before: datetime | None,
+def _make_chunks(session: Session, batch: Batch, total: int, size: int, not_before: datetime | None,
                  queued_at: datetime | None) -> None:
-    # Number the queued recipients 0..n-1 in id order; chunk = number // size.
-    session.execute(text(
-        "UPDATE recipients SET chunk_seq = numbered.rn / :size "
-        "FROM (SELECT id, row_number() OVER (ORDER BY id) - 1 AS rn FROM recipients "
-        "      WHERE batch_id = :batch AND state = 'queued') AS numbered "
-        "WHERE recipients.id = numbered.id"
-    ), {"size": size, "batch": batch.id})
-    session.execute(text(
-        "INSERT INTO chunks (batch_id, seq, account, lane, size, state, attempts, next_attempt_at, queued_at) "
-        "SELECT :batch, chunk_seq, :account, :lane, count(*), 'pending', 0, :not_before, :queued_at "
-        "FROM recipients WHERE batch_id = :batch AND state = 'queued' GROUP BY chunk_seq"
-    ), {"batch": batch.id, "account": batch.account, "lane": batch.lane,
-        "not_before": not_before, "queued_at": queued_at})
+    """The chunk rows: recipients were numbered at intake, so chunk i holds numbers i*size.."""
+    count = -(-total // size)
+    for start in range(0, count, BLOCK):
+        session.execute(insert(Chunk), [
+            {"batch_id": batch.id, "seq": seq, "account": batch.account, "lane": batch.lane,
+             "size": min(size, total - seq * size), "state": "pending", "attempts": 0,
+             "next_attempt_at": not_before, "queued_at": queued_at}
+            for seq in range(start, min(count, start + BLOCK))])
 
 
 def _replay(session: Session, batch: Batch) -> Receipt:
@@ -209,17 +242,16 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
                           lane="bulk", segments=segments(prepared), created_at=now)
             session.add(batch)
             session.flush()  # the id; and an idempotency race fails here, early
-            _intake(session, batch.id, account, _numbers(to), provider_cls.accepts_landline, rejected)
+            accepted = _intake(session, batch.id, account, _numbers(to), provider_cls.accepts_landline,
+                               provider_cls.max_numbers, rejected)
             _store_rejections(session, batch.id, rejected)
-            accepted = session.scalar(select(func.count()).select_from(Recipient).where(
-                Recipient.batch_id == batch.id, Recipient.state == "queued"))
             batch.accepted, batch.rejected = accepted, len(rejected)
             if priority is None:
                 batch.lane = "priority" if accepted <= conf.priority_max else "bulk"
             else:
                 batch.lane = "priority" if priority else "bulk"
             session.flush()
-            _make_chunks(session, batch, provider_cls.max_numbers, not_before,
+            _make_chunks(session, batch, accepted, provider_cls.max_numbers, not_before,
                          queued_at=None if not_before else now)
             receipt = Receipt(batch.id, accepted, rejected, batch.segments, batch.lane)
     except IntegrityError:
@@ -242,7 +274,7 @@ def batch_status(batch_id: int) -> BatchStatus:
     """Counts of recipient states and chunk states of a batch. Raises LookupError if unknown."""
     conf = settings()
     ensure_schema(conf)
-    with session_scope(conf.database_url) as session:
+    with session_scope(conf.database_url, readonly=True) as session:
         batch = session.get(Batch, batch_id)
         if batch is None:
             raise LookupError(f"no batch {batch_id}")

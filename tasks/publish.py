@@ -16,9 +16,9 @@ log = logging.getLogger("smsq.publish")
 SEND_CHUNK = "smsq.send_chunk"
 
 
-def publish_chunk(chunk_id: int, lane: str, countdown: float | None = None) -> None:
+def publish_chunk(chunk_id: int, lane: str, countdown: float | None = None, producer=None) -> None:
     get_app().send_task(SEND_CHUNK, args=[chunk_id], queue=f"smsq.{lane}", countdown=countdown,
-                        argsrepr=f"(chunk_id={chunk_id})", kwargsrepr="{}")
+                        argsrepr=f"(chunk_id={chunk_id})", kwargsrepr="{}", producer=producer)
 
 
 def publish_chunks(conf: Settings, batch_id: int) -> int:
@@ -30,9 +30,11 @@ def publish_chunks(conf: Settings, batch_id: int) -> int:
             .order_by(Chunk.seq)).all()
     done = 0
     try:
-        for chunk_id, lane in rows:
-            publish_chunk(chunk_id, lane)
-            done += 1
+        # One producer (one broker connection) for the whole batch.
+        with get_app().producer_or_acquire() as producer:
+            for chunk_id, lane in rows:
+                publish_chunk(chunk_id, lane, producer=producer)
+                done += 1
     except Exception:
         log.exception("batch %s: publishing stopped after %s of %s chunks; the relay will publish "
                       "the rest", batch_id, done, len(rows))

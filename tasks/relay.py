@@ -16,6 +16,7 @@ from celery import shared_task
 from sqlalchemy import and_, or_, select, update
 
 from store.models import Chunk, Recipient, utcnow
+from worker.app import get_app
 from worker.config import settings
 from worker.db import session_scope
 
@@ -60,8 +61,10 @@ def publish_due(conf) -> int:
             for start in range(0, len(ids), 500):
                 session.execute(update(Chunk).where(and_(Chunk.id.in_(ids[start:start + 500]),
                                                          Chunk.state == "pending")).values(queued_at=now))
-    for chunk_id, lane in due:
-        publish_chunk(chunk_id, lane)
+    if due:
+        with get_app().producer_or_acquire() as producer:
+            for chunk_id, lane in due:
+                publish_chunk(chunk_id, lane, producer=producer)
     if due:
         log.info("relay: published %s due chunks", len(due))
     return len(due)

@@ -21,7 +21,12 @@ _app: Celery | None = None
 
 
 def make_app(conf: Settings) -> Celery:
-    app = Celery("smsq", broker=conf.broker_url, include=TASK_MODULES, set_as_current=True)
+    from .broker import broker_settings
+
+    broker_url, broker_transport = broker_settings(conf.broker_url)
+    app = Celery("smsq", broker=broker_url, include=TASK_MODULES, set_as_current=True)
+    if broker_transport:
+        app.conf.broker_transport = broker_transport
     transport_options: dict = {}
     if not conf.embedded:
         # Redis redelivers an unacked message after visibility_timeout: it must
@@ -33,7 +38,7 @@ def make_app(conf: Settings) -> Celery:
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
-        accept_content=["json"],  # pickle refused: a task message must never be code
+        accept_content=["json"],  # task messages are data (ids), never serialized code
         event_serializer="json",
         task_ignore_result=True,
         result_backend=None,

@@ -161,7 +161,7 @@ def cmd_inbound(args) -> int:
         q = q.where(InboundMessage.account == args.account)
     if args.since:
         q = q.where(InboundMessage.created_at >= args.since)
-    with session_scope(conf.database_url) as session:
+    with session_scope(conf.database_url, readonly=True) as session:
         rows = session.execute(q.limit(args.limit)).scalars().all()
         for m in rows:
             record = {"id": m.id, "account": m.account, "mobile": m.mobile, "content": m.content,
@@ -191,7 +191,7 @@ def cmd_accounts(args) -> int:
     conf = _load()
     ensure_schema(conf)
     out = []
-    with session_scope(conf.database_url) as session:
+    with session_scope(conf.database_url, readonly=True) as session:
         for name, account in sorted(conf.accounts.items()):
             cls = provider_class(account.provider)
             bal = session.get(AccountBalance, name)

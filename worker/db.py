@@ -41,9 +41,12 @@ def _create(url: str) -> Engine:
         # BEGIN IMMEDIATE takes the write lock up front: a transaction that reads
         # and then writes (a claim, a relay pass) then waits its turn under the
         # busy timeout instead of failing with "database is locked" mid-way.
+        # Read-only scopes (status, listings) begin a deferred transaction and
+        # leave the write lock to the workers.
         @event.listens_for(engine, "begin")
         def _begin(conn):  # pragma: no cover - trivial
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            readonly = conn.get_execution_options().get("smsq_readonly")
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
@@ -56,15 +59,19 @@ def dispose_after_fork() -> None:
         engine.dispose(close=False)
 
 
-@lru_cache(maxsize=8)
-def _sessionmaker(url: str) -> sessionmaker:
-    return sessionmaker(engine_for(url), expire_on_commit=False)
+@lru_cache(maxsize=16)
+def _sessionmaker(url: str, readonly: bool) -> sessionmaker:
+    engine = engine_for(url)
+    if readonly:
+        engine = engine.execution_options(smsq_readonly=True)
+    return sessionmaker(engine, expire_on_commit=False)
 
 
 @contextmanager
-def session_scope(url: str) -> Iterator[Session]:
-    """A session whose transaction commits on success and rolls back on error."""
-    session = _sessionmaker(url)()
+def session_scope(url: str, *, readonly: bool = False) -> Iterator[Session]:
+    """A session whose transaction commits on success and rolls back on error.
+    ``readonly`` scopes must not write (on SQLite they do not take the write lock)."""
+    session = _sessionmaker(url, readonly)()
     try:
         with session.begin():
             yield session
