@@ -28,7 +28,7 @@ from sqlalchemy import and_, bindparam, select, update
 
 from providers import Outcome, SendContext, SendResult
 from providers.base import BEIJING, RAW_KEEP
-from store.models import Batch, Chunk, Recipient, utcnow
+from store.models import Batch, Chunk, PollStatus, Recipient, utcnow
 from worker.clients import provider_for
 from worker.config import Settings, settings
 from worker.db import session_scope
@@ -196,11 +196,31 @@ def run_chunk(chunk_id: int) -> str:
     level = logging.WARNING if state in ("failed", "unknown") else logging.INFO
     if result.outcome in (Outcome.AUTH, Outcome.BALANCE):
         level = logging.ERROR  # the account needs an operator
+        flag_account(conf, account.name, result)
+    elif result.outcome is Outcome.OK:
+        clear_flag(conf, account.name)
     log.log(level, "chunk %s (batch %s, %s numbers, account %s): %s -> %s %s %s", chunk_id, work.batch_id,
             len(numbers), account.name, result.outcome.value, state, result.code or "", result.message or "")
     if retry_in is not None and retry_in <= MAX_COUNTDOWN:
         publish_chunk(chunk_id, work.lane, countdown=retry_in)
     return state
+
+
+def flag_account(conf: Settings, account: str, result: SendResult) -> None:
+    """Show the account as unhealthy in `smsq accounts` (kind "send")."""
+    with session_scope(conf.database_url) as session:
+        row = session.get(PollStatus, (account, "send")) or PollStatus(account=account, kind="send")
+        row.polled_at, row.outcome, row.items = utcnow(), result.outcome.value, 0
+        row.detail = f"{result.code or ''} {result.message or ''}".strip()[:1000]
+        session.merge(row)
+
+
+def clear_flag(conf: Settings, account: str) -> None:
+    """A send went through: the account is healthy again (a no-op when it was)."""
+    with session_scope(conf.database_url) as session:
+        session.execute(update(PollStatus).where(PollStatus.account == account, PollStatus.kind == "send",
+                                                 PollStatus.outcome != "ok")
+                        .values(outcome="ok", detail="a send was accepted since", polled_at=utcnow()))
 
 
 @shared_task(name="smsq.send_chunk", ignore_result=True, acks_late=True)

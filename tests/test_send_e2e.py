@@ -111,6 +111,10 @@ def test_wrong_password_fails_the_chunk_with_the_vendor_code(stack, sim):
         assert (chunk.outcome, chunk.code) == ("auth", "-7")
         assert "用户登入信息验证失败" in chunk.detail
         assert chunk.attempts == 1  # auth failures are not retried
+        from store.models import PollStatus
+
+        flag = s.get(PollStatus, ("wrong-dxt", "send"))
+        assert flag.outcome == "auth" and "-7" in flag.detail  # `smsq accounts` shows the account unhealthy
 
 
 def test_same_idempotency_key_sends_once(stack, sim):
@@ -185,3 +189,38 @@ def test_no_password_in_worker_logs(stack, sim):
     assert "smsq.send_chunk" in log
     assert PASSWORD not in log
     assert "not-the-password" not in log
+
+
+def test_an_operator_settles_unknown_chunks(stack, sim):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    def smsq(*args):
+        return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True,
+                              env={**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}, timeout=60)
+
+    sim.set_faults(hang=True, hang_seconds=3)
+    lost = [send_sms("slow-dxt", [number], CONTENT) for number in ("13800000111", "13800000112")]
+    for receipt in lost:
+        wait_final(receipt.batch_id, timeout=30)
+    sim.set_faults(hang=False)
+    chunks = []
+    for receipt in lost:
+        (chunk,) = json.loads(smsq("status", str(receipt.batch_id), "--chunks", "--json").stdout)["problem_chunks"]
+        assert chunk["state"] == "unknown" and chunk["outcome"] == "ambiguous"
+        chunks.append(chunk["chunk_id"])
+
+    # The vendor's console shows the first went out, and not the second.
+    took = smsq("settle", str(chunks[0]), "accepted", "--note", "seen in the vendor console")
+    assert took.returncode == 0, took.stderr
+    assert batch_status(lost[0].batch_id).recipients == {"sent": 1}
+    resend = smsq("settle", str(chunks[1]), "resend", "--note", "vendor console shows nothing")
+    assert resend.returncode == 0 and "settled by an operator: resend" in resend.stdout, resend.stderr
+    assert wait_final(lost[1].batch_id).chunks == {"accepted": 1}
+    assert [s.numbers for s in sim.sends] == [["13800000111"], ["13800000112"], ["13800000112"]]
+    again = smsq("settle", str(chunks[1]), "resend")
+    assert again.returncode == 2 and "is accepted; only unknown or failed" in again.stderr

@@ -119,7 +119,30 @@ def cmd_status(args) -> int:
     from tasks import batch_status
 
     _load()
-    _print_status(batch_status(args.batch_id), args.json)
+    status = batch_status(args.batch_id)
+    if not args.chunks:
+        _print_status(status, args.json)
+        return 0
+    from tasks.settle import problem_chunks
+
+    problems = problem_chunks(args.batch_id)
+    if args.json:
+        print(json.dumps({**status.as_dict(), "problem_chunks": problems}, ensure_ascii=False))
+        return 0
+    _print_status(status, False)
+    for c in problems:
+        print(f"  chunk {c['chunk_id']} (#{c['seq']}, {c['size']} numbers, {c['attempts']} attempt(s)): "
+              f"{c['state']} {c['outcome'] or ''} {c['code'] or ''} {c['detail'] or ''}".rstrip())
+    if problems:
+        print("  settle one with: smsq settle CHUNK_ID accepted|failed|resend")
+    return 0
+
+
+def cmd_settle(args) -> int:
+    from tasks.settle import settle
+
+    _load()
+    print(f"chunk {args.chunk_id}: {settle(args.chunk_id, args.action, args.note or '')}")
     return 0
 
 
@@ -223,7 +246,7 @@ def cmd_accounts(args) -> int:
     for a in out:
         balance = "unknown" if a["balance"] is None else f"{a['balance']:g} (at {a['balance_checked_at']})"
         print(f"{a['account']}  [{a['provider']}]  balance {balance}  health: {a['health']}")
-        for kind in a["poll_kinds"]:
+        for kind in a["poll_kinds"] + (["send"] if "send" in a["polls"] else []):
             p = a["polls"].get(kind)
             print(f"    {kind:<8} " + (f"last poll {p['at']}: {p['outcome']}, {p['items']} item(s)"
                                        + (f" — {p['detail']}" if p["detail"] else "") if p else "never polled"))
@@ -410,8 +433,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="counts of a batch's recipients and chunks by state")
     s.add_argument("batch_id", type=int)
+    s.add_argument("--chunks", action="store_true", help="also list the unknown and failed chunks, with why")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("settle", help="decide an unknown or failed chunk: accepted, failed or resend",
+                       description="smsq never resends a chunk whose outcome is unknown (the vendor may have "
+                       "sent it). Once you know, say so: accepted (the vendor took it), failed (it did not, "
+                       "leave it), resend (it did not, send it again).")
+    s.add_argument("chunk_id", type=int)
+    s.add_argument("action", choices=["accepted", "failed", "resend"])
+    s.add_argument("--note", help="why, kept on the chunk")
+    s.set_defaults(func=cmd_settle)
 
     s = sub.add_parser("poll", help="poll an account's vendor now (respects the 30 s window)",
                        description="Fetch inbound messages, status reports, blocked numbers or the balance "
