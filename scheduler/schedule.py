@@ -34,10 +34,10 @@ def beat_schedule(conf: Settings) -> dict:
         cls = provider_class(account.provider)
         for kind in sorted(cls.poll_kinds):
             every = poll_interval(account, kind, cls.min_poll_interval)
-            schedule[f"smsq.poll:{name}:{kind}"] = {
-                "task": "smsq.poll",
+            schedule[f"smsq.poll_{kind}:{name}"] = {
+                "task": f"smsq.poll_{kind}",
                 "schedule": every,
-                "args": (name, kind),
+                "args": (name,),
                 # A poll that waited in the queue past its next turn is dropped, not run late.
                 "options": {"queue": "smsq.poll", "expires": every},
             }

@@ -38,7 +38,6 @@ from .schema import ensure_schema
 log = logging.getLogger("smsq.poll")
 
 KINDS = ("inbound", "reports", "blocked", "balance")
-POLL_TASK = "smsq.poll"
 MAX_WAITS = 3  # a poll that finds the lease held waits for it this many times, then gives up
 
 
@@ -290,13 +289,17 @@ def reparse(conf: Settings | None = None, *, account: str | None = None) -> list
     return results
 
 
+def task_name(kind: str) -> str:
+    """One readable task name per kind (Flower shows what is polled): smsq.poll_inbound, ..."""
+    return f"smsq.poll_{kind}"
+
+
 def publish_poll(account: str, kind: str, countdown: float | None = None, waits: int = 0) -> None:
-    get_app().send_task(POLL_TASK, args=[account, kind, waits], queue="smsq.poll", countdown=countdown,
+    get_app().send_task(task_name(kind), args=[account, waits], queue="smsq.poll", countdown=countdown,
                         expires=countdown + 300 if countdown else 300)
 
 
-@shared_task(name=POLL_TASK, ignore_result=True)
-def poll_task(account: str, kind: str, waits: int = 0) -> str:
+def run_poll_task(account: str, kind: str, waits: int = 0) -> str:
     result = poll(account, kind)
     if result.outcome == "leased" and waits < MAX_WAITS and result.retry_in is not None:
         # Another kind of the same family holds the window: come back when it opens.
@@ -305,6 +308,26 @@ def poll_task(account: str, kind: str, waits: int = 0) -> str:
         publish_poll(account, kind, countdown=min(60.0, result.retry_in or 31.0))
     log.info("poll %s %s: %s (%s items)", account, kind, result.outcome, result.items)
     return result.outcome
+
+
+@shared_task(name=task_name("inbound"), ignore_result=True)
+def poll_inbound(account: str, waits: int = 0) -> str:
+    return run_poll_task(account, "inbound", waits)
+
+
+@shared_task(name=task_name("reports"), ignore_result=True)
+def poll_reports(account: str, waits: int = 0) -> str:
+    return run_poll_task(account, "reports", waits)
+
+
+@shared_task(name=task_name("blocked"), ignore_result=True)
+def poll_blocked(account: str, waits: int = 0) -> str:
+    return run_poll_task(account, "blocked", waits)
+
+
+@shared_task(name=task_name("balance"), ignore_result=True)
+def poll_balance(account: str, waits: int = 0) -> str:
+    return run_poll_task(account, "balance", waits)
 
 
 @shared_task(name="smsq.reparse", ignore_result=True)

@@ -244,7 +244,7 @@ def test_two_beats_and_extra_workers_never_poll_inside_the_window(stack, sim, tm
         gaps = [b - a for a, b in zip(times, times[1:])]
         assert min(gaps) >= 30.0, f"{endpoint} called {min(gaps):.1f} s after the previous call"
     beat_logs = "".join((tmp_path / f"beat{i}.log").read_text(errors="replace") for i in range(2))
-    assert beat_logs.count("Sending due task smsq.poll:shop-dxt:inbound") >= 2  # both beats really fired
+    assert beat_logs.count("Sending due task smsq.poll_inbound:shop-dxt") >= 2  # both beats really fired
 
 
 def smsq(stack, *args: str) -> subprocess.CompletedProcess:
@@ -294,10 +294,10 @@ def test_a_full_page_polls_again_after_the_window(stack, sim):
     before_task_publish.connect(capture, weak=False)
     try:
         open_window()
-        assert polls.poll_task("shop-dxt", "inbound") == "ok"
+        assert polls.poll_inbound("shop-dxt") == "ok"
     finally:
         before_task_publish.disconnect(capture)
-    assert [(s, args) for s, args, _ in seen] == [("smsq.poll", ["shop-dxt", "inbound", 0])]
+    assert [(s, args) for s, args, _ in seen] == [("smsq.poll_inbound", ["shop-dxt", 0])]
     assert seen[0][2] is not None  # due when the window opens again, not now
     open_window()
     assert poll("shop-dxt", "inbound").items == 10

@@ -128,7 +128,12 @@ def run_demo(directory: Path, *, count: int = 250, keep: bool = False) -> int:
     procs: list[subprocess.Popen] = []
     try:
         for name, (state, app, port) in sims.items():
-            running.append(serve(app, port=port))
+            try:
+                running.append(serve(app, port=port))
+            except OSError as exc:
+                _say(f"port {port} for the {name} simulator is taken ({exc.strerror}): is `smsq simulate` "
+                     f"or another demo running? Stop it and try again.")
+                return 1
             _say(f"simulator {name} on http://127.0.0.1:{port}/")
         dxt_state = sims["dxt"][0]
         for mobile, text in INBOUND:  # replies waiting at the vendor
