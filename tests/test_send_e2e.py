@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from sqlalchemy import insert, select, update
 
 from store.models import BlockedNumber, Chunk, Recipient, utcnow
@@ -224,3 +225,41 @@ def test_an_operator_settles_unknown_chunks(stack, sim):
     assert [s.numbers for s in sim.sends] == [["13800000111"], ["13800000112"], ["13800000112"]]
     again = smsq("settle", str(chunks[1]), "resend")
     assert again.returncode == 2 and "is accepted; only unknown or failed" in again.stderr
+
+
+def chunk_of(receipt) -> int:
+    with session_scope(settings().database_url) as s:
+        return s.scalar(select(Chunk.id).where(Chunk.batch_id == receipt.batch_id))
+
+
+def test_a_worker_killed_mid_call_never_sends_twice(stack, sim):
+    """SIGKILL the pool process while its vendor call hangs: Celery redelivers the
+    message (reject_on_worker_lost), the claim turns the redelivery away, and
+    the relay settles the chunk as unknown."""
+    if stack.mode != "distributed":
+        pytest.skip("a prefork child to kill: the embedded worker runs threads")
+    import dataclasses
+    import os
+    import signal
+    import subprocess
+
+    from tasks.relay import expire_sending
+
+    sim.set_faults(hang=True, hang_seconds=20)
+    receipt = send_sms("shop-dxt", ["13800000121"], CONTENT)
+    wait_until(lambda: len(sim.sends) == 1, 20, what="the vendor call")
+    children = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(stack.worker.pid)], capture_output=True,
+                              text=True).stdout.split("\n")
+    busy = [int(line.split()[0]) for line in children if line.strip()]
+    turned_away = stack.worker_log().count(f"chunk {chunk_of(receipt)}: not pending")
+    # Kill every pool child: one of them is inside the vendor call.
+    for pid in busy:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: stack.worker_log().count(f"chunk {chunk_of(receipt)}: not pending") > turned_away, 30,
+               what="the redelivered message to be turned away")
+    sim.set_faults(hang=False)
+    assert len(sim.sends) == 1
+    assert batch_status(receipt.batch_id).chunks == {"sending": 1}
+    assert expire_sending(dataclasses.replace(settings(), send_timeout=0)) == 1
+    assert batch_status(receipt.batch_id).chunks == {"unknown": 1}
+    assert len(sim.sends) == 1

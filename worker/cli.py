@@ -188,14 +188,15 @@ def cmd_inbound(args) -> int:
         rows = session.execute(q.limit(args.limit)).scalars().all()
         for m in rows:
             record = {"id": m.id, "account": m.account, "mobile": m.mobile, "content": m.content,
-                      "received_at": m.received_at.isoformat(sep=" ") if m.received_at else None,
-                      "stored_at": m.created_at.isoformat(sep=" ") + "Z", "vendor_id": m.vendor_id}
+                      "received_at": m.received_at.isoformat(sep=" ", timespec="seconds") if m.received_at else None,
+                      "stored_at": m.created_at.isoformat(sep=" ", timespec="seconds") + "Z", "vendor_id": m.vendor_id}
             if args.json:
                 print(json.dumps(record, ensure_ascii=False))
             else:
                 print(f"{m.id:>6}  {m.account:<12} {m.mobile:<13} {record['received_at'] or record['stored_at']:<20} "
                       f"{m.content}")
     if not args.json:
+        sys.stdout.flush()
         print(f"{len(rows)} message(s)", file=sys.stderr)
     return 0
 
@@ -232,8 +233,8 @@ def cmd_accounts(args) -> int:
             out.append({
                 "account": name, "provider": account.provider,
                 "balance": bal.balance if bal else None,
-                "balance_checked_at": bal.checked_at.isoformat(sep=" ") + "Z" if bal else None,
-                "polls": {k: {"at": (p.polled_at.isoformat(sep=" ") + "Z") if p.polled_at else None,
+                "balance_checked_at": bal.checked_at.isoformat(sep=" ", timespec="seconds") + "Z" if bal else None,
+                "polls": {k: {"at": (p.polled_at.isoformat(sep=" ", timespec="seconds") + "Z") if p.polled_at else None,
                               "outcome": p.outcome, "items": p.items, "detail": p.detail}
                           for k, p in sorted(polls.items())},
                 "poll_kinds": sorted(cls.poll_kinds),
