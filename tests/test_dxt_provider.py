@@ -20,6 +20,9 @@ from providers.dxt import (
     parse_send_text,
 )
 
+from . import vendor_support
+from .vendor_support import POLL_TRANSPORT_FAULTS, TRANSPORT_FAULTS, raising
+
 BASE_URL = "http://vendor.test/"
 PASSWORD = "pw-123456"
 SIG = "【某某科技】"
@@ -30,25 +33,11 @@ def make_account(charset: str | None = "gbk", signature: str | None = SIG, name:
                    charset=charset, signature=signature)
 
 
-class Recorder:
-    """A MockTransport handler that records every request and answers with ``reply``."""
+class Recorder(vendor_support.Recorder):
+    charset = "gbk"
 
-    def __init__(self, reply=None):
-        self.reply = reply if reply is not None else (lambda request: httpx.Response(200, text="0|1|0|1"))
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        self.requests.append(request)
-        return self.reply(request)
-
-    @property
-    def calls(self) -> int:
-        return len(self.requests)
-
-    def form(self, charset: str = "gbk") -> dict[str, list[str]]:
-        (request,) = self.requests
-        return urllib.parse.parse_qs(request.content.decode("ascii"), encoding=charset)
+    def default_reply(self, request):
+        return httpx.Response(200, text="0|1|0|1")
 
 
 def make_provider(handler, **account_kw) -> DxtProvider:
@@ -418,24 +407,10 @@ def test_send_decodes_vendor_answer(charset, body, outcome, fragment):
 # Transport faults and HTTP status, through Provider.send
 # ---------------------------------------------------------------------------
 
-def _raise(exc_type):
-    def reply(request):
-        raise exc_type("simulated", request=request)
-    return reply
-
-
 @pytest.mark.parametrize(
     "reply, outcome",
     [
-        pytest.param(_raise(httpx.ReadTimeout), Outcome.AMBIGUOUS, id="read-timeout"),
-        pytest.param(_raise(httpx.RemoteProtocolError), Outcome.AMBIGUOUS, id="dropped-mid-response"),
-        pytest.param(_raise(httpx.ConnectError), Outcome.TRANSIENT, id="connect-error"),
-        pytest.param(_raise(httpx.ConnectTimeout), Outcome.TRANSIENT, id="connect-timeout"),
-        pytest.param(lambda r: httpx.Response(500, text="Internal Server Error"), Outcome.TRANSIENT, id="http-500"),
-        pytest.param(lambda r: httpx.Response(503, text="busy"), Outcome.TRANSIENT, id="http-503"),
-        pytest.param(lambda r: httpx.Response(401, text="no"), Outcome.AUTH, id="http-401"),
-        pytest.param(lambda r: httpx.Response(404, text="not found"), Outcome.INVALID_REQUEST, id="http-404"),
-        pytest.param(lambda r: httpx.Response(200, text="<html>junk"), Outcome.AMBIGUOUS, id="http-200-html"),
+        *TRANSPORT_FAULTS,
         pytest.param(lambda r: httpx.Response(200, text="-99"), Outcome.TRANSIENT, id="vendor-busy"),
         pytest.param(lambda r: httpx.Response(200, text="-5"), Outcome.AMBIGUOUS, id="unknown-vendor-code"),
     ],
@@ -451,12 +426,7 @@ def test_send_fault_outcome(reply, outcome):
 
 @pytest.mark.parametrize(
     "reply, outcome",
-    [
-        pytest.param(_raise(httpx.ConnectError), Outcome.TRANSIENT, id="connect-error"),
-        pytest.param(_raise(httpx.ReadTimeout), Outcome.AMBIGUOUS, id="read-timeout"),
-        pytest.param(lambda r: httpx.Response(500, text="oops"), Outcome.TRANSIENT, id="http-500"),
-        pytest.param(lambda r: httpx.Response(200, text="-7"), Outcome.AUTH, id="login-failed"),
-    ],
+    [*POLL_TRANSPORT_FAULTS, pytest.param(lambda r: httpx.Response(200, text="-7"), Outcome.AUTH, id="login-failed")],
 )
 def test_poll_fault_outcome(reply, outcome):
     recorder = Recorder(reply)
@@ -519,7 +489,7 @@ def test_prepare_content_emoji_allowed_in_utf8():
 
 def _shown_results() -> list[SendResult]:
     results = [parse_send_text("0|1|0|6408676"), parse_send_text("-7")]
-    recorder = Recorder(_raise(httpx.ReadTimeout))
+    recorder = Recorder(raising(httpx.ReadTimeout))
     results.append(make_provider(recorder).send(["13800138000"], CONTENT))
     return results
 

@@ -15,6 +15,9 @@ import pytest
 from providers.base import BEIJING, Account, ContentError, Outcome, ProviderError, Secret, SendContext, SendResult
 from providers.jinxin import JinxinProvider, fail_list, parse_send_body, parse_send_json, parse_send_xml
 
+from . import vendor_support
+from .vendor_support import TRANSPORT_FAULTS, raising
+
 BASE_URL = "http://vendor.test/"
 PASSWORD = "pw-123456"
 SIG = "【某某科技】"
@@ -31,24 +34,9 @@ def make_account(charset: str | None = "utf-8", signature: str | None = SIG, nam
                    charset=charset, signature=signature, options=options)
 
 
-class Recorder:
-    """A MockTransport handler that records every request and answers with ``reply``."""
-
-    def __init__(self, reply=None):
-        self.reply = reply if reply is not None else (lambda request: httpx.Response(200, text=OK_JSON))
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        self.requests.append(request)
-        return self.reply(request)
-
-    @property
-    def calls(self) -> int:
-        return len(self.requests)
-
-    def form(self, charset: str = "utf-8", index: int = -1) -> dict[str, list[str]]:
-        return urllib.parse.parse_qs(self.requests[index].content.decode("ascii"), encoding=charset)
+class Recorder(vendor_support.Recorder):
+    def default_reply(self, request):
+        return httpx.Response(200, text=OK_JSON)
 
 
 def make_provider(handler, **account_kw) -> JinxinProvider:
@@ -558,24 +546,10 @@ def test_invalid_options(options, key):
 # Transport faults and HTTP status, through Provider.send
 # ---------------------------------------------------------------------------
 
-def _raise(exc_type):
-    def reply(request):
-        raise exc_type("simulated", request=request)
-    return reply
-
-
 @pytest.mark.parametrize(
     "reply, outcome",
     [
-        pytest.param(_raise(httpx.ReadTimeout), Outcome.AMBIGUOUS, id="read-timeout"),
-        pytest.param(_raise(httpx.RemoteProtocolError), Outcome.AMBIGUOUS, id="dropped-mid-response"),
-        pytest.param(_raise(httpx.ConnectError), Outcome.TRANSIENT, id="connect-error"),
-        pytest.param(_raise(httpx.ConnectTimeout), Outcome.TRANSIENT, id="connect-timeout"),
-        pytest.param(lambda r: httpx.Response(500, text="Internal Server Error"), Outcome.TRANSIENT, id="http-500"),
-        pytest.param(lambda r: httpx.Response(503, text="busy"), Outcome.TRANSIENT, id="http-503"),
-        pytest.param(lambda r: httpx.Response(401, text="no"), Outcome.AUTH, id="http-401"),
-        pytest.param(lambda r: httpx.Response(404, text="not found"), Outcome.INVALID_REQUEST, id="http-404"),
-        pytest.param(lambda r: httpx.Response(200, text="<html>junk"), Outcome.AMBIGUOUS, id="http-200-html"),
+        *TRANSPORT_FAULTS,
         pytest.param(lambda r: httpx.Response(200, text='{"respCode":"10001","respDesc":"系统繁忙,请稍后再试"}'),
                      Outcome.TRANSIENT, id="vendor-busy"),
     ],
@@ -630,7 +604,7 @@ def test_prepare_content_emoji_allowed_in_utf8():
 
 def _shown_results() -> list[SendResult]:
     results = [parse_send_json(OK_JSON, NUMBERS), parse_send_json('{"respCode":"10002"}', NUMBERS)]
-    for reply in (_raise(httpx.ReadTimeout), lambda r: httpx.Response(200, text="<html>junk")):
+    for reply in (raising(httpx.ReadTimeout), lambda r: httpx.Response(200, text="<html>junk")):
         results.append(make_provider(Recorder(reply)).send(["13800138000"], CONTENT))
     return results
 

@@ -11,7 +11,6 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
-from lxml import etree
 
 from providers.base import BEIJING, Account, ContentError, Outcome, ProviderError, Secret, SendResult
 from providers.linkws import (
@@ -24,6 +23,9 @@ from providers.linkws import (
     signature_to_end,
     soap_result,
 )
+
+from . import vendor_support
+from .vendor_support import POLL_TRANSPORT_FAULTS, TRANSPORT_FAULTS, raising
 
 BASE_URL = "http://vendor.test/"
 PASSWORD = "pw-L1nk-778899"
@@ -57,38 +59,26 @@ def vendor_reply(transport: str, operation: str, value: str) -> httpx.Response:
     return httpx.Response(200, content=value.encode("gb2312"), headers={"content-type": "text/html; charset=gb2312"})
 
 
-class Recorder:
-    """A MockTransport handler that records every request and answers with ``reply``."""
-
-    def __init__(self, reply=None, transport: str = "soap"):
-        self.reply = reply or (lambda request: vendor_reply(transport, operation_of(request), "1001"))
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        self.requests.append(request)
-        return self.reply(request)
-
-    @property
-    def calls(self) -> int:
-        return len(self.requests)
-
-    def form(self) -> dict[str, list[str]]:
-        (request,) = self.requests
-        return urllib.parse.parse_qs(request.content.decode("ascii"), keep_blank_values=True, encoding="gb2312")
-
-    def soap_params(self) -> dict[str, str]:
-        (request,) = self.requests
-        root = etree.fromstring(request.content)
-        (element,) = root.find(f"{{{SOAP_ENV}}}Body")
-        return {etree.QName(c).localname: c.text or "" for c in element}
-
-
 def operation_of(request: httpx.Request) -> str:
     action = request.headers.get("soapaction")
     if action:
         return action.strip('"').rsplit("/", 1)[1]
     return request.url.path.rsplit("/", 1)[1].removesuffix(".aspx")
+
+
+def answering(value: str):
+    """A reply where the vendor's operation returns ``value``, on the transport the request came by."""
+    def reply(request: httpx.Request) -> httpx.Response:
+        transport = "soap" if "soapaction" in request.headers else "http"
+        return vendor_reply(transport, operation_of(request), value)
+    return reply
+
+
+class Recorder(vendor_support.Recorder):
+    charset = "gb2312"
+
+    def default_reply(self, request):
+        return answering("1001")(request)
 
 
 def make_provider(handler, transport: str | None = "soap", **account_kw) -> LinkwsProvider:
@@ -363,7 +353,7 @@ def test_soap_result_unreadable(body, operation):
 # ---------------------------------------------------------------------------
 
 def test_http_send_request():
-    recorder = Recorder(transport="http")
+    recorder = Recorder()
     provider = make_provider(recorder, "http", cell="0123")
     result = provider.send(["13800138000", "13900139000"], CONTENT)
     assert result.outcome is Outcome.OK and result.batch_ref == "1001" and result.accepted == 2
@@ -392,8 +382,9 @@ def test_soap_send_request():
     assert request.headers["content-type"] == "text/xml; charset=utf-8"
     assert PASSWORD not in str(request.url)
     assert "您好😀 &lt;&amp;&gt;".encode("utf-8") in request.content  # UTF-8, XML-escaped
-    assert recorder.soap_params() == {"CorpID": "corp01", "Pwd": PASSWORD, "Mobile": "13800138000,13900139000",
-                                      "Content": content, "Cell": "7", "SendTime": ""}
+    assert recorder.soap() == ("BatchSend2", {"CorpID": "corp01", "Pwd": PASSWORD,
+                                              "Mobile": "13800138000,13900139000", "Content": content, "Cell": "7",
+                                              "SendTime": ""})
 
 
 @pytest.mark.parametrize(
@@ -409,7 +400,7 @@ def test_soap_send_request():
 )
 def test_base_url_is_the_site_root(base_url, asmx, aspx):
     for transport, expected in (("soap", asmx), ("http", aspx)):
-        recorder = Recorder(transport=transport)
+        recorder = Recorder()
         make_provider(recorder, transport, base_url=base_url).send(["13800138000"], CONTENT)
         assert str(recorder.requests[0].url) == expected
 
@@ -434,21 +425,21 @@ SOON = datetime.now(BEIJING) + timedelta(seconds=30)
     ],
 )
 def test_send_time(transport, send_at, expected):
-    recorder = Recorder(transport=transport)
+    recorder = Recorder()
     make_provider(recorder, transport).send(["13800138000"], CONTENT, send_at=send_at)
-    sent = recorder.form()["SendTime"][0] if transport == "http" else recorder.soap_params()["SendTime"]
+    sent = recorder.form()["SendTime"][0] if transport == "http" else recorder.soap()[1]["SendTime"]
     assert sent == expected
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("count, calls", [(500, 1), (501, 0), (1200, 0)])
 def test_send_number_limit(transport, count, calls):
-    recorder = Recorder(transport=transport)
+    recorder = Recorder()
     numbers = [f"138{i:08d}" for i in range(count)]
     provider = make_provider(recorder, transport)
     if calls:
         assert provider.send(numbers, CONTENT).outcome is Outcome.OK
-        sent = recorder.form()["Mobile"][0] if transport == "http" else recorder.soap_params()["Mobile"]
+        sent = recorder.form()["Mobile"][0] if transport == "http" else recorder.soap()[1]["Mobile"]
         assert sent == ",".join(numbers)
     else:
         with pytest.raises(ValueError):
@@ -458,9 +449,9 @@ def test_send_number_limit(transport, count, calls):
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_duplicates_are_filtered_before_submitting(transport):
-    recorder = Recorder(transport=transport)
+    recorder = Recorder()
     result = make_provider(recorder, transport).send(["13800138000", "13900139000", "13800138000"], CONTENT)
-    sent = recorder.form()["Mobile"][0] if transport == "http" else recorder.soap_params()["Mobile"]
+    sent = recorder.form()["Mobile"][0] if transport == "http" else recorder.soap()[1]["Mobile"]
     assert sent == "13800138000,13900139000"
     assert result.accepted == 2
 
@@ -493,7 +484,7 @@ def test_soap_poll_request(kind, operation, value, parse):
     (request,) = recorder.requests
     assert str(request.url) == BASE_URL + "ws/LinkWS.asmx"
     assert request.headers["soapaction"] == f'"http://tempuri.org/{operation}"'
-    assert recorder.soap_params() == {"CorpID": "corp01", "Pwd": PASSWORD}
+    assert recorder.soap() == (operation, {"CorpID": "corp01", "Pwd": PASSWORD})
     assert getattr(provider, parse)(body)
 
 
@@ -516,41 +507,20 @@ def test_unknown_poll_kind():
 # Transport faults and HTTP status, through Provider.send and fetch
 # ---------------------------------------------------------------------------
 
-def _raise(exc_type):
-    def reply(request):
-        raise exc_type("simulated", request=request)
-    return reply
-
-
-def _code(value):
-    return lambda transport: (lambda request: vendor_reply(transport, operation_of(request), value))
-
-
-def _fixed(response):
-    return lambda transport: (lambda request: response)
-
-
 SEND_FAULTS = [
-    pytest.param(lambda t: _raise(httpx.ReadTimeout), Outcome.AMBIGUOUS, id="read-timeout"),
-    pytest.param(lambda t: _raise(httpx.RemoteProtocolError), Outcome.AMBIGUOUS, id="dropped-mid-response"),
-    pytest.param(lambda t: _raise(httpx.ConnectError), Outcome.TRANSIENT, id="connect-error"),
-    pytest.param(lambda t: _raise(httpx.ConnectTimeout), Outcome.TRANSIENT, id="connect-timeout"),
-    pytest.param(_fixed(httpx.Response(500, content=FAULT)), Outcome.TRANSIENT, id="http-500-fault"),
-    pytest.param(_fixed(httpx.Response(503, text="busy")), Outcome.TRANSIENT, id="http-503"),
-    pytest.param(_fixed(httpx.Response(403, text="no")), Outcome.AUTH, id="http-403"),
-    pytest.param(_fixed(httpx.Response(404, text="not found")), Outcome.INVALID_REQUEST, id="http-404"),
-    pytest.param(_fixed(httpx.Response(200, text="<html>junk</html>")), Outcome.AMBIGUOUS, id="garbled-200"),
-    pytest.param(_fixed(httpx.Response(200, content=FAULT)), Outcome.AMBIGUOUS, id="fault-in-200"),
-    pytest.param(_code("-2"), Outcome.TRANSIENT, id="other-error"),
-    pytest.param(_code("-5"), Outcome.BALANCE, id="balance"),
-    pytest.param(_code("-4"), Outcome.AMBIGUOUS, id="unknown-code"),
+    *TRANSPORT_FAULTS,
+    pytest.param(lambda r: httpx.Response(500, content=FAULT), Outcome.TRANSIENT, id="http-500-fault"),
+    pytest.param(lambda r: httpx.Response(200, content=FAULT), Outcome.AMBIGUOUS, id="fault-in-200"),
+    pytest.param(answering("-2"), Outcome.TRANSIENT, id="other-error"),
+    pytest.param(answering("-5"), Outcome.BALANCE, id="balance"),
+    pytest.param(answering("-4"), Outcome.AMBIGUOUS, id="unknown-code"),
 ]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("reply, outcome", SEND_FAULTS)
 def test_send_fault_outcome(transport, reply, outcome):
-    recorder = Recorder(reply(transport))
+    recorder = Recorder(reply)
     result = make_provider(recorder, transport).send(["13800138000"], CONTENT)
     assert isinstance(result, SendResult)
     assert result.outcome is outcome
@@ -559,12 +529,10 @@ def test_send_fault_outcome(transport, reply, outcome):
 
 
 POLL_FAULTS = [
-    pytest.param(lambda t: _raise(httpx.ConnectError), Outcome.TRANSIENT, id="connect-error"),
-    pytest.param(lambda t: _raise(httpx.ReadTimeout), Outcome.AMBIGUOUS, id="read-timeout"),
-    pytest.param(_fixed(httpx.Response(500, content=FAULT)), Outcome.TRANSIENT, id="http-500"),
-    pytest.param(_fixed(httpx.Response(401, text="no")), Outcome.INVALID_REQUEST, id="http-401"),
-    pytest.param(_code("-3"), Outcome.AUTH, id="wrong-password"),
-    pytest.param(_code("-101"), Outcome.RATE_LIMITED, id="too-fast"),
+    *POLL_TRANSPORT_FAULTS,
+    pytest.param(lambda r: httpx.Response(500, content=FAULT), Outcome.TRANSIENT, id="http-500-fault"),
+    pytest.param(answering("-3"), Outcome.AUTH, id="wrong-password"),
+    pytest.param(answering("-101"), Outcome.RATE_LIMITED, id="too-fast"),
 ]
 
 
@@ -572,7 +540,7 @@ POLL_FAULTS = [
 @pytest.mark.parametrize("kind", ["inbound", "balance", "blocked"])
 @pytest.mark.parametrize("reply, outcome", POLL_FAULTS)
 def test_poll_fault_outcome(transport, kind, reply, outcome):
-    recorder = Recorder(reply(transport))
+    recorder = Recorder(reply)
     provider = make_provider(recorder, transport)
     with pytest.raises(ProviderError) as info:
         getattr(provider, f"parse_{kind}")(provider.fetch(kind))
@@ -649,7 +617,7 @@ def test_prepare_content_without_a_client():
 # ---------------------------------------------------------------------------
 
 def test_non_gb2312_password_is_refused_without_showing_it():
-    provider = make_provider(Recorder(transport="http"), "http", password="pässwörd😀")
+    provider = make_provider(Recorder(), "http", password="pässwörd😀")
     with pytest.raises(ValueError) as info:
         provider.send(["13800138000"], CONTENT)
     assert "Pwd" in str(info.value)
@@ -659,7 +627,7 @@ def test_non_gb2312_password_is_refused_without_showing_it():
 def _shown_results() -> list[SendResult]:
     results = [parse_send_text("1001"), parse_send_text("-3")]
     for transport in TRANSPORTS:
-        results.append(make_provider(Recorder(_raise(httpx.ReadTimeout)), transport).send(["13800138000"], CONTENT))
+        results.append(make_provider(Recorder(raising(httpx.ReadTimeout)), transport).send(["13800138000"], CONTENT))
     return results
 
 

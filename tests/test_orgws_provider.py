@@ -12,7 +12,6 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
-from lxml import etree
 
 from providers.base import BEIJING, Account, ContentError, Outcome, ProviderError, Secret, SendContext, SendResult
 from providers.orgws import (
@@ -27,6 +26,9 @@ from providers.orgws import (
     schedule_text,
     service_address,
 )
+
+from . import vendor_support
+from .vendor_support import POLL_TRANSPORT_FAULTS, TRANSPORT_FAULTS, raising
 
 BASE_URL = "http://vendor.test/Service.asmx"
 PASSWORD = "pw-Org-55721"
@@ -64,27 +66,9 @@ def balance_state(state: int, balance: int = 0) -> str:
                                   f"<Totaled>100</Totaled>")
 
 
-class Recorder:
-    """A MockTransport handler that records every request and answers with ``reply``."""
-
-    def __init__(self, reply=None):
-        self.reply = reply if reply is not None else (lambda request: xml_response(send_state(1, 7001)))
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        self.requests.append(request)
-        return self.reply(request)
-
-    @property
-    def calls(self) -> int:
-        return len(self.requests)
-
-    def soap(self, index: int = -1) -> tuple[str, dict[str, str]]:
-        """(operation element name, parameters) of a recorded request, read as the vendor reads it."""
-        root = etree.fromstring(self.requests[index].content)
-        (op,) = root.find(f"{{{SOAP_ENV}}}Body")
-        return etree.QName(op).localname, {etree.QName(c).localname: c.text or "" for c in op}
+class Recorder(vendor_support.Recorder):
+    def default_reply(self, request):
+        return xml_response(send_state(1, 7001))
 
 
 def xml_response(text: str, status: int = 200) -> httpx.Response:
@@ -558,12 +542,6 @@ def test_provider_needs_org_id():
 # Transport faults and HTTP status
 # ---------------------------------------------------------------------------
 
-def _raise(exc_type):
-    def reply(request):
-        raise exc_type("simulated", request=request)
-    return reply
-
-
 SOAP_FAULT = (f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body><soap:Fault><faultcode>soap:Server</faultcode>'
               f'<faultstring>Server was unable to process request.</faultstring></soap:Fault></soap:Body>'
               f'</soap:Envelope>')
@@ -572,15 +550,8 @@ SOAP_FAULT = (f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body><soap:Fault><f
 @pytest.mark.parametrize(
     "reply, outcome",
     [
-        pytest.param(_raise(httpx.ReadTimeout), Outcome.AMBIGUOUS, id="read-timeout"),
-        pytest.param(_raise(httpx.RemoteProtocolError), Outcome.AMBIGUOUS, id="dropped-mid-response"),
-        pytest.param(_raise(httpx.ConnectError), Outcome.TRANSIENT, id="connect-error"),
-        pytest.param(_raise(httpx.ConnectTimeout), Outcome.TRANSIENT, id="connect-timeout"),
+        *TRANSPORT_FAULTS,
         pytest.param(lambda r: xml_response(SOAP_FAULT, 500), Outcome.TRANSIENT, id="http-500-soap-fault"),
-        pytest.param(lambda r: httpx.Response(503, text="busy"), Outcome.TRANSIENT, id="http-503"),
-        pytest.param(lambda r: httpx.Response(403, text="no"), Outcome.AUTH, id="http-403"),
-        pytest.param(lambda r: httpx.Response(404, text="not found"), Outcome.INVALID_REQUEST, id="http-404"),
-        pytest.param(lambda r: httpx.Response(200, text="<html>junk"), Outcome.AMBIGUOUS, id="http-200-garbled"),
         pytest.param(lambda r: xml_response(send_state(-9)), Outcome.TRANSIENT, id="vendor-busy"),
         pytest.param(lambda r: xml_response(send_state(-55)), Outcome.AMBIGUOUS, id="unknown-vendor-code"),
     ],
@@ -597,10 +568,8 @@ def test_send_fault_outcome(reply, outcome):
 @pytest.mark.parametrize(
     "reply, outcome",
     [
-        pytest.param(_raise(httpx.ConnectError), Outcome.TRANSIENT, id="connect-error"),
-        pytest.param(_raise(httpx.ReadTimeout), Outcome.AMBIGUOUS, id="read-timeout"),
-        pytest.param(lambda r: xml_response(SOAP_FAULT, 500), Outcome.TRANSIENT, id="http-500"),
-        pytest.param(lambda r: httpx.Response(404, text="nope"), Outcome.INVALID_REQUEST, id="http-404"),
+        *POLL_TRANSPORT_FAULTS,
+        pytest.param(lambda r: xml_response(SOAP_FAULT, 500), Outcome.TRANSIENT, id="http-500-soap-fault"),
         pytest.param(lambda r: xml_response(balance_state(-3)), Outcome.AUTH, id="login-failed"),
     ],
 )
@@ -663,7 +632,7 @@ def test_update_password_never_logs_or_shows_either_password(caplog):
         except ProviderError as exc:
             shown += [repr(exc), str(exc), exc.raw]
         shown.append(repr(provider))
-    recorder = Recorder(_raise(httpx.ReadTimeout))
+    recorder = Recorder(raising(httpx.ReadTimeout))
     with pytest.raises(ProviderError) as info:
         make_provider(recorder).update_password(NEW_PASSWORD)
     shown += [repr(info.value), str(info.value)]

@@ -24,6 +24,9 @@ from providers.qxs import (
     parse_time,
 )
 
+from . import vendor_support
+from .vendor_support import POLL_TRANSPORT_FAULTS, TRANSPORT_FAULTS, raising
+
 BASE_URL = "http://vendor.test/"
 PASSWORD = "pw-qxs-778899"
 SIG = "【某某科技】"
@@ -39,25 +42,9 @@ def make_account(options=None, charset=None, signature=SIG, name="t") -> Account
                    options={"userid": "12"} if options is None else options)
 
 
-class Recorder:
-    """A MockTransport handler that records every request and answers with ``reply``."""
-
-    def __init__(self, reply=None):
-        self.reply = reply if reply is not None else (lambda request: httpx.Response(200, text=OK_SEND))
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        self.requests.append(request)
-        return self.reply(request)
-
-    @property
-    def calls(self) -> int:
-        return len(self.requests)
-
-    def form(self, charset: str = "utf-8") -> dict[str, list[str]]:
-        (request,) = self.requests
-        return urllib.parse.parse_qs(request.content.decode("ascii"), keep_blank_values=True, encoding=charset)
+class Recorder(vendor_support.Recorder):
+    def default_reply(self, request):
+        return httpx.Response(200, text=OK_SEND)
 
 
 def make_provider(handler, **account_kw) -> QxsProvider:
@@ -608,24 +595,10 @@ def test_check_keywords_request():
 # Transport faults and HTTP status
 # ---------------------------------------------------------------------------
 
-def _raise(exc_type):
-    def reply(request):
-        raise exc_type("simulated", request=request)
-    return reply
-
-
 @pytest.mark.parametrize(
     "reply, outcome",
     [
-        pytest.param(_raise(httpx.ReadTimeout), Outcome.AMBIGUOUS, id="read-timeout"),
-        pytest.param(_raise(httpx.RemoteProtocolError), Outcome.AMBIGUOUS, id="dropped-mid-response"),
-        pytest.param(_raise(httpx.ConnectError), Outcome.TRANSIENT, id="connect-error"),
-        pytest.param(_raise(httpx.ConnectTimeout), Outcome.TRANSIENT, id="connect-timeout"),
-        pytest.param(lambda r: httpx.Response(500, text="Internal Server Error"), Outcome.TRANSIENT, id="http-500"),
-        pytest.param(lambda r: httpx.Response(503, text="Server Too Busy"), Outcome.TRANSIENT, id="http-503"),
-        pytest.param(lambda r: httpx.Response(403, text="no"), Outcome.AUTH, id="http-403"),
-        pytest.param(lambda r: httpx.Response(404, text="not found"), Outcome.INVALID_REQUEST, id="http-404"),
-        pytest.param(lambda r: httpx.Response(200, text="<html>junk"), Outcome.AMBIGUOUS, id="garbled-200"),
+        *TRANSPORT_FAULTS,
         pytest.param(lambda r: httpx.Response(200, text=failed("其他错误")), Outcome.TRANSIENT, id="vendor-db-error"),
         pytest.param(lambda r: httpx.Response(200, text=failed("新的错误")), Outcome.AMBIGUOUS, id="unknown-message"),
     ],
@@ -643,9 +616,7 @@ def test_send_fault_outcome(reply, outcome):
 @pytest.mark.parametrize(
     "reply, outcome",
     [
-        pytest.param(_raise(httpx.ConnectError), Outcome.TRANSIENT, id="connect-error"),
-        pytest.param(_raise(httpx.ReadTimeout), Outcome.AMBIGUOUS, id="read-timeout"),
-        pytest.param(lambda r: httpx.Response(500, text="oops"), Outcome.TRANSIENT, id="http-500"),
+        *POLL_TRANSPORT_FAULTS,
         pytest.param(lambda r: httpx.Response(200, text=errorstatus("2", "用户名或密码错误")), Outcome.AUTH,
                      id="wrong-password"),
         pytest.param(lambda r: httpx.Response(200, text=failed("用户名或密码错误")), Outcome.AUTH,
@@ -667,8 +638,8 @@ def test_poll_fault_outcome(kind, reply, outcome):
 @pytest.mark.parametrize(
     "reply, outcome",
     [
-        pytest.param(_raise(httpx.ConnectError), Outcome.TRANSIENT, id="connect-error"),
-        pytest.param(_raise(httpx.ReadTimeout), Outcome.AMBIGUOUS, id="read-timeout"),
+        pytest.param(raising(httpx.ConnectError), Outcome.TRANSIENT, id="connect-error"),
+        pytest.param(raising(httpx.ReadTimeout), Outcome.AMBIGUOUS, id="read-timeout"),
         pytest.param(lambda r: httpx.Response(200, text=returnsms("<message>用户名或密码错误</message>")),
                      Outcome.AUTH, id="wrong-password"),
     ],
@@ -704,7 +675,7 @@ def test_prepare_content_caps_at_300_characters():
 
 
 def _shown() -> str:
-    recorder = Recorder(_raise(httpx.ReadTimeout))
+    recorder = Recorder(raising(httpx.ReadTimeout))
     provider = make_provider(recorder)
     results = [parse_send_xml(OK_SEND, 1), parse_send_xml(failed("用户名或密码错误"), 1),
                provider.send(["13800138000"], CONTENT)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import urllib.parse
 
@@ -10,7 +9,8 @@ import httpx
 import pytest
 
 from simulator.dxt import FIRST_INBOUND_ID, FIRST_SMSID, DxtState, create_app, segments_for
-from simulator.server import serve
+
+from .vendor_support import running_simulator, set_faults, snapshot_errors_during
 
 USER, PASSWORD = "test", "secret"
 FORM = {"content-type": "application/x-www-form-urlencoded"}
@@ -23,9 +23,8 @@ def state() -> DxtState:
 
 @pytest.fixture
 def sim(state):
-    running = serve(create_app(state), port=0)
-    yield running
-    running.stop()
+    with running_simulator(state, create_app) as running:
+        yield running
 
 
 @pytest.fixture
@@ -97,7 +96,7 @@ def test_utf8_sent_to_gbk_account_is_a_decode_error(client, state):
 
 def test_charset_is_a_state_setting():
     state = DxtState({USER: PASSWORD}, charset="utf-8")
-    with serve(create_app(state)) as sim, httpx.Client(base_url=sim.url) as client:
+    with running_simulator(state, create_app) as sim, httpx.Client(base_url=sim.url) as client:
         assert call(client, "sendsms_txt.asp", "utf-8", send_phone="13800138000", send_content="😀你好")[0] == "0"
     assert state.sends[0].content == "😀你好"
 
@@ -241,11 +240,6 @@ def test_inbound_is_capped_at_50(client, state):
 # -- faults ---------------------------------------------------------------
 
 
-def set_faults(sim, **faults) -> None:
-    resp = httpx.post(f"{sim.url}_sim/faults", json=faults)
-    assert resp.status_code == 200, resp.text
-
-
 def test_busy(client, sim, state):
     set_faults(sim, busy=True)
     assert send(client, "13800138000") == "-99"
@@ -329,20 +323,7 @@ def test_control_routes(client, sim, state):
 
 
 def test_state_is_safe_to_read_from_other_threads(client, sim, state):
-    errors: list[BaseException] = []
-
-    def reader() -> None:
-        try:
-            for _ in range(200):
-                state.snapshot()
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    t = threading.Thread(target=reader)
-    t.start()
-    for _ in range(20):
-        send(client, "13800138000")
-    t.join()
+    errors = snapshot_errors_during(state, lambda: send(client, "13800138000"))
     assert errors == [] and len(state.sends) == 20
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.parse
 from datetime import datetime, timedelta
@@ -14,7 +13,8 @@ import pytest
 from providers.base import BEIJING, Account, Outcome, ProviderError, Secret, SendContext
 from providers.jinxin import JinxinProvider
 from simulator.jinxin import CODES, JinxinState, create_app
-from simulator.server import serve
+
+from .vendor_support import running_simulator, set_faults, snapshot_errors_during
 
 USER, PASSWORD, USERID = "acct", "Pw-jinxin-5521", "12"
 SIG = "【某某科技】"
@@ -29,9 +29,8 @@ def state() -> JinxinState:
 
 @pytest.fixture
 def sim(state):
-    running = serve(create_app(state), port=0)
-    yield running
-    running.stop()
+    with running_simulator(state, create_app) as running:
+        yield running
 
 
 def make_provider(url: str, *, charset: str = "utf-8", fmt: str = "json", password: str = PASSWORD,
@@ -61,11 +60,6 @@ def raw_send(sim, charset: str = "utf-8", **fields: str) -> dict:
     return json.loads(resp.content.decode(charset))
 
 
-def set_faults(sim, **faults) -> None:
-    resp = httpx.post(f"{sim.url}_sim/faults", json=faults)
-    assert resp.status_code == 200, resp.text
-
-
 # -- sending in chunks, both encodings and both answer formats --------------
 
 
@@ -75,7 +69,7 @@ def test_chunked_send_arrives_once_per_number(charset, fmt):
     state = JinxinState({USER: PASSWORD}, charset=charset, format=fmt, userid=USERID)
     numbers = [f"138{i:08d}" for i in range(250)]
     content = "【某某科技】您的验证码是 345678,5分钟内有效。「勿泄露」￥"
-    with serve(create_app(state)) as sim:
+    with running_simulator(state, create_app) as sim:
         provider = make_provider(sim.url, charset=charset, fmt=fmt)
         results = [provider.send(numbers[i:i + 100], content, None, SendContext(1, seq))
                    for seq, i in enumerate(range(0, len(numbers), 100))]
@@ -92,7 +86,7 @@ def test_chunked_send_arrives_once_per_number(charset, fmt):
 @pytest.mark.parametrize("fmt", ["json", "xml"])
 def test_fail_list_becomes_failed_numbers(fmt):
     state = JinxinState({USER: PASSWORD}, format=fmt, userid=USERID, fail_numbers={"13900139000", "13700137000"})
-    with serve(create_app(state)) as sim:
+    with running_simulator(state, create_app) as sim:
         result = make_provider(sim.url, fmt=fmt).send(
             ["13800138000", "13900139000", "13700137000", "12345678901"], CONTENT)
     assert result.outcome is Outcome.OK
@@ -243,7 +237,7 @@ def test_balance_is_drawn_per_number_and_segment(provider, state):
 
 def test_xml_answer_shows_the_remaining_balance():
     state = JinxinState({USER: PASSWORD}, balance=50, format="xml", userid=USERID)
-    with serve(create_app(state)) as sim:
+    with running_simulator(state, create_app) as sim:
         make_provider(sim.url, fmt="xml").send(["13800138000"], CONTENT)
         body = urllib.parse.urlencode({"action": "send", "userid": USERID, "account": USER, "password": "x",
                                        "mobile": "13800138000", "content": CONTENT, "sendtime": stamp()})
@@ -258,7 +252,7 @@ def test_xml_answer_shows_the_remaining_balance():
 @pytest.mark.parametrize("sim_charset, client_charset", [("gbk", "utf-8"), ("utf-8", "gbk")])
 def test_wrong_encoding_is_refused(sim_charset, client_charset):
     state = JinxinState({USER: PASSWORD}, charset=sim_charset, userid=USERID)
-    with serve(create_app(state)) as sim:
+    with running_simulator(state, create_app) as sim:
         result = make_provider(sim.url, charset=client_charset).send(["13800138000"], "【测试】好")
     assert (result.outcome, result.code) == (Outcome.INVALID_REQUEST, "10010")
     assert "字符编码错误" in result.message
@@ -267,7 +261,7 @@ def test_wrong_encoding_is_refused(sim_charset, client_charset):
 
 def test_gbk_answer_is_encoded_in_gbk():
     state = JinxinState({USER: PASSWORD}, charset="gbk", userid=USERID)
-    with serve(create_app(state)) as sim:
+    with running_simulator(state, create_app) as sim:
         answer = raw_send(sim, "gbk", password="wrong")
         resp = httpx.post(f"{sim.url}sms.aspx", content=b"", headers={"content-type": FORM})
     assert answer["respDesc"] == "账号或密码错误"
@@ -278,7 +272,7 @@ def test_gbk_answer_is_encoded_in_gbk():
 @pytest.mark.parametrize("sim_format, client_format", [("xml", "json"), ("json", "xml")])
 def test_format_mismatch_is_ambiguous_and_says_why(sim_format, client_format):
     state = JinxinState({USER: PASSWORD}, format=sim_format, userid=USERID)
-    with serve(create_app(state)) as sim:
+    with running_simulator(state, create_app) as sim:
         result = make_provider(sim.url, fmt=client_format).send(["13800138000"], CONTENT)
     assert result.outcome is Outcome.AMBIGUOUS  # it was in fact accepted
     assert f'format = "{sim_format}"' in result.message
@@ -381,20 +375,7 @@ def test_control_routes(provider, sim, state):
 
 
 def test_state_is_safe_to_read_from_other_threads(provider, state):
-    errors: list[BaseException] = []
-
-    def reader() -> None:
-        try:
-            for _ in range(200):
-                state.snapshot()
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    t = threading.Thread(target=reader)
-    t.start()
-    for _ in range(20):
-        provider.send(["13800138000"], CONTENT)
-    t.join()
+    errors = snapshot_errors_during(state, lambda: provider.send(["13800138000"], CONTENT))
     assert errors == [] and len(state.sends) == 20
 
 

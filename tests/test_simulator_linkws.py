@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import urllib.parse
 from datetime import datetime, timedelta
@@ -15,7 +14,8 @@ from lxml import etree
 from providers.base import BEIJING, Account, Outcome, ProviderError, Secret
 from providers.linkws import LinkwsProvider
 from simulator.linkws import LinkwsState, SoapFault, create_app, parse_envelope
-from simulator.server import serve
+
+from .vendor_support import running_simulator, set_faults, snapshot_errors_during
 
 USER, PASSWORD = "corp01", "Sim-pw-4417"
 SIG = "【某某科技】"
@@ -29,9 +29,8 @@ FORM = {"content-type": "application/x-www-form-urlencoded"}
 def server():
     """One simulator for the module (starting and stopping one per test costs more than the tests)."""
     state = LinkwsState({USER: PASSWORD, "other": "pw2"}, balance=5000, min_poll_interval=0.0)
-    running = serve(create_app(state), port=0)
-    yield state, running
-    running.stop()
+    with running_simulator(state, create_app) as running:
+        yield state, running
 
 
 @pytest.fixture
@@ -84,11 +83,6 @@ def post_soap(client: httpx.Client, body: bytes, action: str) -> httpx.Response:
 def soap_value(resp: httpx.Response, operation: str) -> str:
     root = etree.fromstring(resp.content)
     return root.find(f"{{{SOAP_ENV}}}Body/{{{TNS}}}{operation}Response/{{{TNS}}}{operation}Result").text or ""
-
-
-def set_faults(sim, **faults) -> None:
-    resp = httpx.post(f"{sim.url}_sim/faults", json=faults)
-    assert resp.status_code == 200, resp.text
 
 
 # -- sends through the provider ----------------------------------------------
@@ -457,21 +451,8 @@ def test_control_routes_and_reset(sim, state):
 
 
 def test_state_is_safe_to_read_from_other_threads(sim, state):
-    errors: list[BaseException] = []
-
-    def reader() -> None:
-        try:
-            for _ in range(200):
-                state.snapshot()
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    thread = threading.Thread(target=reader)
-    thread.start()
     provider = make_provider(sim, "soap")
-    for _ in range(20):
-        provider.send(["13800138000"], "您好" + SIG)
-    thread.join()
+    errors = snapshot_errors_during(state, lambda: provider.send(["13800138000"], "您好" + SIG))
     assert errors == [] and len(state.sends) == 20
 
 

@@ -15,7 +15,8 @@ from providers.base import BEIJING, Account, Outcome, ProviderError, Secret, Sen
 from providers.orgws import BINDING, OrgwsProvider, batch_timestamp
 from providers.soap import service, soap_client, wsdl_path
 from simulator.orgws import FIRST_ACCOUNT_ID, FIRST_BATCH_ID, OrgwsState, create_app, segments_for
-from simulator.server import serve
+
+from .vendor_support import running_simulator, set_faults
 
 USER, PASSWORD = "test", "Pw-orgws-4471"
 ORG_ID = 20345
@@ -32,9 +33,8 @@ def state() -> OrgwsState:
 
 @pytest.fixture
 def sim(state):
-    running = serve(create_app(state), port=0)
-    yield running
-    running.stop()
+    with running_simulator(state, create_app) as running:
+        yield running
 
 
 def make_provider(url: str, *, password: str = PASSWORD, timeout=5, **options) -> OrgwsProvider:
@@ -66,11 +66,6 @@ def zeep_send(svc, phone: str = "13800138000", message: str = CONTENT, timestamp
 def post_raw(sim, body: bytes, action: str = '"http://tempuri.org/SendMessage"',
              ctype: str = "text/xml; charset=utf-8") -> httpx.Response:
     return httpx.post(sim.url, content=body, headers={"content-type": ctype, "SOAPAction": action})
-
-
-def set_faults(sim, **faults) -> None:
-    resp = httpx.post(f"{sim.url}_sim/faults", json=faults)
-    assert resp.status_code == 200, resp.text
 
 
 def fault_of(resp: httpx.Response) -> tuple[str, str]:

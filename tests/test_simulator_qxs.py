@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
 import time
 import urllib.parse
 from datetime import datetime, timezone
@@ -14,7 +13,8 @@ import pytest
 from providers.base import Account, Outcome, ProviderError, Secret
 from providers.qxs import QxsProvider
 from simulator.qxs import FIRST_TASK_ID, POSTPAID, QxsState, create_app, segments_for
-from simulator.server import serve
+
+from .vendor_support import running_simulator, set_faults, snapshot_errors_during
 
 USER, PASSWORD, USERID = "test", "Pw-qxs-s3cret", "8710"
 SIG = "【某某科技】"
@@ -29,9 +29,8 @@ def state() -> QxsState:
 
 @pytest.fixture
 def sim(state):
-    running = serve(create_app(state), port=0)
-    yield running
-    running.stop()
+    with running_simulator(state, create_app) as running:
+        yield running
 
 
 def make_provider(url: str, *, username: str = USER, password: str = PASSWORD,
@@ -55,11 +54,6 @@ def numbers(count: int, prefix: str = "138") -> list[str]:
 def raw_call(url: str, page: str, **params: str) -> httpx.Response:
     body = urllib.parse.urlencode({"userid": USERID, "account": USER, "password": PASSWORD, **params})
     return httpx.post(url + page, content=body.encode("ascii"), headers=FORM, timeout=5)
-
-
-def set_faults(sim, **faults) -> None:
-    resp = httpx.post(f"{sim.url}_sim/faults", json=faults)
-    assert resp.status_code == 200, resp.text
 
 
 # -- send -----------------------------------------------------------------
@@ -418,20 +412,7 @@ def test_control_routes(sim, provider, state):
 
 
 def test_state_is_safe_to_read_from_other_threads(provider, state):
-    errors: list[BaseException] = []
-
-    def reader() -> None:
-        try:
-            for _ in range(200):
-                state.snapshot()
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    t = threading.Thread(target=reader)
-    t.start()
-    for _ in range(20):
-        provider.send(["13800138000"], CONTENT)
-    t.join()
+    errors = snapshot_errors_during(state, lambda: provider.send(["13800138000"], CONTENT))
     assert errors == [] and len(state.sends) == 20
 
 

@@ -1,0 +1,142 @@
+"""What the vendor tests share: provider unit tests (``test_*_provider.py``) and simulator tests.
+
+Only what is the same for every vendor lives here: a request-recording
+``httpx.MockTransport`` handler, the transport faults and HTTP statuses that the
+``Provider`` base class classifies before any vendor parser runs, and starting
+a simulator on a free port.
+"""
+from __future__ import annotations
+
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from lxml import etree
+
+from providers.base import Outcome
+from simulator.server import Running, serve
+
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+
+
+# ---------------------------------------------------------------------------
+# Provider unit tests
+# ---------------------------------------------------------------------------
+
+class Recorder:
+    """A MockTransport handler that records every request and answers with ``reply``.
+
+    Without a ``reply`` it answers with ``default_reply``, which each vendor's
+    test module sets in a subclass (an accepted send, in the vendor's format),
+    along with the ``charset`` its forms are read in by default.
+    """
+
+    charset = "utf-8"
+
+    def __init__(self, reply: Callable[[httpx.Request], httpx.Response] | None = None):
+        self.reply = reply if reply is not None else self.default_reply
+        self.requests: list[httpx.Request] = []
+
+    def default_reply(self, request: httpx.Request) -> httpx.Response:
+        raise NotImplementedError
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        return self.reply(request)
+
+    @property
+    def calls(self) -> int:
+        return len(self.requests)
+
+    def request(self, index: int | None = None) -> httpx.Request:
+        """The request at ``index``; without one, the only request made (there must be exactly one)."""
+        if index is None:
+            (request,) = self.requests
+            return request
+        return self.requests[index]
+
+    def form(self, charset: str | None = None, index: int | None = None) -> dict[str, list[str]]:
+        """The form of a recorded request, percent-decoded in ``charset`` as the vendor reads it."""
+        return urllib.parse.parse_qs(self.request(index).content.decode("ascii"), keep_blank_values=True,
+                                     encoding=charset or self.charset)
+
+    def soap(self, index: int | None = None) -> tuple[str, dict[str, str]]:
+        """(operation element name, parameters) of a recorded SOAP request, read as the vendor reads it."""
+        root = etree.fromstring(self.request(index).content)
+        (operation,) = root.find(f"{{{SOAP_ENV}}}Body")
+        return etree.QName(operation).localname, {etree.QName(c).localname: c.text or "" for c in operation}
+
+
+def raising(exc_type: type[httpx.TransportError]) -> Callable[[httpx.Request], httpx.Response]:
+    """A reply that fails the way httpx fails with ``exc_type``."""
+    def reply(request: httpx.Request) -> httpx.Response:
+        raise exc_type("simulated", request=request)
+    return reply
+
+
+# (reply, outcome) rows: what Provider.send makes of each, whatever the vendor.
+# A vendor's test adds its own rows (its codes, a SOAP fault body...).
+TRANSPORT_FAULTS = [
+    pytest.param(raising(httpx.ReadTimeout), Outcome.AMBIGUOUS, id="read-timeout"),
+    pytest.param(raising(httpx.RemoteProtocolError), Outcome.AMBIGUOUS, id="dropped-mid-response"),
+    pytest.param(raising(httpx.ConnectError), Outcome.TRANSIENT, id="connect-error"),
+    pytest.param(raising(httpx.ConnectTimeout), Outcome.TRANSIENT, id="connect-timeout"),
+    pytest.param(lambda r: httpx.Response(500, text="Internal Server Error"), Outcome.TRANSIENT, id="http-500"),
+    pytest.param(lambda r: httpx.Response(503, text="busy"), Outcome.TRANSIENT, id="http-503"),
+    pytest.param(lambda r: httpx.Response(401, text="no"), Outcome.AUTH, id="http-401"),
+    pytest.param(lambda r: httpx.Response(403, text="no"), Outcome.AUTH, id="http-403"),
+    pytest.param(lambda r: httpx.Response(404, text="not found"), Outcome.INVALID_REQUEST, id="http-404"),
+    pytest.param(lambda r: httpx.Response(200, text="<html>junk"), Outcome.AMBIGUOUS, id="garbled-200"),
+]
+
+# (reply, outcome) rows: what a poll makes of each, whatever the vendor. Unlike a
+# send, a poll takes any 4xx as a refused request.
+POLL_TRANSPORT_FAULTS = [
+    pytest.param(raising(httpx.ConnectError), Outcome.TRANSIENT, id="connect-error"),
+    pytest.param(raising(httpx.ReadTimeout), Outcome.AMBIGUOUS, id="read-timeout"),
+    pytest.param(lambda r: httpx.Response(500, text="oops"), Outcome.TRANSIENT, id="http-500"),
+    pytest.param(lambda r: httpx.Response(401, text="no"), Outcome.INVALID_REQUEST, id="http-401"),
+    pytest.param(lambda r: httpx.Response(404, text="nope"), Outcome.INVALID_REQUEST, id="http-404"),
+]
+
+
+# ---------------------------------------------------------------------------
+# Simulator tests
+# ---------------------------------------------------------------------------
+
+@contextmanager
+def running_simulator(state, create_app) -> Iterator[Running]:
+    """The simulator app ``create_app(state)`` on a free port of 127.0.0.1, stopped on leaving."""
+    with serve(create_app(state), port=0) as running:
+        yield running
+
+
+def set_faults(sim: Running, **faults) -> None:
+    resp = httpx.post(f"{sim.url}_sim/faults", json=faults)
+    assert resp.status_code == 200, resp.text
+
+
+def snapshot_errors_during(state, action: Callable[[], object], times: int = 20) -> list[BaseException]:
+    """Do ``action`` ``times`` times while another thread keeps reading ``state.snapshot()``.
+
+    Returns what the reading thread raised (nothing, if the state is safe to read meanwhile).
+    """
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            for _ in range(200):
+                state.snapshot()
+        except BaseException as exc:  # pragma: no cover - reported to the caller
+            errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for _ in range(times):
+        action()
+    thread.join()
+    return errors
