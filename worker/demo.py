@@ -52,7 +52,7 @@ def _other_vendors(sims: dict) -> None:
     """One small batch through every other vendor's simulator."""
     from tasks import send_sms
 
-    from .cli import wait_for
+    from .commands.batches import wait_for
 
     for name, (state, _, _) in sims.items():
         if name == "dxt":
@@ -115,7 +115,7 @@ def run_demo(directory: Path, *, count: int = 250, keep: bool = False) -> int:
     from simulator.server import serve
     from tasks import send_sms
 
-    from .cli import _print_status, wait_for
+    from .commands.batches import print_status, wait_for
     from .config import settings
 
     settings.cache_clear()
@@ -155,7 +155,7 @@ def run_demo(directory: Path, *, count: int = 250, keep: bool = False) -> int:
             print(f"    rejected {number!r}: {reason}", flush=True)
 
         status = wait_for(receipt.batch_id, timeout=120)
-        _print_status(status, as_json=False)
+        print_status(status, as_json=False)
         sends = dxt_state.sends
         got = sum(len(s.numbers) for s in sends)
         print(f"    the dxt simulator received {len(sends)} calls, {got} numbers "
@@ -168,7 +168,7 @@ def run_demo(directory: Path, *, count: int = 250, keep: bool = False) -> int:
         _other_vendors(sims)
         _say("waiting for delivery reports and inbound messages (the vendor allows one poll per 30 s)")
         status = _wait_reports(receipt.batch_id, receipt.accepted, timeout=100)
-        _print_status(status, as_json=False)
+        print_status(status, as_json=False)
         _show_inbound()
         _say("done: the batch went out, settled, and its delivery reports came back")
         if keep:

@@ -1,0 +1,1 @@
+"""The `smsq` subcommands, grouped by what they act on."""

@@ -1,0 +1,178 @@
+"""Accounts and their vendors: poll, inbound, accounts, check, password, keywords."""
+from __future__ import annotations
+
+import json
+import sys
+
+from .common import load
+
+
+def cmd_poll(args) -> int:
+    from tasks.polls import poll, reparse
+
+    conf = load()
+    if args.reparse:
+        results = reparse(conf, account=args.account)
+        for r in results:
+            print(f"journal {r.journal_id} ({r.account} {r.kind}): {r.outcome}, {r.items} item(s) {r.detail}")
+        print(f"{len(results)} journal row(s) parsed again")
+        return 0 if all(r.outcome != "failed" for r in results) else 1
+    if not args.account or not args.kind:
+        raise ValueError("give ACCOUNT and KIND (inbound, reports, blocked, balance), or --reparse")
+    result = poll(args.account, args.kind, conf=conf)
+    if result.outcome == "leased":
+        print(f"{args.account} {args.kind}: not polled: {result.detail} (the vendor's 30 s rule)")
+        return 0
+    print(f"{args.account} {args.kind}: {result.outcome}, {result.items} item(s)"
+          + (f", journal {result.journal_id}" if result.journal_id else "") + (f" {result.detail}" if result.detail else ""))
+    return 0 if result.outcome in ("ok", "rate_limited") else 1
+
+
+def cmd_inbound(args) -> int:
+    from sqlalchemy import select
+
+    from store.models import InboundMessage
+    from tasks.schema import ensure_schema
+
+    from ..db import session_scope
+
+    conf = load()
+    ensure_schema(conf)
+    q = select(InboundMessage).order_by(InboundMessage.id)
+    if args.account:
+        conf.account(args.account)
+        q = q.where(InboundMessage.account == args.account)
+    if args.since:
+        q = q.where(InboundMessage.created_at >= args.since)
+    with session_scope(conf.database_url, readonly=True) as session:
+        rows = session.execute(q.limit(args.limit)).scalars().all()
+        for m in rows:
+            record = {"id": m.id, "account": m.account, "mobile": m.mobile, "content": m.content,
+                      "received_at": m.received_at.isoformat(sep=" ", timespec="seconds") if m.received_at else None,
+                      "stored_at": m.created_at.isoformat(sep=" ", timespec="seconds") + "Z", "vendor_id": m.vendor_id}
+            if args.json:
+                print(json.dumps(record, ensure_ascii=False))
+            else:
+                print(f"{m.id:>6}  {m.account:<12} {m.mobile:<13} {record['received_at'] or record['stored_at']:<20} "
+                      f"{m.content}")
+    if not args.json:
+        sys.stdout.flush()
+        print(f"{len(rows)} message(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_accounts(args) -> int:
+    from sqlalchemy import select
+
+    from sqlalchemy import func
+
+    from providers import provider_class
+    from store.models import AccountBalance, PollJournal, PollStatus
+    from tasks.schema import ensure_schema
+
+    from ..db import session_scope
+
+    conf = load()
+    ensure_schema(conf)
+    out = []
+    with session_scope(conf.database_url, readonly=True) as session:
+        for name, account in sorted(conf.accounts.items()):
+            cls = provider_class(account.provider)
+            bal = session.get(AccountBalance, name)
+            polls = {p.kind: p for p in session.execute(
+                select(PollStatus).where(PollStatus.account == name)).scalars()}
+            alert = account.options.get("balance_alert")
+            unparsed = session.scalar(select(func.count()).select_from(PollJournal).where(
+                PollJournal.account == name, PollJournal.state.in_(("failed", "fetched"))))
+            problems = [f"{k}: {p.outcome}" for k, p in sorted(polls.items())
+                        if p.outcome not in ("ok", "rate_limited")]
+            if unparsed:
+                problems.append(f"{unparsed} fetched poll(s) not parsed: smsq poll --reparse {name}")
+            if bal is not None and alert is not None and bal.balance < alert:
+                problems.append(f"balance under {alert:g}")
+            out.append({
+                "account": name, "provider": account.provider,
+                "balance": bal.balance if bal else None,
+                "balance_checked_at": bal.checked_at.isoformat(sep=" ", timespec="seconds") + "Z" if bal else None,
+                "polls": {k: {"at": (p.polled_at.isoformat(sep=" ", timespec="seconds") + "Z") if p.polled_at else None,
+                              "outcome": p.outcome, "items": p.items, "detail": p.detail}
+                          for k, p in sorted(polls.items())},
+                "poll_kinds": sorted(cls.poll_kinds),
+                "unparsed_journal": unparsed,
+                "health": "ok" if not problems else "; ".join(problems),
+            })
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+        return 0
+    for a in out:
+        balance = "unknown" if a["balance"] is None else f"{a['balance']:g} (at {a['balance_checked_at']})"
+        print(f"{a['account']}  [{a['provider']}]  balance {balance}  health: {a['health']}")
+        for kind in a["poll_kinds"] + (["send"] if "send" in a["polls"] else []):
+            p = a["polls"].get(kind)
+            print(f"    {kind:<8} " + (f"last poll {p['at']}: {p['outcome']}, {p['items']} item(s)"
+                                       + (f" — {p['detail']}" if p["detail"] else "") if p else "never polled"))
+    if not out:
+        print(f"no accounts configured in {conf.config_path}")
+    return 0
+
+
+def _provider(name: str):
+    from ..clients import provider_for
+
+    conf = load()
+    return conf, provider_for(conf.account(name))
+
+
+def cmd_check(args) -> int:
+    """Are the credentials good? The vendor's login check where it has one, else a balance poll."""
+    from providers import ProviderError
+
+    conf, provider = _provider(args.account)
+    if hasattr(provider, "login"):
+        try:
+            vendor_id = provider.login()
+        except ProviderError as exc:
+            print(f"{args.account}: refused: {exc.code or ''} {exc}".rstrip())
+            return 1
+        print(f"{args.account}: credentials accepted (vendor account id {vendor_id})")
+        return 0
+    if "balance" in provider.poll_kinds:
+        from tasks.polls import poll
+
+        result = poll(args.account, "balance", conf=conf)
+        if result.outcome == "leased":
+            print(f"{args.account}: not checked now: {result.detail} (the vendor's 30 s rule)")
+            return 0
+        print(f"{args.account}: balance check {result.outcome}" + (f": {result.detail}" if result.detail else ""))
+        return 0 if result.outcome == "ok" else 1
+    raise ValueError(f"{provider.name} has no way to check credentials without sending; "
+                     f"`smsq send --wait` one message to a test number")
+
+
+def cmd_password(args) -> int:
+    """Change the account's password at the vendor (orgws UpdatePsw)."""
+    import getpass
+
+    conf, provider = _provider(args.account)
+    if not hasattr(provider, "update_password"):
+        raise ValueError(f"{provider.name} has no password change operation")
+    if args.stdin:
+        new = sys.stdin.readline().rstrip("\n")
+    else:
+        new = getpass.getpass("new password: ")
+        if getpass.getpass("again: ") != new:
+            raise ValueError("the two passwords differ; nothing changed")
+    provider.update_password(new)
+    print(f"{args.account}: password changed at the vendor. Put the new one where the account's "
+          f"password_env / password_file points before the next send, or every call will fail with auth.")
+    return 0
+
+
+def cmd_keywords(args) -> int:
+    """Ask the vendor which forbidden words a content holds (qxs checkkeyword)."""
+    _, provider = _provider(args.account)
+    if not hasattr(provider, "check_keywords"):
+        raise ValueError(f"{provider.name} has no keyword check operation")
+    words = provider.check_keywords(args.content)
+    print("clean: no forbidden word" if not words else "forbidden: " + ", ".join(words))
+    return 0 if not words else 1

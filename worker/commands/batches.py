@@ -1,0 +1,126 @@
+"""Sending and following batches: send, status, settle."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+
+from .common import load
+
+
+def _read_numbers(path: str):
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8-sig")
+    with stream:
+        for line in stream:
+            for item in line.replace(";", ",").split(","):
+                if item.strip():
+                    yield item.strip()
+
+
+def parse_at(value: str) -> datetime:
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            return datetime.strptime(value, fmt)
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(f"wants a time as \"YYYY-MM-DD HH:MM:SS\", not {value!r}")
+
+
+def _bar(status, width: int = 30) -> str:
+    total = sum(status.chunks.values()) or 1
+    final = sum(n for s, n in status.chunks.items() if s in ("accepted", "failed", "unknown"))
+    filled = int(width * final / total)
+    r = status.recipients
+    return (f"[{'#' * filled}{'.' * (width - filled)}] {final}/{total} chunks final  "
+            f"sent {r.get('sent', 0) + r.get('delivered', 0)}  failed {r.get('failed', 0)}  "
+            f"unknown {r.get('unknown', 0)}  waiting {r.get('queued', 0)}")
+
+
+def wait_for(batch_id: int, *, show: bool = True, timeout: float | None = None, interval: float = 0.5):
+    from tasks import batch_status
+
+    start = time.monotonic()
+    tty = sys.stderr.isatty()
+    last = None
+    while True:
+        status = batch_status(batch_id)
+        line = _bar(status)
+        if show and line != last:
+            # A terminal gets one redrawn line; a log file gets a line per change.
+            print(("\r" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True)
+            last = line
+        if status.final or (timeout is not None and time.monotonic() - start > timeout):
+            if show and tty:
+                print(file=sys.stderr)
+            return status
+        time.sleep(interval)
+
+
+def print_status(status, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(status.as_dict(), ensure_ascii=False))
+        return
+    print(f"batch {status.batch_id}  account {status.account}  accepted {status.accepted}  "
+          f"rejected {status.rejected}  {'final' if status.final else 'in progress'}")
+    print("  recipients: " + ", ".join(f"{k} {v}" for k, v in sorted(status.recipients.items())))
+    print("  chunks:     " + ", ".join(f"{k} {v}" for k, v in sorted(status.chunks.items())))
+
+
+def cmd_send(args) -> int:
+    from tasks import send_sms
+
+    load()
+    numbers = args.to if args.to else _read_numbers(args.to_file)
+    receipt = send_sms(args.account, numbers, args.content, send_at=args.at,
+                       idempotency_key=args.idempotency_key,
+                       priority=True if args.priority else None)
+    if args.json and not args.wait:
+        print(json.dumps({"batch_id": receipt.batch_id, "accepted": receipt.accepted,
+                          "rejected": receipt.rejected, "segments": receipt.segments,
+                          "lane": receipt.lane, "replayed": receipt.replayed}, ensure_ascii=False))
+    elif not args.json:
+        print(receipt.batch_id)
+        print(f"accepted {receipt.accepted}, rejected {len(receipt.rejected)}, {receipt.segments} "
+              f"segment(s) each, lane {receipt.lane}" + (" (replayed: same idempotency key)"
+                                                          if receipt.replayed else ""), file=sys.stderr)
+        for number, reason in receipt.rejected[:20]:
+            print(f"  rejected {number!r}: {reason}", file=sys.stderr)
+        if len(receipt.rejected) > 20:
+            print(f"  ... and {len(receipt.rejected) - 20} more", file=sys.stderr)
+    if args.wait:
+        status = wait_for(receipt.batch_id, show=not args.json)
+        print_status(status, args.json)
+    return 0
+
+
+def cmd_status(args) -> int:
+    from tasks import batch_status
+
+    load()
+    status = batch_status(args.batch_id)
+    if not args.chunks:
+        print_status(status, args.json)
+        return 0
+    from tasks.settle import problem_chunks
+
+    problems = problem_chunks(args.batch_id)
+    if args.json:
+        print(json.dumps({**status.as_dict(), "problem_chunks": problems}, ensure_ascii=False))
+        return 0
+    print_status(status, False)
+    for c in problems:
+        print(f"  chunk {c['chunk_id']} (#{c['seq']}, {c['size']} numbers, {c['attempts']} attempt(s)): "
+              f"{c['state']} {c['outcome'] or ''} {c['code'] or ''} {c['detail'] or ''}".rstrip())
+    if problems:
+        print("  settle one with: smsq settle CHUNK_ID accepted|failed|resend")
+    return 0
+
+
+def cmd_settle(args) -> int:
+    from tasks.settle import settle
+
+    load()
+    print(f"chunk {args.chunk_id}: {settle(args.chunk_id, args.action, args.note or '')}")
+    return 0

@@ -1,0 +1,98 @@
+"""The long-running processes and set-up: worker, beat, flower, simulate, demo, db."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ..config import ConfigError
+from .common import load
+
+
+def cmd_worker(args) -> int:
+    from ..app import QUEUES, get_app
+
+    conf = load()
+    from tasks.schema import ensure_schema
+
+    ensure_schema(conf)
+    queues = args.queues or ",".join(QUEUES)
+    argv = ["worker", "-Q", queues, "-l", args.loglevel, "-E"]
+    if conf.embedded:
+        # One process, threads: the SQLite database and the in-process rate
+        # limiter are shared by every thread.
+        argv += ["--pool", "threads", "-c", str(args.concurrency or 4)]
+    elif args.concurrency:
+        argv += ["-c", str(args.concurrency)]
+    if args.hostname:
+        argv += ["-n", args.hostname]
+    get_app().worker_main(argv)
+    return 0
+
+
+def cmd_beat(args) -> int:
+    from ..app import get_app
+
+    conf = load()
+    argv = ["beat", "-l", args.loglevel]
+    scheduler = args.scheduler or ("local" if conf.embedded or not conf.redis_url else "redbeat")
+    if scheduler == "local":
+        if args.schedule_file:
+            schedule_file = Path(args.schedule_file)
+        elif conf.database_url.startswith("sqlite:///"):
+            schedule_file = Path(conf.database_url.removeprefix("sqlite:///")).resolve().parent / "celerybeat-schedule"
+        else:
+            schedule_file = Path("celerybeat-schedule")
+        argv += ["-s", str(schedule_file)]
+    else:
+        # The schedule and a lock live in Redis: a second beat waits for the lock.
+        argv += ["-S", "redbeat.RedBeatScheduler"]
+    get_app().start(argv)
+    return 0
+
+
+def cmd_flower(args) -> int:
+    from ..app import get_app
+
+    load()
+    auth = os.environ.get("SMSQ_FLOWER_AUTH")
+    address = args.address
+    if auth:
+        if ":" not in auth:
+            raise ConfigError("SMSQ_FLOWER_AUTH must be user:password")
+        # Through Flower's own environment variable, so the password is not on
+        # the command line for `ps` to show.
+        os.environ["FLOWER_BASIC_AUTH"] = auth
+    else:
+        if address not in ("127.0.0.1", "localhost", "::1"):
+            print(f"SMSQ_FLOWER_AUTH is not set: refusing to expose Flower on {address} without a "
+                  f"password; binding 127.0.0.1 only", file=sys.stderr)
+        else:
+            print("SMSQ_FLOWER_AUTH is not set: Flower listens on 127.0.0.1 only", file=sys.stderr)
+        address = "127.0.0.1"
+    get_app().start(["flower", f"--address={address}", f"--port={args.port}"])
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from simulator.catalog import build
+    from simulator.server import serve_forever
+
+    sims = build(args.only.split(",") if args.only else None)
+    serve_forever({name: (app, port) for name, (_, app, port) in sims.items()}, host=args.host)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from ..demo import run_demo
+
+    return run_demo(Path(args.dir), count=args.count, keep=args.keep_running)
+
+
+def cmd_db(args) -> int:
+    from ..db import upgrade
+
+    conf = load()
+    upgrade(conf.database_url, args.revision)
+    print(f"database at revision {args.revision}")
+    return 0
