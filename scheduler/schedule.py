@@ -4,14 +4,22 @@
 * per account, one entry per poll kind its provider has. Inbound messages and
   reports every ``poll_interval`` (account key, default 60 s, never under the
   vendor's 30 s); balance every 10 minutes; blocked numbers every 20 minutes
-  (linkws NotSend only remembers the last hour). Kinds that share one vendor
+  (linkws NotSend only remembers the last hour), and every kind once as beat
+  starts (an interval schedule would first fire one interval later: a balance
+  ten minutes after a restart). Kinds that share one vendor
   window (linkws) are kept apart by the lease; a poll that finds the window
   closed comes back when it opens.
 """
 from __future__ import annotations
 
+import logging
+
+from celery.signals import beat_init
+
 from providers import provider_class
-from worker.config import Settings
+from worker.config import Settings, settings
+
+log = logging.getLogger("smsq.beat")
 
 DEFAULT_INTERVALS = {"inbound": 60.0, "reports": 60.0, "balance": 600.0, "blocked": 1200.0}
 
@@ -30,15 +38,31 @@ def beat_schedule(conf: Settings) -> dict:
             "options": {"queue": "smsq.poll", "expires": conf.relay_interval * 3},
         },
     }
-    for name, account in sorted(conf.accounts.items()):
+    for name, kind in poll_kinds(conf):
+        account = conf.accounts[name]
         cls = provider_class(account.provider)
-        for kind in sorted(cls.poll_kinds):
-            every = poll_interval(account, kind, cls.min_poll_interval)
-            schedule[f"smsq.poll_{kind}:{name}"] = {
-                "task": f"smsq.poll_{kind}",
-                "schedule": every,
-                "args": (name,),
-                # A poll that waited in the queue past its next turn is dropped, not run late.
-                "options": {"queue": "smsq.poll", "expires": every},
-            }
+        every = poll_interval(account, kind, cls.min_poll_interval)
+        schedule[f"smsq.poll_{kind}:{name}"] = {
+            "task": f"smsq.poll_{kind}",
+            "schedule": every,
+            "args": (name,),
+            # A poll that waited in the queue past its next turn is dropped, not run late.
+            "options": {"queue": "smsq.poll", "expires": every},
+        }
     return schedule
+
+
+def poll_kinds(conf: Settings) -> list[tuple[str, str]]:
+    return [(name, kind) for name, account in sorted(conf.accounts.items())
+            for kind in sorted(provider_class(account.provider).poll_kinds)]
+
+
+@beat_init.connect
+def poll_everything_at_start(sender=None, **_: object) -> None:
+    """One poll of every kind as beat starts. Harmless when a second beat does the
+    same, or the last poll was moments ago: the leases decide who calls the vendor."""
+    from tasks.polls import publish_poll
+
+    for account, kind in poll_kinds(settings()):
+        publish_poll(account, kind)
+    log.info("beat started: one poll of every account and kind queued")

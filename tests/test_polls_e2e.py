@@ -22,7 +22,7 @@ from tasks.polls import poll, reparse
 from worker.config import settings
 from worker.db import session_scope
 
-from .conftest import ROOT, start_worker, stop_worker, wait_final
+from .conftest import ROOT, start_worker, stop_worker, wait_final, wait_until
 
 CONTENT = "【某某科技】您的订单已发货"
 EPOCH = polls.leases.EPOCH
@@ -334,3 +334,29 @@ def test_only_one_redbeat_beat_sends(stack, tmp_path):
     sent = [(tmp_path / f"redbeat{i}.log").read_text(errors="replace").count("Sending due task smsq.relay")
             for i in range(2)]
     assert sorted(sent)[0] == 0 and sorted(sent)[1] >= 3, sent
+
+
+def test_beat_polls_every_kind_as_it_starts(stack, sim, tmp_path):
+    """Balance polls every 10 minutes; a fresh beat must not leave it unknown that long."""
+    from store.models import PollStatus, utcnow
+
+    open_window()
+    started = utcnow()
+    config = tmp_path / "one-account.toml"
+    config.write_text((stack.tmp / "smsq.toml").read_text().split("[accounts.slow-dxt]")[0])
+    env = {**os.environ, **stack.env, "SMSQ_CONFIG": str(config), "PYTHONPATH": str(ROOT)}
+    beat = subprocess.Popen([sys.executable, "-m", "worker.cli", "beat", "--scheduler", "local",
+                             "--schedule-file", str(tmp_path / "beat")], cwd=tmp_path, env=env,
+                            stdout=open(tmp_path / "beat.log", "wb"), stderr=subprocess.STDOUT)
+
+    def polled(kind):
+        with session_scope(settings().database_url) as s:
+            row = s.get(PollStatus, ("shop-dxt", kind))
+            return row is not None and row.polled_at >= started and row.outcome == "ok"
+
+    try:
+        wait_until(lambda: polled("balance"), 30, what="the balance poll a starting beat queues")
+    finally:
+        beat.terminate()
+        beat.wait(20)
+    assert [c.endpoint for c in sim.calls].count("Get_Account_Balance.asp") == 1

@@ -64,6 +64,21 @@ def _other_vendors(sims: dict) -> None:
               f"received {got} numbers", flush=True)
 
 
+def _show_balances() -> None:
+    from sqlalchemy import select
+
+    from store.models import AccountBalance
+
+    from .commands.common import format_balance
+    from .config import settings
+    from .db import session_scope
+
+    with session_scope(settings().database_url, readonly=True) as session:
+        rows = session.execute(select(AccountBalance).order_by(AccountBalance.account)).scalars().all()
+        shown = ", ".join(f"{b.account} {format_balance(b.balance)}" for b in rows)
+    print(f"    balances polled so far: {shown or 'none yet'} (see `smsq accounts`)", flush=True)
+
+
 def _show_inbound() -> None:
     from sqlalchemy import select
 
@@ -72,7 +87,7 @@ def _show_inbound() -> None:
     from .config import settings
     from .db import session_scope
 
-    with session_scope(settings().database_url) as session:
+    with session_scope(settings().database_url, readonly=True) as session:
         rows = session.execute(select(InboundMessage).order_by(InboundMessage.id)).scalars().all()
         print(f"    inbound messages stored: {len(rows)}", flush=True)
         for m in rows:
@@ -170,6 +185,7 @@ def run_demo(directory: Path, *, count: int = 250, keep: bool = False) -> int:
         status = _wait_reports(receipt.batch_id, receipt.accepted, timeout=100)
         print_status(status, as_json=False)
         _show_inbound()
+        _show_balances()
         _say("done: the batch went out, settled, and its delivery reports came back")
         if keep:
             _say("still running (Ctrl-C to stop); try: smsq status " + str(receipt.batch_id))

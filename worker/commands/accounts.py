@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .common import load
+from .common import format_balance, load
 
 
 def cmd_poll(args) -> int:
@@ -105,7 +105,9 @@ def cmd_accounts(args) -> int:
         print(json.dumps(out, ensure_ascii=False, indent=2))
         return 0
     for a in out:
-        balance = "unknown" if a["balance"] is None else f"{a['balance']:g} (at {a['balance_checked_at']})"
+        balance = "— (the vendor has no balance call)" if "balance" not in a["poll_kinds"] else \
+            "unknown" if a["balance"] is None else \
+            f"{format_balance(a['balance'])} (at {a['balance_checked_at']})"
         print(f"{a['account']}  [{a['provider']}]  balance {balance}  health: {a['health']}")
         for kind in a["poll_kinds"] + (["send"] if "send" in a["polls"] else []):
             p = a["polls"].get(kind)

@@ -9,3 +9,10 @@ def load():
     conf = settings()
     logs.mask_secrets(conf.secrets())
     return conf
+
+
+def format_balance(balance: float) -> str:
+    """Messages left (whole numbers), money (two decimals), or a postpaid account's no limit."""
+    if balance == float("inf"):
+        return "unlimited (postpaid)"
+    return f"{int(balance):,}" if float(balance).is_integer() else f"{balance:,.2f}"
