@@ -87,7 +87,7 @@ def release(conf: Settings, work: Work, why: str) -> None:
 
 
 def backoff(attempt: int) -> float:
-    """Exponential with full jitter: 2, 4, 8 ... seconds, at most a minute."""
+    """Exponential backoff with jitter: between half and all of 2, 4, 8 ... seconds, at most a minute."""
     ceiling = min(MAX_COUNTDOWN, 2.0 ** attempt)
     return random.uniform(ceiling / 2, ceiling)
 

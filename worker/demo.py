@@ -5,6 +5,7 @@ with ``SMSQ_BROKER_URL``/``SMSQ_DATABASE_URL`` set it runs on those instead.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -135,6 +136,7 @@ def run_demo(directory: Path, *, count: int = 250, keep: bool = False) -> int:
 
     settings.cache_clear()
     conf = settings()
+    logging.getLogger("smsq.producer").setLevel(logging.WARNING)  # the demo tells its own story
     mode = "embedded (SQLite + SQLite broker)" if conf.embedded else f"broker {conf.broker_url.split('@')[-1]}"
     _say(f"mode: {mode}; files in {directory}")
 
