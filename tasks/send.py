@@ -8,7 +8,8 @@
    accepted                  -> accepted; recipients sent (vendor ids kept)
    transient                 -> pending again after a backoff, up to max_attempts
    rate_limited              -> pending after the vendor's interval; not counted as an attempt
-   auth / balance            -> failed, logged as an alert for the account
+   auth / balance            -> failed, logged as an alert; the account's other chunks
+                                wait SMSQ_ACCOUNT_HOLD seconds without calling the vendor
    invalid_request / blocked -> failed
    ambiguous                 -> unknown: never resent automatically
 
@@ -78,12 +79,26 @@ def claim(conf: Settings, chunk_id: int) -> Work | None:
                     batch.content, batch.send_at, batch.created_at, [tuple(r) for r in recipients])
 
 
-def release(conf: Settings, work: Work, why: str) -> None:
-    """Give a claim back untouched (nothing was sent): pending again, attempt not counted."""
+def release(conf: Settings, work: Work, why: str, not_before: datetime | None = None) -> None:
+    """Give a claim back untouched (nothing was sent): pending again, attempt not counted.
+    The relay publishes it again (after ``not_before``, if given)."""
+    values = dict(state="pending", attempts=Chunk.attempts - 1, detail=why[:500], queued_at=None)
+    if not_before is not None:
+        values["next_attempt_at"] = not_before
     with session_scope(conf.database_url) as session:
-        session.execute(update(Chunk).where(Chunk.id == work.chunk_id, Chunk.state == "sending")
-                        .values(state="pending", attempts=Chunk.attempts - 1, detail=why[:500],
-                                queued_at=None))
+        session.execute(update(Chunk).where(Chunk.id == work.chunk_id, Chunk.state == "sending").values(**values))
+
+
+def account_held_until(conf: Settings, account: str) -> tuple[datetime, str] | None:
+    """When a send of this account failed with auth or balance less than ``account_hold``
+    ago: until when its other chunks wait, and why. Calling the vendor again with a
+    wrong password is how accounts get locked (dxt -10: 帐号已被锁定)."""
+    with session_scope(conf.database_url, readonly=True) as session:
+        flag = session.get(PollStatus, (account, "send"))
+        if flag is None or flag.outcome not in (Outcome.AUTH.value, Outcome.BALANCE.value):
+            return None
+        until = flag.polled_at + timedelta(seconds=conf.account_hold)
+        return (until, f"{flag.outcome} {flag.detail or ''}".strip()) if until > utcnow() else None
 
 
 def backoff(attempt: int) -> float:
@@ -174,6 +189,13 @@ def run_chunk(chunk_id: int) -> str:
     if not work.recipients:  # every number of the chunk was settled elsewhere (an operator)
         record(conf, work, SendResult(Outcome.OK, message="no recipient left to send"))
         return "accepted"
+    held = account_held_until(conf, work.account)
+    if held is not None:
+        until, why = held
+        release(conf, work, f"held until {until:%H:%M:%S} UTC: the account's last send failed ({why})", until)
+        log.warning("chunk %s: held, account %s failed with %s; trying again after %s UTC", chunk_id,
+                    work.account, why, f"{until:%H:%M:%S}")
+        return "held"
     try:
         account = conf.account(work.account)
         provider = provider_for(account)

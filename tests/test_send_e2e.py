@@ -118,6 +118,30 @@ def test_wrong_password_fails_the_chunk_with_the_vendor_code(stack, sim):
         assert flag.outcome == "auth" and "-7" in flag.detail  # `smsq accounts` shows the account unhealthy
 
 
+def test_after_an_auth_failure_the_accounts_other_chunks_wait(stack, sim):
+    """A wrong password is not retried chunk after chunk: vendors lock accounts for that."""
+    from store.models import PollStatus
+
+    with session_scope(settings().database_url) as s:  # forget earlier tests' failures of this account
+        s.execute(PollStatus.__table__.delete().where(PollStatus.account == "wrong-dxt"))
+    sim.reset()
+    receipt = send_sms("wrong-dxt", [f"1380001{i:04d}" for i in range(500)], CONTENT)  # 5 chunks
+
+    def settled():
+        with session_scope(settings().database_url) as s:
+            chunks = s.execute(select(Chunk).where(Chunk.batch_id == receipt.batch_id)).scalars().all()
+            return all(c.state == "failed" or (c.detail or "").startswith("held until") for c in chunks) and chunks
+
+    chunks = wait_until(settled, 30, what="every chunk failed or held")
+    calls = [c.endpoint for c in sim.calls].count("sendsms_txt.asp")
+    failed = [c for c in chunks if c.state == "failed"]
+    held = [c for c in chunks if c.state == "pending"]
+    assert 1 <= calls == len(failed) <= 2  # the worker's two processes may both have been in flight
+    assert len(held) == 5 - len(failed) and all(c.next_attempt_at > utcnow() for c in held)
+    assert all("auth -7" in c.detail for c in held)
+    assert run_relay()["published"] == 0  # not before the hold is over
+
+
 def test_same_idempotency_key_sends_once(stack, sim):
     first = send_sms("shop-dxt", ["13800000041", "bad"], CONTENT, idempotency_key="order-42")
     second = send_sms("shop-dxt", ["13800000041", "bad"], CONTENT, idempotency_key="order-42")
@@ -184,7 +208,7 @@ def test_relay_turns_a_stale_sending_chunk_unknown(stack, sim):
 
 
 def test_no_password_in_worker_logs(stack, sim):
-    receipt = send_sms("wrong-dxt", ["13800000101"], CONTENT)
+    receipt = send_sms("shop-dxt", ["13800000101"], CONTENT)  # (wrong-dxt's calls were made above)
     wait_final(receipt.batch_id)
     log = stack.worker_log()
     assert "smsq.send_chunk" in log

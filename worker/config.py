@@ -57,6 +57,7 @@ class Settings:
     priority_max: int = 100  # batches up to this many numbers take the priority lane
     send_timeout: float = 300.0  # a chunk 'sending' longer than this becomes 'unknown'
     max_attempts: int = 5  # transient failures before a chunk is failed
+    account_hold: float = 300.0  # after an auth/balance failure, the account's other chunks wait this long
     republish_after: float = 600.0  # a pending chunk queued this long ago is published again
     relay_interval: float = 10.0  # seconds between outbox relay runs
 
@@ -223,6 +224,7 @@ def load_settings() -> Settings:
         priority_max=int(_number("SMSQ_PRIORITY_MAX", 100)),
         send_timeout=_number("SMSQ_SEND_TIMEOUT", 300),
         max_attempts=int(_number("SMSQ_MAX_ATTEMPTS", 5)),
+        account_hold=_number("SMSQ_ACCOUNT_HOLD", 300),
         republish_after=_number("SMSQ_REPUBLISH_AFTER", 600),
         relay_interval=_number("SMSQ_RELAY_INTERVAL", 10),
     )
