@@ -33,6 +33,7 @@ from worker.clients import provider_for
 from worker.config import Settings, settings
 from worker.db import session_scope
 
+from .publish import MAX_COUNTDOWN, bounded
 from .schema import ensure_schema
 
 log = logging.getLogger("smsq.poll")
@@ -295,17 +296,19 @@ def task_name(kind: str) -> str:
 
 
 def publish_poll(account: str, kind: str, countdown: float | None = None, waits: int = 0) -> None:
-    get_app().send_task(task_name(kind), args=[account, waits], queue="smsq.poll", countdown=countdown,
-                        expires=countdown + 300 if countdown else 300)
+    """Queue a poll, now or when its window opens (at most MAX_COUNTDOWN ahead)."""
+    countdown = None if countdown is None else min(MAX_COUNTDOWN, countdown)
+    get_app().send_task(task_name(kind), args=[account, waits], queue="smsq.poll", countdown=bounded(countdown),
+                        expires=(countdown or 0) + 300)
 
 
 def run_poll_task(account: str, kind: str, waits: int = 0) -> str:
     result = poll(account, kind)
     if result.outcome == "leased" and waits < MAX_WAITS and result.retry_in is not None:
         # Another kind of the same family holds the window: come back when it opens.
-        publish_poll(account, kind, countdown=min(60.0, result.retry_in + 0.5), waits=waits + 1)
+        publish_poll(account, kind, countdown=result.retry_in + 0.5, waits=waits + 1)
     elif result.full_page:
-        publish_poll(account, kind, countdown=min(60.0, result.retry_in or 31.0))
+        publish_poll(account, kind, countdown=result.retry_in or 31.0)
     log.info("poll %s %s: %s (%s items)", account, kind, result.outcome, result.items)
     return result.outcome
 

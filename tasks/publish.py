@@ -14,10 +14,21 @@ from worker.db import session_scope
 log = logging.getLogger("smsq.publish")
 
 SEND_CHUNK = "smsq.send_chunk"
+# The longest broker countdown smsq ever asks for. A Redis broker redelivers an
+# unacked delayed message after its visibility timeout (an hour here), so long
+# waits (schedules, rate-limit intervals) live in the database and the relay
+# releases them; a countdown is only for short backoffs and poll windows.
+MAX_COUNTDOWN = 60.0
+
+
+def bounded(countdown: float | None) -> float | None:
+    if countdown is not None and not 0 <= countdown <= MAX_COUNTDOWN:
+        raise ValueError(f"countdown {countdown!r} s: waits over {MAX_COUNTDOWN:.0f} s belong to the relay")
+    return countdown
 
 
 def publish_chunk(chunk_id: int, lane: str, countdown: float | None = None, producer=None) -> None:
-    get_app().send_task(SEND_CHUNK, args=[chunk_id], queue=f"smsq.{lane}", countdown=countdown,
+    get_app().send_task(SEND_CHUNK, args=[chunk_id], queue=f"smsq.{lane}", countdown=bounded(countdown),
                         argsrepr=f"(chunk_id={chunk_id})", kwargsrepr="{}", producer=producer)
 
 

@@ -35,12 +35,11 @@ from worker.config import Settings, settings
 from worker.db import session_scope
 from worker.limiter import limiter
 
-from .publish import publish_chunk
+from .publish import MAX_COUNTDOWN, publish_chunk
 from .schema import ensure_schema
 
 log = logging.getLogger("smsq.send")
 
-MAX_COUNTDOWN = 60.0  # longer waits are left to the relay, never to a broker ETA
 
 
 @dataclass(frozen=True)

@@ -118,3 +118,23 @@ def test_task_messages_carry_the_chunk_id_only():
     for secret in ("13912345678", "验证码", PASSWORD):
         assert secret not in wire
     assert receipt.accepted == 2
+
+
+def test_no_long_broker_countdown_can_be_asked_for():
+    """Redis redelivers long-delayed messages after its visibility timeout: long waits go to the relay."""
+    from tasks.publish import MAX_COUNTDOWN, publish_chunk
+    from tasks.polls import publish_poll
+
+    seen = []
+
+    def capture(sender=None, **_):
+        seen.append(sender)
+
+    before_task_publish.connect(capture, weak=False)
+    try:
+        with pytest.raises(ValueError, match="belong to the relay"):
+            publish_chunk(1, "bulk", countdown=3600)
+        publish_poll("shop-dxt", "balance", countdown=3600)  # a poll is clamped to the next window instead
+    finally:
+        before_task_publish.disconnect(capture)
+    assert seen == ["smsq.poll_balance"] and MAX_COUNTDOWN == 60.0
