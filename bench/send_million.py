@@ -10,9 +10,9 @@ What it does (see bench/README.md):
    generator, never a list -- with every 1000th entry invalid and every 500th a
    repeat of an earlier number in another spelling. It measures the wall time
    (split into intake / rejections / chunking / publishing by timing wrappers
-   installed on ``tasks.producer``'s helpers, in this process only) and the
+   installed on ``smsq.tasks.producer``'s helpers, in this process only) and the
    peak RSS of the process before and after (``ru_maxrss``).
-3. With ``--with-worker``: starts ``python -m worker.cli worker --concurrency 2``
+3. With ``--with-worker``: starts ``smsq worker --concurrency 2``
    (prefork in distributed mode, threads in embedded mode), waits until
    ``batch_status(...).final``, and checks that every valid unique number reached
    the simulator exactly once and that no request carried more than 100 numbers.
@@ -131,7 +131,7 @@ def current_rss_mb() -> float | None:
 
 
 class PhaseTimer:
-    """Wraps module-level helpers of tasks.producer to time send_sms' phases.
+    """Wraps module-level helpers of smsq.tasks.producer to time send_sms' phases.
 
     send_sms looks its helpers up in the module's globals at call time, so
     replacing them there (in this process only) is enough; nothing is edited.
@@ -150,7 +150,7 @@ class PhaseTimer:
         self._saved: dict[str, object] = {}
 
     def install(self) -> None:
-        import tasks.producer as producer
+        import smsq.tasks.producer as producer
 
         for name in self.PHASES:
             original = getattr(producer, name)
@@ -158,7 +158,7 @@ class PhaseTimer:
             setattr(producer, name, self._wrap(name, original))
 
     def uninstall(self) -> None:
-        import tasks.producer as producer
+        import smsq.tasks.producer as producer
 
         for name, original in self._saved.items():
             setattr(producer, name, original)
@@ -234,10 +234,10 @@ def prepare_schema_and_connections() -> None:
     """Migrate, open the database pool and the broker connection before the clock starts."""
     from sqlalchemy import text
 
-    from tasks.schema import ensure_schema
-    from worker.app import get_app
-    from worker.config import settings
-    from worker.db import engine_for, upgrade
+    from smsq.tasks.schema import ensure_schema
+    from smsq.worker.app import get_app
+    from smsq.worker.config import settings
+    from smsq.worker.db import engine_for, upgrade
 
     conf = settings()
     upgrade(conf.database_url)
@@ -252,8 +252,8 @@ def prepare_schema_and_connections() -> None:
 def database_size_mb() -> float | None:
     from sqlalchemy import text
 
-    from worker.config import settings
-    from worker.db import engine_for
+    from smsq.worker.config import settings
+    from smsq.worker.db import engine_for
 
     url = settings().database_url
     if url.startswith("sqlite:///"):
@@ -266,7 +266,7 @@ def database_size_mb() -> float | None:
 
 def broker_backlog() -> int | None:
     """Messages waiting in the Redis queues (distributed mode only)."""
-    from worker.config import settings
+    from smsq.worker.config import settings
 
     conf = settings()
     if conf.embedded:
@@ -284,7 +284,7 @@ def start_worker(env: dict[str, str], tmp: Path, concurrency: int) -> tuple[subp
     out = open(log_path, "ab")
     child_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "worker", "--concurrency", str(concurrency), "--loglevel", "info"],
+        [sys.executable, "-m", "smsq", "worker", "--concurrency", str(concurrency), "--loglevel", "info"],
         cwd=tmp, env=child_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     out.close()
     return proc, log_path
@@ -314,7 +314,7 @@ def stop_worker(proc: subprocess.Popen | None) -> None:
 # -- the run -----------------------------------------------------------------------
 
 def run_send(count: int, *, use_tracemalloc: bool, profile: bool) -> dict:
-    from tasks import send_sms
+    from smsq.tasks import send_sms
 
     timer = PhaseTimer()
     timer.install()
@@ -366,7 +366,7 @@ def run_send(count: int, *, use_tracemalloc: bool, profile: bool) -> dict:
 
 
 def check_intake(count: int, send: dict) -> dict:
-    from tasks import batch_status
+    from smsq.tasks import batch_status
 
     unique, invalid, repeats = expected_counts(count)
     status = batch_status(send["batch_id"])
@@ -390,7 +390,7 @@ def check_intake(count: int, send: dict) -> dict:
 
 def run_worker(env: dict, tmp: Path, count: int, send: dict, proc: subprocess.Popen | None,
                log_path: Path | None, concurrency: int, timeout: float, sim) -> dict:
-    from tasks import batch_status
+    from smsq.tasks import batch_status
 
     spawned = time.time()
     startup = None
@@ -551,8 +551,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--count must be between 1 and 999,999,999")
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from simulator.dxt import DxtState, create_app
-    from simulator.server import serve
+    from smsq.simulator.dxt import DxtState, create_app
+    from smsq.simulator.server import serve
 
     tmp = Path(tempfile.mkdtemp(prefix=f"smsq-bench-{args.mode}-"))
     sim = DxtState({SIM_USER: PASSWORD}, balance=2 * args.count + 1000)
@@ -609,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_worker(worker)
         running.stop()
-        from worker.db import _engines
+        from smsq.worker.db import _engines
 
         for engine in list(_engines.values()):
             engine.dispose()

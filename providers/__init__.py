@@ -7,11 +7,11 @@ from .base import (Account, ContentError, Inbound, Outcome, Provider, ProviderEr
                    SendResult)
 
 PROVIDERS = {
-    "linkws": "providers.linkws:LinkwsProvider",
-    "dxt": "providers.dxt:DxtProvider",
-    "jinxin": "providers.jinxin:JinxinProvider",
-    "orgws": "providers.orgws:OrgwsProvider",
-    "qxs": "providers.qxs:QxsProvider",
+    "linkws": "smsq.providers.linkws:LinkwsProvider",
+    "dxt": "smsq.providers.dxt:DxtProvider",
+    "jinxin": "smsq.providers.jinxin:JinxinProvider",
+    "orgws": "smsq.providers.orgws:OrgwsProvider",
+    "qxs": "smsq.providers.qxs:QxsProvider",
 }
 
 

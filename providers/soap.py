@@ -39,7 +39,7 @@ class HttpxTransport(Transport):
 
 
 def wsdl_path(name: str) -> str:
-    return str(resources.files("providers") / "wsdl" / name)
+    return str(resources.files("smsq.providers") / "wsdl" / name)
 
 
 def soap_client(wsdl: str, client: httpx.Client) -> zeep.Client:

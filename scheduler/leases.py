@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from store.models import PollLease, utcnow
+from smsq.store.models import PollLease, utcnow
 
 MARGIN = 1.0  # seconds added to every window: clocks and network are not exact
 EPOCH = datetime(1970, 1, 1)

@@ -16,8 +16,8 @@ import logging
 
 from celery.signals import beat_init
 
-from providers import provider_class
-from worker.config import Settings, settings
+from smsq.providers import provider_class
+from smsq.worker.config import Settings, settings
 
 log = logging.getLogger("smsq.beat")
 
@@ -61,7 +61,7 @@ def poll_kinds(conf: Settings) -> list[tuple[str, str]]:
 def poll_everything_at_start(sender=None, **_: object) -> None:
     """One poll of every kind as beat starts. Harmless when a second beat does the
     same, or the last poll was moments ago: the leases decide who calls the vendor."""
-    from tasks.polls import publish_poll
+    from smsq.tasks.polls import publish_poll
 
     for account, kind in poll_kinds(settings()):
         publish_poll(account, kind)

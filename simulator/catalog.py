@@ -18,35 +18,35 @@ PORTS = {"linkws": 8800, "dxt": 8801, "jinxin": 8802, "orgws": 8803, "qxs": 8804
 
 
 def _dxt() -> tuple[Any, Any]:
-    from simulator.dxt import DxtState, create_app
+    from smsq.simulator.dxt import DxtState, create_app
 
     state = DxtState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000)
     return state, create_app(state)
 
 
 def _linkws() -> tuple[Any, Any]:
-    from simulator.linkws import LinkwsState, create_app
+    from smsq.simulator.linkws import LinkwsState, create_app
 
     state = LinkwsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000)
     return state, create_app(state)
 
 
 def _jinxin() -> tuple[Any, Any]:
-    from simulator.jinxin import JinxinState, create_app
+    from smsq.simulator.jinxin import JinxinState, create_app
 
     state = JinxinState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID, format="json")
     return state, create_app(state)
 
 
 def _orgws() -> tuple[Any, Any]:
-    from simulator.orgws import OrgwsState, create_app
+    from smsq.simulator.orgws import OrgwsState, create_app
 
     state = OrgwsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, org_id=DEMO_ORG_ID)
     return state, create_app(state)
 
 
 def _qxs() -> tuple[Any, Any]:
-    from simulator.qxs import QxsState, create_app
+    from smsq.simulator.qxs import QxsState, create_app
 
     state = QxsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID)
     return state, create_app(state)

@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from simulator.control import SimState, add_control_routes, without
+from smsq.simulator.control import SimState, add_control_routes, without
 
 __all__ = [
     "DxtError",

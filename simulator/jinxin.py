@@ -40,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from simulator.control import SimState, add_control_routes
+from smsq.simulator.control import SimState, add_control_routes
 
 __all__ = ["CODES", "JinxinError", "JinxinState", "SendRecord", "create_app", "parse_params", "segments_for"]
 

@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from simulator.control import SimState, add_control_routes, without
+from smsq.simulator.control import SimState, add_control_routes, without
 
 __all__ = [
     "BlockedEvent",
@@ -432,7 +432,7 @@ _ASMX = "linkws.asmx"
 
 
 def _wsdl_text() -> str:
-    return (resources.files("providers") / "wsdl" / "linkws.wsdl").read_text(encoding="utf-8")
+    return (resources.files("smsq.providers") / "wsdl" / "linkws.wsdl").read_text(encoding="utf-8")
 
 
 async def _raw_params(request: Request) -> tuple[bytes, bytes]:

@@ -38,8 +38,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from providers.soap import wsdl_path
-from simulator.control import SimState, add_control_routes
+from smsq.providers.soap import wsdl_path
+from smsq.simulator.control import SimState, add_control_routes
 
 __all__ = ["OrgwsError", "OrgwsState", "SendRecord", "create_app", "parse_request", "segments_for", "sms_length"]
 

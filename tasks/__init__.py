@@ -1,6 +1,6 @@
 """The producer API and the Celery tasks behind it.
 
-    from tasks import send_sms, batch_status
+    from smsq.tasks import send_sms, batch_status
 """
 from .producer import BatchStatus, Receipt, batch_status, send_sms
 

@@ -23,15 +23,15 @@ from celery import shared_task
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from providers import ProviderError
-from providers.base import Inbound, Report
-from scheduler import leases
-from store.models import (AccountBalance, Batch, BlockedNumber, Chunk, InboundMessage, PollJournal, PollStatus,
+from smsq.providers import ProviderError
+from smsq.providers.base import Inbound, Report
+from smsq.scheduler import leases
+from smsq.store.models import (AccountBalance, Batch, BlockedNumber, Chunk, InboundMessage, PollJournal, PollStatus,
                           Recipient, StatusReport, utcnow)
-from worker.app import get_app
-from worker.clients import provider_for
-from worker.config import Settings, settings
-from worker.db import session_scope
+from smsq.worker.app import get_app
+from smsq.worker.clients import provider_for
+from smsq.worker.config import Settings, settings
+from smsq.worker.db import session_scope
 
 from .publish import MAX_COUNTDOWN, bounded
 from .schema import ensure_schema

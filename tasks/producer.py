@@ -24,12 +24,12 @@ from sqlalchemy import String, any_, bindparam, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from providers import provider_class
-from providers.base import BEIJING, segments
-from providers.numbers import normalise
-from store.models import Batch, BlockedNumber, Chunk, Recipient, utcnow
-from worker.config import settings
-from worker.db import session_scope
+from smsq.providers import provider_class
+from smsq.providers.base import BEIJING, segments
+from smsq.providers.numbers import normalise
+from smsq.store.models import Batch, BlockedNumber, Chunk, Recipient, utcnow
+from smsq.worker.config import settings
+from smsq.worker.db import session_scope
 
 from .publish import publish_chunks
 from .schema import ensure_schema

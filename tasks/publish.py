@@ -6,10 +6,10 @@ import logging
 
 from sqlalchemy import select, update
 
-from store.models import Chunk
-from worker.app import get_app
-from worker.config import Settings
-from worker.db import session_scope
+from smsq.store.models import Chunk
+from smsq.worker.app import get_app
+from smsq.worker.config import Settings
+from smsq.worker.db import session_scope
 
 log = logging.getLogger("smsq.publish")
 

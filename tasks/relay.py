@@ -15,10 +15,10 @@ from datetime import timedelta
 from celery import shared_task
 from sqlalchemy import and_, or_, select, update
 
-from store.models import Chunk, Recipient, utcnow
-from worker.app import get_app
-from worker.config import settings
-from worker.db import session_scope
+from smsq.store.models import Chunk, Recipient, utcnow
+from smsq.worker.app import get_app
+from smsq.worker.config import settings
+from smsq.worker.db import session_scope
 
 from .publish import publish_chunk
 from .schema import ensure_schema

@@ -5,8 +5,8 @@ import threading
 
 from sqlalchemy import inspect
 
-from worker.config import Settings
-from worker.db import engine_for, upgrade
+from smsq.worker.config import Settings
+from smsq.worker.db import engine_for, upgrade
 
 _ready: set[str] = set()
 _lock = threading.Lock()

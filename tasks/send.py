@@ -27,13 +27,13 @@ from datetime import datetime, timedelta, timezone
 from celery import shared_task
 from sqlalchemy import and_, bindparam, select, update
 
-from providers import Outcome, SendContext, SendResult
-from providers.base import BEIJING, RAW_KEEP
-from store.models import Batch, Chunk, PollStatus, Recipient, utcnow
-from worker.clients import provider_for
-from worker.config import Settings, settings
-from worker.db import session_scope
-from worker.limiter import limiter
+from smsq.providers import Outcome, SendContext, SendResult
+from smsq.providers.base import BEIJING, RAW_KEEP
+from smsq.store.models import Batch, Chunk, PollStatus, Recipient, utcnow
+from smsq.worker.clients import provider_for
+from smsq.worker.config import Settings, settings
+from smsq.worker.db import session_scope
+from smsq.worker.limiter import limiter
 
 from .publish import MAX_COUNTDOWN, publish_chunk
 from .schema import ensure_schema

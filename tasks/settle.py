@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
-from store.models import Chunk, Recipient, utcnow
-from worker.config import settings
-from worker.db import session_scope
+from smsq.store.models import Chunk, Recipient, utcnow
+from smsq.worker.config import settings
+from smsq.worker.db import session_scope
 
 from .publish import publish_chunk
 from .schema import ensure_schema

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from simulator.dxt import DxtState, create_app
-from simulator.server import serve
+from smsq.simulator.dxt import DxtState, create_app
+from smsq.simulator.server import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "Pw-s3cret-dxt-9917"  # must never show in logs, task messages or reprs
@@ -27,9 +27,9 @@ REDIS_URL = os.environ.get("SMSQ_TEST_REDIS", "redis://127.0.0.1:6379/9")
 
 def reset_process_state() -> None:
     """Forget every per-process cache that depends on the environment."""
-    from tasks import schema
-    from worker import app, clients, limiter
-    from worker.config import settings
+    from smsq.tasks import schema
+    from smsq.worker import app, clients, limiter
+    from smsq.worker.config import settings
 
     settings.cache_clear()
     app.reset_app()
@@ -134,7 +134,7 @@ def restore_env(saved: dict) -> None:
 def start_worker(stack: Stack, queues: str = "smsq.priority,smsq.bulk,smsq.poll") -> subprocess.Popen:
     env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
     out = open(stack.log, "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--queues", queues,
+    proc = subprocess.Popen([sys.executable, "-m", "smsq", "worker", "--queues", queues,
                              "--concurrency", "2", "--loglevel", "info"],
                             cwd=stack.tmp, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
@@ -175,9 +175,9 @@ def stack(request, dxt_sim, tmp_path_factory):
     config = write_config(tmp / "smsq.toml", url)
     env = mode_env(mode, tmp, config)
     saved = apply_env(env)
-    from tasks.schema import ensure_schema
-    from worker.config import settings
-    from worker.db import upgrade
+    from smsq.tasks.schema import ensure_schema
+    from smsq.worker.config import settings
+    from smsq.worker.db import upgrade
 
     upgrade(settings().database_url)
     ensure_schema(settings())
@@ -207,7 +207,7 @@ def wait_until(predicate, timeout: float = 30, interval: float = 0.1, what: str 
 
 
 def wait_final(batch_id: int, timeout: float = 60):
-    from tasks import batch_status
+    from smsq.tasks import batch_status
 
     return wait_until(lambda: (s := batch_status(batch_id)).final and s, timeout, 0.2,
                       f"batch {batch_id} to settle")

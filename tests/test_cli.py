@@ -15,7 +15,7 @@ from .conftest import PASSWORD, ROOT, write_config
 
 def smsq(*args: str, env: dict | None = None, cwd=None, timeout: float = 60) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "smsq", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=timeout)
 
 
@@ -111,7 +111,7 @@ def test_flower_needs_a_password_or_stays_local(env, tmp_path, auth):
     run_env.pop("SMSQ_FLOWER_AUTH", None)
     if auth:
         run_env["SMSQ_FLOWER_AUTH"] = auth
-    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "flower", "--port", str(port)], cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "smsq", "flower", "--port", str(port)], cwd=tmp_path,
                             env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_port(port, proc)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.config import ConfigError, UnknownAccountError, load_accounts, parse_rate
+from smsq.worker.config import ConfigError, UnknownAccountError, load_accounts, parse_rate
 
 GOOD = """
 [accounts.shop-dxt]
@@ -85,7 +85,7 @@ def test_rates(value, per_second):
 
 
 def test_unknown_account_lists_the_configured_ones(tmp_path, monkeypatch):
-    from worker.config import settings
+    from smsq.worker.config import settings
 
     monkeypatch.setenv("SHOP_DXT_PASSWORD", "x-secret")
     monkeypatch.setenv("SMSQ_CONFIG", str(write(tmp_path, GOOD)))

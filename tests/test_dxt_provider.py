@@ -11,8 +11,8 @@ from datetime import datetime
 import httpx
 import pytest
 
-from providers.base import Account, ContentError, Outcome, ProviderError, Secret, SendResult
-from providers.dxt import (
+from smsq.providers.base import Account, ContentError, Outcome, ProviderError, Secret, SendResult
+from smsq.providers.dxt import (
     DxtProvider,
     parse_balance_text,
     parse_inbound_text,

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from providers.base import BEIJING, Account, ContentError, Outcome, ProviderError, Secret, SendContext, SendResult
-from providers.jinxin import JinxinProvider, fail_list, parse_send_body, parse_send_json, parse_send_xml
+from smsq.providers.base import BEIJING, Account, ContentError, Outcome, ProviderError, Secret, SendContext, SendResult
+from smsq.providers.jinxin import JinxinProvider, fail_list, parse_send_body, parse_send_json, parse_send_xml
 
 from . import vendor_support
 from .vendor_support import TRANSPORT_FAULTS, raising

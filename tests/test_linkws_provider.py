@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from providers.base import BEIJING, Account, ContentError, Outcome, ProviderError, Secret, SendResult
-from providers.linkws import (
+from smsq.providers.base import BEIJING, Account, ContentError, Outcome, ProviderError, Secret, SendResult
+from smsq.providers.linkws import (
     LinkwsProvider,
     parse_balance_text,
     parse_blocked_text,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from providers.numbers import INVALID_CHARS, INVALID_EMPTY, INVALID_MOBILE, INVALID_NUMBER, normalise
+from smsq.providers.numbers import INVALID_CHARS, INVALID_EMPTY, INVALID_MOBILE, INVALID_NUMBER, normalise
 
 MOBILE = "13800138000"
 LANDLINE = "075580808080"  # 小灵通 / fixed line with area code, as in the vendor's document

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from providers.base import BEIJING, Account, ContentError, Outcome, ProviderError, Secret, SendContext, SendResult
-from providers.orgws import (
+from smsq.providers.base import BEIJING, Account, ContentError, Outcome, ProviderError, Secret, SendContext, SendResult
+from smsq.providers.orgws import (
     LOGIN_CODES,
     SEND_CODES,
     OrgwsProvider,

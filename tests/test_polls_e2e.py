@@ -15,12 +15,12 @@ import time
 import pytest
 from sqlalchemy import func, select, update
 
-from store.models import Chunk, InboundMessage, PollJournal, PollLease, StatusReport
-from tasks import batch_status, send_sms
-from tasks import polls
-from tasks.polls import poll, reparse
-from worker.config import settings
-from worker.db import session_scope
+from smsq.store.models import Chunk, InboundMessage, PollJournal, PollLease, StatusReport
+from smsq.tasks import batch_status, send_sms
+from smsq.tasks import polls
+from smsq.tasks.polls import poll, reparse
+from smsq.worker.config import settings
+from smsq.worker.db import session_scope
 
 from .conftest import ROOT, start_worker, stop_worker, wait_final, wait_until
 
@@ -155,7 +155,7 @@ def test_reports_settle_delivered_failed_and_an_unknown_chunk(stack, sim):
 
 
 def test_a_report_for_nothing_we_know_is_kept(stack, sim):
-    from simulator.dxt import Report as SimReport
+    from smsq.simulator.dxt import Report as SimReport
 
     with sim.lock:
         sim.reports.append(SimReport("test", "999999", "13400000000", 10, 0.0))
@@ -169,7 +169,7 @@ def test_a_report_for_nothing_we_know_is_kept(stack, sim):
 def test_balance_is_stored_and_shown_by_smsq_accounts(stack, sim):
     open_window()
     assert poll("shop-dxt", "balance").outcome == "ok"
-    out = subprocess.run([sys.executable, "-m", "worker.cli", "accounts", "--json"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "smsq", "accounts", "--json"], capture_output=True, text=True,
                          env={**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert out.returncode == 0, out.stderr
     import json
@@ -215,7 +215,7 @@ def test_two_beats_and_extra_workers_never_poll_inside_the_window(stack, sim, tm
     config = tmp_path / "one-account.toml"
     config.write_text((stack.tmp / "smsq.toml").read_text().split("[accounts.slow-dxt]")[0])
     env = {**os.environ, **stack.env, "SMSQ_CONFIG": str(config), "PYTHONPATH": str(ROOT)}
-    beats = [subprocess.Popen([sys.executable, "-m", "worker.cli", "beat", "--scheduler", "local",
+    beats = [subprocess.Popen([sys.executable, "-m", "smsq", "beat", "--scheduler", "local",
                                "--schedule-file", str(tmp_path / f"beat{i}")], cwd=tmp_path, env=env,
                               stdout=open(tmp_path / f"beat{i}.log", "wb"), stderr=subprocess.STDOUT)
              for i in range(2)]
@@ -248,7 +248,7 @@ def test_two_beats_and_extra_workers_never_poll_inside_the_window(stack, sim, tm
 
 
 def smsq(stack, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "smsq", *args], capture_output=True, text=True,
                           env={**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}, timeout=60)
 
 
@@ -306,7 +306,7 @@ def test_a_full_page_polls_again_after_the_window(stack, sim):
 def test_a_balance_under_the_alert_is_a_warning(stack, sim, caplog, tmp_path):
     import logging
 
-    from worker.config import parse_account
+    from smsq.worker.config import parse_account
 
     conf = settings()
     table = {"provider": "dxt", "base_url": stack.sim_url, "username": "test",
@@ -321,7 +321,7 @@ def test_only_one_redbeat_beat_sends(stack, tmp_path):
     if stack.mode != "distributed":
         pytest.skip("the Redis lock is the distributed mode's")
     env = {**os.environ, **stack.env, "SMSQ_RELAY_INTERVAL": "1", "PYTHONPATH": str(ROOT)}
-    beats = [subprocess.Popen([sys.executable, "-m", "worker.cli", "beat"], cwd=tmp_path, env=env,
+    beats = [subprocess.Popen([sys.executable, "-m", "smsq", "beat"], cwd=tmp_path, env=env,
                               stdout=open(tmp_path / f"redbeat{i}.log", "wb"), stderr=subprocess.STDOUT)
              for i in range(2)]
     try:
@@ -338,14 +338,14 @@ def test_only_one_redbeat_beat_sends(stack, tmp_path):
 
 def test_beat_polls_every_kind_as_it_starts(stack, sim, tmp_path):
     """Balance polls every 10 minutes; a fresh beat must not leave it unknown that long."""
-    from store.models import PollStatus, utcnow
+    from smsq.store.models import PollStatus, utcnow
 
     open_window()
     started = utcnow()
     config = tmp_path / "one-account.toml"
     config.write_text((stack.tmp / "smsq.toml").read_text().split("[accounts.slow-dxt]")[0])
     env = {**os.environ, **stack.env, "SMSQ_CONFIG": str(config), "PYTHONPATH": str(ROOT)}
-    beat = subprocess.Popen([sys.executable, "-m", "worker.cli", "beat", "--scheduler", "local",
+    beat = subprocess.Popen([sys.executable, "-m", "smsq", "beat", "--scheduler", "local",
                              "--schedule-file", str(tmp_path / "beat")], cwd=tmp_path, env=env,
                             stdout=open(tmp_path / "beat.log", "wb"), stderr=subprocess.STDOUT)
 

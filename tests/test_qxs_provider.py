@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from providers.base import BEIJING, Account, ContentError, Outcome, ProviderError, Secret, SendResult
-from providers.qxs import (
+from smsq.providers.base import BEIJING, Account, ContentError, Outcome, ProviderError, Secret, SendResult
+from smsq.providers.qxs import (
     QxsProvider,
     format_send_time,
     parse_balance_xml,

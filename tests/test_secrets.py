@@ -6,11 +6,11 @@ import logging
 import httpx
 import pytest
 
-from providers import Account, ProviderError, Secret
-from providers.linkws import LinkwsProvider
-from simulator.linkws import LinkwsState, create_app
-from simulator.server import serve
-from worker.logs import MASK, mask_secrets
+from smsq.providers import Account, ProviderError, Secret
+from smsq.providers.linkws import LinkwsProvider
+from smsq.simulator.linkws import LinkwsState, create_app
+from smsq.simulator.server import serve
+from smsq.worker.logs import MASK, mask_secrets
 
 PASSWORD = "Linkws-Pw-55231"
 

@@ -10,12 +10,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import insert, select, update
 
-from store.models import BlockedNumber, Chunk, Recipient, utcnow
-from tasks import batch_status, send_sms
-from tasks.publish import publish_chunk
-from tasks.relay import run_relay
-from worker.config import settings
-from worker.db import session_scope
+from smsq.store.models import BlockedNumber, Chunk, Recipient, utcnow
+from smsq.tasks import batch_status, send_sms
+from smsq.tasks.publish import publish_chunk
+from smsq.tasks.relay import run_relay
+from smsq.worker.config import settings
+from smsq.worker.db import session_scope
 
 from .conftest import PASSWORD, wait_final, wait_until
 
@@ -112,7 +112,7 @@ def test_wrong_password_fails_the_chunk_with_the_vendor_code(stack, sim):
         assert (chunk.outcome, chunk.code) == ("auth", "-7")
         assert "用户登入信息验证失败" in chunk.detail
         assert chunk.attempts == 1  # auth failures are not retried
-        from store.models import PollStatus
+        from smsq.store.models import PollStatus
 
         flag = s.get(PollStatus, ("wrong-dxt", "send"))
         assert flag.outcome == "auth" and "-7" in flag.detail  # `smsq accounts` shows the account unhealthy
@@ -120,7 +120,7 @@ def test_wrong_password_fails_the_chunk_with_the_vendor_code(stack, sim):
 
 def test_after_an_auth_failure_the_accounts_other_chunks_wait(stack, sim):
     """A wrong password is not retried chunk after chunk: vendors lock accounts for that."""
-    from store.models import PollStatus
+    from smsq.store.models import PollStatus
 
     with session_scope(settings().database_url) as s:  # forget earlier tests' failures of this account
         s.execute(PollStatus.__table__.delete().where(PollStatus.account == "wrong-dxt"))
@@ -225,7 +225,7 @@ def test_an_operator_settles_unknown_chunks(stack, sim):
     from .conftest import ROOT
 
     def smsq(*args):
-        return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "smsq", *args], capture_output=True, text=True,
                               env={**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}, timeout=60)
 
     sim.set_faults(hang=True, hang_seconds=3)
@@ -267,7 +267,7 @@ def test_a_worker_killed_mid_call_never_sends_twice(stack, sim):
     import signal
     import subprocess
 
-    from tasks.relay import expire_sending
+    from smsq.tasks.relay import expire_sending
 
     sim.set_faults(hang=True, hang_seconds=20)
     receipt = send_sms("shop-dxt", ["13800000121"], CONTENT)

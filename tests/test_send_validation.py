@@ -12,11 +12,11 @@ import pytest
 from celery.signals import before_task_publish
 from sqlalchemy import func, select
 
-from providers import ContentError
-from store.models import Chunk, Recipient
-from tasks import batch_status, send_sms
-from worker.config import UnknownAccountError, settings
-from worker.db import session_scope
+from smsq.providers import ContentError
+from smsq.store.models import Chunk, Recipient
+from smsq.tasks import batch_status, send_sms
+from smsq.worker.config import UnknownAccountError, settings
+from smsq.worker.db import session_scope
 
 from .conftest import PASSWORD, apply_env, mode_env, restore_env, write_config
 
@@ -48,7 +48,7 @@ def test_content_the_account_cannot_send_is_refused(account, content, message):
 def test_signature_is_appended_from_the_account():
     receipt = send_sms("shop-dxt", ["13800000000"], "您的验证码是 345678")
     with session_scope(settings().database_url) as s:
-        from store.models import Batch
+        from smsq.store.models import Batch
 
         assert s.get(Batch, receipt.batch_id).content == "您的验证码是 345678【某某科技】"
 
@@ -122,8 +122,8 @@ def test_task_messages_carry_the_chunk_id_only():
 
 def test_no_long_broker_countdown_can_be_asked_for():
     """Redis redelivers long-delayed messages after its visibility timeout: long waits go to the relay."""
-    from tasks.publish import MAX_COUNTDOWN, publish_chunk
-    from tasks.polls import publish_poll
+    from smsq.tasks.publish import MAX_COUNTDOWN, publish_chunk
+    from smsq.tasks.polls import publish_poll
 
     seen = []
 

@@ -8,7 +8,7 @@ import urllib.parse
 import httpx
 import pytest
 
-from simulator.dxt import FIRST_INBOUND_ID, FIRST_SMSID, DxtState, create_app, segments_for
+from smsq.simulator.dxt import FIRST_INBOUND_ID, FIRST_SMSID, DxtState, create_app, segments_for
 
 from .vendor_support import running_simulator, set_faults, snapshot_errors_during
 

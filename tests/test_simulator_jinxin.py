@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 import httpx
 import pytest
 
-from providers.base import BEIJING, Account, Outcome, ProviderError, Secret, SendContext
-from providers.jinxin import JinxinProvider
-from simulator.jinxin import CODES, JinxinState, create_app
+from smsq.providers.base import BEIJING, Account, Outcome, ProviderError, Secret, SendContext
+from smsq.providers.jinxin import JinxinProvider
+from smsq.simulator.jinxin import CODES, JinxinState, create_app
 
 from .vendor_support import running_simulator, set_faults, snapshot_errors_during
 

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from lxml import etree
 
-from providers.base import BEIJING, Account, Outcome, ProviderError, Secret
-from providers.linkws import LinkwsProvider
-from simulator.linkws import LinkwsState, SoapFault, create_app, parse_envelope
+from smsq.providers.base import BEIJING, Account, Outcome, ProviderError, Secret
+from smsq.providers.linkws import LinkwsProvider
+from smsq.simulator.linkws import LinkwsState, SoapFault, create_app, parse_envelope
 
 from .vendor_support import running_simulator, set_faults, snapshot_errors_during
 

@@ -11,10 +11,10 @@ import httpx
 import pytest
 from lxml import etree
 
-from providers.base import BEIJING, Account, Outcome, ProviderError, Secret, SendContext
-from providers.orgws import BINDING, OrgwsProvider, batch_timestamp
-from providers.soap import service, soap_client, wsdl_path
-from simulator.orgws import FIRST_ACCOUNT_ID, FIRST_BATCH_ID, OrgwsState, create_app, segments_for
+from smsq.providers.base import BEIJING, Account, Outcome, ProviderError, Secret, SendContext
+from smsq.providers.orgws import BINDING, OrgwsProvider, batch_timestamp
+from smsq.providers.soap import service, soap_client, wsdl_path
+from smsq.simulator.orgws import FIRST_ACCOUNT_ID, FIRST_BATCH_ID, OrgwsState, create_app, segments_for
 
 from .vendor_support import running_simulator, set_faults
 

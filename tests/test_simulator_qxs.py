@@ -10,9 +10,9 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 
-from providers.base import Account, Outcome, ProviderError, Secret
-from providers.qxs import QxsProvider
-from simulator.qxs import FIRST_TASK_ID, POSTPAID, QxsState, create_app, segments_for
+from smsq.providers.base import Account, Outcome, ProviderError, Secret
+from smsq.providers.qxs import QxsProvider
+from smsq.simulator.qxs import FIRST_TASK_ID, POSTPAID, QxsState, create_app, segments_for
 
 from .vendor_support import running_simulator, set_faults, snapshot_errors_during
 

@@ -17,12 +17,12 @@ from typing import Any, Callable
 import pytest
 from sqlalchemy import select, update
 
-from store.models import AccountBalance, BlockedNumber, InboundMessage, PollLease
-from tasks import batch_status, send_sms
-from tasks.polls import poll
-from tasks.relay import run_relay
-from worker.config import settings
-from worker.db import session_scope
+from smsq.store.models import AccountBalance, BlockedNumber, InboundMessage, PollLease
+from smsq.tasks import batch_status, send_sms
+from smsq.tasks.polls import poll
+from smsq.tasks.relay import run_relay
+from smsq.worker.config import settings
+from smsq.worker.db import session_scope
 
 from .conftest import (PASSWORD, ROOT, Stack, apply_env, mode_env, restore_env, start_worker, stop_worker, wait_final,
                        wait_until)
@@ -48,13 +48,13 @@ class Vendor:
 
 
 def _dxt():
-    from simulator.dxt import DxtState
+    from smsq.simulator.dxt import DxtState
 
     return DxtState({"test": PASSWORD}, balance=10_000_000)
 
 
 def _linkws():
-    from simulator.linkws import LinkwsState
+    from smsq.simulator.linkws import LinkwsState
 
     # The 30 s window is the lease's to keep (tested elsewhere); here polls come back to back.
     return LinkwsState({"test": PASSWORD}, balance=10_000_000, min_poll_interval=0.0)
@@ -65,19 +65,19 @@ def _block(state, mobile: str) -> None:
 
 
 def _jinxin():
-    from simulator.jinxin import JinxinState
+    from smsq.simulator.jinxin import JinxinState
 
     return JinxinState({"test": PASSWORD}, balance=10_000_000, userid="12", format="json")
 
 
 def _orgws():
-    from simulator.orgws import OrgwsState
+    from smsq.simulator.orgws import OrgwsState
 
     return OrgwsState({"test": PASSWORD}, balance=10_000_000, org_id=10001)
 
 
 def _qxs():
-    from simulator.qxs import QxsState
+    from smsq.simulator.qxs import QxsState
 
     return QxsState({"test": PASSWORD}, balance=10_000_000, userid="12")
 
@@ -98,7 +98,7 @@ VENDORS = [
 
 @pytest.fixture(scope="module")
 def vendors(tmp_path_factory):
-    from simulator.server import serve
+    from smsq.simulator.server import serve
 
     tmp = tmp_path_factory.mktemp("vendors")
     running = []
@@ -123,8 +123,8 @@ timeout = 5
     config.write_text("".join(lines), encoding="utf-8")
     env = mode_env("distributed", tmp, config)
     saved = apply_env(env)
-    from tasks.schema import ensure_schema
-    from worker.db import upgrade
+    from smsq.tasks.schema import ensure_schema
+    from smsq.worker.db import upgrade
 
     upgrade(settings().database_url)
     ensure_schema(settings())
@@ -142,12 +142,12 @@ RUN_ENV: dict = {}
 
 
 def smsq(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], input=stdin, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "smsq", *args], input=stdin, capture_output=True, text=True,
                           env={**os.environ, **RUN_ENV, "PYTHONPATH": str(ROOT)}, timeout=60)
 
 
 def _app(v: Vendor):
-    module = __import__(f"simulator.{v.provider}", fromlist=["create_app"])
+    module = __import__(f"smsq.simulator.{v.provider}", fromlist=["create_app"])
     return module.create_app(v.state)
 
 

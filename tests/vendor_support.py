@@ -16,8 +16,8 @@ import httpx
 import pytest
 from lxml import etree
 
-from providers.base import Outcome
-from simulator.server import Running, serve
+from smsq.providers.base import Outcome
+from smsq.simulator.server import Running, serve
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 

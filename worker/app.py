@@ -14,7 +14,7 @@ from kombu import Queue
 from .config import Settings, settings
 
 QUEUES = ("smsq.priority", "smsq.bulk", "smsq.poll")
-TASK_MODULES = ["tasks.send", "tasks.relay", "tasks.polls"]
+TASK_MODULES = ["smsq.tasks.send", "smsq.tasks.relay", "smsq.tasks.polls"]
 
 _lock = threading.Lock()
 _app: Celery | None = None
@@ -56,7 +56,7 @@ def make_app(conf: Settings) -> Celery:
         worker_hijack_root_logger=False,
         timezone="UTC",
     )
-    from scheduler.schedule import beat_schedule
+    from smsq.scheduler.schedule import beat_schedule
 
     app.conf.beat_schedule = beat_schedule(conf)
     if not conf.embedded and conf.redis_url:

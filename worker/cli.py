@@ -137,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from providers import ProviderError
-    from tasks.schema import SchemaError
+    from smsq.providers import ProviderError
+    from smsq.tasks.schema import SchemaError
 
     from . import logs
     from .config import UnknownAccountError

@@ -5,7 +5,7 @@ import threading
 
 import httpx
 
-from providers import Account, Provider, provider_class
+from smsq.providers import Account, Provider, provider_class
 
 _lock = threading.Lock()
 _providers: dict[str, tuple[Account, Provider]] = {}

@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-from providers import PROVIDERS, Account, Secret, provider_class
+from smsq.providers import PROVIDERS, Account, Secret, provider_class
 
 log = logging.getLogger("smsq.config")
 

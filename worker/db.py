@@ -87,6 +87,6 @@ def upgrade(url: str, revision: str = "head") -> None:
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(resources.files("store") / "migrations"))
+    cfg.set_main_option("script_location", str(resources.files("smsq.store") / "migrations"))
     cfg.attributes["url"] = url
     command.upgrade(cfg, revision)

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from simulator.catalog import DEMO_PASSWORD, config
+from smsq.simulator.catalog import DEMO_PASSWORD, config
 
 CONTENT = "【某某科技】您的验证码是 345678，5分钟内有效。"
 
@@ -33,7 +33,7 @@ INBOUND = [("13800130007", "收到，谢谢！"), ("13800130042", "TD"), ("13900
 
 
 def _wait_reports(batch_id: int, expected: int, timeout: float):
-    from tasks import batch_status
+    from smsq.tasks import batch_status
 
     deadline = time.monotonic() + timeout
     last = None
@@ -51,7 +51,7 @@ def _wait_reports(batch_id: int, expected: int, timeout: float):
 
 def _other_vendors(sims: dict) -> None:
     """One small batch through every other vendor's simulator."""
-    from tasks import send_sms
+    from smsq.tasks import send_sms
 
     from .commands.batches import wait_for
 
@@ -68,7 +68,7 @@ def _other_vendors(sims: dict) -> None:
 def _show_balances() -> None:
     from sqlalchemy import select
 
-    from store.models import AccountBalance
+    from smsq.store.models import AccountBalance
 
     from .commands.common import format_balance
     from .config import settings
@@ -83,7 +83,7 @@ def _show_balances() -> None:
 def _show_inbound() -> None:
     from sqlalchemy import select
 
-    from store.models import InboundMessage
+    from smsq.store.models import InboundMessage
 
     from .config import settings
     from .db import session_scope
@@ -97,7 +97,7 @@ def _show_inbound() -> None:
 
 def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     out = open(log, "ab")
-    return subprocess.Popen([sys.executable, "-m", "worker.cli", *args], env=env, stdout=out,
+    return subprocess.Popen([sys.executable, "-m", "smsq", *args], env=env, stdout=out,
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -127,9 +127,9 @@ def run_demo(directory: Path, *, count: int = 250, keep: bool = False) -> int:
     env.setdefault("SMSQ_RELAY_INTERVAL", "5")
     os.environ.update(env)  # this process sends the batch with the same settings
 
-    from simulator.catalog import build
-    from simulator.server import serve
-    from tasks import send_sms
+    from smsq.simulator.catalog import build
+    from smsq.simulator.server import serve
+    from smsq.tasks import send_sms
 
     from .commands.batches import print_status, wait_for
     from .config import settings
@@ -156,7 +156,7 @@ def run_demo(directory: Path, *, count: int = 250, keep: bool = False) -> int:
         for mobile, text in INBOUND:  # replies waiting at the vendor
             dxt_state.add_inbound(mobile, text)
 
-        from tasks.schema import ensure_schema
+        from smsq.tasks.schema import ensure_schema
 
         ensure_schema(conf)  # before two processes race to create the SQLite tables
         procs.append(_spawn(["worker", "--loglevel", "info"], env, directory / "worker.log"))

@@ -4,12 +4,12 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from store.models import Base
+from smsq.store.models import Base
 
 config = context.config
 url = config.attributes.get("url")
 if url is None:
-    from worker.config import settings
+    from smsq.worker.config import settings
 
     url = settings().database_url
 

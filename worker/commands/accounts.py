@@ -8,7 +8,7 @@ from .common import format_balance, load
 
 
 def cmd_poll(args) -> int:
-    from tasks.polls import poll, reparse
+    from smsq.tasks.polls import poll, reparse
 
     conf = load()
     if args.reparse:
@@ -31,8 +31,8 @@ def cmd_poll(args) -> int:
 def cmd_inbound(args) -> int:
     from sqlalchemy import select
 
-    from store.models import InboundMessage
-    from tasks.schema import ensure_schema
+    from smsq.store.models import InboundMessage
+    from smsq.tasks.schema import ensure_schema
 
     from ..db import session_scope
 
@@ -66,9 +66,9 @@ def cmd_accounts(args) -> int:
 
     from sqlalchemy import func
 
-    from providers import provider_class
-    from store.models import AccountBalance, PollJournal, PollStatus
-    from tasks.schema import ensure_schema
+    from smsq.providers import provider_class
+    from smsq.store.models import AccountBalance, PollJournal, PollStatus
+    from smsq.tasks.schema import ensure_schema
 
     from ..db import session_scope
 
@@ -127,7 +127,7 @@ def _provider(name: str):
 
 def cmd_check(args) -> int:
     """Are the credentials good? The vendor's login check where it has one, else a balance poll."""
-    from providers import ProviderError
+    from smsq.providers import ProviderError
 
     conf, provider = _provider(args.account)
     if hasattr(provider, "login"):
@@ -139,7 +139,7 @@ def cmd_check(args) -> int:
         print(f"{args.account}: credentials accepted (vendor account id {vendor_id})")
         return 0
     if "balance" in provider.poll_kinds:
-        from tasks.polls import poll
+        from smsq.tasks.polls import poll
 
         result = poll(args.account, "balance", conf=conf)
         if result.outcome == "leased":

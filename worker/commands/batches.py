@@ -39,7 +39,7 @@ def _bar(status, width: int = 30) -> str:
 
 
 def wait_for(batch_id: int, *, show: bool = True, timeout: float | None = None, interval: float = 0.5):
-    from tasks import batch_status
+    from smsq.tasks import batch_status
 
     start = time.monotonic()
     tty = sys.stderr.isatty()
@@ -69,7 +69,7 @@ def print_status(status, as_json: bool) -> None:
 
 
 def cmd_send(args) -> int:
-    from tasks import send_sms
+    from smsq.tasks import send_sms
 
     load()
     numbers = args.to if args.to else _read_numbers(args.to_file)
@@ -96,14 +96,14 @@ def cmd_send(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from tasks import batch_status
+    from smsq.tasks import batch_status
 
     load()
     status = batch_status(args.batch_id)
     if not args.chunks:
         print_status(status, args.json)
         return 0
-    from tasks.settle import problem_chunks
+    from smsq.tasks.settle import problem_chunks
 
     problems = problem_chunks(args.batch_id)
     if args.json:
@@ -119,7 +119,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_settle(args) -> int:
-    from tasks.settle import settle
+    from smsq.tasks.settle import settle
 
     load()
     print(f"chunk {args.chunk_id}: {settle(args.chunk_id, args.action, args.note or '')}")

@@ -13,7 +13,7 @@ def cmd_worker(args) -> int:
     from ..app import QUEUES, get_app
 
     conf = load()
-    from tasks.schema import ensure_schema
+    from smsq.tasks.schema import ensure_schema
 
     ensure_schema(conf)
     queues = args.queues or ",".join(QUEUES)
@@ -75,8 +75,8 @@ def cmd_flower(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from simulator.catalog import build
-    from simulator.server import serve_forever
+    from smsq.simulator.catalog import build
+    from smsq.simulator.server import serve_forever
 
     sims = build(args.only.split(",") if args.only else None)
     serve_forever({name: (app, port) for name, (_, app, port) in sims.items()}, host=args.host)
