@@ -16,3 +16,23 @@ def format_balance(balance: float) -> str:
     if balance == float("inf"):
         return "unlimited (postpaid)"
     return f"{int(balance):,}" if float(balance).is_integer() else f"{balance:,.2f}"
+
+
+# Every time the CLI prints is Beijing time, the vendors' clock, and says so:
+# the database keeps naive UTC, the vendors and `--at` speak Beijing time, and
+# one column must never mix the two.
+TIME_ZONE_NAME = "Beijing time, UTC+8"
+
+
+def show_time(value, *, iso: bool = False) -> str:
+    """A stored (naive UTC) or aware time as Beijing time: ``2026-12-01 20:58:03+08:00``
+    (``iso``: ``2026-12-01T20:58:03+08:00`` for JSON). ``None`` stays empty."""
+    from datetime import timezone
+
+    from smsq.providers.base import BEIJING
+
+    if value is None:
+        return ""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(BEIJING).replace(microsecond=0).isoformat(sep="T" if iso else " ")
