@@ -17,7 +17,7 @@ import itertools
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator
 
 from sqlalchemy import String, any_, bindparam, func, insert, select, text
@@ -38,6 +38,21 @@ log = logging.getLogger("smsq.producer")
 
 BLOCK = 5000  # numbers normalised and inserted per round trip
 FINAL_CHUNK_STATES = ("accepted", "failed", "unknown")
+PAST_GRACE = timedelta(minutes=5)  # a send_at further back than this is a mistake, not "now"
+
+
+class NoValidNumbersError(ValueError):
+    """Not one number of the list can be sent: nothing was stored."""
+
+    def __init__(self, rejected: list[tuple[str, str]]):
+        self.rejected = rejected
+        if not rejected:
+            message = "no number to send: the list is empty"
+        else:
+            shown = "; ".join(f"{number!r}: {reason}" for number, reason in rejected[:3])
+            more = f" (and {len(rejected) - 3} more)" if len(rejected) > 3 else ""
+            message = f"no valid number to send; {len(rejected)} rejected: {shown}{more}"
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -84,13 +99,18 @@ def _numbers(to: Iterable[str] | str) -> Iterator[str]:
 
 
 def _when(send_at: datetime | None) -> datetime | None:
-    """Naive datetimes are Beijing time (the vendors' clock); stored as naive UTC."""
+    """Naive datetimes are Beijing time (the vendors' clock); stored as naive UTC.
+    A time more than five minutes past is refused: sending it "now" would surprise
+    whoever typed last year's date."""
     if send_at is None:
         return None
     if not isinstance(send_at, datetime):
         raise TypeError("send_at must be a datetime")
     if send_at.tzinfo is None:
         send_at = send_at.replace(tzinfo=BEIJING)
+    if send_at < datetime.now(timezone.utc) - PAST_GRACE:
+        raise ValueError(f"send_at {send_at.astimezone(BEIJING):%Y-%m-%d %H:%M:%S} (Beijing time) is in the "
+                         f"past; leave it out to send now")
     return send_at.astimezone(timezone.utc).replace(tzinfo=None)
 
 
@@ -207,10 +227,11 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
              idempotency_key: str | None = None, priority: bool | None = None) -> Receipt:
     """Queue ``content`` for every number in ``to`` through ``account``.
 
-    Raises ``UnknownAccountError`` for an account not in the config and
-    ``ContentError`` (a ``ValueError``) for content the account cannot send.
-    Invalid and blocked numbers do not raise: they come back in
-    ``Receipt.rejected`` with the reason. With ``idempotency_key``, a second
+    Raises ``UnknownAccountError`` for an account not in the config,
+    ``ContentError`` (a ``ValueError``) for content the account cannot send, and
+    ``NoValidNumbersError`` (a ``ValueError``) when not one number can be sent —
+    then nothing is stored. Otherwise invalid and blocked numbers do not raise:
+    they come back in ``Receipt.rejected`` with the reason. With ``idempotency_key``, a second
     call with the same key returns the first batch's receipt and sends nothing.
     ``priority`` forces the lane; by default batches of up to
     ``SMSQ_PRIORITY_MAX`` numbers (100) take the priority lane.
@@ -244,6 +265,8 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
             session.flush()  # the id; and an idempotency race fails here, early
             accepted = _intake(session, batch.id, account, _numbers(to), provider_cls.accepts_landline,
                                provider_cls.max_numbers, rejected)
+            if not accepted:
+                raise NoValidNumbersError(rejected)  # rolls the batch back: an empty batch is no batch
             _store_rejections(session, batch.id, rejected)
             batch.accepted, batch.rejected = accepted, len(rejected)
             if priority is None:
@@ -286,4 +309,4 @@ def batch_status(batch_id: int) -> BatchStatus:
         return BatchStatus(batch.id, batch.account, batch.accepted, batch.rejected, recipients, chunks)
 
 
-__all__ = ["send_sms", "batch_status", "Receipt", "BatchStatus"]
+__all__ = ["send_sms", "batch_status", "Receipt", "BatchStatus", "NoValidNumbersError"]

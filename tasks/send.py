@@ -191,9 +191,11 @@ def run_chunk(chunk_id: int) -> str:
     held = account_held_until(conf, work.account)
     if held is not None:
         until, why = held
-        release(conf, work, f"held until {until:%H:%M:%S} UTC: the account's last send failed ({why})", until)
-        log.warning("chunk %s: held, account %s failed with %s; trying again after %s UTC", chunk_id,
-                    work.account, why, f"{until:%H:%M:%S}")
+        clock = until.replace(tzinfo=timezone.utc).astimezone(BEIJING)
+        release(conf, work, f"held until {clock:%H:%M:%S} Beijing time: the account's last send failed ({why})",
+                until)
+        log.warning("chunk %s: held, account %s failed with %s; trying again after %s Beijing time", chunk_id,
+                    work.account, why, f"{clock:%H:%M:%S}")
         return "held"
     try:
         account = conf.account(work.account)

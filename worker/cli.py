@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .commands.accounts import cmd_accounts, cmd_check, cmd_inbound, cmd_keywords, cmd_password, cmd_poll
@@ -12,9 +13,19 @@ from .config import ConfigError
 EPILOG = """\
 environment:
   SMSQ_CONFIG         accounts file (default ./smsq.toml)
-  SMSQ_DATABASE_URL   default sqlite:///smsq.db; e.g. postgresql://user@host/db
+  SMSQ_HOME           where embedded mode keeps smsq.db and smsq-broker.db (default: the
+                      directory of SMSQ_CONFIG, whatever directory a command runs in)
+  SMSQ_DATABASE_URL   default: SQLite in SMSQ_HOME; e.g. postgresql://user@host/db
   SMSQ_BROKER_URL     default: embedded SQLite broker; e.g. redis://127.0.0.1:6379/0
   SMSQ_FLOWER_AUTH    user:password for `smsq flower`
+
+exit status:
+  0  done
+  1  `send --wait` ended with numbers failed or unknown (or a vendor check said no)
+  2  bad input or configuration (the reason on stderr)
+  3  a service (database, broker) cannot be reached
+
+Times are printed in Beijing time (UTC+8), the vendors' clock, and so are read.
 """
 
 
@@ -34,10 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--to-file", metavar="FILE", help="a file of numbers, one per line (or comma-separated); - for stdin")
     s.add_argument("--content", required=True, help="the text, signature 【…】 included or taken from the account")
     s.add_argument("--at", type=parse_at, metavar="'YYYY-MM-DD HH:MM:SS'",
-                   help="send later; Beijing time")
+                   help="send later; Beijing time (more than 5 minutes past is refused)")
     s.add_argument("--idempotency-key", help="the same key twice sends once")
     s.add_argument("--priority", action="store_true", help="force the priority lane")
-    s.add_argument("--wait", action="store_true", help="show progress until every chunk has an outcome")
+    s.add_argument("--wait", action="store_true", help="show progress until every chunk has an outcome, and why it waits when "
+                   "nothing moves; exit 1 if any number failed or is unknown")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_send)
 
@@ -68,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("inbound", help="list stored inbound messages")
     s.add_argument("--account")
-    s.add_argument("--since", type=parse_at, metavar="'YYYY-MM-DD HH:MM:SS'", help="stored at or after (UTC)")
+    s.add_argument("--since", type=parse_at, metavar="'YYYY-MM-DD HH:MM:SS'",
+                   help="received at or after (Beijing time)")
     s.add_argument("--limit", type=int, default=1000)
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.set_defaults(func=cmd_inbound)
@@ -136,7 +149,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+EXIT_OK, EXIT_OUTCOME, EXIT_INPUT, EXIT_SERVICE = 0, 1, 2, 3
+
+
+def unreachable_service(exc: BaseException) -> str | None:
+    """'the database (URL)' or 'the broker (URL)' when ``exc`` (or what caused it) says a
+    service could not be reached; None for anything else. URLs are shown without passwords."""
+    import socket
+
+    import kombu.exceptions
+    import redis.exceptions
+    import sqlalchemy.exc
+
+    from .config import settings
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+            return f"the database ({_safe_url(settings().database_url)})"
+        if isinstance(exc, (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError,
+                            redis.exceptions.TimeoutError, ConnectionError, socket.timeout, TimeoutError)):
+            return f"the broker ({_safe_url(settings().broker_url)})"
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done; 1 a --wait (or a vendor check) ended with numbers failed or unknown;
+    2 bad input or configuration; 3 a service (database, broker) unreachable. Expected failures
+    print one line, never a traceback."""
     from smsq.providers import ProviderError
     from smsq.tasks.schema import SchemaError
 
@@ -146,15 +196,36 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup("WARNING" if args.command in ("send", "status") else "INFO")
     try:
-        return args.func(args) or 0
+        code = args.func(args) or EXIT_OK
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
+    except BrokenPipeError:
+        # `smsq accounts | head -5`: the reader has what it wanted. Point stdout at
+        # /dev/null so the interpreter's own flush at exit does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except ProviderError as exc:
         print(f"smsq: vendor error: {exc.outcome.value} {exc.code or ''} {exc}", file=sys.stderr)
-        return 1
+        return EXIT_OUTCOME
     except (ConfigError, UnknownAccountError, SchemaError, ValueError, LookupError) as exc:
         print(f"smsq: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        service = unreachable_service(exc)
+        if service is None:
+            raise
+        print(f"smsq: cannot reach {service}: {_first_line(exc)}", file=sys.stderr)
+        return EXIT_SERVICE
+
+
+def _first_line(exc: BaseException) -> str:
+    root = exc
+    while getattr(root, "orig", None) is not None:  # SQLAlchemy wraps the driver's error
+        root = root.orig
+    text = str(root).strip().splitlines()
+    return text[0] if text else type(root).__name__
 
 
 if __name__ == "__main__":

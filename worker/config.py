@@ -60,10 +60,32 @@ class Settings:
     account_hold: float = 300.0  # after an auth/balance failure, the account's other chunks wait this long
     republish_after: float = 600.0  # a pending chunk queued this long ago is published again
     relay_interval: float = 10.0  # seconds between outbox relay runs
+    config_found: bool = True  # False: SMSQ_CONFIG names no file (commands that send or poll refuse to run)
+    home: Path | None = None  # where embedded mode keeps its files
 
     @property
     def embedded(self) -> bool:
         return self.broker_url.startswith("sqla+")
+
+    def require_accounts(self) -> None:
+        """Commands that send or poll cannot do anything without the accounts file."""
+        if not self.config_found:
+            raise ConfigError(f"no accounts file at {self.config_path}: set SMSQ_CONFIG to your smsq.toml "
+                              f"(see README, Configuration)")
+        if not self.accounts:
+            raise ConfigError(f"{self.config_path} configures no account: add an [accounts.NAME] table")
+
+    def describe_storage(self) -> str:
+        """Where this process keeps its data, said on start-up (passwords hidden)."""
+        from sqlalchemy.engine import make_url
+
+        db = make_url(self.database_url).render_as_string(hide_password=True)
+        if self.embedded:
+            return (f"embedded mode: database {db.removeprefix('sqlite:///')}, broker "
+                    f"{self.broker_url.removeprefix('sqla+sqlite:///')} (SMSQ_HOME {self.home})")
+        broker = make_url(self.broker_url).render_as_string(hide_password=True) \
+            if "://" in self.broker_url else self.broker_url
+        return f"distributed mode: database {db}, broker {broker}"
 
     def account(self, name: str) -> Account:
         try:
@@ -178,7 +200,6 @@ def parse_account(name: str, table: Mapping[str, Any], base_dir: Path) -> Accoun
 
 def load_accounts(path: Path) -> dict[str, Account]:
     if not path.exists():
-        log.warning("no accounts file at %s (set SMSQ_CONFIG); no account is configured", path)
         return {}
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -209,13 +230,24 @@ def _number(name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, not {raw!r}") from None
 
 
+def smsq_home(config_path: Path) -> Path:
+    """Embedded mode's files live in ``SMSQ_HOME``, or next to the config file: never in
+    whatever directory a command happens to be run from (a send from elsewhere would
+    land in a database no worker reads)."""
+    home = os.environ.get("SMSQ_HOME")
+    return Path(home).expanduser().resolve() if home else config_path.parent
+
+
 def load_settings() -> Settings:
-    path = Path(os.environ.get("SMSQ_CONFIG", "smsq.toml")).resolve()
-    database_url = os.environ.get("SMSQ_DATABASE_URL") or "sqlite:///smsq.db"
+    path = Path(os.environ.get("SMSQ_CONFIG", "smsq.toml")).expanduser().resolve()
+    home = smsq_home(path)
+    database_url = os.environ.get("SMSQ_DATABASE_URL") or f"sqlite:///{home / 'smsq.db'}"
     if database_url.startswith("postgresql://"):
         database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
-    broker_url = os.environ.get("SMSQ_BROKER_URL") or "sqla+sqlite:///smsq-broker.db"
+    broker_url = os.environ.get("SMSQ_BROKER_URL") or f"sqla+sqlite:///{home / 'smsq-broker.db'}"
     return Settings(
+        config_found=path.is_file(),
+        home=home,
         config_path=path,
         database_url=database_url,
         broker_url=broker_url,

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime, timezone
 
-from .common import format_balance, load
+from smsq.providers.base import BEIJING
+
+from .common import format_balance, load, show_time
 
 
 def cmd_poll(args) -> int:
@@ -36,25 +39,27 @@ def cmd_inbound(args) -> int:
 
     from ..db import session_scope
 
-    conf = load()
+    conf = load(need_accounts=False)
     ensure_schema(conf)
     q = select(InboundMessage).order_by(InboundMessage.id)
     if args.account:
         conf.account(args.account)
         q = q.where(InboundMessage.account == args.account)
     if args.since:
-        q = q.where(InboundMessage.created_at >= args.since)
+        # --since is Beijing time; the stored time is UTC (the vendor's own may be missing)
+        q = q.where(InboundMessage.created_at >= _utc(args.since))
     with session_scope(conf.database_url, readonly=True) as session:
         rows = session.execute(q.limit(args.limit)).scalars().all()
         for m in rows:
+            # The vendor's time is Beijing time already; smsq's own is UTC. Both are shown as Beijing time.
+            received = m.received_at.replace(tzinfo=BEIJING) if m.received_at else m.created_at
             record = {"id": m.id, "account": m.account, "mobile": m.mobile, "content": m.content,
-                      "received_at": m.received_at.isoformat(sep=" ", timespec="seconds") if m.received_at else None,
-                      "stored_at": m.created_at.isoformat(sep=" ", timespec="seconds") + "Z", "vendor_id": m.vendor_id}
+                      "received_at": show_time(received, iso=True), "stored_at": show_time(m.created_at, iso=True),
+                      "vendor_id": m.vendor_id}
             if args.json:
                 print(json.dumps(record, ensure_ascii=False))
             else:
-                print(f"{m.id:>6}  {m.account:<12} {m.mobile:<13} {record['received_at'] or record['stored_at']:<20} "
-                      f"{m.content}")
+                print(f"{m.id:>6}  {m.account:<12} {m.mobile:<13} {show_time(received)}  {m.content}")
     if not args.json:
         sys.stdout.flush()
         print(f"{len(rows)} message(s)", file=sys.stderr)
@@ -93,8 +98,8 @@ def cmd_accounts(args) -> int:
             out.append({
                 "account": name, "provider": account.provider,
                 "balance": bal.balance if bal else None,
-                "balance_checked_at": bal.checked_at.isoformat(sep=" ", timespec="seconds") + "Z" if bal else None,
-                "polls": {k: {"at": (p.polled_at.isoformat(sep=" ", timespec="seconds") + "Z") if p.polled_at else None,
+                "balance_checked_at": show_time(bal.checked_at) if bal else None,
+                "polls": {k: {"at": show_time(p.polled_at) or None,
                               "outcome": p.outcome, "items": p.items, "detail": p.detail}
                           for k, p in sorted(polls.items())},
                 "poll_kinds": sorted(cls.poll_kinds),
@@ -113,9 +118,12 @@ def cmd_accounts(args) -> int:
             p = a["polls"].get(kind)
             print(f"    {kind:<8} " + (f"last poll {p['at']}: {p['outcome']}, {p['items']} item(s)"
                                        + (f" — {p['detail']}" if p["detail"] else "") if p else "never polled"))
-    if not out:
-        print(f"no accounts configured in {conf.config_path}")
+    print("(times in Beijing time, UTC+8)")
     return 0
+
+
+def _utc(beijing: datetime) -> datetime:
+    return beijing.replace(tzinfo=BEIJING).astimezone(timezone.utc).replace(tzinfo=None)
 
 
 def _provider(name: str):

@@ -10,13 +10,25 @@ from datetime import datetime
 from .common import load
 
 
-def _read_numbers(path: str):
-    stream = sys.stdin if path == "-" else open(path, encoding="utf-8-sig")
+def open_numbers(path: str):
+    """The file is opened here, before anything is stored, so a wrong path is a clear error."""
+    if path == "-":
+        return sys.stdin
+    try:
+        return open(path, encoding="utf-8-sig")
+    except OSError as exc:
+        raise ValueError(f"cannot read numbers from {path}: {exc.strerror}") from None
+
+
+def _read_numbers(stream):
     with stream:
-        for line in stream:
-            for item in line.replace(";", ",").split(","):
-                if item.strip():
-                    yield item.strip()
+        try:
+            for line in stream:
+                for item in line.replace(";", ",").split(","):
+                    if item.strip():
+                        yield item.strip()
+        except UnicodeDecodeError:
+            raise ValueError(f"{getattr(stream, 'name', 'the numbers file')} is not UTF-8 text") from None
 
 
 def parse_at(value: str) -> datetime:
@@ -38,24 +50,46 @@ def _bar(status, width: int = 30) -> str:
             f"unknown {r.get('unknown', 0)}  waiting {r.get('queued', 0)}")
 
 
-def wait_for(batch_id: int, *, show: bool = True, timeout: float | None = None, interval: float = 0.5):
-    from smsq.tasks import batch_status
+STALL_EXPLAIN_AFTER = 3.0  # seconds without a change before --wait says why
 
-    start = time.monotonic()
+
+def wait_for(batch_id: int, *, show: bool = True, timeout: float | None = None, interval: float = 0.5):
+    """Follow a batch until every chunk has an outcome. When nothing has changed for a few
+    seconds, say why (scheduled, account held, retry wait, no worker on the lane)."""
+    from smsq.tasks import batch_status
+    from smsq.tasks.progress import why_waiting
+
+    start = changed = time.monotonic()
     tty = sys.stderr.isatty()
     last = None
+    said: list[str] = []
     while True:
         status = batch_status(batch_id)
         line = _bar(status)
-        if show and line != last:
-            # A terminal gets one redrawn line; a log file gets a line per change.
-            print(("\r" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True)
+        now = time.monotonic()
+        if line != last:
+            changed = now
+            if show:
+                # A terminal gets one redrawn line; a log file gets a line per change.
+                print(("\r" if tty else "") + line, end="" if tty else "\n", file=sys.stderr, flush=True)
             last = line
-        if status.final or (timeout is not None and time.monotonic() - start > timeout):
+        elif show and not status.final and now - changed >= STALL_EXPLAIN_AFTER:
+            reasons = why_waiting(batch_id, stalled_for=now - changed)
+            if reasons and reasons != said:
+                print(("\n" if tty else "") + "\n".join(f"waiting: {r}" for r in reasons), file=sys.stderr,
+                      flush=True)
+                said = reasons
+                last = None  # draw the bar again under the explanation
+        if status.final or (timeout is not None and now - start > timeout):
             if show and tty:
                 print(file=sys.stderr)
             return status
         time.sleep(interval)
+
+
+def outcome_code(status) -> int:
+    """The exit status of a --wait: 1 when any number failed or is unknown."""
+    return 1 if status.recipients.get("failed", 0) or status.recipients.get("unknown", 0) else 0
 
 
 def print_status(status, as_json: bool) -> None:
@@ -72,7 +106,7 @@ def cmd_send(args) -> int:
     from smsq.tasks import send_sms
 
     load()
-    numbers = args.to if args.to else _read_numbers(args.to_file)
+    numbers = args.to if args.to is not None else _read_numbers(open_numbers(args.to_file))
     receipt = send_sms(args.account, numbers, args.content, send_at=args.at,
                        idempotency_key=args.idempotency_key,
                        priority=True if args.priority else None)
@@ -92,13 +126,14 @@ def cmd_send(args) -> int:
     if args.wait:
         status = wait_for(receipt.batch_id, show=not args.json)
         print_status(status, args.json)
+        return outcome_code(status)
     return 0
 
 
 def cmd_status(args) -> int:
     from smsq.tasks import batch_status
 
-    load()
+    load(need_accounts=False)
     status = batch_status(args.batch_id)
     if not args.chunks:
         print_status(status, args.json)
@@ -121,6 +156,6 @@ def cmd_status(args) -> int:
 def cmd_settle(args) -> int:
     from smsq.tasks.settle import settle
 
-    load()
+    load(need_accounts=False)
     print(f"chunk {args.chunk_id}: {settle(args.chunk_id, args.action, args.note or '')}")
     return 0

@@ -2,12 +2,21 @@
 from __future__ import annotations
 
 
-def load():
+def load(*, need_accounts: bool = True):
+    """The settings. ``need_accounts``: the command sends or polls, so the accounts file
+    must exist and name at least one account. Every command needs the file in embedded
+    mode without SMSQ_HOME, since the database lives next to it."""
+    import os
+
     from .. import logs
     from ..config import settings
 
     conf = settings()
     logs.mask_secrets(conf.secrets())
+    file_locates_database = conf.embedded and not os.environ.get("SMSQ_HOME") \
+        and not os.environ.get("SMSQ_DATABASE_URL")
+    if need_accounts or (file_locates_database and not conf.config_found):
+        conf.require_accounts()
     return conf
 
 

@@ -15,6 +15,7 @@ def cmd_worker(args) -> int:
     conf = load()
     from smsq.tasks.schema import ensure_schema
 
+    print(f"smsq worker: {conf.describe_storage()}; accounts from {conf.config_path}", file=sys.stderr)
     ensure_schema(conf)
     queues = args.queues or ",".join(QUEUES)
     argv = ["worker", "-Q", queues, "-l", args.loglevel, "-E"]
@@ -34,6 +35,7 @@ def cmd_beat(args) -> int:
     from ..app import get_app
 
     conf = load()
+    print(f"smsq beat: {conf.describe_storage()}; accounts from {conf.config_path}", file=sys.stderr)
     argv = ["beat", "-l", args.loglevel]
     scheduler = args.scheduler or ("local" if conf.embedded or not conf.redis_url else "redbeat")
     if scheduler == "local":
@@ -54,7 +56,7 @@ def cmd_beat(args) -> int:
 def cmd_flower(args) -> int:
     from ..app import get_app
 
-    load()
+    load(need_accounts=False)
     auth = os.environ.get("SMSQ_FLOWER_AUTH")
     address = args.address
     if auth:
@@ -92,7 +94,7 @@ def cmd_demo(args) -> int:
 def cmd_db(args) -> int:
     from ..db import upgrade
 
-    conf = load()
+    conf = load(need_accounts=False)
     upgrade(conf.database_url, args.revision)
     print(f"database at revision {args.revision}")
     return 0

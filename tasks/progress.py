@@ -1,0 +1,99 @@
+"""Why a batch is not moving: what ``smsq send --wait`` says when nothing changes.
+
+A batch waits for one of a few reasons, and each has its own cure:
+
+* it is **scheduled** (``send_at``) and the relay releases it then;
+* its account is **held** after an auth or balance failure (see tasks/send.py);
+* some chunks **wait for a retry** after a transient failure;
+* **no worker takes its lane's queue**: nothing consumes ``smsq.priority`` or
+  ``smsq.bulk`` (no ``smsq worker`` running, or one started with another
+  ``SMSQ_CONFIG``/``SMSQ_HOME`` and so another database and broker).
+
+The first three are read from the database. The last is asked of the
+workers themselves where the broker carries broadcasts (Redis, RabbitMQ);
+kombu's SQLite transport does not, so there a queue whose messages sit
+untouched while nothing is ``sending`` is what tells.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import func, select
+
+from smsq.providers.base import BEIJING
+from smsq.store.models import Batch, Chunk, utcnow
+from smsq.worker.config import Settings, settings
+from smsq.worker.db import session_scope
+
+from .schema import ensure_schema
+
+
+def _clock(value: datetime) -> str:
+    return value.replace(tzinfo=timezone.utc).astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def lane_consumers(conf: Settings, queue: str) -> list[str] | None:
+    """The workers consuming ``queue``, or None where the broker cannot tell (SQLite)."""
+    if conf.embedded:
+        return None
+    from smsq.worker.app import get_app
+
+    replies = get_app().control.inspect(timeout=1.0).active_queues() or {}
+    return sorted(worker for worker, queues in replies.items() if any(q.get("name") == queue for q in queues))
+
+
+def queue_length(queue: str) -> int | None:
+    """Messages waiting in a broker queue (any transport kombu knows), None if it cannot be read."""
+    from smsq.worker.app import get_app
+
+    try:
+        with get_app().connection_for_read() as conn:
+            return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+    except Exception:  # a queue nobody declared yet, or a broker that does not say
+        return None
+
+
+def why_waiting(batch_id: int, *, stalled_for: float = 0.0) -> list[str]:
+    """Plain sentences on why the batch's unfinished chunks are not moving (empty: nothing to say).
+    ``stalled_for``: seconds the caller has seen no change, so a queue that is merely busy is
+    not called unconsumed."""
+    from .send import account_held_until
+
+    conf = settings()
+    ensure_schema(conf)
+    now = utcnow()
+    reasons: list[str] = []
+    with session_scope(conf.database_url, readonly=True) as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None:
+            raise LookupError(f"no batch {batch_id}")
+        counts = dict(session.execute(select(Chunk.state, func.count()).where(Chunk.batch_id == batch_id)
+                                      .group_by(Chunk.state)).all())
+        later = session.execute(select(func.count(), func.min(Chunk.next_attempt_at)).where(
+            Chunk.batch_id == batch_id, Chunk.state == "pending", Chunk.next_attempt_at > now)).one()
+    pending, sending = counts.get("pending", 0), counts.get("sending", 0)
+    if not pending and not sending:
+        return reasons
+    if batch.send_at is not None and batch.send_at > now and later[0]:
+        reasons.append(f"scheduled: the relay releases it at {_clock(batch.send_at)} (Beijing time)")
+    held = account_held_until(conf, batch.account)
+    if held is not None:
+        until, why = held
+        reasons.append(f"account {batch.account} is held until {_clock(until)} (Beijing time): its last send "
+                       f"failed ({why}); fix the account, then its chunks go out")
+    elif later[0] and not (batch.send_at is not None and batch.send_at > now):
+        reasons.append(f"{later[0]} chunk(s) wait to retry, the next at {_clock(later[1])} (Beijing time)")
+    due = pending - later[0]
+    if due and not sending:
+        queue = f"smsq.{batch.lane}"
+        consumers = lane_consumers(conf, queue)
+        if consumers == []:
+            reasons.append(f"no worker consumes {queue}: start one with `smsq worker` (same SMSQ_CONFIG and "
+                           f"database as this command)")
+        elif consumers is None and stalled_for >= 5:
+            waiting = queue_length(queue)
+            if waiting:
+                reasons.append(f"no worker seems to take {queue}: {waiting} message(s) untouched for "
+                               f"{stalled_for:.0f}s; is `smsq worker` running with this SMSQ_CONFIG "
+                               f"({conf.config_path})?")
+    return reasons
