@@ -2,7 +2,9 @@
 
 States:
   chunk      pending -> sending -> accepted | failed | unknown   (sending -> pending on retry)
-  recipient  queued -> sent -> delivered | failed ; rejected at intake ; unknown with its chunk
+             pending -> cancelled   (an operator's `smsq cancel`; never sent)
+  recipient  queued -> sent -> delivered | failed ; rejected at intake ; unknown with its chunk ;
+             cancelled with its chunk
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ class Base(DeclarativeBase):
 
 class Batch(Base):
     __tablename__ = "batches"
-    __table_args__ = (UniqueConstraint("account", "idempotency_key"),)
+    __table_args__ = (UniqueConstraint("account", "idempotency_key"),
+                      Index("ix_batches_created_at", "created_at"))  # purge by age
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account: Mapped[str] = mapped_column(String(64))
@@ -45,6 +48,9 @@ class Batch(Base):
     accepted: Mapped[int] = mapped_column(Integer, default=0)
     rejected: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # Set by `smsq cancel`: a chunk of this batch that comes back to pending
+    # (a retry of one that was sending) is cancelled instead of claimed.
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class Chunk(Base):
@@ -138,7 +144,7 @@ class PollJournal(Base):
     out once is never lost to a crash or a parser bug."""
 
     __tablename__ = "poll_journal"
-    __table_args__ = (Index("ix_poll_journal_state", "state"),)
+    __table_args__ = (Index("ix_poll_journal_state", "state"), Index("ix_poll_journal_fetched_at", "fetched_at"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account: Mapped[str] = mapped_column(String(64))
@@ -171,7 +177,8 @@ class StatusReport(Base):
     """Every delivery report as the vendor gave it, matched to a recipient when we know it."""
 
     __tablename__ = "status_reports"
-    __table_args__ = (UniqueConstraint("account", "dedupe_key"), Index("ix_status_reports_vendor", "vendor_id"))
+    __table_args__ = (UniqueConstraint("account", "dedupe_key"), Index("ix_status_reports_vendor", "vendor_id"),
+                      Index("ix_status_reports_created_at", "created_at"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account: Mapped[str] = mapped_column(String(64))

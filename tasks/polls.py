@@ -33,6 +33,7 @@ from smsq.worker.clients import provider_for
 from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope
 
+from .blocklist import record_optouts
 from .publish import MAX_COUNTDOWN, bounded
 from .schema import ensure_schema
 
@@ -89,11 +90,21 @@ def _set_status(session: Session, account: str, kind: str, outcome: str, detail:
 
 
 # -- storing what a body holds -------------------------------------------------
-def _store_inbound(session: Session, account: str, journal_id: int, items: list[Inbound]) -> list[int]:
+def _store_inbound(session: Session, account: str, journal_id: int, items: list[Inbound],
+                   options: dict) -> list[int]:
     rows = [{"account": account, "mobile": m.mobile[:32], "content": m.content, "vendor_id": m.vendor_id,
              "received_at": m.received_at, "extra": m.extra, "dedupe_key": inbound_key(m),
              "journal_id": journal_id, "created_at": utcnow()} for m in items]
-    return _insert_ignore(session, InboundMessage, rows, ["account", "dedupe_key"])
+    new_ids = _insert_ignore(session, InboundMessage, rows, ["account", "dedupe_key"])
+    if new_ids:
+        # Only messages stored for the first time: a re-parse must not block again
+        # a number an operator took off the list meanwhile.
+        replies = session.execute(select(InboundMessage.mobile, InboundMessage.content)
+                                  .where(InboundMessage.id.in_(new_ids))).all()
+        opted_out = record_optouts(session, account, options, replies)
+        if opted_out:
+            log.info("%s: %s number(s) opted out by reply: %s", account, len(opted_out), ", ".join(opted_out))
+    return new_ids
 
 
 def _match_recipient(session: Session, account: str, rep: Report) -> Recipient | None:
@@ -187,7 +198,8 @@ def parse_journal(conf: Settings, journal_id: int) -> PollResult:
             if kind == "inbound":
                 items = provider.parse_inbound(body)
                 result.items = len(items)
-                result.new_inbound = _store_inbound(session, account, journal_id, items)
+                result.new_inbound = _store_inbound(session, account, journal_id, items,
+                                                    conf.account(account).options)
             elif kind == "reports":
                 items = provider.parse_reports(body)
                 result.items = len(items)

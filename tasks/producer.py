@@ -37,7 +37,7 @@ from .schema import ensure_schema
 log = logging.getLogger("smsq.producer")
 
 BLOCK = 5000  # numbers normalised and inserted per round trip
-FINAL_CHUNK_STATES = ("accepted", "failed", "unknown")
+FINAL_CHUNK_STATES = ("accepted", "failed", "unknown", "cancelled")
 PAST_GRACE = timedelta(minutes=5)  # a send_at further back than this is a mistake, not "now"
 
 
@@ -76,7 +76,7 @@ class BatchStatus:
 
     @property
     def final(self) -> bool:
-        """Every chunk has an outcome (accepted, failed or unknown)."""
+        """Every chunk has an outcome (accepted, failed, unknown or cancelled)."""
         return all(state in FINAL_CHUNK_STATES for state in self.chunks)
 
     def as_dict(self) -> dict:

@@ -3,6 +3,8 @@
 * ``sending`` chunks older than the send timeout become ``unknown``: their
   worker died or hung after (maybe) calling the vendor, so they must not be
   resent automatically.
+* ``pending`` chunks of a cancelled batch (a retry of a chunk that was sending
+  when the batch was cancelled) become ``cancelled``.
 * ``pending`` chunks that are due and not queued recently are published: a
   broker message that got lost, a publish that failed after commit, a retry
   longer than a countdown, and scheduled sends whose time has come.
@@ -20,6 +22,7 @@ from smsq.worker.app import get_app
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
+from .cancel import cancel_stragglers
 from .publish import publish_chunk
 from .schema import ensure_schema
 
@@ -70,10 +73,18 @@ def publish_due(conf) -> int:
     return len(due)
 
 
+def cancel_late(conf) -> int:
+    with session_scope(conf.database_url) as session:
+        cancelled = cancel_stragglers(session)
+    if cancelled:
+        log.info("relay: cancelled %s chunks of cancelled batches", cancelled)
+    return cancelled
+
+
 def run_relay() -> dict[str, int]:
     conf = settings()
     ensure_schema(conf)
-    return {"expired": expire_sending(conf), "published": publish_due(conf)}
+    return {"expired": expire_sending(conf), "cancelled": cancel_late(conf), "published": publish_due(conf)}
 
 
 @shared_task(name="smsq.relay", ignore_result=True)

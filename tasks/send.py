@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from celery import shared_task
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import and_, bindparam, exists, select, update
 
 from smsq.providers import Outcome, SendContext, SendResult
 from smsq.providers.base import BEIJING, RAW_KEEP
@@ -62,7 +62,9 @@ def claim(conf: Settings, chunk_id: int) -> Work | None:
         claimed = session.execute(
             update(Chunk)
             .where(Chunk.id == chunk_id, Chunk.state == "pending",
-                   (Chunk.next_attempt_at.is_(None)) | (Chunk.next_attempt_at <= now + timedelta(seconds=1)))
+                   (Chunk.next_attempt_at.is_(None)) | (Chunk.next_attempt_at <= now + timedelta(seconds=1)),
+                   # a batch cancelled while this chunk was out for a retry: the relay cancels it
+                   ~exists().where(Batch.id == Chunk.batch_id, Batch.cancelled_at.is_not(None)))
             .values(state="sending", attempts=Chunk.attempts + 1, claimed_at=now)
         ).rowcount
         if claimed != 1:

@@ -8,16 +8,21 @@ may or may not have accepted them) and chunks that ``failed``.
 """
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from dataclasses import dataclass
 
-from smsq.store.models import Chunk, Recipient, utcnow
+from sqlalchemy import and_, select, update
+from sqlalchemy.orm import Session
+
+from smsq.store.models import Batch, Chunk, Recipient, utcnow
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
-from .publish import publish_chunk
+from .publish import publish_chunk, publish_chunks
 from .schema import ensure_schema
 
 ACTIONS = ("accepted", "failed", "resend")
+SETTLE_STATES = ("unknown", "failed")
+STEP = 1000  # chunks per statement: a million-number batch has 10,000
 
 
 def problem_chunks(batch_id: int) -> list[dict]:
@@ -31,33 +36,92 @@ def problem_chunks(batch_id: int) -> list[dict]:
                  "code": c.code, "detail": c.detail, "attempts": c.attempts} for c in rows]
 
 
-def settle(chunk_id: int, action: str, note: str = "") -> str:
-    """Apply an operator's decision to an unknown or failed chunk; return what was done."""
+def _allowed(action: str) -> tuple[str, ...]:
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+    return ("unknown",) if action == "accepted" else ("unknown", "failed")
+
+
+def _why(action: str, note: str) -> str:
+    return f"settled by an operator: {action}" + (f" ({note})" if note else "")
+
+
+def _apply(session: Session, batch_id: int, chunks, action: str, why: str) -> tuple[list[int], int]:
+    """Settle the chunks of a batch that ``chunks`` (a condition on Chunk, its state
+    included) selects, whatever their number: one UPDATE for the chunks, then one
+    for their recipients per STEP chunks. Return the settled chunk ids and how
+    many numbers changed."""
+    now = utcnow()
+    if action == "resend":
+        chunk_values = dict(state="pending", next_attempt_at=None, queued_at=now, finished_at=None, detail=why)
+        recipient_values = dict(state="queued", code=None, detail=None, updated_at=now)
+    else:
+        chunk_values = dict(state=action, finished_at=now, detail=why)
+        recipient_values = dict(state="sent" if action == "accepted" else "failed", detail=why[:255],
+                                updated_at=now)
+    # RETURNING: exactly the chunks this statement moved (a report may settle one meanwhile).
+    settled = session.execute(update(Chunk).where(Chunk.batch_id == batch_id, chunks).values(**chunk_values)
+                              .returning(Chunk.id, Chunk.seq).execution_options(synchronize_session=False)).all()
+    numbers = 0
+    for start in range(0, len(settled), STEP):
+        seqs = [seq for _, seq in settled[start:start + STEP]]
+        numbers += session.execute(update(Recipient).where(
+            Recipient.batch_id == batch_id, Recipient.chunk_seq.in_(seqs),
+            Recipient.state.in_(("unknown", "failed", "queued"))).values(**recipient_values)
+            .execution_options(synchronize_session=False)).rowcount
+    return [chunk_id for chunk_id, _ in settled], numbers
+
+
+def settle(chunk_id: int, action: str, note: str = "") -> str:
+    """Apply an operator's decision to an unknown or failed chunk; return what was done."""
+    allowed = _allowed(action)
     conf = settings()
     ensure_schema(conf)
-    now = utcnow()
-    why = f"settled by an operator: {action}" + (f" ({note})" if note else "")
+    why = _why(action, note)
     with session_scope(conf.database_url) as session:
         chunk = session.get(Chunk, chunk_id)
         if chunk is None:
             raise LookupError(f"no chunk {chunk_id}")
-        allowed = ("unknown",) if action == "accepted" else ("unknown", "failed")
         if chunk.state not in allowed:
             raise ValueError(f"chunk {chunk_id} is {chunk.state}; only {' or '.join(allowed)} chunks can be "
                              f"settled as {action}")
-        recipients = update(Recipient).where(Recipient.batch_id == chunk.batch_id, Recipient.chunk_seq == chunk.seq,
-                                             Recipient.state.in_(("unknown", "failed", "queued")))
-        if action == "resend":
-            chunk.state, chunk.next_attempt_at, chunk.queued_at, chunk.finished_at = "pending", None, now, None
-            chunk.detail = why
-            session.execute(recipients.values(state="queued", code=None, detail=None, updated_at=now))
-        else:
-            chunk.state, chunk.finished_at, chunk.detail = action, now, why
-            session.execute(recipients.values(state="sent" if action == "accepted" else "failed",
-                                              detail=why[:255], updated_at=now))
+        # The state condition again: a report settling the chunk meanwhile wins.
+        _apply(session, chunk.batch_id, and_(Chunk.id == chunk_id, Chunk.state == chunk.state), action, why)
         lane = chunk.lane
     if action == "resend":
         publish_chunk(chunk_id, lane)
     return why
+
+
+@dataclass(frozen=True)
+class BatchSettlement:
+    batch_id: int
+    state: str  # the chunks that were settled were in this state
+    action: str
+    chunks: int
+    numbers: int
+    detail: str
+
+    def as_dict(self) -> dict:
+        return {"batch_id": self.batch_id, "state": self.state, "action": self.action, "chunks": self.chunks,
+                "numbers": self.numbers, "detail": self.detail}
+
+
+def settle_batch(batch_id: int, state: str, action: str, note: str = "") -> BatchSettlement:
+    """Settle every chunk of a batch that is in ``state`` (unknown or failed) at once,
+    with the same meaning as ``settle`` for each. Raises LookupError for an unknown
+    batch, ValueError for an action the state does not allow."""
+    allowed = _allowed(action)
+    if state not in allowed:
+        raise ValueError(f"{state!r} chunks cannot be settled as {action}; "
+                         f"{action} settles {' or '.join(allowed)} chunks")
+    conf = settings()
+    ensure_schema(conf)
+    why = _why(action, note)
+    with session_scope(conf.database_url) as session:
+        if session.get(Batch, batch_id) is None:
+            raise LookupError(f"no batch {batch_id}")
+        ids, numbers = _apply(session, batch_id, Chunk.state == state, action, why)
+    if action == "resend" and ids:
+        publish_chunks(conf, batch_id)
+    return BatchSettlement(batch_id, state, action, len(ids), numbers, why)

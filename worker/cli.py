@@ -6,7 +6,9 @@ import os
 import sys
 
 from .commands.accounts import cmd_accounts, cmd_check, cmd_inbound, cmd_keywords, cmd_password, cmd_poll
-from .commands.batches import cmd_send, cmd_settle, cmd_status, parse_at
+from .commands.batches import cmd_send, parse_at
+from .commands.operators import (cmd_batches, cmd_blocked, cmd_cancel, cmd_export, cmd_purge, cmd_settle,
+                                 cmd_status)
 from .commands.processes import cmd_beat, cmd_db, cmd_demo, cmd_flower, cmd_simulate, cmd_worker
 from .config import ConfigError
 
@@ -53,20 +55,79 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_send)
 
-    s = sub.add_parser("status", help="counts of a batch's recipients and chunks by state")
-    s.add_argument("batch_id", type=int)
+    s = sub.add_parser("status", help="a batch's counts by state, or every send to one number",
+                       description="With BATCH_ID: counts of the batch's recipients and chunks by state. "
+                       "With --number: every send to that number across batches, newest first, with the "
+                       "vendor's status code and message.")
+    s.add_argument("batch_id", type=int, nargs="?")
+    s.add_argument("--number", metavar="N", help="a mobile number, written any way (+86, spaces, dashes)")
+    s.add_argument("--limit", type=int, help="with --number: at most this many sends")
     s.add_argument("--chunks", action="store_true", help="also list the unknown and failed chunks, with why")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="machine-readable (--number: one object per line)")
     s.set_defaults(func=cmd_status)
 
-    s = sub.add_parser("settle", help="decide an unknown or failed chunk: accepted, failed or resend",
+    s = sub.add_parser("settle", help="decide unknown or failed chunks: accepted, failed or resend",
                        description="smsq never resends a chunk whose outcome is unknown (the vendor may have "
-                       "sent it). Once you know, say so: accepted (the vendor took it), failed (it did not, "
-                       "leave it), resend (it did not, send it again).")
-    s.add_argument("chunk_id", type=int)
+                       "sent it). Once you know, say so: accepted (the vendor took it; unknown chunks only), "
+                       "failed (it did not, leave it), resend (it did not, send it again). One chunk by its "
+                       "id, or every chunk of a batch in one state with --batch and --state.")
+    s.add_argument("chunk_id", type=int, nargs="?", help="one chunk (see smsq status BATCH_ID --chunks)")
     s.add_argument("action", choices=["accepted", "failed", "resend"])
-    s.add_argument("--note", help="why, kept on the chunk")
+    s.add_argument("--batch", type=int, metavar="B", help="every chunk of batch B in --state")
+    s.add_argument("--state", choices=["unknown", "failed"], default="unknown",
+                   help="with --batch: the chunks to settle (default unknown)")
+    s.add_argument("--note", help="why, kept on the chunks")
+    s.add_argument("--json", action="store_true", help="with --batch: machine-readable output")
     s.set_defaults(func=cmd_settle)
+
+    s = sub.add_parser("export", help="a batch's numbers as CSV on stdout",
+                       description="Columns: mobile, state, code, detail, vendor_id, updated_at (ISO 8601, "
+                       "Beijing time). Streams: a million-number batch is fine. "
+                       "Example: smsq export 6 --state failed,unknown > retry.csv")
+    s.add_argument("batch_id", type=int)
+    s.add_argument("--state", metavar="S1,S2", help="only these recipient states (queued, sent, delivered, "
+                   "failed, unknown, rejected, cancelled)")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("batches", help="recent batches with counts by state",
+                       description="Newest first: id, account, creation time (Beijing time), numbers, "
+                       "whether every chunk has an outcome, and recipients by state.")
+    s.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    s.add_argument("--account", help="only this account's")
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.set_defaults(func=cmd_batches)
+
+    s = sub.add_parser("cancel", help="stop a batch: its pending chunks are never sent",
+                       description="Chunks still waiting (queued, retrying, scheduled) become cancelled and "
+                       "are never sent. Chunks the vendor is being called for cannot be called back: they "
+                       "are reported, and a retry of one is cancelled too. Chunks already sent are reported.")
+    s.add_argument("batch_id", type=int)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_cancel)
+
+    s = sub.add_parser("purge", help="delete old batches, journal rows and reports",
+                       description="Deletes, older than AGE: batches whose every chunk has an outcome (with "
+                       "their chunks and recipients), poll journal rows that were parsed, delivery reports; "
+                       "with --inbound also inbound messages. Never a batch still in flight, never a journal "
+                       "row that was not parsed, never blocked numbers. Works in steps of 10,000 rows, each "
+                       "its own transaction; an interrupted purge finishes when run again.")
+    s.add_argument("--older-than", required=True, metavar="AGE", help="90d (days) or 36h (hours)")
+    s.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
+    s.add_argument("--inbound", action="store_true", help="also delete old inbound messages")
+    s.add_argument("--force", action="store_true", help="allow an AGE under one day")
+    s.set_defaults(func=cmd_purge)
+
+    s = sub.add_parser("blocked", help="list, add or remove an account's blocked numbers",
+                       description="Sends skip blocked numbers, with the reason. Numbers get here from the "
+                       "vendor's blacklist, from replies that opt out (TD, 退订, ...: the account's "
+                       "optout_keywords), and from --add.")
+    s.add_argument("--account", help="the account (required with --add / --remove)")
+    change = s.add_mutually_exclusive_group()
+    change.add_argument("--add", metavar="N", help="block a number")
+    change.add_argument("--remove", metavar="N", help="unblock a number")
+    s.add_argument("--reason", help="with --add: why (default: blocked by an operator)")
+    s.add_argument("--json", action="store_true", help="one JSON object per line")
+    s.set_defaults(func=cmd_blocked)
 
     s = sub.add_parser("poll", help="poll an account's vendor now (respects the 30 s window)",
                        description="Fetch inbound messages, status reports, blocked numbers or the balance "
@@ -150,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 EXIT_OK, EXIT_OUTCOME, EXIT_INPUT, EXIT_SERVICE = 0, 1, 2, 3
+LONG_RUNNING = ("worker", "beat", "flower", "simulate", "demo", "metrics", "poll", "db")
 
 
 def unreachable_service(exc: BaseException) -> str | None:
@@ -194,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     from .config import UnknownAccountError
 
     args = build_parser().parse_args(argv)
-    logs.setup("WARNING" if args.command in ("send", "status") else "INFO")
+    # The long-running processes log their work; a one-shot command prints its answer and
+    # keeps stderr for warnings and errors.
+    logs.setup("INFO" if args.command in LONG_RUNNING else "WARNING")
     try:
         code = args.func(args) or EXIT_OK
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below

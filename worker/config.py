@@ -10,6 +10,7 @@ Accounts live in the TOML file named by ``SMSQ_CONFIG`` (default ``./smsq.toml``
     charset = "gbk"
     signature = "【某某科技】"
     rate_limit = "20/s"
+    optout_keywords = ["TD", "退订"]     # replies that put the number on the blocked list
 
 Every mistake is reported at start-up with the account and the key it concerns.
 Passwords are wrapped in ``Secret`` as soon as they are read, so they never
@@ -32,7 +33,7 @@ log = logging.getLogger("smsq.config")
 
 COMMON_KEYS = {
     "provider", "base_url", "username", "password", "password_env", "password_file",
-    "charset", "signature", "rate_limit", "timeout", "poll_interval", "balance_alert",
+    "charset", "signature", "rate_limit", "timeout", "poll_interval", "balance_alert", "optout_keywords",
 }
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 _PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
@@ -190,6 +191,12 @@ def parse_account(name: str, table: Mapping[str, Any], base_dir: Path) -> Accoun
         if not isinstance(alert, (int, float)) or isinstance(alert, bool) or alert < 0:
             raise ConfigError(f"{where}: balance_alert must be a number (warn when the balance is under it)")
         options["balance_alert"] = float(alert)
+    if "optout_keywords" in table:
+        keywords = table["optout_keywords"]
+        if not isinstance(keywords, list) or not all(isinstance(k, str) and k.strip() for k in keywords):
+            raise ConfigError(f"{where}: optout_keywords must be a list of words, e.g. [\"TD\", \"退订\"] "
+                              f"(an empty list turns opt-out off)")
+        options["optout_keywords"] = tuple(keywords)
     return Account(
         name=name, provider=provider, base_url=table["base_url"], username=table["username"],
         password=_password(name, table, base_dir), charset=charset, signature=signature,

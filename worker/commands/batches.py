@@ -41,8 +41,10 @@ def parse_at(value: str) -> datetime:
 
 
 def _bar(status, width: int = 30) -> str:
+    from smsq.tasks.producer import FINAL_CHUNK_STATES
+
     total = sum(status.chunks.values()) or 1
-    final = sum(n for s, n in status.chunks.items() if s in ("accepted", "failed", "unknown"))
+    final = sum(n for s, n in status.chunks.items() if s in FINAL_CHUNK_STATES)
     filled = int(width * final / total)
     r = status.recipients
     return (f"[{'#' * filled}{'.' * (width - filled)}] {final}/{total} chunks final  "

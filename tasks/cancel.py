@@ -1,0 +1,94 @@
+"""Cancelling a batch: its chunks still waiting are never sent.
+
+A chunk is cancelled only by the conditional update ``pending -> cancelled``,
+the mirror of ``send_chunk``'s claim ``pending -> sending``: whichever commits
+first wins the row, so a chunk is either cancelled or sent, never both. What
+was already sending or had an outcome cannot be called back; it is reported.
+
+The batch keeps ``cancelled_at``: a chunk that was sending when the batch was
+cancelled and comes back to ``pending`` for a retry is refused by the claim and
+cancelled by the relay's next pass (``cancel_stragglers``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.orm import Session
+
+from smsq.store.models import Batch, Chunk, Recipient, utcnow
+from smsq.worker.config import settings
+from smsq.worker.db import session_scope
+
+from .schema import ensure_schema
+
+CANCELLED_DETAIL = "cancelled by an operator"
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    batch_id: int
+    cancelled_chunks: int  # pending chunks that will never be sent
+    cancelled_numbers: int
+    sending_chunks: int  # in the vendor's hands right now: they may still go out
+    sending_numbers: int
+    done: dict[str, int]  # chunks that already had an outcome, by state (cancelled earlier included)
+
+    def as_dict(self) -> dict:
+        return {"batch_id": self.batch_id, "cancelled_chunks": self.cancelled_chunks,
+                "cancelled_numbers": self.cancelled_numbers, "sending_chunks": self.sending_chunks,
+                "sending_numbers": self.sending_numbers, "done": self.done}
+
+
+def cancel_pending(session: Session, batch_ids) -> tuple[int, int]:
+    """Cancel the pending chunks of ``batch_ids`` (a list, or a select of ids) and
+    their queued recipients: one statement each. Return (chunks, numbers)."""
+    now = utcnow()
+    chunks = session.execute(update(Chunk).where(Chunk.batch_id.in_(batch_ids), Chunk.state == "pending")
+                             .values(state="cancelled", outcome="cancelled", finished_at=now,
+                                     detail=CANCELLED_DETAIL)
+                             .execution_options(synchronize_session=False)).rowcount
+    if not chunks:
+        return 0, 0
+    of_cancelled_chunk = exists().where(Chunk.batch_id == Recipient.batch_id, Chunk.seq == Recipient.chunk_seq,
+                                        Chunk.state == "cancelled")
+    numbers = session.execute(update(Recipient).where(
+        Recipient.batch_id.in_(batch_ids), Recipient.state == "queued", of_cancelled_chunk)
+        .values(state="cancelled", detail=CANCELLED_DETAIL, updated_at=now)
+        .execution_options(synchronize_session=False)).rowcount
+    return chunks, numbers
+
+
+def cancel_batch(batch_id: int) -> CancelResult:
+    """Cancel what of the batch is still pending; report what was sending or done.
+    Raises LookupError for an unknown batch. Cancelling twice cancels nothing more."""
+    conf = settings()
+    ensure_schema(conf)
+    with session_scope(conf.database_url) as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None:
+            raise LookupError(f"no batch {batch_id}")
+        if batch.cancelled_at is None:
+            batch.cancelled_at = utcnow()
+            session.flush()
+        chunks, numbers = cancel_pending(session, [batch_id])
+        by_state = {state: (count, size) for state, count, size in session.execute(
+            select(Chunk.state, func.count(), func.coalesce(func.sum(Chunk.size), 0))
+            .where(Chunk.batch_id == batch_id).group_by(Chunk.state)).all()}
+    sending, sending_numbers = by_state.pop("sending", (0, 0))
+    by_state.pop("pending", None)  # none left: the update above took every pending chunk
+    done = {state: count for state, (count, _) in sorted(by_state.items())}
+    if chunks:
+        done["cancelled"] -= chunks  # "done" is what had an outcome before this call
+        if not done["cancelled"]:
+            del done["cancelled"]
+    return CancelResult(batch_id, chunks, numbers, sending, int(sending_numbers), done)
+
+
+def cancel_stragglers(session: Session) -> int:
+    """Relay: cancel chunks back in ``pending`` whose batch was cancelled meanwhile."""
+    chunks, _ = cancel_pending(session, select(Batch.id).where(Batch.cancelled_at.is_not(None)))
+    return chunks
+
+
+__all__ = ["cancel_batch", "CancelResult"]

@@ -1,0 +1,147 @@
+"""What operators look up: one number's sends, a batch's numbers, recent batches.
+
+Lists that can be large (a batch's million recipients) are iterators that
+stream from the database in blocks; nothing here builds a list of everything.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable, Iterator
+
+from sqlalchemy import func, select
+
+from smsq.providers.numbers import normalise
+from smsq.store.models import Batch, Chunk, Recipient
+from smsq.worker.config import settings
+from smsq.worker.db import session_scope
+
+from .producer import FINAL_CHUNK_STATES
+from .schema import ensure_schema
+
+RECIPIENT_STATES = ("queued", "sent", "delivered", "failed", "unknown", "rejected", "cancelled")
+STREAM_BLOCK = 5000  # rows fetched per round trip while streaming
+
+
+@dataclass(frozen=True)
+class NumberSend:
+    """One send to a number: a recipient row with its batch."""
+    batch_id: int
+    account: str
+    batch_created_at: datetime  # naive UTC
+    state: str
+    code: str | None
+    detail: str | None
+    vendor_id: str | None
+    updated_at: datetime | None  # naive UTC
+    content: str
+
+
+def number_history(mobile: str, *, limit: int | None = None) -> list[NumberSend]:
+    """Every send to ``mobile`` (normalised like the producer does), newest first.
+    Raises ValueError for something that is not a number."""
+    number, reason = normalise(mobile, landline=True)
+    if number is None:
+        raise ValueError(f"{mobile!r} is {reason}")
+    conf = settings()
+    ensure_schema(conf)
+    q = (select(Recipient.batch_id, Batch.account, Batch.created_at, Recipient.state, Recipient.code,
+                Recipient.detail, Recipient.vendor_id, Recipient.updated_at, Batch.content)
+         .join(Batch, Batch.id == Recipient.batch_id)
+         .where(Recipient.mobile == number).order_by(Recipient.id.desc()))
+    if limit is not None:
+        q = q.limit(limit)
+    with session_scope(conf.database_url, readonly=True) as session:
+        return [NumberSend(*row) for row in session.execute(q).all()]
+
+
+def parse_states(states: str | Iterable[str] | None) -> tuple[str, ...]:
+    """``"failed,unknown"`` or a list -> validated recipient states; None -> all."""
+    if states is None:
+        return ()
+    names = [s.strip() for s in (states.split(",") if isinstance(states, str) else states) if s.strip()]
+    wrong = [s for s in names if s not in RECIPIENT_STATES]
+    if wrong:
+        raise ValueError(f"unknown state {', '.join(map(repr, wrong))}; the states are "
+                         f"{', '.join(RECIPIENT_STATES)}")
+    return tuple(dict.fromkeys(names))
+
+
+EXPORT_COLUMNS = ("mobile", "state", "code", "detail", "vendor_id", "updated_at")
+
+
+def export_batch(batch_id: int, states: str | Iterable[str] | None = None) -> Iterator[tuple]:
+    """The batch's recipients as rows of EXPORT_COLUMNS (``updated_at`` naive UTC),
+    in the order they were queued, streamed. ``states`` filters ("failed,unknown").
+    The batch and the states are checked before the first row: LookupError /
+    ValueError."""
+    wanted = parse_states(states)
+    conf = settings()
+    ensure_schema(conf)
+    with session_scope(conf.database_url, readonly=True) as session:
+        if session.get(Batch, batch_id) is None:
+            raise LookupError(f"no batch {batch_id}")
+    q = select(*(getattr(Recipient, c) for c in EXPORT_COLUMNS)).where(Recipient.batch_id == batch_id)
+    if wanted:
+        q = q.where(Recipient.state.in_(wanted))
+    return _stream(conf.database_url, q.order_by(Recipient.id))
+
+
+def _stream(url: str, query) -> Iterator[tuple]:
+    # yield_per: a server-side cursor on PostgreSQL, blocks of rows on SQLite.
+    with session_scope(url, readonly=True) as session:
+        for row in session.execute(query.execution_options(yield_per=STREAM_BLOCK)):
+            yield tuple(row)
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    batch_id: int
+    account: str
+    created_at: datetime  # naive UTC
+    numbers: int  # accepted for sending
+    rejected: int
+    recipients: dict[str, int]  # recipient state -> count
+    chunks: dict[str, int]  # chunk state -> count
+    cancelled: bool
+
+    @property
+    def final(self) -> bool:
+        return all(state in FINAL_CHUNK_STATES for state in self.chunks)
+
+
+def recent_batches(limit: int = 20, *, account: str | None = None) -> list[BatchSummary]:
+    """The newest ``limit`` batches (of ``account``), with counts by state.
+    An account not in the config raises UnknownAccountError."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    conf = settings()
+    if account is not None:
+        conf.account(account)
+    ensure_schema(conf)
+    q = select(Batch).order_by(Batch.id.desc()).limit(limit)
+    if account is not None:
+        q = q.where(Batch.account == account)
+    with session_scope(conf.database_url, readonly=True) as session:
+        batches = session.execute(q).scalars().all()
+        ids = [b.id for b in batches]
+        recipients = _counts(session, Recipient, ids)
+        chunks = _counts(session, Chunk, ids)
+        return [BatchSummary(b.id, b.account, b.created_at, b.accepted, b.rejected, recipients.get(b.id, {}),
+                             chunks.get(b.id, {}), b.cancelled_at is not None) for b in batches]
+
+
+def _counts(session, model, batch_ids: list[int]) -> dict[int, dict[str, int]]:
+    """{batch id: {state: count}} for the batches, in one GROUP BY."""
+    out: dict[int, dict[str, int]] = {}
+    if not batch_ids:
+        return out
+    for batch_id, state, n in session.execute(
+            select(model.batch_id, model.state, func.count()).where(model.batch_id.in_(batch_ids))
+            .group_by(model.batch_id, model.state)).all():
+        out.setdefault(batch_id, {})[state] = n
+    return out
+
+
+__all__ = ["number_history", "export_batch", "recent_batches", "NumberSend", "BatchSummary",
+           "RECIPIENT_STATES", "EXPORT_COLUMNS"]

@@ -1,0 +1,178 @@
+"""Operators' commands: status --number, settle --batch, export, batches, cancel, purge, blocked."""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import asdict
+
+from .common import TIME_ZONE_NAME, load, show_time
+
+
+def _json(record) -> None:
+    print(json.dumps(record, ensure_ascii=False, default=lambda v: show_time(v, iso=True)))
+
+
+def _short(text: str | None, width: int) -> str:
+    text = (text or "").replace("\n", " ")
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _one_of(first, second, names: str) -> None:
+    if (first is None) == (second is None):
+        raise ValueError(f"give one of {names}, not both")
+
+
+def cmd_status(args) -> int:
+    """``smsq status BATCH_ID`` or ``smsq status --number N``."""
+    _one_of(args.batch_id, args.number, "BATCH_ID or --number N")
+    if args.number is None:
+        from .batches import cmd_status as batch_status
+
+        return batch_status(args)
+    from smsq.tasks.lookup import number_history
+
+    load(need_accounts=False)
+    sends = number_history(args.number, limit=args.limit)
+    if args.json:
+        for s in sends:
+            _json(asdict(s))
+        return 0
+    if not sends:
+        print(f"no send to {args.number} on record")
+        return 0
+    print(f"{'batch':>7}  {'account':<14} {'sent (' + TIME_ZONE_NAME + ')':<26} {'state':<10} {'code':<8} detail")
+    for s in sends:
+        print(f"{s.batch_id:>7}  {s.account:<14} {show_time(s.batch_created_at):<26} {s.state:<10} "
+              f"{s.code or '':<8} {_short(s.detail, 60)}")
+    return 0
+
+
+def cmd_settle(args) -> int:
+    """``smsq settle CHUNK_ID ACTION`` or ``smsq settle --batch B [--state S] ACTION``."""
+    _one_of(args.chunk_id, args.batch, "CHUNK_ID or --batch B")
+    if args.batch is None:
+        from .batches import cmd_settle as settle_one
+
+        return settle_one(args)
+    from smsq.tasks.settle import settle_batch
+
+    load(need_accounts=False)
+    done = settle_batch(args.batch, args.state, args.action, args.note or "")
+    if args.json:
+        _json(done.as_dict())
+    elif not done.chunks:
+        print(f"batch {done.batch_id}: no {done.state} chunk; nothing settled")
+    else:
+        print(f"batch {done.batch_id}: {done.chunks} {done.state} chunk(s), {done.numbers} number(s): "
+              f"{done.detail}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from smsq.tasks.lookup import EXPORT_COLUMNS, export_batch
+
+    load(need_accounts=False)
+    rows = export_batch(args.batch_id, args.state)
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(EXPORT_COLUMNS)
+    n = 0
+    for row in rows:
+        out.writerow([*row[:-1], show_time(row[-1], iso=True)])
+        n += 1
+    sys.stdout.flush()
+    print(f"{n} number(s) exported", file=sys.stderr)
+    return 0
+
+
+def cmd_batches(args) -> int:
+    from smsq.tasks.lookup import recent_batches
+
+    load(need_accounts=False)
+    batches = recent_batches(args.limit, account=args.account)
+    if args.json:
+        for b in batches:
+            _json({**asdict(b), "final": b.final})
+        return 0
+    if not batches:
+        print("no batch yet")
+        return 0
+    print(f"{'batch':>7}  {'account':<14} {'created (' + TIME_ZONE_NAME + ')':<26} {'numbers':>8}  "
+          f"{'progress':<12} recipients")
+    for b in batches:
+        progress = "cancelled" if b.cancelled else "final" if b.final else "in progress"
+        counts = ", ".join(f"{state} {n}" for state, n in sorted(b.recipients.items()))
+        print(f"{b.batch_id:>7}  {b.account:<14} {show_time(b.created_at):<26} {b.numbers:>8}  "
+              f"{progress:<12} {counts}")
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from smsq.tasks.cancel import cancel_batch
+
+    load(need_accounts=False)
+    result = cancel_batch(args.batch_id)
+    if args.json:
+        _json(result.as_dict())
+        return 0
+    print(f"batch {result.batch_id}: cancelled {result.cancelled_chunks} pending chunk(s), "
+          f"{result.cancelled_numbers} number(s): they will not be sent")
+    if result.sending_chunks:
+        print(f"  {result.sending_chunks} chunk(s), {result.sending_numbers} number(s), were being sent: "
+              f"they may still go out (a retry of them will not)")
+    if result.done:
+        print("  already had an outcome: " + ", ".join(f"{state} {n}" for state, n in result.done.items())
+              + " chunk(s)")
+    return 0
+
+
+def cmd_purge(args) -> int:
+    from smsq.tasks.purge import parse_age, purge
+
+    load(need_accounts=False)
+    age = parse_age(args.older_than)
+
+    def progress(table: str, rows: int) -> None:
+        print(f"  {table}: {rows:,} removed so far", file=sys.stderr, flush=True)
+
+    report = purge(age, dry_run=args.dry_run, inbound=args.inbound, force=args.force,
+                   progress=None if args.dry_run else progress)
+    verb = "would remove" if report.dry_run else "removed"
+    print(f"older than {show_time(report.cutoff)} ({TIME_ZONE_NAME}): {verb} "
+          + ", ".join(f"{n:,} {table}" for table, n in report.removed.items()))
+    if report.kept_in_flight:
+        print(f"  kept {report.kept_in_flight} old batch(es) still in flight (a chunk pending or sending)")
+    if report.kept_unparsed:
+        print(f"  kept {report.kept_unparsed} old journal row(s) never parsed: smsq poll --reparse")
+    if not args.inbound:
+        print("  inbound messages kept (--inbound removes them too)")
+    return 0
+
+
+def cmd_blocked(args) -> int:
+    from smsq.tasks.blocklist import block_number, blocked_numbers, unblock_number
+
+    load()
+    if args.add or args.remove:
+        if not args.account:
+            raise ValueError("--add and --remove need --account (whose list)")
+        if args.add:
+            number = block_number(args.account, args.add, args.reason or "blocked by an operator")
+            print(f"{number}: blocked for {args.account} ({args.reason or 'blocked by an operator'})")
+        else:
+            number = unblock_number(args.account, args.remove)
+            print(f"{number}: no longer blocked for {args.account}")
+        return 0
+    if args.reason:
+        raise ValueError("--reason goes with --add")
+    n = 0
+    for b in blocked_numbers(args.account):
+        n += 1
+        if args.json:
+            _json(asdict(b))
+        else:
+            print(f"{b.account:<14} {b.mobile:<13} {show_time(b.created_at):<26} {b.source:<7} {b.reason}")
+    if not args.json:
+        sys.stdout.flush()
+        print(f"{n} blocked number(s)", file=sys.stderr)
+    return 0
