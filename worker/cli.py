@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dir", default="demo-run", help="where the demo keeps its database and config")
     s.add_argument("--count", type=int, default=250, help="numbers in the sample batch")
     s.add_argument("--keep-running", action="store_true", help="leave everything running until Ctrl-C")
+    s.add_argument("--any-port", action="store_true",
+                   help="run the simulators on free ports instead of 8800-8804 (beside `smsq simulate`)")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("db", help="database schema")

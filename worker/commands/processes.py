@@ -86,7 +86,7 @@ def cmd_simulate(args) -> int:
 def cmd_demo(args) -> int:
     from ..demo import run_demo
 
-    return run_demo(Path(args.dir), count=args.count, keep=args.keep_running)
+    return run_demo(Path(args.dir), count=args.count, keep=args.keep_running, any_port=args.any_port)
 
 
 def cmd_db(args) -> int:
