@@ -15,6 +15,8 @@ environment:
   SMSQ_DATABASE_URL   default sqlite:///smsq.db; e.g. postgresql://user@host/db
   SMSQ_BROKER_URL     default: embedded SQLite broker; e.g. redis://127.0.0.1:6379/0
   SMSQ_FLOWER_AUTH    user:password for `smsq flower`
+  NAME_FILE           for SMSQ_DATABASE_URL, SMSQ_BROKER_URL, SMSQ_REDIS_URL, SMSQ_FLOWER_AUTH:
+                      read the value from this file (a Docker secret) instead
 """
 
 
