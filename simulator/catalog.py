@@ -6,12 +6,26 @@ vendor has them, so ``config()`` works against all of them.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-secret"
 DEMO_USERID = "12"  # jinxin / qxs enterprise id
 DEMO_ORG_ID = 10001  # orgws organisation code
+
+def first_id_from_clock() -> int:
+    """Where a fixed-port simulator starts its message ids: milliseconds since 1970.
+
+    Real vendors never hand out an id twice, and smsq matches delivery reports
+    to recipients by it. A simulator restarted against the same database (a
+    second `smsq demo`, `smsq simulate` run again) must not start from the
+    document's example id again, or its reports would look like ones already
+    stored. Unique across restarts as long as fewer than 1000 ids a second are
+    handed out, far above what the demo sends.
+    """
+    return time.time_ns() // 1_000_000
+
 
 # name -> (port, factory building (state, app))
 PORTS = {"linkws": 8800, "dxt": 8801, "jinxin": 8802, "orgws": 8803, "qxs": 8804}
@@ -20,7 +34,9 @@ PORTS = {"linkws": 8800, "dxt": 8801, "jinxin": 8802, "orgws": 8803, "qxs": 8804
 def _dxt() -> tuple[Any, Any]:
     from smsq.simulator.dxt import DxtState, create_app
 
-    state = DxtState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000)
+    # Only dxt and qxs ids come back in delivery reports; the others' ids are
+    # 32-bit integers in their WSDL and are never matched against anything.
+    state = DxtState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, first_smsid=first_id_from_clock())
     return state, create_app(state)
 
 
@@ -48,7 +64,8 @@ def _orgws() -> tuple[Any, Any]:
 def _qxs() -> tuple[Any, Any]:
     from smsq.simulator.qxs import QxsState, create_app
 
-    state = QxsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID)
+    state = QxsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID,
+                     first_task_id=first_id_from_clock())
     return state, create_app(state)
 
 
@@ -56,32 +73,33 @@ FACTORIES: dict[str, Callable[[], tuple[Any, Any]]] = {
     "linkws": _linkws, "dxt": _dxt, "jinxin": _jinxin, "orgws": _orgws, "qxs": _qxs,
 }
 
-# The accounts that talk to the simulators above, as smsq.toml tables.
+# The accounts that talk to the simulators above, as smsq.toml tables; {port}
+# is filled in by config().
 ACCOUNTS = {
     "linkws": f"""[accounts.demo-linkws]
 provider = "linkws"
-base_url = "http://127.0.0.1:{PORTS['linkws']}/"
+base_url = "http://127.0.0.1:{{port}}/"
 transport = "soap"
 """,
     "dxt": f"""[accounts.demo-dxt]
 provider = "dxt"
-base_url = "http://127.0.0.1:{PORTS['dxt']}/"
+base_url = "http://127.0.0.1:{{port}}/"
 charset = "gbk"
 """,
     "jinxin": f"""[accounts.demo-jinxin]
 provider = "jinxin"
-base_url = "http://127.0.0.1:{PORTS['jinxin']}/"
+base_url = "http://127.0.0.1:{{port}}/"
 userid = "{DEMO_USERID}"
 format = "json"
 """,
     "orgws": f"""[accounts.demo-orgws]
 provider = "orgws"
-base_url = "http://127.0.0.1:{PORTS['orgws']}/Service.asmx"
+base_url = "http://127.0.0.1:{{port}}/Service.asmx"
 org_id = {DEMO_ORG_ID}
 """,
     "qxs": f"""[accounts.demo-qxs]
 provider = "qxs"
-base_url = "http://127.0.0.1:{PORTS['qxs']}/"
+base_url = "http://127.0.0.1:{{port}}/"
 userid = "{DEMO_USERID}"
 """,
 }
@@ -92,15 +110,18 @@ rate_limit = "20/s"
 """
 
 
-def config(names: list[str] | None = None, extra: str = "") -> str:
-    """smsq.toml for the demo accounts of the given simulators."""
-    return "\n".join(ACCOUNTS[n] + COMMON + extra for n in (names or list(FACTORIES)))
+def config(names: list[str] | None = None, extra: str = "", ports: dict[str, int] | None = None) -> str:
+    """smsq.toml for the demo accounts of the given simulators (on ``ports``, default the fixed ones)."""
+    ports = {**PORTS, **(ports or {})}
+    return "\n".join(ACCOUNTS[n].replace("{port}", str(ports[n])) + COMMON + extra
+                     for n in (names or list(FACTORIES)))
 
 
-def build(names: list[str] | None = None) -> dict[str, tuple[Any, Any, int]]:
-    """name -> (state, app, port) for the requested simulators (all by default)."""
+def build(names: list[str] | None = None, *, any_port: bool = False) -> dict[str, tuple[Any, Any, int]]:
+    """name -> (state, app, port) for the requested simulators (all by default);
+    port 0 (any free one) for each with ``any_port``."""
     names = names or list(FACTORIES)
     unknown = [n for n in names if n not in FACTORIES]
     if unknown:
         raise KeyError(f"no simulator for {', '.join(unknown)}; available: {', '.join(FACTORIES)}")
-    return {name: (*FACTORIES[name](), PORTS[name]) for name in names}
+    return {name: (*FACTORIES[name](), 0 if any_port else PORTS[name]) for name in names}

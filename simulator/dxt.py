@@ -164,6 +164,7 @@ class DxtState(SimState):
         report_status: int | None = 10,
         fail_numbers: set[str] | None = None,
         report_delay: float = 0.0,
+        first_smsid: int = FIRST_SMSID,
     ) -> None:
         super().__init__()
         self.accounts = dict(accounts if accounts is not None else {"test": "secret"})
@@ -185,7 +186,9 @@ class DxtState(SimState):
         self.bad_send_times: list[str] = []
         # Ids stay monotonic across reset(): a real vendor never reuses one,
         # and reuse would hide duplicate-key bugs in the client's store.
-        self._smsids = itertools.count(FIRST_SMSID)
+        # A long-lived simulator starts them from the clock (``first_smsid``)
+        # so a restarted one does not hand out the ids of the last run again.
+        self._smsids = itertools.count(first_smsid)
         self._inbound_ids = itertools.count(FIRST_INBOUND_ID)
 
 

@@ -177,6 +177,7 @@ class QxsState(SimState):
         fail_numbers: set[str] | None = None,
         report_delay: float = 0.0,
         report_denied: set[str] | None = None,
+        first_task_id: int = FIRST_TASK_ID,
     ) -> None:
         super().__init__()
         self.accounts = dict(accounts if accounts is not None else {"test": "secret"})
@@ -206,7 +207,8 @@ class QxsState(SimState):
         self.decode_errors: list[DecodeError] = []
         self.bad_send_times: list[str] = []
         # Ids stay monotonic across reset(): a real vendor never reuses one.
-        self._task_ids = itertools.count(FIRST_TASK_ID)
+        # ``first_task_id`` from the clock keeps them unique across restarts too.
+        self._task_ids = itertools.count(first_task_id)
 
 
     def reset(self) -> None:

@@ -104,21 +104,26 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
     raise AssertionError("flower did not listen")
 
 
+def start_flower(env: dict, cwd, *args: str, **extra: str) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    run_env = {**os.environ, "PYTHONPATH": str(ROOT), **env, **extra}
+    if "SMSQ_FLOWER_AUTH" not in extra:
+        run_env.pop("SMSQ_FLOWER_AUTH", None)
+    proc = subprocess.Popen([sys.executable, "-m", "smsq", "flower", "--port", str(port), *args], cwd=cwd,
+                            env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc, port
+
+
 @pytest.mark.parametrize("auth", [None, "ops:flower-pw-77"])
 def test_flower_needs_a_password_or_stays_local(env, tmp_path, auth):
-    port = _free_port()
-    run_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-    run_env.pop("SMSQ_FLOWER_AUTH", None)
-    if auth:
-        run_env["SMSQ_FLOWER_AUTH"] = auth
-    proc = subprocess.Popen([sys.executable, "-m", "smsq", "flower", "--port", str(port)], cwd=tmp_path,
-                            env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc, port = start_flower(env, tmp_path, **({"SMSQ_FLOWER_AUTH": auth} if auth else {}))
     try:
         _wait_port(port, proc)
         if auth:
             assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 401
             assert httpx.get(f"http://127.0.0.1:{port}/", auth=tuple(auth.split(":"))).status_code == 200
             assert auth.split(":")[1] not in " ".join(proc.args)  # not on the command line
+            assert listening_addresses(port) == {"127.0.0.1"}  # a password alone opens nothing
         else:
             assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
             assert listening_addresses(port) == {"127.0.0.1"}
@@ -127,3 +132,29 @@ def test_flower_needs_a_password_or_stays_local(env, tmp_path, auth):
         output = proc.communicate(timeout=15)[0]
     if not auth:
         assert "SMSQ_FLOWER_AUTH is not set" in output and "127.0.0.1 only" in output
+
+
+def test_flower_on_another_address_needs_a_password(env, tmp_path):
+    proc, port = start_flower(env, tmp_path, "--address", "0.0.0.0")
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 2
+    assert "refusing to serve Flower on 0.0.0.0 without a password" in output and "Traceback" not in output
+    assert not listening_addresses(port)
+
+
+def test_flower_auth_from_a_secret_file_and_an_open_healthcheck(env, tmp_path):
+    secret = tmp_path / "flower_auth"
+    secret.write_text("ops:flower-file-pw-31\n", encoding="utf-8")
+    proc, port = start_flower(env, tmp_path, "--address", "0.0.0.0", SMSQ_FLOWER_AUTH_FILE=str(secret))
+    try:
+        _wait_port(port, proc)
+        assert listening_addresses(port) == {"0.0.0.0"}
+        assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 401
+        assert httpx.get(f"http://127.0.0.1:{port}/", auth=("ops", "flower-file-pw-31")).status_code == 200
+        # The container's healthcheck needs no password, and gets none.
+        check = smsq("health", "url", f"http://127.0.0.1:{port}/healthcheck")
+        assert check.returncode == 0, check.stderr
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=15)[0]
+    assert "flower-file-pw-31" not in output

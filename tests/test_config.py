@@ -97,3 +97,18 @@ def test_unknown_account_lists_the_configured_ones(tmp_path, monkeypatch):
         assert "shop-dxt" in str(exc.value)
     finally:
         settings.cache_clear()
+
+
+def test_urls_from_secret_files(tmp_path, monkeypatch):
+    from smsq.worker.config import load_settings
+
+    url = tmp_path / "database_url"
+    url.write_text("postgresql://smsq:pg-file-pw-5@db/smsq\n", encoding="utf-8")
+    monkeypatch.setenv("SMSQ_CONFIG", str(write(tmp_path, "")))
+    monkeypatch.delenv("SMSQ_DATABASE_URL", raising=False)
+    monkeypatch.setenv("SMSQ_DATABASE_URL_FILE", str(url))
+    assert load_settings().database_url == "postgresql+psycopg://smsq:pg-file-pw-5@db/smsq"
+
+    monkeypatch.setenv("SMSQ_DATABASE_URL_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="SMSQ_DATABASE_URL_FILE: .*missing cannot be read"):
+        load_settings()

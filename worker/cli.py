@@ -7,6 +7,7 @@ import sys
 
 from .commands.accounts import cmd_accounts, cmd_check, cmd_inbound, cmd_keywords, cmd_password, cmd_poll
 from .commands.batches import cmd_send, parse_at
+from .commands.health import cmd_health
 from .commands.operators import (cmd_batches, cmd_blocked, cmd_cancel, cmd_export, cmd_purge, cmd_settle,
                                  cmd_status)
 from .commands.processes import cmd_beat, cmd_db, cmd_demo, cmd_flower, cmd_simulate, cmd_worker
@@ -20,6 +21,8 @@ environment:
   SMSQ_DATABASE_URL   default: SQLite in SMSQ_HOME; e.g. postgresql://user@host/db
   SMSQ_BROKER_URL     default: embedded SQLite broker; e.g. redis://127.0.0.1:6379/0
   SMSQ_FLOWER_AUTH    user:password for `smsq flower`
+  NAME_FILE           for SMSQ_DATABASE_URL, SMSQ_BROKER_URL, SMSQ_REDIS_URL, SMSQ_FLOWER_AUTH:
+                      read the value from this file (a Docker secret) instead
 
 exit status:
   0  done
@@ -184,10 +187,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--loglevel", default="info")
     s.set_defaults(func=cmd_beat)
 
-    s = sub.add_parser("flower", help="run Flower on the smsq app (auth from SMSQ_FLOWER_AUTH)")
+    s = sub.add_parser("flower", help="run Flower on the smsq app (auth from SMSQ_FLOWER_AUTH)",
+                       description="Flower listens on 127.0.0.1 unless --address says otherwise; any other "
+                       "address needs SMSQ_FLOWER_AUTH (or SMSQ_FLOWER_AUTH_FILE), user:password.")
     s.add_argument("--port", type=int, default=5555)
-    s.add_argument("--address", default="0.0.0.0")
+    s.add_argument("--address", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     s.set_defaults(func=cmd_flower)
+
+    s = sub.add_parser("health", help="is a worker, beat or an HTTP endpoint alive? (for healthchecks)",
+                       description="Exit 0 when healthy, 3 when not (the reason on stderr). worker: the "
+                       "worker answers a ping over the broker; beat: it sent the outbox relay recently "
+                       "(its record in Redis); url: every URL answers 2xx.")
+    checks = s.add_subparsers(dest="what", required=True, metavar="CHECK")
+    c = checks.add_parser("worker", help="the worker node answers a ping")
+    c.add_argument("--node", help="its node name (default celery@%%h, the name `smsq worker` takes "
+                   "without --hostname; %%h is this host)")
+    c = checks.add_parser("beat", help="beat sent the outbox relay recently")
+    c.add_argument("--max-age", type=float,
+                   help="seconds since the relay was last sent (default 3 relay intervals, at least 60)")
+    c = checks.add_parser("url", help="every URL answers 2xx (Flower's /healthcheck, metrics, simulators)")
+    c.add_argument("urls", nargs="+", metavar="URL")
+    for c in checks.choices.values():
+        c.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)")
+    s.set_defaults(func=cmd_health)
 
     s = sub.add_parser("simulate", help="run the vendor simulators on their fixed ports",
                        description="linkws 8800, dxt 8801, jinxin 8802, orgws 8803, qxs 8804; "
@@ -200,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dir", default="demo-run", help="where the demo keeps its database and config")
     s.add_argument("--count", type=int, default=250, help="numbers in the sample batch")
     s.add_argument("--keep-running", action="store_true", help="leave everything running until Ctrl-C")
+    s.add_argument("--any-port", action="store_true",
+                   help="run the simulators on free ports instead of 8800-8804 (beside `smsq simulate`)")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("db", help="database schema")

@@ -220,8 +220,27 @@ def load_accounts(path: Path) -> dict[str, Account]:
             for name, table in (data.get("accounts") or {}).items()}
 
 
+def env_secret(name: str) -> str | None:
+    """``name`` from the environment, or else the content of the file ``name_FILE``
+    names (a Docker secret: a URL or password that must not sit in the
+    environment, where ``docker inspect`` and crash reports show it)."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    path = os.environ.get(f"{name}_FILE")
+    if not path:
+        return None
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{name}_FILE: {path} cannot be read: {exc.strerror}") from None
+    if not value:
+        raise ConfigError(f"{name}_FILE: {path} is empty")
+    return value
+
+
 def _redis_url(broker_url: str) -> str | None:
-    explicit = os.environ.get("SMSQ_REDIS_URL")
+    explicit = env_secret("SMSQ_REDIS_URL")
     if explicit:
         return explicit
     return broker_url if broker_url.startswith(("redis://", "rediss://")) else None
@@ -248,10 +267,10 @@ def smsq_home(config_path: Path) -> Path:
 def load_settings() -> Settings:
     path = Path(os.environ.get("SMSQ_CONFIG", "smsq.toml")).expanduser().resolve()
     home = smsq_home(path)
-    database_url = os.environ.get("SMSQ_DATABASE_URL") or f"sqlite:///{home / 'smsq.db'}"
+    database_url = env_secret("SMSQ_DATABASE_URL") or f"sqlite:///{home / 'smsq.db'}"
     if database_url.startswith("postgresql://"):
         database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
-    broker_url = os.environ.get("SMSQ_BROKER_URL") or f"sqla+sqlite:///{home / 'smsq-broker.db'}"
+    broker_url = env_secret("SMSQ_BROKER_URL") or f"sqla+sqlite:///{home / 'smsq-broker.db'}"
     return Settings(
         config_found=path.is_file(),
         home=home,

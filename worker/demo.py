@@ -29,7 +29,14 @@ def _numbers(count: int) -> list[str]:
     return numbers + ["+86 138-0013-0000", "008613800130001", "12345", "not-a-number"]
 
 
+REPORT_WAIT = 100  # seconds: three report polls, 30 s apart, with room to spare
+
 INBOUND = [("13800130007", "收到，谢谢！"), ("13800130042", "TD"), ("13900001111", "请问几点发货？")]
+
+
+def reports_back(status) -> int:
+    """Recipients of the batch whose delivery report has come back (delivered or failed)."""
+    return status.recipients.get("delivered", 0) + status.recipients.get("failed", 0)
 
 
 def _wait_reports(batch_id: int, expected: int, timeout: float):
@@ -39,8 +46,7 @@ def _wait_reports(batch_id: int, expected: int, timeout: float):
     last = None
     while True:
         status = batch_status(batch_id)
-        r = status.recipients
-        done = r.get("delivered", 0) + r.get("failed", 0)
+        done = reports_back(status)
         if done != last:
             print(f"    delivery reports: {done}/{expected}", flush=True)
             last = done
@@ -113,12 +119,26 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             proc.kill()
 
 
-def run_demo(directory: Path, *, count: int = 250, keep: bool = False) -> int:
+def _clear_scratch(directory: Path, users_own: set[str]) -> None:
+    """Remove what the last run left here (its SQLite database and broker, beat's
+    schedule, the logs), so every run starts from an empty database. A database
+    or broker the user named by URL (``users_own``) is theirs: never touched."""
+    patterns = ["celerybeat-schedule*", "worker.log", "beat.log"]
+    if "SMSQ_DATABASE_URL" not in users_own:
+        patterns.append("smsq.db*")
+    if "SMSQ_BROKER_URL" not in users_own:
+        patterns.append("broker.db*")
+    old = [path for pattern in patterns for path in directory.glob(pattern)]
+    for path in old:
+        path.unlink()
+    if old:
+        _say(f"fresh start: the previous demo's files in {directory} were removed (they are scratch)")
+
+
+def run_demo(directory: Path, *, count: int = 250, keep: bool = False, any_port: bool = False) -> int:
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    # One account per simulator; inbound and reports polled as often as vendors allow.
-    (directory / "smsq.toml").write_text("# Written by `smsq demo`.\n" + config(extra="poll_interval = 30\n"),
-                                         encoding="utf-8")
+    users_own = {name for name in ("SMSQ_DATABASE_URL", "SMSQ_BROKER_URL") if os.environ.get(name)}
     env = dict(os.environ)
     env["SMSQ_CONFIG"] = str(directory / "smsq.toml")
     env["SMSQ_DEMO_PASSWORD"] = DEMO_PASSWORD
@@ -134,24 +154,32 @@ def run_demo(directory: Path, *, count: int = 250, keep: bool = False) -> int:
     from .commands.batches import print_status, wait_for
     from .config import settings
 
-    settings.cache_clear()
-    conf = settings()
     logging.getLogger("smsq.producer").setLevel(logging.WARNING)  # the demo tells its own story
-    mode = "embedded (SQLite + SQLite broker)" if conf.embedded else f"broker {conf.broker_url.split('@')[-1]}"
-    _say(f"mode: {mode}; files in {directory}")
-
-    sims = build()
+    sims = build(any_port=any_port)
     running = []
     procs: list[subprocess.Popen] = []
     try:
+        ports = {}
         for name, (state, app, port) in sims.items():
             try:
-                running.append(serve(app, port=port))
+                sim = serve(app, port=port)
             except OSError as exc:
                 _say(f"port {port} for the {name} simulator is taken ({exc.strerror}): is `smsq simulate` "
                      f"or another demo running? Stop it and try again.")
                 return 1
-            _say(f"simulator {name} on http://127.0.0.1:{port}/")
+            running.append(sim)
+            ports[name] = sim.port
+            _say(f"simulator {name} on {sim.url}")
+        # Only now: a demo still running holds the ports, and its files are not scratch yet.
+        _clear_scratch(directory, users_own)
+        # One account per simulator; inbound and reports polled as often as vendors allow.
+        (directory / "smsq.toml").write_text(
+            "# Written by `smsq demo`.\n" + config(extra="poll_interval = 30\n", ports=ports), encoding="utf-8")
+        settings.cache_clear()
+        conf = settings()
+        mode = ("embedded (SQLite + SQLite broker)" if conf.embedded
+                else f"broker {conf.broker_url.split('@')[-1]}")
+        _say(f"mode: {mode}; files in {directory}")
         dxt_state = sims["dxt"][0]
         for mobile, text in INBOUND:  # replies waiting at the vendor
             dxt_state.add_inbound(mobile, text)
@@ -184,11 +212,16 @@ def run_demo(directory: Path, *, count: int = 250, keep: bool = False) -> int:
             return 1
         _other_vendors(sims)
         _say("waiting for delivery reports and inbound messages (the vendor allows one poll per 30 s)")
-        status = _wait_reports(receipt.batch_id, receipt.accepted, timeout=100)
+        status = _wait_reports(receipt.batch_id, receipt.accepted, timeout=REPORT_WAIT)
         print_status(status, as_json=False)
         _show_inbound()
         _show_balances()
-        _say("done: the batch went out, settled, and its delivery reports came back")
+        back = reports_back(status)
+        if back < receipt.accepted:
+            _say(f"the batch went out and settled, but only {back} of its {receipt.accepted} delivery "
+                 f"reports came back in {REPORT_WAIT} s; see {directory / 'worker.log'}")
+            return 1
+        _say(f"done: the batch went out, settled, and all {back} of its delivery reports came back")
         if keep:
             _say("still running (Ctrl-C to stop); try: smsq status " + str(receipt.batch_id))
             while all(p.poll() is None for p in procs):

@@ -9,12 +9,12 @@ def load(*, need_accounts: bool = True):
     import os
 
     from .. import logs
-    from ..config import settings
+    from ..config import env_secret, settings
 
     conf = settings()
     logs.mask_secrets(conf.secrets())
     file_locates_database = conf.embedded and not os.environ.get("SMSQ_HOME") \
-        and not os.environ.get("SMSQ_DATABASE_URL")
+        and not env_secret("SMSQ_DATABASE_URL")
     if need_accounts or (file_locates_database and not conf.config_found):
         conf.require_accounts()
     return conf

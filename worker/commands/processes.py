@@ -8,6 +8,8 @@ from pathlib import Path
 from ..config import ConfigError
 from .common import load
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 
 def cmd_worker(args) -> int:
     from ..app import QUEUES, get_app
@@ -55,9 +57,10 @@ def cmd_beat(args) -> int:
 
 def cmd_flower(args) -> int:
     from ..app import get_app
+    from ..config import env_secret
 
     load(need_accounts=False)
-    auth = os.environ.get("SMSQ_FLOWER_AUTH")
+    auth = env_secret("SMSQ_FLOWER_AUTH")
     address = args.address
     if auth:
         if ":" not in auth:
@@ -65,13 +68,13 @@ def cmd_flower(args) -> int:
         # Through Flower's own environment variable, so the password is not on
         # the command line for `ps` to show.
         os.environ["FLOWER_BASIC_AUTH"] = auth
+    elif address not in LOOPBACK:
+        # An address given on purpose is never silently narrowed, nor opened without a password.
+        raise ConfigError(f"refusing to serve Flower on {address} without a password: set "
+                          f"SMSQ_FLOWER_AUTH (user:password) or SMSQ_FLOWER_AUTH_FILE, or leave --address "
+                          f"at 127.0.0.1")
     else:
-        if address not in ("127.0.0.1", "localhost", "::1"):
-            print(f"SMSQ_FLOWER_AUTH is not set: refusing to expose Flower on {address} without a "
-                  f"password; binding 127.0.0.1 only", file=sys.stderr)
-        else:
-            print("SMSQ_FLOWER_AUTH is not set: Flower listens on 127.0.0.1 only", file=sys.stderr)
-        address = "127.0.0.1"
+        print(f"SMSQ_FLOWER_AUTH is not set: Flower listens on {address} only", file=sys.stderr)
     get_app().start(["flower", f"--address={address}", f"--port={args.port}"])
     return 0
 
@@ -88,7 +91,7 @@ def cmd_simulate(args) -> int:
 def cmd_demo(args) -> int:
     from ..demo import run_demo
 
-    return run_demo(Path(args.dir), count=args.count, keep=args.keep_running)
+    return run_demo(Path(args.dir), count=args.count, keep=args.keep_running, any_port=args.any_port)
 
 
 def cmd_db(args) -> int:
