@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from datetime import timedelta
 from dataclasses import dataclass, field
 
 from celery import shared_task
@@ -125,30 +126,42 @@ def _match_recipient(session: Session, account: str, rep: Report) -> Recipient |
         .order_by(Recipient.id.desc()).limit(1)).scalar_one_or_none()
 
 
+REMATCH_WINDOW = timedelta(minutes=10)  # how long an unmatched report is tried again
+
+
 def _store_reports(session: Session, account: str, journal_id: int, items: list[Report]) -> tuple[int, list[int]]:
     rows = [{"account": account, "vendor_id": r.vendor_id, "mobile": r.mobile[:32], "delivered": r.delivered,
              "code": r.code[:32], "message": (r.message or "")[:255], "reported_at": r.reported_at,
              "dedupe_key": report_key(r), "journal_id": journal_id, "created_at": utcnow()} for r in items]
     new_ids = _insert_ignore(session, StatusReport, rows, ["account", "dedupe_key"])
-    changed: list[int] = []
     now = utcnow()
-    for report_id in new_ids:
-        rep = session.get(StatusReport, report_id)
-        if rep.delivered is None:
-            continue  # "no report yet": nothing to settle
-        recipient = _match_recipient(session, account, Report(rep.vendor_id or "", rep.mobile, rep.delivered,
-                                                                rep.code))
-        if recipient is None:
-            continue  # kept in status_reports, unmatched
-        rep.recipient_id = recipient.id
-        if recipient.state == "unknown":
-            _settle_unknown_chunk(session, recipient, now)
-        recipient.state = "delivered" if rep.delivered else "failed"
-        recipient.code, recipient.detail, recipient.updated_at = rep.code, (rep.message or "")[:255], now
-        if rep.vendor_id and not recipient.vendor_id:
-            recipient.vendor_id = rep.vendor_id
-        changed.append(recipient.id)
+    # A vendor can report faster than a worker records the send: the report reaches us
+    # while its recipient is still 'queued' with no vendor id. Such reports are kept
+    # unmatched and tried again at the next polls for a while, so none is lost to the race.
+    recent_unmatched = session.execute(select(StatusReport.id).where(
+        StatusReport.account == account, StatusReport.recipient_id.is_(None),
+        StatusReport.delivered.is_not(None), StatusReport.created_at >= now - REMATCH_WINDOW,
+        StatusReport.id.not_in(new_ids or [0])).order_by(StatusReport.id)).scalars().all()
+    changed = [rid for report_id in [*recent_unmatched, *new_ids]
+               if (rid := _apply_report(session, account, session.get(StatusReport, report_id), now))]
     return len(new_ids), changed
+
+
+def _apply_report(session: Session, account: str, rep: StatusReport, now) -> int | None:
+    """Settle the report's recipient; its id, or None when no recipient matches (yet)."""
+    if rep.delivered is None:
+        return None  # "no report yet": nothing to settle
+    recipient = _match_recipient(session, account, Report(rep.vendor_id or "", rep.mobile, rep.delivered, rep.code))
+    if recipient is None:
+        return None  # kept in status_reports, unmatched
+    rep.recipient_id = recipient.id
+    if recipient.state == "unknown":
+        _settle_unknown_chunk(session, recipient, now)
+    recipient.state = "delivered" if rep.delivered else "failed"
+    recipient.code, recipient.detail, recipient.updated_at = rep.code, (rep.message or "")[:255], now
+    if rep.vendor_id and not recipient.vendor_id:
+        recipient.vendor_id = rep.vendor_id
+    return recipient.id
 
 
 def _settle_unknown_chunk(session: Session, recipient: Recipient, now) -> None:
