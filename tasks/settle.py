@@ -57,7 +57,7 @@ def settle(chunk_id: int, action: str, note: str = "") -> str:
             chunk.state, chunk.finished_at, chunk.detail = action, now, why
             session.execute(recipients.values(state="sent" if action == "accepted" else "failed",
                                               detail=why[:255], updated_at=now))
-        lane = chunk.lane
+        lane, batch_id, account = chunk.lane, chunk.batch_id, chunk.account
     if action == "resend":
-        publish_chunk(chunk_id, lane)
+        publish_chunk(chunk_id, lane, batch_id=batch_id, account=account)
     return why
