@@ -3,8 +3,10 @@ it serves when the database and broker are away, how it binds; and the vendor
 call tally against rows that commit out of id order."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
+import httpx
 import pytest
 from sqlalchemy import insert
 
@@ -12,7 +14,7 @@ from smsq.store.models import VendorCall
 from smsq.worker.call_tally import SETTLE_SECONDS, CallTally
 from smsq.worker.db import session_scope, upgrade
 
-from .conftest import REDIS_URL, fresh_redis, wait_until
+from .conftest import REDIS_URL, ROOT, fresh_redis, wait_until
 from .test_cli import env, listening_addresses, smsq  # noqa: F401  (env: the CLI tests' embedded fixture)
 from .test_metrics import running, scrape, value
 
@@ -28,6 +30,11 @@ def test_queue_lengths_are_what_waits_in_the_broker(env, tmp_path, broker):
         assert sent.returncode == 0, sent.stderr
     with running("metrics", env=env, cwd=tmp_path) as (port, _):
         samples = scrape(port)
+        exposed = set(re.findall(r"^# HELP (smsq_\w+)", httpx.get(f"http://127.0.0.1:{port}/metrics").text, re.M))
+    # Every metric the Grafana dashboard queries is one the exporter serves.
+    dashboard = (ROOT / "deploy" / "grafana" / "smsq-dashboard.json").read_text(encoding="utf-8")
+    queried = {re.sub(r"_(bucket|count|sum)$", "", name) for name in re.findall(r"smsq_\w+", dashboard)}
+    assert queried and queried <= exposed, queried - exposed
     assert value(samples, "smsq_queue_length", queue="smsq.bulk") == 3
     assert value(samples, "smsq_queue_length", queue="smsq.priority") == 1
     assert ("smsq_queue_length", frozenset({"queue": "smsq.poll"}.items())) in samples  # empty, still shown
