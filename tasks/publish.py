@@ -39,7 +39,7 @@ def chunk_label(chunk_id: int, batch_id: int | None = None, account: str | None 
 def publish_chunk(chunk_id: int, lane: str, *, batch_id: int | None = None, account: str | None = None,
                   countdown: float | None = None, producer=None) -> None:
     get_app().send_task(SEND_CHUNK, args=[chunk_id], queue=f"smsq.{lane}", countdown=bounded(countdown),
-                        argsrepr=f"({chunk_label(chunk_id, batch_id, account)})", kwargsrepr="{}",
+                        argsrepr=chunk_label(chunk_id, batch_id, account), kwargsrepr="{}",
                         producer=producer)
 
 
