@@ -200,3 +200,17 @@ class AccountBalance(Base):
     account: Mapped[str] = mapped_column(String(64), primary_key=True)
     balance: Mapped[float] = mapped_column()
     checked_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class VendorCall(Base):
+    """One row per vendor send call whose answer was recorded, written by the same
+    transaction as the chunk's outcome. Append-only: `smsq metrics` counts calls
+    and their durations from it, the same for every worker process and host."""
+
+    __tablename__ = "vendor_calls"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(32))  # providers.Outcome value
+    seconds: Mapped[float] = mapped_column()  # the provider call, connect to answer (or timeout)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

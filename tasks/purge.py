@@ -1,5 +1,5 @@
 """Removing what is old: finished batches (with their chunks and recipients),
-parsed poll journal rows and delivery reports.
+parsed poll journal rows, delivery reports and the record of vendor calls (metrics).
 
 What it never removes:
 
@@ -23,7 +23,8 @@ from typing import Callable
 
 from sqlalchemy import delete, exists, func, select
 
-from smsq.store.models import Batch, Chunk, InboundMessage, PollJournal, Recipient, StatusReport, utcnow
+from smsq.store.models import (Batch, Chunk, InboundMessage, PollJournal, Recipient, StatusReport, VendorCall,
+                               utcnow)
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
@@ -82,6 +83,9 @@ def purge(older_than: timedelta, *, dry_run: bool = False, inbound: bool = False
         ("poll_journal", PollJournal, [PollJournal.fetched_at < cutoff,
                                        PollJournal.state.in_(PURGED_JOURNAL_STATES)]),
         ("status_reports", StatusReport, [StatusReport.created_at < cutoff]),
+        # the metrics' record of vendor calls: an exporter counts from where it starts,
+        # so old rows going away only looks like a restart to Prometheus
+        ("vendor_calls", VendorCall, [VendorCall.created_at < cutoff]),
     ]
     if inbound:
         tables.append(("inbound_messages", InboundMessage, [InboundMessage.created_at < cutoff]))

@@ -54,20 +54,20 @@ def publish_due(conf) -> int:
     now = utcnow()
     stale_queue = now - timedelta(seconds=conf.republish_after)
     with session_scope(conf.database_url) as session:
-        due = session.execute(select(Chunk.id, Chunk.lane).where(
+        due = session.execute(select(Chunk.id, Chunk.lane, Chunk.batch_id, Chunk.account).where(
             Chunk.state == "pending",
             or_(Chunk.next_attempt_at.is_(None), Chunk.next_attempt_at <= now),
             or_(Chunk.queued_at.is_(None), Chunk.queued_at <= stale_queue),
         ).order_by(Chunk.id).limit(PASS_LIMIT)).all()
         if due:
-            ids = [chunk_id for chunk_id, _ in due]
+            ids = [chunk_id for chunk_id, *_ in due]
             for start in range(0, len(ids), 500):
                 session.execute(update(Chunk).where(and_(Chunk.id.in_(ids[start:start + 500]),
                                                          Chunk.state == "pending")).values(queued_at=now))
     if due:
         with get_app().producer_or_acquire() as producer:
-            for chunk_id, lane in due:
-                publish_chunk(chunk_id, lane, producer=producer)
+            for chunk_id, lane, batch_id, account in due:
+                publish_chunk(chunk_id, lane, batch_id=batch_id, account=account, producer=producer)
     if due:
         log.info("relay: published %s due chunks", len(due))
     return len(due)

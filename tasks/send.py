@@ -13,6 +13,14 @@
    invalid_request / blocked -> failed
    ambiguous                 -> unknown: never resent automatically
 
+4. A chunk that ended ``failed`` or ``unknown`` ends the task as a Celery
+   failure (``ChunkFailed`` / ``ChunkUnknown``, declared expected: logged
+   without a traceback, and acked like any finished task), so Flower does not
+   show it as a plain success.
+
+The record transaction also appends the call (account, outcome, seconds) to
+``vendor_calls``, which `smsq metrics` counts: no extra transaction per chunk.
+
 A worker that dies between claim and record leaves the chunk ``sending``; the
 relay turns it ``unknown`` after the send timeout, because the vendor may have
 accepted it.
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -29,17 +38,32 @@ from sqlalchemy import and_, bindparam, exists, select, update
 
 from smsq.providers import Outcome, SendContext, SendResult
 from smsq.providers.base import BEIJING, RAW_KEEP
-from smsq.store.models import Batch, Chunk, PollStatus, Recipient, utcnow
+from smsq.store.models import Batch, Chunk, PollStatus, Recipient, VendorCall, utcnow
 from smsq.worker.clients import provider_for
 from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope
 from smsq.worker.limiter import limiter
 
-from .publish import MAX_COUNTDOWN, publish_chunk
+from .publish import MAX_COUNTDOWN, chunk_label, publish_chunk
 from .schema import ensure_schema
 
 log = logging.getLogger("smsq.send")
 
+
+class ChunkNotSent(Exception):
+    """A chunk's vendor call ended without the vendor taking it (or without
+    knowing whether it did). Raised after the outcome is recorded, so that the
+    task ends as a failure in Flower and the worker log; nothing is retried by it."""
+
+
+class ChunkFailed(ChunkNotSent):
+    """The chunk is ``failed``: the vendor refused it (auth, balance, invalid, blocked)
+    or transient errors used up every attempt."""
+
+
+class ChunkUnknown(ChunkNotSent):
+    """The chunk is ``unknown``: the vendor may have accepted it; it is never resent
+    automatically (``smsq settle`` decides)."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +138,11 @@ def _chunk_is_ours(work: Work):
                 Chunk.state.in_(("sending", "unknown")))
 
 
-def record(conf: Settings, work: Work, result: SendResult) -> tuple[str, float | None]:
-    """Store the outcome; return the chunk's new state and, for a retry, the delay."""
+def record(conf: Settings, work: Work, result: SendResult,
+           call_seconds: float | None = None) -> tuple[str, float | None]:
+    """Store the outcome; return the chunk's new state and, for a retry, the delay.
+    ``call_seconds``: how long the vendor call took, kept in ``vendor_calls``
+    (None: no vendor call was made)."""
     now = utcnow()
     base = dict(outcome=result.outcome.value, code=result.code, detail=(result.message or "")[:1000],
                 raw=(result.raw or "")[:RAW_KEEP])
@@ -142,6 +169,9 @@ def record(conf: Settings, work: Work, result: SendResult) -> tuple[str, float |
         values.update(next_attempt_at=due, queued_at=now if retry_in <= MAX_COUNTDOWN else None)
 
     with session_scope(conf.database_url) as session:
+        if call_seconds is not None:  # the call happened, whatever becomes of the chunk row
+            session.add(VendorCall(account=work.account, outcome=result.outcome.value,
+                                   seconds=call_seconds, created_at=now))
         changed = session.execute(update(Chunk).where(_chunk_is_ours(work)).values(**values)).rowcount
         if changed != 1:
             log.warning("chunk %s: outcome %s not recorded, the chunk moved on", work.chunk_id, state)
@@ -216,8 +246,9 @@ def run_chunk(chunk_id: int) -> str:
     # Past this line the vendor may act on the request: no exception may turn
     # it back into 'pending'. An error recording the result leaves 'sending',
     # which the relay settles as 'unknown'.
+    started = time.monotonic()
     result = provider.send(numbers, work.content, vendor_time, context)
-    state, retry_in = record(conf, work, result)
+    state, retry_in = record(conf, work, result, call_seconds=time.monotonic() - started)
     level = logging.WARNING if state in ("failed", "unknown") else logging.INFO
     if result.outcome in (Outcome.AUTH, Outcome.BALANCE):
         level = logging.ERROR  # the account needs an operator
@@ -227,8 +258,18 @@ def run_chunk(chunk_id: int) -> str:
     log.log(level, "chunk %s (batch %s, %s numbers, account %s): %s -> %s %s %s", chunk_id, work.batch_id,
             len(numbers), account.name, result.outcome.value, state, result.code or "", result.message or "")
     if retry_in is not None and retry_in <= MAX_COUNTDOWN:
-        publish_chunk(chunk_id, work.lane, countdown=retry_in)
+        publish_chunk(chunk_id, work.lane, batch_id=work.batch_id, account=work.account, countdown=retry_in)
+    if state in ("failed", "unknown"):
+        raise not_sent(state, work, result)
     return state
+
+
+def not_sent(state: str, work: Work, result: SendResult) -> ChunkNotSent:
+    """``chunk 12 (batch 3, shop-dxt): unknown — ambiguous: read timeout ...``; the vendor's
+    code and message, never numbers or content."""
+    why = " ".join(part for part in (result.outcome.value + ":", result.code, result.message) if part)
+    error = ChunkUnknown if state == "unknown" else ChunkFailed
+    return error(f"{chunk_label(work.chunk_id, work.batch_id, work.account)}: {state} — {why}"[:500])
 
 
 def flag_account(conf: Settings, account: str, result: SendResult) -> None:
@@ -248,6 +289,9 @@ def clear_flag(conf: Settings, account: str) -> None:
                         .values(outcome="ok", detail="a send was accepted since", polled_at=utcnow()))
 
 
-@shared_task(name="smsq.send_chunk", ignore_result=True, acks_late=True)
+# `throws`: an expected end, logged in one line without a traceback. With late
+# acks the message is still acked (task_acks_on_failure_or_timeout), so a failed
+# or unknown chunk is not delivered again.
+@shared_task(name="smsq.send_chunk", ignore_result=True, acks_late=True, throws=(ChunkFailed, ChunkUnknown))
 def send_chunk(chunk_id: int) -> str:
     return run_chunk(int(chunk_id))

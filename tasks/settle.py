@@ -89,7 +89,7 @@ def settle(chunk_id: int, action: str, note: str = "") -> str:
         _apply(session, chunk.batch_id, and_(Chunk.id == chunk_id, Chunk.state == chunk.state), action, why)
         lane = chunk.lane
     if action == "resend":
-        publish_chunk(chunk_id, lane)
+        publish_chunk(chunk_id, lane, batch_id=batch_id, account=account)
     return why
 
 

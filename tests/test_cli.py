@@ -29,7 +29,7 @@ def env(tmp_path):
 
 def test_help_explains_every_command():
     out = smsq("--help").stdout
-    for command in ("send", "status", "worker", "beat", "flower", "simulate", "demo", "db"):
+    for command in ("send", "status", "worker", "beat", "flower", "metrics", "simulate", "demo", "db"):
         assert command in out
     assert "SMSQ_CONFIG" in out and "SMSQ_BROKER_URL" in out
     send_help = smsq("send", "--help").stdout
@@ -132,6 +132,9 @@ def test_flower_needs_a_password_or_stays_local(env, tmp_path, auth):
         output = proc.communicate(timeout=15)[0]
     if not auth:
         assert "SMSQ_FLOWER_AUTH is not set" in output and "127.0.0.1 only" in output
+    # Embedded (the env fixture): Flower says at start-up what it cannot show, and where to look instead.
+    assert "embedded mode (SQLite broker). Flower can show no workers and no tasks here" in output
+    assert "smsq status BATCH_ID" in output and "smsq metrics" in output
 
 
 def test_flower_on_another_address_needs_a_password(env, tmp_path):

@@ -113,7 +113,8 @@ def test_task_messages_carry_the_chunk_id_only():
     assert sender == "smsq.send_chunk"
     args = body[0]
     assert len(args) == 1 and isinstance(args[0], int) and body[1] == {}
-    assert headers["argsrepr"] == f"(chunk_id={args[0]})"
+    # Flower names the chunk, its batch and its account: ids and a configured name, no secret
+    assert headers["argsrepr"] == f"chunk {args[0]} (batch {receipt.batch_id}, shop-dxt)"
     wire = json.dumps([body, headers], ensure_ascii=False)
     for secret in ("13912345678", "验证码", PASSWORD):
         assert secret not in wire

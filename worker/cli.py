@@ -8,6 +8,7 @@ import sys
 from .commands.accounts import cmd_accounts, cmd_check, cmd_inbound, cmd_keywords, cmd_password, cmd_poll
 from .commands.batches import cmd_send, parse_at
 from .commands.health import cmd_health
+from .commands.metrics import cmd_metrics
 from .commands.operators import (cmd_batches, cmd_blocked, cmd_cancel, cmd_export, cmd_purge, cmd_settle,
                                  cmd_status)
 from .commands.processes import cmd_beat, cmd_db, cmd_demo, cmd_flower, cmd_simulate, cmd_worker
@@ -210,6 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     for c in checks.choices.values():
         c.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)")
     s.set_defaults(func=cmd_health)
+
+    s = sub.add_parser("metrics", help="serve Prometheus metrics (/metrics) read from the database and broker",
+                       description="Serve /metrics in the Prometheus text format: recipients and chunks by "
+                       "state, vendor calls by outcome and their duration, queue lengths, balances, poll ages, "
+                       "account health. Counted from the database and the broker, so one exporter is right for "
+                       "every worker on every host. See the README's Metrics section.")
+    s.add_argument("--port", type=int, default=9464, help="TCP port (default 9464)")
+    s.add_argument("--address", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; 0.0.0.0 for every interface)")
+    s.set_defaults(func=cmd_metrics)
 
     s = sub.add_parser("simulate", help="run the vendor simulators on their fixed ports",
                        description="linkws 8800, dxt 8801, jinxin 8802, orgws 8803, qxs 8804; "

@@ -55,11 +55,23 @@ def cmd_beat(args) -> int:
     return 0
 
 
+# kombu's SQLAlchemy transport (the embedded broker) has no fanout exchange:
+# the workers' task events and Flower's broadcasts to workers never arrive.
+EMBEDDED_FLOWER_NOTE = """\
+smsq flower: embedded mode (SQLite broker). Flower can show no workers and no tasks here:
+  the SQLite broker has no broadcast (fanout), so worker events and Flower's questions to
+  workers never arrive. Use `smsq status BATCH_ID [--chunks]` for a batch, `smsq accounts`
+  for accounts and polls, and `smsq metrics` for queues, vendor calls and chunk states.
+  With a Redis or RabbitMQ broker (SMSQ_BROKER_URL) Flower shows every task and worker."""
+
+
 def cmd_flower(args) -> int:
     from ..app import get_app
     from ..config import env_secret
 
-    load(need_accounts=False)
+    conf = load(need_accounts=False)
+    if conf.embedded:
+        print(EMBEDDED_FLOWER_NOTE, file=sys.stderr, flush=True)
     auth = env_secret("SMSQ_FLOWER_AUTH")
     address = args.address
     if auth:

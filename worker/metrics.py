@@ -1,0 +1,174 @@
+"""The Prometheus exporter behind `smsq metrics`.
+
+Every number is read at scrape time from what all processes share — the
+database and the broker — never from one process's memory, so it is right
+across any number of workers and hosts, and any exporter reports the same.
+
+* recipients and chunks by state: grouped counts (one statement each);
+* vendor calls and their durations: ``vendor_calls``, written by each chunk's
+  record transaction, tallied incrementally (see ``call_tally``);
+* balances, poll ages and account health: the poll tables (``account_balances``,
+  ``poll_status``, with its ``send`` row for auth/balance failures of sends);
+* queue lengths: the broker, by a passive ``queue_declare`` (Redis, RabbitMQ
+  and the embedded SQLite broker all answer it).
+
+A scrape's result is kept ``CACHE_SECONDS`` so that several scrapers do not
+multiply the queries. A database or broker that cannot be reached does not
+stop the exporter: what can be read is served, and ``smsq_up{component}`` says
+which part is missing.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from smsq.store.models import AccountBalance, Batch, Chunk, PollStatus, Recipient, utcnow
+
+from .call_tally import CallTally
+from .config import Settings
+
+log = logging.getLogger("smsq.metrics")
+
+CACHE_SECONDS = 5.0
+RECIPIENT_STATES = ("queued", "sent", "delivered", "failed", "unknown", "rejected")
+CHUNK_STATES = ("pending", "sending", "accepted", "failed", "unknown")
+ACCOUNT_DOWN = ("auth", "balance")  # outcomes that need an operator before the account works again
+
+
+class SmsqCollector(Collector):
+    def __init__(self, conf: Settings) -> None:
+        self.conf = conf
+        self.tally = CallTally()
+        self._lock = threading.Lock()
+        self._families: list[Metric] = []
+        self._taken_at = float("-inf")
+        self._up: dict[str, bool] = {}
+
+    def collect(self):
+        with self._lock:  # one scrape at a time reads; the others get its result
+            if time.monotonic() - self._taken_at >= CACHE_SECONDS:
+                self._families = self._read()
+                self._taken_at = time.monotonic()
+            return list(self._families)
+
+    def _read(self) -> list[Metric]:
+        families: list[Metric] = []
+        up = GaugeMetricFamily("smsq_up", "1 when the exporter could read this component at the last scrape",
+                               labels=["component"])
+        for component, read in (("database", self._database), ("broker", self._broker)):
+            try:
+                families += read()
+                ok = True
+            except Exception as exc:  # never let a scrape kill the exporter
+                ok = False
+                if self._up.get(component, True):  # log the change, not every scrape
+                    log.warning("metrics: cannot read the %s: %s: %s", component, type(exc).__name__,
+                                str(exc).splitlines()[0] if str(exc) else "")
+            if ok and not self._up.get(component, True):
+                log.warning("metrics: the %s can be read again", component)
+            self._up[component] = ok
+            up.add_metric([component], 1.0 if ok else 0.0)
+        return families + [up]
+
+    # -- the database --------------------------------------------------------
+    def _database(self) -> list[Metric]:
+        from smsq.tasks.schema import ensure_schema
+
+        from .db import session_scope
+
+        ensure_schema(self.conf)
+        with session_scope(self.conf.database_url, readonly=True) as session:
+            self.tally.update(session)
+            recipients = session.execute(
+                select(Batch.account, Recipient.state, func.count()).join(Batch, Batch.id == Recipient.batch_id)
+                .group_by(Batch.account, Recipient.state)).all()
+            chunks = session.execute(select(Chunk.state, func.count()).group_by(Chunk.state)).all()
+            balances = session.execute(select(AccountBalance.account, AccountBalance.balance)).all()
+            polls = session.execute(select(PollStatus.account, PollStatus.kind, PollStatus.polled_at,
+                                           PollStatus.outcome)).all()
+        return [self._recipients(recipients), self._chunks(chunks), *self._calls(),
+                self._balances(balances), *self._accounts(polls)]
+
+    def _recipients(self, rows) -> Metric:
+        counts = {(account, state): 0 for account in self.conf.accounts for state in RECIPIENT_STATES}
+        counts.update({(account, state): n for account, state, n in rows})
+        # A gauge: recipients move between states (queued -> sent -> delivered).
+        family = GaugeMetricFamily("smsq_recipients_total", "Recipients stored, by account and current state",
+                                   labels=["account", "state"])
+        for (account, state), n in sorted(counts.items()):
+            family.add_metric([account, state], n)
+        return family
+
+    def _chunks(self, rows) -> Metric:
+        counts = dict.fromkeys(CHUNK_STATES, 0) | dict(rows)
+        family = GaugeMetricFamily("smsq_chunks", "Chunks by current state", labels=["state"])
+        for state, n in sorted(counts.items()):
+            family.add_metric([state], n)
+        return family
+
+    def _calls(self) -> list[Metric]:
+        calls = CounterMetricFamily("smsq_vendor_calls", "Vendor send calls recorded, by account and outcome "
+                                    "(ok, transient, rate_limited, auth, balance, invalid_request, blocked, "
+                                    "ambiguous)", labels=["account", "outcome"])
+        for (account, outcome), n in sorted(self.tally.calls.items()):
+            calls.add_metric([account, outcome], n)
+        seconds = HistogramMetricFamily("smsq_vendor_call_seconds", "Duration of vendor send calls, by account",
+                                        labels=["account"])
+        for account, durations in sorted(self.tally.durations.items()):
+            seconds.add_metric([account], durations.cumulative(), durations.total)
+        return [calls, seconds]
+
+    def _balances(self, rows) -> Metric:
+        family = GaugeMetricFamily("smsq_balance", "Last balance the vendor reported (messages or money, as the "
+                                   "vendor counts; +Inf for postpaid)", labels=["account"])
+        for account, balance in sorted(rows):
+            family.add_metric([account], balance)
+        return family
+
+    def _accounts(self, polls) -> list[Metric]:
+        now = utcnow()
+        ages = GaugeMetricFamily("smsq_poll_age_seconds", "Seconds since the account's last poll of this kind, "
+                                 "whatever its outcome", labels=["account", "kind"])
+        down = set()
+        for account, kind, polled_at, outcome in sorted(polls, key=lambda row: (row[0], row[1])):
+            if outcome in ACCOUNT_DOWN:
+                down.add(account)
+            if kind != "send" and polled_at is not None:  # "send" is the health flag of sends, not a poll
+                ages.add_metric([account, kind], max(0.0, (now - polled_at).total_seconds()))
+        up = GaugeMetricFamily("smsq_account_up", "0 when the account's last send or poll failed with auth or "
+                               "balance (it needs an operator), else 1", labels=["account"])
+        for account in sorted(self.conf.accounts):
+            up.add_metric([account], 0.0 if account in down else 1.0)
+        return [ages, up]
+
+    # -- the broker ----------------------------------------------------------
+    def _broker(self) -> list[Metric]:
+        from .app import QUEUES
+
+        family = GaugeMetricFamily("smsq_queue_length", "Messages waiting in the broker queue (not yet taken "
+                                   "by a worker)", labels=["queue"])
+        for queue, n in queue_lengths(QUEUES).items():
+            family.add_metric([queue], n)
+        return [family]
+
+
+def queue_lengths(queues) -> dict[str, int]:
+    """Ready messages per queue. A queue the broker does not know holds nothing
+    (Redis drops a list when it empties)."""
+    from .app import get_app
+
+    lengths = {}
+    with get_app().connection_for_read() as conn:
+        conn.connect()  # raises at once when the broker is unreachable
+        for queue in queues:
+            try:
+                with conn.channel() as channel:
+                    lengths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
+            except conn.channel_errors:
+                lengths[queue] = 0
+    return lengths
