@@ -25,6 +25,10 @@ NAMING = {
 }
 
 
+CHUNK_STATES = ("pending", "sending", "accepted", "failed", "unknown", "cancelled")
+RECIPIENT_STATES = ("queued", "sent", "delivered", "failed", "unknown", "rejected", "cancelled")
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 

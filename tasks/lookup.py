@@ -12,14 +12,13 @@ from typing import Iterable, Iterator
 from sqlalchemy import func, select
 
 from smsq.providers.numbers import normalise
-from smsq.store.models import Batch, Chunk, Recipient
+from smsq.store.models import RECIPIENT_STATES, Batch, Chunk, Recipient
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
 from .producer import FINAL_CHUNK_STATES
 from .schema import ensure_schema
 
-RECIPIENT_STATES = ("queued", "sent", "delivered", "failed", "unknown", "rejected", "cancelled")
 STREAM_BLOCK = 5000  # rows fetched per round trip while streaming
 
 

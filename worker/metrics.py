@@ -27,7 +27,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from smsq.store.models import AccountBalance, Batch, Chunk, PollStatus, Recipient, utcnow
+from smsq.store.models import (CHUNK_STATES, RECIPIENT_STATES, AccountBalance, Batch, Chunk, PollStatus, Recipient,
+                               utcnow)
 
 from .call_tally import CallTally
 from .config import Settings
@@ -35,8 +36,6 @@ from .config import Settings
 log = logging.getLogger("smsq.metrics")
 
 CACHE_SECONDS = 5.0
-RECIPIENT_STATES = ("queued", "sent", "delivered", "failed", "unknown", "rejected")
-CHUNK_STATES = ("pending", "sending", "accepted", "failed", "unknown")
 ACCOUNT_DOWN = ("auth", "balance")  # outcomes that need an operator before the account works again
 
 
