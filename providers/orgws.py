@@ -50,6 +50,11 @@ Decisions where the vendor's document is silent or ambiguous:
   local names, so a vendor that answers in another namespace is still read.
 * The vendor has no per-interval poll rule and no reports or inbound: the only
   poll is the balance.
+* Signature: the document says nothing of one (Message is "短信内容", limited
+  only to 3 SMS lengths; no State code refuses a missing signature). Chinese
+  carriers require one, so smsq still requires a 【signature】, accepted at
+  either end (``signature_position = "either"``); content with none gets the
+  account's signature appended.
 """
 from __future__ import annotations
 
@@ -117,6 +122,7 @@ class OrgwsProvider(Provider):
     default_charset = "utf-8"
     accepts_landline = False
     requires_signature = True
+    signature_position = "either"  # the document is silent on a signature
     supports_send_time = True  # SendTimer
     poll_kinds = frozenset({"balance"})
     poll_families: dict[str, str] = {}  # one poll kind, and the vendor has no interval rule
