@@ -157,7 +157,12 @@ def segments(content: str) -> int:
     return 1 if n <= 70 else math.ceil(n / 67)
 
 
-SIGNATURE_RE = re.compile(r"^【[^【】]{1,20}】|【[^【】]{1,20}】$")
+SIGNATURE_RE = re.compile(r"^【[^【】]{1,20}】|【[^【】]{1,20}】$")  # a signature at either end
+SIGNATURE_AT_START = re.compile(r"^(【[^【】]{1,20}】)\s*(.*)$", re.S)
+SIGNATURE_AT_END = re.compile(r"^(.*?)\s*(【[^【】]{1,20}】)$", re.S)
+# Where a vendor's document wants the 【signature】: "start", "end", or "either"
+# when the document does not say.
+SIGNATURE_POSITIONS = ("start", "end", "either")
 
 
 class Provider:
@@ -170,6 +175,8 @@ class Provider:
     default_charset: ClassVar[str] = "utf-8"
     accepts_landline: ClassVar[bool] = False  # fixed-line numbers with area code
     requires_signature: ClassVar[bool] = True
+    # Where the vendor's document puts the 【signature】 (see place_signature).
+    signature_position: ClassVar[str] = "either"
     supports_send_time: ClassVar[bool] = False  # the vendor schedules sends itself
     poll_kinds: ClassVar[frozenset[str]] = frozenset()  # inbound, reports, blocked, balance
     # Poll kinds that share one vendor rate window (linkws: Get/SelSum/NotSend
@@ -200,14 +207,8 @@ class Provider:
         if content is None or not content.strip():
             raise ContentError("content is empty")
         content = content.strip()
-        if self.requires_signature and not SIGNATURE_RE.search(content):
-            sig = self.account.signature
-            if not sig:
-                raise ContentError(
-                    f"content has no signature in 【】 (e.g. 【某某科技】) at its start or end, "
-                    f"and account {self.account.name!r} has no 'signature' configured"
-                )
-            content = content + sig
+        if self.requires_signature:
+            content = self.place_signature(content)
         if len(content) > self.max_chars:
             raise ContentError(
                 f"content is {len(content)} characters (signature included); "
@@ -215,6 +216,43 @@ class Provider:
             )
         self.check_charset(content)
         return content
+
+    def place_signature(self, content: str) -> str:
+        """Put the 【signature】 where the vendor's document wants it (``signature_position``).
+
+        * Content already signed where the vendor wants it is kept as written.
+        * Content with no 【…】 at either end gets the account's ``signature``
+          (in front for "start", at the end for "end" and "either").
+        * Content signed at the other end only: the signature is moved when it is
+          surely the signature (the account's own, or the account configures
+          none); a different 【…】 than the account's is refused, since it may be
+          part of the text and the vendor would refuse or mis-sign the message.
+        """
+        position = self.signature_position
+        signed_start, signed_end = SIGNATURE_AT_START.match(content), SIGNATURE_AT_END.match(content)
+        if (signed_start and position != "end") or (signed_end and position != "start"):
+            return content
+        sig = self.account.signature
+        if position == "start" and signed_end:
+            found, rest = signed_end.group(2), signed_end.group(1)
+        elif position == "end" and signed_start:
+            found, rest = signed_start.group(1), signed_start.group(2)
+        else:  # no 【…】 at either end
+            if not sig:
+                where = {"start": "at its start", "end": "at its end"}.get(position, "at its start or end")
+                raise ContentError(
+                    f"content has no signature in 【】 (e.g. 【某某科技】) {where}, "
+                    f"and account {self.account.name!r} has no 'signature' configured"
+                )
+            return sig + content if position == "start" else content + sig
+        wanted, other = ("first", "end") if position == "start" else ("last", "start")
+        if sig and found != sig:
+            raise ContentError(
+                f"{self.name} wants the signature {wanted}, but the content has {found} at its {other} "
+                f"and account {self.account.name!r} signs with {sig}: put the signature {wanted}, "
+                f"or leave it out to have {sig} added"
+            )
+        return found + rest if position == "start" else rest + found
 
     def check_charset(self, content: str) -> None:
         try:

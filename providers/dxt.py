@@ -22,6 +22,11 @@ vendor's document is silent or ambiguous:
   pieces, glue the surplus pieces back onto the preceding content.
 * A bare ``-1`` from the report/inbound endpoints is the error "user does not
   exist"; a *record* status ``-1`` means "no report received yet".
+* Signature: the document says nothing of one (send_content is "需要发送的短信
+  内容" and no code refuses a missing signature). Chinese carriers require one,
+  so smsq still requires a 【signature】, accepted at either end
+  (``signature_position = "either"``); content with none gets the account's
+  signature appended.
 """
 from __future__ import annotations
 
@@ -83,6 +88,7 @@ class DxtProvider(Provider):
     number_separator = ","
     default_charset = "gbk"
     accepts_landline = True  # 小灵通 numbers with area code, e.g. 075580808080
+    signature_position = "either"  # the document is silent on a signature
     supports_send_time = True  # send_time yyyyMMddHHmmss
     poll_kinds = frozenset({"reports", "inbound", "balance"})
     page_sizes = {"reports": 100, "inbound": 50}  # 最大返回100条 / 最大返回50条

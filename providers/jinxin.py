@@ -33,6 +33,12 @@ Decisions where the vendor's document is silent or ambiguous:
   provider is built. Answers are decoded with the charset the response's
   Content-Type names, else the account's (gb18030 for the GBK family, a
   superset, so one odd character cannot break a read).
+* Signature: the document wants it FIRST (Content: 「短信簽名+短信內容。如
+  【今信科技】您的驗證碼是345678,30分鐘輸入有效。」): ``signature_position =
+  "start"``. Content with none gets the account's signature in front; a
+  signature written at the end is moved to the front when it is the
+  account's own (or the account configures none), and refused with a
+  ContentError naming both when it differs (``Provider.place_signature``).
 * Length: the document gives no maximum. We cap content at 300 characters
   (signature included), the shortest cap among this project's vendors.
 * Status codes: only ``00000`` (accepted — not yet delivered) is in the
@@ -64,7 +70,8 @@ Decisions where the vendor's document is silent or ambiguous:
   ``<returnsms>`` pairs is a per-number result (the example's ``00111``); a
   code other than ``00000`` there is a failed number. ``<smsId>`` (or a
   ``<taskID>`` holding only text) is the batch reference. Parsed with
-  defusedxml: DTDs and entities are refused.
+  defusedxml, DTDs, entities and external references refused: an answer that
+  carries a DTD is unreadable (a send becomes ambiguous), never expanded.
 """
 from __future__ import annotations
 
@@ -118,7 +125,8 @@ class JinxinProvider(Provider):
     number_separator = ","  # 用英文逗号分开
     default_charset = "utf-8"
     accepts_landline = False  # 手机号码 only
-    requires_signature = True  # 短信签名+短信内容
+    requires_signature = True
+    signature_position = "start"  # Content: 短信簽名+短信內容。如【今信科技】您的驗證碼是345678
     supports_send_time = False  # sendtime is a freshness stamp, not a schedule
     poll_kinds = frozenset()  # send only
     option_keys = frozenset({"userid", "format", "extno"})
@@ -228,7 +236,7 @@ def parse_send_xml(text: str, numbers: list[str]) -> SendResult:
     # already decoded, so the declaration has nothing left to say.
     body = re.sub(r"^\s*<\?xml[^>]*\?>", "", text)
     try:
-        root = SafeET.fromstring(body)
+        root = SafeET.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except Exception as exc:  # ParseError, or defusedxml refusing a DTD/entity
         raise ValueError(f"not XML: {type(exc).__name__}: {exc}") from None
     status = _child_text(root, "returnstatus")

@@ -28,9 +28,12 @@ Decisions where the vendor's document is silent or ambiguous:
 * We POST (the vendor takes GET or POST) so the password never sits in a URL.
   ``Cell`` (option ``cell``, digits or empty) and ``SendTime`` (empty = now)
   are always sent, as the parameter table lists them.
-* Signature: the vendor wants 【签名】 at the END (-7 提交信息末尾未加签名).
-  ``prepare_content`` moves a signature written at the start to the end;
-  content with none gets the account's signature appended.
+* Signature: the document wants it at the END (-7 提交信息末尾未加簽名,請添加
+  中文的企業簽名【 】): ``signature_position = "end"``. Content with none gets
+  the account's signature appended; a signature written at the start is moved
+  to the end when it is the account's own (or the account configures none),
+  and refused with a ContentError naming both when it differs from the
+  account's (``Provider.place_signature``).
 * Numbers are de-duplicated inside a call (提交短信前請過濾掉重復號碼).
 * ``SendTime``: the schedule is formatted in Beijing time, ``yyyyMMddHHmmss``.
   A time that has passed, or is less than a minute away, is sent as empty
@@ -108,8 +111,6 @@ OPERATIONS = {"send": "BatchSend2", "inbound": "Get", "balance": "SelSum", "bloc
 STRING_RESULTS = {"Get", "NotSend"}  # xs:string results: ASP.NET omits a null one
 TRANSPORTS = ("soap", "http")
 
-_SIG_START = re.compile(r"^(【[^【】]{1,20}】)\s*(.*)$", re.S)
-_SIG_END = re.compile(r"【[^【】]{1,20}】$")
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _DASHES = str.maketrans({"\u2013": "-", "\u2014": "-", "\u2212": "-", "\uff0d": "-"})
 _CODE = re.compile(r"-\d+")
@@ -126,6 +127,7 @@ class LinkwsProvider(Provider):
     number_separator = ","
     default_charset = "utf-8"  # the default transport, soap
     supports_send_time = True  # SendTime yyyyMMddHHmmss
+    signature_position = "end"  # -7 提交信息末尾未加簽名,請添加中文的企業簽名【 】
     poll_kinds = frozenset({"inbound", "balance", "blocked"})
     # Get, SelSum and NotSend each answer -101 inside 30 s; read as one window
     # per account shared by the three, the safe reading.
@@ -159,8 +161,6 @@ class LinkwsProvider(Provider):
 
     # -- content -----------------------------------------------------------
     def prepare_content(self, content: str) -> str:
-        if content is not None:
-            content = signature_to_end(content.strip())
         content = super().prepare_content(content)
         if self.transport == "soap" and (bad := _NOT_XML.search(content)):
             raise ContentError(f"control character U+{ord(bad.group()):04X} at position {bad.start()} "
@@ -255,17 +255,6 @@ def _encodes(value: str, charset: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def signature_to_end(content: str) -> str:
-    """Move a leading 【签名】 to the end, where linkws requires it (-7 otherwise)."""
-    if _SIG_END.search(content):
-        return content
-    match = _SIG_START.match(content)
-    if not match:
-        return content
-    signature, rest = match.groups()
-    return rest.rstrip() + signature
 
 
 # -- SOAP envelopes ---------------------------------------------------------

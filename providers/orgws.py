@@ -16,14 +16,21 @@ Decisions where the vendor's document is silent or ambiguous:
 * Numbers per call: the hard limit is 1000, the vendor recommends 100; we send
   100 (``max_numbers``), so one failed or ambiguous call puts fewer numbers in
   doubt.
-* Timestamp: the vendor groups calls of one batch by an identical Timestamp
-  (seconds since 1970). It is derived from the batch's creation time
-  (``SendContext.batch_created_at``, naive UTC), so every chunk and every retry
-  of a batch carries the same value, whichever worker sends it. Two batches
-  created in the same second of one account share a Timestamp; the document
-  says nothing of what the vendor does then. A call without a batch
-  (``batch_created_at`` None, e.g. an operator's one-off send) uses the current
-  time. ``Timestamp`` is an ``int`` on the wire: good until 2038.
+* Timestamp: the document makes it "seconds since 1970-01-01 00:00:00 to the
+  send time" (an ``int``) and says every call of one batch carries the same
+  one (同批次短信，时间戳要相同): the vendor groups calls by it. So it must be
+  identical for every chunk and retry of a batch, whichever worker sends it,
+  and different for two batches of one account — even two created in the
+  same second, which the creation second alone would merge into one vendor
+  batch. It is derived from the batch id and creation time
+  (``SendContext.batch_id`` / ``batch_created_at``, naive UTC): the one second
+  in the hour up to the creation second that is congruent to the batch id
+  modulo ``STAMP_WINDOW`` (3600). It stays a real time of the format, never
+  in the future and at most an hour early, and two batches can only share
+  it when their ids differ by a multiple of 3600 and were created less than an
+  hour apart — more than 3600 batches in an hour, across all accounts. A
+  call without a batch (``batch_created_at`` None, e.g. an operator's one-off
+  send) uses the current time. An ``int`` on the wire: good until 2038.
 * Content length: "at most 3 SMS lengths" is read as 3 x 67 = 201 characters
   (the UCS-2 rule for concatenated SMS, the same rule as ``base.segments``),
   counted in UTF-16 code units as a .NET server and the handset count them (an
@@ -50,6 +57,11 @@ Decisions where the vendor's document is silent or ambiguous:
   local names, so a vendor that answers in another namespace is still read.
 * The vendor has no per-interval poll rule and no reports or inbound: the only
   poll is the balance.
+* Signature: the document says nothing of one (Message is "短信内容", limited
+  only to 3 SMS lengths; no State code refuses a missing signature). Chinese
+  carriers require one, so smsq still requires a 【signature】, accepted at
+  either end (``signature_position = "either"``); content with none gets the
+  account's signature appended.
 """
 from __future__ import annotations
 
@@ -67,6 +79,7 @@ from .soap import service, soap_client
 
 BINDING = "{http://tempuri.org/}ServiceSoap"
 SCHEDULE_MARGIN = 30  # seconds: closer than this, a scheduled send goes out now
+STAMP_WINDOW = 3600  # seconds: a batch Timestamp lies in the hour up to the batch's creation
 MAX_EXT_DIGITS = 6
 
 # UserLogin's answers, which "apply to every other operation" (其他值 参考UserLogin()返回值说明).
@@ -117,6 +130,7 @@ class OrgwsProvider(Provider):
     default_charset = "utf-8"
     accepts_landline = False
     requires_signature = True
+    signature_position = "either"  # the document is silent on a signature
     supports_send_time = True  # SendTimer
     poll_kinds = frozenset({"balance"})
     poll_families: dict[str, str] = {}  # one poll kind, and the vendor has no interval rule
@@ -222,13 +236,18 @@ def service_address(base_url: str) -> str:
 
 
 def batch_timestamp(context: SendContext) -> int:
-    """The Timestamp every chunk and retry of one batch carries: its creation second (UTC)."""
+    """The Timestamp every chunk and retry of one batch carries, unique per batch.
+
+    The second in ``(created - STAMP_WINDOW, created]`` congruent to the batch
+    id modulo ``STAMP_WINDOW`` (see the module docstring): batches created in
+    the same second get different values, a batch always the same one."""
     created = context.batch_created_at
     if created is None:
         return int(time.time())
     if created.tzinfo is None:  # SendContext carries naive UTC
         created = created.replace(tzinfo=timezone.utc)
-    return int(created.timestamp())
+    second = int(created.timestamp())
+    return second - (second - context.batch_id) % STAMP_WINDOW
 
 
 def schedule_text(send_at: datetime | None, now: float | None = None) -> str | None:

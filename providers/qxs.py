@@ -59,6 +59,11 @@ Decisions where the vendor's document is silent or ambiguous:
 * The document says account names must be ASCII; a non-ASCII one is sent as
   is and the vendor's login failure (auth) says the rest.
 * XML is parsed with defusedxml: DTDs, entities and external references are refused.
+* Signature: the document (as far as the OCR shows) says nothing of one:
+  ``content`` is "短信的内容", and no failure message names a signature.
+  Chinese carriers require one, so smsq still requires a 【signature】,
+  accepted at either end (``signature_position = "either"``); content with
+  none gets the account's signature appended.
 """
 from __future__ import annotations
 
@@ -128,6 +133,7 @@ class QxsProvider(Provider):
     number_separator = ","
     default_charset = "utf-8"
     supports_send_time = True  # sendTime yyyy-MM-dd HH:mm:ss
+    signature_position = "either"  # the document is silent on a signature
     poll_kinds = frozenset({"reports", "inbound", "balance"})
     # userid: enterprise id (required); checkcontent: ask the vendor to check
     # forbidden words on send (default true); extno: extension digits;

@@ -79,7 +79,7 @@ CODES = {
     TOO_LONG: "短信内容超过300个字符",
     FORBIDDEN: "短信内容含有敏感词",
     BAD_ENCODING: "字符编码错误",
-    NO_SIGNATURE: "短信内容缺少签名",
+    NO_SIGNATURE: "短信内容缺少签名(签名须在内容之前)",
     BAD_EXTNO: "扩展号格式错误",
     BLACKLISTED: "号码在黑名单中",
     BAD_NUMBER: "手机号码格式错误",
@@ -90,7 +90,8 @@ MAX_CHARS = 300  # Choice: the document gives no maximum; the client's cap
 SENDTIME_VALIDITY = 300.0  # 时间戳有效时间为5分钟
 
 _MOBILE = re.compile(r"1[3-9]\d{9}")
-_SIGNATURE = re.compile(r"^【[^【】]{1,20}】|【[^【】]{1,20}】$")
+# Content: 短信簽名+短信內容 (如【今信科技】您的驗證碼是…): the signature comes first.
+_SIGNATURE_FIRST = re.compile(r"^【[^【】]{1,20}】")
 
 
 def segments_for(content: str) -> int:
@@ -234,8 +235,8 @@ class JinxinState(SimState):
             content = params["content"]
             if len(content) > MAX_CHARS:
                 raise self.refuse(TOO_LONG)
-            if not _SIGNATURE.search(content):
-                raise self.refuse(NO_SIGNATURE)  # 短信签名+短信内容
+            if not _SIGNATURE_FIRST.match(content):
+                raise self.refuse(NO_SIGNATURE)  # 短信签名+短信内容: a signature at the end is none
             if any(word in content for word in self.forbidden_words):
                 raise self.refuse(FORBIDDEN)
             extno = params.get("extno") or None

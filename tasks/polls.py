@@ -12,6 +12,31 @@ Vendors hand each inbound message and status report out once. So a poll:
 5. tells the application (``SMSQ_ON_INBOUND`` / ``SMSQ_ON_STATUS`` task names)
    the ids of new inbound messages and of recipients whose status changed;
 6. polls again after the interval when it got a full page.
+
+Delivery reports: a repeated one inserts nothing, a new one is never dropped.
+A vendor may hand the same report out twice (a repeated page), and a
+restarted vendor may reuse message ids, so a report for a later send can look
+like an old one. What tells them apart:
+
+* A report that carries its own time (``reported_at``, e.g. qxs): the key is
+  vendor id + mobile + code + time. A repeat has the same time, a later
+  report for a reused id another one.
+* A report without a time (dxt): the key is vendor id + mobile + code, and a
+  report whose key is already stored is taken as a *new* one only when all of
+  these hold: it came in another journal row than the stored one (a re-parse
+  of the same body adds nothing); the stored one is not still waiting to be
+  matched (then the stored one settles the number itself); a recipient with
+  that vendor id and mobile is still awaiting its report (``sent`` or
+  ``unknown``), was sent after the stored report arrived, and is not the
+  recipient a stored copy already settled. It is then stored under the key
+  plus ``#r<recipient id>``, so a repeat of it in turn inserts nothing.
+  The vendor gives nothing more to go on: a repeated page of an old report
+  that arrives after a later send under the same id, before that send's own
+  report, settles the later send with the old status.
+* A report is matched to the newest recipient with its vendor id and mobile
+  that still awaits a report, else to the newest one with them (a late
+  report changing a settled status), else to the newest recipient of the
+  mobile without a vendor id that awaits one (an answer lost to a timeout).
 """
 from __future__ import annotations
 
@@ -21,7 +46,7 @@ from datetime import timedelta
 from dataclasses import dataclass, field
 
 from celery import shared_task
-from sqlalchemy import select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
 from smsq.providers import ProviderError
@@ -108,12 +133,20 @@ def _store_inbound(session: Session, account: str, journal_id: int, items: list[
     return new_ids
 
 
+AWAITING = ("sent", "unknown")  # recipient states still waiting for a delivery report
+
+
+def _sent_under(account: str, rep: Report):
+    """The account's recipients with the report's vendor id and mobile."""
+    return (select(Recipient).join(Batch, Batch.id == Recipient.batch_id)
+            .where(Recipient.vendor_id == rep.vendor_id, Recipient.mobile == rep.mobile, Batch.account == account))
+
+
 def _match_recipient(session: Session, account: str, rep: Report) -> Recipient | None:
     if rep.vendor_id:
-        found = session.execute(
-            select(Recipient).join(Batch, Batch.id == Recipient.batch_id)
-            .where(Recipient.vendor_id == rep.vendor_id, Recipient.mobile == rep.mobile, Batch.account == account)
-            .order_by(Recipient.id.desc()).limit(1)).scalar_one_or_none()
+        # A reused vendor id: the send still waiting for its report is the one meant.
+        found = session.execute(_sent_under(account, rep).order_by(
+            case((Recipient.state.in_(AWAITING), 0), else_=1), Recipient.id.desc()).limit(1)).scalar_one_or_none()
         if found is not None:
             return found
     # Recipients without a vendor id of their own: a chunk whose answer was lost
@@ -121,7 +154,7 @@ def _match_recipient(session: Session, account: str, rep: Report) -> Recipient |
     # whose ids could not be paired with numbers. The latest such send wins.
     return session.execute(
         select(Recipient).join(Batch, Batch.id == Recipient.batch_id)
-        .where(Recipient.mobile == rep.mobile, Recipient.state.in_(("unknown", "sent")),
+        .where(Recipient.mobile == rep.mobile, Recipient.state.in_(AWAITING),
                Recipient.vendor_id.is_(None), Batch.account == account)
         .order_by(Recipient.id.desc()).limit(1)).scalar_one_or_none()
 
@@ -129,12 +162,21 @@ def _match_recipient(session: Session, account: str, rep: Report) -> Recipient |
 REMATCH_WINDOW = timedelta(minutes=10)  # how long an unmatched report is tried again
 
 
+def _report_row(account: str, journal_id: int, rep: Report, key: str) -> dict:
+    return {"account": account, "vendor_id": rep.vendor_id, "mobile": rep.mobile[:32], "delivered": rep.delivered,
+            "code": rep.code[:32], "message": (rep.message or "")[:255], "reported_at": rep.reported_at,
+            "dedupe_key": key, "journal_id": journal_id, "created_at": utcnow()}
+
+
 def _store_reports(session: Session, account: str, journal_id: int, items: list[Report]) -> tuple[int, list[int]]:
-    rows = [{"account": account, "vendor_id": r.vendor_id, "mobile": r.mobile[:32], "delivered": r.delivered,
-             "code": r.code[:32], "message": (r.message or "")[:255], "reported_at": r.reported_at,
-             "dedupe_key": report_key(r), "journal_id": journal_id, "created_at": utcnow()} for r in items]
+    rows = [_report_row(account, journal_id, r, report_key(r)) for r in items]
     new_ids = _insert_ignore(session, StatusReport, rows, ["account", "dedupe_key"])
     now = utcnow()
+    stored = set(session.execute(select(StatusReport.dedupe_key).where(StatusReport.id.in_(new_ids))).scalars()) \
+        if new_ids else set()
+    for rep in items:  # keys already taken: a repeat, or a later send under a reused id?
+        if rep.reported_at is None and rep.vendor_id and report_key(rep) not in stored:
+            new_ids += _later_report(session, account, journal_id, rep, now)
     # A vendor can report faster than a worker records the send: the report reaches us
     # while its recipient is still 'queued' with no vendor id. Such reports are kept
     # unmatched and tried again at the next polls for a while, so none is lost to the race.
@@ -145,6 +187,28 @@ def _store_reports(session: Session, account: str, journal_id: int, items: list[
     changed = [rid for report_id in [*recent_unmatched, *new_ids]
                if (rid := _apply_report(session, account, session.get(StatusReport, report_id), now))]
     return len(new_ids), changed
+
+
+def _later_report(session: Session, account: str, journal_id: int, rep: Report, now) -> list[int]:
+    """Store a timeless report whose key is taken if it is about a later send (module docstring)."""
+    base = report_key(rep)
+    again = f"{base[:140]}#r"  # + the recipient id it settles
+    prior = session.execute(select(StatusReport).where(
+        StatusReport.account == account,
+        or_(StatusReport.dedupe_key == base, StatusReport.dedupe_key.startswith(again, autoescape=True)))
+        .order_by(StatusReport.id.desc())).scalars().all()
+    if not prior or any(p.journal_id == journal_id for p in prior):
+        return []  # a re-parse, or twice in one body
+    latest = prior[0]
+    if latest.recipient_id is None and latest.created_at >= now - REMATCH_WINDOW:
+        return []  # the stored one is still to be matched: it will settle the number
+    waiting = session.execute(_sent_under(account, rep).where(Recipient.state.in_(AWAITING))
+                              .order_by(Recipient.id.desc()).limit(1)).scalar_one_or_none()
+    if (waiting is None or waiting.updated_at is None or waiting.updated_at <= latest.created_at
+            or any(p.recipient_id == waiting.id for p in prior)):
+        return []  # a repeated page
+    row = _report_row(account, journal_id, rep, f"{again}{waiting.id}")
+    return _insert_ignore(session, StatusReport, [row], ["account", "dedupe_key"])
 
 
 def _apply_report(session: Session, account: str, rep: StatusReport, now) -> int | None:

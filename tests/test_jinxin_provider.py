@@ -274,6 +274,33 @@ def test_parse_xml_malformed(body):
         parse_send_xml(body, NUMBERS)
 
 
+# A DTD is refused even when it declares nothing harmful: an answer that
+# carries one is not the vendor's, and it would be read as an acceptance.
+DTD_ANSWERS = [
+    pytest.param('<!DOCTYPE returnsms [<!ELEMENT returnsms ANY>]>' + OK_XML, id="internal-dtd"),
+    pytest.param('<?xml version="1.0"?><!DOCTYPE returnsms SYSTEM "http://127.0.0.1:9/x.dtd">' + OK_XML,
+                 id="external-dtd"),
+    pytest.param('<?xml version="1.0"?><!DOCTYPE returnsms [<!ENTITY a "00000"><!ENTITY b "&a;&a;&a;&a;&a;'
+                 '&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>'
+                 '<returnsms><returnstatus>&c;</returnstatus><message>&c;</message></returnsms>',
+                 id="entity-bomb"),
+]
+
+
+@pytest.mark.parametrize("body", DTD_ANSWERS)
+def test_parse_xml_refuses_a_dtd(body):
+    with pytest.raises(ValueError, match="DTD|Entities|entity"):
+        parse_send_xml(body, NUMBERS)
+
+
+@pytest.mark.parametrize("body", DTD_ANSWERS)
+def test_send_answer_with_a_dtd_is_ambiguous_never_accepted(body):
+    recorder = Recorder(lambda request: httpx.Response(200, content=body.encode("utf-8")))
+    result = make_provider(recorder, format="xml").send(["13800138000"], CONTENT)
+    assert result.outcome is Outcome.AMBIGUOUS
+    assert "DTD" in result.message or "Entit" in result.message
+
+
 @pytest.mark.parametrize(
     "body, fmt, words",
     [
@@ -570,8 +597,10 @@ def test_send_fault_outcome(reply, outcome):
 @pytest.mark.parametrize(
     "content, expected",
     [
-        pytest.param("您的验证码是1234", "您的验证码是1234" + SIG, id="signature-appended"),
         pytest.param("【今信科技】您的验证码是345678", "【今信科技】您的验证码是345678", id="signed-at-start"),
+        pytest.param("您的验证码是1234", SIG + "您的验证码是1234", id="account-signature-in-front"),
+        pytest.param("您的验证码是1234" + SIG, SIG + "您的验证码是1234", id="own-signature-moved-to-front"),
+        pytest.param("【活动】您好【测试】", "【活动】您好【测试】", id="both-ends-kept"),
         pytest.param("【测试】" + "好" * 296, "【测试】" + "好" * 296, id="300-characters"),
     ],
 )
@@ -582,7 +611,11 @@ def test_prepare_content(content, expected):
 @pytest.mark.parametrize(
     "content, account_kw, fragments",
     [
-        pytest.param("您好", {"signature": None, "name": "shop-jx"}, ["'shop-jx'", "signature"], id="no-signature"),
+        pytest.param("您好", {"signature": None, "name": "shop-jx"}, ["'shop-jx'", "signature", "at its start"],
+                     id="no-signature"),
+        pytest.param("您的验证码是1234【测试】", {"name": "shop-jx"},
+                     ["jinxin wants the signature first", "【测试】 at its end", "'shop-jx'", SIG],
+                     id="other-signature-at-end"),
         pytest.param("【测试】" + "好" * 297, {}, ["301", "300"], id="301-characters"),
         pytest.param("【测试】你好😀", {"charset": "gbk"}, ["😀", "gbk"], id="emoji-gbk"),
     ],
@@ -592,6 +625,11 @@ def test_prepare_content_refused(content, account_kw, fragments):
         make_provider(Recorder(), **account_kw).prepare_content(content)
     for fragment in fragments:
         assert fragment in str(info.value)
+
+
+def test_without_an_account_signature_a_trailing_one_is_moved_to_the_front():
+    provider = make_provider(Recorder(), signature=None)
+    assert provider.prepare_content("您的验证码是345678【今信科技】") == "【今信科技】您的验证码是345678"
 
 
 def test_prepare_content_emoji_allowed_in_utf8():

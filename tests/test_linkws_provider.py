@@ -20,7 +20,6 @@ from smsq.providers.linkws import (
     parse_inbound_text,
     parse_send_text,
     parse_vendor_time,
-    signature_to_end,
     soap_result,
 )
 
@@ -566,8 +565,8 @@ def test_poll_garbled_body_is_unreadable(transport):
     [
         pytest.param("您的验证码是1234", "您的验证码是1234" + SIG, id="signature-appended"),
         pytest.param("  您的验证码是1234 \n", "您的验证码是1234" + SIG, id="stripped-then-signed"),
-        pytest.param("【测试】您的验证码是1234", "您的验证码是1234【测试】", id="start-moved-to-end"),
-        pytest.param("【测试】 您好 ", "您好【测试】", id="start-moved-spaces-dropped"),
+        pytest.param(SIG + "您的验证码是1234", "您的验证码是1234" + SIG, id="own-signature-moved-to-end"),
+        pytest.param(SIG + " 您好 ", "您好" + SIG, id="own-signature-moved-spaces-dropped"),
         pytest.param("您的验证码是1234【测试】", "您的验证码是1234【测试】", id="at-end-kept"),
         pytest.param("【活动】您好【测试】", "【活动】您好【测试】", id="both-ends-kept"),
         pytest.param("【某某科技】", "【某某科技】", id="signature-only"),
@@ -580,16 +579,20 @@ def test_prepare_content(transport, content, expected):
     assert make_provider(Recorder(), transport).prepare_content(content) == expected
 
 
-@pytest.mark.parametrize("content, expected", [("【A】x", "x【A】"), ("x【A】", "x【A】"), ("x", "x"),
-                                               ("【A】", "【A】"), ("a【A】b", "a【A】b")])
-def test_signature_to_end(content, expected):
-    assert signature_to_end(content) == expected
+@pytest.mark.parametrize("content, expected", [("【A】x", "x【A】"), ("x【A】", "x【A】"), ("【A】", "【A】"),
+                                               ("【B】a【A】", "【B】a【A】")])
+def test_without_an_account_signature_a_leading_one_is_moved_to_the_end(content, expected):
+    assert make_provider(Recorder(), "soap", signature=None).prepare_content(content) == expected
 
 
 @pytest.mark.parametrize(
     "content, transport, account_kw, fragments",
     [
         pytest.param("您好", "soap", {"signature": None, "name": "shop"}, ["'shop'", "signature"], id="no-signature"),
+        pytest.param("a【A】b", "soap", {"signature": None}, ["no signature", "at its end"], id="bracket-inside"),
+        pytest.param("【测试】您好", "http", {"name": "shop"},
+                     ["linkws wants the signature last", "【测试】 at its start", "'shop'", SIG],
+                     id="other-signature-at-start"),
         pytest.param("好" * 295 + SIG, "soap", {}, ["301", "300"], id="301-characters"),
         pytest.param("好" * 295, "http", {}, ["301", "300"], id="301-with-appended-signature"),
         pytest.param("你好😀", "http", {}, ["😀", "U+1F600", "gb2312", "soap"], id="emoji-http"),
@@ -609,7 +612,7 @@ def test_prepare_content_refused(content, transport, account_kw, fragments):
 def test_prepare_content_without_a_client():
     # The producer checks content with a provider that has no HTTP client.
     provider = LinkwsProvider(make_account("soap"), None)
-    assert provider.prepare_content("【测试】你好😀") == "你好😀【测试】"
+    assert provider.prepare_content(SIG + "你好😀") == "你好😀" + SIG
 
 
 # ---------------------------------------------------------------------------

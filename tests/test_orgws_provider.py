@@ -326,7 +326,7 @@ def test_send_message_request():
     assert CONTENT.encode("utf-8") in request.content
     assert recorder.soap() == ("SendMessage", {
         "Id": str(ORG_ID), "Name": "u", "Psw": PASSWORD, "Message": CONTENT,
-        "Phone": "13800138000;13900139000;13700137000", "Timestamp": str(calendar.timegm((2025, 3, 8, 2, 20, 0))),
+        "Phone": "13800138000;13900139000;13700137000", "Timestamp": str(batch_timestamp(CTX)),
     })
 
 
@@ -367,24 +367,49 @@ def test_timestamp_is_the_same_for_every_chunk_and_retry_of_a_batch():
     created = datetime(2025, 3, 8, 2, 20, 0, 987654)
     for seq, attempt in [(0, 1), (1, 1), (2, 1), (1, 2), (1, 3)]:
         provider.send(["13800138000"], CONTENT, context=SendContext(5, seq, attempt, created))
-    provider.send(["13800138000"], CONTENT, context=SendContext(6, 0, 1, created + timedelta(seconds=1)))
     stamps = [recorder.soap(i)[1]["Timestamp"] for i in range(recorder.calls)]
-    assert stamps[:5] == [str(calendar.timegm(created.timetuple()))] * 5
-    assert stamps[5] == str(int(stamps[0]) + 1)  # another batch gets its own
+    assert stamps == [str(batch_timestamp(SendContext(5, 0, 1, created)))] * 5
+
+
+def test_two_batches_created_in_the_same_second_get_their_own_timestamp():
+    recorder = Recorder()
+    provider = make_provider(recorder)
+    created = datetime(2025, 3, 8, 2, 20, 0, 100)
+    for batch_id in (41, 42):
+        provider.send(["13800138000"], CONTENT, context=SendContext(batch_id, 0, 1, created))
+    first, second = (int(recorder.soap(i)[1]["Timestamp"]) for i in range(2))
+    assert first != second
+
+
+NOW = calendar.timegm((2025, 3, 8, 2, 20, 0))
+
+
+@pytest.mark.parametrize("batch_id", [1, 2, 3599, 3600, 3601, 10**9])
+def test_batch_timestamp_is_a_time_of_the_hour_before_creation(batch_id):
+    stamp = batch_timestamp(SendContext(batch_id, 0, 1, datetime(2025, 3, 8, 2, 20, 0, 999999)))
+    assert NOW - 3600 < stamp <= NOW
+    assert stamp % 3600 == batch_id % 3600
+
+
+def test_batch_timestamps_are_unique_per_batch():
+    # 3600 consecutive batches, one every second, one every millisecond or all
+    # in one second: never two batches with one Timestamp.
+    start = datetime(2025, 3, 8, 2, 20, 0)
+    for step in (timedelta(seconds=1), timedelta(milliseconds=1), timedelta(0)):
+        stamps = {batch_timestamp(SendContext(1000 + i, 0, 1, start + i * step)) for i in range(3600)}
+        assert len(stamps) == 3600
 
 
 @pytest.mark.parametrize(
-    "created, expected",
+    "created",
     [
-        pytest.param(datetime(1970, 1, 1, 0, 0, 1), 1, id="naive-utc"),
-        pytest.param(datetime(2025, 3, 8, 10, 20, 0, tzinfo=BEIJING), calendar.timegm((2025, 3, 8, 2, 20, 0)),
-                     id="aware-beijing"),
-        pytest.param(datetime(2025, 3, 8, 2, 20, 0, 999999), calendar.timegm((2025, 3, 8, 2, 20, 0)),
-                     id="microseconds-dropped"),
+        pytest.param(datetime(2025, 3, 8, 2, 20, 0), id="naive-utc"),
+        pytest.param(datetime(2025, 3, 8, 10, 20, 0, tzinfo=BEIJING), id="aware-beijing"),
+        pytest.param(datetime(2025, 3, 8, 2, 20, 0, 999999), id="microseconds-dropped"),
     ],
 )
-def test_batch_timestamp(created, expected):
-    assert batch_timestamp(SendContext(1, 0, 1, created)) == expected
+def test_batch_timestamp_reads_creation_as_utc(created):
+    assert batch_timestamp(SendContext(NOW, 0, 1, created)) == NOW  # batch id = the second itself
 
 
 def test_batch_timestamp_without_a_batch_is_now():

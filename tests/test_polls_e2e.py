@@ -7,6 +7,7 @@ that is the lease's own state, which every process consults.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import time
 import pytest
 from sqlalchemy import func, select, update
 
-from smsq.store.models import Chunk, InboundMessage, PollJournal, PollLease, StatusReport
+from smsq.simulator.dxt import Report as SimReport
+from smsq.store.models import Chunk, InboundMessage, PollJournal, PollLease, Recipient, StatusReport
 from smsq.tasks import batch_status, send_sms
 from smsq.tasks import polls
 from smsq.tasks.polls import poll, reparse
@@ -128,6 +130,62 @@ def test_the_same_report_handed_out_twice_is_one_row(stack, sim):
     assert result.items == 2
     assert count(StatusReport) - before == 1
     assert batch_status(receipt.batch_id).recipients == {"delivered": 1}
+
+
+def vendor_id_of(batch_id: int) -> str:
+    with session_scope(settings().database_url) as s:
+        return s.execute(select(Recipient.vendor_id).where(Recipient.batch_id == batch_id)).scalar_one()
+
+
+def test_a_reused_vendor_id_settles_the_later_send_and_a_repeat_inserts_nothing(stack, sim):
+    number = "13500000041"
+    first = send_sms("shop-dxt", [number], CONTENT)
+    wait_final(first.batch_id)
+    open_window()
+    poll("shop-dxt", "reports")
+    assert batch_status(first.batch_id).recipients == {"delivered": 1}
+    reused = vendor_id_of(first.batch_id)
+    with sim.lock:  # the vendor restarts and counts its SMSIDs from the same start
+        sim._smsids = itertools.count(int(reused))
+    second = send_sms("shop-dxt", [number], CONTENT)
+    wait_final(second.batch_id)
+    assert vendor_id_of(second.batch_id) == reused
+    before = count(StatusReport)
+    open_window()
+    result = poll("shop-dxt", "reports")  # "SMSID;13500000041;10" again, for the later send
+    assert result.items == 1 and count(StatusReport) - before == 1
+    assert batch_status(second.batch_id).recipients == {"delivered": 1}
+    assert batch_status(first.batch_id).recipients == {"delivered": 1}
+
+    with sim.lock:  # the same page handed out once more: nothing new
+        sim.reports.append(SimReport("test", reused, number, 10, 0.0))
+    open_window()
+    assert poll("shop-dxt", "reports").items == 1
+    assert count(StatusReport) - before == 1
+    with session_scope(settings().database_url) as s:
+        settled = s.execute(select(StatusReport.recipient_id).where(
+            StatusReport.vendor_id == reused, StatusReport.mobile == number).order_by(StatusReport.id)).scalars().all()
+        recipients = s.execute(select(Recipient.id).where(Recipient.batch_id.in_(
+            [first.batch_id, second.batch_id])).order_by(Recipient.id)).scalars().all()
+    assert settled == recipients  # one report each, each on its own send
+
+
+def test_a_repeated_report_is_not_applied_to_a_settled_send(stack, sim):
+    receipt = send_sms("shop-dxt", ["13500000051"], CONTENT)
+    wait_final(receipt.batch_id)
+    with sim.lock:
+        failed = dataclasses.replace(sim.reports[-1], status=20)
+        sim.reports[-1] = failed
+    open_window()
+    poll("shop-dxt", "reports")
+    assert batch_status(receipt.batch_id).recipients == {"failed": 1}
+    before = count(StatusReport)
+    with sim.lock:
+        sim.reports.append(dataclasses.replace(failed, available_at=0.0))
+    open_window()
+    assert poll("shop-dxt", "reports").items == 1
+    assert count(StatusReport) == before
+    assert batch_status(receipt.batch_id).recipients == {"failed": 1}
 
 
 def test_reports_settle_delivered_failed_and_an_unknown_chunk(stack, sim):

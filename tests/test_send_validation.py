@@ -139,3 +139,59 @@ def test_no_long_broker_countdown_can_be_asked_for():
     finally:
         before_task_publish.disconnect(capture)
     assert seen == ["smsq.poll_balance"] and MAX_COUNTDOWN == 60.0
+
+
+SIGNATURE_ACCOUNTS = """
+[accounts.shop-jx]
+provider = "jinxin"
+base_url = "http://127.0.0.1:9/"
+username = "test"
+password = "not-used-here"
+signature = "【今信科技】"
+userid = "12"
+format = "json"
+
+[accounts.shop-lk]
+provider = "linkws"
+base_url = "http://127.0.0.1:9/"
+username = "test"
+password = "not-used-here"
+signature = "【凌凯】"
+"""
+
+
+@pytest.fixture
+def signature_accounts(tmp_path):
+    config = tmp_path / "signatures.toml"
+    config.write_text(SIGNATURE_ACCOUNTS, encoding="utf-8")
+    saved = apply_env({"SMSQ_CONFIG": str(config)})
+    yield
+    restore_env(saved)
+
+
+@pytest.mark.parametrize("account, content, stored", [
+    ("shop-jx", "您的验证码是345678,30分钟输入有效。", "【今信科技】您的验证码是345678,30分钟输入有效。"),
+    ("shop-jx", "您的验证码是345678【今信科技】", "【今信科技】您的验证码是345678"),
+    ("shop-lk", "您的验证码是345678", "您的验证码是345678【凌凯】"),
+    ("shop-lk", "【凌凯】您的验证码是345678", "您的验证码是345678【凌凯】"),
+])
+def test_the_signature_is_put_where_the_vendor_wants_it(signature_accounts, account, content, stored):
+    receipt = send_sms(account, ["13800000000"], content)
+    with session_scope(settings().database_url) as s:
+        from smsq.store.models import Batch
+
+        assert s.get(Batch, receipt.batch_id).content == stored
+
+
+@pytest.mark.parametrize("account, content, message", [
+    ("shop-jx", "您的验证码是345678【某品牌】",
+     "jinxin wants the signature first, but the content has 【某品牌】 at its end and account 'shop-jx' "
+     "signs with 【今信科技】"),
+    ("shop-lk", "【某品牌】您的验证码是345678",
+     "linkws wants the signature last, but the content has 【某品牌】 at its start and account 'shop-lk' "
+     "signs with 【凌凯】"),
+])
+def test_a_signature_in_the_wrong_place_is_refused_at_intake(signature_accounts, account, content, message):
+    with pytest.raises(ContentError) as exc:
+        send_sms(account, ["13800000000"], content)
+    assert message in str(exc.value)

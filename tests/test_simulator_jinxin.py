@@ -178,6 +178,7 @@ def test_more_than_100_numbers(sim, state):
     [
         ({"content": "【测试】" + "好" * 297}, "10008"),
         ({"content": "您好,没有签名"}, "10011"),
+        ({"content": "您的验证码是345678【某某科技】"}, "10011"),  # 短信签名+短信内容: signature first
         ({"content": ""}, "10006"),
         ({"mobile": ""}, "10006"),
         ({"mobile": ",,"}, "10006"),
@@ -384,3 +385,10 @@ def test_no_password_in_reprs(provider, state):
     provider.send(["13800138000"], CONTENT, None, SendContext(attempt=2))
     shown = repr(state) + repr(state.sends) + repr(provider) + repr(state.refusals)
     assert PASSWORD not in shown
+
+
+def test_an_account_signature_goes_in_front_and_is_accepted(provider, state):
+    # A new user: signature configured on the account, content written without one.
+    content = provider.prepare_content("您的验证码是345678,30分钟输入有效。")
+    assert provider.send(["13800138000"], content).outcome is Outcome.OK
+    assert state.sends[0].content == SIG + "您的验证码是345678,30分钟输入有效。"

@@ -101,15 +101,23 @@ def test_batch_in_chunks_arrives_once_per_number_with_one_timestamp(provider, st
     assert [r.outcome for r in results] == [Outcome.OK] * 3
     assert [n for s in state.sends for n in s.numbers] == numbers
     assert {s.content for s in state.sends} == {CONTENT}
-    assert {s.timestamp for s in state.sends} == {batch_timestamp(ctx())}
+    assert {s.timestamp for s in state.sends} == {batch_timestamp(ctx(7))}
     # The vendor groups calls with one Timestamp into one batch: one Id for all chunks.
     assert {r.batch_ref for r in results} == {str(FIRST_BATCH_ID)}
     assert {s.operation for s in state.sends} == {"SendMessage"}
     assert state.balances[USER] == 1000 - 250
 
     other = provider.send(["13800138000"], CONTENT, context=ctx(8, created=datetime(2025, 3, 8, 2, 21, 0)))
-    assert state.sends[-1].timestamp == batch_timestamp(ctx()) + 60
+    assert state.sends[-1].timestamp != batch_timestamp(ctx(7))
     assert other.batch_ref == str(FIRST_BATCH_ID + 1)
+
+
+def test_two_batches_of_one_second_are_two_vendor_batches(provider, state):
+    created = datetime(2025, 3, 8, 2, 20, 0)
+    first = provider.send(["13800138000"], CONTENT, context=ctx(21, created=created))
+    second = provider.send(["13800138000"], CONTENT, context=ctx(22, created=created))
+    assert [r.outcome for r in (first, second)] == [Outcome.OK] * 2
+    assert first.batch_ref != second.batch_ref  # the vendor groups by Timestamp: not merged
 
 
 def test_retry_of_a_chunk_carries_the_same_timestamp(provider, state):
