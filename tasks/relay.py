@@ -70,10 +70,21 @@ def publish_due(conf) -> int:
             for start in range(0, len(ids), 500):
                 session.execute(update(Chunk).where(and_(Chunk.id.in_(ids[start:start + 500]),
                                                          Chunk.state == "pending")).values(queued_at=now))
-    if due:
-        with get_app().producer_or_acquire() as producer:
-            for chunk_id, lane, batch_id, account in due:
-                publish_chunk(chunk_id, lane, batch_id=batch_id, account=account, producer=producer)
+    published = 0
+    try:
+        if due:
+            with get_app().producer_or_acquire() as producer:
+                for chunk_id, lane, batch_id, account in due:
+                    publish_chunk(chunk_id, lane, batch_id=batch_id, account=account, producer=producer)
+                    published += 1
+    except Exception:
+        # The broker is gone: what was not published is due again at the next pass,
+        # not SMSQ_REPUBLISH_AFTER later.
+        unpublished = [chunk_id for chunk_id, *_ in due[published:]]
+        with session_scope(conf.database_url) as session:
+            session.execute(update(Chunk).where(Chunk.id.in_(unpublished), Chunk.state == "pending",
+                                                Chunk.queued_at == now).values(queued_at=None))
+        raise
     if due:
         log.info("relay: published %s due chunks", len(due))
     return len(due)
