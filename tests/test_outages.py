@@ -190,3 +190,74 @@ def test_worker_and_beat_wait_for_the_database_and_lose_nothing_when_it_drops(ou
         assert beat.text().count("cannot reach the database") == 2  # at start-up, and the drop
     finally:
         pg.close()
+
+
+COMMANDS = (["accounts"], ["poll", "shop-dxt", "balance"], ["poll", "--reparse"], ["batches"], ["status", "1"],
+            ["status", "--number", "13800000001"], ["export", "1"], ["cancel", "1"], ["settle", "1", "failed"],
+            ["purge", "--older-than", "90d"], ["blocked"], ["inbound"], ["check", "shop-dxt"],
+            ["send", "--account", "shop-dxt", "--to", "13800000001", "--content", CONTENT])
+
+
+def run_smsq(args: list[str], env: dict, cwd: Path, timeout: float = 60):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    return subprocess.run([sys.executable, "-m", "smsq", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **env}, timeout=timeout)
+
+
+def assert_says_unreachable(result, args, url_shown: str) -> None:
+    assert result.returncode == 3, (args, result.stderr)
+    assert f"smsq: cannot reach the database ({url_shown})" in result.stderr, (args, result.stderr)
+    assert "Sup3r-secret" not in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+    assert len(result.stderr.strip().splitlines()) <= 2, (args, result.stderr)
+
+
+def test_every_command_says_in_one_line_that_the_database_is_unreachable(tmp_path, dxt_sim):
+    _, url = dxt_sim
+    env = {"SMSQ_CONFIG": str(write_config(tmp_path / "smsq.toml", url)), "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
+           "SMSQ_DATABASE_URL": "postgresql://smsq:Sup3r-secret@127.0.0.1:1/smsq",
+           "SMSQ_BROKER_URL": "redis://127.0.0.1:1/0", "SMSQ_REDIS_URL": ""}
+    for args in COMMANDS:
+        result = run_smsq(args, env, tmp_path)
+        assert_says_unreachable(result, args, "postgresql+psycopg://smsq:***@127.0.0.1:1/smsq")
+
+
+@pytest.mark.fault
+def test_a_database_that_answers_nothing_is_unreachable_not_a_hang(tmp_path, dxt_sim):
+    _, url = dxt_sim
+    pg = FaultProxy("127.0.0.1", 5432)
+    pg.blackhole()
+    try:
+        env = {"SMSQ_CONFIG": str(write_config(tmp_path / "smsq.toml", url)), "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
+               "SMSQ_DATABASE_URL": f"postgresql://smsq:Sup3r-secret@127.0.0.1:{pg.port}/smsq",
+               "SMSQ_BROKER_URL": "redis://127.0.0.1:1/0", "SMSQ_REDIS_URL": ""}
+        started = time.monotonic()
+        result = run_smsq(["status", "1"], env, tmp_path, timeout=40)
+        assert_says_unreachable(result, ["status", "1"], f"postgresql+psycopg://smsq:***@127.0.0.1:{pg.port}/smsq")
+        assert time.monotonic() - started < 25
+    finally:
+        pg.close()
+
+
+@pytest.mark.fault
+def test_a_relay_pass_that_cannot_reach_the_broker_leaves_its_chunks_due(outages, redis_server):
+    from datetime import timedelta
+
+    from sqlalchemy import select, update
+
+    from smsq.store.models import Chunk, utcnow
+    from smsq.tasks.relay import run_relay
+    from smsq.worker.db import session_scope
+
+    receipt = send_sms("shop-dxt", ["13800000001"], CONTENT)
+    with session_scope(settings().database_url) as s:  # its message was lost long ago
+        s.execute(update(Chunk).where(Chunk.batch_id == receipt.batch_id)
+                  .values(queued_at=utcnow() - timedelta(hours=1)))
+    redis_server.kill()
+    with pytest.raises(Exception):
+        run_relay()
+    with session_scope(settings().database_url) as s:
+        assert s.scalar(select(Chunk.queued_at).where(Chunk.batch_id == receipt.batch_id)) is None
