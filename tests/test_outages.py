@@ -220,8 +220,11 @@ def test_every_command_says_in_one_line_that_the_database_is_unreachable(tmp_pat
     env = {"SMSQ_CONFIG": str(write_config(tmp_path / "smsq.toml", url)), "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
            "SMSQ_DATABASE_URL": "postgresql://smsq:Sup3r-secret@127.0.0.1:1/smsq",
            "SMSQ_BROKER_URL": "redis://127.0.0.1:1/0", "SMSQ_REDIS_URL": ""}
-    for args in COMMANDS:
-        result = run_smsq(args, env, tmp_path)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:  # independent commands: side by side
+        results = list(pool.map(lambda args: run_smsq(args, env, tmp_path), COMMANDS))
+    for args, result in zip(COMMANDS, results):
         assert_says_unreachable(result, args, "postgresql+psycopg://smsq:***@127.0.0.1:1/smsq")
 
 
