@@ -6,7 +6,8 @@
   vendor's 30 s); balance every 10 minutes; blocked numbers every 20 minutes
   (linkws NotSend only remembers the last hour), and every kind once as beat
   starts (an interval schedule would first fire one interval later: a balance
-  ten minutes after a restart). Kinds that share one vendor
+  ten minutes after a restart; in distributed mode, as a beat takes the lock).
+  Kinds that share one vendor
   window (linkws) are kept apart by the lease; a poll that finds the window
   closed comes back when it opens.
 """
@@ -59,9 +60,13 @@ def poll_kinds(conf: Settings) -> list[tuple[str, str]]:
 
 @beat_init.connect
 def poll_everything_at_start(sender=None, **_: object) -> None:
-    """One poll of every kind as beat starts. Harmless when a second beat does the
-    same, or the last poll was moments ago: the leases decide who calls the vendor."""
+    """One poll of every kind as beat starts. Harmless when the last poll was moments
+    ago: the leases decide who calls the vendor. A scheduler with a lock (distributed
+    mode) does this itself once it holds the lock, so a standby beat sends nothing."""
     from smsq.tasks.polls import publish_poll
+
+    if getattr(getattr(sender, "scheduler", None), "polls_on_lock", False):
+        return
 
     for account, kind in poll_kinds(settings()):
         publish_poll(account, kind)

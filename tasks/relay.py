@@ -1,4 +1,7 @@
-"""``smsq.relay``: the outbox relay, run by beat every few seconds.
+"""``smsq.relay``: the outbox relay, run every few seconds — sent by beat, and run by
+every worker itself (worker/relay_timer.py), so that neither a stopped beat nor a
+lost broker message strands a chunk. A lease row in the database (the same kind
+the polls take) lets one pass through per interval, whoever runs it.
 
 * ``sending`` chunks older than the send timeout become ``unknown``: their
   worker died or hung after (maybe) calling the vendor, so they must not be
@@ -17,10 +20,12 @@ from datetime import timedelta
 from celery import shared_task
 from sqlalchemy import and_, or_, select, update
 
+from smsq.scheduler import leases
 from smsq.store.models import Chunk, Recipient, utcnow
 from smsq.worker.app import get_app
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
+from smsq.worker.services import Outage, describe, unreachable_kind
 
 from .cancel import cancel_stragglers
 from .publish import publish_chunk
@@ -29,6 +34,7 @@ from .schema import ensure_schema
 log = logging.getLogger("smsq.relay")
 
 PASS_LIMIT = 2000  # chunks published per pass; the next pass takes the rest
+RELAY_LEASE = ("*", "relay")  # the relay's poll_leases row: "*" is no account's name
 
 
 def expire_sending(conf) -> int:
@@ -64,10 +70,21 @@ def publish_due(conf) -> int:
             for start in range(0, len(ids), 500):
                 session.execute(update(Chunk).where(and_(Chunk.id.in_(ids[start:start + 500]),
                                                          Chunk.state == "pending")).values(queued_at=now))
-    if due:
-        with get_app().producer_or_acquire() as producer:
-            for chunk_id, lane, batch_id, account in due:
-                publish_chunk(chunk_id, lane, batch_id=batch_id, account=account, producer=producer)
+    published = 0
+    try:
+        if due:
+            with get_app().producer_or_acquire() as producer:
+                for chunk_id, lane, batch_id, account in due:
+                    publish_chunk(chunk_id, lane, batch_id=batch_id, account=account, producer=producer)
+                    published += 1
+    except Exception:
+        # The broker is gone: what was not published is due again at the next pass,
+        # not SMSQ_REPUBLISH_AFTER later.
+        unpublished = [chunk_id for chunk_id, *_ in due[published:]]
+        with session_scope(conf.database_url) as session:
+            session.execute(update(Chunk).where(Chunk.id.in_(unpublished), Chunk.state == "pending",
+                                                Chunk.queued_at == now).values(queued_at=None))
+        raise
     if due:
         log.info("relay: published %s due chunks", len(due))
     return len(due)
@@ -87,6 +104,37 @@ def run_relay() -> dict[str, int]:
     return {"expired": expire_sending(conf), "cancelled": cancel_late(conf), "published": publish_due(conf)}
 
 
-@shared_task(name="smsq.relay", ignore_result=True)
-def relay() -> dict[str, int]:
+def run_relay_if_leased() -> dict[str, int] | None:
+    """One relay pass, if no other process had one within the relay interval."""
+    conf = settings()
+    ensure_schema(conf)
+    with session_scope(conf.database_url) as session:
+        if not leases.take(session, *RELAY_LEASE, max(0.0, conf.relay_interval - leases.MARGIN)):
+            return None
     return run_relay()
+
+
+_outages: dict[str, Outage] = {}
+
+
+def relay_once() -> dict[str, int] | None:
+    """``run_relay_if_leased``, saying once per outage that a service cannot be reached
+    (the next pass tries again) instead of a traceback every few seconds."""
+    try:
+        result = run_relay_if_leased()
+    except Exception as exc:
+        kind = unreachable_kind(exc)
+        if kind is None:
+            raise
+        if kind not in _outages:
+            _outages[kind] = Outage(log, describe(kind), "the relay tries again every interval")
+        _outages[kind].down(exc)
+        return None
+    for outage in _outages.values():
+        outage.up()
+    return result
+
+
+@shared_task(name="smsq.relay", ignore_result=True)
+def relay() -> dict[str, int] | None:
+    return relay_once()

@@ -3,6 +3,8 @@
 ``stack`` is parametrised over the two modes smsq ships:
   embedded     SQLite database + kombu's SQLAlchemy transport on SQLite, thread pool
   distributed  PostgreSQL + Redis broker, prefork pool, Redis rate limiter
+and a module may ask for a third (``stack_fixture(*MODES, "rabbitmq")``):
+  rabbitmq     PostgreSQL + RabbitMQ broker (a vhost of its own), Redis for the limiter
 Each module that uses it gets one worker process per mode.
 """
 from __future__ import annotations
@@ -23,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "Pw-s3cret-dxt-9917"  # must never show in logs, task messages or reprs
 PG_ADMIN_URL = os.environ.get("SMSQ_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("SMSQ_TEST_REDIS", "redis://127.0.0.1:6379/9")
+RABBITMQ_URL = os.environ.get("SMSQ_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672")
+MODES = ("embedded", "distributed")
 
 
 def reset_process_state() -> None:
@@ -109,10 +113,31 @@ def mode_env(mode: str, tmp: Path, config: Path) -> dict:
     if mode == "embedded":
         env["SMSQ_DATABASE_URL"] = f"sqlite:///{tmp / 'smsq.db'}"
         env["SMSQ_BROKER_URL"] = f"sqla+sqlite:///{tmp / 'broker.db'}"
+    elif mode == "rabbitmq":
+        env["SMSQ_DATABASE_URL"] = fresh_postgres(f"smsq_test_{os.getpid()}")
+        env["SMSQ_BROKER_URL"] = f"{RABBITMQ_URL}/{fresh_vhost(f'smsq_test_{os.getpid()}')}"
+        env["SMSQ_REDIS_URL"] = fresh_redis(REDIS_URL)  # the shared rate limiter
     else:
         env["SMSQ_DATABASE_URL"] = fresh_postgres(f"smsq_test_{os.getpid()}")
         env["SMSQ_BROKER_URL"] = fresh_redis(REDIS_URL)
     return env
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+def fresh_vhost(name: str) -> str:
+    """A RabbitMQ vhost of this run's own: smsq's queue names are fixed, so parallel
+    runs on one RabbitMQ would take each other's tasks otherwise."""
+    drop_vhost(name)
+    rabbitmqctl("add_vhost", name)
+    rabbitmqctl("set_permissions", "-p", name, RABBITMQ_URL.split("//")[1].split(":")[0], ".*", ".*", ".*")
+    return name
+
+
+def drop_vhost(name: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True, timeout=60)
 
 
 def apply_env(env: dict) -> dict:
@@ -167,9 +192,21 @@ def dxt_sim():
     running.stop()
 
 
-@pytest.fixture(scope="module", params=["embedded", "distributed"])
-def stack(request, dxt_sim, tmp_path_factory):
-    mode = request.param
+def stack_fixture(*modes: str):
+    """The ``stack`` fixture over ``modes``; a module overrides the default with
+    ``stack = stack_fixture(*MODES, "rabbitmq")``."""
+
+    @pytest.fixture(scope="module", params=modes, name="stack")
+    def _stack(request, dxt_sim, tmp_path_factory):
+        yield from run_stack(request.param, dxt_sim, tmp_path_factory)
+
+    return _stack
+
+
+stack = stack_fixture(*MODES)
+
+
+def run_stack(mode: str, dxt_sim, tmp_path_factory):
     state, url = dxt_sim
     tmp = tmp_path_factory.mktemp(mode)
     config = write_config(tmp / "smsq.toml", url)
@@ -182,10 +219,14 @@ def stack(request, dxt_sim, tmp_path_factory):
     upgrade(settings().database_url)
     ensure_schema(settings())
     s = Stack(mode, env, state, url, tmp)
-    s.worker = start_worker(s)
-    yield s
-    stop_worker(s.worker)
-    restore_env(saved)
+    try:
+        s.worker = start_worker(s)
+        yield s
+    finally:
+        stop_worker(s.worker)
+        restore_env(saved)
+        if mode == "rabbitmq":
+            drop_vhost(env["SMSQ_BROKER_URL"].rsplit("/", 1)[1])
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The send path end to end: send_sms -> broker -> a real worker -> the dxt simulator over HTTP.
 
-Runs once embedded (SQLite + SQLite broker) and once distributed (PostgreSQL + Redis).
+Runs embedded (SQLite + SQLite broker), distributed (PostgreSQL + Redis) and on
+RabbitMQ (PostgreSQL + RabbitMQ, Redis for the rate limiter).
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from smsq.tasks.relay import run_relay
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
-from .conftest import PASSWORD, wait_final, wait_until
+from .conftest import MODES, PASSWORD, stack_fixture, wait_final, wait_until
+
+stack = stack_fixture(*MODES, "rabbitmq")
 
 CONTENT = "【某某科技】您的验证码是 345678，请在5分钟内输入。"
 
@@ -260,7 +263,7 @@ def test_a_worker_killed_mid_call_never_sends_twice(stack, sim):
     """SIGKILL the pool process while its vendor call hangs: Celery redelivers the
     message (reject_on_worker_lost), the claim turns the redelivery away, and
     the relay settles the chunk as unknown."""
-    if stack.mode != "distributed":
+    if stack.mode == "embedded":
         pytest.skip("a prefork child to kill: the embedded worker runs threads")
     import dataclasses
     import os

@@ -15,6 +15,8 @@ from .config import Settings, settings
 
 QUEUES = ("smsq.priority", "smsq.bulk", "smsq.poll")
 TASK_MODULES = ["smsq.tasks.send", "smsq.tasks.relay", "smsq.tasks.polls"]
+BEAT_LOOP_INTERVAL = 5.0  # seconds
+BEAT_LOCK_TIMEOUT = 30  # seconds; well under a minute from a beat's crash to its standby's takeover
 
 _lock = threading.Lock()
 _app: Celery | None = None
@@ -28,7 +30,7 @@ def make_app(conf: Settings) -> Celery:
     if broker_transport:
         app.conf.broker_transport = broker_transport
     transport_options: dict = {}
-    if not conf.embedded:
+    if conf.broker_url.startswith(("redis://", "rediss://")):
         # Redis redelivers an unacked message after visibility_timeout: it must
         # outlast the longest retry countdown (60 s) and the longest vendor call
         # by far, or a slow chunk would be delivered twice (the claim would still
@@ -59,10 +61,18 @@ def make_app(conf: Settings) -> Celery:
     from smsq.scheduler.schedule import beat_schedule
 
     app.conf.beat_schedule = beat_schedule(conf)
+    # Beat wakes at least this often: a standby tries the lock, the holder renews it.
+    app.conf.beat_max_loop_interval = BEAT_LOOP_INTERVAL
     if not conf.embedded and conf.redis_url:
-        # One beat at a time: redbeat holds a lock in Redis (a second beat waits).
+        # One beat at a time: redbeat holds a lock in Redis (a second beat waits). A
+        # crashed beat's lock expires after this many seconds and a standby takes over.
         app.conf.redbeat_redis_url = conf.redis_url
-        app.conf.redbeat_lock_timeout = 5 * 60
+        app.conf.redbeat_lock_timeout = BEAT_LOCK_TIMEOUT
+        # A Redis that stopped answering must not hold beat for longer than a tick.
+        app.conf.redbeat_redis_options = {"socket_timeout": 5, "socket_connect_timeout": 5}
+    from .relay_timer import RelayTimer
+
+    app.steps["worker"].add(RelayTimer)
     return app
 
 

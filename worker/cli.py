@@ -13,6 +13,7 @@ from .commands.operators import (cmd_batches, cmd_blocked, cmd_cancel, cmd_expor
                                  cmd_status)
 from .commands.processes import cmd_beat, cmd_db, cmd_demo, cmd_flower, cmd_simulate, cmd_worker
 from .config import ConfigError
+from .services import first_line, unreachable_service
 
 EPILOG = """\
 environment:
@@ -249,37 +250,6 @@ EXIT_OK, EXIT_OUTCOME, EXIT_INPUT, EXIT_SERVICE = 0, 1, 2, 3
 LONG_RUNNING = ("worker", "beat", "flower", "simulate", "demo", "metrics", "poll", "db")
 
 
-def unreachable_service(exc: BaseException) -> str | None:
-    """'the database (URL)' or 'the broker (URL)' when ``exc`` (or what caused it) says a
-    service could not be reached; None for anything else. URLs are shown without passwords."""
-    import socket
-
-    import kombu.exceptions
-    import redis.exceptions
-    import sqlalchemy.exc
-
-    from .config import settings
-
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
-            return f"the database ({_safe_url(settings().database_url)})"
-        if isinstance(exc, (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError,
-                            redis.exceptions.TimeoutError, ConnectionError, socket.timeout, TimeoutError)):
-            return f"the broker ({_safe_url(settings().broker_url)})"
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return None
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1]
-
-
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done; 1 a --wait (or a vendor check) ended with numbers failed or unknown;
     2 bad input or configuration; 3 a service (database, broker) unreachable. Expected failures
@@ -315,16 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         service = unreachable_service(exc)
         if service is None:
             raise
-        print(f"smsq: cannot reach {service}: {_first_line(exc)}", file=sys.stderr)
+        print(f"smsq: cannot reach {service}: {first_line(exc)}", file=sys.stderr)
         return EXIT_SERVICE
-
-
-def _first_line(exc: BaseException) -> str:
-    root = exc
-    while getattr(root, "orig", None) is not None:  # SQLAlchemy wraps the driver's error
-        root = root.orig
-    text = str(root).strip().splitlines()
-    return text[0] if text else type(root).__name__
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 
+CONNECT_TIMEOUT = 10  # seconds to open a PostgreSQL connection
+
 _engines: dict[str, Engine] = {}
 
 
@@ -49,7 +51,10 @@ def _create(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # A database behind a dropped route or a silent firewall never refuses: without a
+    # connect timeout every process would hang on it instead of saying it is unreachable.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
+                         connect_args={"connect_timeout": CONNECT_TIMEOUT})
 
 
 def dispose_after_fork() -> None:
@@ -90,3 +95,18 @@ def upgrade(url: str, revision: str = "head") -> None:
     cfg.set_main_option("script_location", str(resources.files("smsq.store") / "migrations"))
     cfg.attributes["url"] = url
     command.upgrade(cfg, revision)
+
+
+def probe(url: str, timeout: float = 5.0) -> None:
+    """Open a fresh connection and run ``SELECT 1``; raise if the database cannot be
+    reached within ``timeout``. A pooled connection could hang on a dead socket."""
+    from sqlalchemy import text
+    from sqlalchemy.pool import NullPool
+
+    connect_args = {} if url.startswith("sqlite") else {"connect_timeout": max(1, int(timeout))}
+    engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    finally:
+        engine.dispose()

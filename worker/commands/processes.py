@@ -1,24 +1,48 @@
 """The long-running processes and set-up: worker, beat, flower, simulate, demo, db."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from ..config import ConfigError
 from .common import load
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DATABASE_RETRY = 5.0  # seconds between start-up attempts to reach the database
+
+log = logging.getLogger("smsq.start")
+
+
+def wait_for_database(conf, who: str) -> None:
+    """Start-up: a database that cannot be reached yet is waited for, said once in the
+    log, not a traceback and an exit (a host's services start in any order)."""
+    from smsq.tasks.schema import ensure_schema
+
+    from ..services import DATABASE, Outage, describe, unreachable_kind
+
+    outage = Outage(log, describe(DATABASE, conf), f"{who} waits for it (trying every {DATABASE_RETRY:.0f} s)")
+    while True:
+        try:
+            ensure_schema(conf)
+        except Exception as exc:
+            if unreachable_kind(exc) != DATABASE:
+                raise
+            outage.down(exc)
+            time.sleep(DATABASE_RETRY)
+        else:
+            outage.up()
+            return
 
 
 def cmd_worker(args) -> int:
     from ..app import QUEUES, get_app
 
     conf = load()
-    from smsq.tasks.schema import ensure_schema
-
     print(f"smsq worker: {conf.describe_storage()}; accounts from {conf.config_path}", file=sys.stderr)
-    ensure_schema(conf)
+    wait_for_database(conf, "smsq worker")
     queues = args.queues or ",".join(QUEUES)
     argv = ["worker", "-Q", queues, "-l", args.loglevel, "-E"]
     if conf.embedded:
@@ -29,7 +53,11 @@ def cmd_worker(args) -> int:
         argv += ["-c", str(args.concurrency)]
     if args.hostname:
         argv += ["-n", args.hostname]
-    get_app().worker_main(argv)
+    app = get_app()
+    # A worker outlives any broker outage: Celery logs each reconnection attempt
+    # ("consumer: Cannot connect to ...: Trying again in N seconds") and never gives up.
+    app.conf.broker_connection_max_retries = None
+    app.worker_main(argv)
     return 0
 
 
@@ -38,6 +66,7 @@ def cmd_beat(args) -> int:
 
     conf = load()
     print(f"smsq beat: {conf.describe_storage()}; accounts from {conf.config_path}", file=sys.stderr)
+    wait_for_database(conf, "smsq beat")
     argv = ["beat", "-l", args.loglevel]
     scheduler = args.scheduler or ("local" if conf.embedded or not conf.redis_url else "redbeat")
     if scheduler == "local":
@@ -50,7 +79,7 @@ def cmd_beat(args) -> int:
         argv += ["-s", str(schedule_file)]
     else:
         # The schedule and a lock live in Redis: a second beat waits for the lock.
-        argv += ["-S", "redbeat.RedBeatScheduler"]
+        argv += ["-S", "smsq.scheduler.locked:LockedScheduler"]
     get_app().start(argv)
     return 0
 

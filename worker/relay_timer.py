@@ -1,0 +1,51 @@
+"""Every worker runs the outbox relay itself, every ``SMSQ_RELAY_INTERVAL`` seconds.
+
+Beat sends the relay too, but beat is one process: while it is stopped, or
+while no standby has taken its lock yet, chunks whose broker message was lost
+would wait. The relay's lease in the database lets one pass through per
+interval across all workers and beat, so running it everywhere costs one
+conditional UPDATE per worker per interval.
+
+A worker bootstep, started after the pool: a thread of the worker's main
+process, stopped with the worker.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery import bootsteps
+
+log = logging.getLogger("smsq.relay")
+
+
+class RelayTimer(bootsteps.StartStopStep):
+    label = "smsq relay timer"
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, worker):
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="smsq-relay-timer", daemon=True)
+        self._thread.start()
+
+    def stop(self, worker):
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        from smsq.tasks.relay import relay_once
+
+        from .config import settings
+
+        interval = settings().relay_interval
+        while not self._stopping.wait(interval):
+            try:
+                relay_once()
+            except Exception:
+                log.exception("relay pass failed; the next one follows in %.0f s", interval)
