@@ -8,6 +8,9 @@
 * ``pending`` chunks that are due and not queued recently are published: a
   broker message that got lost, a publish that failed after commit, a retry
   longer than a countdown, and scheduled sends whose time has come.
+* split jobs not queued recently are published again: one whose publish
+  failed (the broker was down when the batch was stored), and one whose
+  worker died mid-split (the next run cuts what is still staged).
 """
 from __future__ import annotations
 
@@ -17,13 +20,12 @@ from datetime import timedelta
 from celery import shared_task
 from sqlalchemy import and_, or_, select, update
 
-from smsq.store.models import Chunk, Recipient, utcnow
-from smsq.worker.app import get_app
+from smsq.store.models import Batch, Chunk, Recipient, SplitJob, utcnow
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
 from .cancel import cancel_stragglers
-from .publish import publish_chunk
+from .publish import outbox_producer, publish_chunk, publish_split
 from .schema import ensure_schema
 
 log = logging.getLogger("smsq.relay")
@@ -65,12 +67,30 @@ def publish_due(conf) -> int:
                 session.execute(update(Chunk).where(and_(Chunk.id.in_(ids[start:start + 500]),
                                                          Chunk.state == "pending")).values(queued_at=now))
     if due:
-        with get_app().producer_or_acquire() as producer:
+        with outbox_producer(conf) as producer:
             for chunk_id, lane, batch_id, account in due:
                 publish_chunk(chunk_id, lane, batch_id=batch_id, account=account, producer=producer)
     if due:
         log.info("relay: published %s due chunks", len(due))
     return len(due)
+
+
+def publish_due_splits(conf) -> int:
+    """Publish again the split jobs nobody published or worked on for ``republish_after``."""
+    now = utcnow()
+    stale_queue = now - timedelta(seconds=conf.republish_after)
+    with session_scope(conf.database_url) as session:
+        due = session.execute(select(SplitJob.batch_id, Batch.lane, Batch.account)
+                              .join(Batch, Batch.id == SplitJob.batch_id)
+                              .where(or_(SplitJob.queued_at.is_(None), SplitJob.queued_at <= stale_queue))
+                              .order_by(SplitJob.batch_id).limit(PASS_LIMIT)).all()
+        if due:
+            session.execute(update(SplitJob).where(SplitJob.batch_id.in_([b for b, _, _ in due]))
+                            .values(queued_at=now))
+    published = sum(publish_split(conf, batch_id, lane, account) for batch_id, lane, account in due)
+    if due:
+        log.info("relay: published %s split job(s)", published)
+    return published
 
 
 def cancel_late(conf) -> int:
@@ -84,7 +104,8 @@ def cancel_late(conf) -> int:
 def run_relay() -> dict[str, int]:
     conf = settings()
     ensure_schema(conf)
-    return {"expired": expire_sending(conf), "cancelled": cancel_late(conf), "published": publish_due(conf)}
+    return {"expired": expire_sending(conf), "cancelled": cancel_late(conf), "published": publish_due(conf),
+            "splits": publish_due_splits(conf)}
 
 
 @shared_task(name="smsq.relay", ignore_result=True)

@@ -14,7 +14,7 @@ from kombu import Queue
 from .config import Settings, settings
 
 QUEUES = ("smsq.priority", "smsq.bulk", "smsq.poll")
-TASK_MODULES = ["smsq.tasks.send", "smsq.tasks.relay", "smsq.tasks.polls"]
+TASK_MODULES = ["smsq.tasks.send", "smsq.tasks.split", "smsq.tasks.relay", "smsq.tasks.polls"]
 
 _lock = threading.Lock()
 _app: Celery | None = None
