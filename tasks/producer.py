@@ -136,9 +136,9 @@ def _intake(session: Session, batch: Batch, numbers: Iterator[str], landline: bo
             rejected: list[tuple[str, str]]) -> int:
     """Stage the numbers in chunks of ``size``; blocked ones join ``rejected``. Return how many were accepted."""
     stage_numbers(session, numbers, landline, rejected)
-    rejected.extend((mobile, f"blocked for this account: {reason}")
-                    for mobile, reason in blocked_in_stage(session, batch.account))
-    return stage_chunks(session, batch.id, batch.account, size)
+    blocked = blocked_in_stage(session, batch.account)
+    rejected.extend((mobile, f"blocked for this account: {reason}") for mobile, reason in blocked)
+    return stage_chunks(session, batch.id, batch.account, size, skip_blocked=bool(blocked))
 
 
 def _store_rejections(session: Session, batch_id: int, rejected: list[tuple[str, str]]) -> None:
