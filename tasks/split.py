@@ -103,12 +103,14 @@ def run_split(conf: Settings, batch_id: int) -> int:
     while True:
         now = utcnow()
         with session_scope(conf.database_url) as session:
-            job = session.get(SplitJob, batch_id)
+            # A splitter at work: the relay leaves the job alone. (A statement, not an ORM
+            # change: another run of the job may delete the row before this one commits.)
+            not_before = session.execute(update(SplitJob).where(SplitJob.batch_id == batch_id)
+                                         .values(queued_at=now).returning(SplitJob.not_before)).first()
             batch = session.get(Batch, batch_id)
-            if job is None or batch is None:
+            if not_before is None or batch is None:
                 break  # done (by this run or another), or purged
-            job.queued_at = now  # a splitter at work: the relay leaves the job alone
-            block = cut(session, batch, limit=SPLIT_BLOCK, not_before=job.not_before, now=now)
+            block = cut(session, batch, limit=SPLIT_BLOCK, not_before=not_before[0], now=now)
         if block.published:
             done = publish_chunk_rows(conf, batch_id, block.published)
             published += done
