@@ -6,22 +6,29 @@ What it does (see bench/README.md):
 1. Builds a scratch environment: a temp dir, a config with one dxt account that
    points at a dxt simulator started in this process, and for the distributed
    mode a fresh PostgreSQL database and a flushed Redis db 10.
-2. Calls ``send_sms(account, <generator of --count numbers>, content)`` -- a
+2. Measures the reference: a raw bulk write of the same entries (the same
+   generator) into a one-column table -- PostgreSQL ``COPY``, or SQLite
+   ``executemany`` in one transaction -- right before and right after the call
+   below; the faster of the two is the reference, so the ratio is never flattered
+   by a noisy neighbour slowing the reference down.
+3. Calls ``send_sms(account, <generator of --count numbers>, content)`` -- a
    generator, never a list -- with every 1000th entry invalid and every 500th a
    repeat of an earlier number in another spelling. It measures the wall time
-   (split into intake / rejections / chunking / publishing by timing wrappers
-   installed on ``smsq.tasks.producer``'s helpers, in this process only) and the
-   peak RSS of the process before and after (``ru_maxrss``).
-3. With ``--with-worker``: starts ``smsq worker --concurrency 2``
-   (prefork in distributed mode, threads in embedded mode), waits until
+   (split into staging / blocked lookup / grouping / rejections / publishing by
+   timing wrappers installed on ``smsq.tasks.producer``'s helpers, in this
+   process only), its ratio to the reference, and the peak RSS of the process
+   before and after (``ru_maxrss``).
+4. With ``--with-worker``: starts ``smsq worker --concurrency 2``
+   (prefork in distributed mode, threads in embedded mode), waits until the
+   worker has cut every chunk (the split job) and until
    ``batch_status(...).final``, and checks that every valid unique number reached
    the simulator exactly once and that no request carried more than 100 numbers.
-4. Unless ``--no-tracemalloc``: calls send_sms a second time, on the same list,
+5. Unless ``--no-tracemalloc``: calls send_sms a second time, on the same list,
    with tracemalloc on, for the peak of Python allocations during the call.
    tracemalloc slows the Python parts of the call two to four times, so the
    wall times above come from the first call, which runs without it. (The
    second batch is left pending: a worker has been stopped by then.)
-5. Prints a table and writes ``bench/results/<mode>-<count>.json``.
+6. Prints a table and writes ``bench/results/<mode>-<count>.json``.
 
 Run from the repository root:  .venv/bin/python bench/send_million.py --help
 """
@@ -131,18 +138,21 @@ def current_rss_mb() -> float | None:
 
 
 class PhaseTimer:
-    """Wraps module-level helpers of smsq.tasks.producer to time send_sms' phases.
+    """Wraps helpers that smsq.tasks.producer calls by module-level name, to time send_sms' phases.
 
     send_sms looks its helpers up in the module's globals at call time, so
     replacing them there (in this process only) is enough; nothing is edited.
     """
 
     PHASES = {
-        "_intake": "intake (normalise, blocked lookup, insert recipients)",
+        "stage_numbers": "normalise + bulk write to the staging table",
+        "blocked_in_stage": "blocked-number lookup (SQL)",
+        "stage_chunks": "de-duplicate, group into staged chunks (SQL)",
         "_store_rejections": "store rejected entries",
-        "_make_chunks": "make chunks (SQL)",
-        "publish_chunks": "publish chunk tasks (after commit)",
+        "cut": "cut chunks inline (small batches only)",
+        "_publish": "publish after commit (split job / small batch's chunks)",
     }
+    PUBLISH = "_publish"
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
@@ -277,6 +287,61 @@ def broker_backlog() -> int | None:
     return sum(r.llen(q) for q in ("smsq.priority", "smsq.bulk", "smsq.poll"))
 
 
+# -- the reference: a raw bulk write of the same entries ----------------------------
+
+REFERENCE_TABLE = "bench_copy_reference"
+
+
+def reference_write(count: int) -> float:
+    """Seconds to write ``numbers(count)``, as given, into a fresh one-column table by the
+    database's bulk path and commit: PostgreSQL COPY (text blocks of 5,000 lines), SQLite
+    one prepared executemany in one transaction. The same generator feeds send_sms."""
+    from smsq.worker.config import settings
+
+    url = settings().database_url
+    if url.startswith("sqlite:///"):
+        import sqlite3
+
+        path = Path(url.removeprefix("sqlite:///")).with_name("reference.db")
+        path.unlink(missing_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"CREATE TABLE {REFERENCE_TABLE} (mobile TEXT)")
+        start = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.executemany(f"INSERT INTO {REFERENCE_TABLE} (mobile) VALUES (?)", ((n,) for n in numbers(count)))
+        conn.execute("COMMIT")
+        elapsed = time.perf_counter() - start
+        conn.close()
+        path.unlink(missing_ok=True)
+        return elapsed
+    import psycopg
+
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(conninfo) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {REFERENCE_TABLE}")
+        conn.execute(f"CREATE TABLE {REFERENCE_TABLE} (mobile text)")
+        conn.commit()
+        start = time.perf_counter()
+        with conn.cursor() as cursor, cursor.copy(f"COPY {REFERENCE_TABLE} (mobile) FROM STDIN") as copy:
+            block = []
+            # The entries hold no tab, newline or backslash: nothing to escape (no work
+            # the reference would be charged for and send_sms not).
+            for entry in numbers(count):
+                block.append(entry)
+                if len(block) == 5000:
+                    copy.write("\n".join(block) + "\n")
+                    block = []
+            if block:
+                copy.write("\n".join(block) + "\n")
+        conn.commit()
+        elapsed = time.perf_counter() - start
+        conn.execute(f"DROP TABLE {REFERENCE_TABLE}")
+        conn.commit()
+    return elapsed
+
+
 # -- the worker --------------------------------------------------------------------
 
 def start_worker(env: dict[str, str], tmp: Path, concurrency: int) -> tuple[subprocess.Popen, Path]:
@@ -338,19 +403,19 @@ def run_send(count: int, *, use_tracemalloc: bool, profile: bool) -> dict:
         timer.uninstall()
     rss_max_after = max_rss_mb()
     phases = {name: round(timer.seconds.get(name, 0.0), 3) for name in PhaseTimer.PHASES}
-    publish = timer.seconds.get("publish_chunks", 0.0)
+    publish = timer.seconds.get(PhaseTimer.PUBLISH, 0.0)
     result = {
         "batch_id": receipt.batch_id,
         "accepted": receipt.accepted,
         "rejected": len(receipt.rejected),
         "lane": receipt.lane,
+        "queued": receipt.queued,
         "started_at": start_wall,
         "wall_s": round(elapsed, 3),
-        "intake_and_chunks_s": round(elapsed - publish, 3),  # everything up to and including the commit
+        "intake_s": round(elapsed - publish, 3),  # everything up to and including the commit
         "publish_s": round(publish, 3),
         "phases_s": phases,
-        "other_s": round(elapsed - sum(timer.seconds.values()), 3),  # batch row, count, commit, schema check
-        "chunks_published": timer.returned.get("publish_chunks"),
+        "other_s": round(elapsed - sum(timer.seconds.values()), 3),  # batch row, commit, schema check
         "numbers_per_s": round(count / elapsed, 1),
         "rss_peak_before_mb": round(rss_max_before, 1),
         "rss_peak_after_mb": round(rss_max_after, 1),
@@ -377,9 +442,11 @@ def check_intake(count: int, send: dict) -> dict:
         "expected_repeats": repeats,
         "accepted_ok": send["accepted"] == unique,
         "rejected_ok": send["rejected"] == invalid,
-        "chunks": sum(status.chunks.values()),
-        "chunks_ok": sum(status.chunks.values()) == expected_chunks,
-        "published_ok": send["chunks_published"] == expected_chunks,
+        # Chunks made (by a worker, if one runs already) plus chunks still to cut.
+        "chunks": sum(status.chunks.values()) + status.to_split,
+        "chunks_ok": sum(status.chunks.values()) + status.to_split == expected_chunks,
+        "to_split": status.to_split,
+        "published_ok": send["queued"],
         "recipient_states": status.recipients,
     }
     backlog = broker_backlog()
@@ -402,8 +469,11 @@ def run_worker(env: dict, tmp: Path, count: int, send: dict, proc: subprocess.Po
     deadline = time.monotonic() + timeout
     status = batch_status(send["batch_id"])
     last_print = 0.0
+    split_at = time.time() if not status.to_split else None
     try:
         while not status.final:
+            if split_at is None and not status.to_split:
+                split_at = time.time()
             if proc.poll() is not None:
                 raise RuntimeError(f"worker exited {proc.returncode}:\n"
                                    f"{log_path.read_text(errors='replace')[-3000:]}")
@@ -412,9 +482,10 @@ def run_worker(env: dict, tmp: Path, count: int, send: dict, proc: subprocess.Po
             if time.monotonic() - last_print > 10:
                 print(f"  ... chunks {dict(sorted(status.chunks.items()))}", file=sys.stderr, flush=True)
                 last_print = time.monotonic()
-            time.sleep(0.5)
+            time.sleep(0.2 if split_at is None else 0.5)
             status = batch_status(send["batch_id"])
         final_at = time.time()
+        split_at = split_at or final_at
     finally:
         stop_worker(proc)
 
@@ -437,6 +508,7 @@ def run_worker(env: dict, tmp: Path, count: int, send: dict, proc: subprocess.Po
         "worker_pool": "threads" if env["SMSQ_BROKER_URL"].startswith("sqla+") else "prefork",
         "concurrency": concurrency,
         "worker_startup_s": round(startup, 3) if startup is not None else None,  # None: --worker-first
+        "split_done_after_worker_ready_s": round(split_at - ready, 3),
         "drain_from_worker_ready_s": round(final_at - ready, 3),
         "final_after_send_sms_start_s": round(final_at - send["started_at"], 3),
         "sim_first_to_last_send_s": round(window, 3) if window is not None else None,
@@ -481,16 +553,19 @@ def print_table(result: dict) -> None:
         ("mode", result["mode"]),
         ("count (entries given)", f"{result['count']:,}"),
         ("accepted / rejected", f"{s['accepted']:,} / {s['rejected']:,}"),
+        ("reference: raw bulk write", f"{result['reference_s']:.2f} s  (before {result['reference_runs_s'][0]:.2f}"
+                                      f", after {result['reference_runs_s'][1]:.2f})"),
         ("send_sms wall time", f"{s['wall_s']:.2f} s  ({s['numbers_per_s']:,.0f} entries/s)"),
-        ("  intake + chunks + commit", f"{s['intake_and_chunks_s']:.2f} s"),
+        ("send_sms / reference", f"{result['ratio_to_reference']:.2f}x"),
+        ("  intake + commit", f"{s['intake_s']:.2f} s"),
     ]
     labels = PhaseTimer.PHASES
     for name, secs in s["phases_s"].items():
-        if name != "publish_chunks":
+        if name != PhaseTimer.PUBLISH:
             rows.append((f"    {labels[name]}", f"{secs:.2f} s"))
     rows += [
-        ("    other (batch row, count, commit)", f"{s['other_s']:.2f} s"),
-        ("  publishing", f"{s['publish_s']:.2f} s  ({s['chunks_published']} chunk tasks)"),
+        ("    other (batch row, commit)", f"{s['other_s']:.2f} s"),
+        ("  publishing", f"{s['publish_s']:.2f} s  (" + ("taken" if s["queued"] else "NOT taken") + " by the broker)"),
         ("peak RSS before / after", f"{s['rss_peak_before_mb']:.1f} / {s['rss_peak_after_mb']:.1f} MB"),
         ("peak RSS growth", f"{s['rss_peak_growth_mb']:.1f} MB"),
         ("tracemalloc peak (second call)", "not measured" if s["tracemalloc_peak_mb"] is None
@@ -506,6 +581,7 @@ def print_table(result: dict) -> None:
         rows += [
             ("worker", f"{w['worker_pool']}, concurrency {w['concurrency']}"),
             ("  worker start-up", f"{w['worker_startup_s']:.2f} s" if w["worker_startup_s"] is not None else "-"),
+            ("  every chunk cut after worker ready", f"{w['split_done_after_worker_ready_s']:.2f} s"),
             ("  final after worker ready", f"{w['drain_from_worker_ready_s']:.2f} s"),
             ("  final after send_sms start", f"{w['final_after_send_sms_start_s']:.2f} s"),
             ("  numbers/s to the simulator", f"{w['numbers_per_s']:,.0f}  (first-to-last send: "
@@ -569,8 +645,12 @@ def main(argv: list[str] | None = None) -> int:
 
         out = args.output or RESULTS / (f"{args.mode}-{args.count}" + ("-profile" if args.profile else "")
                                         + ".json")
+        print(f"reference: raw bulk write of {args.count:,} entries ...", file=sys.stderr, flush=True)
+        reference_before = reference_write(args.count)
         print(f"send_sms of {args.count:,} entries, {args.mode} mode ...", file=sys.stderr, flush=True)
         send = run_send(args.count, use_tracemalloc=False, profile=args.profile)
+        reference_after = reference_write(args.count)
+        reference = min(reference_before, reference_after)
         profiler = send.pop("_profiler", None)
         result = {
             "mode": args.mode,
@@ -580,6 +660,9 @@ def main(argv: list[str] | None = None) -> int:
                         "platform": platform.platform()},
             "options": {"rate_limit": args.rate_limit, "tracemalloc_pass": not args.no_tracemalloc,
                         "with_worker": args.with_worker, "worker_first": args.worker_first},
+            "reference_s": round(reference, 3),
+            "reference_runs_s": [round(reference_before, 3), round(reference_after, 3)],
+            "ratio_to_reference": round(send["wall_s"] / reference, 2),
             "send_sms": send,
         }
         result["checks"] = check_intake(args.count, send)

@@ -12,6 +12,8 @@ MOBILE_RE = re.compile(r"1[3-9]\d{9}")
 # Fixed-line numbers with area code (小灵通): 0 + 2-3 digit area + 7-8 digit number.
 LANDLINE_RE = re.compile(r"0[1-9]\d{1,2}\d{7,8}")
 _SEPARATORS = re.compile(r"[\s\-().]")
+# MOBILE_RE's \d also matches other scripts' digits; this one is for text not yet normalised.
+_CANONICAL_MOBILE = re.compile(r"1[3-9][0-9]{9}").fullmatch
 
 INVALID_EMPTY = "empty"
 INVALID_CHARS = "contains characters other than digits, '+', spaces and dashes"
@@ -21,8 +23,13 @@ INVALID_NUMBER = "not a mainland mobile (11 digits, 1[3-9]…) or fixed-line num
 
 def normalise(raw: object, *, landline: bool = False) -> tuple[str | None, str | None]:
     """Return ``(number, None)`` for a usable number, ``(None, reason)`` otherwise."""
-    text = unicodedata.normalize("NFKC", str(raw) if raw is not None else "")
-    text = _SEPARATORS.sub("", text)
+    if type(raw) is str and len(raw) == 11 and _CANONICAL_MOBILE(raw):
+        return raw, None  # already in the canonical spelling: nothing to undo
+    text = str(raw) if raw is not None else ""
+    if not text.isascii():  # full-width digits and other compatibility forms; ASCII is already NFKC
+        text = unicodedata.normalize("NFKC", text)
+    if not text.isdigit():
+        text = _SEPARATORS.sub("", text)
     if not text:
         return None, INVALID_EMPTY
     if text.startswith("+"):
@@ -40,3 +47,21 @@ def normalise(raw: object, *, landline: bool = False) -> tuple[str | None, str |
     if landline and LANDLINE_RE.fullmatch(text):
         return text, None
     return None, INVALID_NUMBER if landline else INVALID_MOBILE
+
+
+def normalise_block(block: list, *, landline: bool = False) -> tuple[list[str], list[tuple[object, str]]]:
+    """``normalise`` over a block of a large list: (usable numbers, [(entry, reason), ...]).
+    Entries already in the canonical spelling, most of a large list, cost one regex
+    match each and no function call: a million numbers take a fraction of a second."""
+    valid: list[str] = []
+    invalid: list[tuple[object, str]] = []
+    for raw in block:
+        if type(raw) is str and len(raw) == 11 and _CANONICAL_MOBILE(raw):
+            valid.append(raw)
+            continue
+        number, reason = normalise(raw, landline=landline)
+        if number is None:
+            invalid.append((raw, reason))
+        else:
+            valid.append(number)
+    return valid, invalid

@@ -5,6 +5,8 @@ States:
              pending -> cancelled   (an operator's `smsq cancel`; never sent)
   recipient  queued -> sent -> delivered | failed ; rejected at intake ; unknown with its chunk ;
              cancelled with its chunk
+  split job  exists from intake until a worker has cut every staged chunk into chunk and
+             recipient rows (see tasks/split.py)
 """
 from __future__ import annotations
 
@@ -101,6 +103,32 @@ class Recipient(Base):
     code: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(String(255))
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class SplitJob(Base):
+    """A batch whose numbers wait in ``split_chunks`` for a worker to cut them into
+    chunk and recipient rows. The row is the outbox entry of the ``smsq.split_batch``
+    task: the relay publishes it again when ``queued_at`` is empty or stale."""
+
+    __tablename__ = "split_jobs"
+
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True)
+    not_before: Mapped[datetime | None] = mapped_column(DateTime)  # the chunks' next_attempt_at (a schedule)
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime)  # last publish, or the splitter's last block
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SplitChunk(Base):
+    """One vendor-sized chunk of numbers as the producer stored them: normalised,
+    de-duplicated, blocked numbers left out, comma-separated in list order. Deleted
+    by the transaction that writes its chunk and recipient rows."""
+
+    __tablename__ = "split_chunks"
+
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    mobiles: Mapped[str] = mapped_column(Text)
 
 
 class BlockedNumber(Base):

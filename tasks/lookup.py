@@ -17,6 +17,7 @@ from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
 from .producer import FINAL_CHUNK_STATES
+from .split import staged_counts
 from .schema import ensure_schema
 
 STREAM_BLOCK = 5000  # rows fetched per round trip while streaming
@@ -103,10 +104,11 @@ class BatchSummary:
     recipients: dict[str, int]  # recipient state -> count
     chunks: dict[str, int]  # chunk state -> count
     cancelled: bool
+    to_split: int = 0  # chunks a worker has still to cut (numbers still to split are in recipients as queued)
 
     @property
     def final(self) -> bool:
-        return all(state in FINAL_CHUNK_STATES for state in self.chunks)
+        return not self.to_split and all(state in FINAL_CHUNK_STATES for state in self.chunks)
 
 
 def recent_batches(limit: int = 20, *, account: str | None = None) -> list[BatchSummary]:
@@ -126,8 +128,14 @@ def recent_batches(limit: int = 20, *, account: str | None = None) -> list[Batch
         ids = [b.id for b in batches]
         recipients = _counts(session, Recipient, ids)
         chunks = _counts(session, Chunk, ids)
+        staged = staged_counts(session, ids)
+        for batch_id, (_, numbers) in staged.items():
+            counts = recipients.setdefault(batch_id, {})
+            counts["queued"] = counts.get("queued", 0) + numbers
         return [BatchSummary(b.id, b.account, b.created_at, b.accepted, b.rejected, recipients.get(b.id, {}),
-                             chunks.get(b.id, {}), b.cancelled_at is not None) for b in batches]
+                             chunks.get(b.id, {}), b.cancelled_at is not None, staged.get(b.id, (0, 0))[0])
+                for b in batches]
+
 
 
 def _counts(session, model, batch_ids: list[int]) -> dict[int, dict[str, int]]:

@@ -1,42 +1,47 @@
 """The producer API: ``send_sms`` and ``batch_status``.
 
-``send_sms`` validates everything it can before any vendor is involved, writes
-the batch, its recipients and its chunks in one transaction, and publishes one
-``smsq.send_chunk(chunk_id)`` per chunk only after that transaction committed
-(a transactional outbox: a crash in between leaves pending chunks that the
-relay publishes; nothing is published that the database does not hold).
+``send_sms`` validates everything it can before any vendor is involved and, in
+one transaction, writes the batch, its rejected entries and its numbers, staged
+in vendor-sized chunks by the bulk path of the database (tasks/intake.py).
+After that transaction commits it publishes (a transactional outbox: nothing is
+published that the database does not hold, and a crash in between leaves work
+the relay publishes):
 
-Numbers are streamed in blocks of 5,000: de-duplicated within a block by a
-dict and across blocks by the database's unique (batch, mobile) index, never
-by a Python set of the whole list, so a million recipients never sit in
-memory at once.
+* a small batch (up to ``SMSQ_PRIORITY_MAX`` numbers: an OTP) is cut into its
+  chunk and recipient rows in the same transaction and its ``send_chunk``
+  tasks are published directly, which saves the hop through a split job;
+* a larger batch gets one ``smsq.split_batch(batch_id)`` job: a worker cuts the
+  chunk and recipient rows and publishes the chunk tasks (tasks/split.py).
+
+A broker that refuses or never answers costs a few seconds, not a hang: the
+batch is safe, the receipt says ``queued=False`` and the relay publishes it.
 """
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator
 
-from sqlalchemy import String, any_, bindparam, func, insert, select, text
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from smsq.providers import provider_class
 from smsq.providers.base import BEIJING, segments
-from smsq.providers.numbers import normalise
-from smsq.store.models import Batch, BlockedNumber, Chunk, Recipient, utcnow
+from smsq.store.models import Batch, Chunk, Recipient, SplitJob, utcnow
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
-from .publish import publish_chunks
+from .intake import BLOCK, blocked_in_stage, stage_chunks, stage_numbers
+from .publish import publish_chunk_rows, publish_split
 from .schema import ensure_schema
+from .split import cut, staged_counts
 
 log = logging.getLogger("smsq.producer")
 
-BLOCK = 5000  # numbers normalised and inserted per round trip
 FINAL_CHUNK_STATES = ("accepted", "failed", "unknown", "cancelled")
 PAST_GRACE = timedelta(minutes=5)  # a send_at further back than this is a mistake, not "now"
 
@@ -63,6 +68,8 @@ class Receipt:
     segments: int = 1  # billed messages per recipient
     lane: str = "bulk"
     replayed: bool = False  # True: the idempotency key named an existing batch; nothing new was sent
+    queued: bool = True  # False: the broker did not take the batch's task(s); it is stored and the relay
+    # publishes it when the broker answers again
 
 
 @dataclass(frozen=True)
@@ -71,18 +78,19 @@ class BatchStatus:
     account: str
     accepted: int
     rejected: int
-    recipients: dict[str, int]  # recipient state -> count
+    recipients: dict[str, int]  # recipient state -> count (numbers still to be split count as queued)
     chunks: dict[str, int]  # chunk state -> count
+    to_split: int = 0  # chunks a worker has still to cut from the staged numbers
 
     @property
     def final(self) -> bool:
-        """Every chunk has an outcome (accepted, failed, unknown or cancelled)."""
-        return all(state in FINAL_CHUNK_STATES for state in self.chunks)
+        """Every chunk is made and has an outcome (accepted, failed, unknown or cancelled)."""
+        return not self.to_split and all(state in FINAL_CHUNK_STATES for state in self.chunks)
 
     def as_dict(self) -> dict:
         return {"batch_id": self.batch_id, "account": self.account, "accepted": self.accepted,
                 "rejected": self.rejected, "recipients": self.recipients, "chunks": self.chunks,
-                "final": self.final}
+                "to_split": self.to_split, "final": self.final}
 
 
 def _numbers(to: Iterable[str] | str) -> Iterator[str]:
@@ -124,74 +132,13 @@ def _insert_ignore(session: Session, rows: list[dict]) -> None:
     session.execute(insert(Recipient).on_conflict_do_nothing(index_elements=["batch_id", "mobile"]), rows)
 
 
-def _one_of(session: Session, column, values: list[str]):
-    """``column IN values``; on PostgreSQL one array parameter (``= ANY``), so a
-    5,000-number block is one bind value, not 5,000."""
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import ARRAY
-
-        return column == any_(bindparam("values", value=values, type_=ARRAY(String)))
-    return column.in_(values)
-
-
-def _insert_queued(session: Session, batch_id: int, mobiles: list[str], first: int, size: int,
-                   now: datetime) -> None:
-    """Insert recipients numbered ``first``.. in order; recipient n belongs to chunk n // size."""
-    seqs = [(first + i) // size for i in range(len(mobiles))]
-    if session.bind.dialect.name == "postgresql":
-        # One statement per block: two arrays unnested server-side.
-        session.execute(text(
-            "INSERT INTO recipients (batch_id, mobile, state, chunk_seq, updated_at) "
-            "SELECT :batch, r.mobile, 'queued', r.seq, :now "
-            "FROM unnest(CAST(:mobiles AS varchar[]), CAST(:seqs AS integer[])) AS r(mobile, seq)"),
-            {"batch": batch_id, "now": now, "mobiles": mobiles, "seqs": seqs})
-        return
-    session.execute(insert(Recipient), [
-        {"batch_id": batch_id, "mobile": m, "state": "queued", "chunk_seq": seq, "updated_at": now}
-        for m, seq in zip(mobiles, seqs)])
-
-
-def _intake(session: Session, batch_id: int, account: str, numbers: Iterator[str], landline: bool,
-            size: int, rejected: list[tuple[str, str]]) -> int:
-    """Normalise, reject and insert the numbers a block at a time; return how many were queued.
-
-    Duplicates are caught within a block by a dict and across blocks by the
-    batch's unique index, so each recipient gets its chunk number as it is
-    inserted and no second pass over a million rows is needed."""
-    seen_rejects: set[str] = set()
-    now = utcnow()
-    queued = 0
-    while True:
-        block = list(itertools.islice(numbers, BLOCK))
-        if not block:
-            return queued
-        valid: dict[str, None] = {}
-        for raw in block:
-            number, reason = normalise(raw, landline=landline)
-            if number is None:
-                key = str(raw)[:64]
-                if key not in seen_rejects:
-                    seen_rejects.add(key)
-                    rejected.append((str(raw), reason))
-            else:
-                valid[number] = None
-        if valid:
-            blocked = session.execute(
-                select(BlockedNumber.mobile, BlockedNumber.reason)
-                .where(BlockedNumber.account == account, _one_of(session, BlockedNumber.mobile, list(valid)))
-            ).all()
-            for mobile, reason in blocked:
-                del valid[mobile]
-                if mobile not in seen_rejects:
-                    seen_rejects.add(mobile)
-                    rejected.append((mobile, f"blocked for this account: {reason}"))
-        if valid and queued:  # numbers an earlier block of this batch already holds
-            for mobile in session.execute(select(Recipient.mobile).where(
-                    Recipient.batch_id == batch_id, _one_of(session, Recipient.mobile, list(valid)))).scalars():
-                del valid[mobile]
-        if valid:
-            _insert_queued(session, batch_id, list(valid), queued, size, now)
-            queued += len(valid)
+def _intake(session: Session, batch: Batch, numbers: Iterator[str], landline: bool, size: int,
+            rejected: list[tuple[str, str]]) -> int:
+    """Stage the numbers in chunks of ``size``; blocked ones join ``rejected``. Return how many were accepted."""
+    stage_numbers(session, numbers, landline, rejected)
+    blocked = blocked_in_stage(session, batch.account)
+    rejected.extend((mobile, f"blocked for this account: {reason}") for mobile, reason in blocked)
+    return stage_chunks(session, batch.id, batch.account, size, skip_blocked=bool(blocked))
 
 
 def _store_rejections(session: Session, batch_id: int, rejected: list[tuple[str, str]]) -> None:
@@ -202,16 +149,12 @@ def _store_rejections(session: Session, batch_id: int, rejected: list[tuple[str,
         _insert_ignore(session, rows)
 
 
-def _make_chunks(session: Session, batch: Batch, total: int, size: int, not_before: datetime | None,
-                 queued_at: datetime | None) -> None:
-    """The chunk rows: recipients were numbered at intake, so chunk i holds numbers i*size.."""
-    count = -(-total // size)
-    for start in range(0, count, BLOCK):
-        session.execute(insert(Chunk), [
-            {"batch_id": batch.id, "seq": seq, "account": batch.account, "lane": batch.lane,
-             "size": min(size, total - seq * size), "state": "pending", "attempts": 0,
-             "next_attempt_at": not_before, "queued_at": queued_at}
-            for seq in range(start, min(count, start + BLOCK))])
+def _publish(conf, batch_id: int, lane: str, account: str, inline: list | None) -> bool:
+    """After commit: the chunk tasks of a batch cut inline, or its split job. False: the broker
+    did not take it all (the relay will)."""
+    if inline is not None:
+        return publish_chunk_rows(conf, batch_id, inline) == len(inline)
+    return publish_split(conf, batch_id, lane, account)
 
 
 def _replay(session: Session, batch: Batch) -> Receipt:
@@ -263,7 +206,7 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
                           lane="bulk", segments=segments(prepared), created_at=now)
             session.add(batch)
             session.flush()  # the id; and an idempotency race fails here, early
-            accepted = _intake(session, batch.id, account, _numbers(to), provider_cls.accepts_landline,
+            accepted = _intake(session, batch, _numbers(to), provider_cls.accepts_landline,
                                provider_cls.max_numbers, rejected)
             if not accepted:
                 raise NoValidNumbersError(rejected)  # rolls the batch back: an empty batch is no batch
@@ -274,8 +217,13 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
             else:
                 batch.lane = "priority" if priority else "bulk"
             session.flush()
-            _make_chunks(session, batch, accepted, provider_cls.max_numbers, not_before,
-                         queued_at=None if not_before else now)
+            inline = None
+            if accepted <= conf.priority_max:
+                # An OTP's one chunk is cut here: a split job would add a broker round trip and
+                # a worker pick-up before its send is even published.
+                inline = cut(session, batch, limit=None, not_before=not_before, now=now).published
+            else:
+                session.add(SplitJob(batch_id=batch.id, not_before=not_before, queued_at=now, created_at=now))
             receipt = Receipt(batch.id, accepted, rejected, batch.segments, batch.lane)
     except IntegrityError:
         if idempotency_key is None:
@@ -286,8 +234,8 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
                 Batch.account == account, Batch.idempotency_key == idempotency_key)).scalar_one()
             return _replay(session, existing)
 
-    if not not_before:
-        publish_chunks(conf, receipt.batch_id)
+    if not _publish(conf, receipt.batch_id, receipt.lane, account, inline):
+        receipt = dataclasses.replace(receipt, queued=False)
     log.info("batch %s: %s accepted, %s rejected, lane %s, account %s",
              receipt.batch_id, receipt.accepted, len(rejected), receipt.lane, account)
     return receipt
@@ -306,7 +254,10 @@ def batch_status(batch_id: int) -> BatchStatus:
             .group_by(Recipient.state)).all())
         chunks = dict(session.execute(
             select(Chunk.state, func.count()).where(Chunk.batch_id == batch_id).group_by(Chunk.state)).all())
-        return BatchStatus(batch.id, batch.account, batch.accepted, batch.rejected, recipients, chunks)
+        to_split, staged = staged_counts(session, [batch_id]).get(batch_id, (0, 0))
+        if staged:
+            recipients["queued"] = recipients.get("queued", 0) + staged
+        return BatchStatus(batch.id, batch.account, batch.accepted, batch.rejected, recipients, chunks, to_split)
 
 
 __all__ = ["send_sms", "batch_status", "Receipt", "BatchStatus", "NoValidNumbersError"]

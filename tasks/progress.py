@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from sqlalchemy import func, select
 
 from smsq.providers.base import BEIJING
-from smsq.store.models import Batch, Chunk, utcnow
+from smsq.store.models import Batch, Chunk, SplitChunk, utcnow
 from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope
 
@@ -71,7 +71,11 @@ def why_waiting(batch_id: int, *, stalled_for: float = 0.0) -> list[str]:
                                       .group_by(Chunk.state)).all())
         later = session.execute(select(func.count(), func.min(Chunk.next_attempt_at)).where(
             Chunk.batch_id == batch_id, Chunk.state == "pending", Chunk.next_attempt_at > now)).one()
+        to_split = session.scalar(select(func.count()).where(SplitChunk.batch_id == batch_id))
     pending, sending = counts.get("pending", 0), counts.get("sending", 0)
+    if to_split and stalled_for >= 5:
+        reasons.append(f"{to_split} chunk(s) are still to be cut from the stored numbers by a worker on "
+                       f"smsq.{batch.lane} (the split job; the relay publishes it again if it was lost)")
     if not pending and not sending:
         return reasons
     if batch.send_at is not None and batch.send_at > now and later[0]:

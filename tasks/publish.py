@@ -1,15 +1,24 @@
-"""Publishing chunk tasks. Messages carry the chunk id and nothing else:
-no numbers, no content, no credentials (Flower, logs and the broker show them).
-What Flower shows as the task's arguments (``argsrepr``) also names the batch
-and the account, so an operator can tell the rows apart; those are ids and
-configured names, never secrets."""
+"""Publishing tasks: chunk tasks and split jobs. Messages carry one id and nothing
+else: no numbers, no content, no credentials (Flower, logs and the broker show
+them). What Flower shows as the task's arguments (``argsrepr``) also names the
+batch and the account, so an operator can tell the rows apart; those are ids and
+configured names, never secrets.
+
+Every publish here follows a commit (the outbox), so a broker that fails or
+hangs must not hold the caller: ``outbox_producer`` opens its own connection
+with connect and socket timeouts and publishes with a short retry policy. What
+could not be published is marked for the relay, which publishes it once the
+broker answers again; the database already holds it, so nothing is lost.
+"""
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
+from typing import Iterator
 
 from sqlalchemy import select, update
 
-from smsq.store.models import Chunk
+from smsq.store.models import Chunk, SplitJob
 from smsq.worker.app import get_app
 from smsq.worker.config import Settings
 from smsq.worker.db import session_scope
@@ -17,6 +26,12 @@ from smsq.worker.db import session_scope
 log = logging.getLogger("smsq.publish")
 
 SEND_CHUNK = "smsq.send_chunk"
+SPLIT_BATCH = "smsq.split_batch"
+# A publish gives up after about BROKER_TIMEOUT * (retries + 1) seconds, whatever the
+# broker does: refuses (at once), or accepts the connection and never answers (a
+# socket timeout per attempt). Celery's default policy has no socket timeout at all.
+BROKER_TIMEOUT = 3.0
+PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 # The longest broker countdown smsq ever asks for. A Redis broker redelivers an
 # unacked delayed message after its visibility timeout (an hour here), so long
 # waits (schedules, rate-limit intervals) live in the database and the relay
@@ -36,30 +51,66 @@ def chunk_label(chunk_id: int, batch_id: int | None = None, account: str | None 
     return f"chunk {chunk_id}" + (f" ({', '.join(about)})" if about else "")
 
 
+@contextmanager
+def outbox_producer(conf: Settings) -> Iterator:
+    """A producer on a connection of its own whose every wait is bounded (see above)."""
+    app = get_app()
+    options: dict = {}
+    if not conf.embedded:
+        # (The embedded SQLAlchemy transport hands its options to create_engine: none there.)
+        options = {"connect_timeout": BROKER_TIMEOUT,
+                   "transport_options": {"socket_timeout": BROKER_TIMEOUT,
+                                         "socket_connect_timeout": BROKER_TIMEOUT}}
+    with app.connection_for_write(**options) as connection:
+        yield app.amqp.Producer(connection)
+
+
 def publish_chunk(chunk_id: int, lane: str, *, batch_id: int | None = None, account: str | None = None,
                   countdown: float | None = None, producer=None) -> None:
     get_app().send_task(SEND_CHUNK, args=[chunk_id], queue=f"smsq.{lane}", countdown=bounded(countdown),
                         argsrepr=chunk_label(chunk_id, batch_id, account), kwargsrepr="{}",
-                        producer=producer)
+                        producer=producer, retry_policy=PUBLISH_RETRY)
+
+
+def publish_split(conf: Settings, batch_id: int, lane: str, account: str) -> bool:
+    """Publish the split job of a committed batch. False: the broker did not take it, and
+    the job is marked for the relay's next pass."""
+    try:
+        with outbox_producer(conf) as producer:
+            get_app().send_task(SPLIT_BATCH, args=[batch_id], queue=f"smsq.{lane}",
+                                argsrepr=f"batch {batch_id} ({account})", kwargsrepr="{}",
+                                producer=producer, retry_policy=PUBLISH_RETRY)
+        return True
+    except Exception as exc:
+        log.warning("batch %s: the broker did not take the split job (%s); the relay will publish it",
+                    batch_id, exc)
+    with session_scope(conf.database_url) as session:
+        session.execute(update(SplitJob).where(SplitJob.batch_id == batch_id).values(queued_at=None))
+    return False
 
 
 def publish_chunks(conf: Settings, batch_id: int) -> int:
-    """Publish every chunk of a freshly committed batch. On a broker failure the
-    unpublished chunks are marked unqueued so the relay publishes them at once."""
+    """Publish every queued pending chunk of a freshly committed batch (see publish_chunk_rows)."""
     with session_scope(conf.database_url) as session:
         rows = session.execute(select(Chunk.id, Chunk.lane, Chunk.account).where(
             Chunk.batch_id == batch_id, Chunk.state == "pending", Chunk.queued_at.is_not(None))
             .order_by(Chunk.seq)).all()
+    return publish_chunk_rows(conf, batch_id, rows)
+
+
+def publish_chunk_rows(conf: Settings, batch_id: int, rows) -> int:
+    """Publish ``(chunk id, lane, account)`` rows over one connection; return how many went.
+    On a broker failure the unpublished chunks are marked unqueued so the relay publishes
+    them at its next pass."""
     done = 0
     try:
-        # One producer (one broker connection) for the whole batch.
-        with get_app().producer_or_acquire() as producer:
+        with outbox_producer(conf) as producer:
             for chunk_id, lane, account in rows:
                 publish_chunk(chunk_id, lane, batch_id=batch_id, account=account, producer=producer)
                 done += 1
-    except Exception:
-        log.exception("batch %s: publishing stopped after %s of %s chunks; the relay will publish "
-                      "the rest", batch_id, done, len(rows))
+    except Exception as exc:
+        log.warning("batch %s: publishing stopped after %s of %s chunks (%s); the relay will publish "
+                    "the rest", batch_id, done, len(rows), exc)
         rest = [chunk_id for chunk_id, _, _ in rows[done:]]
         with session_scope(conf.database_url) as session:
             for start in range(0, len(rest), 1000):

@@ -23,8 +23,8 @@ from typing import Callable
 
 from sqlalchemy import delete, exists, func, select
 
-from smsq.store.models import (Batch, Chunk, InboundMessage, PollJournal, Recipient, StatusReport, VendorCall,
-                               utcnow)
+from smsq.store.models import (Batch, Chunk, InboundMessage, PollJournal, Recipient, SplitJob, StatusReport,
+                               VendorCall, utcnow)
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
@@ -63,7 +63,8 @@ class PurgeReport:
 
 def _finished_batches(cutoff: datetime):
     in_flight = exists().where(Chunk.batch_id == Batch.id, Chunk.state.in_(IN_FLIGHT))
-    return select(Batch.id).where(Batch.created_at < cutoff, ~in_flight)
+    splitting = exists().where(SplitJob.batch_id == Batch.id)  # chunks still to be made
+    return select(Batch.id).where(Batch.created_at < cutoff, ~in_flight, ~splitting)
 
 
 def purge(older_than: timedelta, *, dry_run: bool = False, inbound: bool = False, force: bool = False,

@@ -11,6 +11,9 @@ the polls take) lets one pass through per interval, whoever runs it.
 * ``pending`` chunks that are due and not queued recently are published: a
   broker message that got lost, a publish that failed after commit, a retry
   longer than a countdown, and scheduled sends whose time has come.
+* split jobs not queued recently are published again: one whose publish
+  failed (the broker was down when the batch was stored), and one whose
+  worker died mid-split (the next run cuts what is still staged).
 """
 from __future__ import annotations
 
@@ -21,14 +24,13 @@ from celery import shared_task
 from sqlalchemy import and_, or_, select, update
 
 from smsq.scheduler import leases
-from smsq.store.models import Chunk, Recipient, utcnow
-from smsq.worker.app import get_app
+from smsq.store.models import Batch, Chunk, Recipient, SplitJob, utcnow
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 from smsq.worker.services import Outage, describe, unreachable_kind
 
 from .cancel import cancel_stragglers
-from .publish import publish_chunk
+from .publish import outbox_producer, publish_chunk, publish_split
 from .schema import ensure_schema
 
 log = logging.getLogger("smsq.relay")
@@ -73,7 +75,7 @@ def publish_due(conf) -> int:
     published = 0
     try:
         if due:
-            with get_app().producer_or_acquire() as producer:
+            with outbox_producer(conf) as producer:
                 for chunk_id, lane, batch_id, account in due:
                     publish_chunk(chunk_id, lane, batch_id=batch_id, account=account, producer=producer)
                     published += 1
@@ -90,6 +92,24 @@ def publish_due(conf) -> int:
     return len(due)
 
 
+def publish_due_splits(conf) -> int:
+    """Publish again the split jobs nobody published or worked on for ``republish_after``."""
+    now = utcnow()
+    stale_queue = now - timedelta(seconds=conf.republish_after)
+    with session_scope(conf.database_url) as session:
+        due = session.execute(select(SplitJob.batch_id, Batch.lane, Batch.account)
+                              .join(Batch, Batch.id == SplitJob.batch_id)
+                              .where(or_(SplitJob.queued_at.is_(None), SplitJob.queued_at <= stale_queue))
+                              .order_by(SplitJob.batch_id).limit(PASS_LIMIT)).all()
+        if due:
+            session.execute(update(SplitJob).where(SplitJob.batch_id.in_([b for b, _, _ in due]))
+                            .values(queued_at=now))
+    published = sum(publish_split(conf, batch_id, lane, account) for batch_id, lane, account in due)
+    if due:
+        log.info("relay: published %s split job(s)", published)
+    return published
+
+
 def cancel_late(conf) -> int:
     with session_scope(conf.database_url) as session:
         cancelled = cancel_stragglers(session)
@@ -101,7 +121,8 @@ def cancel_late(conf) -> int:
 def run_relay() -> dict[str, int]:
     conf = settings()
     ensure_schema(conf)
-    return {"expired": expire_sending(conf), "cancelled": cancel_late(conf), "published": publish_due(conf)}
+    return {"expired": expire_sending(conf), "cancelled": cancel_late(conf), "published": publish_due(conf),
+            "splits": publish_due_splits(conf)}
 
 
 def run_relay_if_leased() -> dict[str, int] | None:

@@ -6,6 +6,7 @@ Modes:
              bytes held (not lost) until ``heal()``; new ones are accepted and
              never connected upstream meanwhile — a silent firewall, a dead route
   drop       close every open connection, and each new one as it arrives
+  refuse     nothing listens: a connect is refused, open connections are cut
   delay      forward, ``seconds`` late
 """
 from __future__ import annotations
@@ -21,12 +22,17 @@ class FaultProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.mode, self.seconds = "pass", 0.0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.port = 0
+        self._listen()
+
+    def _listen(self) -> None:
+        # The same port again after refuse(): whoever points at the proxy keeps its URL.
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
 
     # -- switches ---------------------------------------------------------------
     def blackhole(self) -> None:
@@ -36,10 +42,17 @@ class FaultProxy:
         self.mode = "drop"
         self._close_all()
 
+    def refuse(self) -> None:
+        self.mode = "refuse"
+        self._listener.close()
+        self._close_all()
+
     def delay(self, seconds: float) -> None:
         self.mode, self.seconds = "delay", seconds
 
     def heal(self) -> None:
+        if self.mode == "refuse":
+            self._listen()
         self.mode = "pass"
 
     def close(self) -> None:
@@ -62,10 +75,10 @@ class FaultProxy:
         with self._lock:
             self._open.add(conn)
 
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket) -> None:
         while not self._closed:
             try:
-                client, _ = self._listener.accept()
+                client, _ = listener.accept()
             except OSError:
                 return
             if self.mode == "drop":

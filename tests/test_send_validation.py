@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from smsq.providers import ContentError
 from smsq.store.models import Chunk, Recipient
 from smsq.tasks import batch_status, send_sms
+from smsq.tasks.split import run_split
 from smsq.worker.config import UnknownAccountError, settings
 from smsq.worker.db import session_scope
 
@@ -88,8 +89,25 @@ def test_a_large_stream_is_chunked_at_the_vendor_limit():
         for i in range(25_000):
             yield f"135{i % 20_000:08d}"  # 5,000 repeats
 
-    receipt = send_sms("shop-dxt", numbers(), SIGNED)
-    assert receipt.accepted == 20_000 and receipt.lane == "bulk"
+    seen = []
+
+    def capture(sender=None, body=None, headers=None, **_):
+        seen.append((sender, body, headers))
+
+    before_task_publish.connect(capture, weak=False)
+    try:
+        receipt = send_sms("shop-dxt", numbers(), SIGNED)
+    finally:
+        before_task_publish.disconnect(capture)
+    assert receipt.accepted == 20_000 and receipt.lane == "bulk" and receipt.queued
+    # One message for the whole batch, carrying its id only; a worker cuts the chunks.
+    assert [(sender, body[0], headers["argsrepr"]) for sender, body, headers in seen] == [
+        ("smsq.split_batch", [receipt.batch_id], f"batch {receipt.batch_id} (shop-dxt)")]
+    status = batch_status(receipt.batch_id)
+    assert (status.to_split, status.chunks, status.recipients) == (200, {}, {"queued": 20_000})
+    assert not status.final
+
+    run_split(settings(), receipt.batch_id)  # what the worker does with the message
     with session_scope(settings().database_url) as s:
         sizes = s.execute(select(Chunk.size).where(Chunk.batch_id == receipt.batch_id)).scalars().all()
         unassigned = s.scalar(select(func.count()).select_from(Recipient).where(

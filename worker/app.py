@@ -14,7 +14,7 @@ from kombu import Queue
 from .config import Settings, settings
 
 QUEUES = ("smsq.priority", "smsq.bulk", "smsq.poll")
-TASK_MODULES = ["smsq.tasks.send", "smsq.tasks.relay", "smsq.tasks.polls"]
+TASK_MODULES = ["smsq.tasks.send", "smsq.tasks.split", "smsq.tasks.relay", "smsq.tasks.polls"]
 BEAT_LOOP_INTERVAL = 5.0  # seconds
 BEAT_LOCK_TIMEOUT = 30  # seconds; well under a minute from a beat's crash to its standby's takeover
 

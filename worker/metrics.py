@@ -25,10 +25,10 @@ import time
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select
 
 from smsq.store.models import (CHUNK_STATES, RECIPIENT_STATES, AccountBalance, Batch, Chunk, PollStatus, Recipient,
-                               utcnow)
+                               SplitChunk, utcnow)
 
 from .call_tally import CallTally
 from .config import Settings
@@ -86,16 +86,21 @@ class SmsqCollector(Collector):
             recipients = session.execute(
                 select(Batch.account, Recipient.state, func.count()).join(Batch, Batch.id == Recipient.batch_id)
                 .group_by(Batch.account, Recipient.state)).all()
+            # Numbers a worker has still to cut into chunks wait to be sent too: queued.
+            staged = session.execute(
+                select(Batch.account, literal("queued"), func.sum(SplitChunk.size))
+                .join(Batch, Batch.id == SplitChunk.batch_id).group_by(Batch.account)).all()
             chunks = session.execute(select(Chunk.state, func.count()).group_by(Chunk.state)).all()
             balances = session.execute(select(AccountBalance.account, AccountBalance.balance)).all()
             polls = session.execute(select(PollStatus.account, PollStatus.kind, PollStatus.polled_at,
                                            PollStatus.outcome)).all()
-        return [self._recipients(recipients), self._chunks(chunks), *self._calls(),
+        return [self._recipients([*recipients, *staged]), self._chunks(chunks), *self._calls(),
                 self._balances(balances), *self._accounts(polls)]
 
     def _recipients(self, rows) -> Metric:
         counts = {(account, state): 0 for account in self.conf.accounts for state in RECIPIENT_STATES}
-        counts.update({(account, state): n for account, state, n in rows})
+        for account, state, n in rows:
+            counts[account, state] = counts.get((account, state), 0) + int(n)
         # A gauge: recipients move between states (queued -> sent -> delivered).
         family = GaugeMetricFamily("smsq_recipients_total", "Recipients stored, by account and current state",
                                    labels=["account", "state"])

@@ -43,11 +43,12 @@ def parse_at(value: str) -> datetime:
 def _bar(status, width: int = 30) -> str:
     from smsq.tasks.producer import FINAL_CHUNK_STATES
 
-    total = sum(status.chunks.values()) or 1
+    total = sum(status.chunks.values()) + status.to_split or 1
     final = sum(n for s, n in status.chunks.items() if s in FINAL_CHUNK_STATES)
     filled = int(width * final / total)
     r = status.recipients
-    return (f"[{'#' * filled}{'.' * (width - filled)}] {final}/{total} chunks final  "
+    splitting = f" ({status.to_split} still to cut)" if status.to_split else ""
+    return (f"[{'#' * filled}{'.' * (width - filled)}] {final}/{total} chunks final{splitting}  "
             f"sent {r.get('sent', 0) + r.get('delivered', 0)}  failed {r.get('failed', 0)}  "
             f"unknown {r.get('unknown', 0)}  waiting {r.get('queued', 0)}")
 
@@ -101,7 +102,8 @@ def print_status(status, as_json: bool) -> None:
     print(f"batch {status.batch_id}  account {status.account}  accepted {status.accepted}  "
           f"rejected {status.rejected}  {'final' if status.final else 'in progress'}")
     print("  recipients: " + ", ".join(f"{k} {v}" for k, v in sorted(status.recipients.items())))
-    print("  chunks:     " + ", ".join(f"{k} {v}" for k, v in sorted(status.chunks.items())))
+    print("  chunks:     " + ", ".join(f"{k} {v}" for k, v in sorted(status.chunks.items()))
+          + (f"; {status.to_split} still to cut from the stored numbers" if status.to_split else ""))
 
 
 def cmd_send(args) -> int:
@@ -115,7 +117,8 @@ def cmd_send(args) -> int:
     if args.json and not args.wait:
         print(json.dumps({"batch_id": receipt.batch_id, "accepted": receipt.accepted,
                           "rejected": receipt.rejected, "segments": receipt.segments,
-                          "lane": receipt.lane, "replayed": receipt.replayed}, ensure_ascii=False))
+                          "lane": receipt.lane, "replayed": receipt.replayed, "queued": receipt.queued},
+                         ensure_ascii=False))
     elif not args.json:
         print(receipt.batch_id)
         print(f"accepted {receipt.accepted}, rejected {len(receipt.rejected)}, {receipt.segments} "
@@ -125,6 +128,10 @@ def cmd_send(args) -> int:
             print(f"  rejected {number!r}: {reason}", file=sys.stderr)
         if len(receipt.rejected) > 20:
             print(f"  ... and {len(receipt.rejected) - 20} more", file=sys.stderr)
+    if not receipt.queued:
+        # The batch is committed; only its hand-over to the broker failed. Not an error (exit 0).
+        print(f"warning: the broker did not answer; batch {receipt.batch_id} is stored and the relay "
+              f"(smsq beat) will publish it when the broker is back", file=sys.stderr)
     if args.wait:
         status = wait_for(receipt.batch_id, show=not args.json)
         print_status(status, args.json)
