@@ -87,7 +87,7 @@ def settle(chunk_id: int, action: str, note: str = "") -> str:
                              f"settled as {action}")
         # The state condition again: a report settling the chunk meanwhile wins.
         _apply(session, chunk.batch_id, and_(Chunk.id == chunk_id, Chunk.state == chunk.state), action, why)
-        lane = chunk.lane
+        lane, batch_id, account = chunk.lane, chunk.batch_id, chunk.account
     if action == "resend":
         publish_chunk(chunk_id, lane, batch_id=batch_id, account=account)
     return why
