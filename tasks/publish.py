@@ -1,5 +1,7 @@
-"""Publishing chunk tasks. Messages carry the chunk id and nothing else:
-no numbers, no content, no credentials (Flower, logs and the broker show them).
+"""Publishing chunk tasks. Messages carry the chunk id, and the names of its
+account and lane (so that a worker can ask the account's rate limiter before
+it touches the database, and give a chunk back to its own queue): no numbers,
+no content, no credentials (Flower, logs and the broker show them).
 What Flower shows as the task's arguments (``argsrepr``) also names the batch
 and the account, so an operator can tell the rows apart; those are ids and
 configured names, never secrets."""
@@ -37,10 +39,13 @@ def chunk_label(chunk_id: int, batch_id: int | None = None, account: str | None 
 
 
 def publish_chunk(chunk_id: int, lane: str, *, batch_id: int | None = None, account: str | None = None,
-                  countdown: float | None = None, producer=None) -> None:
-    get_app().send_task(SEND_CHUNK, args=[chunk_id], queue=f"smsq.{lane}", countdown=bounded(countdown),
-                        argsrepr=chunk_label(chunk_id, batch_id, account), kwargsrepr="{}",
-                        producer=producer)
+                  countdown: float | None = None, producer=None, label: str | None = None) -> None:
+    """``label``: what Flower shows (default ``chunk_label(...)``); a chunk given back to the
+    queue keeps the one it came with."""
+    kwargs = {"account": account, "lane": lane} if account else {}
+    get_app().send_task(SEND_CHUNK, args=[chunk_id], kwargs=kwargs, queue=f"smsq.{lane}",
+                        countdown=bounded(countdown), argsrepr=label or chunk_label(chunk_id, batch_id, account),
+                        kwargsrepr=repr(kwargs), producer=producer)
 
 
 def publish_chunks(conf: Settings, batch_id: int) -> int:
