@@ -281,8 +281,8 @@ def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None
         return "held"
     # The token before the claim: a chunk that finds none costs no database
     # transaction, only its message going back to the queue.
-    bucket = limiter(conf.redis_url)
-    taken = bucket.try_take(account, conf.account(account).rate_limit)
+    bucket, rate = limiter(conf.redis_url), conf.account(account).rate_limit
+    taken = bucket.try_take(account, rate)
     if not taken.ok:
         come_back(conf, chunk_id, lane, account, taken.wait, label)
         return "deferred"
@@ -301,6 +301,11 @@ def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None
     if not work.recipients:  # every number of the chunk was settled elsewhere (an operator)
         record(conf, work, SendResult(Outcome.OK, message="no recipient left to send"))
         return "accepted"
+    # The slot counts from now, when the call starts, not from before the claim.
+    if not bucket.stamp(account, rate, taken.ticket):
+        release(conf, work, f"the claim outlasted account {account}'s rate-limit slot; the relay sends it again")
+        log.warning("chunk %s: rate-limit slot lost while claiming; given back to the relay", chunk_id)
+        return "deferred"
     return send_claimed(conf, work, provider)
 
 

@@ -8,7 +8,10 @@ full lets twice the rate through in the first second).
 
 ``try_take`` never waits. It either takes a slot now (and returns a ticket
 that ``give_back`` can return, when the call does not happen after all) or
-says how long to come back after. The caller gives its chunk back to the
+says how long to come back after. The slot is taken before the chunk is
+claimed (a refused chunk costs no database work), so the claim's time lies
+between the two; ``stamp`` moves the slot to the moment the call really
+starts, and the window counts what the vendor counts. The caller gives its chunk back to the
 queue for that long and its worker slot takes other work: a throttled
 account never holds a slot another account's chunk could use.
 
@@ -70,6 +73,10 @@ class Limiter(Protocol):
     def give_back(self, account: str, ticket: str) -> None:
         """The call for this slot will not happen: free the slot."""
 
+    def stamp(self, account: str, rate: float, ticket: str) -> bool:
+        """The call for this slot starts now; False when the slot was lost meanwhile
+        (it waited longer than the window) and the call must not start."""
+
 
 class SlidingWindow:
     """One account's log of call starts, for the in-process limiter (and the
@@ -80,9 +87,12 @@ class SlidingWindow:
         self.starts: deque[tuple[float, str]] = deque()
         self.line_end = 0.0  # the last place given to a refused caller
 
-    def try_take(self, now: float, ticket: str) -> Taken:
+    def _prune(self, now: float) -> None:
         while self.starts and self.starts[0][0] <= now - self.window:
             self.starts.popleft()
+
+    def try_take(self, now: float, ticket: str) -> Taken:
+        self._prune(now)
         if len(self.starts) < self.limit:
             self.starts.append((now, ticket))
             return Taken(ticket)
@@ -90,8 +100,18 @@ class SlidingWindow:
         self.line_end = max(free_at, self.line_end + self.window / self.limit)
         return Taken(None, self.line_end - now)
 
-    def give_back(self, ticket: str) -> None:
-        self.starts = deque(entry for entry in self.starts if entry[1] != ticket)
+    def give_back(self, ticket: str) -> bool:
+        kept = deque(entry for entry in self.starts if entry[1] != ticket)
+        found = len(kept) < len(self.starts)
+        self.starts = kept
+        return found
+
+    def stamp(self, now: float, ticket: str) -> bool:
+        self._prune(now)  # a slot kept past its window is lost: others may have taken its place
+        if self.give_back(ticket) or len(self.starts) < self.limit:
+            self.starts.append((now, ticket))  # the newest start: the log stays in time order
+            return True
+        return False
 
 
 class LocalLimiter:
@@ -113,6 +133,11 @@ class LocalLimiter:
             log = self._logs.get(account)
             if log is not None:
                 log.give_back(ticket)
+
+    def stamp(self, account: str, rate: float, ticket: str) -> bool:
+        with self._lock:
+            log = self._logs.get(account)
+            return log is not None and log.stamp(self._clock(), ticket)
 
 
 # KEYS: the log (sorted set: ticket -> start time), the line's end.
@@ -137,12 +162,27 @@ return tostring(line_end - now)
 """
 
 
+# KEYS: the log. ARGV: limit, window, ticket. The slot moves to now when it is
+# still held; a slot that expired meanwhile is taken afresh if one is free.
+_STAMP = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
 class RedisLimiter:
     def __init__(self, url: str) -> None:
         import redis
 
         self._redis = redis.Redis.from_url(url)
         self._try_take = self._redis.register_script(_TRY_TAKE)
+        self._stamp = self._redis.register_script(_STAMP)
 
     @staticmethod
     def _keys(account: str) -> list[str]:
@@ -156,6 +196,10 @@ class RedisLimiter:
 
     def give_back(self, account: str, ticket: str) -> None:
         self._redis.zrem(self._keys(account)[0], ticket)
+
+    def stamp(self, account: str, rate: float, ticket: str) -> bool:
+        limit, window = window_for(rate)
+        return bool(self._stamp(keys=self._keys(account)[:1], args=[limit, repr(window), ticket]))
 
 
 _limiter: Limiter | None = None
