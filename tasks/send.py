@@ -282,7 +282,7 @@ def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None
     # The token before the claim: a chunk that finds none costs no database
     # transaction, only its message going back to the queue.
     bucket, rate = limiter(conf.redis_url), conf.account(account).rate_limit
-    taken = bucket.try_take(account, rate)
+    taken = bucket.try_take(account, rate, jump=lane == "priority")  # an OTP does not queue behind a blast
     if not taken.ok:
         come_back(conf, chunk_id, lane, account, taken.wait, label)
         return "deferred"

@@ -86,6 +86,16 @@ def test_refused_callers_are_told_to_come_back_one_place_apart():
     assert limiter.try_take("acct", 1.0).ok
 
 
+def test_a_caller_back_a_moment_early_and_an_otp_are_not_sent_to_the_end_of_the_line():
+    clock = FakeClock()
+    limiter = LocalLimiter(clock)
+    assert limiter.try_take("acct", 1.0).ok
+    assert [limiter.try_take("acct", 1.0).wait for _ in range(3)] == pytest.approx([1.05, 2.1, 3.15])
+    assert limiter.try_take("acct", 1.0, jump=True).wait == pytest.approx(1.05)  # the OTP: the next free slot
+    clock.now += 1.0  # the first in line, 50 ms early (its slot was stamped later than it was taken)
+    assert limiter.try_take("acct", 1.0).wait == pytest.approx(0.05)
+
+
 def test_a_slot_given_back_is_free_again_and_accounts_do_not_share():
     clock = FakeClock()
     limiter = LocalLimiter(clock)
@@ -170,3 +180,12 @@ def test_redis_stamp_moves_the_slot_to_now():
     assert limiter.stamp(account, 1.0, slot.ticket)
     assert scores.zscore(f"smsq:rate:{account}:log", slot.ticket) >= taken_at + 0.2
     assert not limiter.try_take(account, 1.0).ok
+
+
+def test_redis_limiter_lines_up_refused_callers_and_lets_an_otp_jump():
+    account = f"limiter-line-{time.time_ns()}"
+    limiter = RedisLimiter(REDIS_URL)
+    assert limiter.try_take(account, 1.0).ok
+    first, second = (limiter.try_take(account, 1.0).wait for _ in range(2))
+    otp = limiter.try_take(account, 1.0, jump=True).wait
+    assert 0.9 < first < 1.06 and second == pytest.approx(first + 1.05, abs=0.05) and otp <= first

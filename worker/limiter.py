@@ -18,8 +18,10 @@ account never holds a slot another account's chunk could use.
 The answer to come back after is spread out: every refused caller of an
 account gets the next free place in a line (one ``window / limit`` apart), so
 a backlog of a throttled account returns at the pace it can be sent instead
-of all at once. The line is only a hint for refused callers; the window alone
-decides who may call.
+of all at once. A caller refused when a slot frees within half a place (one
+that came back for its place a moment early) and a caller that may ``jump``
+the line (an OTP) are told when the next slot frees instead. The line is only
+a hint for refused callers; the window alone decides who may call.
 
 Distributed mode keeps the log in Redis (a Lua script, on Redis' own clock,
 so that workers on several hosts agree); embedded mode has one worker process,
@@ -67,8 +69,9 @@ class Taken:
 
 
 class Limiter(Protocol):
-    def try_take(self, account: str, rate: float) -> Taken:
-        """Take one call's slot for ``account`` now, or say how long to wait; never sleeps."""
+    def try_take(self, account: str, rate: float, *, jump: bool = False) -> Taken:
+        """Take one call's slot for ``account`` now, or say how long to wait; never sleeps.
+        ``jump``: come back when the next slot frees, ahead of the line (an OTP)."""
 
     def give_back(self, account: str, ticket: str) -> None:
         """The call for this slot will not happen: free the slot."""
@@ -91,13 +94,15 @@ class SlidingWindow:
         while self.starts and self.starts[0][0] <= now - self.window:
             self.starts.popleft()
 
-    def try_take(self, now: float, ticket: str) -> Taken:
+    def try_take(self, now: float, ticket: str, jump: bool = False) -> Taken:
         self._prune(now)
         if len(self.starts) < self.limit:
             self.starts.append((now, ticket))
             return Taken(ticket)
-        free_at = self.starts[0][0] + self.window
-        self.line_end = max(free_at, self.line_end + self.window / self.limit)
+        free_at, step = self.starts[0][0] + self.window, self.window / self.limit
+        if jump or free_at - now <= step / 2:
+            return Taken(None, free_at - now)
+        self.line_end = max(free_at, self.line_end + step)
         return Taken(None, self.line_end - now)
 
     def give_back(self, ticket: str) -> bool:
@@ -120,13 +125,13 @@ class LocalLimiter:
         self._lock = threading.Lock()
         self._logs: dict[str, SlidingWindow] = {}
 
-    def try_take(self, account: str, rate: float) -> Taken:
+    def try_take(self, account: str, rate: float, *, jump: bool = False) -> Taken:
         limit, window = window_for(rate)
         with self._lock:
             log = self._logs.get(account)
             if log is None or (log.limit, log.window) != (limit, window):
                 log = self._logs[account] = SlidingWindow(limit, window)
-            return log.try_take(self._clock(), uuid.uuid4().hex)
+            return log.try_take(self._clock(), uuid.uuid4().hex, jump)
 
     def give_back(self, account: str, ticket: str) -> None:
         with self._lock:
@@ -141,7 +146,7 @@ class LocalLimiter:
 
 
 # KEYS: the log (sorted set: ticket -> start time), the line's end.
-# ARGV: limit, window, ticket. Times from Redis' TIME: one clock for all hosts.
+# ARGV: limit, window, ticket, jump (1/0). Times from Redis' TIME: one clock for all hosts.
 _TRY_TAKE = """
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
@@ -154,9 +159,13 @@ if redis.call('ZCARD', KEYS[1]) < limit then
   redis.call('EXPIRE', KEYS[1], ttl)
   return '0'
 end
-local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
+local free_at = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]) + window
+local step = window / limit
+if ARGV[4] == '1' or free_at - now <= step / 2 then
+  return tostring(free_at - now)
+end
 local line_end = tonumber(redis.call('GET', KEYS[2]) or '0')
-line_end = math.max(oldest + window, line_end + window / limit)
+line_end = math.max(free_at, line_end + step)
 redis.call('SET', KEYS[2], tostring(line_end), 'EX', math.ceil(line_end - now) + ttl)
 return tostring(line_end - now)
 """
@@ -188,10 +197,10 @@ class RedisLimiter:
     def _keys(account: str) -> list[str]:
         return [f"smsq:rate:{account}:log", f"smsq:rate:{account}:line"]
 
-    def try_take(self, account: str, rate: float) -> Taken:
+    def try_take(self, account: str, rate: float, *, jump: bool = False) -> Taken:
         limit, window = window_for(rate)
         ticket = uuid.uuid4().hex
-        wait = float(self._try_take(keys=self._keys(account), args=[limit, repr(window), ticket]))
+        wait = float(self._try_take(keys=self._keys(account), args=[limit, repr(window), ticket, int(jump)]))
         return Taken(ticket) if wait <= 0 else Taken(None, wait)
 
     def give_back(self, account: str, ticket: str) -> None:
