@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads (default): slots are threads of one process, cheap enough to keep many "
                         "vendor calls in flight; prefork: a process per slot (distributed mode only)")
     s.add_argument("--concurrency", type=int,
-                   help="slots: vendor calls in flight at once (default 32 threads; prefork: one per CPU)")
+                   help="slots: vendor calls in flight at once (default 64 threads; prefork: one per CPU)")
     s.add_argument("--hostname", help="worker node name, e.g. bulk1@%%h")
     s.add_argument("--loglevel", default="info")
     s.set_defaults(func=cmd_worker)

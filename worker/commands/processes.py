@@ -13,9 +13,9 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 # Vendor calls are I/O: a slot spends nearly all of a chunk's time waiting
 # for the vendor's answer (50-500 ms), and a few milliseconds of CPU on the
-# database work. Threads are cheap slots; 32 keep about 100 calls a second in
-# flight at 300 ms per call (README: "Sizing a worker").
-DEFAULT_THREADS = 32
+# database work. Threads are cheap slots; 64 keep an account's 100 calls a
+# second going at up to 500 ms per call (README: "Sizing a worker").
+DEFAULT_THREADS = 64
 
 
 def worker_pool(args, conf) -> tuple[str, int]:
