@@ -37,10 +37,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-# Between taking a slot and the request reaching the vendor there are a
-# thread switch and a network hop, which do not take the same time for every
-# call. A window a little longer than the vendor's second keeps two calls a
-# second apart at our end from arriving closer together at the vendor's.
+# Between taking a slot and the request reaching the vendor there are a quick
+# claim (up to half the margin; a slower one stamps the slot again), a thread
+# switch and a network hop, which do not take the same time for every call. A
+# window a little longer than the vendor's second keeps two calls a second
+# apart at our end from arriving closer together at the vendor's.
 WINDOW_MARGIN = 0.05
 
 
