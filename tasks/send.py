@@ -274,14 +274,7 @@ def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None
             log.info("chunk %s: not pending (already claimed or done); nothing to do", chunk_id)
             return "skipped"
         account, lane = found
-    held = account_held_until(conf, account)
-    if held is not None:
-        until, why = held
-        clock = until.replace(tzinfo=timezone.utc).astimezone(BEIJING)
-        hold(conf, chunk_id, f"held until {clock:%H:%M:%S} Beijing time: the account's last send failed ({why})",
-             until)
-        log.warning("chunk %s: held, account %s failed with %s; trying again after %s Beijing time", chunk_id,
-                    account, why, f"{clock:%H:%M:%S}")
+    if held_for_the_account(conf, chunk_id, account):
         return "held"
     # The token before the claim: a chunk that finds none costs no database
     # transaction, only its message going back to the queue.
@@ -314,6 +307,20 @@ def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None
         log.warning("chunk %s: rate-limit slot lost while claiming; given back to the relay", chunk_id)
         return "deferred"
     return send_claimed(conf, work, provider)
+
+
+def held_for_the_account(conf: Settings, chunk_id: int, account: str) -> bool:
+    """When the account's last send failed with auth or balance: leave the chunk
+    pending until the hold is over (the relay publishes it then); True if so."""
+    held = account_held_until(conf, account)
+    if held is None:
+        return False
+    until, why = held
+    clock = until.replace(tzinfo=timezone.utc).astimezone(BEIJING)
+    hold(conf, chunk_id, f"held until {clock:%H:%M:%S} Beijing time: the account's last send failed ({why})", until)
+    log.warning("chunk %s: held, account %s failed with %s; trying again after %s Beijing time", chunk_id,
+                account, why, f"{clock:%H:%M:%S}")
+    return True
 
 
 def _provider_or_release(conf: Settings, work: Work) -> Provider:
