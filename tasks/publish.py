@@ -1,8 +1,11 @@
-"""Publishing tasks: chunk tasks and split jobs. Messages carry one id and nothing
-else: no numbers, no content, no credentials (Flower, logs and the broker show
-them). What Flower shows as the task's arguments (``argsrepr``) also names the
-batch and the account, so an operator can tell the rows apart; those are ids and
-configured names, never secrets.
+"""Publishing tasks: chunk tasks and split jobs. A chunk's message carries the chunk
+id and the names of its account and lane (so that a worker can ask the account's
+rate limiter before it touches the database, and give a chunk back to its own
+queue); a split job's carries the batch id: no numbers, no content, no
+credentials (Flower, logs and the broker show them). What Flower shows as the
+task's arguments (``argsrepr``) also names the batch and the account, so an
+operator can tell the rows apart; those are ids and configured names, never
+secrets.
 
 Every publish here follows a commit (the outbox), so a broker that fails or
 hangs must not hold the caller: ``outbox_producer`` opens its own connection
@@ -66,11 +69,13 @@ def outbox_producer(conf: Settings) -> Iterator:
 
 
 def publish_chunk(chunk_id: int, lane: str, *, batch_id: int | None = None, account: str | None = None,
-                  countdown: float | None = None, producer=None) -> None:
-    get_app().send_task(SEND_CHUNK, args=[chunk_id], queue=f"smsq.{lane}", countdown=bounded(countdown),
-                        argsrepr=chunk_label(chunk_id, batch_id, account), kwargsrepr="{}",
-                        producer=producer, retry_policy=PUBLISH_RETRY)
-
+                  countdown: float | None = None, producer=None, label: str | None = None) -> None:
+    """``label``: what Flower shows (default ``chunk_label(...)``); a chunk given back to the
+    queue keeps the one it came with."""
+    kwargs = {"account": account, "lane": lane} if account else {}
+    get_app().send_task(SEND_CHUNK, args=[chunk_id], kwargs=kwargs, queue=f"smsq.{lane}",
+                        countdown=bounded(countdown), argsrepr=label or chunk_label(chunk_id, batch_id, account),
+                        kwargsrepr=repr(kwargs), producer=producer, retry_policy=PUBLISH_RETRY)
 
 def publish_split(conf: Settings, batch_id: int, lane: str, account: str) -> bool:
     """Publish the split job of a committed batch. False: the broker did not take it, and

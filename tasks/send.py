@@ -1,9 +1,15 @@
 """``smsq.send_chunk``: one vendor call for one chunk, at most once per claim.
 
-1. Claim: ``pending -> sending`` (attempts + 1) by a conditional update. A
-   message for a chunk in any other state is a redelivery: do nothing.
-2. Take a token from the account's shared rate limiter.
-3. Call the provider; record the outcome by the taxonomy:
+1. Take a slot from the account's shared rate limiter, without waiting. No
+   slot: the message goes back to the queue with the wait as a short
+   countdown, and the worker slot takes other work (nothing was claimed, no
+   attempt counted, no database transaction spent).
+2. Claim: ``pending -> sending`` (attempts + 1) by a conditional update that
+   also returns the content and the numbers (one transaction). A message for
+   a chunk in any other state is a redelivery: do nothing, and give the
+   limiter's slot back.
+3. Call the provider; record the outcome (the second and last transaction of
+   an accepted chunk) by the taxonomy:
 
    accepted                  -> accepted; recipients sent (vendor ids kept)
    transient                 -> pending again after a backoff, up to max_attempts
@@ -34,20 +40,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from celery import shared_task
-from sqlalchemy import and_, bindparam, exists, select, update
+from sqlalchemy import and_, bindparam, exists, insert, select, text, update
 
-from smsq.providers import Outcome, SendContext, SendResult
+from smsq.providers import Outcome, Provider, SendContext, SendResult
 from smsq.providers.base import BEIJING, RAW_KEEP
-from smsq.store.models import Batch, Chunk, PollStatus, Recipient, VendorCall, utcnow
+from smsq.store.models import Batch, Chunk, Recipient, VendorCall, utcnow
 from smsq.worker.clients import provider_for
 from smsq.worker.config import Settings, settings
-from smsq.worker.db import session_scope
-from smsq.worker.limiter import limiter
+from smsq.worker.db import session_scope, transaction
+from smsq.worker.limiter import WINDOW_MARGIN, limiter
 
+from .account_health import account_held_until, clear_flag, flag_account
 from .publish import MAX_COUNTDOWN, chunk_label, publish_chunk
 from .schema import ensure_schema
 
 log = logging.getLogger("smsq.send")
+
+# A claim quicker than this leaves the rate-limit slot where it was taken:
+# half the limiter's margin, the other half being for the trip to the vendor.
+CLAIM_WITHIN_MARGIN = WINDOW_MARGIN / 2
 
 
 class ChunkNotSent(Exception):
@@ -81,27 +92,56 @@ class Work:
 
 
 def claim(conf: Settings, chunk_id: int) -> Work | None:
+    """``pending -> sending`` (attempt + 1) and everything the send needs, in one
+    transaction; None when the chunk is not ours to send."""
     now = utcnow()
-    with session_scope(conf.database_url) as session:
-        claimed = session.execute(
-            update(Chunk)
-            .where(Chunk.id == chunk_id, Chunk.state == "pending",
-                   (Chunk.next_attempt_at.is_(None)) | (Chunk.next_attempt_at <= now + timedelta(seconds=1)),
-                   # a batch cancelled while this chunk was out for a retry: the relay cancels it
-                   ~exists().where(Batch.id == Chunk.batch_id, Batch.cancelled_at.is_not(None)))
-            .values(state="sending", attempts=Chunk.attempts + 1, claimed_at=now)
-        ).rowcount
-        if claimed != 1:
-            return None
-        chunk = session.get(Chunk, chunk_id)
-        batch = session.get(Batch, chunk.batch_id)
-        recipients = session.execute(
-            select(Recipient.id, Recipient.mobile)
-            .where(Recipient.batch_id == chunk.batch_id, Recipient.chunk_seq == chunk.seq,
-                   Recipient.state == "queued")
-            .order_by(Recipient.id)).all()
-        return Work(chunk.id, chunk.batch_id, chunk.seq, chunk.account, chunk.lane, chunk.attempts,
-                    batch.content, batch.send_at, batch.created_at, [tuple(r) for r in recipients])
+    with transaction(conf.database_url) as conn:
+        if conn.dialect.name == "postgresql":
+            row = conn.execute(CLAIM_PG, {"id": chunk_id, "now": now, "soon": now + timedelta(seconds=1)}).first()
+            if row is None:
+                return None
+            return Work(row.id, row.batch_id, row.seq, row.account, row.lane, row.attempts, row.content,
+                        row.send_at, row.created_at, list(zip(row.ids or [], row.mobiles or [])))
+        return _claim_portable(conn, chunk_id, now)
+
+
+# One statement on PostgreSQL: the claim, the batch's content and the chunk's
+# queued numbers (the UPDATE in the CTE; the SELECT sees the rows as they were,
+# which for recipients is as they are: the claim changes none).
+CLAIM_PG = text("""
+WITH claimed AS (
+    UPDATE chunks SET state = 'sending', attempts = attempts + 1, claimed_at = :now
+    WHERE id = :id AND state = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= :soon)
+      -- a batch cancelled while this chunk was out for a retry: the relay cancels it
+      AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = chunks.batch_id AND b.cancelled_at IS NOT NULL)
+    RETURNING id, batch_id, seq, account, lane, attempts)
+SELECT c.id, c.batch_id, c.seq, c.account, c.lane, c.attempts, b.content, b.send_at, b.created_at,
+       r.ids, r.mobiles
+FROM claimed c JOIN batches b ON b.id = c.batch_id
+CROSS JOIN LATERAL (
+    SELECT array_agg(q.id ORDER BY q.id) AS ids, array_agg(q.mobile ORDER BY q.id) AS mobiles
+    FROM recipients q WHERE q.batch_id = c.batch_id AND q.chunk_seq = c.seq AND q.state = 'queued') r
+""")
+
+
+def _claim_portable(conn, chunk_id: int, now: datetime) -> Work | None:
+    claimed = conn.execute(
+        update(Chunk)
+        .where(Chunk.id == chunk_id, Chunk.state == "pending",
+               (Chunk.next_attempt_at.is_(None)) | (Chunk.next_attempt_at <= now + timedelta(seconds=1)),
+               ~exists().where(Batch.id == Chunk.batch_id, Batch.cancelled_at.is_not(None)))
+        .values(state="sending", attempts=Chunk.attempts + 1, claimed_at=now)
+        .returning(Chunk.id, Chunk.batch_id, Chunk.seq, Chunk.account, Chunk.lane, Chunk.attempts)).first()
+    if claimed is None:
+        return None
+    batch = conn.execute(select(Batch.content, Batch.send_at, Batch.created_at)
+                         .where(Batch.id == claimed.batch_id)).one()
+    recipients = conn.execute(
+        select(Recipient.id, Recipient.mobile)
+        .where(Recipient.batch_id == claimed.batch_id, Recipient.chunk_seq == claimed.seq,
+               Recipient.state == "queued")
+        .order_by(Recipient.id)).all()
+    return Work(*claimed, batch.content, batch.send_at, batch.created_at, [tuple(r) for r in recipients])
 
 
 def release(conf: Settings, work: Work, why: str, not_before: datetime | None = None) -> None:
@@ -110,20 +150,15 @@ def release(conf: Settings, work: Work, why: str, not_before: datetime | None = 
     values = dict(state="pending", attempts=Chunk.attempts - 1, detail=why[:500], queued_at=None)
     if not_before is not None:
         values["next_attempt_at"] = not_before
-    with session_scope(conf.database_url) as session:
-        session.execute(update(Chunk).where(Chunk.id == work.chunk_id, Chunk.state == "sending").values(**values))
+    with transaction(conf.database_url) as conn:
+        conn.execute(update(Chunk).where(Chunk.id == work.chunk_id, Chunk.state == "sending").values(**values))
 
 
-def account_held_until(conf: Settings, account: str) -> tuple[datetime, str] | None:
-    """When a send of this account failed with auth or balance less than ``account_hold``
-    ago: until when its other chunks wait, and why. Calling the vendor again with a
-    wrong password is how accounts get locked (dxt -10: 帐号已被锁定)."""
-    with session_scope(conf.database_url, readonly=True) as session:
-        flag = session.get(PollStatus, (account, "send"))
-        if flag is None or flag.outcome not in (Outcome.AUTH.value, Outcome.BALANCE.value):
-            return None
-        until = flag.polled_at + timedelta(seconds=conf.account_hold)
-        return (until, f"{flag.outcome} {flag.detail or ''}".strip()) if until > utcnow() else None
+def hold(conf: Settings, chunk_id: int, why: str, until: datetime) -> None:
+    """Leave an unclaimed chunk pending until ``until``, for the relay to publish then."""
+    with transaction(conf.database_url) as conn:
+        conn.execute(update(Chunk).where(Chunk.id == chunk_id, Chunk.state == "pending")
+                     .values(detail=why[:500], next_attempt_at=until, queued_at=None))
 
 
 def backoff(attempt: int) -> float:
@@ -168,19 +203,41 @@ def record(conf: Settings, work: Work, result: SendResult,
         due = now + timedelta(seconds=retry_in)
         values.update(next_attempt_at=due, queued_at=now if retry_in <= MAX_COUNTDOWN else None)
 
-    with session_scope(conf.database_url) as session:
+    with transaction(conf.database_url) as conn:
         if call_seconds is not None:  # the call happened, whatever becomes of the chunk row
-            session.add(VendorCall(account=work.account, outcome=result.outcome.value,
-                                   seconds=call_seconds, created_at=now))
-        changed = session.execute(update(Chunk).where(_chunk_is_ours(work)).values(**values)).rowcount
+            conn.execute(insert(VendorCall).values(account=work.account, outcome=result.outcome.value,
+                                                   seconds=call_seconds, created_at=now))
+        changed = conn.execute(update(Chunk).where(_chunk_is_ours(work)).values(**values)).rowcount
         if changed != 1:
             log.warning("chunk %s: outcome %s not recorded, the chunk moved on", work.chunk_id, state)
             return state, None
-        _record_recipients(session, work, result, state, now)
+        _record_recipients(conn, work, result, state, now)
     return state, retry_in
 
 
-def _record_recipients(session, work: Work, result: SendResult, state: str, now: datetime) -> None:
+# Every number of an accepted chunk with its own vendor id, in one statement
+# (an UPDATE per row was 100 round trips a chunk).
+SENT_WITH_IDS_PG = text("""
+UPDATE recipients AS r SET state = 'sent', vendor_id = v.vid, updated_at = :now
+FROM unnest(CAST(:rids AS bigint[]), CAST(:vids AS text[])) AS v(rid, vid)
+WHERE r.id = v.rid AND r.state IN ('queued', 'unknown')
+""")
+
+
+def _record_sent_with_ids(conn, pairs: list[tuple[int, str]], now: datetime) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(SENT_WITH_IDS_PG, {"now": now, "rids": [rid for rid, _ in pairs],
+                                        "vids": [vid for _, vid in pairs]})
+        return
+    table = Recipient.__table__  # SQLite, in-process: executemany costs no round trips
+    # (an IN list cannot go into an executemany)
+    still_ours = (table.c.state == "queued") | (table.c.state == "unknown")
+    conn.execute(update(table).where(table.c.id == bindparam("rid"), still_ours)
+                 .values(state="sent", vendor_id=bindparam("vid"), updated_at=now),
+                 [{"rid": rid, "vid": vid} for rid, vid in pairs])
+
+
+def _record_recipients(conn, work: Work, result: SendResult, state: str, now: datetime) -> None:
     if state == "pending":
         return  # recipients stay queued for the retry
     where = and_(Recipient.batch_id == work.batch_id, Recipient.chunk_seq == work.seq,
@@ -188,56 +245,95 @@ def _record_recipients(session, work: Work, result: SendResult, state: str, now:
     if state == "accepted":
         ids = result.vendor_ids if len(result.vendor_ids) == len(work.recipients) else []
         if ids:  # one id per number, in the order sent
-            table = Recipient.__table__  # Core executemany: one statement, 100 parameter sets
-            session.connection().execute(
-                update(table).where(table.c.id == bindparam("rid")).values(
-                    state="sent", vendor_id=bindparam("vid"), updated_at=now),
-                [{"rid": rid, "vid": vid[:64]} for (rid, _), vid in zip(work.recipients, ids)])
+            _record_sent_with_ids(conn, [(rid, vid[:64]) for (rid, _), vid in zip(work.recipients, ids)], now)
         else:
             # One id for the whole call (or ids we cannot pair with numbers): the
             # chunk keeps the vendor's reference; reports are matched by mobile.
             single = result.batch_ref if result.batch_ref and len(result.batch_ref) <= 64 and \
                 "," not in result.batch_ref else None
-            session.execute(update(Recipient).where(where).values(state="sent", vendor_id=single, updated_at=now))
+            conn.execute(update(Recipient).where(where).values(state="sent", vendor_id=single, updated_at=now))
         for mobile, reason in result.failed_numbers.items():
-            session.execute(update(Recipient).where(
+            conn.execute(update(Recipient).where(
                 Recipient.batch_id == work.batch_id, Recipient.mobile == mobile).values(
                 state="failed", code=result.code, detail=reason[:255], updated_at=now))
         return
-    session.execute(update(Recipient).where(where).values(
+    conn.execute(update(Recipient).where(where).values(
         state="unknown" if state == "unknown" else "failed", code=result.code,
         detail=(result.message or "")[:255], updated_at=now))
 
 
-def run_chunk(chunk_id: int) -> str:
-    """Everything send_chunk does, without Celery in the way."""
+def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None, label: str | None = None) -> str:
+    """Everything send_chunk does, without Celery in the way. ``account`` and
+    ``lane`` come with the message (a message without them, from an earlier
+    version, costs one read to learn them)."""
     conf = settings()
     ensure_schema(conf)
-    work = claim(conf, chunk_id)
+    if account is None or lane is None:
+        found = _account_and_lane(conf, chunk_id)
+        if found is None:
+            log.info("chunk %s: not pending (already claimed or done); nothing to do", chunk_id)
+            return "skipped"
+        account, lane = found
+    if held_for_the_account(conf, chunk_id, account):
+        return "held"
+    # The token before the claim: a chunk that finds none costs no database
+    # transaction, only its message going back to the queue.
+    bucket, rate = limiter(conf.redis_url), conf.account(account).rate_limit
+    asked = time.monotonic()
+    taken = bucket.try_take(account, rate, jump=lane == "priority")  # an OTP does not queue behind a blast
+    if not taken.ok:
+        come_back(conf, chunk_id, lane, account, taken.wait, label)
+        return "deferred"
+    try:
+        work = claim(conf, chunk_id)
+        if work is not None and work.recipients:
+            provider = _provider_or_release(conf, work)
+    except BaseException:
+        bucket.give_back(account, taken.ticket)
+        raise
+    if work is None or not work.recipients:  # no vendor call comes of the slot: another chunk may have it
+        bucket.give_back(account, taken.ticket)
     if work is None:
         log.info("chunk %s: not pending (already claimed or done); nothing to do", chunk_id)
         return "skipped"
     if not work.recipients:  # every number of the chunk was settled elsewhere (an operator)
         record(conf, work, SendResult(Outcome.OK, message="no recipient left to send"))
         return "accepted"
-    held = account_held_until(conf, work.account)
-    if held is not None:
-        until, why = held
-        clock = until.replace(tzinfo=timezone.utc).astimezone(BEIJING)
-        release(conf, work, f"held until {clock:%H:%M:%S} Beijing time: the account's last send failed ({why})",
-                until)
-        log.warning("chunk %s: held, account %s failed with %s; trying again after %s Beijing time", chunk_id,
-                    work.account, why, f"{clock:%H:%M:%S}")
-        return "held"
+    # The slot counts from when the call starts, not from before the claim: a
+    # claim that waited (a busy database) moves the slot to now. A quick one
+    # is within the limiter's margin and saves the round trip.
+    if time.monotonic() - asked > CLAIM_WITHIN_MARGIN and not bucket.stamp(account, rate, taken.ticket):
+        release(conf, work, f"the claim outlasted account {account}'s rate-limit slot; the relay sends it again")
+        log.warning("chunk %s: rate-limit slot lost while claiming; given back to the relay", chunk_id)
+        return "deferred"
+    return send_claimed(conf, work, provider)
+
+
+def held_for_the_account(conf: Settings, chunk_id: int, account: str) -> bool:
+    """When the account's last send failed with auth or balance: leave the chunk
+    pending until the hold is over (the relay publishes it then); True if so."""
+    held = account_held_until(conf, account)
+    if held is None:
+        return False
+    until, why = held
+    clock = until.replace(tzinfo=timezone.utc).astimezone(BEIJING)
+    hold(conf, chunk_id, f"held until {clock:%H:%M:%S} Beijing time: the account's last send failed ({why})", until)
+    log.warning("chunk %s: held, account %s failed with %s; trying again after %s Beijing time", chunk_id,
+                account, why, f"{clock:%H:%M:%S}")
+    return True
+
+
+def _provider_or_release(conf: Settings, work: Work) -> Provider:
     try:
-        account = conf.account(work.account)
-        provider = provider_for(account)
-        waited = limiter(conf.redis_url).acquire(account.name, account.rate_limit)
+        return provider_for(conf.account(work.account))
     except Exception as exc:
         release(conf, work, f"not sent: {type(exc).__name__}: {exc}")
         raise
-    if waited > 1:
-        log.info("chunk %s: waited %.1fs for account %s's rate limit", chunk_id, waited, account.name)
+
+
+def send_claimed(conf: Settings, work: Work, provider: Provider) -> str:
+    """Call the vendor for a claimed chunk and record what it said."""
+    chunk_id, account = work.chunk_id, provider.account
     numbers = [mobile for _, mobile in work.recipients]
     vendor_time = None
     if work.send_at and work.send_at > utcnow():  # naive UTC -> the vendors' Beijing clock
@@ -264,6 +360,33 @@ def run_chunk(chunk_id: int) -> str:
     return state
 
 
+def _account_and_lane(conf: Settings, chunk_id: int) -> tuple[str, str] | None:
+    with session_scope(conf.database_url, readonly=True) as session:
+        row = session.execute(select(Chunk.account, Chunk.lane).where(
+            Chunk.id == chunk_id, Chunk.state == "pending")).first()
+    return None if row is None else (row.account, row.lane)
+
+
+def come_back(conf: Settings, chunk_id: int, lane: str, account: str, wait: float,
+              label: str | None = None) -> None:
+    """The account has no slot for ``wait`` seconds: the message goes back to the
+    queue for that long (nothing is claimed, no attempt counted) and this
+    worker slot takes other work. A wait longer than a broker countdown may
+    be goes to the database for the relay."""
+    if wait > MAX_COUNTDOWN:
+        hold(conf, chunk_id, f"waiting for account {account}'s rate limit",
+             utcnow() + timedelta(seconds=wait))
+        return
+    try:
+        publish_chunk(chunk_id, lane, account=account, countdown=wait, label=label)
+    except Exception:
+        # The broker refused it: the relay publishes unqueued chunks at its next pass.
+        log.exception("chunk %s: could not give it back to the queue; the relay will", chunk_id)
+        with transaction(conf.database_url) as conn:
+            conn.execute(update(Chunk).where(Chunk.id == chunk_id, Chunk.state == "pending")
+                         .values(queued_at=None))
+
+
 def not_sent(state: str, work: Work, result: SendResult) -> ChunkNotSent:
     """``chunk 12 (batch 3, shop-dxt): unknown — ambiguous: read timeout ...``; the vendor's
     code and message, never numbers or content."""
@@ -272,26 +395,10 @@ def not_sent(state: str, work: Work, result: SendResult) -> ChunkNotSent:
     return error(f"{chunk_label(work.chunk_id, work.batch_id, work.account)}: {state} — {why}"[:500])
 
 
-def flag_account(conf: Settings, account: str, result: SendResult) -> None:
-    """Show the account as unhealthy in `smsq accounts` (kind "send")."""
-    with session_scope(conf.database_url) as session:
-        row = session.get(PollStatus, (account, "send")) or PollStatus(account=account, kind="send")
-        row.polled_at, row.outcome, row.items = utcnow(), result.outcome.value, 0
-        row.detail = f"{result.code or ''} {result.message or ''}".strip()[:1000]
-        session.merge(row)
-
-
-def clear_flag(conf: Settings, account: str) -> None:
-    """A send went through: the account is healthy again (a no-op when it was)."""
-    with session_scope(conf.database_url) as session:
-        session.execute(update(PollStatus).where(PollStatus.account == account, PollStatus.kind == "send",
-                                                 PollStatus.outcome != "ok")
-                        .values(outcome="ok", detail="a send was accepted since", polled_at=utcnow()))
-
-
 # `throws`: an expected end, logged in one line without a traceback. With late
 # acks the message is still acked (task_acks_on_failure_or_timeout), so a failed
 # or unknown chunk is not delivered again.
-@shared_task(name="smsq.send_chunk", ignore_result=True, acks_late=True, throws=(ChunkFailed, ChunkUnknown))
-def send_chunk(chunk_id: int) -> str:
-    return run_chunk(int(chunk_id))
+@shared_task(name="smsq.send_chunk", bind=True, ignore_result=True, acks_late=True,
+             throws=(ChunkFailed, ChunkUnknown))
+def send_chunk(self, chunk_id: int, account: str | None = None, lane: str | None = None) -> str:
+    return run_chunk(int(chunk_id), account, lane, label=getattr(self.request, "argsrepr", None))

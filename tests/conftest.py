@@ -2,9 +2,10 @@
 
 ``stack`` is parametrised over the two modes smsq ships:
   embedded     SQLite database + kombu's SQLAlchemy transport on SQLite, thread pool
-  distributed  PostgreSQL + Redis broker, prefork pool, Redis rate limiter
+  distributed  PostgreSQL + Redis broker, Redis rate limiter
 and a module may ask for a third (``stack_fixture(*MODES, "rabbitmq")``):
   rabbitmq     PostgreSQL + RabbitMQ broker (a vhost of its own), Redis for the limiter
+All run `smsq worker`'s default pool (threads).
 Each module that uses it gets one worker process per mode.
 """
 from __future__ import annotations
@@ -156,11 +157,13 @@ def restore_env(saved: dict) -> None:
     reset_process_state()
 
 
-def start_worker(stack: Stack, queues: str = "smsq.priority,smsq.bulk,smsq.poll") -> subprocess.Popen:
+def start_worker(stack: Stack, queues: str = "smsq.priority,smsq.bulk,smsq.poll",
+                 *options: str) -> subprocess.Popen:
+    """``options``: more `smsq worker` options (``--pool prefork``)."""
     env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
     out = open(stack.log, "ab")
     proc = subprocess.Popen([sys.executable, "-m", "smsq", "worker", "--queues", queues,
-                             "--concurrency", "2", "--loglevel", "info"],
+                             "--concurrency", "2", "--loglevel", "info", *options],
                             cwd=stack.tmp, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while "ready." not in stack.worker_log():

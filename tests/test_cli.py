@@ -161,3 +161,14 @@ def test_flower_auth_from_a_secret_file_and_an_open_healthcheck(env, tmp_path):
         proc.terminate()
         output = proc.communicate(timeout=15)[0]
     assert "flower-file-pw-31" not in output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--pool", "prefork"], "--pool prefork needs the distributed mode"),
+    (["--concurrency", "0"], "--concurrency must be at least 1"),
+])
+def test_worker_refuses_a_pool_it_cannot_run(env, args, message):
+    """Embedded mode's rate limiter lives in the worker process: prefork children would each have their own."""
+    result = smsq("worker", *args, env=env)
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr

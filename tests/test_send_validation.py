@@ -130,7 +130,8 @@ def test_task_messages_carry_the_chunk_id_only():
     sender, body, headers = seen[0]
     assert sender == "smsq.send_chunk"
     args = body[0]
-    assert len(args) == 1 and isinstance(args[0], int) and body[1] == {}
+    # the chunk id; and the names of its account and lane, for the rate limiter and the way back to the queue
+    assert len(args) == 1 and isinstance(args[0], int) and body[1] == {"account": "shop-dxt", "lane": receipt.lane}
     # Flower names the chunk, its batch and its account: ids and a configured name, no secret
     assert headers["argsrepr"] == f"chunk {args[0]} (batch {receipt.batch_id}, shop-dxt)"
     wire = json.dumps([body, headers], ensure_ascii=False)

@@ -176,7 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("worker", help="run a Celery worker (sends and polls)")
     s.add_argument("--queues", help="comma-separated (default smsq.priority,smsq.bulk,smsq.poll)")
-    s.add_argument("--concurrency", type=int, help="processes (threads in embedded mode, default 4)")
+    s.add_argument("--pool", choices=["threads", "prefork"],
+                   help="threads (default): slots are threads of one process, cheap enough to keep many "
+                        "vendor calls in flight; prefork: a process per slot (distributed mode only)")
+    s.add_argument("--concurrency", type=int,
+                   help="slots: vendor calls in flight at once (default 64 threads; prefork: one per CPU)")
     s.add_argument("--hostname", help="worker node name, e.g. bulk1@%%h")
     s.add_argument("--loglevel", default="info")
     s.set_defaults(func=cmd_worker)

@@ -6,13 +6,38 @@ from functools import lru_cache
 from typing import Iterator
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 
 CONNECT_TIMEOUT = 10  # seconds to open a PostgreSQL connection
 
 _engines: dict[str, Engine] = {}
+
+# Worker slots that may each hold a connection at once (`smsq worker
+# --concurrency`); the pool is sized from it. 5 suits any short-lived command.
+_slots = 5
+
+
+def size_pool_for(slots: int) -> None:
+    """Size the pool of every engine created from now on for ``slots``
+    concurrent users (a thread-pool worker's threads); drops engines made before."""
+    global _slots
+    _slots = max(1, slots)
+    for engine in _engines.values():
+        engine.dispose()
+    _engines.clear()
+    _sessionmaker.cache_clear()
+
+
+def pool_size_for(slots: int) -> tuple[int, int]:
+    """``(pool_size, max_overflow)``. A slot holds a connection only for its few
+    milliseconds of database work per chunk, not across the vendor call, so
+    about ten kept connections serve many slots; the overflow lets every slot
+    (and two more, for the relay and polls) have one at the same moment, so
+    none ever waits for the pool."""
+    kept = min(slots, 10)
+    return kept, slots + 2 - kept + 3
 
 
 def engine_for(url: str) -> Engine:
@@ -53,7 +78,8 @@ def _create(url: str) -> Engine:
         return engine
     # A database behind a dropped route or a silent firewall never refuses: without a
     # connect timeout every process would hang on it instead of saying it is unreachable.
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
+    pool_size, max_overflow = pool_size_for(_slots)
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow,
                          connect_args={"connect_timeout": CONNECT_TIMEOUT})
 
 
@@ -82,6 +108,14 @@ def session_scope(url: str, *, readonly: bool = False) -> Iterator[Session]:
             yield session
     finally:
         session.close()
+
+
+@contextmanager
+def transaction(url: str) -> Iterator[Connection]:
+    """A Core connection in a transaction, for the send path's hot statements
+    (no ORM session to build per chunk)."""
+    with engine_for(url).begin() as conn:
+        yield conn
 
 
 def upgrade(url: str, revision: str = "head") -> None:

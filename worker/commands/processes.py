@@ -37,20 +37,41 @@ def wait_for_database(conf, who: str) -> None:
             return
 
 
+# Vendor calls are I/O: a slot spends nearly all of a chunk's time waiting
+# for the vendor's answer (50-500 ms), and a few milliseconds of CPU on the
+# database work. Threads are cheap slots; 64 keep an account's 100 calls a
+# second going at up to 500 ms per call (README: "Sizing a worker").
+DEFAULT_THREADS = 64
+
+
+def worker_pool(args, conf) -> tuple[str, int]:
+    """``(pool, concurrency)`` for `smsq worker`."""
+    pool = args.pool or "threads"
+    if pool == "prefork" and conf.embedded:
+        # Embedded mode's rate limiter lives in the worker process: child
+        # processes would each have their own and send at a multiple of the rate.
+        raise ConfigError("--pool prefork needs the distributed mode (a Redis rate limiter): "
+                          "the embedded worker runs threads")
+    if args.concurrency is not None and args.concurrency < 1:
+        raise ConfigError(f"--concurrency must be at least 1, not {args.concurrency}")
+    default = DEFAULT_THREADS if pool == "threads" else (os.cpu_count() or 2)
+    return pool, args.concurrency or default
+
+
 def cmd_worker(args) -> int:
     from ..app import QUEUES, get_app
+    from ..db import size_pool_for
 
     conf = load()
-    print(f"smsq worker: {conf.describe_storage()}; accounts from {conf.config_path}", file=sys.stderr)
+    pool, concurrency = worker_pool(args, conf)
+    # A thread pool's slots share this process's database pool; a prefork
+    # child has one slot.
+    size_pool_for(concurrency if pool == "threads" else 1)
+    print(f"smsq worker: {conf.describe_storage()}; accounts from {conf.config_path}; "
+          f"{concurrency} {'threads' if pool == 'threads' else 'processes'}", file=sys.stderr)
     wait_for_database(conf, "smsq worker")
     queues = args.queues or ",".join(QUEUES)
-    argv = ["worker", "-Q", queues, "-l", args.loglevel, "-E"]
-    if conf.embedded:
-        # One process, threads: the SQLite database and the in-process rate
-        # limiter are shared by every thread.
-        argv += ["--pool", "threads", "-c", str(args.concurrency or 4)]
-    elif args.concurrency:
-        argv += ["-c", str(args.concurrency)]
+    argv = ["worker", "-Q", queues, "-l", args.loglevel, "-E", "--pool", pool, "-c", str(concurrency)]
     if args.hostname:
         argv += ["-n", args.hostname]
     app = get_app()

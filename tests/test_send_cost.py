@@ -1,0 +1,136 @@
+"""What one chunk costs the database: an accepted chunk takes two transactions
+(claim, record) and a handful of statements whatever its size; a chunk whose
+account has no rate-limit slot takes none and goes back to its queue.
+
+Runs the send path in this process against the real database (PostgreSQL or
+SQLite), the real broker and the dxt simulator over HTTP, counting on the
+real engine; no worker consumes the queues here.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+
+import pytest
+from celery.signals import before_task_publish
+from sqlalchemy import event, select
+
+from smsq.store.models import Chunk, Recipient
+from smsq.tasks import send_sms
+from smsq.tasks.account_health import HEALTH_TTL
+from smsq.tasks.send import run_chunk
+from smsq.worker.config import settings
+from smsq.worker.db import engine_for, session_scope
+from smsq.worker.limiter import limiter
+
+from .conftest import apply_env, mode_env, restore_env, write_config
+
+CONTENT = "【某某科技】您的验证码是 345678"
+
+
+@pytest.fixture(scope="module", params=["embedded", "distributed"])
+def direct(request, dxt_sim, tmp_path_factory):
+    state, url = dxt_sim
+    tmp = tmp_path_factory.mktemp(f"cost-{request.param}")
+    saved = apply_env(mode_env(request.param, tmp, write_config(tmp / "smsq.toml", url)))
+    from smsq.tasks.schema import ensure_schema
+    from smsq.worker.db import upgrade
+
+    upgrade(settings().database_url)
+    ensure_schema(settings())
+    yield state
+    restore_env(saved)
+
+
+class Tally:
+    """Transactions on the engine, each with the tables its statements named."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.transactions: list[list[str]] = []
+
+    def _begin(self, conn):
+        self.transactions.append([])
+
+    def _statement(self, conn, cursor, statement, parameters, context, executemany):
+        if self.transactions and not statement.startswith("BEGIN"):  # SQLite's BEGIN IMMEDIATE is the begin
+            self.transactions[-1].append(statement)
+
+    def __enter__(self):
+        event.listen(self.engine, "begin", self._begin)
+        event.listen(self.engine, "before_cursor_execute", self._statement)
+        return self
+
+    def __exit__(self, *exc):
+        event.remove(self.engine, "begin", self._begin)
+        event.remove(self.engine, "before_cursor_execute", self._statement)
+
+    def health_reads(self) -> int:
+        return sum(1 for statements in self.transactions
+                   if statements and all("poll_status" in s for s in statements))
+
+
+def chunks_of(batch_id: int) -> list[tuple[int, str]]:
+    with session_scope(settings().database_url) as s:
+        return s.execute(select(Chunk.id, Chunk.lane).where(Chunk.batch_id == batch_id).order_by(Chunk.seq)).all()
+
+
+def test_an_accepted_chunk_costs_two_transactions(direct):
+    direct.reset()
+    numbers = [f"1370000{i:04d}" for i in range(1000)]
+    receipt = send_sms("shop-dxt", numbers, CONTENT)
+    chunks = chunks_of(receipt.batch_id)
+    assert len(chunks) == 10
+    run_chunk(chunks[0][0], "shop-dxt", chunks[0][1])  # warm: first health read, schema, connections
+    started = time.monotonic()
+    with Tally(engine_for(settings().database_url)) as tally:
+        for chunk_id, lane in chunks[1:]:
+            assert run_chunk(chunk_id, "shop-dxt", lane) == "accepted"
+    elapsed = time.monotonic() - started
+    sends = len(chunks) - 1
+    health = tally.health_reads()
+    assert health <= math.ceil(elapsed / HEALTH_TTL)  # the account's health: once a second, not once a chunk
+    assert len(tally.transactions) - health == 2 * sends
+    statements = sum(len(t) for t in tally.transactions) - health
+    dialect = engine_for(settings().database_url).dialect.name
+    # claim 1 (PostgreSQL) or 3 (SQLite: claim, batch, numbers); record: the call, the chunk, the numbers
+    assert statements <= (4 if dialect == "postgresql" else 6) * sends
+    with session_scope(settings().database_url) as s:
+        states = Counter(s.scalars(select(Recipient.state).where(Recipient.batch_id == receipt.batch_id)))
+        stored = dict(s.execute(select(Recipient.mobile, Recipient.vendor_id)
+                                .where(Recipient.batch_id == receipt.batch_id)).all())
+    assert states == {"sent": 1000}
+    given = {number: smsid for send in direct.sends for number, smsid in zip(send.numbers, send.smsids)}
+    assert given == stored  # every number once, each with the id the vendor gave it
+
+
+def test_a_chunk_without_a_rate_limit_slot_costs_no_transaction_and_goes_back(direct):
+    direct.reset()
+    receipt = send_sms("shop-dxt", ["13700009999"], CONTENT)
+    (chunk_id, lane), = chunks_of(receipt.batch_id)
+    rate = settings().account("shop-dxt").rate_limit
+    taken = [limiter(settings().redis_url).try_take("shop-dxt", rate) for _ in range(int(rate))]
+    published = []
+
+    def capture(sender=None, body=None, headers=None, routing_key=None, **_):
+        published.append((body, headers, routing_key))
+
+    before_task_publish.connect(capture, weak=False)
+    try:
+        with Tally(engine_for(settings().database_url)) as tally:
+            assert run_chunk(chunk_id, "shop-dxt", lane) == "deferred"
+    finally:
+        before_task_publish.disconnect(capture)
+        for t in taken:
+            if t.ok:
+                limiter(settings().redis_url).give_back("shop-dxt", t.ticket)
+    assert len(tally.transactions) - tally.health_reads() == 0
+    (body, headers, routing_key), = published
+    assert body[0] == [chunk_id] and headers["eta"] is not None and routing_key == f"smsq.{lane}"
+    with session_scope(settings().database_url) as s:
+        chunk = s.get(Chunk, chunk_id)
+        assert (chunk.state, chunk.attempts) == ("pending", 0)  # not claimed, no attempt counted
+    assert direct.sends == []
+    assert run_chunk(chunk_id, "shop-dxt", lane) == "accepted"  # the slot is free again: sent once
+    assert len(direct.sends) == 1
