@@ -20,6 +20,7 @@ from smsq.store.models import Chunk, Recipient
 from smsq.tasks import send_sms
 from smsq.tasks.account_health import HEALTH_TTL
 from smsq.tasks.send import run_chunk
+from smsq.tasks.split import run_split
 from smsq.worker.config import settings
 from smsq.worker.db import engine_for, session_scope
 from smsq.worker.limiter import limiter
@@ -80,6 +81,7 @@ def test_an_accepted_chunk_costs_two_transactions(direct):
     direct.reset()
     numbers = [f"1370000{i:04d}" for i in range(1000)]
     receipt = send_sms("shop-dxt", numbers, CONTENT)
+    run_split(settings(), receipt.batch_id)  # what a worker does with the batch's split job
     chunks = chunks_of(receipt.batch_id)
     assert len(chunks) == 10
     run_chunk(chunks[0][0], "shop-dxt", chunks[0][1])  # warm: first health read, schema, connections
