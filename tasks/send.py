@@ -6,7 +6,7 @@
 3. Call the provider; record the outcome by the taxonomy:
 
    accepted                  -> accepted; recipients sent (vendor ids kept)
-   transient                 -> pending again after a backoff, up to max_attempts
+   transient                 -> pending again after a backoff, for SMSQ_RETRY_FOR (tasks/retry.py)
    rate_limited              -> pending after the vendor's interval; not counted as an attempt
    auth / balance            -> failed, logged as an alert; the account's other chunks
                                 wait SMSQ_ACCOUNT_HOLD seconds without calling the vendor
@@ -28,7 +28,6 @@ accepted it.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -45,6 +44,7 @@ from smsq.worker.db import session_scope
 from smsq.worker.limiter import limiter
 
 from .publish import MAX_COUNTDOWN, chunk_label, publish_chunk
+from .retry import FIRST_ATTEMPT, plan_retry
 from .schema import ensure_schema
 
 log = logging.getLogger("smsq.send")
@@ -126,12 +126,6 @@ def account_held_until(conf: Settings, account: str) -> tuple[datetime, str] | N
         return (until, f"{flag.outcome} {flag.detail or ''}".strip()) if until > utcnow() else None
 
 
-def backoff(attempt: int) -> float:
-    """Exponential backoff with jitter: between half and all of 2, 4, 8 ... seconds, at most a minute."""
-    ceiling = min(MAX_COUNTDOWN, 2.0 ** attempt)
-    return random.uniform(ceiling / 2, ceiling)
-
-
 def _chunk_is_ours(work: Work):
     # The relay may have turned a slow claim 'unknown'; a late real answer still wins.
     return and_(Chunk.id == work.chunk_id, Chunk.attempts == work.attempt,
@@ -156,14 +150,16 @@ def record(conf: Settings, work: Work, result: SendResult,
     elif result.outcome is Outcome.RATE_LIMITED:
         state, retry_in = "pending", result.retry_after or 30.0
         values = dict(base, state=state, attempts=Chunk.attempts - 1)
-    elif result.outcome is Outcome.TRANSIENT and work.attempt < conf.max_attempts:
-        state, retry_in = "pending", backoff(work.attempt)
-        values = dict(base, state=state)
-    else:  # final failures, and transient ones out of attempts
+    # [retry budget] transient failures: retried for SMSQ_RETRY_FOR from the first call (tasks/retry.py)
+    elif result.outcome is Outcome.TRANSIENT and \
+            (plan := plan_retry(conf, work.chunk_id, work.attempt, now)).wait is not None:
+        state, retry_in = "pending", plan.wait
+        values = dict(base, state=state, first_attempt_at=FIRST_ATTEMPT)
+    else:  # final failures, and transient ones out of time
         state = "failed"
         values = dict(base, state=state, finished_at=now)
         if result.outcome is Outcome.TRANSIENT:
-            values["detail"] = f"gave up after {work.attempt} attempts: {result.message or ''}"[:1000]
+            values["detail"] = f"{plan.why}: {result.message or ''}"[:1000]
     if retry_in is not None:
         due = now + timedelta(seconds=retry_in)
         values.update(next_attempt_at=due, queued_at=now if retry_in <= MAX_COUNTDOWN else None)
