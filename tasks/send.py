@@ -43,6 +43,7 @@ from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope
 from smsq.worker.limiter import limiter
 
+from .outcome_keeper import SPOOLED, keep_outcome, with_db_retry
 from .publish import MAX_COUNTDOWN, chunk_label, publish_chunk
 from .retry import FIRST_ATTEMPT, plan_retry
 from .schema import ensure_schema
@@ -178,7 +179,12 @@ def record(conf: Settings, work: Work, result: SendResult,
 
 def _record_recipients(session, work: Work, result: SendResult, state: str, now: datetime) -> None:
     if state == "pending":
-        return  # recipients stay queued for the retry
+        # recipients stay queued for the retry; a late answer (from the spool) to a chunk the
+        # relay had turned 'unknown' gives its numbers back to the retry
+        session.execute(update(Recipient).where(
+            Recipient.batch_id == work.batch_id, Recipient.chunk_seq == work.seq,
+            Recipient.state == "unknown").values(state="queued", updated_at=now))
+        return
     where = and_(Recipient.batch_id == work.batch_id, Recipient.chunk_seq == work.seq,
                  Recipient.state.in_(("queued", "unknown")))
     if state == "accepted":
@@ -209,7 +215,7 @@ def run_chunk(chunk_id: int) -> str:
     """Everything send_chunk does, without Celery in the way."""
     conf = settings()
     ensure_schema(conf)
-    work = claim(conf, chunk_id)
+    work = with_db_retry(conf, claim, conf, chunk_id)  # [db outage] rides out a short one
     if work is None:
         log.info("chunk %s: not pending (already claimed or done); nothing to do", chunk_id)
         return "skipped"
@@ -240,11 +246,13 @@ def run_chunk(chunk_id: int) -> str:
         vendor_time = work.send_at.replace(tzinfo=timezone.utc).astimezone(BEIJING)
     context = SendContext(work.batch_id, work.seq, work.attempt, work.batch_created_at)
     # Past this line the vendor may act on the request: no exception may turn
-    # it back into 'pending'. An error recording the result leaves 'sending',
-    # which the relay settles as 'unknown'.
+    # it back into 'pending'. [db outage] The answer is recorded through a database
+    # outage, or kept in the local spool and recorded later (tasks/outcome_keeper.py).
     started = time.monotonic()
     result = provider.send(numbers, work.content, vendor_time, context)
-    state, retry_in = record(conf, work, result, call_seconds=time.monotonic() - started)
+    state, retry_in = keep_outcome(conf, work, result, time.monotonic() - started)
+    if state == SPOOLED:
+        return state
     level = logging.WARNING if state in ("failed", "unknown") else logging.INFO
     if result.outcome in (Outcome.AUTH, Outcome.BALANCE):
         level = logging.ERROR  # the account needs an operator

@@ -49,7 +49,10 @@ def _create(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # connect_timeout: a stopped or unreachable database fails a connect in seconds (libpq's
+    # default waits forever), so the callers' outage retries and the spool get their turn.
+    connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=connect_args)
 
 
 def dispose_after_fork() -> None:
