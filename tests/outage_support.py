@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from smsq.store.models import Chunk
@@ -22,6 +23,14 @@ from smsq.worker.db import session_scope
 from .conftest import ROOT, apply_env, mode_env, restore_env, wait_until, write_config
 
 CONTENT = "【某某科技】您的验证码是 345678，请在5分钟内输入。"
+
+
+@pytest.fixture
+def sim(dxt_sim):
+    """The module's dxt simulator, without the faults and sends of earlier tests."""
+    state, _ = dxt_sim
+    state.reset()
+    return state
 
 
 def numbers(count: int, prefix: str = "137") -> list[str]:

@@ -20,15 +20,9 @@ from .conftest import wait_final, wait_until
 from .faultproxy import FaultProxy
 from .outage_support import CONTENT, Site, assert_each_sent_once, chunk_states, installed, make_site, numbers, \
     relay_running
+from .outage_support import sim  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.distributed, pytest.mark.fault]
-
-
-@pytest.fixture
-def sim(dxt_sim):
-    state, url = dxt_sim
-    state.reset()
-    return state
 
 
 @pytest.fixture

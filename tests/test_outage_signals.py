@@ -15,15 +15,9 @@ from smsq.tasks import send_sms
 from .conftest import wait_final, wait_until
 from .outage_support import CONTENT, assert_each_sent_once, chunk_states, installed, make_site, numbers, \
     relay_running
+from .outage_support import sim  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.fault
-
-
-@pytest.fixture
-def sim(dxt_sim):
-    state, url = dxt_sim
-    state.reset()
-    return state
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

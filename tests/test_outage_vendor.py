@@ -11,7 +11,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert
 
 from smsq.providers import Outcome, SendResult
 from smsq.store.models import Batch, Chunk, utcnow
@@ -24,15 +24,9 @@ from smsq.worker.db import session_scope
 from .conftest import wait_final
 from .outage_support import CONTENT, assert_each_sent_once, chunk_attempts, installed, make_site, numbers, \
     relay_running
+from .outage_support import sim  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.distributed
-
-
-@pytest.fixture
-def sim(dxt_sim):
-    state, url = dxt_sim
-    state.reset()
-    return state
 
 
 @pytest.mark.fault
