@@ -35,9 +35,20 @@ class Faults:
     hang: bool = False
     hang_seconds: float = 30.0
     garbled: bool = False  # answer 200 with a body no client can parse
+    # An outage: answer every call with this HTTP status (e.g. 500) and nothing
+    # else, until the unix time http_error_until (None: until switched off).
+    http_error: int = 0
+    http_error_until: float | None = None
 
     _TYPES = {"latency": (int, float), "busy": bool, "auth_fail": bool, "balance": (int, type(None)),
-              "hang": bool, "hang_seconds": (int, float), "garbled": bool}
+              "hang": bool, "hang_seconds": (int, float), "garbled": bool, "http_error": int,
+              "http_error_until": (int, float, type(None))}
+
+    def failing_http(self) -> int:
+        """The HTTP status an outage answers with now, or 0."""
+        if not self.http_error or (self.http_error_until is not None and time.time() >= self.http_error_until):
+            return 0
+        return self.http_error
 
     def merged(self, changes: dict[str, Any]) -> Faults:
         """A copy with ``changes`` applied; ValueError on unknown or ill-typed fields."""
@@ -97,6 +108,10 @@ class SimState:
     def current_faults(self) -> Faults:
         with self.lock:
             return dataclasses.replace(self.faults)
+
+    def fail_http_for(self, seconds: float, status: int = 500) -> Faults:
+        """An outage of ``seconds``: every call answers HTTP ``status``, then the vendor recovers."""
+        return self.set_faults(http_error=status, http_error_until=time.time() + seconds)
 
     def set_faults(self, **changes: Any) -> Faults:
         with self.lock:

@@ -449,6 +449,8 @@ def create_app(state: DxtState) -> Starlette:
         faults = state.current_faults()
         if faults.latency > 0:
             await asyncio.sleep(faults.latency)
+        if faults.failing_http():  # an outage: nothing takes effect
+            return Response(b"Internal Server Error", status_code=faults.failing_http(), media_type="text/plain")
 
         status = 200
         query, body = await _raw_params(request)

@@ -77,6 +77,8 @@ class Chunk(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)  # not before (retry, schedule)
     queued_at: Mapped[datetime | None] = mapped_column(DateTime)  # last publish to the broker
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # the first claim of a chunk that failed transiently: its retry budget counts from here
+    first_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     outcome: Mapped[str | None] = mapped_column(String(32))
     code: Mapped[str | None] = mapped_column(String(64))

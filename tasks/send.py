@@ -12,7 +12,7 @@
    an accepted chunk) by the taxonomy:
 
    accepted                  -> accepted; recipients sent (vendor ids kept)
-   transient                 -> pending again after a backoff, up to max_attempts
+   transient                 -> pending again after a backoff, for SMSQ_RETRY_FOR (tasks/retry.py)
    rate_limited              -> pending after the vendor's interval; not counted as an attempt
    auth / balance            -> failed, logged as an alert; the account's other chunks
                                 wait SMSQ_ACCOUNT_HOLD seconds without calling the vendor
@@ -34,7 +34,6 @@ accepted it.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -51,7 +50,9 @@ from smsq.worker.db import session_scope, transaction
 from smsq.worker.limiter import WINDOW_MARGIN, limiter
 
 from .account_health import account_held_until, clear_flag, flag_account
+from .outcome_keeper import SPOOLED, keep_outcome, with_db_retry
 from .publish import MAX_COUNTDOWN, chunk_label, publish_chunk
+from .retry import FIRST_ATTEMPT, plan_retry
 from .schema import ensure_schema
 
 log = logging.getLogger("smsq.send")
@@ -161,12 +162,6 @@ def hold(conf: Settings, chunk_id: int, why: str, until: datetime) -> None:
                      .values(detail=why[:500], next_attempt_at=until, queued_at=None))
 
 
-def backoff(attempt: int) -> float:
-    """Exponential backoff with jitter: between half and all of 2, 4, 8 ... seconds, at most a minute."""
-    ceiling = min(MAX_COUNTDOWN, 2.0 ** attempt)
-    return random.uniform(ceiling / 2, ceiling)
-
-
 def _chunk_is_ours(work: Work):
     # The relay may have turned a slow claim 'unknown'; a late real answer still wins.
     return and_(Chunk.id == work.chunk_id, Chunk.attempts == work.attempt,
@@ -191,14 +186,16 @@ def record(conf: Settings, work: Work, result: SendResult,
     elif result.outcome is Outcome.RATE_LIMITED:
         state, retry_in = "pending", result.retry_after or 30.0
         values = dict(base, state=state, attempts=Chunk.attempts - 1)
-    elif result.outcome is Outcome.TRANSIENT and work.attempt < conf.max_attempts:
-        state, retry_in = "pending", backoff(work.attempt)
-        values = dict(base, state=state)
-    else:  # final failures, and transient ones out of attempts
+    # [retry budget] transient failures: retried for SMSQ_RETRY_FOR from the first call (tasks/retry.py)
+    elif result.outcome is Outcome.TRANSIENT and \
+            (plan := plan_retry(conf, work.chunk_id, work.attempt, now)).wait is not None:
+        state, retry_in = "pending", plan.wait
+        values = dict(base, state=state, first_attempt_at=FIRST_ATTEMPT)
+    else:  # final failures, and transient ones out of time
         state = "failed"
         values = dict(base, state=state, finished_at=now)
         if result.outcome is Outcome.TRANSIENT:
-            values["detail"] = f"gave up after {work.attempt} attempts: {result.message or ''}"[:1000]
+            values["detail"] = f"{plan.why}: {result.message or ''}"[:1000]
     if retry_in is not None:
         due = now + timedelta(seconds=retry_in)
         values.update(next_attempt_at=due, queued_at=now if retry_in <= MAX_COUNTDOWN else None)
@@ -239,7 +236,12 @@ def _record_sent_with_ids(conn, pairs: list[tuple[int, str]], now: datetime) -> 
 
 def _record_recipients(conn, work: Work, result: SendResult, state: str, now: datetime) -> None:
     if state == "pending":
-        return  # recipients stay queued for the retry
+        # recipients stay queued for the retry; a late answer (from the spool) to a chunk the
+        # relay had turned 'unknown' gives its numbers back to the retry
+        conn.execute(update(Recipient).where(
+            Recipient.batch_id == work.batch_id, Recipient.chunk_seq == work.seq,
+            Recipient.state == "unknown").values(state="queued", updated_at=now))
+        return
     where = and_(Recipient.batch_id == work.batch_id, Recipient.chunk_seq == work.seq,
                  Recipient.state.in_(("queued", "unknown")))
     if state == "accepted":
@@ -285,7 +287,7 @@ def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None
         come_back(conf, chunk_id, lane, account, taken.wait, label)
         return "deferred"
     try:
-        work = claim(conf, chunk_id)
+        work = with_db_retry(conf, claim, conf, chunk_id)  # [db outage] rides out a short one
         if work is not None and work.recipients:
             provider = _provider_or_release(conf, work)
     except BaseException:
@@ -340,11 +342,13 @@ def send_claimed(conf: Settings, work: Work, provider: Provider) -> str:
         vendor_time = work.send_at.replace(tzinfo=timezone.utc).astimezone(BEIJING)
     context = SendContext(work.batch_id, work.seq, work.attempt, work.batch_created_at)
     # Past this line the vendor may act on the request: no exception may turn
-    # it back into 'pending'. An error recording the result leaves 'sending',
-    # which the relay settles as 'unknown'.
+    # it back into 'pending'. [db outage] The answer is recorded through a database
+    # outage, or kept in the local spool and recorded later (tasks/outcome_keeper.py).
     started = time.monotonic()
     result = provider.send(numbers, work.content, vendor_time, context)
-    state, retry_in = record(conf, work, result, call_seconds=time.monotonic() - started)
+    state, retry_in = keep_outcome(conf, work, result, time.monotonic() - started)
+    if state == SPOOLED:
+        return state
     level = logging.WARNING if state in ("failed", "unknown") else logging.INFO
     if result.outcome in (Outcome.AUTH, Outcome.BALANCE):
         level = logging.ERROR  # the account needs an operator

@@ -1,5 +1,8 @@
-"""Real processes to break: a private redis-server, smsq worker and beat processes
-with their own logs, and waiting on what they say."""
+"""Helpers for the outage tests: real processes to break (a private redis-server,
+smsq worker and beat processes with their own logs, waiting on what they say), a
+worker in its own process group (so a test can signal the whole group, as a
+terminal's Ctrl-C or a container runtime does), the outbox relay running beside
+it, and judging a batch from the simulator's record."""
 from __future__ import annotations
 
 import os
@@ -7,10 +10,21 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .conftest import ROOT
+import pytest
+from sqlalchemy import select
+
+from smsq.store.models import Chunk
+from smsq.tasks.relay import run_relay
+from smsq.worker.config import settings
+from smsq.worker.db import session_scope
+
+from .conftest import ROOT, apply_env, mode_env, restore_env, wait_until, write_config
 
 
 def free_port() -> int:
@@ -88,3 +102,120 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+CONTENT = "【某某科技】您的验证码是 345678，请在5分钟内输入。"
+
+
+@pytest.fixture
+def sim(dxt_sim):
+    """The module's dxt simulator, without the faults and sends of earlier tests."""
+    state, _ = dxt_sim
+    state.reset()
+    return state
+
+
+def numbers(count: int, prefix: str = "137") -> list[str]:
+    return [f"{prefix}{i:08d}" for i in range(count)]
+
+
+@dataclass
+class Site:
+    """One smsq installation for a test: its settings, the test process's env, its workers."""
+    tmp: Path
+    env: dict  # what the test process (producer, relay) uses
+    worker_env: dict  # what the worker uses (e.g. the database through a fault proxy)
+    workers: list = field(default_factory=list)
+
+    @property
+    def log(self) -> Path:
+        return self.tmp / "worker.log"
+
+    def worker_log(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def start_worker(self, concurrency: int = 2) -> subprocess.Popen:
+        env = {**os.environ, **self.worker_env, "PYTHONPATH": str(ROOT)}
+        seen = self.worker_log().count("ready.")
+        proc = subprocess.Popen([sys.executable, "-m", "smsq", "worker", "--concurrency", str(concurrency),
+                                 "--loglevel", "info"], cwd=self.tmp, env=env, stdout=open(self.log, "ab"),
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.workers.append(proc)
+        wait_until(lambda: self.worker_log().count("ready.") > seen or proc.poll() is not None, 60, 0.2,
+                   "the worker to be ready")
+        assert proc.poll() is None, self.worker_log()[-3000:]
+        return proc
+
+    def signal_group(self, proc: subprocess.Popen, sig: int) -> None:
+        os.killpg(proc.pid, sig)  # start_new_session: the worker leads its own group
+
+    def stop_all(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def make_site(tmp: Path, sim_url: str, mode: str, db_url_for_worker=None, **settings_env: str) -> Site:
+    config = write_config(tmp / "smsq.toml", sim_url)
+    env = {**mode_env(mode, tmp, config), "SMSQ_HOME": str(tmp), "SMSQ_RELAY_INTERVAL": "1",
+           "SMSQ_SPOOL_DIR": str(tmp / "spool"), **settings_env}
+    worker_env = dict(env)
+    if db_url_for_worker:
+        worker_env["SMSQ_DATABASE_URL"] = db_url_for_worker(env["SMSQ_DATABASE_URL"])
+    return Site(tmp, env, worker_env)
+
+
+class installed:
+    """``with installed(site):`` the test process uses the site's settings, schema in place."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+
+    def __enter__(self) -> Site:
+        from smsq.worker.db import upgrade
+
+        self.saved = apply_env(self.site.env)
+        upgrade(settings().database_url)
+        return self.site
+
+    def __exit__(self, *exc) -> None:
+        self.site.stop_all()
+        restore_env(self.saved)
+
+
+class relay_running:
+    """The outbox relay every second in a thread, as beat would run it."""
+
+    def __enter__(self):
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self.stop.wait(1):
+            try:
+                run_relay()
+            except Exception:  # a relay pass that fails is retried by the next one, as under beat
+                pass
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def chunk_states(batch_id: int) -> Counter:
+    with session_scope(settings().database_url, readonly=True) as s:
+        return Counter(s.scalars(select(Chunk.state).where(Chunk.batch_id == batch_id)).all())
+
+
+def chunk_attempts(batch_id: int) -> list[int]:
+    with session_scope(settings().database_url, readonly=True) as s:
+        return list(s.scalars(select(Chunk.attempts).where(Chunk.batch_id == batch_id)).all())
+
+
+def assert_each_sent_once(sim, expected: list[str]) -> None:
+    received = Counter(n for send in sim.sends for n in send.numbers)
+    assert set(received) == set(expected), f"{len(set(expected) - set(received))} numbers never reached the vendor"
+    assert max(received.values()) == 1, "a number reached the vendor twice"
+

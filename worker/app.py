@@ -12,6 +12,7 @@ from celery.signals import worker_process_init
 from kombu import Queue
 
 from .config import Settings, settings
+from . import shutdown
 
 QUEUES = ("smsq.priority", "smsq.bulk", "smsq.poll")
 TASK_MODULES = ["smsq.tasks.send", "smsq.tasks.split", "smsq.tasks.relay", "smsq.tasks.polls"]
@@ -85,6 +86,7 @@ def _after_fork(**_: object) -> None:
     db.dispose_after_fork()
     limiter.reset()
     clients.forget()
+    shutdown.guard_pool_child()  # a SIGTERM to the process group must not end a vendor call
 
 
 def get_app() -> Celery:

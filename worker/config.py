@@ -57,7 +57,12 @@ class Settings:
     accounts: Mapping[str, Account] = field(repr=False)
     priority_max: int = 100  # batches up to this many numbers take the priority lane
     send_timeout: float = 300.0  # a chunk 'sending' longer than this becomes 'unknown'
-    max_attempts: int = 5  # transient failures before a chunk is failed
+    retry_for: float = 3600.0  # transient failures are retried this long after the chunk's first call
+    retry_backoff_max: float = 300.0  # the longest wait between two retries
+    max_attempts: int = 0  # an extra cap on vendor calls per chunk; 0: only the time budget counts
+    db_retry_for: float = 30.0  # a worker retries writing a vendor's answer this long before spooling it
+    spool_dir: Path | None = None  # where answers wait for the database; None: beside the config
+    spool_replay_interval: float = 10.0  # seconds between replays of the spool while the worker runs
     account_hold: float = 300.0  # after an auth/balance failure, the account's other chunks wait this long
     republish_after: float = 600.0  # a pending chunk queued this long ago is published again
     relay_interval: float = 10.0  # seconds between outbox relay runs
@@ -264,6 +269,13 @@ def smsq_home(config_path: Path) -> Path:
     return Path(home).expanduser().resolve() if home else config_path.parent
 
 
+def _spool_dir(home: Path) -> Path:
+    """Where a worker keeps vendor answers the database could not take: ``SMSQ_SPOOL_DIR``,
+    or ``spool/`` in ``SMSQ_HOME`` (beside the embedded database, or the config file)."""
+    given = os.environ.get("SMSQ_SPOOL_DIR")
+    return Path(given).expanduser().resolve() if given else home / "spool"
+
+
 def load_settings() -> Settings:
     path = Path(os.environ.get("SMSQ_CONFIG", "smsq.toml")).expanduser().resolve()
     home = smsq_home(path)
@@ -281,7 +293,12 @@ def load_settings() -> Settings:
         accounts=load_accounts(path),
         priority_max=int(_number("SMSQ_PRIORITY_MAX", 100)),
         send_timeout=_number("SMSQ_SEND_TIMEOUT", 300),
-        max_attempts=int(_number("SMSQ_MAX_ATTEMPTS", 5)),
+        retry_for=_number("SMSQ_RETRY_FOR", 3600),
+        retry_backoff_max=_number("SMSQ_RETRY_BACKOFF_MAX", 300),
+        max_attempts=int(_number("SMSQ_MAX_ATTEMPTS", 0)),
+        db_retry_for=_number("SMSQ_DB_RETRY_FOR", 30),
+        spool_dir=_spool_dir(home),
+        spool_replay_interval=_number("SMSQ_SPOOL_REPLAY_INTERVAL", 10),
         account_hold=_number("SMSQ_ACCOUNT_HOLD", 300),
         republish_after=_number("SMSQ_REPUBLISH_AFTER", 600),
         relay_interval=_number("SMSQ_RELAY_INTERVAL", 10),

@@ -1,0 +1,139 @@
+"""What the vendor said is never lost to a database outage.
+
+A vendor's answer arrives after the call; if the database cannot take it then,
+``keep_outcome`` retries for ``SMSQ_DB_RETRY_FOR`` seconds (tenacity), and if
+the outage outlasts that, appends the answer to the worker's local spool
+(worker/spool.py), fsynced. Every worker replays the spool at start-up and
+every ``SMSQ_SPOOL_REPLAY_INTERVAL`` seconds while it runs, so the answer is
+recorded once the database is back: a chunk the vendor accepted ends
+``accepted``, not ``unknown``.
+
+A spooled line carries what ``record()`` needs and no more: chunk and attempt,
+the recipients' ids (the numbers are in the database), the vendor's result
+with failed numbers keyed by recipient id. Never content, numbers or
+credentials. Replaying is idempotent: ``record()`` applies only to a chunk
+still ``sending`` (or ``unknown``, which the relay makes of a chunk whose
+answer is late) with the same attempt.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from celery.signals import worker_ready
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+
+from smsq.providers import Outcome, SendResult
+from smsq.store.models import Recipient, utcnow
+from smsq.worker.config import Settings, settings
+from smsq.worker.db import session_scope
+from smsq.worker.spool import Spool
+
+log = logging.getLogger("smsq.spool")
+
+SPOOLED = "spooled"  # the state run_chunk reports for an answer waiting in the spool
+
+
+def is_db_outage(exc: BaseException) -> bool:
+    """The database could not be reached or dropped the connection (as opposed to a bug)."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError))
+
+
+def with_db_retry(conf: Settings, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, tried again through a database outage for ``SMSQ_DB_RETRY_FOR`` seconds."""
+    retrying = Retrying(stop=stop_after_delay(conf.db_retry_for), wait=wait_exponential_jitter(0.5, 5),
+                        retry=retry_if_exception(is_db_outage), reraise=True,
+                        before_sleep=lambda rs: log.warning(
+                            "%s: database unavailable (%s); trying again", getattr(fn, "__name__", fn),
+                            type(rs.outcome.exception()).__name__))
+    return retrying(fn, *args, **kwargs)
+
+
+def keep_outcome(conf: Settings, work, result: SendResult, call_seconds: float | None):
+    """``record()`` through a database outage; past the retries, into the spool.
+    Returns what record returns, or (SPOOLED, None)."""
+    from .send import record
+
+    try:
+        return with_db_retry(conf, record, conf, work, result, call_seconds=call_seconds)
+    except Exception as exc:
+        if not is_db_outage(exc):
+            raise
+        path = spool_of(conf).append(spool_entry(work, result, call_seconds))
+        log.error("chunk %s: the database is unavailable (%s); the vendor's answer (%s) is kept in %s "
+                  "and recorded when it is back", work.chunk_id, type(exc).__name__, result.outcome.value, path)
+        return SPOOLED, None
+
+
+def spool_of(conf: Settings) -> Spool:
+    return Spool(conf.spool_dir or (conf.home or conf.config_path.parent) / "spool")
+
+
+def spool_entry(work, result: SendResult, call_seconds: float | None) -> dict:
+    rid_of = {mobile: rid for rid, mobile in work.recipients}
+    return {
+        "chunk_id": work.chunk_id, "batch_id": work.batch_id, "seq": work.seq, "account": work.account,
+        "lane": work.lane, "attempt": work.attempt, "recipient_ids": [rid for rid, _ in work.recipients],
+        "call_seconds": call_seconds, "at": utcnow().isoformat(timespec="seconds"),
+        "result": {"outcome": result.outcome.value, "code": result.code, "message": result.message,
+                   "vendor_ids": list(result.vendor_ids), "batch_ref": result.batch_ref,
+                   "accepted": result.accepted, "rejected": result.rejected,
+                   "failed": {str(rid_of[m]): why for m, why in result.failed_numbers.items() if m in rid_of},
+                   "retry_after": result.retry_after, "raw": result.raw},
+    }
+
+
+def apply_entry(conf: Settings, entry: dict) -> None:
+    """Record one spooled answer (and what run_chunk does after recording)."""
+    from .send import Work, clear_flag, flag_account, record
+    from .publish import MAX_COUNTDOWN, publish_chunk
+
+    ids = entry["recipient_ids"]
+    with session_scope(conf.database_url, readonly=True) as session:
+        mobiles = dict(session.execute(select(Recipient.id, Recipient.mobile).where(Recipient.id.in_(ids))).all())
+    work = Work(entry["chunk_id"], entry["batch_id"], entry["seq"], entry["account"], entry["lane"],
+                entry["attempt"], "", None, utcnow(), [(rid, mobiles.get(rid, "")) for rid in ids])
+    spooled = dict(entry["result"])
+    failed = {mobiles[int(rid)]: why for rid, why in spooled.pop("failed").items() if int(rid) in mobiles}
+    result = SendResult(Outcome(spooled.pop("outcome")), failed_numbers=failed, **spooled)
+    state, retry_in = record(conf, work, result, call_seconds=entry.get("call_seconds"))
+    log.warning("chunk %s: the vendor's answer of %s (%s) recorded from the spool: %s", work.chunk_id,
+                entry.get("at"), result.outcome.value, state)
+    if result.outcome in (Outcome.AUTH, Outcome.BALANCE):
+        flag_account(conf, work.account, result)
+    elif result.outcome is Outcome.OK:
+        clear_flag(conf, work.account)
+    if retry_in is not None and retry_in <= MAX_COUNTDOWN:
+        publish_chunk(work.chunk_id, work.lane, batch_id=work.batch_id, account=work.account, countdown=retry_in)
+
+
+def replay_spool(conf: Settings) -> tuple[int, int]:
+    """Record what every spool file holds; returns (recorded, still waiting)."""
+    spool = spool_of(conf)
+    recorded = waiting = 0
+    for path in spool.files():
+        applied, left = spool.drain(path, lambda entry: apply_entry(conf, entry), is_db_outage)
+        recorded, waiting = recorded + applied, waiting + left
+    if recorded or waiting:
+        log.info("spool: %s answers recorded, %s still waiting for the database", recorded, waiting)
+    return recorded, waiting
+
+
+def _replay_forever(conf: Settings) -> None:
+    while True:
+        try:
+            replay_spool(conf)
+        except Exception:  # the loop must outlive anything one pass meets
+            log.exception("spool replay failed; trying again in %.0fs", conf.spool_replay_interval)
+        time.sleep(conf.spool_replay_interval)
+
+
+@worker_ready.connect
+def _start_replayer(**_: object) -> None:
+    """In the worker's main process: replay now (answers a stopped worker left) and then periodically."""
+    threading.Thread(target=_replay_forever, args=(settings(),), name="smsq-spool-replay", daemon=True).start()
