@@ -10,6 +10,9 @@ Numbers are streamed in blocks of 5,000: de-duplicated within a block by a
 dict and across blocks by the database's unique (batch, mobile) index, never
 by a Python set of the whole list, so a million recipients never sit in
 memory at once.
+
+A route name (``[routes.NAME]``) is accepted wherever an account name is: the
+batch goes to the route's first account that can send (tasks/routes.py).
 """
 from __future__ import annotations
 
@@ -31,13 +34,14 @@ from smsq.store.models import Batch, BlockedNumber, Chunk, Recipient, utcnow
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
+from . import routes
 from .publish import publish_chunks
 from .schema import ensure_schema
 
 log = logging.getLogger("smsq.producer")
 
 BLOCK = 5000  # numbers normalised and inserted per round trip
-FINAL_CHUNK_STATES = ("accepted", "failed", "unknown", "cancelled")
+FINAL_CHUNK_STATES = ("accepted", "failed", "unknown", "cancelled", "moved")
 PAST_GRACE = timedelta(minutes=5)  # a send_at further back than this is a mistake, not "now"
 
 
@@ -73,16 +77,18 @@ class BatchStatus:
     rejected: int
     recipients: dict[str, int]  # recipient state -> count
     chunks: dict[str, int]  # chunk state -> count
+    route: str | None = None  # the failover route it was sent through
+    by_account: dict[str, dict[str, int]] = field(default_factory=dict)  # account -> recipient state -> count
 
     @property
     def final(self) -> bool:
-        """Every chunk has an outcome (accepted, failed, unknown or cancelled)."""
+        """Every chunk has an outcome (accepted, failed, unknown, cancelled, or moved to another account)."""
         return all(state in FINAL_CHUNK_STATES for state in self.chunks)
 
     def as_dict(self) -> dict:
         return {"batch_id": self.batch_id, "account": self.account, "accepted": self.accepted,
                 "rejected": self.rejected, "recipients": self.recipients, "chunks": self.chunks,
-                "final": self.final}
+                "final": self.final, "route": self.route, "by_account": self.by_account}
 
 
 def _numbers(to: Iterable[str] | str) -> Iterator[str]:
@@ -237,7 +243,9 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
     ``SMSQ_PRIORITY_MAX`` numbers (100) take the priority lane.
     """
     conf = settings()
-    acct = conf.account(account)
+    # -- failover routes: a route name takes its first account that can send --
+    target = routes.choose_account(conf, account)
+    acct = conf.account(target.account)
     provider_cls = provider_class(acct.provider)
     prepared = provider_cls(acct, client=None).prepare_content(content)
     when = _when(send_at)
@@ -256,14 +264,15 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
         with session_scope(conf.database_url) as session:
             if idempotency_key is not None:
                 existing = session.execute(select(Batch).where(
-                    Batch.account == account, Batch.idempotency_key == idempotency_key)).scalar_one_or_none()
+                    _sender(target), Batch.idempotency_key == idempotency_key)).scalar_one_or_none()
                 if existing is not None:
                     return _replay(session, existing)
-            batch = Batch(account=account, content=prepared, send_at=when, idempotency_key=idempotency_key,
-                          lane="bulk", segments=segments(prepared), created_at=now)
+            batch = Batch(account=acct.name, content=prepared, send_at=when, idempotency_key=idempotency_key,
+                          lane="bulk", segments=segments(prepared), created_at=now, route=target.route,
+                          given_content=content if target.route else None)
             session.add(batch)
             session.flush()  # the id; and an idempotency race fails here, early
-            accepted = _intake(session, batch.id, account, _numbers(to), provider_cls.accepts_landline,
+            accepted = _intake(session, batch.id, acct.name, _numbers(to), provider_cls.accepts_landline,
                                provider_cls.max_numbers, rejected)
             if not accepted:
                 raise NoValidNumbersError(rejected)  # rolls the batch back: an empty batch is no batch
@@ -283,14 +292,20 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
         # Another caller created the batch for this key between our check and insert.
         with session_scope(conf.database_url) as session:
             existing = session.execute(select(Batch).where(
-                Batch.account == account, Batch.idempotency_key == idempotency_key)).scalar_one()
+                _sender(target), Batch.idempotency_key == idempotency_key)).scalar_one()
             return _replay(session, existing)
 
     if not not_before:
         publish_chunks(conf, receipt.batch_id)
-    log.info("batch %s: %s accepted, %s rejected, lane %s, account %s",
-             receipt.batch_id, receipt.accepted, len(rejected), receipt.lane, account)
+    log.info("batch %s: %s accepted, %s rejected, lane %s, account %s%s",
+             receipt.batch_id, receipt.accepted, len(rejected), receipt.lane, acct.name,
+             f" (route {target.route})" if target.route else "")
     return receipt
+
+
+def _sender(target: routes.Target):
+    """Whose idempotency keys a send shares: the route's, whichever account took the batch."""
+    return Batch.route == target.route if target.route else Batch.account == target.account
 
 
 def batch_status(batch_id: int) -> BatchStatus:
@@ -306,7 +321,8 @@ def batch_status(batch_id: int) -> BatchStatus:
             .group_by(Recipient.state)).all())
         chunks = dict(session.execute(
             select(Chunk.state, func.count()).where(Chunk.batch_id == batch_id).group_by(Chunk.state)).all())
-        return BatchStatus(batch.id, batch.account, batch.accepted, batch.rejected, recipients, chunks)
+        return BatchStatus(batch.id, batch.account, batch.accepted, batch.rejected, recipients, chunks,
+                           batch.route, routes.recipients_by_account(session, batch, recipients))
 
 
 __all__ = ["send_sms", "batch_status", "Receipt", "BatchStatus", "NoValidNumbersError"]

@@ -6,6 +6,7 @@ configured names, never secrets."""
 from __future__ import annotations
 
 import logging
+from typing import Iterable
 
 from sqlalchemy import select, update
 
@@ -43,13 +44,16 @@ def publish_chunk(chunk_id: int, lane: str, *, batch_id: int | None = None, acco
                         producer=producer)
 
 
-def publish_chunks(conf: Settings, batch_id: int) -> int:
-    """Publish every chunk of a freshly committed batch. On a broker failure the
-    unpublished chunks are marked unqueued so the relay publishes them at once."""
+def publish_chunks(conf: Settings, batch_id: int, chunk_ids: Iterable[int] | None = None) -> int:
+    """Publish every chunk of a freshly committed batch (or only ``chunk_ids``: new chunks
+    of a failover move). On a broker failure the unpublished chunks are marked unqueued
+    so the relay publishes them at once."""
     with session_scope(conf.database_url) as session:
-        rows = session.execute(select(Chunk.id, Chunk.lane, Chunk.account).where(
+        query = select(Chunk.id, Chunk.lane, Chunk.account).where(
             Chunk.batch_id == batch_id, Chunk.state == "pending", Chunk.queued_at.is_not(None))
-            .order_by(Chunk.seq)).all()
+        if chunk_ids is not None:
+            query = query.where(Chunk.id.in_(list(chunk_ids)))
+        rows = session.execute(query.order_by(Chunk.seq)).all()
     done = 0
     try:
         # One producer (one broker connection) for the whole batch.

@@ -8,8 +8,8 @@
    accepted                  -> accepted; recipients sent (vendor ids kept)
    transient                 -> pending again after a backoff, up to max_attempts
    rate_limited              -> pending after the vendor's interval; not counted as an attempt
-   auth / balance            -> failed, logged as an alert; the account's other chunks
-                                wait SMSQ_ACCOUNT_HOLD seconds without calling the vendor
+   auth / balance            -> failed, logged as an alert; the account's circuit opens
+                                (tasks/circuit.py): its other chunks wait without calling the vendor
    invalid_request / blocked -> failed
    ambiguous                 -> unknown: never resent automatically
 
@@ -20,6 +20,11 @@
 
 The record transaction also appends the call (account, outcome, seconds) to
 ``vendor_calls``, which `smsq metrics` counts: no extra transaction per chunk.
+
+Failover routes (tasks/routes.py) hook in at two marked places: before the call
+(the account's circuit admits the chunk, or the chunk waits or moves to the
+route's next account) and after it (a call that trips the circuit moves the
+numbers of a routed batch on instead of failing them).
 
 A worker that dies between claim and record leaves the chunk ``sending``; the
 relay turns it ``unknown`` after the send timeout, because the vendor may have
@@ -44,6 +49,7 @@ from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope
 from smsq.worker.limiter import limiter
 
+from . import circuit, routes
 from .publish import MAX_COUNTDOWN, chunk_label, publish_chunk
 from .schema import ensure_schema
 
@@ -100,8 +106,9 @@ def claim(conf: Settings, chunk_id: int) -> Work | None:
             .where(Recipient.batch_id == chunk.batch_id, Recipient.chunk_seq == chunk.seq,
                    Recipient.state == "queued")
             .order_by(Recipient.id)).all()
+        # chunk.content: prepared for another vendor of the route when the chunk was moved
         return Work(chunk.id, chunk.batch_id, chunk.seq, chunk.account, chunk.lane, chunk.attempts,
-                    batch.content, batch.send_at, batch.created_at, [tuple(r) for r in recipients])
+                    chunk.content or batch.content, batch.send_at, batch.created_at, [tuple(r) for r in recipients])
 
 
 def release(conf: Settings, work: Work, why: str, not_before: datetime | None = None) -> None:
@@ -115,15 +122,10 @@ def release(conf: Settings, work: Work, why: str, not_before: datetime | None = 
 
 
 def account_held_until(conf: Settings, account: str) -> tuple[datetime, str] | None:
-    """When a send of this account failed with auth or balance less than ``account_hold``
-    ago: until when its other chunks wait, and why. Calling the vendor again with a
-    wrong password is how accounts get locked (dxt -10: 帐号已被锁定)."""
-    with session_scope(conf.database_url, readonly=True) as session:
-        flag = session.get(PollStatus, (account, "send"))
-        if flag is None or flag.outcome not in (Outcome.AUTH.value, Outcome.BALANCE.value):
-            return None
-        until = flag.polled_at + timedelta(seconds=conf.account_hold)
-        return (until, f"{flag.outcome} {flag.detail or ''}".strip()) if until > utcnow() else None
+    """While the account's circuit is open (its send failed with auth or balance, or ran
+    out of retries): until when its other chunks wait, and why. Calling the vendor again
+    with a wrong password is how accounts get locked (dxt -10: 帐号已被锁定)."""
+    return circuit.held_until(conf, account)
 
 
 def backoff(attempt: int) -> float:
@@ -220,15 +222,10 @@ def run_chunk(chunk_id: int) -> str:
     if not work.recipients:  # every number of the chunk was settled elsewhere (an operator)
         record(conf, work, SendResult(Outcome.OK, message="no recipient left to send"))
         return "accepted"
-    held = account_held_until(conf, work.account)
-    if held is not None:
-        until, why = held
-        clock = until.replace(tzinfo=timezone.utc).astimezone(BEIJING)
-        release(conf, work, f"held until {clock:%H:%M:%S} Beijing time: the account's last send failed ({why})",
-                until)
-        log.warning("chunk %s: held, account %s failed with %s; trying again after %s Beijing time", chunk_id,
-                    work.account, why, f"{clock:%H:%M:%S}")
-        return "held"
+    # -- failover routes: the account's circuit admits the chunk, or it waits or moves --
+    admitted = routes.before_call(conf, work)
+    if isinstance(admitted, str):
+        return admitted  # "held", "moved" or "failed"
     try:
         account = conf.account(work.account)
         provider = provider_for(account)
@@ -248,7 +245,11 @@ def run_chunk(chunk_id: int) -> str:
     # which the relay settles as 'unknown'.
     started = time.monotonic()
     result = provider.send(numbers, work.content, vendor_time, context)
-    state, retry_in = record(conf, work, result, call_seconds=time.monotonic() - started)
+    seconds = time.monotonic() - started
+    # -- failover routes: the circuit hears the answer; a routed chunk that tripped it moves on --
+    if routes.after_call(conf, work, result, seconds, probe=admitted.probe):
+        return "moved"
+    state, retry_in = record(conf, work, result, call_seconds=seconds)
     level = logging.WARNING if state in ("failed", "unknown") else logging.INFO
     if result.outcome in (Outcome.AUTH, Outcome.BALANCE):
         level = logging.ERROR  # the account needs an operator
