@@ -316,11 +316,13 @@ def batch_status(batch_id: int) -> BatchStatus:
         batch = session.get(Batch, batch_id)
         if batch is None:
             raise LookupError(f"no batch {batch_id}")
+        # Chunks first: a chunk's outcome and its recipients commit together, so every chunk
+        # read as final has its recipients' final states in the (later) recipient count.
+        chunks = dict(session.execute(
+            select(Chunk.state, func.count()).where(Chunk.batch_id == batch_id).group_by(Chunk.state)).all())
         recipients = dict(session.execute(
             select(Recipient.state, func.count()).where(Recipient.batch_id == batch_id)
             .group_by(Recipient.state)).all())
-        chunks = dict(session.execute(
-            select(Chunk.state, func.count()).where(Chunk.batch_id == batch_id).group_by(Chunk.state)).all())
         return BatchStatus(batch.id, batch.account, batch.accepted, batch.rejected, recipients, chunks,
                            batch.route, routes.recipients_by_account(session, batch, recipients))
 
