@@ -141,10 +141,8 @@ def trip(conf: Settings, account: str, why: str, now: datetime | None = None) ->
     now = now or utcnow()
     base = conf.cooloff(account)
     with session_scope(conf.database_url) as session:
+        _ensure_row(session, account, base)  # two workers may trip a fresh account at once
         row = session.get(AccountCircuit, account, with_for_update=True)
-        if row is None:
-            row = AccountCircuit(account=account, state="closed", cooloff=base, trips=0)
-            session.add(row)
         if row.state == "open":
             return None
         flapping = row.state == "half_open" or (
@@ -156,6 +154,15 @@ def trip(conf: Settings, account: str, why: str, now: datetime | None = None) ->
         row.reason = why[:1000]
     log.error("account %s: circuit open for %.0fs (trip %s): %s", account, row.cooloff, row.trips, why)
     return "opened"
+
+
+def _ensure_row(session: Session, account: str, base: float) -> None:
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    session.execute(insert(AccountCircuit).values(account=account, state="closed", cooloff=base, trips=0)
+                    .on_conflict_do_nothing(index_elements=["account"]))
 
 
 def held_until(conf: Settings, account: str, now: datetime | None = None) -> tuple[datetime, str] | None:

@@ -111,14 +111,21 @@ def before_call(conf: Settings, work) -> circuit.Admission | str:
 def after_call(conf: Settings, work, result: SendResult, seconds: float, probe: bool) -> bool:
     """Tell the circuit what the call said; for a routed batch whose call tripped it, move
     the numbers on. True: the chunk was moved (or waits), so the caller records nothing."""
-    circuit.after_call(conf, work.account, result, attempt=work.attempt, probe=probe)
-    if not circuit.is_trip(conf, result, work.attempt):
+    # Past the vendor call nothing here may keep record() from storing the outcome: a
+    # failure below is logged and the chunk is recorded as if it had no route.
+    try:
+        circuit.after_call(conf, work.account, result, attempt=work.attempt, probe=probe)
+        if not circuit.is_trip(conf, result, work.attempt):
+            return False
+        route = route_of(conf, work.batch_id)
+        if route is None:
+            return False
+        outcome = move(conf, work, route, f"{work.account} {circuit.reason(result, work.attempt)}",
+                       call=(result, seconds))
+    except Exception:  # the move's transaction rolled back: the chunk is still ours, 'sending'
+        log.exception("chunk %s (batch %s): the circuit or the move failed; recording the outcome as it is",
+                      work.chunk_id, work.batch_id)
         return False
-    route = route_of(conf, work.batch_id)
-    if route is None:
-        return False
-    outcome = move(conf, work, route, f"{work.account} {circuit.reason(result, work.attempt)}",
-                   call=(result, seconds))
     if outcome.kind == "lost":
         return False  # the relay made it unknown meanwhile: record() settles the late answer
     settle_move(conf, work, outcome)
