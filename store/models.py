@@ -3,6 +3,8 @@
 States:
   chunk      pending -> sending -> accepted | failed | unknown   (sending -> pending on retry)
              pending -> cancelled   (an operator's `smsq cancel`; never sent)
+             pending | sending -> moved   (failover: never accepted by its vendor, its numbers went
+                                           to new chunks of the route's next account; tasks/routes.py)
   recipient  queued -> sent -> delivered | failed ; rejected at intake ; unknown with its chunk ;
              cancelled with its chunk
   split job  exists from intake until a worker has cut every staged chunk into chunk and
@@ -27,7 +29,7 @@ NAMING = {
 }
 
 
-CHUNK_STATES = ("pending", "sending", "accepted", "failed", "unknown", "cancelled")
+CHUNK_STATES = ("pending", "sending", "accepted", "failed", "unknown", "cancelled", "moved")
 RECIPIENT_STATES = ("queued", "sent", "delivered", "failed", "unknown", "rejected", "cancelled")
 
 
@@ -41,7 +43,7 @@ class Base(DeclarativeBase):
 
 class Batch(Base):
     __tablename__ = "batches"
-    __table_args__ = (UniqueConstraint("account", "idempotency_key"),
+    __table_args__ = (UniqueConstraint("account", "idempotency_key"), UniqueConstraint("route", "idempotency_key"),
                       Index("ix_batches_created_at", "created_at"))  # purge by age
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -57,6 +59,10 @@ class Batch(Base):
     # Set by `smsq cancel`: a chunk of this batch that comes back to pending
     # (a retry of one that was sending) is cancelled instead of claimed.
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Failover (tasks/routes.py): the route the batch was sent through (None: one account),
+    # and the content as the caller gave it, prepared again for each account it moves to.
+    route: Mapped[str | None] = mapped_column(String(64))
+    given_content: Mapped[str | None] = mapped_column(Text)
 
 
 class Chunk(Base):
@@ -85,6 +91,9 @@ class Chunk(Base):
     detail: Mapped[str | None] = mapped_column(Text)  # vendor message, Chinese kept
     vendor_ref: Mapped[str | None] = mapped_column(Text)
     raw: Mapped[str | None] = mapped_column(Text)  # vendor body, truncated
+    # The content prepared for this chunk's account when it differs from the batch's
+    # (a chunk moved to another vendor of the route); None: the batch's content.
+    content: Mapped[str | None] = mapped_column(Text)
 
 
 class Recipient(Base):
@@ -248,3 +257,24 @@ class VendorCall(Base):
     outcome: Mapped[str] = mapped_column(String(32))  # providers.Outcome value
     seconds: Mapped[float] = mapped_column()  # the provider call, connect to answer (or timeout)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AccountCircuit(Base):
+    """The circuit breaker of one account's sends (tasks/circuit.py).
+
+    closed: sends go out. open: nothing is sent until ``reopen_at``. half_open: one
+    chunk (``probe_chunk_id``) tries the account; its success closes the circuit,
+    its failure opens it again for a doubled ``cooloff``."""
+
+    __tablename__ = "account_circuits"
+
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="closed")  # closed | open | half_open
+    opened_at: Mapped[datetime | None] = mapped_column(DateTime)
+    reopen_at: Mapped[datetime | None] = mapped_column(DateTime)  # open: when a probe may go
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    cooloff: Mapped[float] = mapped_column(default=0.0)  # seconds of the current (or last) opening
+    trips: Mapped[int] = mapped_column(Integer, default=0)  # openings in a row without a quiet spell
+    reason: Mapped[str | None] = mapped_column(Text)  # "auth -7 ..." (vendor code and message)
+    probe_chunk_id: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -15,6 +15,9 @@ the relay publishes):
 
 A broker that refuses or never answers costs a few seconds, not a hang: the
 batch is safe, the receipt says ``queued=False`` and the relay publishes it.
+
+A route name (``[routes.NAME]``) is accepted wherever an account name is: the
+batch goes to the route's first account that can send (tasks/routes.py).
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from smsq.store.models import Batch, Chunk, Recipient, SplitJob, utcnow
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
+from . import routes
 from .intake import BLOCK, blocked_in_stage, stage_chunks, stage_numbers
 from .publish import publish_chunk_rows, publish_split
 from .schema import ensure_schema
@@ -42,7 +46,7 @@ from .split import cut, staged_counts
 
 log = logging.getLogger("smsq.producer")
 
-FINAL_CHUNK_STATES = ("accepted", "failed", "unknown", "cancelled")
+FINAL_CHUNK_STATES = ("accepted", "failed", "unknown", "cancelled", "moved")
 PAST_GRACE = timedelta(minutes=5)  # a send_at further back than this is a mistake, not "now"
 
 
@@ -81,16 +85,20 @@ class BatchStatus:
     recipients: dict[str, int]  # recipient state -> count (numbers still to be split count as queued)
     chunks: dict[str, int]  # chunk state -> count
     to_split: int = 0  # chunks a worker has still to cut from the staged numbers
+    route: str | None = None  # the failover route it was sent through
+    by_account: dict[str, dict[str, int]] = field(default_factory=dict)  # account -> recipient state -> count
 
     @property
     def final(self) -> bool:
-        """Every chunk is made and has an outcome (accepted, failed, unknown or cancelled)."""
+        """Every chunk is made and has an outcome (accepted, failed, unknown, cancelled, or moved
+        to another account)."""
         return not self.to_split and all(state in FINAL_CHUNK_STATES for state in self.chunks)
 
     def as_dict(self) -> dict:
         return {"batch_id": self.batch_id, "account": self.account, "accepted": self.accepted,
                 "rejected": self.rejected, "recipients": self.recipients, "chunks": self.chunks,
-                "to_split": self.to_split, "final": self.final}
+                "to_split": self.to_split, "final": self.final, "route": self.route,
+                "by_account": self.by_account}
 
 
 def _numbers(to: Iterable[str] | str) -> Iterator[str]:
@@ -180,7 +188,9 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
     ``SMSQ_PRIORITY_MAX`` numbers (100) take the priority lane.
     """
     conf = settings()
-    acct = conf.account(account)
+    # -- failover routes: a route name takes its first account that can send --
+    target = routes.choose_account(conf, account)
+    acct = conf.account(target.account)
     provider_cls = provider_class(acct.provider)
     prepared = provider_cls(acct, client=None).prepare_content(content)
     when = _when(send_at)
@@ -199,11 +209,12 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
         with session_scope(conf.database_url) as session:
             if idempotency_key is not None:
                 existing = session.execute(select(Batch).where(
-                    Batch.account == account, Batch.idempotency_key == idempotency_key)).scalar_one_or_none()
+                    _sender(target), Batch.idempotency_key == idempotency_key)).scalar_one_or_none()
                 if existing is not None:
                     return _replay(session, existing)
-            batch = Batch(account=account, content=prepared, send_at=when, idempotency_key=idempotency_key,
-                          lane="bulk", segments=segments(prepared), created_at=now)
+            batch = Batch(account=acct.name, content=prepared, send_at=when, idempotency_key=idempotency_key,
+                          lane="bulk", segments=segments(prepared), created_at=now, route=target.route,
+                          given_content=content if target.route else None)
             session.add(batch)
             session.flush()  # the id; and an idempotency race fails here, early
             accepted = _intake(session, batch, _numbers(to), provider_cls.accepts_landline,
@@ -231,14 +242,20 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
         # Another caller created the batch for this key between our check and insert.
         with session_scope(conf.database_url) as session:
             existing = session.execute(select(Batch).where(
-                Batch.account == account, Batch.idempotency_key == idempotency_key)).scalar_one()
+                _sender(target), Batch.idempotency_key == idempotency_key)).scalar_one()
             return _replay(session, existing)
 
-    if not _publish(conf, receipt.batch_id, receipt.lane, account, inline):
+    if not _publish(conf, receipt.batch_id, receipt.lane, acct.name, inline):
         receipt = dataclasses.replace(receipt, queued=False)
-    log.info("batch %s: %s accepted, %s rejected, lane %s, account %s",
-             receipt.batch_id, receipt.accepted, len(rejected), receipt.lane, account)
+    log.info("batch %s: %s accepted, %s rejected, lane %s, account %s%s",
+             receipt.batch_id, receipt.accepted, len(rejected), receipt.lane, acct.name,
+             f" (route {target.route})" if target.route else "")
     return receipt
+
+
+def _sender(target: routes.Target):
+    """Whose idempotency keys a send shares: the route's, whichever account took the batch."""
+    return Batch.route == target.route if target.route else Batch.account == target.account
 
 
 def batch_status(batch_id: int) -> BatchStatus:
@@ -249,15 +266,19 @@ def batch_status(batch_id: int) -> BatchStatus:
         batch = session.get(Batch, batch_id)
         if batch is None:
             raise LookupError(f"no batch {batch_id}")
+        # Staged numbers first, then chunks, then recipients: a split moves numbers from the stage
+        # into chunks, and a chunk's outcome commits with its recipients' states, so read in this
+        # order a batch is never taken for final while some of it is still moving.
+        to_split, staged = staged_counts(session, [batch_id]).get(batch_id, (0, 0))
+        chunks = dict(session.execute(
+            select(Chunk.state, func.count()).where(Chunk.batch_id == batch_id).group_by(Chunk.state)).all())
         recipients = dict(session.execute(
             select(Recipient.state, func.count()).where(Recipient.batch_id == batch_id)
             .group_by(Recipient.state)).all())
-        chunks = dict(session.execute(
-            select(Chunk.state, func.count()).where(Chunk.batch_id == batch_id).group_by(Chunk.state)).all())
-        to_split, staged = staged_counts(session, [batch_id]).get(batch_id, (0, 0))
         if staged:
             recipients["queued"] = recipients.get("queued", 0) + staged
-        return BatchStatus(batch.id, batch.account, batch.accepted, batch.rejected, recipients, chunks, to_split)
+        return BatchStatus(batch.id, batch.account, batch.accepted, batch.rejected, recipients, chunks, to_split,
+                           batch.route, routes.recipients_by_account(session, batch, recipients))
 
 
 __all__ = ["send_sms", "batch_status", "Receipt", "BatchStatus", "NoValidNumbersError"]

@@ -57,7 +57,7 @@ def why_waiting(batch_id: int, *, stalled_for: float = 0.0) -> list[str]:
     """Plain sentences on why the batch's unfinished chunks are not moving (empty: nothing to say).
     ``stalled_for``: seconds the caller has seen no change, so a queue that is merely busy is
     not called unconsumed."""
-    from .account_health import account_held_until
+    from .send import account_held_until
 
     conf = settings()
     ensure_schema(conf)

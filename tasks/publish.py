@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from sqlalchemy import select, update
 
@@ -94,12 +94,15 @@ def publish_split(conf: Settings, batch_id: int, lane: str, account: str) -> boo
     return False
 
 
-def publish_chunks(conf: Settings, batch_id: int) -> int:
-    """Publish every queued pending chunk of a freshly committed batch (see publish_chunk_rows)."""
+def publish_chunks(conf: Settings, batch_id: int, chunk_ids: Iterable[int] | None = None) -> int:
+    """Publish every queued pending chunk of a freshly committed batch (or only ``chunk_ids``:
+    the new chunks of a failover move); see publish_chunk_rows."""
     with session_scope(conf.database_url) as session:
-        rows = session.execute(select(Chunk.id, Chunk.lane, Chunk.account).where(
+        query = select(Chunk.id, Chunk.lane, Chunk.account).where(
             Chunk.batch_id == batch_id, Chunk.state == "pending", Chunk.queued_at.is_not(None))
-            .order_by(Chunk.seq)).all()
+        if chunk_ids is not None:
+            query = query.where(Chunk.id.in_(list(chunk_ids)))
+        rows = session.execute(query.order_by(Chunk.seq)).all()
     return publish_chunk_rows(conf, batch_id, rows)
 
 

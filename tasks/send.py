@@ -14,8 +14,8 @@
    accepted                  -> accepted; recipients sent (vendor ids kept)
    transient                 -> pending again after a backoff, for SMSQ_RETRY_FOR (tasks/retry.py)
    rate_limited              -> pending after the vendor's interval; not counted as an attempt
-   auth / balance            -> failed, logged as an alert; the account's other chunks
-                                wait SMSQ_ACCOUNT_HOLD seconds without calling the vendor
+   auth / balance            -> failed, logged as an alert; the account's circuit opens
+                                (tasks/circuit.py): its other chunks wait without calling the vendor
    invalid_request / blocked -> failed
    ambiguous                 -> unknown: never resent automatically
 
@@ -26,6 +26,11 @@
 
 The record transaction also appends the call (account, outcome, seconds) to
 ``vendor_calls``, which `smsq metrics` counts: no extra transaction per chunk.
+
+Failover routes (tasks/routes.py) hook in at two marked places: before the call
+(the account's circuit admits the chunk, or the chunk waits or moves to the
+route's next account) and after it (a call that trips the circuit moves the
+numbers of a routed batch on instead of failing them).
 
 A worker that dies between claim and record leaves the chunk ``sending``; the
 relay turns it ``unknown`` after the send timeout, because the vendor may have
@@ -49,7 +54,8 @@ from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope, transaction
 from smsq.worker.limiter import WINDOW_MARGIN, limiter
 
-from .account_health import account_held_until, clear_flag, flag_account
+from . import circuit, routes
+from .account_health import clear_flag, flag_account
 from .outcome_keeper import SPOOLED, keep_outcome, with_db_retry
 from .publish import MAX_COUNTDOWN, chunk_label, publish_chunk
 from .retry import FIRST_ATTEMPT, plan_retry
@@ -115,8 +121,10 @@ WITH claimed AS (
     WHERE id = :id AND state = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= :soon)
       -- a batch cancelled while this chunk was out for a retry: the relay cancels it
       AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = chunks.batch_id AND b.cancelled_at IS NOT NULL)
-    RETURNING id, batch_id, seq, account, lane, attempts)
-SELECT c.id, c.batch_id, c.seq, c.account, c.lane, c.attempts, b.content, b.send_at, b.created_at,
+    RETURNING id, batch_id, seq, account, lane, attempts, content)
+-- a chunk's own content: prepared for another vendor of its route when it was moved
+SELECT c.id, c.batch_id, c.seq, c.account, c.lane, c.attempts, COALESCE(c.content, b.content) AS content,
+       b.send_at, b.created_at,
        r.ids, r.mobiles
 FROM claimed c JOIN batches b ON b.id = c.batch_id
 CROSS JOIN LATERAL (
@@ -132,7 +140,8 @@ def _claim_portable(conn, chunk_id: int, now: datetime) -> Work | None:
                (Chunk.next_attempt_at.is_(None)) | (Chunk.next_attempt_at <= now + timedelta(seconds=1)),
                ~exists().where(Batch.id == Chunk.batch_id, Batch.cancelled_at.is_not(None)))
         .values(state="sending", attempts=Chunk.attempts + 1, claimed_at=now)
-        .returning(Chunk.id, Chunk.batch_id, Chunk.seq, Chunk.account, Chunk.lane, Chunk.attempts)).first()
+        .returning(Chunk.id, Chunk.batch_id, Chunk.seq, Chunk.account, Chunk.lane, Chunk.attempts,
+                   Chunk.content)).first()
     if claimed is None:
         return None
     batch = conn.execute(select(Batch.content, Batch.send_at, Batch.created_at)
@@ -142,7 +151,9 @@ def _claim_portable(conn, chunk_id: int, now: datetime) -> Work | None:
         .where(Recipient.batch_id == claimed.batch_id, Recipient.chunk_seq == claimed.seq,
                Recipient.state == "queued")
         .order_by(Recipient.id)).all()
-    return Work(*claimed, batch.content, batch.send_at, batch.created_at, [tuple(r) for r in recipients])
+    # the chunk's own content: prepared for another vendor of its route when it was moved
+    return Work(*claimed[:6], claimed.content or batch.content, batch.send_at, batch.created_at,
+                [tuple(r) for r in recipients])
 
 
 def release(conf: Settings, work: Work, why: str, not_before: datetime | None = None) -> None:
@@ -160,6 +171,13 @@ def hold(conf: Settings, chunk_id: int, why: str, until: datetime) -> None:
     with transaction(conf.database_url) as conn:
         conn.execute(update(Chunk).where(Chunk.id == chunk_id, Chunk.state == "pending")
                      .values(detail=why[:500], next_attempt_at=until, queued_at=None))
+
+
+def account_held_until(conf: Settings, account: str) -> tuple[datetime, str] | None:
+    """While the account's circuit is open (its send failed with auth or balance, or ran
+    out of retries): until when its other chunks wait, and why. Calling the vendor again
+    with a wrong password is how accounts get locked (dxt -10: 帐号已被锁定)."""
+    return circuit.held_until(conf, account)
 
 
 def _chunk_is_ours(work: Work):
@@ -276,8 +294,6 @@ def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None
             log.info("chunk %s: not pending (already claimed or done); nothing to do", chunk_id)
             return "skipped"
         account, lane = found
-    if held_for_the_account(conf, chunk_id, account):
-        return "held"
     # The token before the claim: a chunk that finds none costs no database
     # transaction, only its message going back to the queue.
     bucket, rate = limiter(conf.redis_url), conf.account(account).rate_limit
@@ -301,6 +317,11 @@ def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None
     if not work.recipients:  # every number of the chunk was settled elsewhere (an operator)
         record(conf, work, SendResult(Outcome.OK, message="no recipient left to send"))
         return "accepted"
+    # -- failover routes: the account's circuit admits the chunk, or it waits or moves --
+    admitted = routes.before_call(conf, work)
+    if isinstance(admitted, str):
+        bucket.give_back(account, taken.ticket)  # no vendor call comes of the slot
+        return admitted  # "held", "moved" or "failed"
     # The slot counts from when the call starts, not from before the claim: a
     # claim that waited (a busy database) moves the slot to now. A quick one
     # is within the limiter's margin and saves the round trip.
@@ -308,21 +329,7 @@ def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None
         release(conf, work, f"the claim outlasted account {account}'s rate-limit slot; the relay sends it again")
         log.warning("chunk %s: rate-limit slot lost while claiming; given back to the relay", chunk_id)
         return "deferred"
-    return send_claimed(conf, work, provider)
-
-
-def held_for_the_account(conf: Settings, chunk_id: int, account: str) -> bool:
-    """When the account's last send failed with auth or balance: leave the chunk
-    pending until the hold is over (the relay publishes it then); True if so."""
-    held = account_held_until(conf, account)
-    if held is None:
-        return False
-    until, why = held
-    clock = until.replace(tzinfo=timezone.utc).astimezone(BEIJING)
-    hold(conf, chunk_id, f"held until {clock:%H:%M:%S} Beijing time: the account's last send failed ({why})", until)
-    log.warning("chunk %s: held, account %s failed with %s; trying again after %s Beijing time", chunk_id,
-                account, why, f"{clock:%H:%M:%S}")
-    return True
+    return send_claimed(conf, work, provider, probe=admitted.probe)
 
 
 def _provider_or_release(conf: Settings, work: Work) -> Provider:
@@ -333,8 +340,9 @@ def _provider_or_release(conf: Settings, work: Work) -> Provider:
         raise
 
 
-def send_claimed(conf: Settings, work: Work, provider: Provider) -> str:
-    """Call the vendor for a claimed chunk and record what it said."""
+def send_claimed(conf: Settings, work: Work, provider: Provider, probe: bool = False) -> str:
+    """Call the vendor for a claimed chunk and record what it said. ``probe``: the chunk
+    is its account's half-open probe (tasks/circuit.py)."""
     chunk_id, account = work.chunk_id, provider.account
     numbers = [mobile for _, mobile in work.recipients]
     vendor_time = None
@@ -346,7 +354,11 @@ def send_claimed(conf: Settings, work: Work, provider: Provider) -> str:
     # outage, or kept in the local spool and recorded later (tasks/outcome_keeper.py).
     started = time.monotonic()
     result = provider.send(numbers, work.content, vendor_time, context)
-    state, retry_in = keep_outcome(conf, work, result, time.monotonic() - started)
+    seconds = time.monotonic() - started
+    # -- failover routes: the circuit hears the answer; a routed chunk that tripped it moves on --
+    if routes.after_call(conf, work, result, seconds, probe=probe):
+        return "moved"
+    state, retry_in = keep_outcome(conf, work, result, seconds)
     if state == SPOOLED:
         return state
     level = logging.WARNING if state in ("failed", "unknown") else logging.INFO

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, select
 
-from smsq.store.models import Chunk, PollStatus
+from smsq.store.models import AccountCircuit, Chunk, PollStatus
 from smsq.tasks import send_sms
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
@@ -60,6 +60,7 @@ def forget_account_failures(account: str) -> None:
     """An earlier auth failure holds the account's chunks for a while: start clean."""
     with session_scope(settings().database_url) as s:
         s.execute(delete(PollStatus).where(PollStatus.account == account))
+        s.execute(delete(AccountCircuit).where(AccountCircuit.account == account))
 
 
 def sends_of_each_kind(sim) -> dict[str, int]:

@@ -123,10 +123,11 @@ def test_wrong_password_fails_the_chunk_with_the_vendor_code(stack, sim):
 
 def test_after_an_auth_failure_the_accounts_other_chunks_wait(stack, sim):
     """A wrong password is not retried chunk after chunk: vendors lock accounts for that."""
-    from smsq.store.models import PollStatus
+    from smsq.store.models import AccountCircuit, PollStatus
 
     with session_scope(settings().database_url) as s:  # forget earlier tests' failures of this account
         s.execute(PollStatus.__table__.delete().where(PollStatus.account == "wrong-dxt"))
+        s.execute(AccountCircuit.__table__.delete().where(AccountCircuit.account == "wrong-dxt"))
     sim.reset()
     receipt = send_sms("wrong-dxt", [f"1380001{i:04d}" for i in range(500)], CONTENT)  # 5 chunks
 

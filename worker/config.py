@@ -12,6 +12,9 @@ Accounts live in the TOML file named by ``SMSQ_CONFIG`` (default ``./smsq.toml``
     rate_limit = "20/s"
     optout_keywords = ["TD", "退订"]     # replies that put the number on the blocked list
 
+Failover routes (``[routes.NAME]``, see worker/routes.py) name accounts in order
+of preference; a route's name is accepted wherever an account's is.
+
 Every mistake is reported at start-up with the account and the key it concerns.
 Passwords are wrapped in ``Secret`` as soon as they are read, so they never
 show in a repr, a log line or an exception.
@@ -28,6 +31,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from smsq.providers import PROVIDERS, Account, Secret, provider_class
+
+from .routes import Route, parse_routes
 
 log = logging.getLogger("smsq.config")
 
@@ -68,6 +73,7 @@ class Settings:
     relay_interval: float = 10.0  # seconds between outbox relay runs
     config_found: bool = True  # False: SMSQ_CONFIG names no file (commands that send or poll refuse to run)
     home: Path | None = None  # where embedded mode keeps its files
+    routes: Mapping[str, Route] = field(default_factory=dict)  # failover routes by name
 
     @property
     def embedded(self) -> bool:
@@ -101,6 +107,24 @@ class Settings:
             raise UnknownAccountError(
                 f"unknown account {name!r} (configured in {self.config_path}: {known})"
             ) from None
+
+    def route_or_account(self, name: str) -> Route:
+        """What a send names: a route, or a single account as a route of one (``cooloff`` None).
+        UnknownAccountError lists both accounts and routes."""
+        if name in self.routes:
+            return self.routes[name]
+        if name in self.accounts:
+            return Route(name, (name,))
+        known = ", ".join(sorted(self.accounts)) or "none configured"
+        routes = f"; routes: {', '.join(sorted(self.routes))}" if self.routes else ""
+        raise UnknownAccountError(f"unknown account or route {name!r} (configured in {self.config_path}: "
+                                  f"accounts: {known}{routes})")
+
+    def cooloff(self, account: str) -> float:
+        """Seconds a failed account rests before a probe: the shortest ``cooloff`` of the
+        routes naming it, else ``account_hold``."""
+        given = [r.cooloff for r in self.routes.values() if account in r.accounts and r.cooloff is not None]
+        return min(given) if given else self.account_hold
 
     def secrets(self) -> list[str]:
         return [a.password.reveal() for a in self.accounts.values() if a.password]
@@ -210,19 +234,27 @@ def parse_account(name: str, table: Mapping[str, Any], base_dir: Path) -> Accoun
     )
 
 
-def load_accounts(path: Path) -> dict[str, Account]:
+def _read_config(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(data) - {"accounts"}
+    unknown = set(data) - {"accounts", "routes"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level table(s) {', '.join(sorted(unknown))}; "
-                          f"accounts go under [accounts.NAME]")
+                          f"accounts go under [accounts.NAME], failover routes under [routes.NAME]")
+    return data
+
+
+def load_accounts(path: Path) -> dict[str, Account]:
     return {name: parse_account(name, table, path.parent)
-            for name, table in (data.get("accounts") or {}).items()}
+            for name, table in (_read_config(path).get("accounts") or {}).items()}
+
+
+def load_routes(path: Path, accounts: Mapping[str, Account]) -> dict[str, Route]:
+    return parse_routes(_read_config(path).get("routes"), accounts, ConfigError)
 
 
 def env_secret(name: str) -> str | None:
@@ -283,6 +315,7 @@ def load_settings() -> Settings:
     if database_url.startswith("postgresql://"):
         database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
     broker_url = env_secret("SMSQ_BROKER_URL") or f"sqla+sqlite:///{home / 'smsq-broker.db'}"
+    accounts = load_accounts(path)
     return Settings(
         config_found=path.is_file(),
         home=home,
@@ -290,7 +323,8 @@ def load_settings() -> Settings:
         database_url=database_url,
         broker_url=broker_url,
         redis_url=_redis_url(broker_url),
-        accounts=load_accounts(path),
+        accounts=accounts,
+        routes=load_routes(path, accounts),
         priority_max=int(_number("SMSQ_PRIORITY_MAX", 100)),
         send_timeout=_number("SMSQ_SEND_TIMEOUT", 300),
         retry_for=_number("SMSQ_RETRY_FOR", 3600),

@@ -8,7 +8,10 @@ across any number of workers and hosts, and any exporter reports the same.
 * vendor calls and their durations: ``vendor_calls``, written by each chunk's
   record transaction, tallied incrementally (see ``call_tally``);
 * balances, poll ages and account health: the poll tables (``account_balances``,
-  ``poll_status``, with its ``send`` row for auth/balance failures of sends);
+  ``poll_status``) and each account's circuit (``account_circuits``: an account
+  whose circuit is not closed is down, and ``smsq_account_circuit`` says how);
+* recipients are counted for the account of the chunk that holds them, so numbers
+  a failover route moved count for the account that sent them;
 * queue lengths: the broker, by a passive ``queue_declare`` (Redis, RabbitMQ
   and the embedded SQLite broker all answer it).
 
@@ -27,8 +30,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from sqlalchemy import func, literal, select
 
-from smsq.store.models import (CHUNK_STATES, RECIPIENT_STATES, AccountBalance, Batch, Chunk, PollStatus, Recipient,
-                               SplitChunk, utcnow)
+from smsq.store.models import (CHUNK_STATES, RECIPIENT_STATES, AccountBalance, AccountCircuit, Batch, Chunk,
+                               PollStatus, Recipient, SplitChunk, utcnow)
 
 from .call_tally import CallTally
 from .config import Settings
@@ -83,9 +86,12 @@ class SmsqCollector(Collector):
         ensure_schema(self.conf)
         with session_scope(self.conf.database_url, readonly=True) as session:
             self.tally.update(session)
+            # A rejected number has no chunk: it counts for the batch's account.
+            holder = func.coalesce(Chunk.account, Batch.account)
             recipients = session.execute(
-                select(Batch.account, Recipient.state, func.count()).join(Batch, Batch.id == Recipient.batch_id)
-                .group_by(Batch.account, Recipient.state)).all()
+                select(holder, Recipient.state, func.count()).join(Batch, Batch.id == Recipient.batch_id)
+                .outerjoin(Chunk, (Chunk.batch_id == Recipient.batch_id) & (Chunk.seq == Recipient.chunk_seq))
+                .group_by(holder, Recipient.state)).all()
             # Numbers a worker has still to cut into chunks wait to be sent too: queued.
             staged = session.execute(
                 select(Batch.account, literal("queued"), func.sum(SplitChunk.size))
@@ -94,8 +100,9 @@ class SmsqCollector(Collector):
             balances = session.execute(select(AccountBalance.account, AccountBalance.balance)).all()
             polls = session.execute(select(PollStatus.account, PollStatus.kind, PollStatus.polled_at,
                                            PollStatus.outcome)).all()
+            breakers = dict(session.execute(select(AccountCircuit.account, AccountCircuit.state)).all())
         return [self._recipients([*recipients, *staged]), self._chunks(chunks), *self._calls(),
-                self._balances(balances), *self._accounts(polls)]
+                self._balances(balances), *self._accounts(polls, breakers)]
 
     def _recipients(self, rows) -> Metric:
         counts = {(account, state): 0 for account in self.conf.accounts for state in RECIPIENT_STATES}
@@ -134,7 +141,7 @@ class SmsqCollector(Collector):
             family.add_metric([account], balance)
         return family
 
-    def _accounts(self, polls) -> list[Metric]:
+    def _accounts(self, polls, breakers: dict[str, str]) -> list[Metric]:
         now = utcnow()
         ages = GaugeMetricFamily("smsq_poll_age_seconds", "Seconds since the account's last poll of this kind, "
                                  "whatever its outcome", labels=["account", "kind"])
@@ -144,11 +151,17 @@ class SmsqCollector(Collector):
                 down.add(account)
             if kind != "send" and polled_at is not None:  # "send" is the health flag of sends, not a poll
                 ages.add_metric([account, kind], max(0.0, (now - polled_at).total_seconds()))
-        up = GaugeMetricFamily("smsq_account_up", "0 when the account's last send or poll failed with auth or "
-                               "balance (it needs an operator), else 1", labels=["account"])
+        down |= {account for account, state in breakers.items() if state != "closed"}
+        up = GaugeMetricFamily("smsq_account_up", "0 when the account's circuit is not closed (a send failed with "
+                               "auth or balance, or ran out of retries) or its last poll failed with auth or "
+                               "balance, else 1", labels=["account"])
+        circuit = GaugeMetricFamily("smsq_account_circuit", "1 for the state the account's send circuit is in "
+                                    "(closed, open, half_open)", labels=["account", "state"])
         for account in sorted(self.conf.accounts):
             up.add_metric([account], 0.0 if account in down else 1.0)
-        return [ages, up]
+            for state in ("closed", "open", "half_open"):
+                circuit.add_metric([account, state], 1.0 if breakers.get(account, "closed") == state else 0.0)
+        return [ages, up, circuit]
 
     # -- the broker ----------------------------------------------------------
     def _broker(self) -> list[Metric]:

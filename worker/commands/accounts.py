@@ -73,6 +73,7 @@ def cmd_accounts(args) -> int:
 
     from smsq.providers import provider_class
     from smsq.store.models import AccountBalance, PollJournal, PollStatus
+    from smsq.tasks.circuit import circuits
     from smsq.tasks.schema import ensure_schema
 
     from ..db import session_scope
@@ -81,6 +82,7 @@ def cmd_accounts(args) -> int:
     ensure_schema(conf)
     out = []
     with session_scope(conf.database_url, readonly=True) as session:
+        breakers = circuits(session, conf.accounts)
         for name, account in sorted(conf.accounts.items()):
             cls = provider_class(account.provider)
             bal = session.get(AccountBalance, name)
@@ -95,6 +97,9 @@ def cmd_accounts(args) -> int:
                 problems.append(f"{unparsed} fetched poll(s) not parsed: smsq poll --reparse {name}")
             if bal is not None and alert is not None and bal.balance < alert:
                 problems.append(f"balance under {alert:g}")
+            circuit = circuit_view(breakers.get(name))
+            if circuit["state"] != "closed":
+                problems.append(f"circuit {circuit['state']}")
             out.append({
                 "account": name, "provider": account.provider,
                 "balance": bal.balance if bal else None,
@@ -105,6 +110,8 @@ def cmd_accounts(args) -> int:
                 "poll_kinds": sorted(cls.poll_kinds),
                 "unparsed_journal": unparsed,
                 "health": "ok" if not problems else "; ".join(problems),
+                "circuit": circuit,
+                "routes": [r.name for r in conf.routes.values() if name in r.accounts],
             })
     if args.json:
         print(json.dumps(out, ensure_ascii=False, indent=2))
@@ -118,8 +125,31 @@ def cmd_accounts(args) -> int:
             p = a["polls"].get(kind)
             print(f"    {kind:<8} " + (f"last poll {p['at']}: {p['outcome']}, {p['items']} item(s)"
                                        + (f" — {p['detail']}" if p["detail"] else "") if p else "never polled"))
+        if a["circuit"]["state"] != "closed" or a["routes"]:
+            print(f"    circuit  {describe_circuit(a['circuit'])}")
+    by_name = {a["account"]: a for a in out}
+    for route in conf.routes.values():
+        print(f"route {route.name}: " + " -> ".join(
+            f"{name} ({by_name[name]['circuit']['state']})" for name in route.accounts))
     print("(times in Beijing time, UTC+8)")
     return 0
+
+
+def circuit_view(row) -> dict:
+    """An account's circuit for `smsq accounts`: state, why, until when, how often in a row."""
+    if row is None:
+        return {"state": "closed", "reason": None, "reopen_at": None, "cooloff": None, "trips": 0}
+    return {"state": row.state, "reason": row.reason,
+            "reopen_at": show_time(row.reopen_at) if row.state == "open" else None,
+            "cooloff": row.cooloff, "trips": row.trips}
+
+
+def describe_circuit(c: dict) -> str:
+    if c["state"] == "open":
+        return f"open until {c['reopen_at']} (cool-off {c['cooloff']:g}s, trip {c['trips']}): {c['reason']}"
+    if c["state"] == "half_open":
+        return f"half-open: one chunk is trying the account ({c['reason']})"
+    return "closed" + (f" ({c['reason']})" if c["reason"] else "")
 
 
 def _utc(beijing: datetime) -> datetime:

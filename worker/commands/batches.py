@@ -99,11 +99,15 @@ def print_status(status, as_json: bool) -> None:
     if as_json:
         print(json.dumps(status.as_dict(), ensure_ascii=False))
         return
-    print(f"batch {status.batch_id}  account {status.account}  accepted {status.accepted}  "
+    print(f"batch {status.batch_id}  account {status.account}"
+          f"{f'  route {status.route}' if status.route else ''}  accepted {status.accepted}  "
           f"rejected {status.rejected}  {'final' if status.final else 'in progress'}")
     print("  recipients: " + ", ".join(f"{k} {v}" for k, v in sorted(status.recipients.items())))
     print("  chunks:     " + ", ".join(f"{k} {v}" for k, v in sorted(status.chunks.items()))
           + (f"; {status.to_split} still to cut from the stored numbers" if status.to_split else ""))
+    if status.route or len(status.by_account) > 1:  # which account holds which numbers
+        for account, counts in sorted(status.by_account.items()):
+            print(f"  {account + ':':<11} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 
 def cmd_send(args) -> int:

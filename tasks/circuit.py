@@ -1,0 +1,208 @@
+"""The circuit breaker of each account's sends: when to stop calling a vendor, and when to try again.
+
+States (table ``account_circuits``; no row is ``closed``)::
+
+    closed --trip--> open --reopen_at passes, one chunk takes the probe--> half_open
+    half_open --the probe is answered--> closed
+    half_open --the probe fails--> open again, for twice the cool-off (at most 8x the base)
+
+* A **trip** is a send answered with auth or balance (calling again with a wrong
+  password is how vendor accounts get locked: dxt -10), or a chunk whose transient
+  retries ran out. A chunk already in flight that fails after the circuit opened
+  changes nothing: only the probe's failure lengthens the cool-off.
+* **Half-open**: after ``reopen_at`` exactly one chunk may call the vendor. It takes
+  the probe by a conditional update (``open -> half_open``), so any number of
+  workers agree on which one. Any answer from the vendor that shows the account
+  works (ok, invalid request, blocked numbers, rate limited) closes the circuit; an
+  ambiguous answer decides nothing. A probe that never reports back (its worker
+  died) is given up after the send timeout, and another chunk may probe.
+* **Damping**: an account that trips again within ``QUIET_COOLOFFS`` base cool-offs
+  of closing is flapping: it keeps its doubled cool-off and its trip count, so it
+  cannot bounce between open and closed every few seconds. After that quiet spell
+  it starts again from the base.
+* The base cool-off is the ``cooloff`` of the account's routes (the shortest, if
+  several), else ``SMSQ_ACCOUNT_HOLD``.
+
+A chunk that is not admitted is never sent: tasks/routes.py moves it to the
+route's next account, or gives it back to wait until ``reopen_at``.
+The cheap case, a closed circuit, costs one primary-key read, and each process
+trusts a closed circuit it read for ``CLOSED_TTL`` seconds (a chunk is two
+transactions, claim and record: a read per chunk would be a third). A trip by
+another process is therefore obeyed up to that much later; this process's own
+trips at once.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from smsq.providers import Outcome, SendResult
+from smsq.store.models import AccountCircuit, utcnow
+from smsq.worker.config import Settings
+from smsq.worker.db import session_scope
+
+log = logging.getLogger("smsq.circuit")
+
+MAX_DAMPING = 8  # the cool-off doubles on each failed probe, up to this many times the base
+QUIET_COOLOFFS = 10  # closed this many base cool-offs without a trip: the damping is forgotten
+PROBE_WAIT = 5.0  # seconds other chunks wait while one probes the account
+TRIPS = (Outcome.AUTH, Outcome.BALANCE)
+CLOSED_TTL = 1.0  # seconds a process trusts a closed circuit it read
+
+_closed_lock = threading.Lock()
+_closed_at: dict[tuple[str, str], float] = {}  # (database, account) -> when this process saw it closed
+
+
+def _seen_closed(conf: Settings, account: str) -> bool:
+    with _closed_lock:
+        seen = _closed_at.get((conf.database_url, account))
+    return seen is not None and time.monotonic() - seen < CLOSED_TTL
+
+
+def _remember_closed(conf: Settings, account: str, closed: bool) -> None:
+    with _closed_lock:
+        if closed:
+            _closed_at[(conf.database_url, account)] = time.monotonic()
+        else:
+            _closed_at.pop((conf.database_url, account), None)
+ANSWERED = (Outcome.OK, Outcome.INVALID_REQUEST, Outcome.BLOCKED, Outcome.RATE_LIMITED)
+
+
+@dataclass(frozen=True)
+class Admission:
+    probe: bool  # this chunk is the half-open probe: its answer closes or re-opens the circuit
+
+
+@dataclass(frozen=True)
+class Blocked:
+    state: str  # open | half_open
+    until: datetime  # naive UTC: when to look again
+    why: str  # "auth -7 ..."
+
+
+def admit(conf: Settings, account: str, chunk_id: int, now: datetime | None = None) -> Admission | Blocked:
+    """May this chunk call the account's vendor now?"""
+    if _seen_closed(conf, account):
+        return Admission(probe=False)
+    now = now or utcnow()
+    with session_scope(conf.database_url) as session:
+        row = session.get(AccountCircuit, account)
+        if row is None or row.state == "closed":
+            _remember_closed(conf, account, True)
+            return Admission(probe=False)
+        if row.state == "half_open" and row.probe_chunk_id == chunk_id:
+            return Admission(probe=True)  # the probe's own message, delivered again
+        stale_probe = now - timedelta(seconds=conf.send_timeout)
+        taken = session.execute(update(AccountCircuit).where(
+            AccountCircuit.account == account,
+            or_(and_(AccountCircuit.state == "open", AccountCircuit.reopen_at <= now),
+                and_(AccountCircuit.state == "half_open", AccountCircuit.updated_at <= stale_probe)))
+            .values(state="half_open", probe_chunk_id=chunk_id, updated_at=now)).rowcount
+        if taken:
+            log.warning("account %s: half-open, chunk %s probes it (%s)", account, chunk_id, row.reason)
+            return Admission(probe=True)
+        session.refresh(row)
+        return blocked(row, now)
+
+
+def blocked(row: AccountCircuit, now: datetime) -> Blocked:
+    if row.state == "open" and row.reopen_at and row.reopen_at > now:
+        return Blocked("open", row.reopen_at, row.reason or "")
+    return Blocked(row.state, now + timedelta(seconds=PROBE_WAIT), row.reason or "")
+
+
+def usable(row: AccountCircuit | None, now: datetime, conf: Settings) -> bool:
+    """Would a chunk of this account be admitted now (closed, or a probe is free)?"""
+    if row is None or row.state == "closed":
+        return True
+    if row.state == "open":
+        return row.reopen_at is not None and row.reopen_at <= now
+    return row.updated_at is not None and row.updated_at <= now - timedelta(seconds=conf.send_timeout)
+
+
+def circuits(session: Session, accounts) -> dict[str, AccountCircuit]:
+    return {row.account: row for row in session.execute(
+        select(AccountCircuit).where(AccountCircuit.account.in_(list(accounts)))).scalars()}
+
+
+def is_trip(conf: Settings, result: SendResult, attempt: int, exhausted: bool = False) -> bool:
+    """Auth, balance, or the last transient retry (``exhausted``: its retry budget is spent,
+    tasks/retry.py; or the optional SMSQ_MAX_ATTEMPTS cap is reached): the vendor did not
+    take the chunk and the account should rest."""
+    if result.outcome in TRIPS:
+        return True
+    capped = bool(conf.max_attempts) and attempt >= conf.max_attempts
+    return result.outcome is Outcome.TRANSIENT and (exhausted or capped)
+
+
+def after_call(conf: Settings, account: str, result: SendResult, *, attempt: int, probe: bool,
+               exhausted: bool = False, now: datetime | None = None) -> str | None:
+    """Record what a vendor call says about the account; return "opened" or "closed" when
+    the circuit changed. Only trips and the probe's answer write anything."""
+    now = now or utcnow()
+    if is_trip(conf, result, attempt, exhausted) or (probe and result.outcome is Outcome.TRANSIENT):
+        return trip(conf, account, reason(result, attempt), now)
+    if probe and result.outcome in ANSWERED:
+        with session_scope(conf.database_url) as session:
+            closed = session.execute(update(AccountCircuit).where(
+                AccountCircuit.account == account, AccountCircuit.state == "half_open").values(
+                state="closed", closed_at=now, probe_chunk_id=None, updated_at=now,
+                reason=f"closed: the probe was answered ({result.outcome.value})")).rowcount
+        if closed:
+            log.warning("account %s: circuit closed, the probe was answered (%s)", account, result.outcome.value)
+            return "closed"
+    return None
+
+
+def reason(result: SendResult, attempt: int) -> str:
+    words = [result.outcome.value, result.code or "", result.message or ""]
+    if result.outcome is Outcome.TRANSIENT and attempt > 1:
+        words[0] = f"transient after {attempt} attempts:"
+    return " ".join(w for w in words if w)[:1000]
+
+
+def trip(conf: Settings, account: str, why: str, now: datetime | None = None) -> str | None:
+    """Open the circuit (closed or half-open -> open). An open one stays as it is."""
+    now = now or utcnow()
+    base = conf.cooloff(account)
+    _remember_closed(conf, account, False)
+    with session_scope(conf.database_url) as session:
+        _ensure_row(session, account, base)  # two workers may trip a fresh account at once
+        row = session.get(AccountCircuit, account, with_for_update=True)
+        if row.state == "open":
+            return None
+        flapping = row.state == "half_open" or (
+            row.closed_at is not None and row.trips and now - row.closed_at < timedelta(seconds=QUIET_COOLOFFS * base))
+        row.cooloff = min(max(row.cooloff, base) * 2, MAX_DAMPING * base) if flapping else base
+        row.trips = row.trips + 1 if flapping else 1
+        row.state, row.opened_at, row.probe_chunk_id, row.updated_at = "open", now, None, now
+        row.reopen_at = now + timedelta(seconds=row.cooloff)
+        row.reason = why[:1000]
+    log.error("account %s: circuit open for %.0fs (trip %s): %s", account, row.cooloff, row.trips, why)
+    return "opened"
+
+
+def _ensure_row(session: Session, account: str, base: float) -> None:
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    session.execute(insert(AccountCircuit).values(account=account, state="closed", cooloff=base, trips=0)
+                    .on_conflict_do_nothing(index_elements=["account"]))
+
+
+def held_until(conf: Settings, account: str, now: datetime | None = None) -> tuple[datetime, str] | None:
+    """Until when the account's chunks wait, and why; None when it may send."""
+    now = now or utcnow()
+    with session_scope(conf.database_url, readonly=True) as session:
+        row = session.get(AccountCircuit, account)
+        if usable(row, now, conf):
+            return None
+        b = blocked(row, now)
+        return b.until, b.why
