@@ -13,7 +13,10 @@ Laid out like a moto backend, in three sections:
 * routes   -- ``create_app(state)``: ``sms.aspx`` (send, overage, checkkeyword),
               ``statusApi.aspx`` and ``callApi.aspx``, plus the ``/_sim/`` routes.
 
-The vendor documents no interval between polls, so none is enforced.
+The original states no numbers-per-call limit, no content length, no rule
+for a past or malformed sendTime and no interval between polls, so none is
+enforced (a malformed sendTime is kept in ``bad_send_times``). statusNum is
+the family's extension; the original does not name it.
 Choices where the vendor document is silent are marked "Choice:".
 """
 
@@ -48,9 +51,8 @@ SMS = "sms.aspx"
 STATUS = "statusApi.aspx"
 CALL = "callApi.aspx"
 
-# Choice: the document states no numbers-per-call limit; 100 is the family's
-# norm, and a client that exceeds it must notice (see TOO_MANY_NUMBERS).
-MAX_NUMBERS = 100
+# The document states no numbers-per-call limit (the family's norm is 100, the
+# provider's chunk size), so any count is accepted; the records show each size.
 # Choice: no per-call maximum is documented for the poll pages. Reports honour
 # the family's statusNum, capped at 100; inbound hands out at most 100.
 MAX_REPORTS = 100
@@ -65,9 +67,6 @@ NO_CONTENT = "短信内容不能为空"
 FORBIDDEN = "包含非法字符："
 NO_BALANCE = "对不起，您当前要发送的量大于您当前余额"
 OTHER_ERROR = "其他错误"
-# Choice: no message is documented for too many numbers, so this one is made
-# up; a client that knows only the documented ones sees an unknown failure.
-TOO_MANY_NUMBERS = "号码个数超过100个"
 
 # <errorstatus> codes of statusApi.aspx and callApi.aspx.
 POLL_ERRORS = {1: EMPTY_LOGIN, 2: BAD_LOGIN, 3: "该用户不允许查看状态报告", 4: "参数不正确"}
@@ -261,6 +260,7 @@ class QxsState(SimState):
     def send(self, p: dict[str, str]) -> SendRecord:
         with self.lock:
             user = self._sms_login(p)
+            # 多个号码之间用半角逗号隔开: only the half-width comma separates.
             # Choice: empty entries ("a,,b", a trailing comma) are dropped.
             entries = [n.strip() for n in p.get("mobile", "").split(",") if n.strip()]
             content = p.get("content", "")
@@ -271,8 +271,6 @@ class QxsState(SimState):
             # Choice: the injection filter runs whatever checkcontent says.
             if self._sql_injection(content):
                 raise QxsError(SQL_INJECTION)
-            if len(entries) > MAX_NUMBERS:
-                raise QxsError(TOO_MANY_NUMBERS)
             check = p.get("checkcontent", "0") == "1"  # 当设置为1时表示需要检查,默认0为不检查
             if check:
                 found = [w for w in self.forbidden_words if w in content]
@@ -317,13 +315,9 @@ class QxsState(SimState):
     def check_keywords(self, p: dict[str, str]) -> list[str]:
         with self.lock:
             self._sms_login(p)
-            content = p.get("content", "")
-            # Choice: the send's content checks apply to checkkeyword too.
-            if not content.strip():
-                raise QxsError(NO_CONTENT)
-            if self._sql_injection(content):
-                raise QxsError(SQL_INJECTION)
-            return [w for w in self.forbidden_words if w in content]
+            # The document lists four answers here: the two login messages,
+            # 包含非法字符 and 未包含非法字符. Empty content finds no word.
+            return [w for w in self.forbidden_words if w in p.get("content", "")]
 
     def _poll_login(self, p: dict[str, str]) -> str:
         if self.faults.busy:
@@ -495,7 +489,12 @@ def answer(state: QxsState, page: str, p: dict[str, str]) -> tuple[str, int]:
     except QxsError as err:
         if err.status != 200:
             return err.message, err.status
-        return (_errorstatus(err.code) if err.code is not None else _failed(err.message)), 200
+        if err.code is not None:
+            return _errorstatus(err.code), 200
+        if page == SMS and p.get("action") == "checkkeyword":
+            # This action's answer is <returnsms><message>…</message></returnsms>, errors too.
+            return _xml(_el("message", err.message)), 200
+        return _failed(err.message), 200
 
 
 def undecodable(page: str) -> str:

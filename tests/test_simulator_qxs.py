@@ -96,15 +96,34 @@ def test_simulator_keeps_bad_send_times(sim, state):
     assert state.bad_send_times == ["20300102030405"]
 
 
-def test_more_than_100_numbers_is_refused(sim, provider, state):
+def test_no_numbers_per_call_limit_is_stated_so_any_count_is_accepted(sim, provider, state):
+    # The document gives no maximum; the provider keeps its own at 100.
     with pytest.raises(ValueError):
         provider.send(numbers(101), CONTENT)
     resp = raw_call(sim.url, "sms.aspx", action="send", mobile=",".join(numbers(101)), content="你好")
-    result = provider.parse_send(resp, numbers(101))
+    assert "<returnstatus>Success</returnstatus>" in resp.text
+    assert "<successCounts>101</successCounts>" in resp.text
+    assert [len(s.numbers) for s in state.sends] == [101]
+
+
+def test_numbers_are_separated_by_half_width_commas_only(sim, state):
+    # 多个号码之间用半角逗号隔开: a full-width comma leaves one unreadable entry.
+    resp = raw_call(sim.url, "sms.aspx", action="send", mobile="13800138000，13900139000", content="你好")
     assert "<returnstatus>Faild</returnstatus>" in resp.text
-    assert result.outcome is Outcome.AMBIGUOUS  # no documented message for it
+    assert "<message>短信号码不能为空</message>" in resp.text
     assert state.sends == []
-    assert provider.send(numbers(100), CONTENT).outcome is Outcome.OK
+    resp = raw_call(sim.url, "sms.aspx", action="send", mobile="13800138000,13900139000", content="你好")
+    assert "<successCounts>2</successCounts>" in resp.text
+    assert state.sends[0].numbers == ["13800138000", "13900139000"]
+
+
+def test_send_time_in_the_documents_format_is_accepted(sim, state):
+    # The document's own example: 定时发送格式 2021-12-24 09:08:10.
+    resp = raw_call(sim.url, "sms.aspx", action="send", mobile="13800138000", content="你好",
+                    sendTime="2031-12-24 09:08:10")
+    assert "<returnstatus>Success</returnstatus>" in resp.text
+    assert state.sends[0].send_time == "2031-12-24 09:08:10"
+    assert state.bad_send_times == []
 
 
 @pytest.mark.parametrize(
@@ -171,6 +190,7 @@ def test_balance_is_drawn_per_number_and_segment(provider, state):
     body = provider.fetch("balance")
     assert "<returnstatus>Sucess</returnstatus>" in body  # the family's spelling, read all the same
     assert "<overage>6</overage>" in body and "<sendTotal>1000</sendTotal>" in body
+    assert "<message></message>" in body and "<payinfo>预付费</payinfo>" in body  # 返回空: 查询成功
     assert provider.parse_balance(body) == 1000 - 6
 
 
@@ -187,7 +207,9 @@ def test_postpaid_has_no_balance(sim, provider, state):
     state.payinfo = POSTPAID
     state.used[USER] = 10_000
     assert provider.send(numbers(3), CONTENT).outcome is Outcome.OK
-    assert provider.parse_balance(provider.fetch("balance")) == math.inf
+    body = provider.fetch("balance")
+    assert "<payinfo>后付费</payinfo>" in body and "<overage>10003</overage>" in body
+    assert provider.parse_balance(body) == math.inf
 
 
 # -- keyword check ----------------------------------------------------------
@@ -206,9 +228,20 @@ def test_check_keywords_errors(sim, provider, state):
     with pytest.raises(ProviderError) as info:
         make_provider(sim.url, password="wrong").check_keywords("你好")
     assert info.value.outcome is Outcome.AUTH
-    with pytest.raises(ProviderError) as info:
-        provider.check_keywords("drop table --")
-    assert info.value.outcome is Outcome.INVALID_REQUEST
+
+
+def test_check_keywords_answers_only_with_a_message(sim, state):
+    # The document's answer is <returnsms><message>…</message></returnsms>, for
+    # the two login errors too, and lists no content error for this action.
+    bad = raw_call(sim.url, "sms.aspx", action="checkkeyword", password="wrong", content="你好").text
+    assert "<message>用户名或密码错误</message>" in bad and "returnstatus" not in bad
+    empty = raw_call(sim.url, "sms.aspx", action="checkkeyword", password="", content="你好").text
+    assert "<message>用户名或密码不能为空</message>" in empty and "returnstatus" not in empty
+    for content in ("", "drop table --"):
+        clean = raw_call(sim.url, "sms.aspx", action="checkkeyword", content=content).text
+        assert "<message>未包含非法字符</message>" in clean and "returnstatus" not in clean
+    found = raw_call(sim.url, "sms.aspx", action="checkkeyword", content="法轮功").text
+    assert "<message>包含非法字符：法轮功</message>" in found
 
 
 # -- status reports -------------------------------------------------------
