@@ -59,7 +59,10 @@ __all__ = [
 OPERATIONS = ("BatchSend2", "Get", "SelSum", "NotSend")
 POLLS = ("Get", "SelSum", "NotSend")  # the three that answer -101 inside 30 s
 
-MAX_NUMBERS = 500  # 建议500个号码
+# 建议500个号码: a recommendation, and the document gives no hard limit
+# anywhere, so larger sends are accepted; their batch ids go in
+# ``oversized_sends`` so a test can see a client went past it.
+RECOMMENDED_NUMBERS = 500
 MAX_CHARS = 300  # -8 發送內容需在1到300字之間
 MAX_INBOUND = 50  # 每次最多取50條
 BLOCKED_WINDOW = 3600.0  # NotSend: 最近1小時內屏蔽的手機號碼
@@ -133,9 +136,9 @@ class LinkwsState(SimState):
 
     Configuration (kept by ``reset()``): ``accounts``, ``charset`` (of the
     ``.aspx`` endpoints), ``min_poll_interval``, ``blocked_numbers``,
-    ``max_numbers``. Runtime data (cleared by ``reset()``): ``sends``,
-    ``calls``, ``faults``, queued inbound messages, blocked events, the poll
-    windows, ``decode_errors``; balances go back to their initial values.
+    Runtime data (cleared by ``reset()``): ``sends``, ``calls``, ``faults``,
+    queued inbound messages, blocked events, the poll windows,
+    ``decode_errors``, ``oversized_sends``; balances go back to their initial values.
     """
 
     def __init__(
@@ -146,7 +149,6 @@ class LinkwsState(SimState):
         charset: str = "gb2312",
         min_poll_interval: float = 30.0,
         blocked_numbers: set[str] | None = None,
-        max_numbers: int = MAX_NUMBERS,
     ) -> None:
         super().__init__()
         self.accounts = dict(accounts if accounts is not None else {"test": "secret"})
@@ -157,10 +159,10 @@ class LinkwsState(SimState):
         self.charset = charset
         self.min_poll_interval = min_poll_interval
         self.blocked_numbers = set(blocked_numbers or ())
-        self.max_numbers = max_numbers
         self.inbound: list[InboundMessage] = []
         self.blocked_events: list[BlockedEvent] = []
         self.decode_errors: list[DecodeError] = []
+        self.oversized_sends: list[int] = []  # batch ids of sends above RECOMMENDED_NUMBERS
         self._last_poll: dict[str, float] = {}  # user -> monotonic time of the last answered poll
         # Batch ids stay monotonic across reset(), as a real vendor's would.
         self._batch_ids = itertools.count(FIRST_BATCH_ID)
@@ -173,6 +175,7 @@ class LinkwsState(SimState):
             self.inbound.clear()
             self.blocked_events.clear()
             self.decode_errors.clear()
+            self.oversized_sends.clear()
             self._last_poll.clear()
 
     # -- helpers --------------------------------------------------------
@@ -218,9 +221,6 @@ class LinkwsState(SimState):
             numbers = [n.strip() for n in mobile.split(",") if n.strip()]
             if not numbers:
                 raise LinkwsError("-9")  # 發送號碼為空
-            if len(numbers) > self.max_numbers:
-                # Choice: 500 is "recommended"; above it this vendor answers -2 其他錯誤.
-                raise LinkwsError("-2")
             if not 1 <= len(content) <= MAX_CHARS:
                 raise LinkwsError("-8")
             if not _SIGNATURE_AT_END.search(content.rstrip()):
@@ -254,6 +254,8 @@ class LinkwsState(SimState):
             record = SendRecord(username, accepted, content, send_time, cell, next(self._batch_ids),
                                 transport, now, blocked, rejected, segments)
             self.sends.append(record)
+            if len(numbers) > RECOMMENDED_NUMBERS:
+                self.oversized_sends.append(record.batch_id)
             return record
 
     def take_inbound(self, username: str, password: str) -> list[InboundMessage]:
@@ -309,6 +311,7 @@ class LinkwsState(SimState):
             snap["balances"] = dict(self.balances)
             snap["blocked_events"] = [dataclasses.asdict(e) for e in self.blocked_events]
             snap["decode_errors"] = [dataclasses.asdict(e) for e in self.decode_errors]
+            snap["oversized_sends"] = list(self.oversized_sends)
             return snap
 
 
