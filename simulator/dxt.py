@@ -250,10 +250,13 @@ class DxtState(SimState):
                     # 具体的禁发词在单竖线的后一个值体现
                     raise DxtError(f"-3|{word}")
             if send_time is not None and not _valid_send_time(send_time):
-                # Choice: the document says 格式必须为14个数字 but defines no code
-                # for a bad time, and we don't invent one. Like a lenient
-                # gateway we accept the send, keep the raw value on the record
-                # and note it here so a test can catch a client that sends it.
+                # The document says 格式必须为14个数字 but states no consequence:
+                # its send codes (-1 -2 -3 -4 -7 -8 -9 -10 -99) have none for the
+                # time, nor does it say such a send goes out at once. So no code
+                # is invented: the send is answered 0|a|b|d like any other, the
+                # raw value is kept on the record and noted here so a test can
+                # catch a client that sends it. (The simulator delivers every
+                # send at once; it does not model scheduling.)
                 self.bad_send_times.append(send_time)
             accepted = [n for n in numbers if _valid_number(n)]
             # "b": 处理失败的号码个数,一般为号码长度不对等

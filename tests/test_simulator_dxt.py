@@ -168,11 +168,14 @@ def test_insufficient_balance_is_minus_9(client, state):
 
 
 def test_send_time_is_recorded(client, state):
-    send(client, "13800138000", send_time="20301231235959")
-    send(client, "13800138000", send_time="2030-12-31")
-    send(client, "13800138000")
+    answers = [send(client, "13800138000", send_time="20301231235959"),
+               send(client, "13800138000", send_time="2030-12-31"),
+               send(client, "13800138000")]
     assert [s.send_time for s in state.sends] == ["20301231235959", "2030-12-31", None]
     assert state.bad_send_times == ["2030-12-31"]
+    # 格式必须为14个数字 comes with no code: a badly formatted time is answered
+    # like any accepted send.
+    assert answers == [f"0|1|0|{s.smsids[0]}" for s in state.sends]
 
 
 def test_paths_are_case_insensitive(client):
