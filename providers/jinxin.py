@@ -6,9 +6,11 @@ has no status-report, inbound or balance call.
 
 Account options:
 
-* ``userid`` (required) — the enterprise id (企业ID / ACCOUNT SID). The table
-  says 32 letters and digits, the vendor's own example sends ``userid=12``,
-  so any 1–32 ASCII letters/digits are accepted (a TOML integer too).
+* ``userid`` (required) — the enterprise id (企业ID / ACCOUNT SID). The
+  document contradicts itself: its table says 32 letters and digits
+  (由32個英文字母和阿拉伯數字組成), its own example sends ``userid=12``.
+  So the 32 is not enforced: any 1–32 ASCII letters/digits are accepted
+  (a TOML integer too).
 * ``format`` (required) — ``"json"`` or ``"xml"``: how the vendor account
   answers. Required rather than defaulted because a wrong guess would make
   every send unreadable, i.e. ambiguous.

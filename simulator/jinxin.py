@@ -19,6 +19,11 @@ messages are worded the way such vendors word them, which is what a client
 has to classify them by. ``00111`` is the per-number code of the vendor's
 XML example, used here for a blacklisted number. Choices where the vendor
 document is silent are marked "Choice:".
+
+The document contradicts itself on ``userid``: its table says 由32個英文字母和
+阿拉伯數字組成 (32 letters and digits), its own example sends ``userid=12``.
+The form is therefore not enforced: a userid is only compared with the
+account's configured enterprise id (``10003`` when it differs).
 """
 
 from __future__ import annotations

@@ -60,6 +60,15 @@ def raw_send(sim, charset: str = "utf-8", **fields: str) -> dict:
     return json.loads(resp.content.decode(charset))
 
 
+@pytest.mark.parametrize("userid", ["12", "0123456789abcdefABCDEF0123456789"])
+def test_userid_of_any_length_is_compared_not_checked_for_form(userid):
+    # The table's "32 letters/digits" contradicts the document's example
+    # userid=12: both forms are accepted, only a different id is refused.
+    with running_simulator(JinxinState({USER: PASSWORD}, userid=userid), create_app) as sim:
+        assert raw_send(sim, userid=userid)["respCode"] == "00000"
+        assert raw_send(sim, userid=userid + "0")["respCode"] == "10003"
+
+
 # -- sending in chunks, both encodings and both answer formats --------------
 
 
