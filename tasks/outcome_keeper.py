@@ -90,8 +90,7 @@ def spool_entry(work, result: SendResult, call_seconds: float | None) -> dict:
 
 def apply_entry(conf: Settings, entry: dict) -> None:
     """Record one spooled answer (and what run_chunk does after recording)."""
-    from .send import Work, clear_flag, flag_account, record
-    from .publish import MAX_COUNTDOWN, publish_chunk
+    from .send import Work, after_record, record
 
     ids = entry["recipient_ids"]
     with session_scope(conf.database_url, readonly=True) as session:
@@ -104,12 +103,7 @@ def apply_entry(conf: Settings, entry: dict) -> None:
     state, retry_in = record(conf, work, result, call_seconds=entry.get("call_seconds"))
     log.warning("chunk %s: the vendor's answer of %s (%s) recorded from the spool: %s", work.chunk_id,
                 entry.get("at"), result.outcome.value, state)
-    if result.outcome in (Outcome.AUTH, Outcome.BALANCE):
-        flag_account(conf, work.account, result)
-    elif result.outcome is Outcome.OK:
-        clear_flag(conf, work.account)
-    if retry_in is not None and retry_in <= MAX_COUNTDOWN:
-        publish_chunk(work.chunk_id, work.lane, batch_id=work.batch_id, account=work.account, countdown=retry_in)
+    after_record(conf, work, result, retry_in)
 
 
 def replay_spool(conf: Settings) -> tuple[int, int]:

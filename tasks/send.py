@@ -364,16 +364,23 @@ def send_claimed(conf: Settings, work: Work, provider: Provider, probe: bool = F
     level = logging.WARNING if state in ("failed", "unknown") else logging.INFO
     if result.outcome in (Outcome.AUTH, Outcome.BALANCE):
         level = logging.ERROR  # the account needs an operator
-        flag_account(conf, account.name, result)
-    elif result.outcome is Outcome.OK:
-        clear_flag(conf, account.name)
     log.log(level, "chunk %s (batch %s, %s numbers, account %s): %s -> %s %s %s", chunk_id, work.batch_id,
             len(numbers), account.name, result.outcome.value, state, result.code or "", result.message or "")
-    if retry_in is not None and retry_in <= MAX_COUNTDOWN:
-        publish_chunk(chunk_id, work.lane, batch_id=work.batch_id, account=work.account, countdown=retry_in)
+    after_record(conf, work, result, retry_in)
     if state in ("failed", "unknown"):
         raise not_sent(state, work, result)
     return state
+
+
+def after_record(conf: Settings, work: Work, result: SendResult, retry_in: float | None) -> None:
+    """What follows a recorded answer, whether it was recorded at once or from the spool:
+    the account's health flag, and a short retry's message."""
+    if result.outcome in (Outcome.AUTH, Outcome.BALANCE):
+        flag_account(conf, work.account, result)
+    elif result.outcome is Outcome.OK:
+        clear_flag(conf, work.account)
+    if retry_in is not None and retry_in <= MAX_COUNTDOWN:
+        publish_chunk(work.chunk_id, work.lane, batch_id=work.batch_id, account=work.account, countdown=retry_in)
 
 
 def _account_and_lane(conf: Settings, chunk_id: int) -> tuple[str, str] | None:
