@@ -24,7 +24,7 @@ import time
 from celery.signals import worker_ready
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential, wait_random
 
 from smsq.providers import Outcome, SendResult
 from smsq.store.models import Recipient, utcnow
@@ -46,7 +46,7 @@ def is_db_outage(exc: BaseException) -> bool:
 
 def with_db_retry(conf: Settings, fn, *args, **kwargs):
     """``fn(*args, **kwargs)``, tried again through a database outage for ``SMSQ_DB_RETRY_FOR`` seconds."""
-    retrying = Retrying(stop=stop_after_delay(conf.db_retry_for), wait=wait_exponential_jitter(0.5, 5),
+    retrying = Retrying(stop=stop_after_delay(conf.db_retry_for), wait=wait_exponential(multiplier=0.5, max=5) + wait_random(0, 0.5),
                         retry=retry_if_exception(is_db_outage), reraise=True,
                         before_sleep=lambda rs: log.warning(
                             "%s: database unavailable (%s); trying again", getattr(fn, "__name__", fn),
