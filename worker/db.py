@@ -36,7 +36,7 @@ def pool_size_for(slots: int) -> tuple[int, int]:
     about ten kept connections serve many slots; the overflow lets every slot
     (and two more, for the relay and polls) have one at the same moment, so
     none ever waits for the pool."""
-    kept = min(slots, 10)
+    kept = min(slots + 2, 24)
     return kept, slots + 2 - kept + 3
 
 
