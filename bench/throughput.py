@@ -264,8 +264,8 @@ def window(sim, numbers: Numbers, chunks: int) -> dict:
 class Worker:
     """One default `smsq worker` (no --pool, no --concurrency), stopped and started again around a scenario."""
 
-    def __init__(self, env: dict, tmp: Path) -> None:
-        self.env, self.log_path, self.proc = env, tmp / "worker.log", None
+    def __init__(self, env: dict, tmp: Path, options: list[str]) -> None:
+        self.env, self.log_path, self.proc, self.options = env, tmp / "worker.log", None, options
 
     @property
     def pid(self) -> int:
@@ -274,7 +274,8 @@ class Worker:
     def start(self) -> None:
         self.log_path.write_bytes(b"")  # wait_ready looks for this start's `ready.`
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "smsq", "worker"], cwd=self.log_path.parent,
+            self.proc = subprocess.Popen([sys.executable, "-m", "smsq", "worker", *self.options],
+                                         cwd=self.log_path.parent,
                                          env={**os.environ, **self.env, "PYTHONPATH": str(ROOT)},
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         wait_ready(self.proc, self.log_path)
@@ -304,7 +305,7 @@ def run(args) -> dict:
 
     upgrade(settings().database_url)
     ensure_schema(settings())
-    worker = Worker(env, tmp)
+    worker = Worker(env, tmp, args.worker_option)
     results: dict = {}
     numbers = Numbers()
     try:
@@ -371,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-chunks", type=int, default=50, help="chunks for e")
     parser.add_argument("--only", default="abcde", help="scenarios to run, e.g. ad")
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
+    parser.add_argument("--worker-option", action="append", default=[],
+                        help="an option for `smsq worker` (repeatable), e.g. --worker-option=--processes=2; "
+                             "the README's figures are of the default worker")
     args = parser.parse_args(argv)
     started = time.time()
     results = run(args)

@@ -166,6 +166,8 @@ def test_flower_auth_from_a_secret_file_and_an_open_healthcheck(env, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--pool", "prefork"], "--pool prefork needs the distributed mode"),
     (["--concurrency", "0"], "--concurrency must be at least 1"),
+    (["--processes", "2"], "--processes starts bulk processes beside the priority lane's: it needs the distributed mode"),
+    (["--processes", "0"], "--processes must be at least 1"),
 ])
 def test_worker_refuses_a_pool_it_cannot_run(env, args, message):
     """Embedded mode's rate limiter lives in the worker process: prefork children would each have their own."""

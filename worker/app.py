@@ -52,8 +52,11 @@ def make_app(conf: Settings) -> Celery:
         task_default_queue="smsq.bulk",
         task_queues=[Queue(name) for name in QUEUES],
         task_routes={"smsq.relay": {"queue": "smsq.poll"}, "smsq.poll*": {"queue": "smsq.poll"}},
-        worker_send_task_events=True,  # Flower sees every task
-        task_send_sent_event=True,
+        # Task events cost a worker about a fifth of its CPU at full speed (three
+        # broadcasts per chunk). Off unless asked for (`smsq worker --events`);
+        # a running Flower turns them on in every worker every few seconds.
+        worker_send_task_events=False,
+        task_send_sent_event=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options,
         worker_hijack_root_logger=False,

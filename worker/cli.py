@@ -175,13 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_keywords)
 
     s = sub.add_parser("worker", help="run a Celery worker (sends and polls)")
-    s.add_argument("--queues", help="comma-separated (default smsq.priority,smsq.bulk,smsq.poll)")
+    s.add_argument("--queues", help="comma-separated, all in this one process. Default: smsq.bulk,smsq.poll "
+                   "here and smsq.priority in a second process (embedded mode: all three in one)")
     s.add_argument("--pool", choices=["threads", "prefork"],
                    help="threads (default): slots are threads of one process, cheap enough to keep many "
                         "vendor calls in flight; prefork: a process per slot (distributed mode only)")
     s.add_argument("--concurrency", type=int,
                    help="slots: vendor calls in flight at once (default 64 threads; prefork: one per CPU)")
+    s.add_argument("--processes", type=int,
+                   help="bulk worker processes on this host (default 1; distributed mode). Without "
+                        "--queues, `smsq worker` also starts a process of its own for the priority lane")
     s.add_argument("--hostname", help="worker node name, e.g. bulk1@%%h")
+    s.add_argument("--events", action="store_true",
+                   help="send task events from the start (for monitors other than Flower; a running "
+                        "Flower turns them on by itself). They cost about a fifth of a busy worker's CPU")
     s.add_argument("--loglevel", default="info")
     s.set_defaults(func=cmd_worker)
 

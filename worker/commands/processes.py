@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..config import ConfigError
+from .. import lanes
 from .common import load
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -54,6 +55,12 @@ def worker_pool(args, conf) -> tuple[str, int]:
                           "the embedded worker runs threads")
     if args.concurrency is not None and args.concurrency < 1:
         raise ConfigError(f"--concurrency must be at least 1, not {args.concurrency}")
+    if args.processes is not None:
+        if args.processes < 1:
+            raise ConfigError(f"--processes must be at least 1, not {args.processes}")
+        if args.queues or conf.embedded:
+            raise ConfigError("--processes starts bulk processes beside the priority lane's: it needs the "
+                              "distributed mode and no --queues")
     default = DEFAULT_THREADS if pool == "threads" else (os.cpu_count() or 2)
     return pool, args.concurrency or default
 
@@ -70,15 +77,38 @@ def cmd_worker(args) -> int:
     print(f"smsq worker: {conf.describe_storage()}; accounts from {conf.config_path}; "
           f"{concurrency} {'threads' if pool == 'threads' else 'processes'}", file=sys.stderr)
     wait_for_database(conf, "smsq worker")
-    queues = args.queues or ",".join(QUEUES)
-    argv = ["worker", "-Q", queues, "-l", args.loglevel, "-E", "--pool", pool, "-c", str(concurrency)]
+    supervisor = None
+    if args.queues:
+        queues = args.queues  # exactly what was asked for, in this one process
+    elif conf.embedded:
+        queues = ",".join(QUEUES)  # one process: the embedded rate limiter lives in it
+    else:
+        # The priority lane (and any more bulk processes) in processes of their own: worker/lanes.py
+        queues = lanes.BULK_QUEUES
+        supervisor = lanes.Supervisor(lanes.plan(args, pool, concurrency))
+        print(f"smsq worker: this process takes {queues}; also starting {lanes.describe(supervisor.lanes)}",
+              file=sys.stderr)
+    argv = ["worker", "-Q", queues, "-l", args.loglevel, "--pool", pool, "-c", str(concurrency)]
+    if args.events:
+        argv.append("-E")
     if args.hostname:
         argv += ["-n", args.hostname]
     app = get_app()
     # A worker outlives any broker outage: Celery logs each reconnection attempt
     # ("consumer: Cannot connect to ...: Trying again in N seconds") and never gives up.
     app.conf.broker_connection_max_retries = None
-    app.worker_main(argv)
+    if supervisor is None:
+        app.worker_main(argv)
+        return 0
+    from celery.signals import worker_shutting_down
+
+    worker_shutting_down.connect(lambda **_: supervisor.shutting_down(), weak=False)
+    supervisor.start()
+    lanes.yield_cpu_to_lanes()
+    try:
+        app.worker_main(argv)
+    finally:
+        supervisor.stop()
     return 0
 
 

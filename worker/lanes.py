@@ -1,0 +1,183 @@
+"""`smsq worker` in distributed mode runs the lanes in processes of their own.
+
+One Python process uses at most one CPU core (the GIL). A blast keeps every
+thread of a worker busy with database work and vendor answers, and an OTP
+that arrives then waits for a free thread *and* for its turn at the core
+behind dozens of others: a quarter of a second more, at 200 ms vendor latency.
+So the worker started by `smsq worker` (no ``--queues``) takes the bulk lane
+and the polls, and starts one more worker process for ``smsq.priority`` alone,
+with a few threads: its core time is the OTPs'. ``--processes N`` adds N-1
+more bulk processes, for a host whose worker is CPU-bound (zero-latency
+vendors, many cores).
+
+The extra processes are ordinary `smsq worker --queues ...` processes with
+node names of their own (``priority@host``, ``bulk2@host``, or the given
+``--hostname`` with ``-priority`` / ``-bulk2`` after its name part). They share
+the terminal and the process group, so Ctrl-C or a group signal reaches each
+as it reaches the first (each finishes its vendor calls: worker/shutdown.py).
+The first process watches them: one that exits is started again (after a
+second, then up to a minute); when the first process shuts down it passes
+SIGTERM on and waits for them; and should it die without a word (SIGKILL), the
+kernel sends them SIGTERM (Linux ``PR_SET_PDEATHSIG``), so no lane outlives
+its worker. The embedded mode stays one process: its rate limiter lives in it.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+log = logging.getLogger("smsq.lanes")
+
+PRIORITY_QUEUE = "smsq.priority"
+BULK_QUEUES = "smsq.bulk,smsq.poll"
+PRIORITY_THREADS = 8  # OTPs are few and short; eight in flight at once is plenty
+RESTART_AFTER = (1.0, 60.0)  # first and longest wait before a lane that exited is started again
+BULK_NICE = 5  # how much lower the bulk lane's CPU priority is than the priority lane's
+STOP_WITHIN = 90.0  # seconds the first process waits for the others to finish their calls
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class Lane:
+    name: str  # what the log calls it
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = field(default=0.0)
+
+
+def node_name(given: str | None, suffix: str) -> str:
+    """``priority@%h`` for the default ``celery@%h``; ``bulk1-priority@%h`` for ``bulk1@%h``."""
+    if not given:
+        return f"{suffix}@%h"
+    name, at, host = given.partition("@")
+    return f"{name}-{suffix}{at}{host}" if at else f"{given}-{suffix}"
+
+
+def lane_argv(queues: str, concurrency: int, hostname: str, loglevel: str, events: bool,
+              pool: str = "threads") -> list[str]:
+    argv = [sys.executable, "-m", "smsq", "worker", "--queues", queues, "--pool", pool,
+            "--concurrency", str(concurrency), "--hostname", hostname, "--loglevel", loglevel]
+    return argv + (["--events"] if events else [])
+
+
+def plan(args, pool: str, concurrency: int) -> list[Lane]:
+    """The processes to start beside this one."""
+    lanes = [Lane("priority lane", lane_argv(PRIORITY_QUEUE, PRIORITY_THREADS, node_name(args.hostname, "priority"),
+                                             args.loglevel, args.events))]
+    for n in range(2, (args.processes or 1) + 1):
+        lanes.append(Lane(f"bulk process {n}", lane_argv(BULK_QUEUES, concurrency, node_name(args.hostname, f"bulk{n}"),
+                                                        args.loglevel, args.events, pool)))
+    return lanes
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the first process's shutdown still stops them
+
+
+class Supervisor:
+    """Starts the lanes, starts again one that exits, stops them with the worker."""
+
+    def __init__(self, lanes: list[Lane]) -> None:
+        self.lanes = lanes
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self._lock:
+            for lane in self.lanes:
+                self._spawn(lane)
+        self._thread = threading.Thread(target=self._watch, name="smsq-lanes", daemon=True)
+        self._thread.start()
+
+    def _spawn(self, lane: Lane) -> None:
+        # Same stdout/stderr and process group as this process: one terminal, one Ctrl-C.
+        lane.proc = subprocess.Popen(lane.argv, preexec_fn=_die_with_parent)
+        lane.started_at = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(1.0):
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                for lane in self.lanes:
+                    self._check(lane)
+
+    def _check(self, lane: Lane) -> None:
+        now = time.monotonic()
+        if lane.proc is not None:
+            code = lane.proc.poll()
+            if code is None:
+                if now - lane.started_at > RESTART_AFTER[1]:
+                    lane.restarts = 0  # ran a good while: the next exit is a fresh one
+                return
+            wait = min(RESTART_AFTER[0] * 2 ** lane.restarts, RESTART_AFTER[1])
+            log.warning("the %s (pid %s) exited with %s; starting it again in %.0f s",
+                        lane.name, lane.proc.pid, code, wait)
+            lane.proc, lane.next_start, lane.restarts = None, now + wait, lane.restarts + 1
+        if now >= lane.next_start:
+            self._spawn(lane)
+
+    def _running(self) -> list[subprocess.Popen]:
+        return [lane.proc for lane in self.lanes if lane.proc is not None and lane.proc.poll() is None]
+
+    def shutting_down(self) -> None:
+        """This process begins its warm shutdown: the lanes begin theirs (SIGTERM; a second
+        one, when the group got one too, is still a warm shutdown). Safe in a signal handler:
+        no lock, no logging."""
+        self._stopping.set()
+        for proc in self._running():
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def stop(self) -> None:
+        """Warm shutdown of every lane, waiting for their vendor calls to be recorded."""
+        self.shutting_down()
+        with self._lock:
+            running = self._running()
+        deadline = time.monotonic() + STOP_WITHIN
+        for proc in running:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("a worker lane (pid %s) did not stop in %.0f s; killing it", proc.pid, STOP_WITHIN)
+                proc.kill()
+                proc.wait()
+
+
+def describe(lanes: list[Lane]) -> str:
+    parts = []
+    for lane in lanes:
+        queues = lane.argv[lane.argv.index("--queues") + 1]
+        threads = lane.argv[lane.argv.index("--concurrency") + 1]
+        parts.append(f"{lane.name} ({lane.argv[lane.argv.index('--hostname') + 1].replace('%h', os.uname().nodename)}, "
+                     f"{threads} threads, {queues})")
+    return "; ".join(parts)
+
+
+def yield_cpu_to_lanes() -> None:
+    """Lower this process's CPU priority below its lanes' (nice +BULK_NICE): on a busy host
+    the kernel runs the priority lane (and the database, if it shares the host) first, so an
+    OTP does not queue for a core behind a blast. An idle core goes to the bulk lane as before.
+
+    Linux keeps a nice value per thread, inherited by threads started later: the call is
+    made from the main thread after the supervisor's thread exists and before Celery starts
+    its pool, so the lanes that thread starts (again) keep the normal priority."""
+    try:
+        os.nice(BULK_NICE)
+    except OSError:
+        pass
