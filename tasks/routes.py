@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError
 
 from smsq.providers import ContentError, Outcome, SendResult, provider_class
 from smsq.providers.base import BEIJING
-from smsq.store.models import Batch, Chunk, Recipient, VendorCall, utcnow
+from smsq.store.models import Batch, BlockedNumber, Chunk, Recipient, VendorCall, utcnow
 from smsq.worker.config import Settings
 from smsq.worker.db import session_scope
 from smsq.worker.routes import Route
@@ -238,14 +238,21 @@ def _move_once(conf, work, route, why, call, now) -> Move:
 
 
 def _rechunk(session, conf: Settings, batch: Batch, seqs: list[int], account: str, content: str, now: datetime) -> list[int]:
-    """New chunks of ``account``'s size for the queued recipients of chunks ``seqs``."""
+    """New chunks of ``account``'s size for the queued recipients of chunks ``seqs``. A number
+    ``account`` must not send to (its blocked list: an unsubscribe at that vendor) fails there
+    with the reason, as the producer would have refused it for a batch sent to it directly."""
     cls = provider_class(conf.account(account).provider)
-    ids = session.execute(select(Recipient.id).where(
-        Recipient.batch_id == batch.id, Recipient.chunk_seq.in_(seqs), Recipient.state == "queued")
-        .order_by(Recipient.id)).scalars().all()
+    first = session.scalar(select(func.max(Chunk.seq)).where(Chunk.batch_id == batch.id)) + 1
+    queued = and_(Recipient.batch_id == batch.id, Recipient.chunk_seq.in_(seqs), Recipient.state == "queued")
+    blocked = session.execute(select(Recipient.id, BlockedNumber.reason).join(BlockedNumber, and_(
+        BlockedNumber.account == account, BlockedNumber.mobile == Recipient.mobile)).where(queued)).all()
+    for rid, reason in blocked:  # under the target account's first new seq: that account refused them
+        session.execute(update(Recipient).where(Recipient.id == rid).values(
+            state="failed", chunk_seq=first, code="blocked", detail=f"blocked for account {account}: {reason}"[:255],
+            updated_at=now))
+    ids = session.execute(select(Recipient.id).where(queued).order_by(Recipient.id)).scalars().all()
     if not ids:
         return []
-    first = session.scalar(select(func.max(Chunk.seq)).where(Chunk.batch_id == batch.id)) + 1
     size = cls.max_numbers
     scheduled = batch.send_at is not None and batch.send_at > now and not cls.supports_send_time
     rows = []

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from smsq.providers import Outcome, SendResult
-from smsq.store.models import AccountCircuit, Chunk
+from smsq.store.models import AccountCircuit, Chunk, Recipient
 from smsq.tasks import circuit
 from smsq.worker.config import ConfigError, UnknownAccountError, load_settings
 
@@ -246,10 +246,19 @@ def test_a_route_whose_first_account_is_broken_delivers_through_the_second_then_
     r = route_stack
     first, second = numbers(0, 250), numbers(1000, 250)
 
-    # 1. The first account refuses the password: every number goes out through linkws, once.
+    # 1. The first account refuses the password: every number goes out through linkws, once,
+    #    except one that unsubscribed at linkws.
+    from smsq import block_number
+
+    block_number("route-linkws", first[7], "opted out")
     moved = send_sms("shop", first, CONTENT)
     status = wait_final(moved.batch_id, timeout=60)
-    assert status.recipients == {"sent": 250} and status.by_account == {"route-linkws": {"sent": 250}}
+    assert status.recipients == {"sent": 249, "failed": 1}, status
+    assert status.by_account == {"route-linkws": {"sent": 249, "failed": 1}}
+    with session_scope(settings().database_url, readonly=True) as s:
+        (refused,) = s.execute(select(Recipient).where(Recipient.batch_id == moved.batch_id,
+                                                       Recipient.state == "failed")).scalars().all()
+        assert refused.mobile == first[7] and refused.detail == "blocked for account route-linkws: opted out"
     assert status.route == "shop" and status.chunks.get("moved", 0) >= 1
     assert r.dxt.sends == [] and 1 <= refused_sends(r.dxt) <= 2  # one call per worker process at most
     # 2. While its circuit is open, a new send goes to linkws at once, at linkws's chunk size.
@@ -259,7 +268,7 @@ def test_a_route_whose_first_account_is_broken_delivers_through_the_second_then_
     direct = send_sms("shop", second, CONTENT)
     status = wait_final(direct.batch_id, timeout=60)
     assert status.by_account == {"route-linkws": {"sent": 250}} and status.chunks == {"accepted": 1}
-    assert received(r.linkws) == Counter(first + second)  # every number exactly once
+    assert received(r.linkws) == Counter(first[:7] + first[8:] + second)  # every number exactly once
     assert max(len(s.numbers) for s in r.linkws.sends) == 250  # one linkws call, up to 500 numbers
     assert {s.content for s in r.linkws.sends} == {CONTENT.removeprefix("【某某科技】") + "【某某科技】"}
     assert refused_sends(r.dxt) <= 2  # the broken account was not called again
@@ -270,7 +279,7 @@ def test_a_route_whose_first_account_is_broken_delivers_through_the_second_then_
     assert "auth -7" in accounts["route-dxt"]["circuit"]["reason"]
     assert accounts["route-dxt"]["routes"] == ["shop"] and accounts["route-linkws"]["circuit"]["state"] == "closed"
     text = smsq(r.stack, "status", str(moved.batch_id)).stdout
-    assert "route shop" in text and "route-linkws: sent 250" in text
+    assert "route shop" in text and "route-linkws: failed 1, sent 249" in text
 
     # 3. The password is fixed (the worker restarted with it) and the cool-off passes:
     #    one probe goes to the first account, succeeds, and sends go back to it.
