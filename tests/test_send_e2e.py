@@ -115,10 +115,15 @@ def test_wrong_password_fails_the_chunk_with_the_vendor_code(stack, sim):
         assert (chunk.outcome, chunk.code) == ("auth", "-7")
         assert "用户登入信息验证失败" in chunk.detail
         assert chunk.attempts == 1  # auth failures are not retried
-        from smsq.store.models import PollStatus
+    from smsq.store.models import PollStatus
 
-        flag = s.get(PollStatus, ("wrong-dxt", "send"))
-        assert flag.outcome == "auth" and "-7" in flag.detail  # `smsq accounts` shows the account unhealthy
+    def flag():  # written just after the chunk's outcome, in a transaction of its own
+        with session_scope(settings().database_url) as s:
+            row = s.get(PollStatus, ("wrong-dxt", "send"))
+            return None if row is None else (row.outcome, row.detail)
+
+    outcome, detail = wait_until(flag, 10, what="the account flagged")
+    assert outcome == "auth" and "-7" in detail  # `smsq accounts` shows the account unhealthy
 
 
 def test_after_an_auth_failure_the_accounts_other_chunks_wait(stack, sim):
