@@ -138,7 +138,7 @@ def _blocked_among(session: Session, account: str, mobiles: list[str]) -> set[in
     if not mobiles:
         return set()
     return set(_keys(session.scalars(select(BlockedNumber.mobile).where(
-        BlockedNumber.account == account, BlockedNumber.mobile.in_(set(mobiles))))))
+        BlockedNumber.account == account, BlockedNumber.mobile.in_(list(set(mobiles)))))))
 
 
 def _load_blocked(session: Session, account: str) -> set[int]:
