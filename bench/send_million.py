@@ -14,7 +14,7 @@ What it does (see bench/README.md):
 3. Calls ``send_sms(account, <generator of --count numbers>, content)`` -- a
    generator, never a list -- with every 1000th entry invalid and every 500th a
    repeat of an earlier number in another spelling. It measures the wall time
-   (split into staging / blocked lookup / grouping / rejections / publishing by
+   (split into staging / blocked-number reasons / rejections / publishing by
    timing wrappers installed on ``smsq.tasks.producer``'s helpers, in this
    process only), its ratio to the reference, and the peak RSS of the process
    before and after (``ru_maxrss``).
@@ -145,9 +145,8 @@ class PhaseTimer:
     """
 
     PHASES = {
-        "stage_numbers": "normalise + bulk write to the staging table",
-        "blocked_in_stage": "blocked-number lookup (SQL)",
-        "stage_chunks": "de-duplicate, group into staged chunks (SQL)",
+        "stage_chunks": "normalise, de-duplicate, group, bulk write of staged chunks",
+        "blocked_reasons": "reasons of the blocked numbers found (SQL)",
         "_store_rejections": "store rejected entries",
         "cut": "cut chunks inline (small batches only)",
         "_publish": "publish after commit (split job / small batch's chunks)",

@@ -39,7 +39,7 @@ from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
 from . import routes
-from .intake import BLOCK, blocked_in_stage, stage_chunks, stage_numbers
+from .intake import BLOCK, blocked_reasons, stage_chunks
 from .publish import publish_chunk_rows, publish_split
 from .schema import ensure_schema
 from .split import cut, staged_counts
@@ -143,10 +143,10 @@ def _insert_ignore(session: Session, rows: list[dict]) -> None:
 def _intake(session: Session, batch: Batch, numbers: Iterator[str], landline: bool, size: int,
             rejected: list[tuple[str, str]]) -> int:
     """Stage the numbers in chunks of ``size``; blocked ones join ``rejected``. Return how many were accepted."""
-    stage_numbers(session, numbers, landline, rejected)
-    blocked = blocked_in_stage(session, batch.account)
-    rejected.extend((mobile, f"blocked for this account: {reason}") for mobile, reason in blocked)
-    return stage_chunks(session, batch.id, batch.account, size, skip_blocked=bool(blocked))
+    accepted, blocked = stage_chunks(session, batch.id, batch.account, numbers, landline, size, rejected)
+    rejected.extend((mobile, f"blocked for this account: {reason}")
+                    for mobile, reason in blocked_reasons(session, batch.account, blocked))
+    return accepted
 
 
 def _store_rejections(session: Session, batch_id: int, rejected: list[tuple[str, str]]) -> None:

@@ -8,11 +8,12 @@ import dataclasses
 from collections import Counter
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select
 
-from smsq.store.models import Batch, Chunk, Recipient
+from smsq.store.models import Batch, BlockedNumber, Chunk, Recipient, SplitChunk, utcnow
 from smsq.tasks import batch_status, send_sms
 from smsq.tasks.cancel import cancel_batch
+from smsq.tasks.intake import BLOCK
 from smsq.tasks.producer import NoValidNumbersError
 from smsq.tasks.publish import publish_split
 from smsq.tasks.relay import publish_due, publish_due_splits
@@ -42,6 +43,69 @@ def stored_unsplit(monkeypatch, mobiles: list[str]):
     receipt = send_sms("shop-dxt", mobiles, CONTENT)
     monkeypatch.undo()
     return receipt
+
+
+def staged_chunks(batch_id: int) -> list[tuple[int, int, list[str]]]:
+    """(seq, size, numbers) of the batch's chunks still to be cut, in seq order."""
+    with session_scope(settings().database_url) as s:
+        rows = s.execute(select(SplitChunk.seq, SplitChunk.size, SplitChunk.mobiles)
+                         .where(SplitChunk.batch_id == batch_id).order_by(SplitChunk.seq)).all()
+    return [(seq, size, mobiles.split(",")) for seq, size, mobiles in rows]
+
+
+def discard(batch_id: int) -> None:
+    """Cut a stored batch as cancelled: nothing of it reaches the simulator later."""
+    cancel_batch(batch_id)
+    run_split(settings(), batch_id)
+
+
+def test_repeats_across_blocks_keep_their_first_position(stack, sim, monkeypatch):
+    mobiles = numbers("132", BLOCK + 300)
+    late = mobiles[BLOCK + 200]
+    # The first block ends with a number whose own place is in the second block, spelled
+    # otherwise: that first spelling keeps the position. Repeats within and across the
+    # blocks are left out; the invalid entry is rejected once, though given twice.
+    first = mobiles[:BLOCK - 3] + ["n/a", "+86 132-0000-0005", "0086" + late]
+    second = ["+86 " + mobiles[10], "n/a", late] + [m for m in mobiles[BLOCK - 3:] if m != late]
+    assert len(first) == BLOCK
+    entries = first + second
+    receipt = stored_unsplit(monkeypatch, entries)
+    expected = mobiles[:BLOCK - 3] + [late] + [m for m in mobiles[BLOCK - 3:] if m != late]
+    assert receipt.accepted == len(expected) == len(mobiles)
+    assert receipt.rejected == [("n/a", receipt.rejected[0][1])]
+    chunks = staged_chunks(receipt.batch_id)
+    assert [seq for seq, _, _ in chunks] == list(range(len(chunks)))
+    assert [size for _, size, _ in chunks] == [len(part) for _, _, part in chunks] == [100] * 53
+    assert [m for _, _, part in chunks for m in part] == expected
+    discard(receipt.batch_id)
+
+
+def test_blocked_numbers_of_a_long_list_are_left_out_and_reported(stack, sim, monkeypatch):
+    mobiles = numbers("131", BLOCK + 250)
+    blocked = {mobiles[7]: "opted out", mobiles[BLOCK + 20]: "complaint", "13199999999": "not in the list",
+               "+86 131-0000-0008": "a spelling no number is stored in"}
+    with session_scope(settings().database_url) as s:
+        s.execute(insert(BlockedNumber), [{"account": "shop-dxt", "mobile": m, "reason": r, "source": "manual",
+                                           "created_at": utcnow()} for m, r in blocked.items()])
+    entries = mobiles + ["+86 " + mobiles[7], "x"]  # the blocked number again, in the second block
+    try:
+        receipt = stored_unsplit(monkeypatch, entries)
+        short = send_sms("shop-dxt", [mobiles[7], mobiles[8]], CONTENT)  # a list of one block: a lookup
+    finally:
+        with session_scope(settings().database_url) as s:
+            s.execute(delete(BlockedNumber).where(BlockedNumber.mobile.in_(blocked)))
+    assert receipt.accepted == len(mobiles) - 2
+    assert receipt.rejected == [("x", receipt.rejected[0][1]),
+                                (mobiles[7], "blocked for this account: opted out"),
+                                (mobiles[BLOCK + 20], "blocked for this account: complaint")]
+    sent = [m for m in mobiles if m not in blocked]
+    chunks = staged_chunks(receipt.batch_id)
+    assert [size for _, size, _ in chunks] == [100] * 52 + [48]
+    assert [m for _, _, part in chunks for m in part] == sent
+    discard(receipt.batch_id)
+    assert short.accepted == 1 and short.rejected == [(mobiles[7], "blocked for this account: opted out")]
+    wait_final(short.batch_id)
+    assert [s.numbers for s in sim.sends] == [[mobiles[8]]]
 
 
 def test_a_large_batch_is_cut_by_a_worker_in_list_order(stack, sim):
