@@ -69,10 +69,14 @@ def outbox_producer(conf: Settings) -> Iterator:
 
 
 def publish_chunk(chunk_id: int, lane: str, *, batch_id: int | None = None, account: str | None = None,
-                  countdown: float | None = None, producer=None, label: str | None = None) -> None:
+                  countdown: float | None = None, producer=None, label: str | None = None,
+                  booking: str | None = None) -> None:
     """``label``: what Flower shows (default ``chunk_label(...)``); a chunk given back to the
-    queue keeps the one it came with."""
+    queue keeps the one it came with. ``booking``: the ticket of the rate-limit slot booked
+    for the chunk (an OTP's), redeemed when it comes back."""
     kwargs = {"account": account, "lane": lane} if account else {}
+    if account and booking:
+        kwargs["booking"] = booking
     get_app().send_task(SEND_CHUNK, args=[chunk_id], kwargs=kwargs, queue=f"smsq.{lane}",
                         countdown=bounded(countdown), argsrepr=label or chunk_label(chunk_id, batch_id, account),
                         kwargsrepr=repr(kwargs), producer=producer, retry_policy=PUBLISH_RETRY)

@@ -3,7 +3,9 @@
 1. Take a slot from the account's shared rate limiter, without waiting. No
    slot: the message goes back to the queue with the wait as a short
    countdown, and the worker slot takes other work (nothing was claimed, no
-   attempt counted, no database transaction spent).
+   attempt counted, no database transaction spent). An OTP (priority lane)
+   books the next slot that frees and its message carries the booking, which
+   it redeems when it comes back.
 2. Claim: ``pending -> sending`` (attempts + 1) by a conditional update that
    also returns the content and the numbers (one transaction). A message for
    a chunk in any other state is a redelivery: do nothing, and give the
@@ -52,7 +54,7 @@ from smsq.store.models import Batch, Chunk, Recipient, VendorCall, utcnow
 from smsq.worker.clients import provider_for
 from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope, transaction
-from smsq.worker.limiter import WINDOW_MARGIN, limiter
+from smsq.worker.limiter import WINDOW_MARGIN, Limiter, Taken, limiter
 
 from . import circuit, routes
 from .account_health import clear_flag, flag_account
@@ -66,6 +68,9 @@ log = logging.getLogger("smsq.send")
 # A claim quicker than this leaves the rate-limit slot where it was taken:
 # half the limiter's margin, the other half being for the trip to the vendor.
 CLAIM_WITHIN_MARGIN = WINDOW_MARGIN / 2
+# A slot booked for an OTP that frees within this is waited for in the worker slot
+# (a few times at most: a clock a little behind), not through the broker.
+BOOKING_NAP, BOOKING_NAPS = 0.05, 3
 
 
 class ChunkNotSent(Exception):
@@ -282,10 +287,12 @@ def _record_recipients(conn, work: Work, result: SendResult, state: str, now: da
         detail=(result.message or "")[:255], updated_at=now))
 
 
-def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None, label: str | None = None) -> str:
+def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None, label: str | None = None,
+              booking: str | None = None) -> str:
     """Everything send_chunk does, without Celery in the way. ``account`` and
     ``lane`` come with the message (a message without them, from an earlier
-    version, costs one read to learn them)."""
+    version, costs one read to learn them); so does ``booking``, the rate-limit
+    slot booked for a refused OTP."""
     conf = settings()
     ensure_schema(conf)
     if account is None or lane is None:
@@ -297,10 +304,9 @@ def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None
     # The token before the claim: a chunk that finds none costs no database
     # transaction, only its message going back to the queue.
     bucket, rate = limiter(conf.redis_url), conf.account(account).rate_limit
-    asked = time.monotonic()
-    taken = bucket.try_take(account, rate, jump=lane == "priority")  # an OTP does not queue behind a blast
+    asked, taken = take_slot(bucket, account, rate, lane, booking)
     if not taken.ok:
-        come_back(conf, chunk_id, lane, account, taken.wait, label)
+        come_back(conf, chunk_id, lane, account, taken.wait, label, booking=taken.booking)
         return "deferred"
     try:
         work = with_db_retry(conf, claim, conf, chunk_id)  # [db outage] rides out a short one
@@ -330,6 +336,23 @@ def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None
         log.warning("chunk %s: rate-limit slot lost while claiming; given back to the relay", chunk_id)
         return "deferred"
     return send_claimed(conf, work, provider, probe=admitted.probe)
+
+
+def take_slot(bucket: Limiter, account: str, rate: float, lane: str,
+              booking: str | None) -> tuple[float, Taken]:
+    """The account's rate-limit slot, or the answer to come back with; and when it was
+    asked for. An OTP does not queue behind a blast: refused, it books the next slot
+    that frees and comes back for it with the booking. A booked slot only moments
+    away is waited for here rather than through the broker."""
+    for _ in range(BOOKING_NAPS + 1):
+        asked = time.monotonic()
+        taken = bucket.try_take(account, rate, jump=lane == "priority") if booking is None \
+            else bucket.redeem(account, rate, booking)
+        if taken.ok or taken.booking is None or taken.wait > BOOKING_NAP:
+            break
+        booking = taken.booking
+        time.sleep(taken.wait)
+    return asked, taken
 
 
 def _provider_or_release(conf: Settings, work: Work) -> Provider:
@@ -391,23 +414,31 @@ def _account_and_lane(conf: Settings, chunk_id: int) -> tuple[str, str] | None:
 
 
 def come_back(conf: Settings, chunk_id: int, lane: str, account: str, wait: float,
-              label: str | None = None) -> None:
+              label: str | None = None, booking: str | None = None) -> None:
     """The account has no slot for ``wait`` seconds: the message goes back to the
     queue for that long (nothing is claimed, no attempt counted) and this
-    worker slot takes other work. A wait longer than a broker countdown may
-    be goes to the database for the relay."""
+    worker slot takes other work; it carries the ``booking`` of the slot booked
+    for it, if any. A wait longer than a broker countdown may be goes to the
+    database for the relay (which publishes without the booking: it is given back)."""
     if wait > MAX_COUNTDOWN:
+        _forget_booking(conf, account, booking)
         hold(conf, chunk_id, f"waiting for account {account}'s rate limit",
              utcnow() + timedelta(seconds=wait))
         return
     try:
-        publish_chunk(chunk_id, lane, account=account, countdown=wait, label=label)
+        publish_chunk(chunk_id, lane, account=account, countdown=wait, label=label, booking=booking)
     except Exception:
         # The broker refused it: the relay publishes unqueued chunks at its next pass.
         log.exception("chunk %s: could not give it back to the queue; the relay will", chunk_id)
+        _forget_booking(conf, account, booking)
         with transaction(conf.database_url) as conn:
             conn.execute(update(Chunk).where(Chunk.id == chunk_id, Chunk.state == "pending")
                          .values(queued_at=None))
+
+
+def _forget_booking(conf: Settings, account: str, booking: str | None) -> None:
+    if booking is not None:  # no message comes back with it: the slot is free for others
+        limiter(conf.redis_url).give_back(account, booking)
 
 
 def not_sent(state: str, work: Work, result: SendResult) -> ChunkNotSent:
@@ -423,5 +454,6 @@ def not_sent(state: str, work: Work, result: SendResult) -> ChunkNotSent:
 # or unknown chunk is not delivered again.
 @shared_task(name="smsq.send_chunk", bind=True, ignore_result=True, acks_late=True,
              throws=(ChunkFailed, ChunkUnknown))
-def send_chunk(self, chunk_id: int, account: str | None = None, lane: str | None = None) -> str:
-    return run_chunk(int(chunk_id), account, lane, label=getattr(self.request, "argsrepr", None))
+def send_chunk(self, chunk_id: int, account: str | None = None, lane: str | None = None,
+               booking: str | None = None) -> str:
+    return run_chunk(int(chunk_id), account, lane, label=getattr(self.request, "argsrepr", None), booking=booking)

@@ -75,6 +75,182 @@ def test_no_second_ever_sees_more_than_the_rate_and_the_mean_is_close_to_it(rate
     assert len(starts) / 20 >= 0.9 * limit / (window - WINDOW_MARGIN)
 
 
+OTP_LATE = 0.001  # an OTP told to come back is back this much later (the broker's countdown)
+
+
+def drive_with_otps(limiter, clock: FakeClock, rate: float, seconds: float, callers: int = 6):
+    """``drive``'s callers, and OTPs one after another, each a while after the last one's
+    call, that book when refused and come back when told to (``OTP_LATE`` after; a caller
+    asking at the same moment asks first). Returns the callers' starts, the OTPs' starts,
+    and per OTP how long it waited for its call and how long until a slot freed when it
+    arrived (from the starts, not the limiter)."""
+    limit, window = window_for(rate)
+    starts: list[float] = []
+    otp_starts: list[float] = []
+    waits: list[tuple[float, float]] = []
+    gaps = [g * window for g in (1.3, 0.77, 2.1, 0.41, 1.7)]  # arrivals at every phase of the blast
+    next_try = [clock.now] * callers
+    otp_at, booking, arrived, bound = clock.now + gaps[0], None, 0.0, 0.0
+    end = clock.now + seconds
+    while True:
+        who = min(range(callers), key=next_try.__getitem__)
+        clock.now = min(next_try[who], otp_at)
+        if clock.now >= end:
+            return starts, otp_starts, waits
+        if otp_at < next_try[who]:
+            if booking is None:  # an OTP arrives
+                arrived = clock.now
+                recent = sorted(s for s in starts + otp_starts if s > clock.now - window)
+                bound = recent[-limit] + window - clock.now if len(recent) >= limit else 0.0
+                taken = limiter.try_take("acct", rate, jump=True)
+            else:  # back when told with its booking: never refused a second time
+                taken = limiter.redeem("acct", rate, booking)
+                assert taken.ok, f"an OTP back on time was refused again at {clock.now - 1000:.3f}"
+            if taken.ok:
+                otp_starts.append(clock.now)
+                waits.append((clock.now - arrived, bound))
+                booking, otp_at = None, clock.now + gaps[len(waits) % len(gaps)]
+            else:
+                assert taken.booking is not None and taken.wait > 0
+                booking, otp_at = taken.booking, clock.now + taken.wait + OTP_LATE
+            continue
+        taken = limiter.try_take("acct", rate)
+        if taken.ok:
+            starts.append(clock.now)
+            next_try[who] = clock.now + 0.2  # the vendor call
+        else:
+            assert taken.wait > 0 and taken.booking is None
+            next_try[who] = clock.now + max(0.001, taken.wait)
+
+
+@pytest.mark.parametrize("rate", [5.0, 10.0, 1.0, 0.5, 2.5])
+def test_an_otp_behind_its_own_accounts_blast_gets_the_next_slot_that_frees(rate):
+    """The blast's callers come back all the time; the one that asked when the slot
+    freed used to take it, and the OTP was refused again and again."""
+    clock = FakeClock()
+    seconds = 60
+    starts, otp_starts, waits = drive_with_otps(LocalLimiter(clock), clock, rate, seconds)
+    limit, window = window_for(rate)
+    assert len(waits) >= 10
+    assert any(bound > 0 for _, bound in waits)  # OTPs did find the account saturated
+    for took, bound in waits:
+        assert took <= bound + OTP_LATE + 1e-6
+    everything = starts + otp_starts
+    if rate >= 1:
+        assert busiest_second(everything) <= int(rate)
+    else:
+        assert busiest_second(everything, 1 / rate) == 1
+    # the OTPs' calls are the account's too: bookings cost it none of its rate
+    assert len(everything) / seconds >= 0.9 * limit / (window - WINDOW_MARGIN)
+    assert len(starts) / seconds >= 0.9 * limit / (window - WINDOW_MARGIN) - len(otp_starts) / seconds
+
+
+def test_two_otps_refused_together_book_two_slots_one_after_the_other():
+    clock = FakeClock()
+    limiter = LocalLimiter(clock)
+    for _ in range(5):  # 5/s: starts at 1000.0, 1000.1, ... 1000.4
+        assert limiter.try_take("acct", 5.0).ok
+        clock.now += 0.1
+    first, second = (limiter.try_take("acct", 5.0, jump=True) for _ in range(2))
+    assert (first.ok, second.ok) == (False, False) and first.booking != second.booking
+    assert (first.wait, second.wait) == pytest.approx((0.55, 0.65))  # 1000.0 and 1000.1 leave the window
+    clock.now = 1001.05
+    assert not limiter.try_take("acct", 5.0).ok  # the first booked slot is not the blast's
+    assert limiter.redeem("acct", 5.0, first.booking).ok
+    clock.now = 1001.15
+    assert not limiter.try_take("acct", 5.0).ok
+    assert limiter.redeem("acct", 5.0, second.booking).ok
+    clock.now = 1001.25  # 1000.2 left: the blast's turn
+    assert limiter.try_take("acct", 5.0).ok
+    assert not limiter.try_take("acct", 5.0).ok
+
+
+def test_otps_booked_on_a_one_call_window_go_one_window_apart():
+    clock = FakeClock()
+    limiter = LocalLimiter(clock)
+    assert limiter.try_take("acct", 1.0).ok
+    waits = [limiter.try_take("acct", 1.0, jump=True).wait for _ in range(3)]
+    assert waits == pytest.approx([1.05, 2.1, 3.15])
+    assert limiter.try_take("acct", 1.0).wait == pytest.approx(4.2)  # the blast after every booking
+
+
+def test_an_otp_back_early_waits_for_its_booking_and_on_time_takes_it():
+    clock = FakeClock()
+    limiter = LocalLimiter(clock)
+    assert limiter.try_take("acct", 1.0).ok
+    booked = limiter.try_take("acct", 1.0, jump=True)
+    clock.now += 0.8  # a countdown rounded down, or a clock ahead
+    early = limiter.redeem("acct", 1.0, booked.booking)
+    assert not early.ok and early.booking and early.wait == pytest.approx(0.25)  # the booking stands
+    clock.now += 0.25
+    assert limiter.redeem("acct", 1.0, early.booking).ok
+    assert not limiter.try_take("acct", 1.0).ok
+
+
+def test_a_booking_serves_once():
+    """A message delivered twice: the second finds no booking, and giving back what it
+    got does not free the slot the first one's call is in."""
+    clock = FakeClock()
+    limiter = LocalLimiter(clock)
+    assert limiter.try_take("acct", 1.0).ok
+    booked = limiter.try_take("acct", 1.0, jump=True)
+    clock.now += booked.wait
+    assert limiter.redeem("acct", 1.0, booked.booking).ok
+    again = limiter.redeem("acct", 1.0, booked.booking)
+    assert not again.ok and again.wait == pytest.approx(1.05)  # a booking of its own
+    limiter.give_back("acct", again.booking)  # its chunk was sent already: nothing to call
+    clock.now += 0.5
+    assert not limiter.try_take("acct", 1.0).ok  # the first one's call still counts
+
+
+def test_a_booking_redeemed_late_moves_to_now_or_when_it_left_the_window_is_asked_again():
+    clock = FakeClock()
+    limiter = LocalLimiter(clock)
+    assert limiter.try_take("acct", 1.0).ok
+    late = limiter.try_take("acct", 1.0, jump=True)
+    clock.now += 1.05 + 0.5  # half a window late: still held, and it counts from now
+    assert limiter.redeem("acct", 1.0, late.booking).ok
+    clock.now += 1.0
+    assert not limiter.try_take("acct", 1.0).ok
+    clock.now += 0.05
+    assert limiter.try_take("acct", 1.0).ok
+    lost = limiter.try_take("acct", 1.0, jump=True)  # booked for a window from now
+    clock.now += lost.wait + 1.05 + 0.01  # back after its booking left the window
+    assert limiter.try_take("acct", 1.0).ok  # the blast has it meanwhile
+    again = limiter.redeem("acct", 1.0, lost.booking)  # asks again, ahead of the line: books anew
+    assert not again.ok and again.booking and again.wait == pytest.approx(1.05)
+
+
+def test_a_booking_given_back_frees_its_slot():
+    clock = FakeClock()
+    limiter = LocalLimiter(clock)
+    assert limiter.try_take("acct", 1.0).ok
+    booked = limiter.try_take("acct", 1.0, jump=True)
+    assert limiter.try_take("acct", 1.0).wait == pytest.approx(2.1)
+    limiter.give_back("acct", booked.booking)
+    clock.now += 1.05
+    assert limiter.try_take("acct", 1.0).ok
+
+
+def test_a_stamp_that_would_crowd_a_booked_slot_loses_its_slot():
+    """A booking takes the place of the oldest start when it leaves the window: that start
+    may no longer move later (a claim slow enough to be the oldest start)."""
+    clock = FakeClock()
+    limiter = LocalLimiter(clock)
+    oldest = limiter.try_take("acct", 2.0)
+    clock.now += 0.5
+    newer = limiter.try_take("acct", 2.0)
+    clock.now += 0.1
+    booked = limiter.try_take("acct", 2.0, jump=True)
+    assert booked.wait == pytest.approx(0.45)  # at 1001.05, when 1000.0 leaves
+    assert limiter.stamp("acct", 2.0, newer.ticket)  # 1000.5 -> 1000.6: one window holds 1000.6 and 1001.05
+    clock.now += 0.1
+    assert not limiter.stamp("acct", 2.0, oldest.ticket)  # 1000.7 would make three with 1000.6 and 1001.05
+    assert not limiter.try_take("acct", 2.0).ok
+    clock.now = 1001.05
+    assert limiter.redeem("acct", 2.0, booked.booking).ok
+
+
 def test_refused_callers_are_told_to_come_back_one_place_apart():
     """A backlog comes back at the pace it can be sent, not all at once."""
     clock = FakeClock()
@@ -91,9 +267,10 @@ def test_a_caller_back_a_moment_early_and_an_otp_are_not_sent_to_the_end_of_the_
     limiter = LocalLimiter(clock)
     assert limiter.try_take("acct", 1.0).ok
     assert [limiter.try_take("acct", 1.0).wait for _ in range(3)] == pytest.approx([1.05, 2.1, 3.15])
-    assert limiter.try_take("acct", 1.0, jump=True).wait == pytest.approx(1.05)  # the OTP: the next free slot
     clock.now += 1.0  # the first in line, 50 ms early (its slot was stamped later than it was taken)
     assert limiter.try_take("acct", 1.0).wait == pytest.approx(0.05)
+    otp = limiter.try_take("acct", 1.0, jump=True)  # the OTP books the next free slot
+    assert otp.booking and otp.wait == pytest.approx(0.05)
 
 
 def test_a_slot_given_back_is_free_again_and_accounts_do_not_share():
@@ -189,3 +366,87 @@ def test_redis_limiter_lines_up_refused_callers_and_lets_an_otp_jump():
     first, second = (limiter.try_take(account, 1.0).wait for _ in range(2))
     otp = limiter.try_take(account, 1.0, jump=True).wait
     assert 0.9 < first < 1.06 and second == pytest.approx(first + 1.05, abs=0.05) and otp <= first
+
+
+def test_redis_otps_book_the_next_slots_and_the_blast_waits_for_them():
+    account = f"limiter-book-{time.time_ns()}"
+    limiter = RedisLimiter(REDIS_URL)
+    scores = redis.Redis.from_url(REDIS_URL)
+    key = f"smsq:rate:{account}:log"
+    starts = []
+    for _ in range(5):
+        taken = limiter.try_take(account, 5.0)
+        assert taken.ok
+        starts.append(scores.zscore(key, taken.ticket))
+        time.sleep(0.1)
+    first, second = (limiter.try_take(account, 5.0, jump=True) for _ in range(2))
+    assert first.booking and second.booking and first.booking != second.booking
+    assert scores.zscore(key, first.booking) == pytest.approx(starts[0] + 1.05, abs=1e-6)
+    assert scores.zscore(key, second.booking) == pytest.approx(starts[1] + 1.05, abs=1e-6)
+    early = limiter.redeem(account, 5.0, first.booking)  # straight back: it waits, the booking kept
+    assert not early.ok and early.booking and 0 < early.wait <= first.wait
+    assert scores.zscore(key, first.booking) is None  # traded for a new ticket, at the same time
+    assert scores.zscore(key, early.booking) == pytest.approx(starts[0] + 1.05, abs=1e-6)
+    time.sleep(early.wait)
+    assert not limiter.try_take(account, 5.0).ok  # the booked slot is not the blast's
+    assert limiter.redeem(account, 5.0, early.booking).ok
+    twice = limiter.redeem(account, 5.0, early.booking)  # a booking serves once: this one books anew
+    assert not twice.ok and twice.booking
+    limiter.give_back(account, twice.booking)
+    limiter.give_back(account, second.booking)
+    seconds, micros = scores.time()
+    time.sleep(max(0.0, starts[1] + 1.05 + 0.01 - seconds - micros / 1e6))
+    assert limiter.try_take(account, 5.0).ok  # the second booking's slot, given back
+
+
+def test_redis_booking_left_unused_past_its_window_is_asked_again():
+    account = f"limiter-late-{time.time_ns()}"
+    limiter = RedisLimiter(REDIS_URL)
+    assert limiter.try_take(account, 1.0).ok
+    lost = limiter.try_take(account, 1.0, jump=True)
+    assert not lost.ok and 0.9 < lost.wait <= 1.05
+    time.sleep(lost.wait + 1.05 + 0.02)
+    assert limiter.try_take(account, 1.0).ok  # the booking has left the window: the blast has the slot
+    again = limiter.redeem(account, 1.0, lost.booking)
+    assert not again.ok and again.booking and 0.9 < again.wait <= 1.05
+
+
+def _otps(url: str, account: str, until: float) -> tuple[list[float], list[tuple[float, float]]]:
+    """OTPs one after another that book when refused and come back when told: each start
+    as Redis timestamped it, and per OTP (how long it took, the first wait it was told)."""
+    limiter = RedisLimiter(url)
+    scores = redis.Redis.from_url(url)
+    starts, took = [], []
+    while time.time() < until - 1.2:
+        asked = time.monotonic()
+        taken = limiter.try_take(account, RATE, jump=True)
+        told = taken.wait
+        if not taken.ok:
+            time.sleep(taken.wait)
+            taken = limiter.redeem(account, RATE, taken.booking)
+            assert taken.ok  # back on time: never refused a second time
+        took.append((time.monotonic() - asked, told))
+        starts.append(scores.zscore(f"smsq:rate:{account}:log", taken.ticket))
+        time.sleep(0.23)
+    return starts, took
+
+
+def test_redis_otps_behind_their_own_accounts_blast_across_processes():
+    account = f"limiter-otp-{time.time_ns()}"
+    until = time.time() + SECONDS + 1.5
+    out = multiprocessing.get_context("spawn").Queue()
+    procs = [multiprocessing.get_context("spawn").Process(target=_hammer, args=(REDIS_URL, account, 3, until, out))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    time.sleep(1.5)  # the blast holds the rate limit
+    otp_starts, took = _otps(REDIS_URL, account, until)
+    starts = [s for _ in procs for s in out.get(timeout=60)]
+    for p in procs:
+        p.join(30)
+    assert None not in starts + otp_starts
+    assert any(told > 0 for _, told in took)  # OTPs did find the account saturated
+    assert all(seconds <= told + 0.2 for seconds, told in took)
+    assert busiest_second(starts + otp_starts) <= RATE
+    busy = max(starts) - min(starts)
+    assert len(starts) + len(otp_starts) >= 0.9 * RATE * busy

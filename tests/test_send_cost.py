@@ -137,3 +137,33 @@ def test_a_chunk_without_a_rate_limit_slot_costs_no_transaction_and_goes_back(di
     assert direct.sends == []
     assert run_chunk(chunk_id, "shop-dxt", lane) == "accepted"  # the slot is free again: sent once
     assert len(direct.sends) == 1
+
+
+def test_an_otp_without_a_slot_books_one_and_comes_back_for_it(direct):
+    """A refused OTP's message carries the slot booked for it; back early it goes back
+    again with the booking (traded for a new ticket), back on time it is sent in that slot."""
+    direct.reset()
+    receipt = send_sms("shop-dxt", ["13700009998"], CONTENT)
+    (chunk_id, lane), = chunks_of(receipt.batch_id)
+    assert lane == "priority"
+    bucket, rate = limiter(settings().redis_url), settings().account("shop-dxt").rate_limit
+    taken = [bucket.try_take("shop-dxt", rate) for _ in range(int(rate))]
+    published = []
+
+    def capture(sender=None, body=None, headers=None, routing_key=None, **_):
+        published.append(body[1])  # the task's kwargs
+
+    before_task_publish.connect(capture, weak=False)
+    try:
+        asked = time.monotonic()
+        assert run_chunk(chunk_id, "shop-dxt", lane) == "deferred"
+        assert run_chunk(chunk_id, "shop-dxt", lane, booking=published[0]["booking"]) == "deferred"  # early
+        assert published[1] == {"account": "shop-dxt", "lane": lane, "booking": published[1]["booking"]}
+        time.sleep(max(0.0, asked + 1.1 - time.monotonic()))  # the window: 1.05 s
+        assert run_chunk(chunk_id, "shop-dxt", lane, booking=published[1]["booking"]) == "accepted"
+    finally:
+        before_task_publish.disconnect(capture)
+        for t in taken:
+            if t.ok:
+                bucket.give_back("shop-dxt", t.ticket)
+    assert len(published) == 2 and len(direct.sends) == 1

@@ -19,21 +19,43 @@ The answer to come back after is spread out: every refused caller of an
 account gets the next free place in a line (one ``window / limit`` apart), so
 a backlog of a throttled account returns at the pace it can be sent instead
 of all at once. A caller refused when a slot frees within half a place (one
-that came back for its place a moment early) and a caller that may ``jump``
-the line (an OTP) are told when the next slot frees instead. The line is only
-a hint for refused callers; the window alone decides who may call.
+that came back for its place a moment early) is told when the next slot frees
+instead. The line is only a hint for refused callers; the window alone
+decides who may call.
 
-Distributed mode keeps the log in Redis (a Lua script, on Redis' own clock,
-so that workers on several hosts agree); embedded mode has one worker process,
-so an in-process log is the same thing.
+A caller that may ``jump`` the line (an OTP) and finds no free slot books the
+next one: its ticket goes into the log at the moment that slot frees, and it
+is told to come back then (``Taken.booking``). Being told was not enough: a
+blast of the same account has callers coming back all the time, and the one
+that asked at the moment the slot freed took it, so the OTP was refused again
+and again. A booked entry counts in the window like any start, so every other
+caller is refused until after it; with ``k`` bookings ahead, the next one goes
+where the ``k + 1``-th oldest entry leaves the window (the ``limit``-th newest
+entry plus a window), so two OTPs refused together book two slots and never
+more than ``limit`` entries share a window. The caller back with its booking
+``redeem``s it: back early (clock skew, a countdown rounded down), it is told
+the rest of the wait and keeps the booking, because an entry moved from its
+booked time to an earlier now could put ``limit + 1`` starts in one window;
+back on time, the slot is its; back so late that the booking left the window,
+it asks again like any jumping caller. Every ``redeem`` trades the booking for
+a new ticket, so a booking serves once: a message delivered twice cannot take,
+or give back, the slot the first delivery used. A booking never redeemed costs
+one slot for one window (it leaves the log like any start); ``give_back``
+frees it at once. Moving an entry later (``stamp``, or a late ``redeem``) is
+checked against the whole log, since a booking may rely on that entry leaving
+the window when it was due to.
+
+Distributed mode keeps the log in Redis (Lua scripts, on Redis' own clock,
+so that workers on several hosts agree) following ``SlidingWindow``; embedded
+mode has one worker process, so an in-process log is the same thing.
 """
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -43,6 +65,13 @@ from typing import Callable, Protocol
 # window a little longer than the vendor's second keeps two calls a second
 # apart at our end from arriving closer together at the vendor's.
 WINDOW_MARGIN = 0.05
+# A booking redeemed this little before its time keeps its booked place (the
+# call starts that much early, well inside the margin); earlier, it waits.
+EARLY = 0.002
+# Float rounding of "a start plus a window": entries that much less than a
+# window apart count as a window apart (and one that much short of leaving it
+# has left).
+SLACK = 1e-6
 
 
 def window_for(rate: float) -> tuple[int, float]:
@@ -59,10 +88,12 @@ def window_for(rate: float) -> tuple[int, float]:
 
 @dataclass(frozen=True)
 class Taken:
-    """A slot taken (``ticket`` set), or when to ask again (``wait`` seconds)."""
+    """A slot taken (``ticket`` set), or when to ask again (``wait`` seconds);
+    ``booking``: the ticket of a slot booked for then, to ``redeem`` on return."""
 
     ticket: str | None
     wait: float = 0.0
+    booking: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -72,50 +103,88 @@ class Taken:
 class Limiter(Protocol):
     def try_take(self, account: str, rate: float, *, jump: bool = False) -> Taken:
         """Take one call's slot for ``account`` now, or say how long to wait; never sleeps.
-        ``jump``: come back when the next slot frees, ahead of the line (an OTP)."""
+        ``jump``: book the next slot that frees, ahead of the line (an OTP)."""
+
+    def redeem(self, account: str, rate: float, booking: str) -> Taken:
+        """Back with a booking: the slot, the rest of the wait when back early (the booking
+        kept, under a new ticket), or, the booking lost, what ``try_take`` with ``jump``
+        says. A booking serves once: redeemed again, it is lost."""
 
     def give_back(self, account: str, ticket: str) -> None:
-        """The call for this slot will not happen: free the slot."""
+        """The call for this slot (or booking) will not happen: free the slot."""
 
     def stamp(self, account: str, rate: float, ticket: str) -> bool:
         """The call for this slot starts now; False when the slot was lost meanwhile
-        (it waited longer than the window) and the call must not start."""
+        (it waited longer than the window, or a booking relies on its leaving the
+        window when it was due to) and the call must not start."""
 
 
 class SlidingWindow:
     """One account's log of call starts, for the in-process limiter (and the
-    reference the Redis script follows)."""
+    reference the Redis scripts follow)."""
 
     def __init__(self, limit: int, window: float) -> None:
         self.limit, self.window = limit, window
-        self.starts: deque[tuple[float, str]] = deque()
+        self.starts: list[tuple[float, str]] = []  # (start, ticket) in time order; bookings lie ahead
         self.line_end = 0.0  # the last place given to a refused caller
 
     def _prune(self, now: float) -> None:
-        while self.starts and self.starts[0][0] <= now - self.window:
-            self.starts.popleft()
+        gone = 0
+        while gone < len(self.starts) and self.starts[gone][0] <= now - self.window + SLACK:
+            gone += 1
+        del self.starts[:gone]
+
+    def _add(self, at: float, ticket: str) -> None:
+        bisect.insort(self.starts, (at, ticket))
+
+    def _fits(self, at: float) -> bool:
+        """One more start at ``at`` leaves every window with ``limit`` starts or fewer:
+        no ``limit`` entries within a window of each other share one with ``at``."""
+        if len(self.starts) < self.limit:
+            return True
+        near = [start for start, _ in self.starts if at - self.window < start < at + self.window]
+        return all(near[i + self.limit - 1] - near[i] >= self.window - SLACK
+                   for i in range(len(near) - self.limit + 1))
 
     def try_take(self, now: float, ticket: str, jump: bool = False) -> Taken:
         self._prune(now)
         if len(self.starts) < self.limit:
-            self.starts.append((now, ticket))
+            self._add(now, ticket)
             return Taken(ticket)
-        free_at, step = self.starts[0][0] + self.window, self.window / self.limit
-        if jump or free_at - now <= step / 2:
+        # the next slot: when the limit-th newest entry (bookings included) leaves the window
+        free_at, step = self.starts[-self.limit][0] + self.window, self.window / self.limit
+        if jump:
+            self._add(free_at, ticket)
+            return Taken(None, free_at - now, booking=ticket)
+        if free_at - now <= step / 2:
             return Taken(None, free_at - now)
         self.line_end = max(free_at, self.line_end + step)
         return Taken(None, self.line_end - now)
 
-    def give_back(self, ticket: str) -> bool:
-        kept = deque(entry for entry in self.starts if entry[1] != ticket)
-        found = len(kept) < len(self.starts)
-        self.starts = kept
-        return found
+    def redeem(self, now: float, booking: str, ticket: str) -> Taken:
+        """The booking is traded for ``ticket`` whatever the answer: a booking serves once
+        (a message delivered twice cannot find, and give back, the slot the first used)."""
+        self._prune(now)
+        booked = next((start for start, held in self.starts if held == booking), None)
+        if booked is None:  # it left the window unused (or was given back): ask again
+            return self.try_take(now, ticket, jump=True)
+        self.give_back(booking)
+        if booked - now > EARLY:  # back early: the booking stands
+            self._add(booked, ticket)
+            return Taken(None, booked - now, booking=ticket)
+        if now <= booked or self._fits(now):
+            self._add(max(now, booked), ticket)
+            return Taken(ticket)
+        return self.try_take(now, ticket, jump=True)  # back late, and its place was needed meanwhile
+
+    def give_back(self, ticket: str) -> None:
+        self.starts = [entry for entry in self.starts if entry[1] != ticket]
 
     def stamp(self, now: float, ticket: str) -> bool:
         self._prune(now)  # a slot kept past its window is lost: others may have taken its place
-        if self.give_back(ticket) or len(self.starts) < self.limit:
-            self.starts.append((now, ticket))  # the newest start: the log stays in time order
+        self.give_back(ticket)
+        if self._fits(now):
+            self._add(now, ticket)
             return True
         return False
 
@@ -126,13 +195,20 @@ class LocalLimiter:
         self._lock = threading.Lock()
         self._logs: dict[str, SlidingWindow] = {}
 
-    def try_take(self, account: str, rate: float, *, jump: bool = False) -> Taken:
+    def _log(self, account: str, rate: float) -> SlidingWindow:
         limit, window = window_for(rate)
+        log = self._logs.get(account)
+        if log is None or (log.limit, log.window) != (limit, window):
+            log = self._logs[account] = SlidingWindow(limit, window)
+        return log
+
+    def try_take(self, account: str, rate: float, *, jump: bool = False) -> Taken:
         with self._lock:
-            log = self._logs.get(account)
-            if log is None or (log.limit, log.window) != (limit, window):
-                log = self._logs[account] = SlidingWindow(limit, window)
-            return log.try_take(self._clock(), uuid.uuid4().hex, jump)
+            return self._log(account, rate).try_take(self._clock(), uuid.uuid4().hex, jump)
+
+    def redeem(self, account: str, rate: float, booking: str) -> Taken:
+        with self._lock:
+            return self._log(account, rate).redeem(self._clock(), booking, uuid.uuid4().hex)
 
     def give_back(self, account: str, ticket: str) -> None:
         with self._lock:
@@ -146,40 +222,94 @@ class LocalLimiter:
             return log is not None and log.stamp(self._clock(), ticket)
 
 
-# KEYS: the log (sorted set: ticket -> start time), the line's end.
-# ARGV: limit, window, ticket, jump (1/0). Times from Redis' TIME: one clock for all hosts.
-_TRY_TAKE = """
+# What the scripts share: KEYS: the log (sorted set: ticket -> start time), the
+# line's end. ARGV: limit, window, ticket, ... Times from Redis' TIME: one clock for
+# all hosts. Each function follows SlidingWindow's method of the same name.
+# Answers: {TAKEN, '0'}, {REFUSED, wait} or {BOOKED, wait}.
+_COMMON = """
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local ttl = math.ceil(window) + 60
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('EXPIRE', KEYS[1], ttl)
-  return '0'
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window + %(slack)r)
+
+local function add(at, ticket)
+  redis.call('ZADD', KEYS[1], at, ticket)
+  local newest = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
+  redis.call('EXPIRE', KEYS[1], math.ceil(math.max(newest - now, 0)) + ttl)
 end
-local free_at = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]) + window
-local step = window / limit
-if ARGV[4] == '1' or free_at - now <= step / 2 then
-  return tostring(free_at - now)
+
+local function fits(at)
+  if redis.call('ZCARD', KEYS[1]) < limit then
+    return true
+  end
+  local near, log = {}, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  for i = 2, #log, 2 do
+    local start = tonumber(log[i])
+    if start > at - window and start < at + window then
+      near[#near + 1] = start
+    end
+  end
+  for i = 1, #near - limit + 1 do
+    if near[i + limit - 1] - near[i] < window - %(slack)r then
+      return false
+    end
+  end
+  return true
 end
-local line_end = tonumber(redis.call('GET', KEYS[2]) or '0')
-line_end = math.max(free_at, line_end + step)
-redis.call('SET', KEYS[2], tostring(line_end), 'EX', math.ceil(line_end - now) + ttl)
-return tostring(line_end - now)
+
+local function try_take(ticket, jump)
+  local n = redis.call('ZCARD', KEYS[1])
+  if n < limit then
+    add(now, ticket)
+    return {%(taken)d, '0'}
+  end
+  local free_at = tonumber(redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')[2]) + window
+  if jump then
+    add(free_at, ticket)
+    return {%(booked)d, tostring(free_at - now)}
+  end
+  local step = window / limit
+  if free_at - now <= step / 2 then
+    return {%(refused)d, tostring(free_at - now)}
+  end
+  local line_end = tonumber(redis.call('GET', KEYS[2]) or '0')
+  line_end = math.max(free_at, line_end + step)
+  redis.call('SET', KEYS[2], tostring(line_end), 'EX', math.ceil(line_end - now) + ttl)
+  return {%(refused)d, tostring(line_end - now)}
+end
 """
+_TAKEN, _REFUSED, _BOOKED = 0, 1, 2
+_COMMON %= {"slack": SLACK, "taken": _TAKEN, "refused": _REFUSED, "booked": _BOOKED}
 
+# ARGV: limit, window, ticket, jump (1/0).
+_TRY_TAKE = _COMMON + "return try_take(ARGV[3], ARGV[4] == '1')"
 
-# KEYS: the log. ARGV: limit, window, ticket. The slot moves to now when it is
-# still held; a slot that expired meanwhile is taken afresh if one is free.
-_STAMP = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-if redis.call('ZSCORE', KEYS[1], ARGV[3]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
+# ARGV: limit, window, the booking, the ticket it is traded for.
+_REDEEM = _COMMON + """
+local booked = redis.call('ZSCORE', KEYS[1], ARGV[3])
+if not booked then
+  return try_take(ARGV[4], true)
+end
+booked = tonumber(booked)
+redis.call('ZREM', KEYS[1], ARGV[3])
+if booked - now > %r then
+  add(booked, ARGV[4])
+  return {%d, tostring(booked - now)}
+end
+if now <= booked or fits(now) then
+  add(math.max(now, booked), ARGV[4])
+  return {%d, '0'}
+end
+return try_take(ARGV[4], true)
+""" % (EARLY, _BOOKED, _TAKEN)
+
+# ARGV: limit, window, ticket. Returns 1 when the slot is at now, 0 when it is lost.
+_STAMP = _COMMON + """
+redis.call('ZREM', KEYS[1], ARGV[3])
+if fits(now) then
+  add(now, ARGV[3])
   return 1
 end
 return 0
@@ -192,24 +322,38 @@ class RedisLimiter:
 
         self._redis = redis.Redis.from_url(url)
         self._try_take = self._redis.register_script(_TRY_TAKE)
+        self._redeem = self._redis.register_script(_REDEEM)
         self._stamp = self._redis.register_script(_STAMP)
 
     @staticmethod
     def _keys(account: str) -> list[str]:
         return [f"smsq:rate:{account}:log", f"smsq:rate:{account}:line"]
 
+    @staticmethod
+    def _answer(reply: list, ticket: str) -> Taken:
+        kind, wait = int(reply[0]), float(reply[1])
+        if kind == _TAKEN:
+            return Taken(ticket)
+        return Taken(None, wait, booking=ticket if kind == _BOOKED else None)
+
     def try_take(self, account: str, rate: float, *, jump: bool = False) -> Taken:
         limit, window = window_for(rate)
         ticket = uuid.uuid4().hex
-        wait = float(self._try_take(keys=self._keys(account), args=[limit, repr(window), ticket, int(jump)]))
-        return Taken(ticket) if wait <= 0 else Taken(None, wait)
+        return self._answer(self._try_take(keys=self._keys(account), args=[limit, repr(window), ticket, int(jump)]),
+                            ticket)
+
+    def redeem(self, account: str, rate: float, booking: str) -> Taken:
+        limit, window = window_for(rate)
+        ticket = uuid.uuid4().hex
+        return self._answer(self._redeem(keys=self._keys(account), args=[limit, repr(window), booking, ticket]),
+                            ticket)
 
     def give_back(self, account: str, ticket: str) -> None:
         self._redis.zrem(self._keys(account)[0], ticket)
 
     def stamp(self, account: str, rate: float, ticket: str) -> bool:
         limit, window = window_for(rate)
-        return bool(self._stamp(keys=self._keys(account)[:1], args=[limit, repr(window), ticket]))
+        return bool(self._stamp(keys=self._keys(account), args=[limit, repr(window), ticket]))
 
 
 _limiter: Limiter | None = None
