@@ -450,3 +450,27 @@ def test_redis_otps_behind_their_own_accounts_blast_across_processes():
     assert busiest_second(starts + otp_starts) <= RATE
     busy = max(starts) - min(starts)
     assert len(starts) + len(otp_starts) >= 0.9 * RATE * busy
+
+
+@pytest.mark.parametrize("make", ["local", "redis"])
+def test_a_fast_account_keeps_one_call_in_twenty_for_otps(make):
+    """From 20 calls a window up, the blast stops at 95 %: an OTP then takes a call at once
+    instead of booking one later; never more than the limit in the window either way."""
+    from smsq.worker.limiter import PRIORITY_SHARE
+
+    clock = FakeClock()
+    limiter = LocalLimiter(clock) if make == "local" else RedisLimiter(REDIS_URL)
+    account = f"limiter-share-{time.time_ns()}"
+    limit, _ = window_for(100.0)
+    reserve = limit // PRIORITY_SHARE
+    assert reserve == 5
+    bulk = [limiter.try_take(account, 100.0) for _ in range(limit)]
+    assert sum(t.ok for t in bulk) == limit - reserve  # the blast is refused at 95
+    refused = bulk[-1]
+    assert not refused.ok and refused.booking is None and refused.wait > 0
+    otps = [limiter.try_take(account, 100.0, jump=True) for _ in range(reserve + 1)]
+    assert all(t.ok for t in otps[:reserve])  # five OTPs go at once
+    assert not otps[-1].ok and otps[-1].booking  # the sixth books the next call that frees
+    # A slow account keeps all its calls for its bulk.
+    slow = f"{account}-slow"
+    assert all(limiter.try_take(slow, 10.0).ok for _ in range(10))
