@@ -455,5 +455,7 @@ def not_sent(state: str, work: Work, result: SendResult) -> ChunkNotSent:
 @shared_task(name="smsq.send_chunk", bind=True, ignore_result=True, acks_late=True,
              throws=(ChunkFailed, ChunkUnknown))
 def send_chunk(self, chunk_id: int, account: str | None = None, lane: str | None = None,
-               booking: str | None = None) -> str:
+               booking: str | None = None, **newer: object) -> str:
+    # ``newer``: fields a later version adds to the message are ignored, so that workers of
+    # two versions can share the queues during a rolling upgrade (the chunk's claim decides).
     return run_chunk(int(chunk_id), account, lane, label=getattr(self.request, "argsrepr", None), booking=booking)

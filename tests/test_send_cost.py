@@ -168,3 +168,14 @@ def test_an_otp_without_a_slot_books_one_and_comes_back_for_it(direct):
             if t.ok:
                 bucket.give_back("shop-dxt", t.ticket)
     assert len(published) == 2 and len(direct.sends) == 1
+
+
+def test_a_message_from_a_newer_version_is_sent_all_the_same(direct):
+    """A field this version does not know (a rolling upgrade) is ignored, not a TypeError."""
+    from smsq.tasks.send import send_chunk
+
+    direct.reset()
+    receipt = send_sms("shop-dxt", ["13700009997"], CONTENT)
+    (chunk_id, lane), = chunks_of(receipt.batch_id)
+    assert send_chunk(chunk_id, account="shop-dxt", lane=lane, hint="a newer version's") == "accepted"
+    assert [s.numbers for s in direct.sends] == [["13700009997"]]
