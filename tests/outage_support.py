@@ -133,11 +133,11 @@ class Site:
     def worker_log(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
-    def start_worker(self, concurrency: int = 2) -> subprocess.Popen:
+    def start_worker(self, concurrency: int = 2, *options: str) -> subprocess.Popen:
         env = {**os.environ, **self.worker_env, "PYTHONPATH": str(ROOT)}
         seen = self.worker_log().count("ready.")
         proc = subprocess.Popen([sys.executable, "-m", "smsq", "worker", "--concurrency", str(concurrency),
-                                 "--loglevel", "info"], cwd=self.tmp, env=env, stdout=open(self.log, "ab"),
+                                 "--loglevel", "info", *options], cwd=self.tmp, env=env, stdout=open(self.log, "ab"),
                                 stderr=subprocess.STDOUT, start_new_session=True)
         self.workers.append(proc)
         wait_until(lambda: self.worker_log().count("ready.") > seen or proc.poll() is not None, 60, 0.2,

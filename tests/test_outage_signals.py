@@ -62,6 +62,11 @@ def alive(pid: int) -> bool:
         return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
 
 
+def nice_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[16])
+
+
 def test_the_priority_lane_process_lives_and_ends_with_its_worker(sim, dxt_sim, tmp_path):
     """`smsq worker` (distributed, no --queues) runs the priority lane in a process of its own:
     started again when it exits, ended warmly with the worker, and gone when the worker is killed."""
@@ -98,3 +103,16 @@ def test_the_priority_lane_process_lives_and_ends_with_its_worker(sim, dxt_sim, 
         worker.kill()
         worker.wait()
         wait_until(lambda: not alive(lane), 30, 0.2, "the lane to end with its worker")
+
+        # --processes 2: a second bulk process; the bulk processes yield the CPU to the lane.
+        worker = site.start_worker(2, "--processes", "2")
+        wait_until(lambda: len(lane_pids(worker)) == 2, 30, 0.2, "both lanes started")
+        wait_until(lambda: "bulk2@" in site.worker_log(), 30, 0.2, "the second bulk process")
+        nices = {}
+        for pid in lane_pids(worker):
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                nices["priority" if b"priority@" in cmdline.read() else "bulk2"] = nice_of(pid)
+        base = os.nice(0)  # this process's: the worker starts from it
+        assert nices == {"priority": base, "bulk2": base + 5} and nice_of(worker.pid) == base + 5, nices
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 log = logging.getLogger("smsq.lanes")
 
@@ -48,10 +48,11 @@ _PR_SET_PDEATHSIG = 1
 class Lane:
     name: str  # what the log calls it
     argv: list[str]
+    nice: int = 0  # how much lower its CPU priority is (bulk processes: BULK_NICE)
     proc: subprocess.Popen | None = None
     restarts: int = 0
     next_start: float = 0.0
-    started_at: float = field(default=0.0)
+    started_at: float = 0.0
 
 
 def node_name(given: str | None, suffix: str) -> str:
@@ -75,15 +76,22 @@ def plan(args, pool: str, concurrency: int) -> list[Lane]:
                                              args.loglevel, args.events))]
     for n in range(2, (args.processes or 1) + 1):
         lanes.append(Lane(f"bulk process {n}", lane_argv(BULK_QUEUES, concurrency, node_name(args.hostname, f"bulk{n}"),
-                                                        args.loglevel, args.events, pool)))
+                                                        args.loglevel, args.events, pool), nice=BULK_NICE))
     return lanes
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: the first process's shutdown still stops them
+def _child_setup(nice: int):
+    def setup() -> None:  # pragma: no cover - runs in the child between fork and exec
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass  # not Linux: the first process's shutdown still stops them
+        if nice:
+            try:
+                os.nice(nice)
+            except OSError:
+                pass
+    return setup
 
 
 class Supervisor:
@@ -104,7 +112,7 @@ class Supervisor:
 
     def _spawn(self, lane: Lane) -> None:
         # Same stdout/stderr and process group as this process: one terminal, one Ctrl-C.
-        lane.proc = subprocess.Popen(lane.argv, preexec_fn=_die_with_parent)
+        lane.proc = subprocess.Popen(lane.argv, preexec_fn=_child_setup(lane.nice))
         lane.started_at = time.monotonic()
 
     def _watch(self) -> None:
