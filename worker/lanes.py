@@ -47,12 +47,24 @@ _PR_SET_PDEATHSIG = 1
 @dataclass
 class Lane:
     name: str  # what the log calls it
-    argv: list[str]
+    queues: str
+    concurrency: int
+    hostname: str
+    pool: str = "threads"
     nice: int = 0  # how much lower its CPU priority is (bulk processes: BULK_NICE)
     proc: subprocess.Popen | None = None
     restarts: int = 0
     next_start: float = 0.0
     started_at: float = 0.0
+
+    def argv(self, loglevel: str, events: bool) -> list[str]:
+        argv = [sys.executable, "-m", "smsq", "worker", "--queues", self.queues, "--pool", self.pool,
+                "--concurrency", str(self.concurrency), "--hostname", self.hostname, "--loglevel", loglevel]
+        return argv + (["--events"] if events else [])
+
+    def __str__(self) -> str:
+        host = self.hostname.replace("%h", os.uname().nodename)
+        return f"{self.name} ({host}, {self.concurrency} threads, {self.queues})"
 
 
 def node_name(given: str | None, suffix: str) -> str:
@@ -63,21 +75,22 @@ def node_name(given: str | None, suffix: str) -> str:
     return f"{name}-{suffix}{at}{host}" if at else f"{given}-{suffix}"
 
 
-def lane_argv(queues: str, concurrency: int, hostname: str, loglevel: str, events: bool,
-              pool: str = "threads") -> list[str]:
-    argv = [sys.executable, "-m", "smsq", "worker", "--queues", queues, "--pool", pool,
-            "--concurrency", str(concurrency), "--hostname", hostname, "--loglevel", loglevel]
-    return argv + (["--events"] if events else [])
-
-
 def plan(args, pool: str, concurrency: int) -> list[Lane]:
     """The processes to start beside this one."""
-    lanes = [Lane("priority lane", lane_argv(PRIORITY_QUEUE, PRIORITY_THREADS, node_name(args.hostname, "priority"),
-                                             args.loglevel, args.events))]
+    lanes = [Lane("priority lane", PRIORITY_QUEUE, PRIORITY_THREADS, node_name(args.hostname, "priority"))]
     for n in range(2, (args.processes or 1) + 1):
-        lanes.append(Lane(f"bulk process {n}", lane_argv(BULK_QUEUES, concurrency, node_name(args.hostname, f"bulk{n}"),
-                                                        args.loglevel, args.events, pool), nice=BULK_NICE))
+        lanes.append(Lane(f"bulk process {n}", BULK_QUEUES, concurrency, node_name(args.hostname, f"bulk{n}"),
+                          pool, nice=BULK_NICE))
     return lanes
+
+
+def lower_priority(nice: int) -> None:
+    """This process (Linux: this thread, and threads it starts later) at ``nice`` lower
+    CPU priority; where that is refused, as it was."""
+    try:
+        os.nice(nice)
+    except OSError:
+        pass
 
 
 def _child_setup(nice: int):
@@ -87,18 +100,15 @@ def _child_setup(nice: int):
         except (OSError, AttributeError):
             pass  # not Linux: the first process's shutdown still stops them
         if nice:
-            try:
-                os.nice(nice)
-            except OSError:
-                pass
+            lower_priority(nice)
     return setup
 
 
 class Supervisor:
     """Starts the lanes, starts again one that exits, stops them with the worker."""
 
-    def __init__(self, lanes: list[Lane]) -> None:
-        self.lanes = lanes
+    def __init__(self, lanes: list[Lane], loglevel: str = "info", events: bool = False) -> None:
+        self.lanes, self.loglevel, self.events = lanes, loglevel, events
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -112,7 +122,7 @@ class Supervisor:
 
     def _spawn(self, lane: Lane) -> None:
         # Same stdout/stderr and process group as this process: one terminal, one Ctrl-C.
-        lane.proc = subprocess.Popen(lane.argv, preexec_fn=_child_setup(lane.nice))
+        lane.proc = subprocess.Popen(lane.argv(self.loglevel, self.events), preexec_fn=_child_setup(lane.nice))
         lane.started_at = time.monotonic()
 
     def _watch(self) -> None:
@@ -168,13 +178,7 @@ class Supervisor:
 
 
 def describe(lanes: list[Lane]) -> str:
-    parts = []
-    for lane in lanes:
-        queues = lane.argv[lane.argv.index("--queues") + 1]
-        threads = lane.argv[lane.argv.index("--concurrency") + 1]
-        parts.append(f"{lane.name} ({lane.argv[lane.argv.index('--hostname') + 1].replace('%h', os.uname().nodename)}, "
-                     f"{threads} threads, {queues})")
-    return "; ".join(parts)
+    return "; ".join(str(lane) for lane in lanes)
 
 
 def yield_cpu_to_lanes() -> None:
@@ -185,7 +189,4 @@ def yield_cpu_to_lanes() -> None:
     Linux keeps a nice value per thread, inherited by threads started later: the call is
     made from the main thread after the supervisor's thread exists and before Celery starts
     its pool, so the lanes that thread starts (again) keep the normal priority."""
-    try:
-        os.nice(BULK_NICE)
-    except OSError:
-        pass
+    lower_priority(BULK_NICE)

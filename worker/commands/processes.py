@@ -85,7 +85,7 @@ def cmd_worker(args) -> int:
     else:
         # The priority lane (and any more bulk processes) in processes of their own: worker/lanes.py
         queues = lanes.BULK_QUEUES
-        supervisor = lanes.Supervisor(lanes.plan(args, pool, concurrency))
+        supervisor = lanes.Supervisor(lanes.plan(args, pool, concurrency), args.loglevel, args.events)
         print(f"smsq worker: this process takes {queues}; also starting {lanes.describe(supervisor.lanes)}",
               file=sys.stderr)
     argv = ["worker", "-Q", queues, "-l", args.loglevel, "--pool", pool, "-c", str(concurrency)]
