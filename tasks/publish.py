@@ -2,7 +2,11 @@
 id and the names of its account and lane (so that a worker can ask the account's
 rate limiter before it touches the database, and give a chunk back to its own
 queue); a split job's carries the batch id: no numbers, no content, no
-credentials (Flower, logs and the broker show them). What Flower shows as the
+credentials (Flower, logs and the broker show them). A campaign's chunks (a
+batch of ``GROUP_FROM`` chunks or more) go out in groups: one message names up
+to ``GROUP_SIZE`` chunks of the batch (``then``), which a worker sends one after
+another (tasks/send.py); the broker's delivery, ack and publish are then paid
+once per group, not per chunk. What Flower shows as the
 task's arguments (``argsrepr``) also names the batch and the account, so an
 operator can tell the rows apart; those are ids and configured names, never
 secrets.
@@ -40,6 +44,14 @@ PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "i
 # waits (schedules, rate-limit intervals) live in the database and the relay
 # releases them; a countdown is only for short backoffs and poll windows.
 MAX_COUNTDOWN = 60.0
+# Chunks of a campaign carried by one message. At a quick vendor a group is sent
+# in a few tens of milliseconds; at a slow one the worker hands the rest of the
+# group on to idle slots after the first slow call (tasks/send.py). OTPs (the
+# priority lane) go one per message.
+GROUP_SIZE = 10
+# Batches of fewer chunks than this go a chunk per message: all of them at once
+# on as many slots is what makes a small batch quick at a slow vendor.
+GROUP_FROM = 100
 
 
 def bounded(countdown: float | None) -> float | None:
@@ -48,10 +60,16 @@ def bounded(countdown: float | None) -> float | None:
     return countdown
 
 
-def chunk_label(chunk_id: int, batch_id: int | None = None, account: str | None = None) -> str:
-    """``chunk 12 (batch 3, shop-dxt)``: how a chunk is named in Flower and in task errors."""
+def chunk_label(chunk_id: int, batch_id: int | None = None, account: str | None = None,
+                then: list[int] | None = None) -> str:
+    """``chunk 12 (batch 3, shop-dxt)``, or for a group ``chunks 12-21 (batch 3, shop-dxt)``:
+    how a chunk is named in Flower and in task errors."""
     about = ([f"batch {batch_id}"] if batch_id is not None else []) + ([account] if account else [])
-    return f"chunk {chunk_id}" + (f" ({', '.join(about)})" if about else "")
+    named = f"chunk {chunk_id}"
+    if then:
+        consecutive = then == list(range(chunk_id + 1, chunk_id + 1 + len(then)))
+        named = f"chunks {chunk_id}-{then[-1]}" if consecutive else f"chunks {chunk_id} and {len(then)} more"
+    return named + (f" ({', '.join(about)})" if about else "")
 
 
 @contextmanager
@@ -70,15 +88,19 @@ def outbox_producer(conf: Settings) -> Iterator:
 
 def publish_chunk(chunk_id: int, lane: str, *, batch_id: int | None = None, account: str | None = None,
                   countdown: float | None = None, producer=None, label: str | None = None,
-                  booking: str | None = None) -> None:
+                  booking: str | None = None, then: list[int] | None = None) -> None:
     """``label``: what Flower shows (default ``chunk_label(...)``); a chunk given back to the
     queue keeps the one it came with. ``booking``: the ticket of the rate-limit slot booked
-    for the chunk (an OTP's), redeemed when it comes back."""
-    kwargs = {"account": account, "lane": lane} if account else {}
+    for the chunk (an OTP's), redeemed when it comes back. ``then``: the ids of the chunks
+    of the same batch and account sent after it by the same message (a group)."""
+    kwargs: dict = {"account": account, "lane": lane} if account else {}
     if account and booking:
         kwargs["booking"] = booking
+    if account and then:
+        kwargs["then"] = list(then)
     get_app().send_task(SEND_CHUNK, args=[chunk_id], kwargs=kwargs, queue=f"smsq.{lane}",
-                        countdown=bounded(countdown), argsrepr=label or chunk_label(chunk_id, batch_id, account),
+                        countdown=bounded(countdown),
+                        argsrepr=label or chunk_label(chunk_id, batch_id, account, kwargs.get("then")),
                         kwargsrepr=repr(kwargs), producer=producer, retry_policy=PUBLISH_RETRY)
 
 def publish_split(conf: Settings, batch_id: int, lane: str, account: str) -> bool:
@@ -110,16 +132,31 @@ def publish_chunks(conf: Settings, batch_id: int, chunk_ids: Iterable[int] | Non
     return publish_chunk_rows(conf, batch_id, rows)
 
 
-def publish_chunk_rows(conf: Settings, batch_id: int, rows) -> int:
-    """Publish ``(chunk id, lane, account)`` rows over one connection; return how many went.
-    On a broker failure the unpublished chunks are marked unqueued so the relay publishes
-    them at its next pass."""
+def groups(rows, size: int) -> Iterator[list[tuple[int, str, str]]]:
+    """``(chunk id, lane, account)`` rows in publishing order, cut into the runs one message
+    carries: up to ``size`` bulk chunks of one account; a priority chunk alone."""
+    run: list = []
+    for row in rows:
+        if run and (len(run) >= size or row[1] != "bulk" or run[0][1:] != tuple(row[1:])):
+            yield run
+            run = []
+        run.append(tuple(row))
+    if run:
+        yield run
+
+
+def publish_chunk_rows(conf: Settings, batch_id: int | None, rows, group_size: int = 1) -> int:
+    """Publish ``(chunk id, lane, account)`` rows over one connection, in groups of up to
+    ``group_size`` (1: a message each); return how many chunks went. On a broker failure
+    the unpublished chunks are marked unqueued so the relay publishes them at its next pass."""
     done = 0
     try:
         with outbox_producer(conf) as producer:
-            for chunk_id, lane, account in rows:
-                publish_chunk(chunk_id, lane, batch_id=batch_id, account=account, producer=producer)
-                done += 1
+            for run in groups(rows, group_size):
+                chunk_id, lane, account = run[0]
+                publish_chunk(chunk_id, lane, batch_id=batch_id, account=account, producer=producer,
+                              then=[row[0] for row in run[1:]])
+                done += len(run)
     except Exception as exc:
         log.warning("batch %s: publishing stopped after %s of %s chunks (%s); the relay will publish "
                     "the rest", batch_id, done, len(rows), exc)

@@ -7,11 +7,12 @@
    books the next slot that frees and its message carries the booking, which
    it redeems when it comes back.
 2. Claim: ``pending -> sending`` (attempts + 1) by a conditional update that
-   also returns the content and the numbers (one transaction). A message for
+   also returns the content and the numbers (one transaction; on PostgreSQL one
+   statement, committed on its own: one round trip). A message for
    a chunk in any other state is a redelivery: do nothing, and give the
    limiter's slot back.
 3. Call the provider; record the outcome (the second and last transaction of
-   an accepted chunk) by the taxonomy:
+   an accepted chunk; on PostgreSQL again one statement) by the taxonomy:
 
    accepted                  -> accepted; recipients sent (vendor ids kept)
    transient                 -> pending again after a backoff, for SMSQ_RETRY_FOR (tasks/retry.py)
@@ -37,6 +38,15 @@ numbers of a routed batch on instead of failing them).
 A worker that dies between claim and record leaves the chunk ``sending``; the
 relay turns it ``unknown`` after the send timeout, because the vendor may have
 accepted it.
+
+Groups. A campaign's message names several chunks of its batch (``then``,
+tasks/publish.py). They are sent one after another, each exactly as a chunk of
+its own (its slot, its claim right before its call, its record), so a worker
+that dies mid-group leaves every chunk in a true state (a chunk not yet claimed
+is pending, and its message is delivered again). After a slow vendor call
+(``_slow_vendor``), while the process has idle slots, the rest is handed on, a
+message each, for them to send side by side; a chunk that finds no rate-limit
+slot goes back to the queue with the rest of its group.
 """
 from __future__ import annotations
 
@@ -51,15 +61,16 @@ from sqlalchemy import and_, bindparam, exists, insert, select, text, update
 from smsq.providers import Outcome, Provider, SendContext, SendResult
 from smsq.providers.base import BEIJING, RAW_KEEP
 from smsq.store.models import Batch, Chunk, Recipient, VendorCall, utcnow
+from smsq.worker import slots
 from smsq.worker.clients import provider_for
 from smsq.worker.config import Settings, settings
-from smsq.worker.db import session_scope, transaction
+from smsq.worker.db import autocommit, session_scope, transaction
 from smsq.worker.limiter import WINDOW_MARGIN, Limiter, Taken, limiter
 
 from . import circuit, routes
 from .account_health import clear_flag, flag_account
 from .outcome_keeper import SPOOLED, keep_outcome, with_db_retry
-from .publish import MAX_COUNTDOWN, chunk_label, publish_chunk
+from .publish import MAX_COUNTDOWN, chunk_label, publish_chunk, publish_chunk_rows
 from .retry import FIRST_ATTEMPT, plan_retry
 from .schema import ensure_schema
 
@@ -71,6 +82,11 @@ CLAIM_WITHIN_MARGIN = WINDOW_MARGIN / 2
 # A slot booked for an OTP that frees within this is waited for in the worker slot
 # (a few times at most: a clock a little behind), not through the broker.
 BOOKING_NAP, BOOKING_NAPS = 0.05, 3
+# After a vendor call slower than SLOW_CALL that was also SLOW_SHARE times the rest
+# of its chunk's work (_slow_vendor), the rest of a group is handed on to the
+# process's idle slots, if it has enough (worker/slots.py): one slot sending the
+# group in turn would make the batch wait on a slow vendor.
+SLOW_CALL, SLOW_SHARE = 0.1, 15
 
 
 class ChunkNotSent(Exception):
@@ -107,14 +123,15 @@ def claim(conf: Settings, chunk_id: int) -> Work | None:
     """``pending -> sending`` (attempt + 1) and everything the send needs, in one
     transaction; None when the chunk is not ours to send."""
     now = utcnow()
-    with transaction(conf.database_url) as conn:
-        if conn.dialect.name == "postgresql":
-            row = conn.execute(CLAIM_PG, {"id": chunk_id, "now": now, "soon": now + timedelta(seconds=1)}).first()
-            if row is None:
-                return None
-            return Work(row.id, row.batch_id, row.seq, row.account, row.lane, row.attempts, row.content,
-                        row.send_at, row.created_at, list(zip(row.ids or [], row.mobiles or [])))
-        return _claim_portable(conn, chunk_id, now)
+    if not conf.database_url.startswith("postgresql"):
+        with transaction(conf.database_url) as conn:
+            return _claim_portable(conn, chunk_id, now)
+    with autocommit(conf.database_url) as conn:  # one statement: atomic, one round trip
+        row = conn.execute(CLAIM_PG, {"id": chunk_id, "now": now, "soon": now + timedelta(seconds=1)}).first()
+    if row is None:
+        return None
+    return Work(row.id, row.batch_id, row.seq, row.account, row.lane, row.attempts, row.content,
+                row.send_at, row.created_at, list(zip(row.ids or [], row.mobiles or [])))
 
 
 # One statement on PostgreSQL: the claim, the batch's content and the chunk's
@@ -171,10 +188,10 @@ def release(conf: Settings, work: Work, why: str, not_before: datetime | None = 
         conn.execute(update(Chunk).where(Chunk.id == work.chunk_id, Chunk.state == "sending").values(**values))
 
 
-def hold(conf: Settings, chunk_id: int, why: str, until: datetime) -> None:
-    """Leave an unclaimed chunk pending until ``until``, for the relay to publish then."""
+def hold(conf: Settings, chunk_ids: list[int], why: str, until: datetime) -> None:
+    """Leave unclaimed chunks pending until ``until``, for the relay to publish then."""
     with transaction(conf.database_url) as conn:
-        conn.execute(update(Chunk).where(Chunk.id == chunk_id, Chunk.state == "pending")
+        conn.execute(update(Chunk).where(Chunk.id.in_(chunk_ids), Chunk.state == "pending")
                      .values(detail=why[:500], next_attempt_at=until, queued_at=None))
 
 
@@ -223,6 +240,12 @@ def record(conf: Settings, work: Work, result: SendResult,
         due = now + timedelta(seconds=retry_in)
         values.update(next_attempt_at=due, queued_at=now if retry_in <= MAX_COUNTDOWN else None)
 
+    if state == "accepted" and call_seconds is not None and not result.failed_numbers and \
+            conf.database_url.startswith("postgresql"):
+        # the common answer, every number taken: one statement (tasks/send.py RECORD_ACCEPTED_PG)
+        if not _record_accepted_pg(conf, work, result, values, call_seconds, now):
+            log.warning("chunk %s: outcome %s not recorded, the chunk moved on", work.chunk_id, state)
+        return state, None
     with transaction(conf.database_url) as conn:
         if call_seconds is not None:  # the call happened, whatever becomes of the chunk row
             conn.execute(insert(VendorCall).values(account=work.account, outcome=result.outcome.value,
@@ -233,6 +256,57 @@ def record(conf: Settings, work: Work, result: SendResult,
             return state, None
         _record_recipients(conn, work, result, state, now)
     return state, retry_in
+
+
+# An accepted chunk, all in one statement (so one round trip, committed on its own):
+# the chunk's outcome if the chunk is still ours (_chunk_is_ours), its numbers
+# 'sent' only then, and the call counted in vendor_calls whatever became of the
+# chunk (as record() does). Data-modifying CTEs all see the rows as they were
+# before the statement, hence the recipients' "the chunk was ours" test reads
+# the chunk update's RETURNING instead of the table.
+RECORD_ACCEPTED_PG = """
+WITH ours AS (
+    UPDATE chunks SET state = 'accepted', outcome = :outcome, code = :code, detail = :detail, raw = :raw,
+                      finished_at = :now, vendor_ref = :vendor_ref
+    WHERE id = :id AND attempts = :attempt AND state IN ('sending', 'unknown')
+    RETURNING id),
+called AS (
+    INSERT INTO vendor_calls (account, outcome, seconds, created_at) VALUES (:account, :outcome, :seconds, :now)),
+sent AS (
+    UPDATE recipients AS r SET state = 'sent', vendor_id = {vendor_id}, updated_at = :now
+    {numbers} AND r.state IN ('queued', 'unknown') AND EXISTS (SELECT 1 FROM ours))
+SELECT count(*) FROM ours
+"""
+# each number with its own vendor id, in the order sent
+RECORD_ACCEPTED_WITH_IDS_PG = text(RECORD_ACCEPTED_PG.format(
+    vendor_id="v.vid", numbers="FROM unnest(CAST(:rids AS bigint[]), CAST(:vids AS text[])) AS v(rid, vid) "
+                                 "WHERE r.id = v.rid"))
+# one id for the whole call (or none)
+RECORD_ACCEPTED_ONE_ID_PG = text(RECORD_ACCEPTED_PG.format(
+    vendor_id="CAST(:vid AS text)", numbers="WHERE r.batch_id = :batch AND r.chunk_seq = :seq"))
+
+
+def _record_accepted_pg(conf: Settings, work: Work, result: SendResult, values: dict,
+                        call_seconds: float, now: datetime) -> bool:
+    params = {"id": work.chunk_id, "attempt": work.attempt, "now": now, "account": work.account,
+              "seconds": call_seconds, "vendor_ref": values["vendor_ref"],
+              **{key: values[key] for key in ("outcome", "code", "detail", "raw")}}
+    ids = result.vendor_ids if len(result.vendor_ids) == len(work.recipients) else []
+    if ids:
+        statement = RECORD_ACCEPTED_WITH_IDS_PG
+        params.update(rids=[rid for rid, _ in work.recipients], vids=[vid[:64] for vid in ids])
+    else:
+        statement = RECORD_ACCEPTED_ONE_ID_PG
+        params.update(vid=_single_id(result), batch=work.batch_id, seq=work.seq)
+    with autocommit(conf.database_url) as conn:
+        return conn.execute(statement, params).scalar() == 1
+
+
+def _single_id(result: SendResult) -> str | None:
+    """One id for the whole call (or ids we cannot pair with numbers): the chunk keeps
+    the vendor's reference; reports are matched by mobile."""
+    ref = result.batch_ref
+    return ref if ref and len(ref) <= 64 and "," not in ref else None
 
 
 # Every number of an accepted chunk with its own vendor id, in one statement
@@ -272,11 +346,8 @@ def _record_recipients(conn, work: Work, result: SendResult, state: str, now: da
         if ids:  # one id per number, in the order sent
             _record_sent_with_ids(conn, [(rid, vid[:64]) for (rid, _), vid in zip(work.recipients, ids)], now)
         else:
-            # One id for the whole call (or ids we cannot pair with numbers): the
-            # chunk keeps the vendor's reference; reports are matched by mobile.
-            single = result.batch_ref if result.batch_ref and len(result.batch_ref) <= 64 and \
-                "," not in result.batch_ref else None
-            conn.execute(update(Recipient).where(where).values(state="sent", vendor_id=single, updated_at=now))
+            conn.execute(update(Recipient).where(where).values(state="sent", vendor_id=_single_id(result),
+                                                               updated_at=now))
         for mobile, reason in result.failed_numbers.items():
             conn.execute(update(Recipient).where(
                 Recipient.batch_id == work.batch_id, Recipient.mobile == mobile).values(
@@ -287,12 +358,82 @@ def _record_recipients(conn, work: Work, result: SendResult, state: str, now: da
         detail=(result.message or "")[:255], updated_at=now))
 
 
+@dataclass
+class Pace:
+    """How long the vendor took to answer a chunk's call (None: no call was made)."""
+    seconds: float | None = None
+
+
+def run_group(chunk_ids: list[int], account: str | None = None, lane: str | None = None,
+              label: str | None = None, booking: str | None = None) -> str:
+    """Send a group's chunks one after another (see the module's docstring); return the
+    last chunk's state. A chunk that ended failed or unknown does not stop the group:
+    the group ends as that failure once the rest is done."""
+    with slots.occupied():
+        return _run_group(settings(), chunk_ids, account, lane, label, booking)
+
+
+def _run_group(conf: Settings, chunk_ids: list[int], account: str | None, lane: str | None,
+               label: str | None, booking: str | None) -> str:
+    not_sent_: list[ChunkNotSent] = []
+    state = "skipped"
+    for at, chunk_id in enumerate(chunk_ids):
+        rest, pace, started = chunk_ids[at + 1:], Pace(), time.monotonic()
+        try:
+            state = run_chunk(chunk_id, account, lane, label=label if not rest and not at else None,
+                              booking=booking if not at else None, then=rest, pace=pace)
+        except ChunkNotSent as exc:
+            not_sent_.append(exc)
+            state = "unknown" if isinstance(exc, ChunkUnknown) else "failed"
+        except BaseException:
+            try:
+                hand_on(conf, rest, lane, account)  # the rest is not this failure's
+            except Exception:  # the relay publishes them in time; the failure above is the news
+                log.exception("chunk %s: could not hand the rest of its group on", chunk_id)
+            raise
+        if state == "deferred":
+            break  # gone back to the queue with the rest of the group
+        if rest and _slow_vendor(pace, time.monotonic() - started) and _free_for(rest):
+            hand_on(conf, rest, lane, account)  # slots free to send it side by side
+            break
+    if len(not_sent_) == 1:
+        raise not_sent_[0]
+    if not_sent_:
+        error = ChunkUnknown if any(isinstance(e, ChunkUnknown) for e in not_sent_) else ChunkFailed
+        raise error(f"{len(not_sent_)} chunks not sent: " + "; ".join(map(str, not_sent_)))
+    return state
+
+
+def _slow_vendor(pace: Pace, chunk_seconds: float) -> bool:
+    """The vendor, not this busy process, made the chunk slow: its call took over
+    SLOW_CALL and SLOW_SHARE times the chunk's own work (limiter, claim, record).
+    Under a busy GIL every step of a chunk waits alike (measured at zero latency
+    with 64 threads: calls of 45 ms at the median, 160 ms at p99, at 1.6 and 11
+    times the rest of the chunk); a slow vendor stretches the call alone."""
+    call = pace.seconds
+    return call is not None and call > SLOW_CALL and call > SLOW_SHARE * (chunk_seconds - call)
+
+
+def _free_for(rest: list[int]) -> bool:
+    idle = slots.idle()
+    return idle is None or idle >= len(rest)
+
+
+def hand_on(conf: Settings, chunk_ids: list[int], lane: str | None, account: str | None) -> None:
+    """Publish the rest of a group a message each, for other worker slots. What the broker
+    does not take is left to the relay (marked unqueued)."""
+    if chunk_ids and account and lane:
+        publish_chunk_rows(conf, None, [(chunk_id, lane, account) for chunk_id in chunk_ids], group_size=1)
+
+
 def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None, label: str | None = None,
-              booking: str | None = None) -> str:
-    """Everything send_chunk does, without Celery in the way. ``account`` and
-    ``lane`` come with the message (a message without them, from an earlier
+              booking: str | None = None, then: list[int] | None = None, pace: Pace | None = None) -> str:
+    """Everything send_chunk does for one chunk, without Celery in the way. ``account``
+    and ``lane`` come with the message (a message without them, from an earlier
     version, costs one read to learn them); so does ``booking``, the rate-limit
-    slot booked for a refused OTP."""
+    slot booked for a refused OTP. ``then``: the rest of the chunk's group, which
+    goes back to the queue with it when the account has no slot ("deferred").
+    ``pace`` hears how long the vendor call took."""
     conf = settings()
     ensure_schema(conf)
     if account is None or lane is None:
@@ -306,7 +447,7 @@ def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None
     bucket, rate = limiter(conf.redis_url), conf.account(account).rate_limit
     asked, taken = take_slot(bucket, account, rate, lane, booking)
     if not taken.ok:
-        come_back(conf, chunk_id, lane, account, taken.wait, label, booking=taken.booking)
+        come_back(conf, chunk_id, lane, account, taken.wait, label, booking=taken.booking, then=then)
         return "deferred"
     try:
         work = with_db_retry(conf, claim, conf, chunk_id)  # [db outage] rides out a short one
@@ -334,8 +475,8 @@ def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None
     if time.monotonic() - asked > CLAIM_WITHIN_MARGIN and not bucket.stamp(account, rate, taken.ticket):
         release(conf, work, f"the claim outlasted account {account}'s rate-limit slot; the relay sends it again")
         log.warning("chunk %s: rate-limit slot lost while claiming; given back to the relay", chunk_id)
-        return "deferred"
-    return send_claimed(conf, work, provider, probe=admitted.probe)
+        return "released"
+    return send_claimed(conf, work, provider, probe=admitted.probe, pace=pace)
 
 
 def take_slot(bucket: Limiter, account: str, rate: float, lane: str,
@@ -363,9 +504,10 @@ def _provider_or_release(conf: Settings, work: Work) -> Provider:
         raise
 
 
-def send_claimed(conf: Settings, work: Work, provider: Provider, probe: bool = False) -> str:
+def send_claimed(conf: Settings, work: Work, provider: Provider, probe: bool = False,
+                 pace: Pace | None = None) -> str:
     """Call the vendor for a claimed chunk and record what it said. ``probe``: the chunk
-    is its account's half-open probe (tasks/circuit.py)."""
+    is its account's half-open probe (tasks/circuit.py); ``pace`` hears how long the call took."""
     chunk_id, account = work.chunk_id, provider.account
     numbers = [mobile for _, mobile in work.recipients]
     vendor_time = None
@@ -378,6 +520,8 @@ def send_claimed(conf: Settings, work: Work, provider: Provider, probe: bool = F
     started = time.monotonic()
     result = provider.send(numbers, work.content, vendor_time, context)
     seconds = time.monotonic() - started
+    if pace is not None:
+        pace.seconds = seconds
     # -- failover routes: the circuit hears the answer; a routed chunk that tripped it moves on --
     if routes.after_call(conf, work, result, seconds, probe=probe):
         return "moved"
@@ -414,25 +558,26 @@ def _account_and_lane(conf: Settings, chunk_id: int) -> tuple[str, str] | None:
 
 
 def come_back(conf: Settings, chunk_id: int, lane: str, account: str, wait: float,
-              label: str | None = None, booking: str | None = None) -> None:
+              label: str | None = None, booking: str | None = None, then: list[int] | None = None) -> None:
     """The account has no slot for ``wait`` seconds: the message goes back to the
     queue for that long (nothing is claimed, no attempt counted) and this
     worker slot takes other work; it carries the ``booking`` of the slot booked
-    for it, if any. A wait longer than a broker countdown may be goes to the
-    database for the relay (which publishes without the booking: it is given back)."""
+    for it, if any, and ``then``, the rest of its group. A wait longer than a
+    broker countdown may be goes to the database for the relay (which publishes
+    without the booking: it is given back)."""
+    ids = [chunk_id, *(then or [])]
     if wait > MAX_COUNTDOWN:
         _forget_booking(conf, account, booking)
-        hold(conf, chunk_id, f"waiting for account {account}'s rate limit",
-             utcnow() + timedelta(seconds=wait))
+        hold(conf, ids, f"waiting for account {account}'s rate limit", utcnow() + timedelta(seconds=wait))
         return
     try:
-        publish_chunk(chunk_id, lane, account=account, countdown=wait, label=label, booking=booking)
+        publish_chunk(chunk_id, lane, account=account, countdown=wait, label=label, booking=booking, then=then)
     except Exception:
         # The broker refused it: the relay publishes unqueued chunks at its next pass.
         log.exception("chunk %s: could not give it back to the queue; the relay will", chunk_id)
         _forget_booking(conf, account, booking)
         with transaction(conf.database_url) as conn:
-            conn.execute(update(Chunk).where(Chunk.id == chunk_id, Chunk.state == "pending")
+            conn.execute(update(Chunk).where(Chunk.id.in_(ids), Chunk.state == "pending")
                          .values(queued_at=None))
 
 
@@ -455,7 +600,9 @@ def not_sent(state: str, work: Work, result: SendResult) -> ChunkNotSent:
 @shared_task(name="smsq.send_chunk", bind=True, ignore_result=True, acks_late=True,
              throws=(ChunkFailed, ChunkUnknown))
 def send_chunk(self, chunk_id: int, account: str | None = None, lane: str | None = None,
-               booking: str | None = None, **newer: object) -> str:
-    # ``newer``: fields a later version adds to the message are ignored, so that workers of
-    # two versions can share the queues during a rolling upgrade (the chunk's claim decides).
-    return run_chunk(int(chunk_id), account, lane, label=getattr(self.request, "argsrepr", None), booking=booking)
+               booking: str | None = None, then: list[int] | None = None, **newer: object) -> str:
+    # ``then``: the rest of the chunk's group (tasks/publish.py). ``newer``: fields a later
+    # version adds to the message are ignored, so that workers of two versions can share
+    # the queues during a rolling upgrade (the chunk's claim decides).
+    ids = [int(chunk_id), *(int(i) for i in then or [])]
+    return run_group(ids, account, lane, label=getattr(self.request, "argsrepr", None), booking=booking)

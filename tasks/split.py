@@ -31,7 +31,7 @@ from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope
 
 from .cancel import cancel_pending
-from .publish import publish_chunk_rows
+from .publish import GROUP_FROM, GROUP_SIZE, publish_chunk_rows
 from .schema import ensure_schema
 
 log = logging.getLogger("smsq.split")
@@ -100,6 +100,11 @@ def run_split(conf: Settings, batch_id: int) -> int:
     """Cut the batch's staged chunks a block at a time, publishing each block after its
     commit; return how many chunk tasks were published."""
     published = 0
+    with session_scope(conf.database_url, readonly=True) as session:
+        staged = staged_counts(session, [batch_id]).get(batch_id, (0, 0))[0]
+    # A campaign's chunks go out in groups, for throughput; a smaller batch's a message
+    # each, so that all of its chunks are sent side by side at once (tasks/publish.py).
+    group_size = GROUP_SIZE if staged >= GROUP_FROM else 1
     while True:
         now = utcnow()
         with session_scope(conf.database_url) as session:
@@ -112,7 +117,7 @@ def run_split(conf: Settings, batch_id: int) -> int:
                 break  # done (by this run or another), or purged
             block = cut(session, batch, limit=SPLIT_BLOCK, not_before=not_before[0], now=now)
         if block.published:
-            done = publish_chunk_rows(conf, batch_id, block.published)
+            done = publish_chunk_rows(conf, batch_id, block.published, group_size)
             published += done
             if done < len(block.published):
                 # The broker failed: the rest of the chunks are marked for the relay, and the

@@ -1,16 +1,27 @@
 """Database engine and sessions, one engine per process and URL."""
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Iterator
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 
 CONNECT_TIMEOUT = 10  # seconds to open a PostgreSQL connection
+# In a worker, a pooled connection idle longer than this is pinged before use (one
+# that died while idle, a restarted server, is replaced then); a connection in
+# steady use is not: a ping a checkout was a round trip more per transaction on
+# the send path. A connection that breaks between two uses fails its statement,
+# which the send path rides out (tasks/outcome_keeper.py) and SQLAlchemy answers
+# by replacing every connection of the pool. Every other process (the
+# application calling send_sms, the CLI, beat) pings at every checkout, so that
+# a database restart never shows its caller an error.
+PING_AFTER_IDLE = 1.0
+_ping_always = True
 
 _engines: dict[str, Engine] = {}
 
@@ -24,6 +35,17 @@ def size_pool_for(slots: int) -> None:
     concurrent users (a thread-pool worker's threads); drops engines made before."""
     global _slots
     _slots = max(1, slots)
+    for engine in _engines.values():
+        engine.dispose()
+    _engines.clear()
+    _sessionmaker.cache_clear()
+
+
+def ping_only_idle() -> None:
+    """Ping pooled connections only after PING_AFTER_IDLE (a worker's choice, see there),
+    for engines created from now on."""
+    global _ping_always
+    _ping_always = False
     for engine in _engines.values():
         engine.dispose()
     _engines.clear()
@@ -79,8 +101,29 @@ def _create(url: str) -> Engine:
     # A database behind a dropped route or a silent firewall never refuses: without a
     # connect timeout every process would hang on it instead of saying it is unreachable.
     pool_size, max_overflow = pool_size_for(_slots)
-    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow,
-                         connect_args={"connect_timeout": CONNECT_TIMEOUT})
+    engine = create_engine(url, pool_pre_ping=_ping_always, pool_size=pool_size, max_overflow=max_overflow,
+                           connect_args={"connect_timeout": CONNECT_TIMEOUT})
+    if not _ping_always:
+        _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """``pool_pre_ping``, for connections idle over PING_AFTER_IDLE only (see there)."""
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn, record):  # pragma: no cover - trivial
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn, record, _proxy):
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since <= PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as error:
+            # The pool throws this connection away and checks out another (up to 3 tries).
+            raise exc.DisconnectionError(f"pooled connection failed its ping: {error}") from error
 
 
 def dispose_after_fork() -> None:
@@ -116,6 +159,15 @@ def transaction(url: str) -> Iterator[Connection]:
     (no ORM session to build per chunk)."""
     with engine_for(url).begin() as conn:
         yield conn
+
+
+@contextmanager
+def autocommit(url: str) -> Iterator[Connection]:
+    """A Core connection outside any transaction: each statement commits on its own.
+    For the send path's single-statement claim and record on PostgreSQL, which then
+    cost one round trip each instead of four or six (BEGIN, statements, COMMIT)."""
+    with engine_for(url).connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def upgrade(url: str, revision: str = "head") -> None:

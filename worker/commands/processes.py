@@ -67,13 +67,16 @@ def worker_pool(args, conf) -> tuple[str, int]:
 
 def cmd_worker(args) -> int:
     from ..app import QUEUES, get_app
-    from ..db import size_pool_for
+    from .. import slots
+    from ..db import ping_only_idle, size_pool_for
 
     conf = load()
     pool, concurrency = worker_pool(args, conf)
     # A thread pool's slots share this process's database pool; a prefork
     # child has one slot.
     size_pool_for(concurrency if pool == "threads" else 1)
+    ping_only_idle()  # the send path rides out a connection broken since its last use
+    slots.configure(concurrency if pool == "threads" else None)
     print(f"smsq worker: {conf.describe_storage()}; accounts from {conf.config_path}; "
           f"{concurrency} {'threads' if pool == 'threads' else 'processes'}", file=sys.stderr)
     wait_for_database(conf, "smsq worker")
