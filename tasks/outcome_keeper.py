@@ -45,7 +45,14 @@ def is_db_outage(exc: BaseException) -> bool:
 
 
 def with_db_retry(conf: Settings, fn, *args, **kwargs):
-    """``fn(*args, **kwargs)``, tried again through a database outage for ``SMSQ_DB_RETRY_FOR`` seconds."""
+    """``fn(*args, **kwargs)``, tried again through a database outage for ``SMSQ_DB_RETRY_FOR`` seconds
+    (the first time at once: a connection broken since its last use is replaced by then)."""
+    try:  # the common case, without building the retry machinery for every chunk
+        return fn(*args, **kwargs)
+    except Exception as exc:
+        if not is_db_outage(exc):
+            raise
+        log.warning("%s: database unavailable (%s); trying again", getattr(fn, "__name__", fn), type(exc).__name__)
     retrying = Retrying(stop=stop_after_delay(conf.db_retry_for), wait=wait_exponential(multiplier=0.5, max=5) + wait_random(0, 0.5),
                         retry=retry_if_exception(is_db_outage), reraise=True,
                         before_sleep=lambda rs: log.warning(

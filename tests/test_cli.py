@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import httpx
 import pytest
@@ -174,3 +175,25 @@ def test_worker_refuses_a_pool_it_cannot_run(env, args, message):
     result = smsq("worker", *args, env=env)
     assert result.returncode == 2 and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("options, cores, expected", [
+    ([], 2, (2, 32)),  # 64 threads, one bulk process per core
+    ([], 1, (1, 64)),
+    ([], 16, (4, 16)),  # up to four processes
+    (["--concurrency", "10"], 16, (1, 10)),  # as asked: one process of 10
+    (["--processes", "3"], 16, (3, 22)),
+    (["--processes", "3", "--concurrency", "8"], 16, (3, 8)),
+    (["--queues", "smsq.bulk"], 16, (1, 64)),
+])
+def test_a_default_worker_spreads_its_threads_over_a_process_per_core(monkeypatch, options, cores, expected):
+    from smsq.worker.cli import build_parser
+    from smsq.worker.commands.processes import bulk_processes, worker_pool
+
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    args = build_parser().parse_args(["worker", *options])
+    distributed = types.SimpleNamespace(embedded=False)
+    pool, concurrency = worker_pool(args, distributed)
+    assert (bulk_processes(args, distributed), concurrency) == expected and pool == "threads"
+    embedded = types.SimpleNamespace(embedded=True)  # one process: its rate limiter lives in it
+    assert bulk_processes(build_parser().parse_args(["worker"]), embedded) == 1

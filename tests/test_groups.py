@@ -212,3 +212,30 @@ def test_a_worker_killed_mid_campaign_sends_no_number_twice_and_loses_none(stack
     assert set(states.values()) <= {"sent", "unknown"} and len(unknown) <= 2 * 100  # two slots' chunks at most
     assert set(mobiles) - set(received) <= set(unknown)  # a number not sent is one that may have been
     assert status.final
+
+
+def test_every_slot_of_a_worker_can_be_in_a_vendor_call_at_once(slow_vendor):
+    """A 64-thread worker keeps 64 calls in flight at a slow vendor: the account's HTTP pool
+    is as large as the process's slots (a pool of 20 made the other slots queue)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from smsq.providers import SendContext
+    from smsq.store.models import utcnow
+    from smsq.worker import clients
+
+    calls = 40
+    slots.configure(calls)
+    clients.close_all()  # built again for this many slots
+    try:
+        provider = clients.provider_for(settings().account("shop-dxt"))
+        context = SendContext(1, 0, 1, utcnow())
+        with ThreadPoolExecutor(calls) as pool:
+            results = list(pool.map(lambda i: provider.send([f"1390000{i:04d}"], CONTENT, None, context),
+                                    range(calls)))
+    finally:
+        clients.close_all()
+    assert all(r.accepted == 1 for r in results)
+    answered = sorted(s.at for s in slow_vendor.sends)
+    assert len(answered) == calls
+    # all answered together, one vendor latency (0.8 s) after they were sent, not in rounds
+    assert answered[-1] - answered[0] < 0.4, answered

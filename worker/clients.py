@@ -7,6 +7,12 @@ import httpx
 
 from smsq.providers import Account, Provider, provider_class
 
+from . import slots
+
+# Connections kept per account and process when the process's slots are not known
+# (a prefork child, the producer, the CLI); a thread-pool worker keeps one per slot.
+CONNECTIONS = 20
+
 _lock = threading.Lock()
 _providers: dict[str, tuple[Account, Provider]] = {}
 
@@ -20,8 +26,13 @@ def provider_for(account: Account) -> Provider:
             # Explicit timeouts on every call: a vendor that never answers must
             # not hold a worker thread (and an unknown outcome) forever.
             timeout = httpx.Timeout(account.timeout, connect=min(5.0, account.timeout))
-            client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=20),
-                                  headers={"User-Agent": "smsq"})
+            # Every slot of a thread-pool worker may be in a call to this account at once
+            # (64 calls in flight at 500 ms for a 100/s account): a smaller pool would
+            # make slots queue for a connection, and keep-alive for fewer would open and
+            # close connections all the time.
+            connections = max(CONNECTIONS, slots.total() or 0)
+            limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+            client = httpx.Client(timeout=timeout, limits=limits, headers={"User-Agent": "smsq"})
             cached = (account, provider_class(account.provider)(account, client))
             _providers[account.name] = cached
         return cached[1]

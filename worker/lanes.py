@@ -6,9 +6,9 @@ that arrives then waits for a free thread *and* for its turn at the core
 behind dozens of others: a quarter of a second more, at 200 ms vendor latency.
 So the worker started by `smsq worker` (no ``--queues``) takes the bulk lane
 and the polls, and starts one more worker process for ``smsq.priority`` alone,
-with a few threads: its core time is the OTPs'. ``--processes N`` adds N-1
-more bulk processes, for a host whose worker is CPU-bound (zero-latency
-vendors, many cores).
+with a few threads: its core time is the OTPs'. The bulk lane itself runs in
+one process per core (up to four; worker/commands/processes.py) with the 64
+threads spread over them, or in ``--processes N``: N-1 more bulk processes.
 
 The extra processes are ordinary `smsq worker --queues ...` processes with
 node names of their own (``priority@host``, ``bulk2@host``, or the given
@@ -75,10 +75,10 @@ def node_name(given: str | None, suffix: str) -> str:
     return f"{name}-{suffix}{at}{host}" if at else f"{given}-{suffix}"
 
 
-def plan(args, pool: str, concurrency: int) -> list[Lane]:
-    """The processes to start beside this one."""
+def plan(args, pool: str, concurrency: int, processes: int) -> list[Lane]:
+    """The processes to start beside this one (``processes``: bulk processes in all)."""
     lanes = [Lane("priority lane", PRIORITY_QUEUE, PRIORITY_THREADS, node_name(args.hostname, "priority"))]
-    for n in range(2, (args.processes or 1) + 1):
+    for n in range(2, processes + 1):
         lanes.append(Lane(f"bulk process {n}", BULK_QUEUES, concurrency, node_name(args.hostname, f"bulk{n}"),
                           pool, nice=BULK_NICE))
     return lanes

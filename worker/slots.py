@@ -1,4 +1,7 @@
-"""How many of this worker process's slots are free to take a chunk handed on.
+"""How many worker slots this process has, and how many are free to take a chunk handed on.
+
+The HTTP pools follow the number of slots (worker/clients.py): every slot may
+be in a vendor call at once.
 
 A group of chunks (tasks/send.py) is sent by one slot in turn. Handing the rest
 of a group on to other slots only helps when some slot of the process is idle:
@@ -35,6 +38,11 @@ def occupied() -> Iterator[None]:
     finally:
         with _lock:
             _busy -= 1
+
+
+def total() -> int | None:
+    """The process's slots, when it knows them."""
+    return _total
 
 
 def idle() -> int | None:
