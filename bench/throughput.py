@@ -4,7 +4,7 @@ accounts, the limiter's window. Every figure is a ratio to a reference measured
 in the same run (the machine is shared and noisy).
 
 One run, distributed mode (PostgreSQL + Redis), ONE default ``smsq worker``
-(no --pool, no --concurrency) against a dxt simulator started in this process:
+(no --pool, no --concurrency) against a dxt simulator in a process of its own:
 
   a  throughput   200 ms vendor latency, account at 100/s (10,000 numbers/s):
                   numbers/s the vendor received / the allowance
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -81,9 +82,74 @@ class Numbers:
         return [f"13{i:09d}" for i in range(start, start + count)]
 
 
+class Sent:
+    """What the bench needs of one send the simulator accepted."""
+    __slots__ = ("content", "count", "at")
+
+    def __init__(self, content: str, count: int, at: float) -> None:
+        self.content, self.count, self.at = content, count, at
+
+
+def _simulator(conn, records) -> None:
+    """The child process: the dxt simulator, answering the parent's commands."""
+    from smsq.simulator.dxt import DxtState, create_app
+    from smsq.simulator.server import serve
+
+    state = DxtState({SIM_USER: PASSWORD}, balance=10**9)
+    running = serve(create_app(state), port=0)
+    conn.send(running.url)
+    while True:
+        command, arguments = conn.recv()
+        if command == "faults":
+            state.set_faults(**arguments)
+            conn.send(None)
+        elif command == "sends":  # the sends from index ``arguments`` on
+            with state.lock:
+                new = [(s.content, len(s.numbers), s.at) for s in state.sends[arguments:]]
+            records.put(new)
+            conn.send(len(new))
+        else:
+            running.stop()
+            conn.send(None)
+            return
+
+
+class Simulator:
+    """The dxt simulator in a process of its own, as a vendor is: its work for a blast
+    does not share a GIL with what measures smsq here (send_sms, batch_status), nor
+    does the measuring slow the simulator's answers down."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("fork")  # before this process starts any thread
+        self._conn, child = context.Pipe()
+        self._records = context.Queue()
+        self._proc = context.Process(target=_simulator, args=(child, self._records), daemon=True)
+        self._proc.start()
+        self.url = self._conn.recv()
+        self._sends: list[Sent] = []
+
+    def _ask(self, command: str, arguments=None):
+        self._conn.send((command, arguments))
+        return self._conn.recv()
+
+    def set_faults(self, **faults) -> None:
+        self._ask("faults", faults)
+
+    @property
+    def sends(self) -> list[Sent]:
+        if self._ask("sends", len(self._sends)):
+            self._sends.extend(Sent(*record) for record in self._records.get(timeout=30))
+        else:
+            self._records.get(timeout=30)
+        return self._sends
+
+    def stop(self) -> None:
+        self._ask("stop")
+        self._proc.join(10)
+
+
 def calls_of(sim, content: str) -> list:
-    with sim.lock:
-        return [s for s in sim.sends if s.content.startswith(content)]
+    return [s for s in sim.sends if s.content.startswith(content)]
 
 
 def busiest_second(times: list[float]) -> int:
@@ -111,7 +177,7 @@ def received_rate(sends: list) -> float:
     """Numbers per second the vendor received, first call to last."""
     times = [s.at for s in sends]
     span = max(times) - min(times)
-    return sum(len(s.numbers) for s in sends) / span if span > 0 else float("nan")
+    return sum(s.count for s in sends) / span if span > 0 else float("nan")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -154,7 +220,7 @@ def drain(sim, worker: Worker, account: str, batch: list[str], content: str) -> 
     # 100,000-number batch would cost PostgreSQL a third of a core, taken from
     # the worker being measured.
     deadline = time.monotonic() + timeout
-    while sum(len(s.numbers) for s in calls_of(sim, content)) < receipt.accepted:
+    while sum(s.count for s in calls_of(sim, content)) < receipt.accepted:
         if time.monotonic() > deadline:
             raise RuntimeError(f"batch {receipt.batch_id}: not every number reached the vendor in {timeout} s")
         time.sleep(0.05)
@@ -308,12 +374,8 @@ class Worker:
 def run(args) -> dict:
     import redis
 
-    from smsq.simulator.dxt import DxtState, create_app
-    from smsq.simulator.server import serve
-
     tmp = Path(tempfile.mkdtemp(prefix="smsq-throughput-"))
-    sim = DxtState({SIM_USER: PASSWORD}, balance=10**9)
-    running = serve(create_app(sim), port=0)
+    sim = running = Simulator()
     redis.Redis.from_url(REDIS_URL).flushdb()
     env = {"SMSQ_CONFIG": str(write_config(tmp / "smsq.toml", running.url)), PASSWORD_ENV: PASSWORD,
            "SMSQ_DATABASE_URL": fresh_postgres(PG_DATABASE), "SMSQ_BROKER_URL": REDIS_URL,
