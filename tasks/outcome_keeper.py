@@ -52,13 +52,15 @@ def with_db_retry(conf: Settings, fn, *args, **kwargs):
     except Exception as exc:
         if not is_db_outage(exc):
             raise
-        log.warning("%s: database unavailable (%s); trying again", getattr(fn, "__name__", fn), type(exc).__name__)
+        _trying_again(fn, exc)
     retrying = Retrying(stop=stop_after_delay(conf.db_retry_for), wait=wait_exponential(multiplier=0.5, max=5) + wait_random(0, 0.5),
                         retry=retry_if_exception(is_db_outage), reraise=True,
-                        before_sleep=lambda rs: log.warning(
-                            "%s: database unavailable (%s); trying again", getattr(fn, "__name__", fn),
-                            type(rs.outcome.exception()).__name__))
+                        before_sleep=lambda rs: _trying_again(fn, rs.outcome.exception()))
     return retrying(fn, *args, **kwargs)
+
+
+def _trying_again(fn, exc: BaseException) -> None:
+    log.warning("%s: database unavailable (%s); trying again", getattr(fn, "__name__", fn), type(exc).__name__)
 
 
 def keep_outcome(conf: Settings, work, result: SendResult, call_seconds: float | None):

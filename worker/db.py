@@ -35,10 +35,7 @@ def size_pool_for(slots: int) -> None:
     concurrent users (a thread-pool worker's threads); drops engines made before."""
     global _slots
     _slots = max(1, slots)
-    for engine in _engines.values():
-        engine.dispose()
-    _engines.clear()
-    _sessionmaker.cache_clear()
+    _drop_engines()
 
 
 def ping_only_idle() -> None:
@@ -46,6 +43,11 @@ def ping_only_idle() -> None:
     for engines created from now on."""
     global _ping_always
     _ping_always = False
+    _drop_engines()
+
+
+def _drop_engines() -> None:
+    """Forget the engines made so far: the next use builds them with the settings now."""
     for engine in _engines.values():
         engine.dispose()
     _engines.clear()
