@@ -25,6 +25,7 @@ class FaultProxy:
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self.accepted = 0  # connections accepted so far
         self.port = 0
         self._listen()
 
@@ -44,7 +45,7 @@ class FaultProxy:
 
     def refuse(self) -> None:
         self.mode = "refuse"
-        self._listener.close()
+        self._stop_listening()
         self._close_all()
 
     def delay(self, seconds: float) -> None:
@@ -57,10 +58,20 @@ class FaultProxy:
 
     def close(self) -> None:
         self._closed = True
-        self._listener.close()
+        self._stop_listening()
         self._close_all()
 
     # -- plumbing ---------------------------------------------------------------
+    def _stop_listening(self) -> None:
+        # close() alone does not stop a listener that a thread is blocked in accept() on
+        # (Linux): the socket keeps listening, and the next connection is still accepted
+        # and forwarded. shutdown() wakes that accept() with an error.
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._listener.close()
+
     def _close_all(self) -> None:
         with self._lock:
             conns, self._open = self._open, set()
@@ -84,6 +95,7 @@ class FaultProxy:
             if self.mode == "drop":
                 client.close()
                 continue
+            self.accepted += 1
             self._track(client)
             threading.Thread(target=self._connect, args=(client,), daemon=True).start()
 

@@ -48,7 +48,10 @@ def proxied(dxt_sim, tmp_path_factory):
     from smsq.worker.db import upgrade
 
     upgrade(settings().database_url)
-    worker_stack = Stack("distributed", {**common, "SMSQ_BROKER_URL": REDIS_URL}, state, url, tmp)
+    # The worker's own relay pass (every SMSQ_RELAY_INTERVAL) stays out of the way: the
+    # tests run the relay themselves once the broker answers again, and count what it did.
+    worker_stack = Stack("distributed", {**common, "SMSQ_BROKER_URL": REDIS_URL, "SMSQ_RELAY_INTERVAL": "3600"},
+                         state, url, tmp)
     worker_stack.worker = start_worker(worker_stack)
     yield proxy, worker_stack
     stop_worker(worker_stack.worker)
@@ -117,3 +120,23 @@ def test_send_sms_returns_when_the_broker_refuses(proxied):
     proxy.heal()
     assert run_relay()["splits"] == 1
     assert_delivered_once(stack.sim, {receipt.batch_id: numbers})
+
+
+def test_send_sms_keeps_its_broker_connections_and_survives_a_cut_one(proxied):
+    proxy, stack = proxied
+    stack.sim.reset()
+    proxy.heal()
+    sent, connections = {}, proxy.accepted
+    for i in range(20):  # OTPs, each published by the producer itself
+        receipt = send_sms("shop-dxt", [f"1360000{i:04d}"], CONTENT)
+        assert receipt.queued
+        sent[receipt.batch_id] = [f"1360000{i:04d}"]
+    # Twenty sends, not twenty connections: the outbox's connections are kept and reused.
+    assert proxy.accepted - connections <= 4, f"{proxy.accepted - connections} broker connections for 20 sends"
+
+    proxy.drop()  # the network cuts every open connection (a broker restart looks the same)
+    proxy.heal()
+    receipt = send_sms("shop-dxt", ["13611112222"], CONTENT)
+    assert receipt.queued, "a kept connection that was cut must not cost the next send its publish"
+    sent[receipt.batch_id] = ["13611112222"]
+    assert_delivered_once(stack.sim, sent)
