@@ -83,6 +83,18 @@ def stage_chunks(session: Session, batch_id: int, account: str, numbers: Iterabl
     return accepted, found
 
 
+def chunk_short_list(session: Session, account: str, numbers: list, landline: bool, size: int,
+                     rejected: list[tuple[str, str]]) -> tuple[list[Row], set[str]]:
+    """A list known to be short (at most a block: an OTP, a small batch) cut into its chunks,
+    as rows, with nothing written: the caller writes chunk and recipient rows directly, not
+    through the stage. Returns the rows and the account's blocked numbers found (left out);
+    invalid entries are appended to ``rejected`` as stage_chunks does."""
+    head = _valid(numbers, landline, rejected, set())
+    found: set[str] = set()
+    blocks = _chunk_rows([head], size, _blocked_among(session, account, head), found)
+    return [row for block in blocks for row in block], found
+
+
 def _chunk_rows(blocks: Iterable[list[str]], size: int, blocked: set[int],
                 found: set[str]) -> Iterator[list[Row]]:
     """The chunks filled by each block of valid numbers (first appearance only, blocked ones

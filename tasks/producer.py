@@ -7,9 +7,10 @@ After that transaction commits it publishes (a transactional outbox: nothing is
 published that the database does not hold, and a crash in between leaves work
 the relay publishes):
 
-* a small batch (up to ``SMSQ_PRIORITY_MAX`` numbers: an OTP) is cut into its
-  chunk and recipient rows in the same transaction and its ``send_chunk``
-  tasks are published directly, which saves the hop through a split job;
+* a small batch (up to ``SMSQ_PRIORITY_MAX`` numbers: an OTP) gets its chunk
+  and recipient rows in the same transaction, written directly rather than
+  staged, and its ``send_chunk`` tasks are published directly, which saves the
+  hop through a split job;
 * a larger batch gets one ``smsq.split_batch(batch_id)`` job: a worker cuts the
   chunk and recipient rows and publishes the chunk tasks (tasks/split.py).
 
@@ -22,6 +23,7 @@ batch goes to the route's first account that can send (tasks/routes.py).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import re
 from dataclasses import dataclass, field
@@ -39,10 +41,10 @@ from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
 from . import routes
-from .intake import BLOCK, blocked_reasons, stage_chunks
+from .intake import BLOCK, blocked_reasons, chunk_short_list, stage_chunks
 from .publish import publish_chunk_rows, publish_split
 from .schema import ensure_schema
-from .split import cut, staged_counts
+from .split import cut, staged_counts, write_short
 
 log = logging.getLogger("smsq.producer")
 
@@ -144,9 +146,23 @@ def _intake(session: Session, batch: Batch, numbers: Iterator[str], landline: bo
             rejected: list[tuple[str, str]]) -> int:
     """Stage the numbers in chunks of ``size``; blocked ones join ``rejected``. Return how many were accepted."""
     accepted, blocked = stage_chunks(session, batch.id, batch.account, numbers, landline, size, rejected)
-    rejected.extend((mobile, f"blocked for this account: {reason}")
-                    for mobile, reason in blocked_reasons(session, batch.account, blocked))
+    rejected.extend(_blocked(session, batch.account, blocked))
     return accepted
+
+
+def _blocked(session: Session, account: str, blocked: set[str]) -> list[tuple[str, str]]:
+    """The receipt's entries for the account's blocked numbers found (no query when none)."""
+    return [(mobile, f"blocked for this account: {reason}")
+            for mobile, reason in blocked_reasons(session, account, blocked)]
+
+
+def _fill(batch: Batch, conf, accepted: int, rejected: list, priority: bool | None) -> None:
+    """The batch's counts and lane, once its numbers are known."""
+    batch.accepted, batch.rejected = accepted, len(rejected)
+    if priority is None:
+        batch.lane = "priority" if accepted <= conf.priority_max else "bulk"
+    else:
+        batch.lane = "priority" if priority else "bulk"
 
 
 def _store_rejections(session: Session, batch_id: int, rejected: list[tuple[str, str]]) -> None:
@@ -215,26 +231,39 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
             batch = Batch(account=acct.name, content=prepared, send_at=when, idempotency_key=idempotency_key,
                           lane="bulk", segments=segments(prepared), created_at=now, route=target.route,
                           given_content=content if target.route else None)
-            session.add(batch)
-            session.flush()  # the id; and an idempotency race fails here, early
-            accepted = _intake(session, batch, _numbers(to), provider_cls.accepts_landline,
-                               provider_cls.max_numbers, rejected)
-            if not accepted:
-                raise NoValidNumbersError(rejected)  # rolls the batch back: an empty batch is no batch
+            numbers = _numbers(to)
+            short = list(itertools.islice(numbers, conf.priority_max + 1))
+            if len(short) <= conf.priority_max:
+                # A short list (an OTP): its chunk and recipient rows are written directly and
+                # its chunk is published by this call; a split job would add a broker round trip
+                # and a worker pick-up before its send is even published. Five round trips in
+                # all, the batch's row written once with what it will hold.
+                rows, blocked = chunk_short_list(session, acct.name, short, provider_cls.accepts_landline,
+                                                 provider_cls.max_numbers, rejected)
+                rejected.extend(_blocked(session, acct.name, blocked))
+                accepted = sum(size for _, size, _ in rows)
+                if not accepted:
+                    raise NoValidNumbersError(rejected)  # nothing was written
+                _fill(batch, conf, accepted, rejected, priority)
+                session.add(batch)
+                session.flush()  # the id; and an idempotency race fails here, early
+                inline = write_short(session, batch, rows, not_before=not_before, now=now)
+            else:
+                session.add(batch)
+                session.flush()  # the id; and an idempotency race fails here, early
+                accepted = _intake(session, batch, itertools.chain(short, numbers), provider_cls.accepts_landline,
+                                   provider_cls.max_numbers, rejected)
+                if not accepted:
+                    raise NoValidNumbersError(rejected)  # rolls the batch back: an empty batch is no batch
+                _fill(batch, conf, accepted, rejected, priority)
+                session.flush()
+                inline = None
+                if accepted <= conf.priority_max:
+                    # Few numbers in a long list (repeats, invalid entries): cut here as above.
+                    inline = cut(session, batch, limit=None, not_before=not_before, now=now).published
+                else:
+                    session.add(SplitJob(batch_id=batch.id, not_before=not_before, queued_at=now, created_at=now))
             _store_rejections(session, batch.id, rejected)
-            batch.accepted, batch.rejected = accepted, len(rejected)
-            if priority is None:
-                batch.lane = "priority" if accepted <= conf.priority_max else "bulk"
-            else:
-                batch.lane = "priority" if priority else "bulk"
-            session.flush()
-            inline = None
-            if accepted <= conf.priority_max:
-                # An OTP's one chunk is cut here: a split job would add a broker round trip and
-                # a worker pick-up before its send is even published.
-                inline = cut(session, batch, limit=None, not_before=not_before, now=now).published
-            else:
-                session.add(SplitJob(batch_id=batch.id, not_before=not_before, queued_at=now, created_at=now))
             receipt = Receipt(batch.id, accepted, rejected, batch.segments, batch.lane)
     except IntegrityError:
         if idempotency_key is None:

@@ -180,3 +180,31 @@ def test_a_message_from_a_newer_version_is_sent_all_the_same(direct):
     (chunk_id, lane), = chunks_of(receipt.batch_id)
     assert send_chunk(chunk_id, account="shop-dxt", lane=lane, hint="a newer version's") == "accepted"
     assert [s.numbers for s in direct.sends] == [["13700009997"]]
+
+
+def test_an_otp_is_stored_in_one_transaction_of_four_statements(direct):
+    direct.reset()
+    send_sms("shop-dxt", ["13700009990"], CONTENT)  # warm: schema, connections
+    published = []
+
+    def count(sender=None, headers=None, **_):
+        published.append(headers["task"])
+
+    before_task_publish.connect(count)
+    try:
+        with Tally(engine_for(settings().database_url)) as tally:
+            receipt = send_sms("shop-dxt", ["13700009991", "13700009992", "13700009991", "12345"], CONTENT)
+    finally:
+        before_task_publish.disconnect(count)
+    # the account's blocked numbers among these, the batch, its chunk, its numbers; and the rejected entry
+    assert [len(t) for t in tally.transactions] == [5], tally.transactions
+    assert receipt.queued and receipt.accepted == 2 and [m for m, _ in receipt.rejected] == ["12345"]
+    assert published == ["smsq.send_chunk"]  # its chunk, published by the call itself: no split job
+    with session_scope(settings().database_url) as s:
+        rows = s.execute(select(Recipient.mobile, Recipient.state, Recipient.chunk_seq)
+                         .where(Recipient.batch_id == receipt.batch_id).order_by(Recipient.id)).all()
+    assert [tuple(r) for r in rows] == [("13700009991", "queued", 0), ("13700009992", "queued", 0),
+                                        ("12345", "rejected", None)]
+    chunk_id, lane = chunks_of(receipt.batch_id)[0]
+    assert lane == "priority" and run_chunk(chunk_id, "shop-dxt", lane) == "accepted"
+    assert direct.sends[-1].numbers == ["13700009991", "13700009992"]  # in the order given
