@@ -374,3 +374,22 @@ def classify(codes: Mapping[str, tuple[Outcome, str]], code: str, raw: str = "")
 
 def join_numbers(numbers: Iterable[str], separator: str) -> str:
     return separator.join(numbers)
+
+
+_NUMBER_LIST = re.compile(r"[0-9,]*")
+
+
+def form_body(fields: Mapping[str, str], charset: str) -> bytes:
+    """``urlencode(fields, encoding=charset, errors="strict")`` as ASCII bytes, the same
+    bytes, made quicker for the field that carries the numbers: urlencode quotes a
+    value byte by byte in Python (0.3 ms for 100 numbers, a tenth of a chunk's CPU
+    in the worker), and digits and commas need nothing but the comma quoted."""
+    from urllib.parse import quote_plus
+
+    def quoted(value: object) -> str:
+        value = value if isinstance(value, str) else str(value)  # as urlencode does
+        if _NUMBER_LIST.fullmatch(value):
+            return value.replace(",", "%2C")
+        return quote_plus(value, encoding=charset, errors="strict")
+
+    return "&".join(quote_plus(str(key)) + "=" + quoted(value) for key, value in fields.items()).encode("ascii")

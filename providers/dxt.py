@@ -35,7 +35,8 @@ from datetime import datetime
 
 import httpx
 
-from .base import Inbound, Outcome, Provider, ProviderError, Report, SendContext, SendResult, classify
+from .base import (Inbound, Outcome, Provider, ProviderError, Report, SendContext, SendResult, classify,
+                   form_body)
 
 # Send answers other than "0|a|b|d". Keys are the vendor's codes; the Chinese
 # text is the vendor's own wording, kept for operators.
@@ -108,10 +109,8 @@ class DxtProvider(Provider):
         return self.account.base_url.rstrip("/") + "/" + ENDPOINTS[endpoint]
 
     def _form(self, **fields: str) -> tuple[bytes, dict[str, str]]:
-        from urllib.parse import urlencode
-
         data = {"us_name": self.account.username, "us_pwd": self.account.password.reveal(), **fields}
-        body = urlencode(data, encoding=self.wire_charset, errors="strict").encode("ascii")
+        body = form_body(data, self.wire_charset)
         headers = {"Content-Type": f"application/x-www-form-urlencoded; charset={self.wire_charset}"}
         return body, headers
 

@@ -82,12 +82,11 @@ import json
 import re
 from datetime import datetime
 from typing import Any, Mapping
-from urllib.parse import urlencode
 
 import httpx
 from defusedxml import ElementTree as SafeET
 
-from .base import BEIJING, RAW_KEEP, Outcome, Provider, SendContext, SendResult
+from .base import BEIJING, RAW_KEEP, Outcome, Provider, SendContext, SendResult, form_body
 
 OK_CODE = "00000"
 OK_MESSAGE = ("成功: 此步响应只表明客户的短信请求发送成功,不表明短信通道已经发送短信成功 "
@@ -176,7 +175,7 @@ class JinxinProvider(Provider):
         }
         if options.get("extno") is not None:
             fields["extno"] = str(options["extno"])
-        body = urlencode(fields, encoding=self.wire_charset, errors="strict").encode("ascii")
+        body = form_body(fields, self.wire_charset)
         headers = {"Content-Type": f"application/x-www-form-urlencoded; charset={self.wire_charset}"}
         url = self.account.base_url.rstrip("/") + "/sms.aspx?action=send"
         return self.client.post(url, content=body, headers=headers)

@@ -63,14 +63,13 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from typing import Any, Mapping
-from urllib.parse import urlencode
 
 import httpx
 from lxml import etree
 
 from . import soap
 from .base import (BEIJING, Account, ContentError, Inbound, Outcome, Provider, ProviderError, SendContext, SendResult,
-                   classify)
+                   classify, form_body)
 
 TNS = "http://tempuri.org/"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -197,7 +196,7 @@ class LinkwsProvider(Provider):
             with self._zeep.settings(raw_response=True):
                 return getattr(service, operation)(**params)
         try:
-            body = urlencode(params, encoding="gb2312", errors="strict").encode("ascii")
+            body = form_body(params, "gb2312")
         except UnicodeEncodeError:
             # Say which field, never its value (it may be the password).
             bad = next(k for k, v in params.items() if not _encodes(v, "gb2312"))

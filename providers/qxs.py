@@ -70,7 +70,6 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-import urllib.parse
 from datetime import datetime
 from typing import Any, Mapping
 from xml.etree.ElementTree import Element, ParseError
@@ -79,7 +78,8 @@ import defusedxml.ElementTree as SafeET
 import httpx
 from defusedxml import DefusedXmlException
 
-from .base import BEIJING, RAW_KEEP, Inbound, Outcome, Provider, ProviderError, Report, SendContext, SendResult
+from .base import (BEIJING, RAW_KEEP, Inbound, Outcome, Provider, ProviderError, Report, SendContext, SendResult,
+                   form_body)
 
 # Answers of sms.aspx (send, overage, checkkeyword) are messages, not numbers.
 # (phrase to look for after normalisation, outcome, the vendor's words + English).
@@ -167,7 +167,7 @@ class QxsProvider(Provider):
         opts = self.account.options
         data = {"action": ACTIONS[what], "userid": str(opts.get("userid", "")),
                 "account": self.account.username, "password": self.account.password.reveal(), **fields}
-        body = urllib.parse.urlencode(data, encoding=self.charset, errors="strict").encode("ascii")
+        body = form_body(data, self.charset)
         headers = {"Content-Type": f"application/x-www-form-urlencoded; charset={self.charset}"}
         if poll:
             return self.poll_request("POST", self._url(what), content=body, headers=headers)

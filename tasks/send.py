@@ -277,10 +277,18 @@ sent AS (
     {numbers} AND r.state IN ('queued', 'unknown') AND EXISTS (SELECT 1 FROM ours))
 SELECT count(*) FROM ours
 """
-# each number with its own vendor id, in the order sent
+# each number with its own vendor id, in the order sent. The ids go as one text each,
+# split by the server: the driver builds an array parameter in Python, checking every
+# element for quoting, which cost a third of the record's CPU.
 RECORD_ACCEPTED_WITH_IDS_PG = text(RECORD_ACCEPTED_PG.format(
+    vendor_id="v.vid", numbers="FROM unnest(CAST(string_to_array(:rids, ',') AS bigint[]), "
+                                 "string_to_array(:vids, :sep)) AS v(rid, vid) WHERE r.id = v.rid"))
+# vendor ids that the separator could cut (or an empty id, which a split can drop)
+# go as an array
+RECORD_ACCEPTED_WITH_ID_ARRAY_PG = text(RECORD_ACCEPTED_PG.format(
     vendor_id="v.vid", numbers="FROM unnest(CAST(:rids AS bigint[]), CAST(:vids AS text[])) AS v(rid, vid) "
                                  "WHERE r.id = v.rid"))
+ID_SEPARATOR = "\x1f"  # ASCII unit separator: in no vendor's id
 # one id for the whole call (or none)
 RECORD_ACCEPTED_ONE_ID_PG = text(RECORD_ACCEPTED_PG.format(
     vendor_id="CAST(:vid AS text)", numbers="WHERE r.batch_id = :batch AND r.chunk_seq = :seq"))
@@ -293,8 +301,14 @@ def _record_accepted_pg(conf: Settings, work: Work, result: SendResult, values: 
               **{key: values[key] for key in ("outcome", "code", "detail", "raw")}}
     ids = result.vendor_ids if len(result.vendor_ids) == len(work.recipients) else []
     if ids:
-        statement = RECORD_ACCEPTED_WITH_IDS_PG
-        params.update(rids=[rid for rid, _ in work.recipients], vids=[vid[:64] for vid in ids])
+        vids = [vid[:64] for vid in ids]
+        if all(vids) and not any(ID_SEPARATOR in vid for vid in vids):
+            statement = RECORD_ACCEPTED_WITH_IDS_PG
+            params.update(rids=",".join(str(rid) for rid, _ in work.recipients), vids=ID_SEPARATOR.join(vids),
+                          sep=ID_SEPARATOR)
+        else:
+            statement = RECORD_ACCEPTED_WITH_ID_ARRAY_PG
+            params.update(rids=[rid for rid, _ in work.recipients], vids=vids)
     else:
         statement = RECORD_ACCEPTED_ONE_ID_PG
         params.update(vid=_single_id(result), batch=work.batch_id, seq=work.seq)

@@ -512,3 +512,14 @@ def test_password_not_shown(show):
 
 def test_secret_still_reveals():
     assert make_account().password.reveal() == PASSWORD
+
+
+@pytest.mark.parametrize("charset", ["gbk", "gb2312", "utf-8"])
+def test_the_form_body_is_byte_for_byte_what_urlencode_gives(charset):
+    from smsq.providers.base import form_body
+
+    fields = {"us_name": "shop", "us_pwd": "p&w=d+ 8%", "send_phone": "13800000000,13900000001,075580808080",
+              "send_content": "【某某科技】您的验证码是 345678，请在5分钟内输入。", "empty": "", "comma": ",", "n": 5}
+    assert form_body(fields, charset) == urllib.parse.urlencode(fields, encoding=charset).encode("ascii")
+    with pytest.raises(UnicodeEncodeError):
+        form_body({"send_content": "€"}, "gb2312")
