@@ -183,6 +183,15 @@ def test_small_batches_take_the_priority_lane(stack, sim):
     assert lanes == {small.batch_id: "priority", big.batch_id: "bulk"}
 
 
+def test_the_worker_is_warm_before_it_says_ready(stack, sim):
+    """Database, accounts and rate limiter are set up before the first message is taken,
+    so the first OTP after a restart does not pay for them (worker/warm.py)."""
+    log = stack.worker_log()
+    assert "warm: database, accounts and rate limiter ready" in log, log[-2000:]
+    assert log.index("warm: database, accounts and rate limiter ready") < log.index("ready.")
+    assert "warm-up skipped" not in log
+
+
 def test_scheduled_send_passes_the_vendor_send_time_in_beijing_time(stack, sim):
     at = datetime.now(timezone.utc) + timedelta(days=1)
     receipt = send_sms("shop-dxt", ["13800000071"], CONTENT, send_at=at)

@@ -75,7 +75,9 @@ def make_app(conf: Settings) -> Celery:
         # A Redis that stopped answering must not hold beat for longer than a tick.
         app.conf.redbeat_redis_options = {"socket_timeout": 5, "socket_connect_timeout": 5}
     from .relay_timer import RelayTimer
+    from .warm import WarmUp
 
+    app.steps["worker"].add(WarmUp)
     app.steps["worker"].add(RelayTimer)
     return app
 

@@ -373,6 +373,13 @@ class RedisLimiter:
         limit, window = window_for(rate)
         return bool(self._stamp(keys=self._keys(account), args=[limit, repr(window), ticket]))
 
+    def load_scripts(self) -> None:
+        """Load the scripts into Redis now (worker start-up), so that the first chunk's
+        slot does not pay for NOSCRIPT and a second round trip. (A Redis restarted empty
+        later is handled as before: redis-py loads a script again on NOSCRIPT.)"""
+        for script in (self._try_take, self._redeem, self._stamp):
+            self._redis.script_load(script.script)
+
 
 _limiter: Limiter | None = None
 _limiter_lock = threading.Lock()
