@@ -77,17 +77,17 @@ def write_short(session: Session, batch: Batch, rows: list[tuple[int, int, str]]
     take seven round trips, the larger part of an OTP's intake on a busy database. Returns
     what ``cut`` does: the ``(chunk id, lane, account)`` to publish after commit."""
     queued_at = None if not_before else now  # a schedule: the relay releases the chunks when due
-    chunks = session.execute(insert(Chunk).returning(Chunk.id, Chunk.seq, sort_by_parameter_order=True), [
+    chunk_ids = session.scalars(insert(Chunk).returning(Chunk.id, sort_by_parameter_order=True), [
         {"batch_id": batch.id, "seq": seq, "account": batch.account, "lane": batch.lane, "size": size,
          "state": "pending", "attempts": 0, "next_attempt_at": not_before, "queued_at": queued_at}
-        for seq, size, _ in rows]).all()
+        for seq, size, _ in rows]).all()  # in the rows' order: the chunks' order
     # In list order: a chunk's recipient ids follow the order its numbers are sent in.
     session.execute(insert(Recipient), [
         {"batch_id": batch.id, "mobile": mobile, "state": "queued", "chunk_seq": seq, "updated_at": now}
         for seq, _, mobiles in rows for mobile in mobiles.split(",")])
     if queued_at is None:
         return []
-    return [(chunk_id, batch.lane, batch.account) for chunk_id, _ in sorted(chunks, key=lambda c: c.seq)]
+    return [(chunk_id, batch.lane, batch.account) for chunk_id in chunk_ids]
 
 
 def _write_chunks(session: Session, batch: Batch, seqs: list[int], not_before, queued_at) -> None:

@@ -27,7 +27,8 @@ def warm_up(conf) -> float:
     """Do the once-per-process work now; return how long it took."""
     from sqlalchemy.orm import configure_mappers
 
-    from smsq.store.models import AccountCircuit, PollStatus
+    from smsq.store.models import AccountCircuit
+    from smsq.tasks.account_health import send_flag
     from smsq.tasks.schema import ensure_schema
 
     from .clients import provider_for
@@ -37,12 +38,13 @@ def warm_up(conf) -> float:
     started = time.monotonic()
     configure_mappers()
     ensure_schema(conf)
-    # The reads every chunk's admission makes (the account's circuit and send flag),
-    # compiled and run once; nothing is cached from them.
+    # The reads every chunk's admission makes, compiled and run once: the account's
+    # send flag (kept for a second, as any read of it is) and its circuit.
     with session_scope(conf.database_url, readonly=True) as session:
         for name in conf.accounts:
             session.get(AccountCircuit, name)
-            session.get(PollStatus, (name, "send"))
+    for name in conf.accounts:
+        send_flag(conf, name, fresh=True)
     for account in conf.accounts.values():
         provider_for(account)
     bucket = limiter(conf.redis_url)
