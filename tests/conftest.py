@@ -161,12 +161,13 @@ def start_worker(stack: Stack, queues: str = "smsq.priority,smsq.bulk,smsq.poll"
                  *options: str) -> subprocess.Popen:
     """``options``: more `smsq worker` options (``--pool prefork``)."""
     env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
+    readies = stack.worker_log().count("ready.")  # the log is kept across restarts: wait for a new one
     out = open(stack.log, "ab")
     proc = subprocess.Popen([sys.executable, "-m", "smsq", "worker", "--queues", queues,
                              "--concurrency", "2", "--loglevel", "info", *options],
                             cwd=stack.tmp, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
-    while "ready." not in stack.worker_log():
+    while stack.worker_log().count("ready.") <= readies:
         if proc.poll() is not None:
             raise RuntimeError(f"worker exited {proc.returncode}:\n{stack.worker_log()[-3000:]}")
         if time.monotonic() > deadline:
