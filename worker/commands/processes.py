@@ -108,7 +108,13 @@ def cmd_worker(args) -> int:
                                       args.loglevel, args.events)
         print(f"smsq worker: this process takes {queues}; also starting {lanes.describe(supervisor.lanes)}",
               file=sys.stderr)
-    argv = ["worker", "-Q", queues, "-l", args.loglevel, "--pool", pool, "-c", str(concurrency)]
+    # Without mingle: at start a worker asks the others for revoked task ids and
+    # waits a second for answers, and smsq revokes nothing (a cancel is a database
+    # state). Without gossip: every worker would consume every other's events, a
+    # traffic that grows with the square of the processes (lanes, hosts), and
+    # nothing here reads it (health checks ping; Flower reads task events).
+    argv = ["worker", "-Q", queues, "-l", args.loglevel, "--pool", pool, "-c", str(concurrency),
+            "--without-mingle", "--without-gossip"]
     if args.events:
         argv.append("-E")
     if args.hostname:
