@@ -262,6 +262,30 @@ def test_refused_callers_are_told_to_come_back_one_place_apart():
     assert limiter.try_take("acct", 1.0).ok
 
 
+def test_a_bulk_chunk_told_of_a_slot_moments_away_waits_for_it_in_its_worker_slot(monkeypatch):
+    """Going back through the broker for 3 ms costs more than the nap; a longer wait
+    (a place in the line) goes back and leaves the worker slot free."""
+    from types import SimpleNamespace
+
+    from smsq.tasks import send
+
+    clock = FakeClock()
+    bucket = LocalLimiter(clock)
+    naps = []
+
+    def nap(seconds: float) -> None:
+        naps.append(seconds)
+        clock.now += seconds
+
+    monkeypatch.setattr(send, "time", SimpleNamespace(monotonic=time.monotonic, sleep=nap))
+    assert all(bucket.try_take("acct", 100.0).ok for _ in range(95))  # bulk's share of the window
+    _, taken = send.take_slot(bucket, "acct", 100.0, "bulk", None)
+    assert not taken.ok and taken.wait == pytest.approx(1.05) and naps == []  # a place in the line
+    clock.now += 1.05 - 0.003  # the oldest start leaves the window in 3 ms
+    _, taken = send.take_slot(bucket, "acct", 100.0, "bulk", None)
+    assert taken.ok and naps == pytest.approx([0.003])
+
+
 def test_a_caller_back_a_moment_early_and_an_otp_are_not_sent_to_the_end_of_the_line():
     clock = FakeClock()
     limiter = LocalLimiter(clock)
