@@ -484,19 +484,39 @@ def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None
     if not work.recipients:  # every number of the chunk was settled elsewhere (an operator)
         record(conf, work, SendResult(Outcome.OK, message="no recipient left to send"))
         return "accepted"
-    # -- failover routes: the account's circuit admits the chunk, or it waits or moves --
-    admitted = routes.before_call(conf, work)
-    if isinstance(admitted, str):
-        bucket.give_back(account, taken.ticket)  # no vendor call comes of the slot
-        return admitted  # "held", "moved" or "failed"
-    # The slot counts from when the call starts, not from before the claim: a
-    # claim that waited (a busy database) moves the slot to now. A quick one
-    # is within the limiter's margin and saves the round trip.
-    if time.monotonic() - asked > CLAIM_WITHIN_MARGIN and not bucket.stamp(account, rate, taken.ticket):
-        release(conf, work, f"the claim outlasted account {account}'s rate-limit slot; the relay sends it again")
-        log.warning("chunk %s: rate-limit slot lost while claiming; given back to the relay", chunk_id)
-        return "released"
+    try:
+        # -- failover routes: the account's circuit admits the chunk, or it waits or moves --
+        admitted = routes.before_call(conf, work)
+        if isinstance(admitted, str):
+            bucket.give_back(account, taken.ticket)  # no vendor call comes of the slot
+            return admitted  # "held", "moved" or "failed"
+        # The slot counts from when the call starts, not from before the claim: a
+        # claim that waited (a busy database) moves the slot to now. A quick one
+        # is within the limiter's margin and saves the round trip.
+        if time.monotonic() - asked > CLAIM_WITHIN_MARGIN and not bucket.stamp(account, rate, taken.ticket):
+            release(conf, work, f"the claim outlasted account {account}'s rate-limit slot; the relay sends it again")
+            log.warning("chunk %s: rate-limit slot lost while claiming; given back to the relay", chunk_id)
+            return "released"
+    except BaseException as exc:
+        _release_unsent(conf, work, exc)
+        raise
     return send_claimed(conf, work, provider, probe=admitted.probe, pace=pace)
+
+
+def _release_unsent(conf: Settings, work: Work, exc: BaseException) -> None:
+    """[redis outage] Between the claim and the vendor call something failed (Redis gone
+    while the slot was stamped, the database while the circuit was read): no call was
+    made, so the claim goes back (pending, the attempt not counted) and the relay
+    publishes the chunk again. Left 'sending', it would turn 'unknown' after the send
+    timeout although its numbers never left. (A release that fails too leaves it so:
+    the safe side.)"""
+    try:
+        release(conf, work, f"not sent: {type(exc).__name__}: {exc}")
+    except Exception:
+        log.exception("chunk %s: could not give the claim back; the relay settles it after the send timeout",
+                      work.chunk_id)
+    else:
+        log.warning("chunk %s: not sent (%s); given back to the relay", work.chunk_id, type(exc).__name__)
 
 
 def take_slot(bucket: Limiter, account: str, rate: float, lane: str,

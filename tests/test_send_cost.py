@@ -141,6 +141,40 @@ def test_a_chunk_without_a_rate_limit_slot_costs_no_transaction_and_goes_back(di
     assert len(direct.sends) == 1
 
 
+def test_a_chunk_whose_slot_cannot_be_stamped_goes_back_unsent_not_unknown(direct, monkeypatch):
+    """Redis went away between the claim and the call (seen in a fault test: the claim
+    was slow, so the slot was stamped, and the stamp met the closed connection). No
+    call was made: the chunk is pending again for the relay, not 'sending' until it
+    turns 'unknown'."""
+    import redis
+
+    from smsq import tasks
+    from smsq.tasks.relay import publish_due
+
+    direct.reset()
+    receipt = send_sms("shop-dxt", ["13700008888"], CONTENT)
+    (chunk_id, lane), = chunks_of(receipt.batch_id)
+    bucket = limiter(settings().redis_url)
+
+    def gone(*_):
+        raise redis.exceptions.ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(tasks.send, "CLAIM_WITHIN_MARGIN", -1.0)  # every claim "slow": the slot is stamped
+    monkeypatch.setattr(bucket, "stamp", gone)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        run_chunk(chunk_id, "shop-dxt", lane)
+    with session_scope(settings().database_url) as s:
+        chunk = s.get(Chunk, chunk_id)
+        assert (chunk.state, chunk.attempts, chunk.queued_at) == ("pending", 0, None)
+        assert "ConnectionError" in chunk.detail
+    assert direct.sends == []
+    monkeypatch.undo()
+    assert publish_due(settings()) >= 1  # the relay's next pass publishes it again
+    with session_scope(settings().database_url) as s:
+        assert s.get(Chunk, chunk_id).queued_at is not None
+    assert run_chunk(chunk_id, "shop-dxt", lane) == "accepted" and len(direct.sends) == 1
+
+
 def test_an_otp_without_a_slot_books_one_and_comes_back_for_it(direct):
     """A refused OTP's message carries the slot booked for it; back early it goes back
     again with the booking (traded for a new ticket), back on time it is sent in that slot."""
