@@ -505,7 +505,8 @@ def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None
 
 def _release_unsent(conf: Settings, work: Work, exc: BaseException) -> None:
     """[redis outage] Between the claim and the vendor call something failed (Redis gone
-    while the slot was stamped, the database while the circuit was read): no call was
+    while the slot was stamped, the database while the circuit was read, the account's
+    client that could not be built): no call was
     made, so the claim goes back (pending, the attempt not counted) and the relay
     publishes the chunk again. Left 'sending', it would turn 'unknown' after the send
     timeout although its numbers never left. (A release that fails too leaves it so:
@@ -541,7 +542,7 @@ def _provider_or_release(conf: Settings, work: Work) -> Provider:
     try:
         return provider_for(conf.account(work.account))
     except Exception as exc:
-        release(conf, work, f"not sent: {type(exc).__name__}: {exc}")
+        _release_unsent(conf, work, exc)
         raise
 
 
