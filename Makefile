@@ -3,13 +3,18 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
+# setuptools' editable build ends with a 10-line notice ("Editable installation.
+# Please be careful with folders ...") that `--quiet` does not hide: the build
+# backend runs in a subprocess and emits it as a Python warning. Only that notice
+# is filtered, by its text; every other warning and error still shows.
+QUIET_EDITABLE = PYTHONWARNINGS="ignore:Editable installation"
 
 .PHONY: demo test install clean bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(QUIET_EDITABLE) $(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
 install: $(BIN)/.installed
