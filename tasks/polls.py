@@ -58,6 +58,7 @@ from smsq.worker.app import get_app
 from smsq.worker.clients import provider_for
 from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope
+from smsq.worker.services import describe, first_line, unreachable_kind
 
 from .blocklist import record_optouts
 from .publish import MAX_COUNTDOWN, bounded
@@ -391,8 +392,20 @@ def publish_poll(account: str, kind: str, countdown: float | None = None, waits:
                         expires=(countdown or 0) + 300)
 
 
+UNREACHABLE = "unreachable"  # a poll task's outcome when the database or broker could not be reached
+
+
 def run_poll_task(account: str, kind: str, waits: int = 0) -> str:
-    result = poll(account, kind)
+    try:
+        result = poll(account, kind)
+    except Exception as exc:
+        service = unreachable_kind(exc)
+        if service is None:
+            raise
+        # One line per poll, not a driver's traceback: beat polls again at the next turn.
+        log.warning("poll %s %s: cannot reach %s: %s; polled again at its next turn", account, kind,
+                    describe(service), first_line(exc))
+        return UNREACHABLE
     if result.outcome == "leased" and waits < MAX_WAITS and result.retry_in is not None:
         # Another kind of the same family holds the window: come back when it opens.
         publish_poll(account, kind, countdown=result.retry_in + 0.5, waits=waits + 1)
