@@ -118,6 +118,29 @@ class Recipient(Base):
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
+class EarlierSend(Base):
+    """A send of a recipient that an operator's ``settle ... resend`` sent again: the
+    recipient row then follows the new send, and this row keeps the earlier one (its
+    vendor id and outcome; a late delivery report for it still lands here), so a
+    number's history shows both. Goes with its recipient (ON DELETE CASCADE)."""
+    __tablename__ = "earlier_sends"
+    __table_args__ = (
+        Index("ix_earlier_sends_mobile", "mobile"),
+        Index("ix_earlier_sends_recipient_id", "recipient_id"),  # the cascade from a purged recipient
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("recipients.id", ondelete="CASCADE"))
+    batch_id: Mapped[int] = mapped_column(BigInteger)
+    mobile: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    vendor_id: Mapped[str | None] = mapped_column(String(64))
+    code: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+    resent_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class SplitJob(Base):
     """A batch whose numbers wait in ``split_chunks`` for a worker to cut them into
     chunk and recipient rows. The row is the outbox entry of the ``smsq.split_batch``

@@ -12,7 +12,7 @@ from typing import Iterable, Iterator
 from sqlalchemy import func, select
 
 from smsq.providers.numbers import normalise
-from smsq.store.models import RECIPIENT_STATES, Batch, Chunk, Recipient
+from smsq.store.models import RECIPIENT_STATES, Batch, Chunk, EarlierSend, Recipient
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
@@ -25,7 +25,8 @@ STREAM_BLOCK = 5000  # rows fetched per round trip while streaming
 
 @dataclass(frozen=True)
 class NumberSend:
-    """One send to a number: a recipient row with its batch."""
+    """One send to a number: a recipient row with its batch, or a send of it that an
+    operator sent again (``settle ... resend``; then ``resent_at`` says when)."""
     batch_id: int
     account: str
     batch_created_at: datetime  # naive UTC
@@ -35,6 +36,7 @@ class NumberSend:
     vendor_id: str | None
     updated_at: datetime | None  # naive UTC
     content: str
+    resent_at: datetime | None = None  # naive UTC; None: the send the recipient row follows now
 
 
 def number_history(mobile: str, *, limit: int | None = None) -> list[NumberSend]:
@@ -45,14 +47,23 @@ def number_history(mobile: str, *, limit: int | None = None) -> list[NumberSend]
         raise ValueError(f"{mobile!r} is {reason}")
     conf = settings()
     ensure_schema(conf)
-    q = (select(Recipient.batch_id, Batch.account, Batch.created_at, Recipient.state, Recipient.code,
-                Recipient.detail, Recipient.vendor_id, Recipient.updated_at, Batch.content)
-         .join(Batch, Batch.id == Recipient.batch_id)
-         .where(Recipient.mobile == number).order_by(Recipient.id.desc()))
+    sends = (select(Recipient.id, Recipient.batch_id, Batch.account, Batch.created_at, Recipient.state,
+                    Recipient.code, Recipient.detail, Recipient.vendor_id, Recipient.updated_at, Batch.content)
+             .join(Batch, Batch.id == Recipient.batch_id)
+             .where(Recipient.mobile == number).order_by(Recipient.id.desc()))
+    earlier = (select(EarlierSend.recipient_id, EarlierSend.batch_id, Batch.account, Batch.created_at,
+                      EarlierSend.state, EarlierSend.code, EarlierSend.detail, EarlierSend.vendor_id,
+                      EarlierSend.updated_at, Batch.content, EarlierSend.resent_at)
+               .join(Batch, Batch.id == EarlierSend.batch_id)
+               .where(EarlierSend.mobile == number).order_by(EarlierSend.recipient_id.desc(), EarlierSend.id.desc()))
     if limit is not None:
-        q = q.limit(limit)
+        sends, earlier = sends.limit(limit), earlier.limit(limit)
     with session_scope(conf.database_url, readonly=True) as session:
-        return [NumberSend(*row) for row in session.execute(q).all()]
+        rows = [((row[0], 1, 0), NumberSend(*row[1:])) for row in session.execute(sends)]
+        rows += [((row[0], 0, -n), NumberSend(*row[1:])) for n, row in enumerate(session.execute(earlier))]
+    # newest first: by recipient (one per batch), then its current send, then the ones it replaced
+    rows.sort(key=lambda keyed: keyed[0], reverse=True)
+    return [send for _, send in rows[:limit]]
 
 
 def parse_states(states: str | Iterable[str] | None) -> tuple[str, ...]:

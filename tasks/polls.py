@@ -35,8 +35,12 @@ like an old one. What tells them apart:
   report, settles the later send with the old status.
 * A report is matched to the newest recipient with its vendor id and mobile
   that still awaits a report, else to the newest one with them (a late
-  report changing a settled status), else to the newest recipient of the
-  mobile without a vendor id that awaits one (an answer lost to a timeout).
+  report changing a settled status), else to the earlier send (one an
+  operator sent again, ``earlier_sends``) with them, else to the newest
+  recipient of the mobile without a vendor id that awaits one (an answer
+  lost to a timeout), else to such an earlier send that was left unknown.
+  A report for an earlier send is kept on it; its recipient row follows the
+  send that replaced it.
 """
 from __future__ import annotations
 
@@ -52,8 +56,8 @@ from sqlalchemy.orm import Session
 from smsq.providers import ProviderError
 from smsq.providers.base import Inbound, Report
 from smsq.scheduler import leases
-from smsq.store.models import (AccountBalance, Batch, BlockedNumber, Chunk, InboundMessage, PollJournal, PollStatus,
-                          Recipient, StatusReport, utcnow)
+from smsq.store.models import (AccountBalance, Batch, BlockedNumber, Chunk, EarlierSend, InboundMessage, PollJournal,
+                               PollStatus, Recipient, StatusReport, utcnow)
 from smsq.worker.app import get_app
 from smsq.worker.clients import provider_for
 from smsq.worker.config import Settings, settings
@@ -143,21 +147,36 @@ def _sent_under(account: str, rep: Report):
             .where(Recipient.vendor_id == rep.vendor_id, Recipient.mobile == rep.mobile, Batch.account == account))
 
 
-def _match_recipient(session: Session, account: str, rep: Report) -> Recipient | None:
+def _earlier_sends_of(account: str, rep: Report):
+    """The account's earlier sends (sent again by an operator) to the report's mobile."""
+    return (select(EarlierSend).join(Batch, Batch.id == EarlierSend.batch_id)
+            .where(EarlierSend.mobile == rep.mobile, Batch.account == account))
+
+
+def _match_send(session: Session, account: str, rep: Report) -> Recipient | EarlierSend | None:
     if rep.vendor_id:
         # A reused vendor id: the send still waiting for its report is the one meant.
         found = session.execute(_sent_under(account, rep).order_by(
             case((Recipient.state.in_(AWAITING), 0), else_=1), Recipient.id.desc()).limit(1)).scalar_one_or_none()
+        if found is None:  # the vendor id of a send an operator sent again
+            found = session.execute(_earlier_sends_of(account, rep).where(EarlierSend.vendor_id == rep.vendor_id)
+                                    .order_by(EarlierSend.id.desc()).limit(1)).scalar_one_or_none()
         if found is not None:
             return found
     # Recipients without a vendor id of their own: a chunk whose answer was lost
     # ('unknown': a report shows the vendor did accept it), or a vendor answer
     # whose ids could not be paired with numbers. The latest such send wins.
-    return session.execute(
+    found = session.execute(
         select(Recipient).join(Batch, Batch.id == Recipient.batch_id)
         .where(Recipient.mobile == rep.mobile, Recipient.state.in_(AWAITING),
                Recipient.vendor_id.is_(None), Batch.account == account)
         .order_by(Recipient.id.desc()).limit(1)).scalar_one_or_none()
+    if found is None:
+        # An 'unknown' send an operator sent again: the vendor had taken it after all.
+        found = session.execute(_earlier_sends_of(account, rep).where(
+            EarlierSend.state.in_(AWAITING), EarlierSend.vendor_id.is_(None))
+            .order_by(EarlierSend.id.desc()).limit(1)).scalar_one_or_none()
+    return found
 
 
 REMATCH_WINDOW = timedelta(minutes=10)  # how long an unmatched report is tried again
@@ -216,17 +235,26 @@ def _apply_report(session: Session, account: str, rep: StatusReport, now) -> int
     """Settle the report's recipient; its id, or None when no recipient matches (yet)."""
     if rep.delivered is None:
         return None  # "no report yet": nothing to settle
-    recipient = _match_recipient(session, account, Report(rep.vendor_id or "", rep.mobile, rep.delivered, rep.code))
+    recipient = _match_send(session, account, Report(rep.vendor_id or "", rep.mobile, rep.delivered, rep.code))
     if recipient is None:
         return None  # kept in status_reports, unmatched
+    if isinstance(recipient, EarlierSend):
+        # The report is the earlier send's: kept there; the recipient row follows the resend.
+        rep.recipient_id = recipient.recipient_id
+        _set_report(recipient, rep, now)
+        return None
     rep.recipient_id = recipient.id
     if recipient.state == "unknown":
         _settle_unknown_chunk(session, recipient, now)
-    recipient.state = "delivered" if rep.delivered else "failed"
-    recipient.code, recipient.detail, recipient.updated_at = rep.code, (rep.message or "")[:255], now
-    if rep.vendor_id and not recipient.vendor_id:
-        recipient.vendor_id = rep.vendor_id
+    _set_report(recipient, rep, now)
     return recipient.id
+
+
+def _set_report(send: Recipient | EarlierSend, rep: StatusReport, now) -> None:
+    send.state = "delivered" if rep.delivered else "failed"
+    send.code, send.detail, send.updated_at = rep.code, (rep.message or "")[:255], now
+    if rep.vendor_id and not send.vendor_id:
+        send.vendor_id = rep.vendor_id
 
 
 def _settle_unknown_chunk(session: Session, recipient: Recipient, now) -> None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import DateTime, and_, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from smsq.store.models import Batch, Chunk, Recipient, utcnow
+from smsq.store.models import Batch, Chunk, EarlierSend, Recipient, utcnow
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
@@ -54,7 +54,8 @@ def _apply(session: Session, batch_id: int, chunks, action: str, why: str) -> tu
     now = utcnow()
     if action == "resend":
         chunk_values = dict(state="pending", next_attempt_at=None, queued_at=now, finished_at=None, detail=why)
-        recipient_values = dict(state="queued", code=None, detail=None, updated_at=now)
+        # The new send gets its own vendor id; the first one's stays in earlier_sends.
+        recipient_values = dict(state="queued", vendor_id=None, code=None, detail=None, updated_at=now)
     else:
         chunk_values = dict(state=action, finished_at=now, detail=why)
         recipient_values = dict(state="sent" if action == "accepted" else "failed", detail=why[:255],
@@ -65,11 +66,27 @@ def _apply(session: Session, batch_id: int, chunks, action: str, why: str) -> tu
     numbers = 0
     for start in range(0, len(settled), STEP):
         seqs = [seq for _, seq in settled[start:start + STEP]]
+        if action == "resend":
+            _keep_earlier_sends(session, batch_id, seqs, now)
         numbers += session.execute(update(Recipient).where(
             Recipient.batch_id == batch_id, Recipient.chunk_seq.in_(seqs),
             Recipient.state.in_(("unknown", "failed", "queued"))).values(**recipient_values)
             .execution_options(synchronize_session=False)).rowcount
     return [chunk_id for chunk_id, _ in settled], numbers
+
+
+SENT_ONCE = ("unknown", "failed")  # recipient states of a send that a resend sends again
+
+
+def _keep_earlier_sends(session: Session, batch_id: int, seqs: list[int], now) -> None:
+    """Copy the chunks' sends to earlier_sends (one INSERT ... SELECT) before their
+    recipient rows are given to the resend: the number's history keeps both."""
+    kept = (Recipient.id, Recipient.batch_id, Recipient.mobile, Recipient.state, Recipient.vendor_id,
+            Recipient.code, Recipient.detail, Recipient.updated_at)
+    session.execute(insert(EarlierSend).from_select(
+        ["recipient_id", "batch_id", "mobile", "state", "vendor_id", "code", "detail", "updated_at", "resent_at"],
+        select(*kept, literal(now, DateTime)).where(
+            Recipient.batch_id == batch_id, Recipient.chunk_seq.in_(seqs), Recipient.state.in_(SENT_ONCE))))
 
 
 def settle(chunk_id: int, action: str, note: str = "") -> str:

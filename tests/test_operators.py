@@ -14,6 +14,7 @@ from smsq.store.models import Batch, Chunk, InboundMessage, PollJournal, StatusR
 from smsq.tasks import batch_status, send_sms
 from smsq.tasks.polls import poll
 from smsq.tasks.relay import run_relay
+from smsq.tasks.settle import problem_chunks
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
@@ -192,6 +193,35 @@ def test_settle_a_batchs_unknown_chunks_in_one_command(stack, sim):
     assert nothing.returncode == 0 and "no unknown chunk" in nothing.stdout
     wrong = smsq(stack, "settle", "--batch", str(lost.batch_id), "--state", "failed", "accepted")
     assert wrong.returncode == 2 and "cannot be settled as accepted" in wrong.stderr
+
+
+def test_a_resent_chunk_keeps_the_first_send_in_the_numbers_history(stack, sim):
+    number = "13500009001"
+    sim.fail_numbers = {number}  # the vendor's report for the first send: failed (20)
+    sim.set_faults(hang=True, hang_seconds=3)  # accepted by the vendor, its answer lost
+    try:
+        receipt = send_sms("slow-dxt", [number], CONTENT)
+        assert wait_final(receipt.batch_id, timeout=60).chunks == {"unknown": 1}
+    finally:
+        sim.set_faults(hang=False)
+        sim.fail_numbers = set()
+    [chunk] = problem_chunks(receipt.batch_id)
+
+    resend = smsq(stack, "settle", str(chunk["chunk_id"]), "resend", "--note", "not in the vendor console")
+    assert resend.returncode == 0, resend.stderr
+    assert wait_final(receipt.batch_id).chunks == {"accepted": 1}
+    first, again = [send.smsids[send.numbers.index(number)] for send in sim.sends if number in send.numbers]
+    open_window("slow-dxt")
+    assert poll("slow-dxt", "reports").outcome == "ok"  # both sends' reports, the first one's late
+
+    result = smsq(stack, "status", "--number", number, "--json")
+    assert result.returncode == 0, result.stderr
+    sends = json_lines(result.stdout)
+    assert [(s["batch_id"], s["vendor_id"], s["state"], s["code"]) for s in sends] == [
+        (receipt.batch_id, again, "delivered", "10"), (receipt.batch_id, first, "failed", "20")]
+    assert sends[0]["resent_at"] is None and sends[1]["resent_at"].endswith("+08:00")
+    table = smsq(stack, "status", "--number", number).stdout
+    assert "vendor id" in table and table.index(again) < table.index(first) and "sent again" in table
 
 
 def _age(model, column, ids, days: int = 100) -> None:

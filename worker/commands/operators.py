@@ -41,10 +41,12 @@ def cmd_status(args) -> int:
     if not sends:
         print(f"no send to {args.number} on record")
         return 0
-    print(f"{'batch':>7}  {'account':<14} {'sent (' + TIME_ZONE_NAME + ')':<26} {'state':<10} {'code':<8} detail")
+    print(f"{'batch':>7}  {'account':<14} {'sent (' + TIME_ZONE_NAME + ')':<26} {'state':<10} {'code':<8} "
+          f"{'vendor id':<24} detail")
     for s in sends:
+        detail = s.detail if s.resent_at is None else f"sent again {show_time(s.resent_at)}; {s.detail or ''}"
         print(f"{s.batch_id:>7}  {s.account:<14} {show_time(s.batch_created_at):<26} {s.state:<10} "
-              f"{s.code or '':<8} {_short(s.detail, 60)}")
+              f"{s.code or '':<8} {s.vendor_id or '-':<24} {_short(detail, 60)}")
     return 0
 
 
