@@ -223,6 +223,11 @@ def test_a_resent_chunk_keeps_the_first_send_in_the_numbers_history(stack, sim):
     table = smsq(stack, "status", "--number", number).stdout
     assert "vendor id" in table and table.index(again) < table.index(first) and "sent again" in table
 
+    _age(Batch, "created_at", [receipt.batch_id])  # a purge takes both sends with the batch
+    purged = smsq(stack, "purge", "--older-than", "90d")
+    assert purged.returncode == 0 and "removed 1 batches, 1 chunks, 1 recipients" in purged.stdout, purged.stderr
+    assert json_lines(smsq(stack, "status", "--number", number, "--json").stdout) == []
+
 
 def _age(model, column, ids, days: int = 100) -> None:
     with session_scope(settings().database_url) as s:
