@@ -5,6 +5,8 @@ may or may not have accepted them) and chunks that ``failed``.
 ``failed``    it did not, and should not go out: recipients become failed
 ``resend``    it did not, and should: the chunk is pending again and the relay
               publishes it. Only an operator may decide this for an unknown chunk.
+              Its numbers' sends so far move to ``earlier_sends`` first, so a
+              number's history keeps both sends, each with its vendor id and outcome.
 """
 from __future__ import annotations
 
