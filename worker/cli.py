@@ -177,7 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--content", required=True)
     s.set_defaults(func=cmd_keywords)
 
-    s = sub.add_parser("worker", help="run a Celery worker (sends and polls)")
+    s = sub.add_parser("worker", help="run a Celery worker (sends and polls)",
+                       description="Run a Celery worker: sends and polls. Vendor answers the database cannot "
+                       "take during an outage wait in its spool (SMSQ_SPOOL_DIR, default spool/ in "
+                       "SMSQ_STATE_DIR) until it is back; a worker that cannot write there refuses to start "
+                       "(exit 2).")
     s.add_argument("--queues", help="comma-separated, all in this one process. Default: smsq.bulk,smsq.poll "
                    "here and smsq.priority in a second process (embedded mode: all three in one)")
     s.add_argument("--pool", choices=["threads", "prefork"],
