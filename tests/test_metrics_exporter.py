@@ -32,10 +32,11 @@ def test_queue_lengths_are_what_waits_in_the_broker(env, tmp_path, broker):
     with running("metrics", env=env, cwd=tmp_path) as (port, _):
         samples = scrape(port)
         exposed = set(re.findall(r"^# HELP (smsq_\w+)", httpx.get(f"http://127.0.0.1:{port}/metrics").text, re.M))
-    # Every metric the Grafana dashboard queries is one the exporter serves.
-    dashboard = (ROOT / "deploy" / "grafana" / "smsq-dashboard.json").read_text(encoding="utf-8")
-    queried = {re.sub(r"_(bucket|count|sum)$", "", name) for name in re.findall(r"smsq_\w+", dashboard)}
-    assert queried and queried <= exposed, queried - exposed
+    # Every metric the Grafana dashboard and the Prometheus alert rules query is one the exporter serves.
+    for queries in ("grafana/smsq-dashboard.json", "prometheus/smsq-alerts.yml"):
+        text = (ROOT / "deploy" / queries).read_text(encoding="utf-8")
+        queried = {re.sub(r"_(bucket|count|sum)$", "", name) for name in re.findall(r"smsq_\w+", text)}
+        assert queried and queried <= exposed, (queries, queried - exposed)
     assert value(samples, "smsq_queue_length", queue="smsq.bulk") == 1
     assert value(samples, "smsq_queue_length", queue="smsq.priority") == 1
     assert ("smsq_queue_length", frozenset({"queue": "smsq.poll"}.items())) in samples  # empty, still shown

@@ -20,6 +20,9 @@ environment:
   SMSQ_CONFIG         accounts file (default ./smsq.toml)
   SMSQ_HOME           where embedded mode keeps smsq.db and smsq-broker.db (default: the
                       directory of SMSQ_CONFIG, whatever directory a command runs in)
+  SMSQ_STATE_DIR      where processes write what they keep: a worker's spool, beat's local
+                      schedule; checked at start (default: $STATE_DIRECTORY under systemd,
+                      else SMSQ_HOME)
   SMSQ_DATABASE_URL   default: SQLite in SMSQ_HOME; e.g. postgresql://user@host/db
   SMSQ_BROKER_URL     default: embedded SQLite broker; e.g. redis://127.0.0.1:6379/0
   SMSQ_FLOWER_AUTH    user:password for `smsq flower`
@@ -174,7 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--content", required=True)
     s.set_defaults(func=cmd_keywords)
 
-    s = sub.add_parser("worker", help="run a Celery worker (sends and polls)")
+    s = sub.add_parser("worker", help="run a Celery worker (sends and polls)",
+                       description="Run a Celery worker: sends and polls. Vendor answers the database cannot "
+                       "take during an outage wait in its spool (SMSQ_SPOOL_DIR, default spool/ in "
+                       "SMSQ_STATE_DIR) until it is back; a worker that cannot write there refuses to start "
+                       "(exit 2).")
     s.add_argument("--queues", help="comma-separated, all in this one process. Default: smsq.bulk,smsq.poll "
                    "here and smsq.priority in a second process (embedded mode: all three in one)")
     s.add_argument("--pool", choices=["threads", "prefork"],
@@ -196,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", choices=["redbeat", "local"],
                    help="redbeat (schedule and lock in Redis; default with a Redis broker) or local "
                    "(a schedule file; default embedded)")
-    s.add_argument("--schedule-file", help="the local scheduler's file (default beside the SQLite database)")
+    s.add_argument("--schedule-file", help="the local scheduler's file (default: celerybeat-schedule in SMSQ_STATE_DIR)")
     s.add_argument("--loglevel", default="info")
     s.set_defaults(func=cmd_beat)
 

@@ -66,7 +66,8 @@ class Settings:
     retry_backoff_max: float = 300.0  # the longest wait between two retries
     max_attempts: int = 0  # an extra cap on vendor calls per chunk; 0: only the time budget counts
     db_retry_for: float = 30.0  # a worker retries writing a vendor's answer this long before spooling it
-    spool_dir: Path | None = None  # where answers wait for the database; None: beside the config
+    state_dir: Path | None = None  # where smsq writes its own files (spool, local beat schedule)
+    spool_dir: Path | None = None  # where answers wait for the database; None: spool/ beside the config
     spool_replay_interval: float = 10.0  # seconds between replays of the spool while the worker runs
     account_hold: float = 300.0  # after an auth/balance failure, the account's other chunks wait this long
     republish_after: float = 600.0  # a pending chunk queued this long ago is published again
@@ -301,11 +302,20 @@ def smsq_home(config_path: Path) -> Path:
     return Path(home).expanduser().resolve() if home else config_path.parent
 
 
-def _spool_dir(home: Path) -> Path:
+def _state_dir(home: Path) -> Path:
+    """Where smsq writes the files it keeps besides the embedded database (a worker's
+    spool, beat's local schedule): ``SMSQ_STATE_DIR``; else the directory systemd made
+    for the unit (``StateDirectory=`` sets ``$STATE_DIRECTORY``), since the config's
+    directory is read-only under ``ProtectSystem=strict``; else ``SMSQ_HOME``."""
+    given = os.environ.get("SMSQ_STATE_DIR") or os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(given).expanduser().resolve() if given else home
+
+
+def _spool_dir(state_dir: Path) -> Path:
     """Where a worker keeps vendor answers the database could not take: ``SMSQ_SPOOL_DIR``,
-    or ``spool/`` in ``SMSQ_HOME`` (beside the embedded database, or the config file)."""
+    or ``spool/`` in the state directory."""
     given = os.environ.get("SMSQ_SPOOL_DIR")
-    return Path(given).expanduser().resolve() if given else home / "spool"
+    return Path(given).expanduser().resolve() if given else state_dir / "spool"
 
 
 def load_settings() -> Settings:
@@ -316,6 +326,7 @@ def load_settings() -> Settings:
         database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
     broker_url = env_secret("SMSQ_BROKER_URL") or f"sqla+sqlite:///{home / 'smsq-broker.db'}"
     accounts = load_accounts(path)
+    state_dir = _state_dir(home)
     return Settings(
         config_found=path.is_file(),
         home=home,
@@ -331,7 +342,8 @@ def load_settings() -> Settings:
         retry_backoff_max=_number("SMSQ_RETRY_BACKOFF_MAX", 300),
         max_attempts=int(_number("SMSQ_MAX_ATTEMPTS", 0)),
         db_retry_for=_number("SMSQ_DB_RETRY_FOR", 30),
-        spool_dir=_spool_dir(home),
+        state_dir=state_dir,
+        spool_dir=_spool_dir(state_dir),
         spool_replay_interval=_number("SMSQ_SPOOL_REPLAY_INTERVAL", 10),
         account_hold=_number("SMSQ_ACCOUNT_HOLD", 300),
         republish_after=_number("SMSQ_REPUBLISH_AFTER", 600),

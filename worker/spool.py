@@ -9,6 +9,7 @@ takes the lines it could apply out of the file and leaves the others.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -94,6 +95,25 @@ class Spool:
             return applied, len(keep)
         finally:
             os.close(fd)
+
+
+def ensure_writable(directory: Path) -> None:
+    """Make ``directory`` (0700) if need be and write, fsync and remove a file in it; raises
+    OSError (read-only file system, permission, a file in the way). The probe's name is this
+    process's own, with a suffix nothing else reads."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:  # a file of that name: say what is wrong with it
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(directory)) from None
+    probe = directory / f".{socket.gethostname()}-{os.getpid()}.probe"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+    _fsync_dir(directory)
 
 
 def _rewrite(path: Path, keep: list[bytes]) -> None:

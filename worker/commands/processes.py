@@ -9,12 +9,25 @@ from pathlib import Path
 
 from ..config import ConfigError
 from .. import lanes
+from ..spool import ensure_writable
 from .common import load
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DATABASE_RETRY = 5.0  # seconds between start-up attempts to reach the database
 
 log = logging.getLogger("smsq.start")
+
+
+def writable(directory: Path, what: str, setting: str) -> None:
+    """A directory this process must write is writable now, or start-up stops with one line
+    (exit 2), rather than a file write failing later (a worker's spool: during a database
+    outage, losing the vendor's answer it was meant to keep)."""
+    try:
+        ensure_writable(directory)
+    except OSError as exc:
+        raise ConfigError(f"{what} {directory} is not writable ({exc.strerror or exc}): set {setting} "
+                          f"to a directory this user can write and that outlives the process (a state "
+                          f"directory, a volume; README: Outages)") from None
 
 
 def wait_for_database(conf, who: str) -> None:
@@ -88,6 +101,8 @@ def cmd_worker(args) -> int:
 
     conf = load()
     pool, concurrency = worker_pool(args, conf)
+    writable(conf.spool_dir, "the spool directory",
+             "SMSQ_SPOOL_DIR" if os.environ.get("SMSQ_SPOOL_DIR") else "SMSQ_STATE_DIR")
     # A thread pool's slots share this process's database pool; a prefork
     # child has one slot.
     size_pool_for(concurrency if pool == "threads" else 1)
@@ -142,21 +157,19 @@ def cmd_beat(args) -> int:
     from ..app import get_app
 
     conf = load()
-    print(f"smsq beat: {conf.describe_storage()}; accounts from {conf.config_path}", file=sys.stderr)
-    wait_for_database(conf, "smsq beat")
-    argv = ["beat", "-l", args.loglevel]
     scheduler = args.scheduler or ("local" if conf.embedded or not conf.redis_url else "redbeat")
+    argv = ["beat", "-l", args.loglevel]
     if scheduler == "local":
-        if args.schedule_file:
-            schedule_file = Path(args.schedule_file)
-        elif conf.database_url.startswith("sqlite:///"):
-            schedule_file = Path(conf.database_url.removeprefix("sqlite:///")).resolve().parent / "celerybeat-schedule"
-        else:
-            schedule_file = Path("celerybeat-schedule")
+        schedule_file = Path(args.schedule_file).resolve() if args.schedule_file \
+            else conf.state_dir / "celerybeat-schedule"
+        writable(schedule_file.parent, "the directory of beat's schedule file",
+                 "--schedule-file" if args.schedule_file else "SMSQ_STATE_DIR")
         argv += ["-s", str(schedule_file)]
     else:
         # The schedule and a lock live in Redis: a second beat waits for the lock.
         argv += ["-S", "smsq.scheduler.locked:LockedScheduler"]
+    print(f"smsq beat: {conf.describe_storage()}; accounts from {conf.config_path}", file=sys.stderr)
+    wait_for_database(conf, "smsq beat")
     get_app().start(argv)
     return 0
 
