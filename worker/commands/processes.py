@@ -87,6 +87,7 @@ def cmd_worker(args) -> int:
     from ..db import ping_only_idle, size_pool_for
 
     conf = load()
+    conf.require_credentials()  # every account's chunks may come here
     pool, concurrency = worker_pool(args, conf)
     # A thread pool's slots share this process's database pool; a prefork
     # child has one slot.
@@ -142,6 +143,7 @@ def cmd_beat(args) -> int:
     from ..app import get_app
 
     conf = load()
+    conf.require_credentials()  # it schedules polls of every account: a missing password is said now, not by each poll
     print(f"smsq beat: {conf.describe_storage()}; accounts from {conf.config_path}", file=sys.stderr)
     wait_for_database(conf, "smsq beat")
     argv = ["beat", "-l", args.loglevel]
