@@ -241,3 +241,18 @@ def test_commands_that_call_no_vendor_need_no_vendor_password(home):
     # An account with its password at hand sends although another's is missing.
     other = smsq("send", "--account", "wrong-dxt", "--to", "13800000003", "--content", CONTENT, env=env, cwd=tmp)
     assert other.returncode == 0, other.stderr
+
+
+def test_an_idempotency_key_reused_for_another_send_is_refused(home):
+    tmp, env = home
+    send = ["send", "--account", "shop-dxt", "--content", CONTENT, "--idempotency-key", "order-7"]
+    first = smsq(*send, "--to", "13800000071,13800000072", env=env, cwd=tmp)
+    assert first.returncode == 0, first.stderr
+    again = smsq(*send, "--to", "13800000071,13800000072", env=env, cwd=tmp)
+    assert again.returncode == 0 and "replayed: same idempotency key" in again.stderr
+    assert again.stdout.split()[0] == first.stdout.split()[0]
+    other = smsq(*send, "--to", "13800000073", env=env, cwd=tmp)
+    assert other.returncode == 2, other.stderr
+    assert f"idempotency key 'order-7' was used for batch {first.stdout.split()[0]}" in only_line(other)
+    assert other.stdout == ""
+    assert batches_in(tmp / "conf" / "smsq.db") == 1
