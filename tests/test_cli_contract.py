@@ -256,3 +256,15 @@ def test_an_idempotency_key_reused_for_another_send_is_refused(home):
     assert f"idempotency key 'order-7' was used for batch {first.stdout.split()[0]}" in only_line(other)
     assert other.stdout == ""
     assert batches_in(tmp / "conf" / "smsq.db") == 1
+
+
+def test_a_celery_started_worker_also_stops_on_a_missing_vendor_password(home):
+    tmp, env = home
+    result = subprocess.run([sys.executable, "-m", "celery", "-A", "smsq", "worker", "--pool", "threads"],
+                            capture_output=True, text=True, cwd=tmp, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **env, "SMSQ_TEST_DXT_PASSWORD": "",
+                                 "C_FORCE_ROOT": "1"})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert ("smsq: error: account 'shop-dxt': password_env names SMSQ_TEST_DXT_PASSWORD, which is not set "
+            "in the environment") in result.stderr
+    assert "Traceback" not in result.stderr
