@@ -142,6 +142,21 @@ def test_the_body_digest_does_not_depend_on_how_the_numbers_are_read():
     assert digest(["13700000001", "3"], 0) != digest(["1370000000", "13"], 0)
 
 
+def test_a_long_list_is_hashed_in_bounded_memory():
+    import tracemalloc
+
+    from smsq.tasks.idempotency import BodyDigest
+
+    body = BodyDigest(SIGNED, None)
+    tracemalloc.start()
+    try:
+        body.finish(body.through(f"138{i:08d}" for i in range(300_000)))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3_000_000, peak  # a block of numbers, never the list (about 20 MB)
+
+
 def test_a_database_that_cannot_be_reached_raises_smsqs_own_error(monkeypatch):
     import smsq
 
