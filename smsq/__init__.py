@@ -22,6 +22,8 @@ _EXPORTS = {
     "Receipt": "smsq.tasks.producer",
     "BatchStatus": "smsq.tasks.producer",
     "NoValidNumbersError": "smsq.tasks.producer",
+    "IdempotencyConflictError": "smsq.tasks.idempotency",
+    "DatabaseUnreachableError": "smsq.worker.services",
     "number_history": "smsq.tasks.lookup",
     "export_batch": "smsq.tasks.lookup",
     "recent_batches": "smsq.tasks.lookup",

@@ -63,6 +63,9 @@ class Batch(Base):
     # and the content as the caller gave it, prepared again for each account it moves to.
     route: Mapped[str | None] = mapped_column(String(64))
     given_content: Mapped[str | None] = mapped_column(Text)
+    # SHA-256 of what was asked (content, send time, numbers as given): a reused idempotency
+    # key replays this batch only for the same request (tasks/producer.py). None: stored before.
+    body_digest: Mapped[str | None] = mapped_column(String(64))
 
 
 class Chunk(Base):

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from smsq.providers import provider_class
@@ -39,8 +39,10 @@ from smsq.providers.base import BEIJING, segments
 from smsq.store.models import Batch, Chunk, Recipient, SplitJob, utcnow
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
+from smsq.worker.services import DatabaseUnreachableError, database_reached
 
 from . import routes
+from .idempotency import BodyDigest, check_replay
 from .intake import BLOCK, blocked_reasons, chunk_short_list, stage_chunks
 from .publish import publish_chunk_rows, publish_split
 from .schema import ensure_schema
@@ -104,12 +106,22 @@ class BatchStatus:
 
 
 def _numbers(to: Iterable[str] | str) -> Iterator[str]:
+    """The entries of ``to``, read lazily. A ``to`` that holds no numbers at all (None, a
+    number instead of a list) raises ValueError here, before anything is read or stored."""
     if isinstance(to, (str, bytes)):
         # One string of numbers: "138…,139…" — never iterate it character by character.
         to = to.decode() if isinstance(to, bytes) else to
-        yield from (n for n in re.split(r"[,;\s]+", to) if n)
-        return
-    for item in to:
+        return (n for n in re.split(r"[,;\s]+", to) if n)
+    try:
+        items = iter(to)
+    except TypeError:
+        raise ValueError(f"to must be the numbers to send to (a list or any iterable of strings, or one "
+                         f"comma-separated string), not {to!r:.40}") from None
+    return _entries(items)
+
+
+def _entries(items: Iterator) -> Iterator[str]:
+    for item in items:
         item = item.strip() if isinstance(item, str) else item
         if item == "" or item is None:
             continue  # blank lines of a file
@@ -181,7 +193,9 @@ def _publish(conf, batch_id: int, lane: str, account: str, inline: list | None) 
     return publish_split(conf, batch_id, lane, account)
 
 
-def _replay(session: Session, batch: Batch) -> Receipt:
+def _replay(session: Session, batch: Batch, digest: str, key: str) -> Receipt:
+    """The receipt of the batch ``key`` names, if it was asked for the same thing."""
+    check_replay(batch.body_digest, digest, key, batch.id)
     rejected = session.execute(
         select(Recipient.mobile, Recipient.detail)
         .where(Recipient.batch_id == batch.id, Recipient.state == "rejected").order_by(Recipient.id)
@@ -213,7 +227,11 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
     if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key
                                         or len(idempotency_key) > 128):
         raise ValueError("idempotency_key must be a non-empty string of at most 128 characters")
-    ensure_schema(conf)
+    # What was asked, hashed as the numbers stream by (tasks/idempotency.py).
+    digest = BodyDigest(content, when)
+    numbers = digest.through(_numbers(to))
+    with database_reached(conf.database_url):
+        ensure_schema(conf)
 
     now = utcnow()
     future = when is not None and when > now
@@ -227,11 +245,10 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
                 existing = session.execute(select(Batch).where(
                     _sender(target), Batch.idempotency_key == idempotency_key)).scalar_one_or_none()
                 if existing is not None:
-                    return _replay(session, existing)
+                    return _replay(session, existing, digest.finish(numbers), idempotency_key)
             batch = Batch(account=acct.name, content=prepared, send_at=when, idempotency_key=idempotency_key,
                           lane="bulk", segments=segments(prepared), created_at=now, route=target.route,
                           given_content=content if target.route else None)
-            numbers = _numbers(to)
             short = list(itertools.islice(numbers, conf.priority_max + 1))
             if len(short) <= conf.priority_max:
                 # A short list (an OTP): its chunk and recipient rows are written directly and
@@ -245,6 +262,7 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
                 if not accepted:
                     raise NoValidNumbersError(rejected)  # nothing was written
                 _fill(batch, conf, accepted, rejected, priority)
+                batch.body_digest = digest.finish(numbers)  # the list was short: read to its end
                 session.add(batch)
                 session.flush()  # the id; and an idempotency race fails here, early
                 inline = write_short(session, batch, rows, not_before=not_before, now=now)
@@ -256,6 +274,7 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
                 if not accepted:
                     raise NoValidNumbersError(rejected)  # rolls the batch back: an empty batch is no batch
                 _fill(batch, conf, accepted, rejected, priority)
+                batch.body_digest = digest.finish(numbers)  # the intake read the list to its end
                 session.flush()
                 inline = None
                 if accepted <= conf.priority_max:
@@ -265,14 +284,16 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
                     session.add(SplitJob(batch_id=batch.id, not_before=not_before, queued_at=now, created_at=now))
             _store_rejections(session, batch.id, rejected)
             receipt = Receipt(batch.id, accepted, rejected, batch.segments, batch.lane)
+    except (OperationalError, InterfaceError) as exc:
+        raise DatabaseUnreachableError(conf.database_url, exc) from exc
     except IntegrityError:
         if idempotency_key is None:
             raise
         # Another caller created the batch for this key between our check and insert.
-        with session_scope(conf.database_url) as session:
+        with database_reached(conf.database_url), session_scope(conf.database_url) as session:
             existing = session.execute(select(Batch).where(
                 _sender(target), Batch.idempotency_key == idempotency_key)).scalar_one()
-            return _replay(session, existing)
+            return _replay(session, existing, digest.finish(numbers), idempotency_key)
 
     if not _publish(conf, receipt.batch_id, receipt.lane, acct.name, inline):
         receipt = dataclasses.replace(receipt, queued=False)

@@ -188,3 +188,83 @@ def test_wait_names_a_lane_no_worker_consumes_on_redis(home):
     said = follow("send", "--account", "shop-dxt", "--to", "13800000306", "--content", CONTENT, "--wait",
                   env=env, cwd=tmp, until="no worker consumes smsq.priority")
     assert "start one with `smsq worker`" in said
+
+
+def only_line(result: subprocess.CompletedProcess) -> str:
+    """The one error line a refused command says (warnings aside, no traceback)."""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("smsq: error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    return errors[0]
+
+
+def test_a_database_or_broker_url_smsq_cannot_use_is_a_configuration_error(home):
+    tmp, env = home
+    send = ["send", "--account", "shop-dxt", "--to", "13800000001", "--content", CONTENT]
+    cases = [
+        ({"SMSQ_DATABASE_URL": "mysql://app:Db-pw-31@127.0.0.1/app"},
+         "SMSQ_DATABASE_URL mysql://app:***@127.0.0.1/app: smsq keeps its data in PostgreSQL"),
+        ({"SMSQ_DATABASE_URL": "notaurl"}, "SMSQ_DATABASE_URL is not a database URL: 'notaurl'"),
+        # A misspelt broker is not an outage: nothing is stored for a relay to publish.
+        ({"SMSQ_BROKER_URL": "foo://x"}, "SMSQ_BROKER_URL 'foo://x' is not a broker smsq knows"),
+    ]
+    for extra, message in cases:
+        for args in (send, ["status", "1"], ["worker"]):
+            result = smsq(*args, env={**env, **extra}, cwd=tmp, timeout=30)
+            assert result.returncode == 2, (extra, args, result.stderr)
+            assert message in only_line(result), (extra, args)
+            assert "Db-pw-31" not in result.stderr
+    database = tmp / "conf" / "smsq.db"
+    assert not database.exists() or batches_in(database) == 0
+
+
+def test_commands_that_call_no_vendor_need_no_vendor_password(home):
+    tmp, env = home
+    sent = smsq("send", "--account", "shop-dxt", "--to", "13800000001", "--content", CONTENT, env=env, cwd=tmp)
+    assert sent.returncode == 0, sent.stderr
+    batch = sent.stdout.split()[0]
+    env = {**env, "SMSQ_TEST_DXT_PASSWORD": ""}  # this host has no vendor password
+    for args in (["status", batch], ["batches"], ["export", batch], ["inbound"], ["accounts"], ["blocked"],
+                 ["purge", "--older-than", "90d", "--dry-run"]):
+        result = smsq(*args, env=env, cwd=tmp, timeout=30)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "SMSQ_TEST_DXT_PASSWORD" not in result.stderr
+    follow("metrics", "--port", "0", env=env, cwd=tmp, until="serving Prometheus metrics")
+
+    # What calls a vendor, or starts what will, still stops at once on the missing password.
+    missing = "account 'shop-dxt': password_env names SMSQ_TEST_DXT_PASSWORD, which is not set in the environment"
+    for args in (["send", "--account", "shop-dxt", "--to", "13800000002", "--content", CONTENT],
+                 ["worker"], ["beat"], ["check", "shop-dxt"], ["poll", "shop-dxt", "balance"]):
+        result = smsq(*args, env=env, cwd=tmp, timeout=30)
+        assert result.returncode == 2, (args, result.stderr)
+        assert missing in only_line(result), args
+    assert batches_in(tmp / "conf" / "smsq.db") == 1
+    # An account with its password at hand sends although another's is missing.
+    other = smsq("send", "--account", "wrong-dxt", "--to", "13800000003", "--content", CONTENT, env=env, cwd=tmp)
+    assert other.returncode == 0, other.stderr
+
+
+def test_an_idempotency_key_reused_for_another_send_is_refused(home):
+    tmp, env = home
+    send = ["send", "--account", "shop-dxt", "--content", CONTENT, "--idempotency-key", "order-7"]
+    first = smsq(*send, "--to", "13800000071,13800000072", env=env, cwd=tmp)
+    assert first.returncode == 0, first.stderr
+    again = smsq(*send, "--to", "13800000071,13800000072", env=env, cwd=tmp)
+    assert again.returncode == 0 and "replayed: same idempotency key" in again.stderr
+    assert again.stdout.split()[0] == first.stdout.split()[0]
+    other = smsq(*send, "--to", "13800000073", env=env, cwd=tmp)
+    assert other.returncode == 2, other.stderr
+    assert f"idempotency key 'order-7' was used for batch {first.stdout.split()[0]}" in only_line(other)
+    assert other.stdout == ""
+    assert batches_in(tmp / "conf" / "smsq.db") == 1
+
+
+def test_a_celery_started_worker_also_stops_on_a_missing_vendor_password(home):
+    tmp, env = home
+    result = subprocess.run([sys.executable, "-m", "celery", "-A", "smsq", "worker", "--pool", "threads"],
+                            capture_output=True, text=True, cwd=tmp, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **env, "SMSQ_TEST_DXT_PASSWORD": "",
+                                 "C_FORCE_ROOT": "1"})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert ("smsq: error: account 'shop-dxt': password_env names SMSQ_TEST_DXT_PASSWORD, which is not set "
+            "in the environment") in result.stderr
+    assert "Traceback" not in result.stderr

@@ -84,6 +84,95 @@ def test_bad_send_at_and_idempotency_key():
         send_sms("shop-dxt", ["13800000000"], SIGNED, idempotency_key="k" * 129)
 
 
+def batch_count() -> int:
+    from smsq.store.models import Batch
+
+    with session_scope(settings().database_url, readonly=True) as s:
+        return s.scalar(select(func.count()).select_from(Batch))
+
+
+@pytest.mark.parametrize("to", [None, 13800000000, object()])
+def test_a_to_that_holds_no_numbers_is_a_value_error(to):
+    before = batch_count()
+    with pytest.raises(ValueError, match="to must be the numbers to send to"):
+        send_sms("shop-dxt", to, SIGNED)
+    assert batch_count() == before
+
+
+@pytest.mark.parametrize("count", [3, 12_000])  # a short list cut here, a long one staged for a worker
+def test_an_idempotency_key_replays_only_the_same_request(count):
+    import smsq
+
+    def numbers(extra=()):  # a generator each time, as an application streams a file
+        yield from (f"136{i:08d}" for i in range(count))
+        yield from extra
+
+    key = f"campaign-{count}"
+    first = send_sms("shop-dxt", numbers(), SIGNED, idempotency_key=key)
+    again = send_sms("shop-dxt", numbers(), SIGNED, idempotency_key=key)
+    assert (again.batch_id, again.accepted, again.replayed) == (first.batch_id, count, True)
+    before = batch_count()
+    later = datetime(2099, 1, 1, 9, 0)
+    for to, content, send_at in [(numbers(["13900000001"]), SIGNED, None),  # one number more
+                                 (numbers(), SIGNED + "!", None),  # other content
+                                 (numbers(), SIGNED, later)]:  # another time
+        with pytest.raises(smsq.IdempotencyConflictError) as exc:
+            send_sms("shop-dxt", to, content, send_at=send_at, idempotency_key=key)
+        assert isinstance(exc.value, ValueError)
+        assert f"idempotency key {key!r} was used for batch {first.batch_id}" in str(exc.value)
+    assert batch_count() == before  # nothing stored for the refused sends
+    # The key belongs to the account: another account may use it for its own send.
+    assert not send_sms("slow-dxt", numbers(), SIGNED, idempotency_key=key).replayed
+
+
+def test_the_body_digest_does_not_depend_on_how_the_numbers_are_read():
+    import itertools
+
+    from smsq.tasks.idempotency import BodyDigest
+
+    def digest(numbers, take):
+        body = BodyDigest(SIGNED, None)
+        stream = body.through(iter(numbers))
+        list(itertools.islice(stream, take))  # the intake stops anywhere; the rest is read by finish
+        return body.finish(stream)
+
+    numbers = [f"137{i:08d}" for i in range(12_001)]
+    assert len({digest(numbers, take) for take in (0, 101, 5000, 5001, 12_001)}) == 1
+    assert digest(numbers[:-1], 0) != digest(numbers, 0)
+    assert digest(["13700000001", "3"], 0) != digest(["1370000000", "13"], 0)
+
+
+def test_a_long_list_is_hashed_in_bounded_memory():
+    import tracemalloc
+
+    from smsq.tasks.idempotency import BodyDigest
+
+    body = BodyDigest(SIGNED, None)
+    tracemalloc.start()
+    try:
+        body.finish(body.through(f"138{i:08d}" for i in range(300_000)))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3_000_000, peak  # a block of numbers, never the list (about 20 MB)
+
+
+def test_a_database_that_cannot_be_reached_raises_smsqs_own_error(monkeypatch):
+    import smsq
+
+    monkeypatch.setenv("SMSQ_DATABASE_URL", "postgresql://app:Db-pw-73@127.0.0.1:1/app")
+    settings.cache_clear()
+    try:
+        with pytest.raises(smsq.DatabaseUnreachableError) as exc:
+            send_sms("shop-dxt", ["13800000000"], SIGNED)
+    finally:
+        monkeypatch.undo()
+        settings.cache_clear()
+    message = str(exc.value)
+    assert message.startswith("cannot reach the database (postgresql+psycopg://app:***@127.0.0.1:1/app)")
+    assert "Db-pw-73" not in message and isinstance(exc.value, ConnectionError)
+
+
 def test_a_large_stream_is_chunked_at_the_vendor_limit():
     def numbers():  # a generator: send_sms must not need a list
         for i in range(25_000):

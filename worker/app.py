@@ -5,13 +5,14 @@
 """
 from __future__ import annotations
 
+import sys
 import threading
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 from kombu import Queue
 
-from .config import Settings, settings
+from .config import ConfigError, Settings, settings
 from . import shutdown
 
 QUEUES = ("smsq.priority", "smsq.bulk", "smsq.poll")
@@ -80,6 +81,20 @@ def make_app(conf: Settings) -> Celery:
     app.steps["worker"].add(WarmUp)
     app.steps["worker"].add(RelayTimer)
     return app
+
+
+@worker_init.connect
+def _credentials_first(sender=None, **_: object) -> None:
+    """A worker of smsq's app, however started (``celery -A smsq worker`` too), stops at
+    start on a vendor password it cannot read, as ``smsq worker`` does: one line, exit 2,
+    rather than every chunk it takes failing on it. Other apps' workers are not smsq's."""
+    if _app is None or getattr(sender, "app", None) is not _app:
+        return
+    try:
+        settings().require_credentials()
+    except ConfigError as exc:
+        print(f"smsq: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 @worker_process_init.connect

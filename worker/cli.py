@@ -13,7 +13,7 @@ from .commands.operators import (cmd_batches, cmd_blocked, cmd_cancel, cmd_expor
                                  cmd_status)
 from .commands.processes import cmd_beat, cmd_db, cmd_demo, cmd_flower, cmd_simulate, cmd_worker
 from .config import ConfigError
-from .services import first_line, unreachable_service
+from .services import DatabaseUnreachableError, first_line, unreachable_service
 
 EPILOG = """\
 environment:
@@ -299,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT
     except KeyboardInterrupt:
         return 130
+    except DatabaseUnreachableError as exc:  # says which database already
+        print(f"smsq: {exc}", file=sys.stderr)
+        return EXIT_SERVICE
     except Exception as exc:
         service = unreachable_service(exc)
         if service is None:

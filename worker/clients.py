@@ -18,6 +18,9 @@ _providers: dict[str, tuple[Account, Provider]] = {}
 
 
 def provider_for(account: Account) -> Provider:
+    """Raises ConfigError when the account's password cannot be read: it is read here,
+    when a vendor client is first needed, not when the config is loaded."""
+    account.password.reveal()
     with _lock:
         cached = _providers.get(account.name)
         if cached is None or cached[0] != account:

@@ -15,9 +15,13 @@ Accounts live in the TOML file named by ``SMSQ_CONFIG`` (default ``./smsq.toml``
 Failover routes (``[routes.NAME]``, see worker/routes.py) name accounts in order
 of preference; a route's name is accepted wherever an account's is.
 
-Every mistake is reported at start-up with the account and the key it concerns.
-Passwords are wrapped in ``Secret`` as soon as they are read, so they never
-show in a repr, a log line or an exception.
+Every mistake is reported at start-up with the account and the key it concerns,
+and so is a database or broker URL smsq cannot use. A password named by
+``password_env`` or ``password_file`` is read only when a vendor client needs it
+(``Credential``): a command that only reads the database runs without the vendors'
+passwords, and the commands that call vendors check them first
+(``Settings.require_credentials``). Passwords are wrapped in ``Secret``, so they
+never show in a repr, a log line or an exception.
 """
 from __future__ import annotations
 
@@ -28,11 +32,16 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from smsq.providers import PROVIDERS, Account, Secret, provider_class
 
+from . import logs
 from .routes import Route, parse_routes
+from .services import safe_url
 
 log = logging.getLogger("smsq.config")
 
@@ -51,6 +60,38 @@ class ConfigError(Exception):
 class UnknownAccountError(ConfigError, KeyError):
     def __str__(self) -> str:  # KeyError would quote the whole message
         return self.args[0]
+
+
+class Credential(Secret):
+    """A password kept elsewhere (an environment variable, a file), read the first time
+    it is revealed: when a vendor client is built. ``source`` says where, for equality
+    and messages; reading raises ConfigError naming the account and the key."""
+
+    __slots__ = ("source", "_read")
+
+    def __init__(self, source: str, read: Callable[[], str]):
+        super().__init__(None)
+        self.source, self._read = source, read
+
+    @property
+    def resolved(self) -> bool:
+        return self._value is not None
+
+    def reveal(self) -> str:
+        if self._value is None:
+            value = self._read()
+            logs.remember_secret(value)  # masked from the moment it exists in this process
+            self._value = value
+        return self._value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Credential) and (other.source, other._value) == (self.source, self._value)
+
+    def __hash__(self) -> int:
+        return hash(self.source)
+
+    def __bool__(self) -> bool:
+        return True  # a source is named, whether or not it has been read
 
 
 @dataclass(frozen=True)
@@ -90,8 +131,6 @@ class Settings:
 
     def describe_storage(self) -> str:
         """Where this process keeps its data, said on start-up (passwords hidden)."""
-        from sqlalchemy.engine import make_url
-
         db = make_url(self.database_url).render_as_string(hide_password=True)
         if self.embedded:
             return (f"embedded mode: database {db.removeprefix('sqlite:///')}, broker "
@@ -127,8 +166,16 @@ class Settings:
         given = [r.cooloff for r in self.routes.values() if account in r.accounts and r.cooloff is not None]
         return min(given) if given else self.account_hold
 
+    def require_credentials(self, names: Iterable[str] | None = None) -> None:
+        """Read the passwords of the accounts ``names`` (default: all) now, so that a process
+        that will call their vendors stops at start-up on one it cannot read."""
+        for name in self.accounts if names is None else names:
+            self.account(name).password.reveal()
+
     def secrets(self) -> list[str]:
-        return [a.password.reveal() for a in self.accounts.values() if a.password]
+        """The passwords read so far (the others are masked as they are read)."""
+        return [a.password.reveal() for a in self.accounts.values()
+                if a.password and (not isinstance(a.password, Credential) or a.password.resolved)]
 
 
 def parse_rate(value: Any, where: str) -> float:
@@ -143,6 +190,8 @@ def parse_rate(value: Any, where: str) -> float:
 
 
 def _password(name: str, table: Mapping[str, Any], base_dir: Path) -> Secret:
+    """The account's credential: written in the file (read now), or a ``Credential`` read
+    when first needed. Only the key's shape is checked here."""
     where = f"account {name!r}"
     given = [k for k in ("password", "password_env", "password_file") if k in table]
     if len(given) > 1:
@@ -159,18 +208,25 @@ def _password(name: str, table: Mapping[str, Any], base_dir: Path) -> Secret:
                     "or password_file", name)
         return Secret(value)
     if key == "password_env":
-        secret = os.environ.get(value)
-        if not secret:
-            raise ConfigError(f"{where}: password_env names {value}, which is not set in the environment")
-        return Secret(secret)
+        def from_env() -> str:
+            secret = os.environ.get(value)
+            if not secret:
+                raise ConfigError(f"{where}: password_env names {value}, which is not set in the environment")
+            return secret
+
+        return Credential(f"password_env {value}", from_env)
     path = Path(value) if Path(value).is_absolute() else base_dir / value
-    try:
-        secret = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{where}: password_file {path} cannot be read: {exc.strerror}") from None
-    if not secret:
-        raise ConfigError(f"{where}: password_file {path} is empty")
-    return Secret(secret)
+
+    def from_file() -> str:
+        try:
+            secret = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{where}: password_file {path} cannot be read: {exc.strerror}") from None
+        if not secret:
+            raise ConfigError(f"{where}: password_file {path} is empty")
+        return secret
+
+    return Credential(f"password_file {path}", from_file)
 
 
 def parse_account(name: str, table: Mapping[str, Any], base_dir: Path) -> Account:
@@ -277,9 +333,46 @@ def env_secret(name: str) -> str | None:
     return value
 
 
+# The bulk paths (COPY, ON CONFLICT DO NOTHING) are written for these two.
+DATABASES = {"postgresql": "PostgreSQL (postgresql://user@host/db)", "sqlite": "SQLite (sqlite:///path/smsq.db)"}
+BROKERS = ("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://")  # and sqla+<database URL>: embedded
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def check_database_url(url: str, name: str) -> None:
+    """A URL smsq can open: it parses, names PostgreSQL or SQLite, and its driver imports.
+    Otherwise ConfigError, the URL shown without its password: a mistake, not an outage."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"{name} is not a database URL: {safe_url(url)!r}; e.g. "
+                          f"{' or '.join(DATABASES.values())}") from None
+    kind = parsed.get_backend_name()
+    if kind not in DATABASES:
+        raise ConfigError(f"{name} {safe_url(url)}: smsq keeps its data in {' or '.join(DATABASES.values())}, "
+                          f"not {kind!r}")
+    try:
+        parsed.get_dialect().import_dbapi()
+    except (NoSuchModuleError, ImportError) as exc:
+        raise ConfigError(f"{name} {safe_url(url)}: its driver {parsed.drivername!r} cannot be loaded ({exc}); "
+                          f"postgresql:// uses psycopg 3, which smsq installs") from None
+
+
+def check_broker_url(url: str) -> None:
+    """A broker smsq runs on; a misspelt scheme is a mistake, never taken for a broker outage."""
+    if url.startswith("sqla+"):
+        check_database_url(url[len("sqla+"):], "SMSQ_BROKER_URL (after sqla+)")
+    elif not url.startswith(BROKERS):
+        raise ConfigError(f"SMSQ_BROKER_URL {safe_url(url)!r} is not a broker smsq knows: use "
+                          f"{', '.join(BROKERS)} or sqla+sqlite:///FILE (embedded)")
+
+
 def _redis_url(broker_url: str) -> str | None:
     explicit = env_secret("SMSQ_REDIS_URL")
     if explicit:
+        if not explicit.startswith(REDIS_SCHEMES):
+            raise ConfigError(f"SMSQ_REDIS_URL {safe_url(explicit)!r} is not a Redis URL: use "
+                              f"{', '.join(REDIS_SCHEMES)}")
         return explicit
     return broker_url if broker_url.startswith(("redis://", "rediss://")) else None
 
@@ -325,6 +418,8 @@ def load_settings() -> Settings:
     if database_url.startswith("postgresql://"):
         database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
     broker_url = env_secret("SMSQ_BROKER_URL") or f"sqla+sqlite:///{home / 'smsq-broker.db'}"
+    check_database_url(database_url, "SMSQ_DATABASE_URL")
+    check_broker_url(broker_url)
     accounts = load_accounts(path)
     state_dir = _state_dir(home)
     return Settings(

@@ -5,17 +5,26 @@ import logging
 
 MASK = "********"
 _installed = False
-_secrets: list[str] = []
+_secrets: tuple[str, ...] = ()  # longest first; replaced whole, never changed in place, for the factory
+
+
+def remember_secret(secret: str) -> None:
+    """Mask ``secret`` too: a password read after masking began (see ``mask_secrets``)."""
+    global _secrets
+    if secret and len(secret) >= 3 and secret not in _secrets:
+        _secrets = tuple(sorted({*_secrets, secret}, key=len, reverse=True))
 
 
 def mask_secrets(secrets: list[str]) -> None:
-    """From now on every log record has each secret replaced by ``********``.
+    """From now on every log record has each secret (these, and every one remembered)
+    replaced by ``********``.
 
     A record factory (not a handler filter) catches every record of every
     logger, including the handlers Celery installs after us.
     """
     global _installed
-    _secrets[:] = sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
+    for secret in secrets:
+        remember_secret(secret)
     if _installed:
         return
     _installed = True
@@ -23,13 +32,14 @@ def mask_secrets(secrets: list[str]) -> None:
 
     def factory(*args, **kwargs):
         record = previous(*args, **kwargs)
-        if _secrets:
+        secrets = _secrets
+        if secrets:
             try:
                 message = record.getMessage()
             except Exception:
                 return record
             masked = message
-            for secret in _secrets:
+            for secret in secrets:
                 masked = masked.replace(secret, MASK)
             if masked != message or record.args:
                 record.msg, record.args = masked, None

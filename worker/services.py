@@ -6,8 +6,31 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import sqlalchemy.exc
 
 DATABASE, BROKER, REDIS = "database", "broker", "redis"
+
+
+class DatabaseUnreachableError(ConnectionError):
+    """The database could not be reached (down, refusing, timing out). The message names
+    it by its URL, the password hidden; ``url`` is that URL, ``__cause__`` the driver's error."""
+
+    def __init__(self, url: str, cause: BaseException):
+        self.url = safe_url(url)
+        super().__init__(f"cannot reach the database ({self.url}): {first_line(cause)}")
+
+
+@contextmanager
+def database_reached(url: str) -> Iterator[None]:
+    """Inside: the driver's "cannot connect" errors become DatabaseUnreachableError, so an
+    application calling smsq meets smsq's own error, not SQLAlchemy's."""
+    try:
+        yield
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+        raise DatabaseUnreachableError(url, exc) from exc
 
 
 def safe_url(url: str) -> str:
@@ -34,11 +57,11 @@ def unreachable_kind(exc: BaseException | None) -> str | None:
 
     import kombu.exceptions
     import redis.exceptions
-    import sqlalchemy.exc
 
     seen = 0
     while exc is not None and seen < 10:
-        if isinstance(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+        if isinstance(exc, (DatabaseUnreachableError, sqlalchemy.exc.OperationalError,
+                            sqlalchemy.exc.InterfaceError)):
             return DATABASE
         if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
             return REDIS

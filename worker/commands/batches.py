@@ -113,7 +113,11 @@ def print_status(status, as_json: bool) -> None:
 def cmd_send(args) -> int:
     from smsq.tasks import send_sms
 
-    load()
+    conf = load()
+    # Nothing calls the vendor here, but a batch queued for accounts whose passwords this
+    # host cannot read is most likely a deployment mistake: say so before storing it.
+    route = conf.routes.get(args.account)
+    conf.require_credentials(route.accounts if route else [args.account])  # (an unknown account: said here)
     numbers = args.to if args.to is not None else _read_numbers(open_numbers(args.to_file))
     receipt = send_sms(args.account, numbers, args.content, send_at=args.at,
                        idempotency_key=args.idempotency_key,

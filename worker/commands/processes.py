@@ -100,6 +100,7 @@ def cmd_worker(args) -> int:
     from ..db import ping_only_idle, size_pool_for
 
     conf = load()
+    conf.require_credentials()  # every account's chunks may come here
     pool, concurrency = worker_pool(args, conf)
     writable(conf.spool_dir, "the spool directory",
              "SMSQ_SPOOL_DIR" if os.environ.get("SMSQ_SPOOL_DIR") else "SMSQ_STATE_DIR")
@@ -157,6 +158,7 @@ def cmd_beat(args) -> int:
     from ..app import get_app
 
     conf = load()
+    conf.require_credentials()  # it schedules polls of every account: a missing password is said now, not by each poll
     scheduler = args.scheduler or ("local" if conf.embedded or not conf.redis_url else "redbeat")
     argv = ["beat", "-l", args.loglevel]
     if scheduler == "local":
