@@ -56,7 +56,7 @@ from smsq.store.models import (AccountBalance, Batch, BlockedNumber, Chunk, Inbo
                           Recipient, StatusReport, utcnow)
 from smsq.worker.app import get_app
 from smsq.worker.clients import provider_for
-from smsq.worker.config import Settings, settings
+from smsq.worker.config import Settings, knowing, settings
 from smsq.worker.db import session_scope
 
 from .blocklist import record_optouts
@@ -324,7 +324,7 @@ def _notify(result: PollResult) -> None:
 
 def poll(account: str, kind: str, *, conf: Settings | None = None) -> PollResult:
     """One poll of ``account``'s ``kind`` endpoint, if its lease allows it now."""
-    conf = conf or settings()
+    conf = conf or knowing(account)  # beat may schedule an account added to the file since
     ensure_schema(conf)
     acct = conf.account(account)
     provider = provider_for(acct)
