@@ -40,9 +40,11 @@ signature = "【某某科技】"
 
 
 def send_wait(stack, account: str, number: str, **env: str) -> subprocess.Popen:
+    """`smsq send --wait` running; its output is read as it comes, as a script would."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **stack.env, **env}
+    full_env.pop("PYTHONUNBUFFERED", None)
     return subprocess.Popen([sys.executable, "-m", "smsq", "send", "--account", account, "--to", number,
-                             "--content", CONTENT, "--wait"],
-                            env={**os.environ, "PYTHONPATH": str(ROOT), **stack.env, **env}, cwd=stack.tmp,
+                             "--content", CONTENT, "--wait"], env=full_env, cwd=stack.tmp,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -124,7 +124,7 @@ def cmd_send(args) -> int:
                           "lane": receipt.lane, "replayed": receipt.replayed, "queued": receipt.queued},
                          ensure_ascii=False))
     elif not args.json:
-        print(receipt.batch_id)
+        print(receipt.batch_id, flush=True)  # a script reading it need not wait for --wait's end
         print(f"accepted {receipt.accepted}, rejected {len(receipt.rejected)}, {receipt.segments} "
               f"segment(s) each, lane {receipt.lane}" + (" (replayed: same idempotency key)"
                                                           if receipt.replayed else ""), file=sys.stderr)
