@@ -56,12 +56,13 @@ from smsq.store.models import (AccountBalance, Batch, BlockedNumber, Chunk, Inbo
                           Recipient, StatusReport, utcnow)
 from smsq.worker.app import get_app
 from smsq.worker.clients import provider_for
-from smsq.worker.config import Settings, knowing, settings
+from smsq.worker.config import Settings, UnknownAccountError, knowing, settings
 from smsq.worker.db import session_scope
 
 from .blocklist import record_optouts
 from .publish import MAX_COUNTDOWN, bounded
 from .schema import ensure_schema
+from .unknown_account import why_unknown
 
 log = logging.getLogger("smsq.poll")
 
@@ -392,7 +393,11 @@ def publish_poll(account: str, kind: str, countdown: float | None = None, waits:
 
 
 def run_poll_task(account: str, kind: str, waits: int = 0) -> str:
-    result = poll(account, kind)
+    try:
+        result = poll(account, kind)
+    except UnknownAccountError:  # beat's accounts file names it, this worker's does not (yet)
+        log.warning("poll %s %s: not polled: %s", account, kind, why_unknown(settings(), account))
+        return "unknown_account"
     if result.outcome == "leased" and waits < MAX_WAITS and result.retry_in is not None:
         # Another kind of the same family holds the window: come back when it opens.
         publish_poll(account, kind, countdown=result.retry_in + 0.5, waits=waits + 1)

@@ -119,3 +119,13 @@ def test_an_account_the_worker_cannot_read_waits_visibly_until_it_can(stack, sim
     assert log.count("changed but cannot be used") == 1, log[-3000:]
     assert "SMSQ_TEST_OTHER_PASSWORD, which is not set" in log
     assert "Traceback" not in log and "UnknownAccountError" not in log
+
+
+def test_a_poll_for_an_account_the_worker_does_not_know_is_one_line_not_a_traceback(stack):
+    from smsq.tasks.polls import publish_poll
+
+    publish_poll("ghost-dxt", "balance")  # as a beat whose accounts file names it sends it
+    wait_until(lambda: "poll ghost-dxt balance: not polled" in stack.worker_log(), 60, 0.2, "the poll's line")
+    log = stack.worker_log()
+    assert "does not know account ghost-dxt" in log
+    assert "Traceback" not in log and "UnknownAccountError" not in log
