@@ -102,3 +102,16 @@ def test_an_unknown_account_still_raises_for_the_sender(config):
 
     with pytest.raises(UnknownAccountError):
         knowing("nobody").account("nobody")
+
+
+def test_the_password_of_an_account_read_later_is_masked_too(config, monkeypatch, caplog):
+    from smsq.worker.logs import MASK, mask_secrets
+
+    mask_secrets(settings().secrets())  # as every command does at start
+    monkeypatch.setenv("LATE_DXT_PASSWORD", "late-Pw-4471")
+    config.write_text(GOOD + LATE.replace("SHOP_DXT_PASSWORD", "LATE_DXT_PASSWORD"), encoding="utf-8")
+    assert "late-dxt" in refresh().accounts
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("some.library").debug("Pwd=%s and Pwd=%s", "late-Pw-4471", "x-secret-pw")
+    assert "late-Pw-4471" not in caplog.text and "x-secret-pw" not in caplog.text
+    assert caplog.text.count(MASK) == 2
