@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from .conftest import PASSWORD, ROOT, stack_fixture, wait_until
+from .conftest import PASSWORD, ROOT, stack_fixture, wait_final, wait_until
 from .test_cli import smsq
 
 stack = stack_fixture("embedded", "distributed")
@@ -129,3 +129,15 @@ def test_a_poll_for_an_account_the_worker_does_not_know_is_one_line_not_a_traceb
     log = stack.worker_log()
     assert "does not know account ghost-dxt" in log
     assert "Traceback" not in log and "UnknownAccountError" not in log
+
+
+def test_an_application_sends_to_an_account_added_since_it_read_the_file(stack, sim):
+    from smsq import send_sms
+    from smsq.worker.config import settings
+
+    assert "app-dxt" not in settings().accounts  # this process read the file before
+    add_account(stack, "app-dxt", 'password_env = "SMSQ_TEST_DXT_PASSWORD"')
+    receipt = send_sms("app-dxt", ["13800138004"], CONTENT)
+    status = wait_final(receipt.batch_id, 60)
+    assert status.recipients.get("sent") == 1
+    assert [s.numbers for s in sim.sends] == [["13800138004"]]
