@@ -60,13 +60,14 @@ from smsq.store.models import (AccountBalance, Batch, BlockedNumber, Chunk, Earl
                                PollStatus, Recipient, StatusReport, utcnow)
 from smsq.worker.app import get_app
 from smsq.worker.clients import provider_for
-from smsq.worker.config import Settings, settings
+from smsq.worker.config import Settings, UnknownAccountError, knowing, settings
 from smsq.worker.db import session_scope
 from smsq.worker.services import describe, first_line, unreachable_kind
 
 from .blocklist import record_optouts
 from .publish import MAX_COUNTDOWN, bounded
 from .schema import ensure_schema
+from .unknown_account import why_unknown
 
 log = logging.getLogger("smsq.poll")
 
@@ -353,7 +354,7 @@ def _notify(result: PollResult) -> None:
 
 def poll(account: str, kind: str, *, conf: Settings | None = None) -> PollResult:
     """One poll of ``account``'s ``kind`` endpoint, if its lease allows it now."""
-    conf = conf or settings()
+    conf = conf or knowing(account)  # beat may schedule an account added to the file since
     ensure_schema(conf)
     acct = conf.account(account)
     provider = provider_for(acct)
@@ -426,6 +427,9 @@ UNREACHABLE = "unreachable"  # a poll task's outcome when the database or broker
 def run_poll_task(account: str, kind: str, waits: int = 0) -> str:
     try:
         result = poll(account, kind)
+    except UnknownAccountError:  # beat's accounts file names it, this worker's does not (yet)
+        log.warning("poll %s %s: not polled: %s", account, kind, why_unknown(settings(), account))
+        return "unknown_account"
     except Exception as exc:
         service = unreachable_kind(exc)
         if service is None:

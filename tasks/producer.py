@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from smsq.providers import provider_class
 from smsq.providers.base import BEIJING, segments
 from smsq.store.models import Batch, Chunk, Recipient, SplitJob, utcnow
-from smsq.worker.config import settings
+from smsq.worker.config import knowing, settings
 from smsq.worker.db import session_scope
 from smsq.worker.services import DatabaseUnreachableError, database_reached
 
@@ -217,7 +217,7 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
     ``priority`` forces the lane; by default batches of up to
     ``SMSQ_PRIORITY_MAX`` numbers (100) take the priority lane.
     """
-    conf = settings()
+    conf = knowing(account)  # an account added to the file since this process read it is known
     # -- failover routes: a route name takes its first account that can send --
     target = routes.choose_account(conf, account)
     acct = conf.account(target.account)

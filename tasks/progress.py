@@ -4,7 +4,9 @@ A batch waits for one of a few reasons, and each has its own cure:
 
 * it is **scheduled** (``send_at``) and the relay releases it then;
 * its account is **held** after an auth or balance failure (see tasks/send.py);
-* some chunks **wait for a retry** after a transient failure;
+* some chunks **wait for a retry** after a transient failure, or for an account
+  the worker does not know (tasks/unknown_account.py): the detail of the next
+  one due says which;
 * **no worker takes its lane's queue**: nothing consumes ``smsq.priority`` or
   ``smsq.bulk`` (no ``smsq worker`` running, or one started with another
   ``SMSQ_CONFIG``/``SMSQ_HOME`` and so another database and broker).
@@ -53,10 +55,10 @@ def queue_length(queue: str) -> int | None:
         return None
 
 
-def why_waiting(batch_id: int, *, stalled_for: float = 0.0) -> list[str]:
+def why_waiting(batch_id: int, *, stalled_for: float = 0.0, ask_workers: bool = True) -> list[str]:
     """Plain sentences on why the batch's unfinished chunks are not moving (empty: nothing to say).
     ``stalled_for``: seconds the caller has seen no change, so a queue that is merely busy is
-    not called unconsumed."""
+    not called unconsumed. ``ask_workers``: False reads the database only (no broadcast)."""
     from .send import account_held_until
 
     conf = settings()
@@ -72,6 +74,9 @@ def why_waiting(batch_id: int, *, stalled_for: float = 0.0) -> list[str]:
         later = session.execute(select(func.count(), func.min(Chunk.next_attempt_at)).where(
             Chunk.batch_id == batch_id, Chunk.state == "pending", Chunk.next_attempt_at > now)).one()
         to_split = session.scalar(select(func.count()).where(SplitChunk.batch_id == batch_id))
+        next_detail = session.scalar(select(Chunk.detail).where(
+            Chunk.batch_id == batch_id, Chunk.state == "pending", Chunk.next_attempt_at > now)
+            .order_by(Chunk.next_attempt_at).limit(1)) if later[0] else None
     pending, sending = counts.get("pending", 0), counts.get("sending", 0)
     if to_split and stalled_for >= 5:
         reasons.append(f"{to_split} chunk(s) are still to be cut from the stored numbers by a worker on "
@@ -86,9 +91,10 @@ def why_waiting(batch_id: int, *, stalled_for: float = 0.0) -> list[str]:
         reasons.append(f"account {batch.account} is held until {_clock(until)} (Beijing time): its last send "
                        f"failed ({why}); fix the account, then its chunks go out")
     elif later[0] and not (batch.send_at is not None and batch.send_at > now):
-        reasons.append(f"{later[0]} chunk(s) wait to retry, the next at {_clock(later[1])} (Beijing time)")
+        reasons.append(f"{later[0]} chunk(s) wait to retry, the next at {_clock(later[1])} (Beijing time)"
+                       + (f": {next_detail}" if next_detail else ""))
     due = pending - later[0]
-    if due and not sending:
+    if due and not sending and ask_workers:
         queue = f"smsq.{batch.lane}"
         consumers = lane_consumers(conf, queue)
         if consumers == []:

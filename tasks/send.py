@@ -63,7 +63,7 @@ from smsq.providers.base import BEIJING, RAW_KEEP
 from smsq.store.models import Batch, Chunk, Recipient, VendorCall, utcnow
 from smsq.worker import slots
 from smsq.worker.clients import provider_for
-from smsq.worker.config import Settings, settings
+from smsq.worker.config import Settings, knowing, settings
 from smsq.worker.db import autocommit, session_scope, transaction
 from smsq.worker.limiter import WINDOW_MARGIN, Limiter, Taken, limiter
 
@@ -73,6 +73,7 @@ from .outcome_keeper import SPOOLED, keep_outcome, with_db_retry
 from .publish import MAX_COUNTDOWN, chunk_label, publish_chunk, publish_chunk_rows
 from .retry import FIRST_ATTEMPT, plan_retry
 from .schema import ensure_schema
+from .unknown_account import UNKNOWN_ACCOUNT_RETRY, say_unknown, wake, why_unknown
 
 log = logging.getLogger("smsq.send")
 
@@ -462,6 +463,12 @@ def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None
             log.info("chunk %s: not pending (already claimed or done); nothing to do", chunk_id)
             return "skipped"
         account, lane = found
+    if account not in conf.accounts:  # added to the file since this process read it, or not here
+        conf = knowing(account)
+        if account not in conf.accounts:
+            wait_for_account(conf, [chunk_id, *(then or [])], account)
+            return "deferred"
+        wake(conf, {account})  # its chunks that waited for it need not wait longer
     # The token before the claim: a chunk that finds none costs no database
     # transaction, only its message going back to the queue.
     bucket, rate = limiter(conf.redis_url), conf.account(account).rate_limit
@@ -501,6 +508,15 @@ def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None
         _release_unsent(conf, work, exc)
         raise
     return send_claimed(conf, work, provider, probe=admitted.probe, pace=pace)
+
+
+def wait_for_account(conf: Settings, chunk_ids: list[int], account: str) -> None:
+    """An account this worker does not know, even after reading its file again: the
+    chunks stay pending, with the reason for `smsq send --wait`, and the relay
+    publishes them again later (tasks/unknown_account.py). Nothing was claimed."""
+    why = why_unknown(conf, account)
+    hold(conf, chunk_ids, why, utcnow() + timedelta(seconds=UNKNOWN_ACCOUNT_RETRY))
+    say_unknown(conf, chunk_ids[0], why, account)
 
 
 def _release_unsent(conf: Settings, work: Work, exc: BaseException) -> None:

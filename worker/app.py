@@ -75,6 +75,7 @@ def make_app(conf: Settings) -> Celery:
         app.conf.redbeat_lock_timeout = BEAT_LOCK_TIMEOUT
         # A Redis that stopped answering must not hold beat for longer than a tick.
         app.conf.redbeat_redis_options = {"socket_timeout": 5, "socket_connect_timeout": 5}
+    from . import config_probe  # noqa: F401  (the worker answers `smsq health worker` on its accounts file)
     from .relay_timer import RelayTimer
     from .warm import WarmUp
 

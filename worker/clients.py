@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import httpx
 
@@ -13,8 +14,14 @@ from . import slots
 # (a prefork child, the producer, the CLI); a thread-pool worker keeps one per slot.
 CONNECTIONS = 20
 
+# A provider replaced because its account changed in the accounts file (worker/config.py
+# refresh) may still be in a call of another thread, begun with the settings before:
+# it is closed this long after its last use, never under that call.
+RETIRED_CLOSE_AFTER = 900.0  # seconds
+
 _lock = threading.Lock()
 _providers: dict[str, tuple[Account, Provider]] = {}
+_retired: list[list] = []  # [last used (monotonic), provider]
 
 
 def provider_for(account: Account) -> Provider:
@@ -24,8 +31,16 @@ def provider_for(account: Account) -> Provider:
     with _lock:
         cached = _providers.get(account.name)
         if cached is None or cached[0] != account:
+            now = time.monotonic()
+            for entry in _retired:  # a thread still on the settings before the change
+                if entry[1].account == account:
+                    entry[0] = now
+                    return entry[1]
+            for entry in [e for e in _retired if now - e[0] > RETIRED_CLOSE_AFTER]:
+                _retired.remove(entry)
+                entry[1].client.close()
             if cached is not None:
-                cached[1].client.close()
+                _retired.append([now, cached[1]])
             # Explicit timeouts on every call: a vendor that never answers must
             # not hold a worker thread (and an unknown outcome) forever.
             timeout = httpx.Timeout(account.timeout, connect=min(5.0, account.timeout))
@@ -43,12 +58,14 @@ def provider_for(account: Account) -> Provider:
 
 def close_all() -> None:
     with _lock:
-        for _, provider in _providers.values():
+        for provider in [p for _, p in _providers.values()] + [p for _, p in _retired]:
             provider.client.close()
         _providers.clear()
+        _retired.clear()
 
 
 def forget() -> None:
     """After a fork: drop the parent's pools without closing its sockets."""
     with _lock:
         _providers.clear()
+        _retired.clear()

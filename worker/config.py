@@ -22,15 +22,23 @@ and so is a database or broker URL smsq cannot use. A password named by
 passwords, and the commands that call vendors check them first
 (``Settings.require_credentials``). Passwords are wrapped in ``Secret``, so they
 never show in a repr, a log line or an exception.
+
+A running process reads the accounts file again when it changed on disk
+(``refresh()``: a worker meeting an account it does not know, and every worker's
+relay timer): accounts and routes only, validated as at start-up; a file that
+does not validate leaves the process on the accounts it has, said in one log
+line. The environment's settings (database, broker, timeouts) are read once.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
+import threading
 import tomllib
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -95,6 +103,19 @@ class Credential(Secret):
 
 
 @dataclass(frozen=True)
+class ConfigVersion:
+    """Which accounts file a process runs on: its content's hash and when it was written."""
+    digest: str  # the first hex digits of the file's SHA-256 ("" no file)
+    modified: datetime | None = None  # the file's mtime, UTC
+
+    def __str__(self) -> str:
+        if not self.digest:
+            return "no file"
+        when = f" of {self.modified:%Y-%m-%d %H:%M:%S} UTC" if self.modified else ""
+        return f"{self.digest}{when}"
+
+
+@dataclass(frozen=True)
 class Settings:
     config_path: Path
     database_url: str
@@ -116,6 +137,7 @@ class Settings:
     config_found: bool = True  # False: SMSQ_CONFIG names no file (commands that send or poll refuse to run)
     home: Path | None = None  # where embedded mode keeps its files
     routes: Mapping[str, Route] = field(default_factory=dict)  # failover routes by name
+    config_version: ConfigVersion | None = None  # the accounts file these accounts were read from
 
     @property
     def embedded(self) -> bool:
@@ -291,11 +313,16 @@ def parse_account(name: str, table: Mapping[str, Any], base_dir: Path) -> Accoun
     )
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
+def _read_config(path: Path, raw: bytes | None = None) -> dict[str, Any]:
+    """The file's tables (``raw``: its bytes, already read)."""
+    if raw is None:
+        if not path.exists():
+            return {}
+        raw = path.read_bytes()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     unknown = set(data) - {"accounts", "routes"}
@@ -305,13 +332,42 @@ def _read_config(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_accounts(path: Path) -> dict[str, Account]:
+def load_accounts(path: Path, raw: bytes | None = None) -> dict[str, Account]:
     return {name: parse_account(name, table, path.parent)
-            for name, table in (_read_config(path).get("accounts") or {}).items()}
+            for name, table in (_read_config(path, raw).get("accounts") or {}).items()}
 
 
-def load_routes(path: Path, accounts: Mapping[str, Account]) -> dict[str, Route]:
-    return parse_routes(_read_config(path).get("routes"), accounts, ConfigError)
+def load_routes(path: Path, accounts: Mapping[str, Account], raw: bytes | None = None) -> dict[str, Route]:
+    return parse_routes(_read_config(path, raw).get("routes"), accounts, ConfigError)
+
+
+def _file_state(path: Path) -> tuple | None:
+    """What tells cheaply that the file may have changed (None: no file)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _read_file(path: Path) -> tuple[bytes | None, ConfigVersion]:
+    """The accounts file's bytes (None: no file) and their version."""
+    try:
+        raw = path.read_bytes()
+        modified = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).replace(microsecond=0)
+    except FileNotFoundError:
+        return None, ConfigVersion("")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+    return raw, ConfigVersion(hashlib.sha256(raw).hexdigest()[:12], modified)
+
+
+def _load_file(path: Path) -> tuple[dict[str, Account], dict[str, Route], ConfigVersion]:
+    """Accounts and routes from one read of the file, and its version."""
+    raw, version = _read_file(path)
+    accounts = load_accounts(path, raw) if raw is not None else {}
+    routes = load_routes(path, accounts, raw) if raw is not None else {}
+    return accounts, routes, version
 
 
 def env_secret(name: str) -> str | None:
@@ -420,7 +476,7 @@ def load_settings() -> Settings:
     broker_url = env_secret("SMSQ_BROKER_URL") or f"sqla+sqlite:///{home / 'smsq-broker.db'}"
     check_database_url(database_url, "SMSQ_DATABASE_URL")
     check_broker_url(broker_url)
-    accounts = load_accounts(path)
+    accounts, routes, version = _load_file(path)
     state_dir = _state_dir(home)
     return Settings(
         config_found=path.is_file(),
@@ -430,7 +486,8 @@ def load_settings() -> Settings:
         broker_url=broker_url,
         redis_url=_redis_url(broker_url),
         accounts=accounts,
-        routes=load_routes(path, accounts),
+        routes=routes,
+        config_version=version,
         priority_max=int(_number("SMSQ_PRIORITY_MAX", 100)),
         send_timeout=_number("SMSQ_SEND_TIMEOUT", 300),
         retry_for=_number("SMSQ_RETRY_FOR", 3600),
@@ -446,7 +503,97 @@ def load_settings() -> Settings:
     )
 
 
-@lru_cache(maxsize=1)
+_lock = threading.Lock()
+_current: Settings | None = None
+_UNREAD = ("unread",)  # no stat taken with the read: the first refresh compares the file's hash
+_seen: tuple | None = _UNREAD  # the file's stat when it was last read or found unchanged (None: no file)
+_refused: str | None = None  # the digest of a changed file that did not validate, said once
+
+
 def settings() -> Settings:
-    """The process's settings, read once. Tests call ``settings.cache_clear()`` after changing env."""
-    return load_settings()
+    """The process's settings, read once; ``refresh()`` reads the accounts again. Tests
+    call ``settings.cache_clear()`` after changing env."""
+    current = _current
+    if current is None:
+        with _lock:
+            if _current is None:
+                _install(load_settings())
+            current = _current
+    return current
+
+
+def _install(conf: Settings, seen: tuple | None = _UNREAD) -> None:
+    """``seen``: the file's stat taken before it was read."""
+    global _current, _seen
+    _current, _seen = conf, seen
+
+
+def _cache_clear() -> None:
+    global _current, _seen, _refused
+    with _lock:
+        _current, _seen, _refused = None, _UNREAD, None
+
+
+settings.cache_clear = _cache_clear  # type: ignore[attr-defined]
+
+
+def refresh() -> Settings:
+    """The settings, with the accounts and routes read again if the accounts file changed
+    on disk since (its stat, then its hash). The new file is validated whole, as at
+    start-up; one that does not validate leaves the settings as they are (logged once
+    per version of the file). Settings are immutable: a call in flight keeps the
+    accounts it started with; an account that did not change stays the same object,
+    so its HTTP client and rate limit carry on untouched."""
+    global _refused
+    conf = settings()
+    if _file_state(conf.config_path) == _seen:  # the common case: one stat, no lock
+        return conf
+    with _lock:
+        conf = _current or conf
+        path, state = conf.config_path, _file_state(conf.config_path)
+        if state == _seen:
+            return conf
+        try:
+            raw, version = _read_file(path)
+            if version.digest == (conf.config_version or ConfigVersion("")).digest:  # touched, not changed
+                _refused = None
+                _install(conf, state)
+                return conf
+            if raw is None:  # moved away, or being replaced: no reason to forget every account
+                raise ConfigError(f"{path} is not there any more")
+            accounts = load_accounts(path, raw)
+            routes = load_routes(path, accounts, raw)
+        except ConfigError as exc:
+            if str(exc) != _refused:
+                _refused = str(exc)
+                log.error("%s changed but cannot be used: %s; this process keeps the accounts it read "
+                          "before (version %s)", path, exc, conf.config_version)
+            return conf
+        _refused = None
+        # an unchanged account stays the very object in use, so nothing keyed on it is rebuilt
+        accounts = {name: conf.accounts[name] if conf.accounts.get(name) == account else account
+                    for name, account in accounts.items()}
+        new = replace(conf, accounts=accounts, routes=routes, config_version=version, config_found=True)
+        logs.keep_masking(new.secrets())
+        _install(new, state)
+    added = sorted(set(accounts) - set(conf.accounts))
+    changed = sorted(n for n in set(accounts) & set(conf.accounts) if accounts[n] is not conf.accounts[n])
+    removed = sorted(set(conf.accounts) - set(accounts))
+    log.warning("%s changed (version %s): accounts and routes read again; added: %s; changed: %s; removed: %s",
+                path, version, ", ".join(added) or "none", ", ".join(changed) or "none",
+                ", ".join(removed) or "none")
+    return new
+
+
+def refused() -> str | None:
+    """Why the accounts file, changed on disk, could not be read again (None: it could)."""
+    return _refused
+
+
+def knowing(name: str) -> Settings:
+    """The settings, read again from the file first if they know no account or route
+    ``name`` (one added to the file since this process read it)."""
+    conf = settings()
+    if not isinstance(name, str) or name in conf.accounts or name in conf.routes:
+        return conf
+    return refresh()

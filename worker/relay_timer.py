@@ -6,6 +6,11 @@ would wait. The relay's lease in the database lets one pass through per
 interval across all workers and beat, so running it everywhere costs one
 conditional UPDATE per worker per interval.
 
+The same thread reads the accounts file again when it changed on disk
+(worker/config.py ``refresh``): one stat per interval, so that a changed
+account's settings reach a running worker within an interval, and chunks that
+waited for an account added to it go out at once (tasks/unknown_account.py).
+
 A worker bootstep, started after the pool: a thread of the worker's main
 process, stopped with the worker.
 """
@@ -38,14 +43,32 @@ class RelayTimer(bootsteps.StartStopStep):
         if self._thread is not None:
             self._thread.join(10)
 
+    @staticmethod
+    def _read_accounts_again(known: set[str]) -> set[str]:
+        """The accounts file read again if it changed; the chunks that waited for an account
+        added to it (whoever read it again) are due at once. Returns the accounts known now."""
+        from smsq.tasks.unknown_account import wake
+
+        from .config import refresh
+
+        conf = refresh()
+        added = set(conf.accounts) - known
+        try:
+            wake(conf, added)
+        except Exception as exc:  # the database away: they come back at their retry all the same
+            log.warning("chunks waiting for account(s) %s not made due now (%s); their retry brings them",
+                        ", ".join(sorted(added)), type(exc).__name__)
+        return set(conf.accounts)
+
     def _run(self) -> None:
         from smsq.tasks.relay import relay_once
 
         from .config import settings
 
-        interval = settings().relay_interval
+        interval, known = settings().relay_interval, set(settings().accounts)
         while not self._stopping.wait(interval):
             try:
+                known = self._read_accounts_again(known)
                 relay_once()
             except Exception:
                 log.exception("relay pass failed; the next one follows in %.0f s", interval)

@@ -128,7 +128,7 @@ def cmd_send(args) -> int:
                           "lane": receipt.lane, "replayed": receipt.replayed, "queued": receipt.queued},
                          ensure_ascii=False))
     elif not args.json:
-        print(receipt.batch_id)
+        print(receipt.batch_id, flush=True)  # a script reading it need not wait for --wait's end
         print(f"accepted {receipt.accepted}, rejected {len(receipt.rejected)}, {receipt.segments} "
               f"segment(s) each, lane {receipt.lane}" + (" (replayed: same idempotency key)"
                                                           if receipt.replayed else ""), file=sys.stderr)
@@ -147,6 +147,17 @@ def cmd_send(args) -> int:
     return 0
 
 
+def print_waiting(status, as_json: bool) -> None:
+    """Why a batch in progress waits, as far as the database tells (no broadcast to the
+    workers: `smsq status` answers at once)."""
+    from smsq.tasks.progress import why_waiting
+
+    if as_json or status.final:
+        return
+    for reason in why_waiting(status.batch_id, ask_workers=False):
+        print(f"  waiting:    {reason}")
+
+
 def cmd_status(args) -> int:
     from smsq.tasks import batch_status
 
@@ -154,6 +165,7 @@ def cmd_status(args) -> int:
     status = batch_status(args.batch_id)
     if not args.chunks:
         print_status(status, args.json)
+        print_waiting(status, args.json)
         return 0
     from smsq.tasks.settle import problem_chunks
 
@@ -162,6 +174,7 @@ def cmd_status(args) -> int:
         print(json.dumps({**status.as_dict(), "problem_chunks": problems}, ensure_ascii=False))
         return 0
     print_status(status, False)
+    print_waiting(status, False)
     for c in problems:
         print(f"  chunk {c['chunk_id']} (#{c['seq']}, {c['size']} numbers, {c['attempts']} attempt(s)): "
               f"{c['state']} {c['outcome'] or ''} {c['code'] or ''} {c['detail'] or ''}".rstrip())

@@ -6,7 +6,10 @@ not a proxy for it:
 
 * worker -- a Celery ping to the worker's own node name, answered by the
   worker's consumer thread over the broker: a hung or disconnected worker
-  does not answer.
+  does not answer. Then the worker says which version of the accounts file it
+  runs (worker/config_probe.py; it reads the file again first if it changed): a
+  worker on another version than the file here, which it could not read again
+  or is not its file, is unhealthy, with the accounts it lacks and why.
 * beat   -- beat's own record in Redis (celery-redbeat) of when it last sent
   the outbox relay, which it sends every ``SMSQ_RELAY_INTERVAL`` seconds: a
   beat that stopped scheduling stops renewing it. A standby beat, idle behind
@@ -45,6 +48,7 @@ def node_name(given: str | None) -> str:
 
 def _worker(args) -> str:
     from ..app import get_app
+    from ..config_probe import COMMAND
     from .common import load
 
     conf = load()
@@ -57,11 +61,33 @@ def _worker(args) -> str:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=args.timeout)
             replies = app.control.ping(destination=[node], timeout=args.timeout, connection=conn)
+        if not any(node in reply for reply in replies):
+            raise Unhealthy(f"worker {node} did not answer a ping within {args.timeout:g} s")
+        answers = app.control.broadcast(COMMAND, destination=[node], reply=True, timeout=args.timeout,
+                                        connection=conn)
+    except Unhealthy:
+        raise
     except Exception as exc:  # kombu/redis raise many kinds; all mean "cannot reach the broker"
         raise Unhealthy(f"broker unreachable: {type(exc).__name__}") from None
-    if not any(node in reply for reply in replies):
-        raise Unhealthy(f"worker {node} did not answer a ping within {args.timeout:g} s")
-    return f"worker {node} answered"
+    theirs = next((a[node] for a in answers if isinstance(a.get(node), dict) and "digest" in a[node]), None)
+    if theirs is None:  # a worker of a version that does not say
+        return f"worker {node} answered"
+    ours = conf.config_version
+    if theirs["digest"] != (ours.digest if ours else ""):
+        raise Unhealthy(config_difference(node, theirs, conf))
+    return f"worker {node} answered (accounts file version {theirs['version']})"
+
+
+def config_difference(node: str, theirs: dict, conf) -> str:
+    """A worker on another version of the accounts file than this command's, in words."""
+    said = f"worker {node} runs {theirs['path']} version {theirs['version']}, not {conf.config_version} " \
+           f"as {conf.config_path} reads here"
+    lacking = sorted(set(conf.accounts) - set(theirs["accounts"]))
+    if lacking:
+        said += f"; it lacks account(s) {', '.join(lacking)}: their chunks wait"
+    if theirs.get("refused"):
+        said += f"; its file changed but cannot be used there: {theirs['refused']}"
+    return said
 
 
 def _beat(args) -> str:
