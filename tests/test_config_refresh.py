@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from smsq.worker import clients
-from smsq.worker.config import knowing, refresh, refused, settings
+from smsq.worker.config import ConfigError, knowing, refresh, refused, settings
 
 from .test_config import GOOD, write
 
@@ -53,6 +53,7 @@ def test_an_added_account_is_known_and_the_others_stay_the_same_objects(config, 
 
 def test_a_file_that_does_not_validate_is_not_used_and_said_once(config, caplog, monkeypatch):
     first = settings()
+    first.require_credentials()  # as a worker does at start: it will call every account's vendor
     config.write_text(GOOD + LATE.replace("SHOP_DXT_PASSWORD", "NOT_SET_ANYWHERE_PW"), encoding="utf-8")
     with caplog.at_level(logging.ERROR, "smsq.config"):
         assert knowing("late-dxt") is first
@@ -110,8 +111,18 @@ def test_the_password_of_an_account_read_later_is_masked_too(config, monkeypatch
     mask_secrets(settings().secrets())  # as every command does at start
     monkeypatch.setenv("LATE_DXT_PASSWORD", "late-Pw-4471")
     config.write_text(GOOD + LATE.replace("SHOP_DXT_PASSWORD", "LATE_DXT_PASSWORD"), encoding="utf-8")
-    assert "late-dxt" in refresh().accounts
+    refresh().require_credentials(["late-dxt"])  # read, as building its vendor client does
     with caplog.at_level(logging.DEBUG):
         logging.getLogger("some.library").debug("Pwd=%s and Pwd=%s", "late-Pw-4471", "x-secret-pw")
     assert "late-Pw-4471" not in caplog.text and "x-secret-pw" not in caplog.text
     assert caplog.text.count(MASK) == 2
+
+
+def test_a_process_that_calls_no_vendor_takes_a_new_account_whose_password_it_lacks(config):
+    """An application's send_sms or a read-only command reads passwords only to call a vendor."""
+    settings()
+    config.write_text(GOOD + LATE.replace("SHOP_DXT_PASSWORD", "NOT_SET_ANYWHERE_PW"), encoding="utf-8")
+    conf = knowing("late-dxt")
+    assert "late-dxt" in conf.accounts and refused() is None
+    with pytest.raises(ConfigError, match="NOT_SET_ANYWHERE_PW, which is not set"):
+        conf.require_credentials(["late-dxt"])

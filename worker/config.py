@@ -93,7 +93,9 @@ class Credential(Secret):
         return self._value
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Credential) and (other.source, other._value) == (self.source, self._value)
+        # Read or not, the same source is the same password: an account read again from an
+        # unchanged file stays the object in use (and its client), see ``refresh``.
+        return isinstance(other, Credential) and other.source == self.source
 
     def __hash__(self) -> int:
         return hash(self.source)
@@ -191,6 +193,9 @@ class Settings:
     def require_credentials(self, names: Iterable[str] | None = None) -> None:
         """Read the passwords of the accounts ``names`` (default: all) now, so that a process
         that will call their vendors stops at start-up on one it cannot read."""
+        global _credentials_required
+        if names is None:
+            _credentials_required = True  # and so of every account a changed file adds (``refresh``)
         for name in self.accounts if names is None else names:
             self.account(name).password.reveal()
 
@@ -507,6 +512,7 @@ _lock = threading.Lock()
 _current: Settings | None = None
 _UNREAD = ("unread",)  # no stat taken with the read: the first refresh compares the file's hash
 _seen: tuple | None = _UNREAD  # the file's stat when it was last read or found unchanged (None: no file)
+_credentials_required = False  # this process calls every account's vendor (worker, beat)
 _refused: str | None = None  # the digest of a changed file that did not validate, said once
 
 
@@ -529,9 +535,9 @@ def _install(conf: Settings, seen: tuple | None = _UNREAD) -> None:
 
 
 def _cache_clear() -> None:
-    global _current, _seen, _refused
+    global _current, _seen, _refused, _credentials_required
     with _lock:
-        _current, _seen, _refused = None, _UNREAD, None
+        _current, _seen, _refused, _credentials_required = None, _UNREAD, None, False
 
 
 settings.cache_clear = _cache_clear  # type: ignore[attr-defined]
@@ -563,6 +569,13 @@ def refresh() -> Settings:
                 raise ConfigError(f"{path} is not there any more")
             accounts = load_accounts(path, raw)
             routes = load_routes(path, accounts, raw)
+            # an unchanged account stays the very object in use, so nothing keyed on it is rebuilt
+            accounts = {name: conf.accounts[name] if conf.accounts.get(name) == account else account
+                        for name, account in accounts.items()}
+            if _credentials_required:  # a worker or beat: a password it cannot read refuses the file, as at start
+                for name, account in accounts.items():
+                    if account is not conf.accounts.get(name):
+                        account.password.reveal()
         except ConfigError as exc:
             if str(exc) != _refused:
                 _refused = str(exc)
@@ -570,9 +583,6 @@ def refresh() -> Settings:
                           "before (version %s)", path, exc, conf.config_version)
             return conf
         _refused = None
-        # an unchanged account stays the very object in use, so nothing keyed on it is rebuilt
-        accounts = {name: conf.accounts[name] if conf.accounts.get(name) == account else account
-                    for name, account in accounts.items()}
         new = replace(conf, accounts=accounts, routes=routes, config_version=version, config_found=True)
         logs.keep_masking(new.secrets())
         _install(new, state)

@@ -60,4 +60,5 @@ def keep_masking(secrets: list[str]) -> None:
     """Secrets read later (accounts read again) are masked too, besides the earlier ones,
     which a call in flight may still log. Installs nothing where masking is not on."""
     if _installed:
-        _secrets[:] = sorted(set(_secrets) | {s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
+        for secret in secrets:
+            remember_secret(secret)
