@@ -175,8 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_keywords)
 
     s = sub.add_parser("worker", help="run a Celery worker (sends and polls)")
-    s.add_argument("--queues", help="comma-separated, all in this one process. Default: smsq.bulk,smsq.poll "
-                   "here and smsq.priority in a second process (embedded mode: all three in one)")
+    s.add_argument("--queues", help="comma-separated, all in this one process, of smsq.priority, smsq.bulk, "
+                   "smsq.poll (another name is refused, exit 2). Default: smsq.bulk,smsq.poll here and "
+                   "smsq.priority in a second process (embedded mode: all three in one)")
     s.add_argument("--pool", choices=["threads", "prefork"],
                    help="threads (default): slots are threads of one process, cheap enough to keep many "
                         "vendor calls in flight; prefork: a process per slot (distributed mode only)")
@@ -185,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--processes", type=int,
                    help="bulk worker processes on this host (default 1; distributed mode). Without "
                         "--queues, `smsq worker` also starts a process of its own for the priority lane")
-    s.add_argument("--hostname", help="worker node name, e.g. bulk1@%%h")
+    s.add_argument("--hostname", help="worker node name, e.g. bulk1@%%h (default smsq@%%h, never Celery's "
+                   "celery@%%h: that is left to the application's own worker)")
     s.add_argument("--events", action="store_true",
                    help="send task events from the start (for monitors other than Flower; a running "
                         "Flower turns them on by itself). They cost about a fifth of a busy worker's CPU")
@@ -213,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(its record in Redis); url: every URL answers 2xx.")
     checks = s.add_subparsers(dest="what", required=True, metavar="CHECK")
     c = checks.add_parser("worker", help="the worker node answers a ping")
-    c.add_argument("--node", help="its node name (default celery@%%h, the name `smsq worker` takes "
+    c.add_argument("--node", help="its node name (default smsq@%%h, the name `smsq worker` takes "
                    "without --hostname; %%h is this host)")
     c = checks.add_parser("beat", help="beat sent the outbox relay recently")
     c.add_argument("--max-age", type=float,
