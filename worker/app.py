@@ -17,7 +17,7 @@ from typing import Callable
 from celery import Celery, current_app
 from celery.local import Proxy
 from celery.signals import worker_process_init
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from .config import Settings, settings
 from . import shutdown
@@ -75,7 +75,10 @@ def make_app(conf: Settings) -> Celery:
         task_reject_on_worker_lost=True,  # ...and redelivered if the worker dies; the claim makes that harmless
         worker_prefetch_multiplier=1,  # no chunk waits in a busy worker's buffer
         task_default_queue="smsq.bulk",
-        task_queues=[Queue(name) for name in QUEUES],
+        # Each queue its own direct exchange of its name and key. A bare Queue(name) would
+        # be bound to the default exchange (smsq.bulk, key smsq.bulk), all three alike, so
+        # whatever was published there would reach every lane.
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
         task_routes={"smsq.relay": {"queue": "smsq.poll"}, "smsq.poll*": {"queue": "smsq.poll"}},
         # Task events cost a worker about a fifth of its CPU at full speed (three
         # broadcasts per chunk). Off unless asked for (`smsq worker --events`);
