@@ -49,7 +49,6 @@ import logging
 from datetime import timedelta
 from dataclasses import dataclass, field
 
-from celery import shared_task
 from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -58,7 +57,7 @@ from smsq.providers.base import Inbound, Report
 from smsq.scheduler import leases
 from smsq.store.models import (AccountBalance, Batch, BlockedNumber, Chunk, EarlierSend, InboundMessage, PollJournal,
                                PollStatus, Recipient, StatusReport, utcnow)
-from smsq.worker.app import get_app
+from smsq.worker.app import get_app, smsq_task
 from smsq.worker.clients import provider_for
 from smsq.worker.config import Settings, UnknownAccountError, knowing, settings
 from smsq.worker.db import session_scope
@@ -447,27 +446,27 @@ def run_poll_task(account: str, kind: str, waits: int = 0) -> str:
     return result.outcome
 
 
-@shared_task(name=task_name("inbound"), ignore_result=True)
+@smsq_task(name=task_name("inbound"), ignore_result=True)
 def poll_inbound(account: str, waits: int = 0) -> str:
     return run_poll_task(account, "inbound", waits)
 
 
-@shared_task(name=task_name("reports"), ignore_result=True)
+@smsq_task(name=task_name("reports"), ignore_result=True)
 def poll_reports(account: str, waits: int = 0) -> str:
     return run_poll_task(account, "reports", waits)
 
 
-@shared_task(name=task_name("blocked"), ignore_result=True)
+@smsq_task(name=task_name("blocked"), ignore_result=True)
 def poll_blocked(account: str, waits: int = 0) -> str:
     return run_poll_task(account, "blocked", waits)
 
 
-@shared_task(name=task_name("balance"), ignore_result=True)
+@smsq_task(name=task_name("balance"), ignore_result=True)
 def poll_balance(account: str, waits: int = 0) -> str:
     return run_poll_task(account, "balance", waits)
 
 
-@shared_task(name="smsq.reparse", ignore_result=True)
+@smsq_task(name="smsq.reparse", ignore_result=True)
 def reparse_task() -> int:
     return len(reparse())
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from celery import shared_task
 from sqlalchemy import and_, or_, select, update
 
 from smsq.scheduler import leases
 from smsq.store.models import Batch, Chunk, Recipient, SplitJob, utcnow
+from smsq.worker.app import smsq_task
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 from smsq.worker.services import Outage, describe, unreachable_kind
@@ -156,6 +156,6 @@ def relay_once() -> dict[str, int] | None:
     return result
 
 
-@shared_task(name="smsq.relay", ignore_result=True)
+@smsq_task(name="smsq.relay", ignore_result=True)
 def relay() -> dict[str, int] | None:
     return relay_once()

@@ -55,13 +55,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from celery import shared_task
 from sqlalchemy import and_, bindparam, exists, insert, select, text, update
 
 from smsq.providers import Outcome, Provider, SendContext, SendResult
 from smsq.providers.base import BEIJING, RAW_KEEP
 from smsq.store.models import Batch, Chunk, Recipient, VendorCall, utcnow
 from smsq.worker import slots
+from smsq.worker.app import smsq_task
 from smsq.worker.clients import provider_for
 from smsq.worker.config import Settings, knowing, settings
 from smsq.worker.db import autocommit, session_scope, transaction
@@ -655,7 +655,7 @@ def not_sent(state: str, work: Work, result: SendResult) -> ChunkNotSent:
 # `throws`: an expected end, logged in one line without a traceback. With late
 # acks the message is still acked (task_acks_on_failure_or_timeout), so a failed
 # or unknown chunk is not delivered again.
-@shared_task(name="smsq.send_chunk", bind=True, ignore_result=True, acks_late=True,
+@smsq_task(name="smsq.send_chunk", bind=True, ignore_result=True, acks_late=True,
              throws=(ChunkFailed, ChunkUnknown))
 def send_chunk(self, chunk_id: int, account: str | None = None, lane: str | None = None,
                booking: str | None = None, then: list[int] | None = None, **newer: object) -> str:

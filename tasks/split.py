@@ -21,12 +21,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from celery import shared_task
 from sqlalchemy import (DateTime, Integer, String, bindparam, delete, exists, func, insert, literal, select,
                         text, update)
 from sqlalchemy.orm import Session
 
 from smsq.store.models import Batch, Chunk, Recipient, SplitChunk, SplitJob, utcnow
+from smsq.worker.app import smsq_task
 from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope
 
@@ -151,7 +151,7 @@ def run_split(conf: Settings, batch_id: int) -> int:
     return published
 
 
-@shared_task(name="smsq.split_batch", ignore_result=True)
+@smsq_task(name="smsq.split_batch", ignore_result=True)
 def split_batch(batch_id: int) -> int:
     conf = settings()
     ensure_schema(conf)

@@ -177,6 +177,19 @@ def test_worker_refuses_a_pool_it_cannot_run(env, args, message):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("queues, named", [
+    ("smsq.prio", "unknown queue 'smsq.prio'"),
+    ("smsq.bulk,smsq.hooks", "unknown queue 'smsq.hooks'"),
+    ("", "no queue named"),
+])
+def test_worker_refuses_a_queue_smsq_does_not_have(env, queues, named):
+    """A typo would start a worker that consumes nothing: refused in one line, exit 2, no worker."""
+    result = smsq("worker", "--queues", queues, env=env, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"smsq: error: --queues {queues!r}: {named}; smsq's queues are smsq.priority, smsq.bulk, smsq.poll"]
+
+
 @pytest.mark.parametrize("options, cores, expected", [
     ([], 2, (2, 32)),  # 64 threads, one bulk process per core
     ([], 1, (1, 64)),

@@ -3,6 +3,7 @@ Redis and PostgreSQL, run as the container runs it (a subprocess)."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -41,6 +42,16 @@ def test_a_running_worker_is_healthy_under_its_default_node_name(distributed):
     result = health(distributed, "worker")
     assert result.returncode == 0, result.stderr
     assert "answered" in result.stdout
+
+
+def test_the_worker_is_not_named_like_an_applications_own_worker(distributed):
+    """Celery's default node name, celery@host, is left to the application's own worker
+    (its hooks): smsq's answers as smsq@host, and nothing of smsq's as celery@host."""
+    host = socket.gethostname()
+    ours = health(distributed, "worker", "--node", "smsq@%h")
+    assert ours.returncode == 0 and f"worker smsq@{host} answered" in ours.stdout, ours.stderr
+    celerys = health(distributed, "worker", "--node", "celery@%h", "--timeout", "1")
+    assert celerys.returncode == 3 and f"worker celery@{host} did not answer" in celerys.stderr
 
 
 def test_a_worker_that_is_not_there_is_unhealthy(distributed):

@@ -5,6 +5,7 @@ RabbitMQ (PostgreSQL + RabbitMQ, Redis for the rate limiter).
 """
 from __future__ import annotations
 
+import subprocess
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
@@ -15,6 +16,7 @@ from smsq.store.models import BlockedNumber, Chunk, Recipient, utcnow
 from smsq.tasks import batch_status, send_sms
 from smsq.tasks.publish import publish_chunk
 from smsq.tasks.relay import run_relay
+from smsq.worker.app import QUEUES
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
@@ -23,6 +25,33 @@ from .conftest import MODES, PASSWORD, stack_fixture, wait_final, wait_until
 stack = stack_fixture(*MODES, "rabbitmq")
 
 CONTENT = "【某某科技】您的验证码是 345678，请在5分钟内输入。"
+
+
+def queue_bindings(stack) -> set[tuple[str, str, str]]:
+    """(exchange, queue, routing key) of every binding of smsq's queues, as the broker has them
+    after the worker declared them (the broker's default exchange "" left out)."""
+    if stack.mode == "rabbitmq":
+        vhost = stack.env["SMSQ_BROKER_URL"].rsplit("/", 1)[1]
+        listed = subprocess.run(["rabbitmqctl", "-q", "--no-table-headers", "list_bindings", "-p", vhost,
+                                 "source_name", "destination_name", "routing_key"],
+                                check=True, capture_output=True, text=True, timeout=60).stdout
+        rows = {tuple(line.split("\t")) for line in listed.splitlines() if line.strip()}
+    elif stack.mode == "distributed":  # kombu keeps a Redis set of bindings per exchange
+        import redis
+
+        client = redis.Redis.from_url(stack.env["SMSQ_BROKER_URL"])
+        rows = {(key.decode().removeprefix("_kombu.binding."), queue.decode(), routing_key.decode())
+                for key in client.scan_iter("_kombu.binding.*")
+                for routing_key, _, queue in (m.split(b"\x06\x16") for m in client.smembers(key))}
+    else:
+        pytest.skip("kombu's SQLAlchemy transport has no exchanges")
+    return {row for row in rows if row[0] and row[1] in QUEUES}
+
+
+def test_each_queue_has_its_own_exchange(stack):
+    """As the README says: each queue is bound to a direct exchange of its own name, by its
+    own name; nothing published to one lane's exchange reaches another lane."""
+    assert queue_bindings(stack) == {(name, name, name) for name in QUEUES}
 
 
 def messy_numbers() -> tuple[list[str], set[str], int]:

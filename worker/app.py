@@ -1,16 +1,24 @@
-"""The Celery app and the settings that make a send safe (see DESIGN.md).
+"""The Celery app and the settings that make a send safe.
 
 ``get_app()`` builds the app from the current settings once per process;
 ``reset_app()`` drops it (tests switch between embedded and distributed mode).
+
+smsq is a guest in an application that has a Celery app of its own: its app
+never becomes the current or the default one (that is Celery's worker's and
+beat's business, in smsq's own processes), and its tasks (``@smsq_task``) are
+registered on smsq's app alone, never on the application's.
 """
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
+from typing import Callable
 
-from celery import Celery
+from celery import Celery, current_app
+from celery.local import Proxy
 from celery.signals import worker_init, worker_process_init
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from .config import ConfigError, Settings, settings
 from . import shutdown
@@ -22,13 +30,30 @@ BEAT_LOCK_TIMEOUT = 30  # seconds; well under a minute from a beat's crash to it
 
 _lock = threading.Lock()
 _app: Celery | None = None
+_defined: list[tuple[Callable, dict]] = []  # smsq's tasks, registered on each app make_app builds
+
+
+def smsq_task(*, name: str, **options):
+    """A task of smsq's app alone. Celery's ``shared_task`` (and ``app.task``'s default)
+    adds a task to every app in the process, the application's too, and resolves it
+    through the current app; this one is looked up in smsq's app, whatever is current."""
+    def define(fun: Callable) -> Proxy:
+        _defined.append((fun, {"name": name, **options}))
+        return Proxy(lambda: get_app().tasks[name])
+    return define
 
 
 def make_app(conf: Settings) -> Celery:
     from .broker import broker_settings
 
     broker_url, broker_transport = broker_settings(conf.broker_url)
-    app = Celery("smsq", broker=broker_url, include=TASK_MODULES, set_as_current=True)
+    # Never the current app (nor, through Celery's Django fix-up, the default one):
+    # the application's own @shared_task tasks go through its app, not smsq's.
+    app = Celery("smsq", broker=broker_url, set_as_current=False, fixups=[])
+    for module in TASK_MODULES:  # their @smsq_task functions, registered on this app alone
+        importlib.import_module(module)
+    for fun, options in _defined:
+        app.task(shared=False, lazy=False, **options)(fun)
     if broker_transport:
         app.conf.broker_transport = broker_transport
     transport_options: dict = {}
@@ -51,7 +76,10 @@ def make_app(conf: Settings) -> Celery:
         task_reject_on_worker_lost=True,  # ...and redelivered if the worker dies; the claim makes that harmless
         worker_prefetch_multiplier=1,  # no chunk waits in a busy worker's buffer
         task_default_queue="smsq.bulk",
-        task_queues=[Queue(name) for name in QUEUES],
+        # Each queue its own direct exchange of its name and key. A bare Queue(name) would
+        # be bound to the default exchange (smsq.bulk, key smsq.bulk), all three alike, so
+        # whatever was published there would reach every lane.
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
         task_routes={"smsq.relay": {"queue": "smsq.poll"}, "smsq.poll*": {"queue": "smsq.poll"}},
         # Task events cost a worker about a fifth of its CPU at full speed (three
         # broadcasts per chunk). Off unless asked for (`smsq worker --events`);
@@ -101,7 +129,10 @@ def _credentials_first(sender=None, **_: object) -> None:
 @worker_process_init.connect
 def _after_fork(**_: object) -> None:
     """A prefork child must not reuse its parent's sockets: database connections,
-    the Redis limiter and HTTP pools are opened again in each child."""
+    the Redis limiter and HTTP pools are opened again in each child. Only in a child
+    of smsq's worker: an application's own prefork worker is left as it is."""
+    if _app is None or current_app._get_current_object() is not _app:
+        return
     from . import clients, db, limiter
 
     db.dispose_after_fork()

@@ -182,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "take during an outage wait in its spool (SMSQ_SPOOL_DIR, default spool/ in "
                        "SMSQ_STATE_DIR) until it is back; a worker that cannot write there refuses to start "
                        "(exit 2).")
-    s.add_argument("--queues", help="comma-separated, all in this one process. Default: smsq.bulk,smsq.poll "
-                   "here and smsq.priority in a second process (embedded mode: all three in one)")
+    s.add_argument("--queues", help="comma-separated, all in this one process, of smsq.priority, smsq.bulk, "
+                   "smsq.poll (another name is refused, exit 2). Default: smsq.bulk,smsq.poll here and "
+                   "smsq.priority in a second process (embedded mode: all three in one)")
     s.add_argument("--pool", choices=["threads", "prefork"],
                    help="threads (default): slots are threads of one process, cheap enough to keep many "
                         "vendor calls in flight; prefork: a process per slot (distributed mode only)")
@@ -192,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--processes", type=int,
                    help="bulk worker processes on this host (default 1; distributed mode). Without "
                         "--queues, `smsq worker` also starts a process of its own for the priority lane")
-    s.add_argument("--hostname", help="worker node name, e.g. bulk1@%%h")
+    s.add_argument("--hostname", help="worker node name, e.g. bulk1@%%h (default smsq@%%h, never Celery's "
+                   "celery@%%h: that is left to the application's own worker)")
     s.add_argument("--events", action="store_true",
                    help="send task events from the start (for monitors other than Flower; a running "
                         "Flower turns them on by itself). They cost about a fifth of a busy worker's CPU")
@@ -220,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(its record in Redis); url: every URL answers 2xx.")
     checks = s.add_subparsers(dest="what", required=True, metavar="CHECK")
     c = checks.add_parser("worker", help="the worker node answers a ping")
-    c.add_argument("--node", help="its node name (default celery@%%h, the name `smsq worker` takes "
+    c.add_argument("--node", help="its node name (default smsq@%%h, the name `smsq worker` takes "
                    "without --hostname; %%h is this host)")
     c = checks.add_parser("beat", help="beat sent the outbox relay recently")
     c.add_argument("--max-age", type=float,

@@ -11,8 +11,8 @@ one process per core (up to four; worker/commands/processes.py) with the 64
 threads spread over them, or in ``--processes N``: N-1 more bulk processes.
 
 The extra processes are ordinary `smsq worker --queues ...` processes with
-node names of their own (``priority@host``, ``bulk2@host``, or the given
-``--hostname`` with ``-priority`` / ``-bulk2`` after its name part). They share
+node names of their own (``smsq-priority@host``, ``smsq-bulk2@host``, or the
+given ``--hostname`` with ``-priority`` / ``-bulk2`` after its name part). They share
 the terminal and the process group, so Ctrl-C or a group signal reaches each
 as it reaches the first (each finishes its vendor calls: worker/shutdown.py).
 The first process watches them: one that exits is started again (after a
@@ -35,6 +35,9 @@ from dataclasses import dataclass
 
 log = logging.getLogger("smsq.lanes")
 
+# The first process's node name without --hostname: never Celery's default celery@%h,
+# which an application's own worker takes (for its hooks) on the same host.
+DEFAULT_NODE = "smsq@%h"
 PRIORITY_QUEUE = "smsq.priority"
 BULK_QUEUES = "smsq.bulk,smsq.poll"
 PRIORITY_THREADS = 8  # OTPs are few and short; eight in flight at once is plenty
@@ -68,10 +71,8 @@ class Lane:
 
 
 def node_name(given: str | None, suffix: str) -> str:
-    """``priority@%h`` for the default ``celery@%h``; ``bulk1-priority@%h`` for ``bulk1@%h``."""
-    if not given:
-        return f"{suffix}@%h"
-    name, at, host = given.partition("@")
+    """``smsq-priority@%h`` for the default ``smsq@%h``; ``bulk1-priority@%h`` for ``bulk1@%h``."""
+    name, at, host = (given or DEFAULT_NODE).partition("@")
     return f"{name}-{suffix}{at}{host}" if at else f"{given}-{suffix}"
 
 

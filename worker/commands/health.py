@@ -23,6 +23,8 @@ import socket
 import sys
 from datetime import datetime, timezone
 
+from ..lanes import DEFAULT_NODE
+
 UNHEALTHY = 3
 
 
@@ -41,9 +43,9 @@ def cmd_health(args) -> int:
 
 
 def node_name(given: str | None) -> str:
-    """The worker's node name, ``%h`` expanded as Celery does. Default: Celery's own
-    default for a worker started without --hostname, ``celery@<this host>``."""
-    return (given or "celery@%h").replace("%h", socket.gethostname())
+    """The worker's node name, ``%h`` expanded as Celery does. Default: the name of a
+    worker started without --hostname, ``smsq@<this host>``."""
+    return (given or DEFAULT_NODE).replace("%h", socket.gethostname())
 
 
 def _worker(args) -> str:

@@ -94,11 +94,27 @@ def bulk_processes(args, conf) -> int:
     return max(1, min(os.cpu_count() or 1, DEFAULT_PROCESSES))
 
 
+def checked_queues(given: str | None) -> str | None:
+    """``--queues`` as given, each name one of smsq's queues: a typo would start a worker
+    that consumes nothing, and says nothing about it."""
+    from ..app import QUEUES
+
+    if given is None:
+        return None
+    names = [name.strip() for name in given.split(",") if name.strip()]
+    unknown = [name for name in names if name not in QUEUES]
+    if unknown or not names:
+        what = f"unknown queue {', '.join(map(repr, unknown))}" if unknown else "no queue named"
+        raise ConfigError(f"--queues {given!r}: {what}; smsq's queues are {', '.join(QUEUES)}")
+    return ",".join(dict.fromkeys(names))
+
+
 def cmd_worker(args) -> int:
     from ..app import QUEUES, get_app
     from .. import slots
     from ..db import ping_only_idle, size_pool_for
 
+    args.queues = checked_queues(args.queues)
     conf = load()
     conf.require_credentials()  # every account's chunks may come here
     pool, concurrency = worker_pool(args, conf)
@@ -133,8 +149,9 @@ def cmd_worker(args) -> int:
             "--without-mingle", "--without-gossip"]
     if args.events:
         argv.append("-E")
-    if args.hostname:
-        argv += ["-n", args.hostname]
+    # A name of smsq's own, not Celery's default celery@host: that is the application's
+    # own worker's (its hooks), and two nodes of one name answer each other's pings.
+    argv += ["-n", args.hostname or lanes.DEFAULT_NODE]
     app = get_app()
     # A worker outlives any broker outage: Celery logs each reconnection attempt
     # ("consumer: Cannot connect to ...: Trying again in N seconds") and never gives up.
