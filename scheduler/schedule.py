@@ -19,6 +19,7 @@ from celery.signals import beat_init
 
 from smsq.providers import provider_class
 from smsq.worker.config import Settings, settings
+from smsq.worker.guest import sent_by_smsq
 
 log = logging.getLogger("smsq.beat")
 
@@ -62,7 +63,10 @@ def poll_kinds(conf: Settings) -> list[tuple[str, str]]:
 def poll_everything_at_start(sender=None, **_: object) -> None:
     """One poll of every kind as beat starts. Harmless when the last poll was moments
     ago: the leases decide who calls the vendor. A scheduler with a lock (distributed
-    mode) does this itself once it holds the lock, so a standby beat sends nothing."""
+    mode) does this itself once it holds the lock, so a standby beat sends nothing.
+    An application's own beat that imports smsq sends nothing either."""
+    if not sent_by_smsq(sender):
+        return
     from smsq.tasks.polls import publish_poll
 
     if getattr(getattr(sender, "scheduler", None), "polls_on_lock", False):

@@ -30,6 +30,7 @@ from smsq.providers import Outcome, SendResult
 from smsq.store.models import Recipient, utcnow
 from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope
+from smsq.worker.guest import sent_by_smsq
 from smsq.worker.spool import Spool
 
 log = logging.getLogger("smsq.spool")
@@ -137,6 +138,9 @@ def _replay_forever(conf: Settings) -> None:
 
 
 @worker_ready.connect
-def _start_replayer(**_: object) -> None:
-    """In the worker's main process: replay now (answers a stopped worker left) and then periodically."""
+def _start_replayer(sender=None, **_: object) -> None:
+    """In the worker's main process: replay now (answers a stopped worker left) and then periodically.
+    Only in smsq's worker: an application's own worker that imports smsq is not one."""
+    if not sent_by_smsq(sender):
+        return
     threading.Thread(target=_replay_forever, args=(settings(),), name="smsq-spool-replay", daemon=True).start()

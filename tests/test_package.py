@@ -208,3 +208,37 @@ def test_an_application_keeps_its_own_celery_app_around_every_smsq_call(tmp_path
     broker = redis.Redis.from_url(REDIS_URL)
     lists = [key for key in broker.scan_iter() if broker.type(key) == b"list"]
     assert lists and not [key for key in lists if any(b"myapp.later" in m for m in broker.lrange(key, 0, -1))]
+
+
+def test_an_applications_own_worker_and_beat_do_not_run_smsqs_start_up_work(tmp_path):
+    """Celery sends worker_ready and beat_init for every app in the process: an application's
+    worker or beat that imports smsq must not start smsq's spool replayer or queue its polls."""
+    (tmp_path / "none.toml").write_text('[accounts.shop-dxt]\nprovider = "dxt"\nbase_url = "http://127.0.0.1:9/"\n'
+                                        'username = "u"\npassword = "p-secret"\n')
+    out = _run("""
+        import threading
+        from celery import Celery
+        from celery.signals import beat_init, worker_ready
+        import smsq.tasks.outcome_keeper, smsq.scheduler.schedule, smsq.tasks.polls as polls
+
+        class Sender:  # a worker's consumer, beat's service: each has .app
+            def __init__(self, app):
+                self.app, self.scheduler = app, None
+
+        sent = []
+        polls.publish_poll = lambda account, kind, **kw: sent.append((account, kind))
+        def replayers():
+            return [t for t in threading.enumerate() if t.name == "smsq-spool-replay"]
+
+        mine = Celery("myapp", set_as_current=False)
+        worker_ready.send(sender=Sender(mine))
+        beat_init.send(sender=Sender(mine))
+        print("application:", len(replayers()), len(sent))
+
+        import smsq
+        ours = smsq.app  # smsq's own worker and beat do run it
+        beat_init.send(sender=Sender(ours))
+        print("smsq beat polls:", len(sent) > 0)
+    """, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["application: 0 0", "smsq beat polls: True"], out.stdout

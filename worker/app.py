@@ -21,6 +21,7 @@ from celery.signals import worker_init, worker_process_init
 from kombu import Exchange, Queue
 
 from .config import ConfigError, Settings, settings
+from .guest import APP_NAME
 from . import shutdown
 
 QUEUES = ("smsq.priority", "smsq.bulk", "smsq.poll")
@@ -49,7 +50,7 @@ def make_app(conf: Settings) -> Celery:
     broker_url, broker_transport = broker_settings(conf.broker_url)
     # Never the current app (nor, through Celery's Django fix-up, the default one):
     # the application's own @shared_task tasks go through its app, not smsq's.
-    app = Celery("smsq", broker=broker_url, set_as_current=False, fixups=[])
+    app = Celery(APP_NAME, broker=broker_url, set_as_current=False, fixups=[])
     for module in TASK_MODULES:  # their @smsq_task functions, registered on this app alone
         importlib.import_module(module)
     for fun, options in _defined:
