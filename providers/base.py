@@ -177,7 +177,13 @@ class Provider:
     requires_signature: ClassVar[bool] = True
     # Where the vendor's document puts the 【signature】 (see place_signature).
     signature_position: ClassVar[str] = "either"
-    supports_send_time: ClassVar[bool] = False  # the vendor schedules sends itself
+    # The vendor's send call takes a time to send at (dxt send_time, linkws SendTime, orgws
+    # SendTimer, qxs sendTime). smsq's workers never pass one: a scheduled chunk waits in
+    # smsq's database and the vendor is called at its time (tasks/relay.py), so that
+    # `smsq cancel` stops it until then (no vendor can call a scheduled send back), its
+    # status says "scheduled", and a vendor clock ahead of ours cannot refuse it
+    # (linkws -10, orgws -12). ``send(send_at=...)`` is for callers of a provider itself.
+    supports_send_time: ClassVar[bool] = False
     poll_kinds: ClassVar[frozenset[str]] = frozenset()  # inbound, reports, blocked, balance
     # Poll kinds that share one vendor rate window (linkws: Get/SelSum/NotSend
     # share the 30 s rule). Kinds not listed are each their own family.
@@ -269,7 +275,8 @@ class Provider:
              context: SendContext | None = None) -> SendResult:
         """One vendor call for at most ``max_numbers`` numbers. Never raises for vendor answers.
 
-        ``send_at`` is an aware datetime in Beijing time (the vendors' clock) or None."""
+        ``send_at`` is an aware datetime in Beijing time (the vendors' clock) or None (now:
+        what smsq's workers pass, see ``supports_send_time``)."""
         if not numbers:
             raise ValueError("no numbers to send to")
         if len(numbers) > self.max_numbers:

@@ -20,6 +20,9 @@ vendor's document is silent or ambiguous:
   ``,``. A ``|`` inside content cannot be told apart from the record separator;
   we split on every ``|`` and, when the record count says fewer records than
   pieces, glue the surplus pieces back onto the preceding content.
+* ``send_time`` (``yyyyMMddHHmmss``) is sent when ``send_at`` is given; smsq's
+  workers give none: they call at a scheduled chunk's time (``supports_send_time``
+  in providers/base.py says why).
 * A bare ``-1`` from the report/inbound endpoints is the error "user does not
   exist"; a *record* status ``-1`` means "no report received yet".
 * Signature: the document says nothing of one (send_content is "需要发送的短信

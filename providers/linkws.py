@@ -35,12 +35,12 @@ Decisions where the vendor's document is silent or ambiguous:
   and refused with a ContentError naming both when it differs from the
   account's (``Provider.place_signature``).
 * Numbers are de-duplicated inside a call (提交短信前請過濾掉重復號碼).
-* ``SendTime``: the schedule is formatted in Beijing time, ``yyyyMMddHHmmss``.
+* ``SendTime``: a ``send_at`` is formatted in Beijing time, ``yyyyMMddHHmmss``.
   A time that has passed, or is less than a minute away, is sent as empty
   (send now): the vendor would refuse it for good with -10 (定時時間不能小于
-  系統當前時間), e.g. when a scheduled chunk is retried late or the vendor's
-  clock runs a little ahead. The dispatcher releases late chunks the same way
-  for vendors that cannot schedule.
+  系統當前時間) when its clock runs a little ahead. smsq's workers give no
+  ``send_at``: they call at a scheduled chunk's time, so ``SendTime`` goes empty
+  (``supports_send_time`` in providers/base.py says why).
 * The table prints some codes with an en dash (``–1``); answers are read with
   any dash normalised to ``-``.
 * ``-101`` (調用接口速度太快) is listed for the polls only; the codes are one

@@ -38,12 +38,14 @@ Decisions where the vendor's document is silent or ambiguous:
   than tab/CR/LF) are refused up front: zeep could not serialise them.
 * Charset: SOAP here is always UTF-8 on the wire. An account ``charset`` only
   narrows which characters the content check lets through.
-* Scheduled sends use SendTimer (``DateTime`` ``yyyy-MM-dd HH:mm:ss``, Beijing
+* A ``send_at`` uses SendTimer (``DateTime`` ``yyyy-MM-dd HH:mm:ss``, Beijing
   time). The vendor refuses a time not later than its own clock (-12), so a
   ``send_at`` less than ``SCHEDULE_MARGIN`` seconds ahead is sent now with
   SendMessage instead of failing on clock skew. SendTimer has no ``Ext``: a
-  scheduled send of an account with an ``ext`` option goes out without the
-  extension sub-number.
+  scheduled send of an account with an ``ext`` option would go out without the
+  extension sub-number. smsq's workers give no ``send_at``: they call at a
+  scheduled chunk's time with SendMessage (or SendMessageExt, so the ``ext``
+  is kept); ``supports_send_time`` in providers/base.py says why.
 * SendState: ``FailPhone`` lists numbers that failed, ``;``-separated; they are
   reported per number in ``failed_numbers``. For State -13 it holds the
   forbidden keyword(s) instead, which go into the message. ``Id`` (the vendor's

@@ -18,7 +18,9 @@ Decisions where the vendor's document is silent or ambiguous:
   only UTF-8 is exercised.
 * ``sendTime`` is always sent, empty for "now", exactly as the vendor's own
   example does (``…&sendTime=&checkcontent=1``): ASP.NET pages of this age
-  often dereference a form field without checking that it is there.
+  often dereference a form field without checking that it is there. smsq's
+  workers always send it empty: they call at a scheduled chunk's time
+  (``supports_send_time`` in providers/base.py says why).
 * ``checkcontent`` defaults to 1 here although the vendor's default is 0:
   with the check on, a forbidden word is refused at once with the word named
   (``包含非法字符：…`` -> blocked) instead of the message silently dying later.

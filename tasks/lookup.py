@@ -16,7 +16,7 @@ from smsq.store.models import RECIPIENT_STATES, Batch, Chunk, EarlierSend, Recip
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
-from .producer import FINAL_CHUNK_STATES
+from .producer import FINAL_CHUNK_STATES, is_scheduled
 from .split import staged_counts
 from .schema import ensure_schema
 
@@ -116,6 +116,8 @@ class BatchSummary:
     chunks: dict[str, int]  # chunk state -> count
     cancelled: bool
     to_split: int = 0  # chunks a worker has still to cut (numbers still to split are in recipients as queued)
+    send_at: datetime | None = None  # the batch's schedule (naive UTC)
+    scheduled: bool = False  # waiting for its time: nothing of it has gone to the vendor
 
     @property
     def final(self) -> bool:
@@ -144,7 +146,8 @@ def recent_batches(limit: int = 20, *, account: str | None = None) -> list[Batch
             counts = recipients.setdefault(batch_id, {})
             counts["queued"] = counts.get("queued", 0) + numbers
         return [BatchSummary(b.id, b.account, b.created_at, b.accepted, b.rejected, recipients.get(b.id, {}),
-                             chunks.get(b.id, {}), b.cancelled_at is not None, staged.get(b.id, (0, 0))[0])
+                             chunks.get(b.id, {}), b.cancelled_at is not None, staged.get(b.id, (0, 0))[0],
+                             b.send_at, is_scheduled(b.send_at, chunks.get(b.id, {})))
                 for b in batches]
 
 

@@ -91,6 +91,8 @@ class BatchStatus:
     to_split: int = 0  # chunks a worker has still to cut from the staged numbers
     route: str | None = None  # the failover route it was sent through
     by_account: dict[str, dict[str, int]] = field(default_factory=dict)  # account -> recipient state -> count
+    send_at: datetime | None = None  # the batch's schedule (naive UTC), None: sent at once
+    scheduled: bool = False  # its time has not come: nothing of it has gone to the vendor
 
     @property
     def final(self) -> bool:
@@ -102,7 +104,10 @@ class BatchStatus:
         return {"batch_id": self.batch_id, "account": self.account, "accepted": self.accepted,
                 "rejected": self.rejected, "recipients": self.recipients, "chunks": self.chunks,
                 "to_split": self.to_split, "final": self.final, "route": self.route,
-                "by_account": self.by_account}
+                "by_account": self.by_account, "scheduled": self.scheduled,
+                # ISO 8601 in Beijing time, as the command line prints every time
+                "send_at": None if self.send_at is None else self.send_at.replace(tzinfo=timezone.utc)
+                .astimezone(BEIJING).isoformat(timespec="seconds")}
 
 
 def _numbers(to: Iterable[str] | str) -> Iterator[str]:
@@ -234,10 +239,11 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
         ensure_schema(conf)
 
     now = utcnow()
-    future = when is not None and when > now
-    # A vendor that schedules sends itself gets the time with the call; for the
-    # others the chunk waits in the database until the relay releases it.
-    not_before = when if future and not provider_cls.supports_send_time else None
+    # A scheduled chunk waits in the database until the relay releases it at its time, at
+    # every vendor: one with a send-time parameter of its own too, which would take the
+    # chunk out of smsq's hands at once, beyond `smsq cancel` and with a status that says
+    # "sent" hours early (no vendor can call a scheduled send back). See tasks/relay.py.
+    not_before = when if when is not None and when > now else None
     rejected: list[tuple[str, str]] = []
     try:
         with session_scope(conf.database_url) as session:
@@ -328,7 +334,14 @@ def batch_status(batch_id: int) -> BatchStatus:
         if staged:
             recipients["queued"] = recipients.get("queued", 0) + staged
         return BatchStatus(batch.id, batch.account, batch.accepted, batch.rejected, recipients, chunks, to_split,
-                           batch.route, routes.recipients_by_account(session, batch, recipients))
+                           batch.route, routes.recipients_by_account(session, batch, recipients), batch.send_at,
+                           is_scheduled(batch.send_at, chunks))
+
+
+def is_scheduled(send_at: datetime | None, chunks: dict[str, int]) -> bool:
+    """The batch waits for its time: ``send_at`` is ahead and every chunk made so far
+    is still pending (held by smsq until then, at every vendor; a cancelled batch is not)."""
+    return send_at is not None and send_at > utcnow() and set(chunks) <= {"pending"}
 
 
 __all__ = ["send_sms", "batch_status", "Receipt", "BatchStatus", "NoValidNumbersError"]

@@ -10,7 +10,12 @@ the polls take) lets one pass through per interval, whoever runs it.
   when the batch was cancelled) become ``cancelled``.
 * ``pending`` chunks that are due and not queued recently are published: a
   broker message that got lost, a publish that failed after commit, a retry
-  longer than a countdown, and scheduled sends whose time has come.
+  longer than a countdown, and scheduled sends whose time has come. A chunk
+  whose time comes within ``release_ahead`` is published a little early with a
+  countdown to its time: the worker takes it at that time, not up to a relay
+  interval later. Until the worker claims it, it is still ``pending`` in the
+  database: ``smsq cancel`` stops it, and a redelivered or second message for it
+  finds it claimed and sends nothing.
 * split jobs not queued recently are published again: one whose publish
   failed (the broker was down when the batch was stored), and one whose
   worker died mid-split (the next run cuts what is still staged).
@@ -18,7 +23,7 @@ the polls take) lets one pass through per interval, whoever runs it.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
 
@@ -30,7 +35,7 @@ from smsq.worker.db import session_scope
 from smsq.worker.services import Outage, describe, unreachable_kind
 
 from .cancel import cancel_stragglers
-from .publish import outbox_producer, publish_chunk, publish_split
+from .publish import MAX_COUNTDOWN, outbox_producer, publish_chunk, publish_split
 from .schema import ensure_schema
 
 log = logging.getLogger("smsq.relay")
@@ -58,13 +63,31 @@ def expire_sending(conf) -> int:
     return len(stale)
 
 
+def release_ahead(conf) -> float:
+    """Seconds before its time that a waiting chunk is published, with a countdown to
+    that time. Two relay intervals: passes drift (a busy host, the lease changing hands),
+    and the pass before the time must still catch it. At most a broker countdown
+    (``MAX_COUNTDOWN``), and half of ``republish_after``, so that a message on its way
+    is never taken for a lost one."""
+    return min(2 * conf.relay_interval, MAX_COUNTDOWN, conf.republish_after / 2)
+
+
+def _countdown(due_at: datetime | None, now: datetime) -> float | None:
+    """Seconds from ``now`` to ``due_at``; None when it is due already."""
+    if due_at is None or due_at <= now:
+        return None
+    return (due_at - now).total_seconds()
+
+
 def publish_due(conf) -> int:
     now = utcnow()
     stale_queue = now - timedelta(seconds=conf.republish_after)
+    ahead = now + timedelta(seconds=release_ahead(conf))
     with session_scope(conf.database_url) as session:
-        due = session.execute(select(Chunk.id, Chunk.lane, Chunk.batch_id, Chunk.account).where(
+        due = session.execute(select(
+            Chunk.id, Chunk.lane, Chunk.batch_id, Chunk.account, Chunk.next_attempt_at).where(
             Chunk.state == "pending",
-            or_(Chunk.next_attempt_at.is_(None), Chunk.next_attempt_at <= now),
+            or_(Chunk.next_attempt_at.is_(None), Chunk.next_attempt_at <= ahead),
             or_(Chunk.queued_at.is_(None), Chunk.queued_at <= stale_queue),
         ).order_by(Chunk.id).limit(PASS_LIMIT)).all()
         if due:
@@ -76,8 +99,9 @@ def publish_due(conf) -> int:
     try:
         if due:
             with outbox_producer(conf) as producer:
-                for chunk_id, lane, batch_id, account in due:
-                    publish_chunk(chunk_id, lane, batch_id=batch_id, account=account, producer=producer)
+                for chunk_id, lane, batch_id, account, due_at in due:
+                    publish_chunk(chunk_id, lane, batch_id=batch_id, account=account, producer=producer,
+                                  countdown=_countdown(due_at, utcnow()))
                     published += 1
     except Exception:
         # The broker is gone: what was not published is due again at the next pass,

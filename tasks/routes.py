@@ -254,7 +254,7 @@ def _rechunk(session, conf: Settings, batch: Batch, seqs: list[int], account: st
     if not ids:
         return []
     size = cls.max_numbers
-    scheduled = batch.send_at is not None and batch.send_at > now and not cls.supports_send_time
+    scheduled = batch.send_at is not None and batch.send_at > now  # held by smsq at every vendor
     rows = []
     for n, start in enumerate(range(0, len(ids), size)):
         part = ids[start:start + size]

@@ -53,12 +53,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, bindparam, exists, insert, select, text, update
 
 from smsq.providers import Outcome, Provider, SendContext, SendResult
-from smsq.providers.base import BEIJING, RAW_KEEP
+from smsq.providers.base import RAW_KEEP
 from smsq.store.models import Batch, Chunk, Recipient, VendorCall, utcnow
 from smsq.worker import slots
 from smsq.worker.app import smsq_task
@@ -121,7 +121,7 @@ class Work:
     lane: str
     attempt: int
     content: str
-    send_at: datetime | None
+    send_at: datetime | None  # the batch's schedule: reached by the time its chunk is claimed
     batch_created_at: datetime
     recipients: list[tuple[int, str]]  # (recipient id, mobile)
 
@@ -568,15 +568,14 @@ def send_claimed(conf: Settings, work: Work, provider: Provider, probe: bool = F
     is its account's half-open probe (tasks/circuit.py); ``pace`` hears how long the call took."""
     chunk_id, account = work.chunk_id, provider.account
     numbers = [mobile for _, mobile in work.recipients]
-    vendor_time = None
-    if work.send_at and work.send_at > utcnow():  # naive UTC -> the vendors' Beijing clock
-        vendor_time = work.send_at.replace(tzinfo=timezone.utc).astimezone(BEIJING)
     context = SendContext(work.batch_id, work.seq, work.attempt, work.batch_created_at)
     # Past this line the vendor may act on the request: no exception may turn
     # it back into 'pending'. [db outage] The answer is recorded through a database
     # outage, or kept in the local spool and recorded later (tasks/outcome_keeper.py).
     started = time.monotonic()
-    result = provider.send(numbers, work.content, vendor_time, context)
+    # No send time: a scheduled chunk is claimed at its time (the relay releases it then),
+    # so the vendor sends it now (see tasks/producer.py for why smsq holds it itself).
+    result = provider.send(numbers, work.content, None, context)
     seconds = time.monotonic() - started
     if pace is not None:
         pace.seconds = seconds

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import select, update
@@ -124,6 +124,18 @@ def test_batches_lists_the_recent_ones_with_counts(stack, sim):
     assert str(b.batch_id) in table.stdout and "final" in table.stdout and "Beijing time" in table.stdout
     unknown = smsq(stack, "batches", "--account", "nope")
     assert unknown.returncode == 2 and "unknown account 'nope'" in unknown.stderr
+
+
+def test_batches_shows_a_scheduled_one_until_it_is_cancelled(stack, sim):
+    at = datetime.now(timezone.utc) + timedelta(hours=1)
+    receipt = send_sms("shop-dxt", ["13500000404"], CONTENT, send_at=at)
+    (listed,) = json_lines(smsq(stack, "batches", "--limit", "1", "--json").stdout)
+    assert listed["batch_id"] == receipt.batch_id and listed["scheduled"] is True, listed
+    assert listed["send_at"].endswith("+08:00") and listed["final"] is False
+    assert "scheduled" in smsq(stack, "batches", "--limit", "1").stdout
+    assert smsq(stack, "cancel", str(receipt.batch_id)).returncode == 0
+    assert "cancelled" in smsq(stack, "batches", "--limit", "1").stdout
+    assert sim.sends == []
 
 
 def test_a_cancelled_batch_never_reaches_the_vendor(stack, sim):

@@ -14,6 +14,7 @@ from sqlalchemy import insert, select, update
 
 from smsq.store.models import BlockedNumber, Chunk, Recipient, utcnow
 from smsq.tasks import batch_status, send_sms
+from smsq.tasks.cancel import cancel_batch
 from smsq.tasks.publish import publish_chunk
 from smsq.tasks.relay import run_relay
 from smsq.worker.app import QUEUES
@@ -223,12 +224,35 @@ def test_the_worker_is_warm_before_it_says_ready(stack, sim):
     assert "mingle: searching for neighbors" not in log
 
 
-def test_scheduled_send_passes_the_vendor_send_time_in_beijing_time(stack, sim):
-    at = datetime.now(timezone.utc) + timedelta(days=1)
+def test_a_scheduled_send_waits_in_smsq_and_reaches_the_vendor_at_its_time(stack, sim):
+    # dxt has a send_time parameter; smsq holds the chunk all the same and calls at the time.
+    at = datetime.now(timezone.utc) + timedelta(seconds=5)
     receipt = send_sms("shop-dxt", ["13800000071"], CONTENT, send_at=at)
-    wait_final(receipt.batch_id)
-    beijing = at.astimezone(timezone(timedelta(hours=8)))
-    assert sim.sends[0].send_time == beijing.strftime("%Y%m%d%H%M%S")
+    waiting = batch_status(receipt.batch_id)
+    assert waiting.scheduled and waiting.chunks == {"pending": 1}, waiting
+    status = wait_final(receipt.batch_id)
+    assert status.recipients == {"sent": 1} and not status.scheduled
+    (call,) = sim.sends
+    assert call.send_time is None  # sent "now", at the time
+    late = call.at - at.timestamp()
+    print(f"{stack.mode}: the vendor received the scheduled call {late:+.3f} s after send_at")
+    assert -0.01 <= late < settings().relay_interval + 3, late  # never early; at worst a relay interval late
+
+
+def test_a_scheduled_chunk_released_ahead_of_its_time_can_still_be_cancelled(stack, sim):
+    # The relay hands a chunk to the broker a little before its time, with a countdown to
+    # it; until a worker claims it at that time, cancel still wins.
+    at = datetime.now(timezone.utc) + timedelta(seconds=3)
+    receipt = send_sms("shop-dxt", ["13800000072"], CONTENT, send_at=at)
+    run_relay()  # (or the worker's own relay pass) publishes it: its time is within two relay intervals
+    with session_scope(settings().database_url) as s:
+        chunk_id, queued_at = s.execute(select(Chunk.id, Chunk.queued_at)
+                                        .where(Chunk.batch_id == receipt.batch_id)).one()
+    assert queued_at is not None  # on its way to a worker, which holds it until the time
+    assert cancel_batch(receipt.batch_id).cancelled_chunks == 1
+    wait_until(lambda: f"chunk {chunk_id}: not pending" in stack.worker_log(), 30, what="the message at its time")
+    assert sim.sends == []
+    assert batch_status(receipt.batch_id).recipients == {"cancelled": 1}
 
 
 def test_relay_publishes_a_pending_chunk_whose_message_was_lost(stack, sim):

@@ -173,6 +173,32 @@ def test_a_database_that_cannot_be_reached_raises_smsqs_own_error(monkeypatch):
     assert "Db-pw-73" not in message and isinstance(exc.value, ConnectionError)
 
 
+@pytest.mark.parametrize("count", [2, 250], ids=["short list", "split by a worker"])
+def test_a_scheduled_send_publishes_nothing_until_the_relay_releases_it(count):
+    # dxt takes a send_time of its own; smsq holds the chunks all the same, so that they
+    # can be cancelled until their time and their status says "scheduled".
+    seen = []
+
+    def capture(sender=None, body=None, **_):
+        seen.append(sender)
+
+    at = datetime(2030, 1, 1, 9, 30)  # Beijing time: 01:30 UTC
+    before_task_publish.connect(capture, weak=False)
+    try:
+        receipt = send_sms("shop-dxt", [f"139{i:08d}" for i in range(count)], SIGNED, send_at=at)
+        if "smsq.split_batch" in seen:
+            run_split(settings(), receipt.batch_id)
+    finally:
+        before_task_publish.disconnect(capture)
+    assert "smsq.send_chunk" not in seen
+    with session_scope(settings().database_url) as s:
+        chunks = s.execute(select(Chunk.state, Chunk.next_attempt_at, Chunk.queued_at)
+                           .where(Chunk.batch_id == receipt.batch_id)).all()
+    assert chunks and set(chunks) == {("pending", datetime(2030, 1, 1, 1, 30), None)}
+    status = batch_status(receipt.batch_id)
+    assert status.scheduled and status.send_at == datetime(2030, 1, 1, 1, 30)
+
+
 def test_a_large_stream_is_chunked_at_the_vendor_limit():
     def numbers():  # a generator: send_sms must not need a list
         for i in range(25_000):
@@ -212,7 +238,7 @@ def test_task_messages_carry_the_chunk_id_only():
 
     before_task_publish.connect(capture, weak=False)
     try:
-        receipt = send_sms("shop-dxt", ["13912345678", "13912345679"], SIGNED, send_at=datetime(2030, 1, 1))
+        receipt = send_sms("shop-dxt", ["13912345678", "13912345679"], SIGNED)
     finally:
         before_task_publish.disconnect(capture)
     assert len(seen) == 1

@@ -5,10 +5,10 @@ One account per vendor (linkws twice: SOAP and plain HTTP), one worker for all.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -20,12 +20,10 @@ from sqlalchemy import select, update
 from smsq.store.models import AccountBalance, BlockedNumber, InboundMessage, PollLease
 from smsq.tasks import batch_status, send_sms
 from smsq.tasks.polls import poll
-from smsq.tasks.relay import run_relay
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
-from .conftest import (PASSWORD, ROOT, Stack, apply_env, mode_env, restore_env, start_worker, stop_worker, wait_final,
-                       wait_until)
+from .conftest import PASSWORD, ROOT, Stack, apply_env, mode_env, restore_env, start_worker, stop_worker, wait_final
 
 BEIJING = timezone(timedelta(hours=8))
 CONTENT = "【某某科技】尊敬的客户，您的包裹已到达驿站，取件码 8-3-1024。"
@@ -39,7 +37,7 @@ class Vendor:
     config: str  # extra TOML lines of the account
     chunk: int  # numbers per vendor call
     charset: str
-    send_time_format: str | None  # strftime of the vendor's schedule parameter; None: smsq holds the chunk
+    send_time_format: str | None  # strftime of the vendor's schedule parameter (smsq sends none); None: it has none
     polls: tuple[str, ...] = ()
     state: Any = None
     url: str = ""
@@ -184,26 +182,56 @@ def test_a_batch_of_several_chunks_arrives_once_per_number(vendors, name):
         assert {s.transport for s in v.state.sends} == {v.account.rsplit("-", 1)[1]}
 
 
+def at_text(when: datetime) -> str:
+    """``--at`` as a user types it: Beijing time, to the second."""
+    return when.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+
+
 @by_vendor
-def test_a_scheduled_send(vendors, name):
+def test_a_scheduled_send_waits_in_smsq_and_cancel_stops_it(vendors, name):
+    # Every vendor alike, those with a send-time parameter too: the chunk waits in smsq's
+    # database until its time, so status says so and cancel can still stop it.
     v = vendors[name]
     v.state.reset()
-    if v.send_time_format:  # the vendor schedules: the time travels with the call
-        at = datetime.now(BEIJING).replace(microsecond=0) + timedelta(days=2)
-        receipt = send_sms(name, ["13700000001"], CONTENT, send_at=at)
-        wait_final(receipt.batch_id)
-        assert [s.send_time for s in v.state.sends] == [at.strftime(v.send_time_format)]
-        return
-    # smsq holds the chunk until it is due, then the relay releases it.
-    at = datetime.now(timezone.utc) + timedelta(seconds=3)
-    receipt = send_sms(name, ["13700000001"], CONTENT, send_at=at)
-    assert run_relay()["published"] == 0
-    time.sleep(1)
-    assert v.state.sends == [] and batch_status(receipt.batch_id).chunks == {"pending": 1}
-    wait_until(lambda: datetime.now(timezone.utc) > at, 10)
-    assert run_relay()["published"] >= 1
-    wait_final(receipt.batch_id)
-    assert [s.numbers for s in v.state.sends] == [["13700000001"]]
+    at = datetime.now(BEIJING).replace(microsecond=0) + timedelta(hours=2)
+    sent = smsq("send", "--account", name, "--to", "13700000001", "--content", CONTENT, "--at", at_text(at))
+    assert sent.returncode == 0, sent.stderr
+    batch_id = sent.stdout.strip()
+    # A send for now through the same account and worker, after it: once that one is
+    # final, a scheduled chunk handed to the vendor at once would have gone too.
+    now = smsq("send", "--account", name, "--to", "13700000002", "--content", CONTENT, "--wait")
+    assert now.returncode == 0, now.stderr
+    status = smsq("status", batch_id)
+    assert status.returncode == 0, status.stderr
+    assert f"scheduled at {at_text(at)}+08:00" in status.stdout, status.stdout
+    assert "chunks:     pending 1" in status.stdout, status.stdout
+    cancelled = smsq("cancel", batch_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"batch {batch_id}: cancelled 1 pending chunk(s), 1 number(s): they will not be sent" in cancelled.stdout
+    assert "already had an outcome" not in cancelled.stdout, cancelled.stdout
+    after = json.loads(smsq("status", batch_id, "--json").stdout)
+    assert after["final"] and after["recipients"] == {"cancelled": 1} and not after["scheduled"], after
+    assert [s.numbers for s in v.state.sends] == [["13700000002"]]  # the vendor never saw the cancelled one
+
+
+@by_vendor
+def test_a_scheduled_send_goes_out_at_its_time_once(vendors, name):
+    v = vendors[name]
+    v.state.reset()
+    # A few seconds ahead, whole seconds as --at takes them: far enough that the send is
+    # stored before its time even on a loaded host.
+    at = (datetime.now(BEIJING) + timedelta(seconds=6)).replace(microsecond=0)
+    sent = smsq("send", "--account", name, "--to", "13700000003", "--content", CONTENT, "--at", at_text(at))
+    assert sent.returncode == 0, sent.stderr
+    status = wait_final(int(sent.stdout), timeout=60)
+    assert status.recipients == {"sent": 1}, status
+    (call,) = v.state.sends  # once
+    assert call.numbers == ["13700000003"]
+    if v.send_time_format:
+        assert not call.send_time  # "now": smsq called at the time, the vendor holds nothing
+    late = call.at - at.timestamp()
+    print(f"{name}: the vendor received the scheduled call {late:+.3f} s after send_at")
+    assert 0 <= late < settings().relay_interval + 3, late  # never early; late by at most a relay interval and a pick-up
 
 
 @by_polling_vendor

@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--to-file", metavar="FILE", help="a file of numbers, one per line (or comma-separated); - for stdin")
     s.add_argument("--content", required=True, help="the text, signature 【…】 included or taken from the account")
     s.add_argument("--at", type=parse_at, metavar="'YYYY-MM-DD HH:MM:SS'",
-                   help="send later; Beijing time (more than 5 minutes past is refused)")
+                   help="send later; Beijing time (more than 5 minutes past is refused). smsq holds the "
+                   "batch until then, at every vendor: `smsq status` says scheduled, `smsq cancel` stops it")
     s.add_argument("--idempotency-key", help="the same key twice sends once")
     s.add_argument("--priority", action="store_true", help="force the priority lane")
     s.add_argument("--wait", action="store_true", help="show progress until every chunk has an outcome, and why it waits when "
@@ -106,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_batches)
 
     s = sub.add_parser("cancel", help="stop a batch: its pending chunks are never sent",
-                       description="Chunks still waiting (queued, retrying, scheduled) become cancelled and "
-                       "are never sent. Chunks the vendor is being called for cannot be called back: they "
+                       description="Chunks still waiting (queued, retrying, scheduled: smsq holds a scheduled "
+                       "chunk until its time, at every vendor) become cancelled and are never sent. Chunks the vendor is being called for cannot be called back: they "
                        "are reported, and a retry of one is cancelled too. Chunks already sent are reported.")
     s.add_argument("batch_id", type=int)
     s.add_argument("--json", action="store_true")

@@ -7,7 +7,7 @@ import sys
 import time
 from datetime import datetime
 
-from .common import load
+from .common import load, show_time
 
 
 def open_numbers(path: str):
@@ -95,13 +95,21 @@ def outcome_code(status) -> int:
     return 1 if status.recipients.get("failed", 0) or status.recipients.get("unknown", 0) else 0
 
 
+def progress(status) -> str:
+    """``final``, ``in progress``, or ``scheduled at 2026-12-03 18:30:00+08:00`` while the
+    batch waits for its time (smsq holds it until then, whatever the vendor)."""
+    if status.scheduled:
+        return f"scheduled at {show_time(status.send_at)}"
+    return "final" if status.final else "in progress"
+
+
 def print_status(status, as_json: bool) -> None:
     if as_json:
         print(json.dumps(status.as_dict(), ensure_ascii=False))
         return
     print(f"batch {status.batch_id}  account {status.account}"
           f"{f'  route {status.route}' if status.route else ''}  accepted {status.accepted}  "
-          f"rejected {status.rejected}  {'final' if status.final else 'in progress'}")
+          f"rejected {status.rejected}  {progress(status)}")
     print("  recipients: " + ", ".join(f"{k} {v}" for k, v in sorted(status.recipients.items())))
     print("  chunks:     " + ", ".join(f"{k} {v}" for k, v in sorted(status.chunks.items()))
           + (f"; {status.to_split} still to cut from the stored numbers" if status.to_split else ""))

@@ -102,7 +102,8 @@ def cmd_batches(args) -> int:
     print(f"{'batch':>7}  {'account':<14} {'created (' + TIME_ZONE_NAME + ')':<26} {'numbers':>8}  "
           f"{'progress':<12} recipients")
     for b in batches:
-        progress = "cancelled" if b.cancelled else "final" if b.final else "in progress"
+        progress = "cancelled" if b.cancelled else "final" if b.final else "scheduled" if b.scheduled \
+            else "in progress"
         counts = ", ".join(f"{state} {n}" for state, n in sorted(b.recipients.items()))
         print(f"{b.batch_id:>7}  {b.account:<14} {show_time(b.created_at):<26} {b.numbers:>8}  "
               f"{progress:<12} {counts}")
