@@ -1,7 +1,7 @@
 """earlier_sends: a recipient's send that an operator had sent again
 
-Revision ID: 0011
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 
 ``smsq settle ... resend`` sends a chunk's numbers again on their recipient rows;
 the send before it (its state, code and vendor id) moves here first, so a number's
