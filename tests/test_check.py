@@ -116,7 +116,7 @@ def test_a_closed_window_is_one_line_and_exit_3(lk, vendor):
 
 def test_wait_gets_a_real_check_while_beat_polls_every_30_s(lk, vendor, tmp_path):
     """Beat polls inbound every 30 s and retries a closed window the moment it opens, and
-    this process polls as eagerly as it can on top (every 10 ms around the opening): a
+    this process polls as eagerly as it can on top (every 2 ms around the opening): a
     waiting check books the next window and gets it, and the vendor never sees two calls
     inside 30 s."""
     vendor.min_poll_interval = 30.0
