@@ -364,7 +364,7 @@ def poll(account: str, kind: str, *, conf: Settings | None = None) -> PollResult
     interval = max(provider.min_poll_interval, 1.0)
     with session_scope(conf.database_url) as session:
         if not leases.take(session, account, family, interval):
-            wait = leases.free_in(session, account, family)
+            wait = leases.free_in(session, account, family, interval)
             return PollResult(account, kind, "leased", retry_in=wait,
                               detail=f"{family} window closed for {wait:.0f} s more")
     try:

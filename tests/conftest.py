@@ -213,8 +213,12 @@ stack = stack_fixture(*MODES)
 def run_stack(mode: str, dxt_sim, tmp_path_factory):
     state, url = dxt_sim
     tmp = tmp_path_factory.mktemp(mode)
-    config = write_config(tmp / "smsq.toml", url)
-    env = mode_env(mode, tmp, config)
+    yield from serve_stack(mode, tmp, write_config(tmp / "smsq.toml", url), state, url)
+
+
+def serve_stack(mode: str, tmp: Path, config: Path, state, url: str, extra_env: dict | None = None):
+    """A Stack of ``mode`` on the accounts file ``config``, with its worker, until the caller is done."""
+    env = {**mode_env(mode, tmp, config), **(extra_env or {})}
     saved = apply_env(env)
     from smsq.tasks.schema import ensure_schema
     from smsq.worker.config import settings

@@ -271,7 +271,7 @@ def test_check_credentials_from_the_cli(vendors):
     assert ok.returncode == 0 and "credentials accepted" in ok.stdout, ok.stderr
     open_window("v-dxt")
     balance = smsq("check", "v-dxt")
-    assert balance.returncode == 0 and "balance check ok" in balance.stdout, balance.stderr
+    assert balance.returncode == 0 and "v-dxt: credentials accepted (balance " in balance.stdout, balance.stderr
     nothing = smsq("check", "v-jinxin")
     assert nothing.returncode == 2 and "no way to check credentials" in nothing.stderr
 

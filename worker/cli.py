@@ -33,7 +33,7 @@ exit status:
   0  done
   1  `send --wait` ended with numbers failed or unknown (or a vendor check said no)
   2  bad input or configuration (the reason on stderr)
-  3  a service (database, broker) cannot be reached
+  3  a service (database, broker) cannot be reached (or `check` could not ask the vendor now)
 
 Times are printed in Beijing time (UTC+8), the vendors' clock, and so are read.
 """
@@ -161,9 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_accounts)
 
     s = sub.add_parser("check", help="check an account's credentials with its vendor",
-                       description="orgws: UserLogin. Vendors without a login check: a balance poll "
-                       "(respecting the 30 s window).")
+                       description="Asks the vendor with the credentials this shell reads (password_env, "
+                       "password_file) and prints the answer; stores nothing, so a wrong password here "
+                       "changes no account state, circuit or metric. orgws: UserLogin. Vendors without a "
+                       "login call: a balance call, which the vendor allows once per 30 s window shared "
+                       "with beat's polls (on linkws with Get and NotSend too).",
+                       epilog="exit status: 0 credentials accepted; 1 the vendor refused them (auth, ...); "
+                       "2 bad input (unknown account, a vendor with no check); 3 not checked: the window is "
+                       "closed (without --wait, or past --timeout), the vendor gave no verdict (busy, "
+                       "unreachable), or the database cannot be reached.")
     s.add_argument("account")
+    s.add_argument("--wait", action="store_true",
+                   help="when the window is closed, book the next one (beat's polls let it go first), wait "
+                   "for it showing the seconds left, then check")
+    s.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="with --wait: give up after this long, exit 3 (default 120)")
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("password", help="change an account's password at the vendor (orgws UpdatePsw)",

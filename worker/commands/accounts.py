@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from datetime import datetime, timezone
 
 from smsq.providers.base import BEIJING
@@ -163,30 +164,64 @@ def _provider(name: str):
     return conf, provider_for(conf.account(name))
 
 
+NOT_CHECKED = 3  # exit status: the vendor was not asked (window closed) or gave no verdict
+PROGRESS_EVERY = 10.0  # seconds between progress lines when stderr is not a terminal
+
+
 def cmd_check(args) -> int:
-    """Are the credentials good? The vendor's login check where it has one, else a balance poll."""
-    from smsq.providers import ProviderError
+    """Are the credentials good? The vendor's login call where it has one, else a balance call.
+    Prints the answer and stores nothing: the password is this shell's (tasks/check.py)."""
+    from smsq.tasks.check import ACCEPTED, CLOSED, REFUSED, check_credentials, give_up
 
-    conf, provider = _provider(args.account)
-    if hasattr(provider, "login"):
-        try:
-            vendor_id = provider.login()
-        except ProviderError as exc:
-            print(f"{args.account}: refused: {exc.code or ''} {exc}".rstrip())
-            return 1
-        print(f"{args.account}: credentials accepted (vendor account id {vendor_id})")
+    conf = load()
+    name = args.account
+    deadline = time.monotonic() + args.timeout
+    shown = booked = None
+    try:
+        while (result := check_credentials(conf, name, book=args.wait)).verdict == CLOSED:
+            booked = args.wait
+            left = deadline - time.monotonic()
+            if not args.wait or left <= 0:
+                end_progress(shown)
+                hint = f"`smsq check {name} --wait` waits for it" if not args.wait else \
+                    f"gave up after --timeout {args.timeout:g} s"
+                print(f"smsq: not checked: {name}: {result.detail}; {hint}", file=sys.stderr)
+                return NOT_CHECKED
+            shown = show_progress(f"{name}: waiting for the vendor's window, {result.wait:.0f} s", shown)
+            time.sleep(min(max(result.wait, 0.05), 1.0, left))
+    finally:
+        if booked:
+            give_up(conf, name)  # a booking left behind (timeout, Ctrl-C) would hold the polls back
+    end_progress(shown)
+    if result.verdict == ACCEPTED:
+        what = f"vendor account id {result.vendor_id}" if result.vendor_id is not None else \
+            f"balance {format_balance(result.balance)}"
+        print(f"{name}: credentials accepted ({what}); checked with this shell's credentials, nothing stored")
         return 0
-    if "balance" in provider.poll_kinds:
-        from smsq.tasks.polls import poll
+    if result.verdict == REFUSED:
+        print(f"{name}: refused: {result.detail}; checked with this shell's credentials, "
+              f"the account's state is unchanged")
+        return 1
+    print(f"smsq: not checked: {name}: the vendor gave no verdict: {result.detail}", file=sys.stderr)
+    return NOT_CHECKED
 
-        result = poll(args.account, "balance", conf=conf)
-        if result.outcome == "leased":
-            print(f"{args.account}: not checked now: {result.detail} (the vendor's 30 s rule)")
-            return 0
-        print(f"{args.account}: balance check {result.outcome}" + (f": {result.detail}" if result.detail else ""))
-        return 0 if result.outcome == "ok" else 1
-    raise ValueError(f"{provider.name} has no way to check credentials without sending; "
-                     f"`smsq send --wait` one message to a test number")
+
+def show_progress(line: str, shown: tuple[str, float] | None) -> tuple[str, float]:
+    """A terminal gets one redrawn line; a log gets a line every PROGRESS_EVERY seconds."""
+    now = time.monotonic()
+    if sys.stderr.isatty():
+        if shown is None or shown[0] != line:
+            print(f"\r{line}\033[K", end="", file=sys.stderr, flush=True)
+        return line, now
+    if shown is None or now - shown[1] >= PROGRESS_EVERY:
+        print(line, file=sys.stderr, flush=True)
+        return line, now
+    return shown
+
+
+def end_progress(shown) -> None:
+    if shown is not None and sys.stderr.isatty():
+        print(file=sys.stderr)
 
 
 def cmd_password(args) -> int:
