@@ -1,4 +1,4 @@
-"""`dxt` — 企业短信通 HTTP text interface (spec: vendors/dxt.md, original: dxt.txt).
+"""`dxt` — 企业短信通 HTTP text interface (docs/vendors/dxt.md).
 
 Plain HTTP; every answer is short pipe-delimited text. Decisions where the
 vendor's document is silent or ambiguous:

@@ -1,4 +1,4 @@
-"""`jinxin` — 今信 verification / notice SMS (spec: vendors/jinxin.md, original: jinxin.txt).
+"""`jinxin` — 今信 verification / notice SMS (docs/vendors/jinxin.md).
 
 One call, ``POST sms.aspx?action=send`` with a form body; the answer is JSON
 or XML depending on a setting of the vendor account. Send only: the document

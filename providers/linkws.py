@@ -1,4 +1,4 @@
-"""`linkws` — Lingkai LinkWS (spec: vendors/linkws.md, original: linkws.txt).
+"""`linkws` — Lingkai LinkWS (docs/vendors/linkws.md).
 
 The same four operations over two transports; the account picks one with the
 option ``transport``:

@@ -1,4 +1,4 @@
-"""`orgws` — organisation-code SMS WebService (spec: vendors/orgws.md, original: orgws.txt).
+"""`orgws` — organisation-code SMS WebService (docs/vendors/orgws.md).
 
 SOAP 1.1 through zeep, against the WSDL smsq ships (``providers/wsdl/orgws.wsdl``:
 namespace ``http://tempuri.org/``, document/literal wrapped, binding

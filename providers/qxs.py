@@ -1,5 +1,5 @@
-"""`qxs` — 企业信使 operations platform, the ``sms.aspx`` XML family (spec: vendors/qxs.md,
-original: qxs.txt, an OCR so garbled that qxs.md is the reading implemented here).
+"""`qxs` — 企业信使 operations platform, the ``sms.aspx`` XML family (docs/vendors/qxs.md:
+the vendor's document is an OCR so garbled that the page gives the reading implemented here).
 
 Form POSTs, XML answers, three pages: ``sms.aspx`` (``action=send``, ``overage``,
 ``checkkeyword``), ``statusApi.aspx`` (delivery reports) and ``callApi.aspx``

@@ -1,7 +1,7 @@
 """Simulator of the ``dxt`` vendor: 企业短信通 HTTP text interface.
 
-Spec: ``vendors/dxt.md``; where it and the vendor's own document
-(``vendors/original/dxt.txt``) disagree, the original wins.
+The protocol: ``docs/vendors/dxt.md``, written from the vendor's own document,
+which wins wherever the two disagree.
 
 Laid out like a moto backend, in three sections:
 

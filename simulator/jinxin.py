@@ -1,7 +1,7 @@
 """Simulator of the ``jinxin`` vendor: 今信 verification / notice SMS.
 
-Spec: ``vendors/jinxin.md``; where it and the vendor's own document
-(``vendors/original/jinxin.txt``) disagree, the original wins.
+The protocol: ``docs/vendors/jinxin.md``, written from the vendor's own document,
+which wins wherever the two disagree.
 
 Laid out like a moto backend, in three sections:
 

@@ -1,7 +1,7 @@
 """Simulator of the ``linkws`` vendor: Lingkai LinkWS, SOAP and plain HTTP on one app.
 
-Spec: ``vendors/linkws.md``; where it and the vendor's own document
-(``vendors/original/linkws.txt``) disagree, the original wins.
+The protocol: ``docs/vendors/linkws.md``, written from the vendor's own document,
+which wins wherever the two disagree.
 
 Laid out like a moto backend, in three sections:
 

@@ -1,7 +1,7 @@
 """Simulator of the ``orgws`` vendor: the organisation-code SMS WebService.
 
-Spec: ``vendors/orgws.md``; where it and the vendor's own document
-(``vendors/original/orgws.txt``) disagree, the original wins.
+The protocol: ``docs/vendors/orgws.md``, written from the vendor's own document,
+which wins wherever the two disagree.
 
 Laid out like a moto backend, in three sections:
 

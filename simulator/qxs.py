@@ -1,7 +1,7 @@
 """Simulator of the ``qxs`` vendor: 企业信使, the ``sms.aspx`` XML protocol family.
 
-Spec: ``vendors/qxs.md`` (the reconstruction of the OCR-garbled
-``vendors/original/qxs.txt``).
+The protocol: ``docs/vendors/qxs.md`` (the reading of the vendor's
+OCR-garbled document).
 
 Laid out like a moto backend, in three sections:
 
