@@ -131,6 +131,8 @@ class LinkwsProvider(Provider):
     # Get, SelSum and NotSend each answer -101 inside 30 s; read as one window
     # per account shared by the three, the safe reading.
     poll_families = {"inbound": "linkws-query", "balance": "linkws-query", "blocked": "linkws-query"}
+    # Get: 每次最多取50條,超過50條下次取 -- a full page means more wait: poll again after the window.
+    page_sizes = {"inbound": 50}
     option_keys = frozenset({"transport", "cell"})
 
     def __init__(self, account: Account, client: httpx.Client | None):

@@ -296,3 +296,17 @@ def test_change_the_password_at_the_vendor_from_the_cli(vendors):
         assert refused.returncode == 1 and "refused" in refused.stdout
     finally:
         state.accounts["test"] = PASSWORD
+
+
+@pytest.mark.parametrize("name", ["v-linkws-soap", "v-linkws-http"])
+def test_a_full_linkws_page_asks_for_another_poll(vendors, name):
+    # Get hands out at most 50 messages a call (每次最多取50條,超過50條下次取).
+    v = vendors[name]
+    v.state.reset()
+    for i in range(60):
+        v.state.add_inbound(f"1360001{i:04d}", f"{name} 回复 #{i}")
+    results = []
+    for _ in range(2):
+        open_window(name)
+        results.append(poll(name, "inbound"))
+    assert [(r.items, r.full_page) for r in results] == [(50, True), (10, False)]
