@@ -20,7 +20,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import httpx
 
@@ -377,10 +377,6 @@ def classify(codes: Mapping[str, tuple[Outcome, str]], code: str, raw: str = "")
         outcome, message = codes[code]
         return SendResult(outcome, code=code, message=message, raw=raw[:RAW_KEEP])
     return SendResult(Outcome.AMBIGUOUS, code=code, message=f"unknown vendor code {code!r}", raw=raw[:RAW_KEEP])
-
-
-def join_numbers(numbers: Iterable[str], separator: str) -> str:
-    return separator.join(numbers)
 
 
 _NUMBER_LIST = re.compile(r"[0-9,]*")

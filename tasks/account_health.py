@@ -1,34 +1,31 @@
-"""An account's send health: the ``poll_status`` row of kind ``send``.
+"""An account's send health: the ``poll_status`` row of kind ``send``, shown by `smsq accounts`.
 
-A send that fails with auth or balance flags the account: `smsq accounts`
-shows it, and its other chunks wait ``SMSQ_ACCOUNT_HOLD`` seconds instead of
-calling the vendor again with a wrong password (how accounts get locked: dxt
--10 帐号已被锁定). A later accepted send clears the flag.
+A send answered with auth or balance flags the account unhealthy; a later accepted
+send clears the flag. The flag only reports: whether the account's other chunks
+wait is the account's circuit's decision (tasks/circuit.py).
 
-Every chunk asks "is my account held?" and every accepted chunk "was it
-flagged?": reading and writing the row each time cost two transactions a
-chunk. So each process remembers the row for ``HEALTH_TTL`` seconds. What
-that may cost: a flag set by *another* process is honoured up to that much
-later (this process's own flags are seen at once). A held answer is always
-read again from the database before a chunk is held, so an operator who
-removes a flag is obeyed at once, and the flag is cleared only when it is set.
+Every accepted chunk asks "was it flagged?": reading the row each time would cost
+a transaction a chunk. So each process remembers the row for ``HEALTH_TTL``
+seconds. What that may cost: a flag set by *another* process is unseen here for up
+to that long, so a send accepted here meanwhile leaves it for the next one to clear
+(this process's own flags are seen at once). A clear writes only when it sees the
+flag set, so an accepted chunk of a healthy account costs no write.
 """
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import update
 
-from smsq.providers import Outcome, SendResult
+from smsq.providers import SendResult
 from smsq.store.models import PollStatus, utcnow
 from smsq.worker.config import Settings
 from smsq.worker.db import session_scope
 
 HEALTH_TTL = 1.0  # seconds a process trusts what it last read
-HOLDING = (Outcome.AUTH.value, Outcome.BALANCE.value)
 
 
 @dataclass(frozen=True)
@@ -61,21 +58,6 @@ def send_flag(conf: Settings, account: str, *, fresh: bool = False) -> Flag | No
     if not fresh and known is not None and time.monotonic() - known[0] < HEALTH_TTL:
         return known[1]
     return _read(conf, account)
-
-
-def _hold_of(conf: Settings, flag: Flag | None) -> tuple[datetime, str] | None:
-    if flag is None or flag.outcome not in HOLDING or flag.at is None:
-        return None
-    until = flag.at + timedelta(seconds=conf.account_hold)
-    return (until, f"{flag.outcome} {flag.detail or ''}".strip()) if until > utcnow() else None
-
-
-def account_held_until(conf: Settings, account: str) -> tuple[datetime, str] | None:
-    """When a send of this account failed with auth or balance less than ``account_hold``
-    ago: until when its other chunks wait, and why."""
-    if _hold_of(conf, send_flag(conf, account)) is None:
-        return None
-    return _hold_of(conf, send_flag(conf, account, fresh=True))  # confirmed before anything waits on it
 
 
 def flag_account(conf: Settings, account: str, result: SendResult) -> None:

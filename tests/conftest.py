@@ -210,6 +210,12 @@ def stack_fixture(*modes: str):
 stack = stack_fixture(*MODES)
 
 
+def on_stacks(*modes: str):
+    """Run a test on these of its module's stacks only: the ones where it means something
+    (not reported as skipped on the others)."""
+    return pytest.mark.parametrize("stack", modes, indirect=True)
+
+
 def run_stack(mode: str, dxt_sim, tmp_path_factory):
     state, url = dxt_sim
     tmp = tmp_path_factory.mktemp(mode)

@@ -544,7 +544,12 @@ def test_no_polls(kind):
     ],
 )
 def test_valid_options(options):
+    """Options it accepts make an account whose sends go through, answered in the format asked for."""
     JinxinProvider.validate_options(options)
+    recorder = Recorder(lambda request: httpx.Response(200, text=OK_JSON if options["format"] == "json" else OK_XML))
+    result = make_provider(recorder, **options).send(["13800138000"], CONTENT)
+    assert result.outcome is Outcome.OK
+    assert recorder.form()["userid"] == [str(options["userid"])]
 
 
 @pytest.mark.parametrize(

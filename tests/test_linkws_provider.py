@@ -110,7 +110,13 @@ def test_charset_follows_transport(transport, charset):
      {"transport": "http", "cell": "8"}],
 )
 def test_validate_options_accepts(options):
+    """Options it accepts make an account whose sends go through."""
     LinkwsProvider.validate_options(options)
+    recorder = Recorder()
+    rest = {key: value for key, value in options.items() if key != "transport"}
+    result = make_provider(recorder, options.get("transport"), **rest).send(["13800138000"], CONTENT)
+    assert result.outcome is Outcome.OK
+    assert recorder.calls == 1
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,6 @@ import sys
 from contextlib import contextmanager
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, select
 
@@ -22,7 +21,7 @@ from smsq.tasks import send_sms
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
-from .conftest import PASSWORD, ROOT, wait_final, wait_until
+from .conftest import PASSWORD, ROOT, on_stacks, wait_final, wait_until
 from .test_cli import _free_port, _wait_port
 
 CONTENT = "【某某科技】您的验证码是 345678"
@@ -145,9 +144,9 @@ def test_a_failed_or_unknown_chunk_is_not_delivered_again(stack, sim):
         assert f"chunk {chunk_id}: not pending" not in stack.worker_log()  # no redelivery
 
 
+# the SQLite broker (embedded) carries no task events: smsq flower says so (tests/test_cli.py)
+@on_stacks("distributed")
 def test_flower_names_account_and_batch_and_fails_unknown_chunks(stack, sim):
-    if stack.mode == "embedded":
-        pytest.skip("the SQLite broker carries no task events (smsq flower says so: tests/test_cli.py)")
     auth = ("ops", "flower-pw-31")
     env = {**stack.env, "SMSQ_FLOWER_AUTH": ":".join(auth)}
     with running("flower", env=env, cwd=stack.tmp) as (port, _):

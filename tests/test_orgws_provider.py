@@ -555,7 +555,12 @@ def test_validate_options_refuses(options, key):
 
 @pytest.mark.parametrize("options", [{"org_id": 1}, {"org_id": 10001, "ext": "000123"}, {"org_id": 7, "ext": 99}])
 def test_validate_options_accepts(options):
+    """Options it accepts make an account whose sends go through."""
     OrgwsProvider.validate_options(options)
+    recorder = Recorder()
+    result = make_provider(recorder, options=options).send(["13800138000"], CONTENT)
+    assert result.outcome is Outcome.OK
+    assert recorder.calls == 1
 
 
 def test_provider_needs_org_id():

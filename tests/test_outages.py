@@ -249,18 +249,22 @@ def test_a_database_that_answers_nothing_is_unreachable_not_a_hang(tmp_path, dxt
 def test_a_relay_pass_that_cannot_reach_the_broker_leaves_its_chunks_due(outages, redis_server):
     from datetime import timedelta
 
+    import kombu.exceptions
     from sqlalchemy import select, update
 
     from smsq.store.models import Chunk, utcnow
     from smsq.tasks.relay import run_relay
     from smsq.worker.db import session_scope
+    from smsq.worker.services import unreachable_service
 
     receipt = send_sms("shop-dxt", ["13800000001"], CONTENT)
     with session_scope(settings().database_url) as s:  # its message was lost long ago
         s.execute(update(Chunk).where(Chunk.batch_id == receipt.batch_id)
                   .values(queued_at=utcnow() - timedelta(hours=1)))
     redis_server.kill()
-    with pytest.raises(Exception):
+    with pytest.raises(kombu.exceptions.OperationalError, match="Connection refused") as refused:
         run_relay()
+    # what beat logs for it, once: "cannot reach the broker (redis://…)"
+    assert unreachable_service(refused.value) == f"the broker ({redis_server.url})"
     with session_scope(settings().database_url) as s:
         assert s.scalar(select(Chunk.queued_at).where(Chunk.batch_id == receipt.batch_id)) is None

@@ -24,7 +24,7 @@ from smsq.tasks.polls import poll, reparse
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
-from .conftest import ROOT, start_worker, stop_worker, wait_final, wait_until
+from .conftest import ROOT, on_stacks, start_worker, stop_worker, wait_final, wait_until
 
 CONTENT = "【某某科技】您的订单已发货"
 EPOCH = polls.leases.EPOCH
@@ -244,9 +244,8 @@ def test_a_wrong_password_poll_is_an_auth_failure_on_record(stack, sim):
     assert result.outcome == "auth" and "-7" in result.detail
 
 
+@on_stacks("distributed")  # the hook message is read back from the Redis broker
 def test_hooks_receive_the_ids_of_new_records(stack, sim, monkeypatch):
-    if stack.mode != "distributed":
-        pytest.skip("read back from the Redis broker")
     from kombu import Connection
 
     monkeypatch.setenv("SMSQ_ON_INBOUND", "myapp.on_inbound")
@@ -266,12 +265,11 @@ def test_hooks_receive_the_ids_of_new_records(stack, sim, monkeypatch):
 RACE_SECONDS = 50  # the start-up polls, the window's 30 s, and time to spare for a loaded host
 
 
+@on_stacks("distributed")  # the race runs on the distributed stack
 def test_two_beats_and_extra_workers_never_poll_inside_the_window(stack, sim, tmp_path):
     """Race for 50 s: two beats (each thinking it is the only one), a second worker,
     and this process polling in a loop. The vendor sees each endpoint at most once per 30 s:
     once as the beats start and once when the window opens again, 30 s later."""
-    if stack.mode != "distributed":
-        pytest.skip("the race runs on the distributed stack")
     open_window()
     # The beats see one account (the simulator cannot tell accounts apart in its call log).
     config = tmp_path / "one-account.toml"
@@ -381,9 +379,8 @@ def test_a_balance_under_the_alert_is_a_warning(stack, sim, caplog, tmp_path):
     assert "account low-dxt: balance" in caplog.text and "under the alert threshold" in caplog.text
 
 
+@on_stacks("distributed")  # the Redis lock is the distributed mode's
 def test_only_one_redbeat_beat_sends(stack, tmp_path):
-    if stack.mode != "distributed":
-        pytest.skip("the Redis lock is the distributed mode's")
     env = {**os.environ, **stack.env, "SMSQ_RELAY_INTERVAL": "1", "PYTHONPATH": str(ROOT)}
     beats = [subprocess.Popen([sys.executable, "-m", "smsq", "beat"], cwd=tmp_path, env=env,
                               stdout=open(tmp_path / f"redbeat{i}.log", "wb"), stderr=subprocess.STDOUT)

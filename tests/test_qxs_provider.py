@@ -86,7 +86,12 @@ def test_class_facts():
     ],
 )
 def test_validate_options_accepts(options):
+    """Options it accepts make an account whose sends go through."""
     QxsProvider.validate_options(options)
+    recorder = Recorder()
+    result = make_provider(recorder, options=options).send(["13800138000"], CONTENT)
+    assert result.outcome is Outcome.OK
+    assert recorder.form()["userid"] == [str(options["userid"])]
 
 
 @pytest.mark.parametrize(
