@@ -14,7 +14,7 @@ QUIET_EDITABLE = PYTHONWARNINGS="ignore:Editable installation"
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(QUIET_EDITABLE) $(BIN)/python -m pip install --quiet -e '.[test]'
+	$(QUIET_EDITABLE) $(BIN)/python -m pip install --quiet -e '.[test,sim]'
 	touch $@
 
 install: $(BIN)/.installed

@@ -46,7 +46,7 @@ from smsq.providers.base import BEIJING
 from smsq.store.models import Batch, BlockedNumber, Chunk, Recipient, VendorCall, utcnow
 from smsq.worker.config import Settings
 from smsq.worker.db import session_scope
-from smsq.worker.routes import Route
+from smsq.worker.route_config import Route
 
 from . import circuit
 from .publish import publish_chunks

@@ -12,7 +12,7 @@ Accounts live in the TOML file named by ``SMSQ_CONFIG`` (default ``./smsq.toml``
     rate_limit = "20/s"
     optout_keywords = ["TD", "退订"]     # replies that put the number on the blocked list
 
-Failover routes (``[routes.NAME]``, see worker/routes.py) name accounts in order
+Failover routes (``[routes.NAME]``, see worker/route_config.py) name accounts in order
 of preference; a route's name is accepted wherever an account's is.
 
 Every mistake is reported at start-up with the account and the key it concerns,
@@ -48,7 +48,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from smsq.providers import PROVIDERS, Account, Secret, provider_class
 
 from . import logs
-from .routes import Route, parse_routes
+from .route_config import Route, parse_routes
 from .services import safe_url
 
 log = logging.getLogger("smsq.config")

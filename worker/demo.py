@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-from smsq.simulator.catalog import DEMO_PASSWORD, config
-
 CONTENT = "【某某科技】您的验证码是 345678，5分钟内有效。"
 
 
@@ -136,6 +134,10 @@ def _clear_scratch(directory: Path, users_own: set[str]) -> None:
 
 
 def run_demo(directory: Path, *, count: int = 250, keep: bool = False, any_port: bool = False) -> int:
+    # Here, not at the top: the simulators are the optional extra smsq[sim].
+    from smsq.simulator.catalog import DEMO_PASSWORD, build, config
+    from smsq.simulator.server import serve
+
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     users_own = {name for name in ("SMSQ_DATABASE_URL", "SMSQ_BROKER_URL") if os.environ.get(name)}
@@ -147,8 +149,6 @@ def run_demo(directory: Path, *, count: int = 250, keep: bool = False, any_port:
     env.setdefault("SMSQ_RELAY_INTERVAL", "5")
     os.environ.update(env)  # this process sends the batch with the same settings
 
-    from smsq.simulator.catalog import build
-    from smsq.simulator.server import serve
     from smsq.tasks import send_sms
 
     from .commands.batches import print_status, wait_for

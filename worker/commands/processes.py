@@ -229,7 +229,21 @@ def cmd_flower(args) -> int:
     return 0
 
 
+SIM_EXTRA_MISSING = "the simulators are not installed: pip install 'smsq[sim]'"
+
+
+def require_simulators() -> None:
+    """The simulators' web server is the optional extra smsq[sim]: without it `smsq simulate`
+    and `smsq demo` stop with one line (exit 2), before anything starts or is written."""
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise ConfigError(SIM_EXTRA_MISSING) from None
+
+
 def cmd_simulate(args) -> int:
+    require_simulators()
     from smsq.simulator.catalog import build
     from smsq.simulator.server import serve_forever
 
@@ -239,6 +253,7 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    require_simulators()
     from ..demo import run_demo
 
     return run_demo(Path(args.dir), count=args.count, keep=args.keep_running, any_port=args.any_port)
