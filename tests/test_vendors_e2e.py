@@ -214,18 +214,33 @@ def test_a_scheduled_send_waits_in_smsq_and_cancel_stops_it(vendors, name):
     assert [s.numbers for s in v.state.sends] == [["13700000002"]]  # the vendor never saw the cancelled one
 
 
+@pytest.fixture(scope="module")
+def scheduled(vendors):
+    """One send per vendor, each a few seconds ahead of its own `smsq send --at`, waited out
+    together: every vendor's call, as the vendor saw it, and the batch's final status."""
+    sent = {}
+    for v in VENDORS:
+        v.state.reset()
+        # A few seconds ahead, whole seconds as --at takes them: far enough that the send is
+        # stored before its time even on a loaded host.
+        at = (datetime.now(BEIJING) + timedelta(seconds=6)).replace(microsecond=0)
+        out = smsq("send", "--account", v.account, "--to", "13700000003", "--content", CONTENT, "--at", at_text(at))
+        assert out.returncode == 0, out.stderr
+        sent[v.account] = (int(out.stdout), at)
+    seen = {}
+    for v in VENDORS:
+        batch_id, at = sent[v.account]
+        status = wait_final(batch_id, timeout=60)
+        seen[v.account] = (status, at, list(v.state.sends))
+    return seen
+
+
 @by_vendor
-def test_a_scheduled_send_goes_out_at_its_time_once(vendors, name):
+def test_a_scheduled_send_goes_out_at_its_time_once(vendors, scheduled, name):
     v = vendors[name]
-    v.state.reset()
-    # A few seconds ahead, whole seconds as --at takes them: far enough that the send is
-    # stored before its time even on a loaded host.
-    at = (datetime.now(BEIJING) + timedelta(seconds=6)).replace(microsecond=0)
-    sent = smsq("send", "--account", name, "--to", "13700000003", "--content", CONTENT, "--at", at_text(at))
-    assert sent.returncode == 0, sent.stderr
-    status = wait_final(int(sent.stdout), timeout=60)
+    status, at, sends = scheduled[name]
     assert status.recipients == {"sent": 1}, status
-    (call,) = v.state.sends  # once
+    (call,) = sends  # once
     assert call.numbers == ["13700000003"]
     if v.send_time_format:
         assert not call.send_time  # "now": smsq called at the time, the vendor holds nothing
