@@ -59,6 +59,9 @@ def cancel_pending(session: Session, batch_ids) -> tuple[int, int]:
     return chunks, numbers
 
 
+CATCH_UP = 5  # counts of a batch's chunks, each cancelling what came back to pending meanwhile
+
+
 def cancel_batch(batch_id: int) -> CancelResult:
     """Cancel what of the batch is still pending; report what was sending or done.
     Raises LookupError for an unknown batch. Cancelling twice cancels nothing more."""
@@ -72,11 +75,19 @@ def cancel_batch(batch_id: int) -> CancelResult:
             batch.cancelled_at = utcnow()
             session.flush()
         chunks, numbers = cancel_pending(session, [batch_id])
-        by_state = {state: (count, size) for state, count, size in session.execute(
-            select(Chunk.state, func.count(), func.coalesce(func.sum(Chunk.size), 0))
-            .where(Chunk.batch_id == batch_id).group_by(Chunk.state)).all()}
+        for _ in range(CATCH_UP):
+            by_state = {state: (count, size) for state, count, size in session.execute(
+                select(Chunk.state, func.count(), func.coalesce(func.sum(Chunk.size), 0))
+                .where(Chunk.batch_id == batch_id).group_by(Chunk.state)).all()}
+            if "pending" not in by_state:
+                break
+            # A chunk that was sending when the update ran has come back to pending since
+            # (a busy vendor: it waits for its retry), committed by its worker: cancel it too.
+            more, more_numbers = cancel_pending(session, [batch_id])
+            chunks, numbers = chunks + more, numbers + more_numbers
     sending, sending_numbers = by_state.pop("sending", (0, 0))
-    by_state.pop("pending", None)  # none left: the update above took every pending chunk
+    coming_back = by_state.pop("pending", (0, 0))  # still returning after CATCH_UP tries: the relay cancels them
+    sending, sending_numbers = sending + coming_back[0], sending_numbers + coming_back[1]
     done = {state: count for state, (count, _) in sorted(by_state.items())}
     if chunks:
         done["cancelled"] -= chunks  # "done" is what had an outcome before this call

@@ -169,6 +169,32 @@ def test_a_cancelled_batch_never_reaches_the_vendor(stack, sim):
     assert missing.returncode == 2 and "no batch 987654" in missing.stderr
 
 
+def test_a_chunk_back_from_the_vendor_while_cancelling_is_cancelled_and_counted(stack, sim, monkeypatch):
+    """A chunk in the vendor's hands when cancel's update runs, whose worker then puts it
+    back to pending (a busy answer: it waits for its retry) before cancel counts the batch."""
+    from smsq.tasks import cancel as cancelling
+
+    receipt = send_sms("shop-dxt", [f"13500007{i:03d}" for i in range(250)], CONTENT,
+                       send_at=datetime.now(timezone.utc) + timedelta(hours=2))  # held: no worker takes them
+    wait_until(lambda: sum(batch_status(receipt.batch_id).chunks.values()) == 3, 30, what="the batch cut")
+    with session_scope(settings().database_url) as s:
+        s.execute(update(Chunk).where(Chunk.batch_id == receipt.batch_id, Chunk.seq == 0).values(state="sending"))
+    original, calls = cancelling.cancel_pending, []
+
+    def then_the_worker_gives_it_back(session, batch_ids):
+        result = original(session, batch_ids)
+        if not calls:
+            session.execute(update(Chunk).where(Chunk.batch_id == receipt.batch_id, Chunk.seq == 0)
+                            .values(state="pending"))
+        calls.append(result)
+        return result
+
+    monkeypatch.setattr(cancelling, "cancel_pending", then_the_worker_gives_it_back)
+    report = cancelling.cancel_batch(receipt.batch_id)
+    assert (report.cancelled_chunks, report.cancelled_numbers, report.sending_chunks, report.done) == (3, 250, 0, {})
+    assert batch_status(receipt.batch_id).chunks == {"cancelled": 3}
+
+
 def test_cancel_reports_what_was_already_sent(stack, sim):
     receipt = send_sms("shop-dxt", ["13500000601"], CONTENT)
     wait_final(receipt.batch_id)
