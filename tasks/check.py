@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from smsq.providers import Outcome, ProviderError
+from smsq.providers import Outcome, Provider, ProviderError
 from smsq.scheduler import leases
 from smsq.worker.clients import provider_for
 from smsq.worker.config import Settings
@@ -37,18 +37,19 @@ class Check:
     wait: float = 0.0  # closed: seconds until the window opens
 
 
-def can_check(conf: Settings, account: str) -> None:
-    """Raise ValueError when the vendor offers no call that checks credentials without sending."""
+def checker(conf: Settings, account: str) -> Provider:
+    """The account's vendor client; ValueError when the vendor offers no call that checks
+    credentials without sending."""
     provider = provider_for(conf.account(account))
     if not hasattr(provider, "login") and "balance" not in provider.poll_kinds:
         raise ValueError(f"{provider.name} has no way to check credentials without sending; "
                          f"`smsq send --wait` one message to a test number")
+    return provider
 
 
 def check_credentials(conf: Settings, account: str, *, book: bool = False) -> Check:
     """One check: the vendor's login call where it has one, else a balance call in the window."""
-    can_check(conf, account)
-    provider = provider_for(conf.account(account))
+    provider = checker(conf, account)
     if hasattr(provider, "login"):  # orgws UserLogin: no window
         return _ask(lambda: Check(ACCEPTED, vendor_id=provider.login()))
     ensure_schema(conf)

@@ -21,7 +21,7 @@ from celery.signals import worker_init, worker_process_init
 from kombu import Exchange, Queue
 
 from .config import ConfigError, Settings, settings
-from .guest import APP_NAME
+from .guest import APP_NAME, sent_by_smsq
 from . import shutdown
 
 QUEUES = ("smsq.priority", "smsq.bulk", "smsq.poll")
@@ -118,7 +118,7 @@ def _credentials_first(sender=None, **_: object) -> None:
     """A worker of smsq's app, however started (``celery -A smsq worker`` too), stops at
     start on a vendor password it cannot read, as ``smsq worker`` does: one line, exit 2,
     rather than every chunk it takes failing on it. Other apps' workers are not smsq's."""
-    if _app is None or getattr(sender, "app", None) is not _app:
+    if not sent_by_smsq(sender):
         return
     try:
         settings().require_credentials()

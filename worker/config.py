@@ -337,13 +337,19 @@ def _read_config(path: Path, raw: bytes | None = None) -> dict[str, Any]:
     return data
 
 
-def load_accounts(path: Path, raw: bytes | None = None) -> dict[str, Account]:
-    return {name: parse_account(name, table, path.parent)
-            for name, table in (_read_config(path, raw).get("accounts") or {}).items()}
+def _accounts_of(path: Path, data: Mapping[str, Any]) -> dict[str, Account]:
+    return {name: parse_account(name, table, path.parent) for name, table in (data.get("accounts") or {}).items()}
 
 
-def load_routes(path: Path, accounts: Mapping[str, Account], raw: bytes | None = None) -> dict[str, Route]:
-    return parse_routes(_read_config(path, raw).get("routes"), accounts, ConfigError)
+def load_accounts(path: Path) -> dict[str, Account]:
+    return _accounts_of(path, _read_config(path))
+
+
+def _parse_file(path: Path, raw: bytes) -> tuple[dict[str, Account], dict[str, Route]]:
+    """Accounts and routes from the file's bytes, parsed once."""
+    data = _read_config(path, raw)
+    accounts = _accounts_of(path, data)
+    return accounts, parse_routes(data.get("routes"), accounts, ConfigError)
 
 
 def _file_state(path: Path) -> tuple | None:
@@ -370,8 +376,7 @@ def _read_file(path: Path) -> tuple[bytes | None, ConfigVersion]:
 def _load_file(path: Path) -> tuple[dict[str, Account], dict[str, Route], ConfigVersion]:
     """Accounts and routes from one read of the file, and its version."""
     raw, version = _read_file(path)
-    accounts = load_accounts(path, raw) if raw is not None else {}
-    routes = load_routes(path, accounts, raw) if raw is not None else {}
+    accounts, routes = _parse_file(path, raw) if raw is not None else ({}, {})
     return accounts, routes, version
 
 
@@ -567,8 +572,7 @@ def refresh() -> Settings:
                 return conf
             if raw is None:  # moved away, or being replaced: no reason to forget every account
                 raise ConfigError(f"{path} is not there any more")
-            accounts = load_accounts(path, raw)
-            routes = load_routes(path, accounts, raw)
+            accounts, routes = _parse_file(path, raw)
             # an unchanged account stays the very object in use, so nothing keyed on it is rebuilt
             accounts = {name: conf.accounts[name] if conf.accounts.get(name) == account else account
                         for name, account in accounts.items()}
