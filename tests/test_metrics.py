@@ -127,11 +127,13 @@ def test_a_failed_or_unknown_chunk_is_not_delivered_again(stack, sim):
     with session_scope(settings().database_url) as s:
         chunks = {kind: s.scalar(select(Chunk.id).where(Chunk.batch_id == batch_id))
                   for kind, batch_id in batches.items() if kind != "ok"}
-    log = stack.worker_log()
-    assert f"raised expected: ChunkUnknown('chunk {chunks['unknown']} (batch {batches['unknown']}, slow-dxt): " \
-           f"unknown" in log
-    assert f"raised expected: ChunkFailed('chunk {chunks['failed']} (batch {batches['failed']}, wrong-dxt): " \
-           f"failed — auth: -7" in log
+    ends = [f"raised expected: ChunkUnknown('chunk {chunks['unknown']} (batch {batches['unknown']}, slow-dxt): "
+            f"unknown",
+            f"raised expected: ChunkFailed('chunk {chunks['failed']} (batch {batches['failed']}, wrong-dxt): "
+            f"failed — auth: -7"]
+    # Celery logs a task's end after the task has recorded its outcome: wait for the line.
+    wait_until(lambda: all(end in stack.worker_log() for end in ends), 10,
+               what="both tasks logged as expected failures")
     if stack.mode == "distributed":
         import redis
 
