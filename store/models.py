@@ -18,6 +18,8 @@ from sqlalchemy import (BigInteger, DateTime, ForeignKey, Index, Integer, MetaDa
                         UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from .lifecycle import ChunkState, RecipientState
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets BIGINT.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -29,8 +31,8 @@ NAMING = {
 }
 
 
-CHUNK_STATES = ("pending", "sending", "accepted", "failed", "unknown", "cancelled", "moved")
-RECIPIENT_STATES = ("queued", "sent", "delivered", "failed", "unknown", "rejected", "cancelled")
+CHUNK_STATES = tuple(ChunkState)
+RECIPIENT_STATES = tuple(RecipientState)
 
 
 def utcnow() -> datetime:
