@@ -23,6 +23,9 @@ States (table ``account_circuits``; no row is ``closed``)::
 * The base cool-off is the ``cooloff`` of the account's routes (the shortest, if
   several), else ``SMSQ_ACCOUNT_HOLD``.
 
+Which answers trip or close the circuit is decided with the rest of what an answer
+means (tasks/decisions.py); this module keeps the state.
+
 A chunk that is not admitted is never sent: tasks/routes.py moves it to the
 route's next account, or gives it back to wait until ``reopen_at``.
 The cheap case, a closed circuit, costs one primary-key read, and each process
@@ -42,17 +45,17 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from smsq.providers import Outcome, SendResult
 from smsq.store.models import AccountCircuit, utcnow
 from smsq.worker.config import Settings
 from smsq.worker.db import session_scope
+
+from .decisions import Decision
 
 log = logging.getLogger("smsq.circuit")
 
 MAX_DAMPING = 8  # the cool-off doubles on each failed probe, up to this many times the base
 QUIET_COOLOFFS = 10  # closed this many base cool-offs without a trip: the damping is forgotten
 PROBE_WAIT = 5.0  # seconds other chunks wait while one probes the account
-TRIPS = (Outcome.AUTH, Outcome.BALANCE)
 CLOSED_TTL = 1.0  # seconds a process trusts a closed circuit it read
 
 _closed_lock = threading.Lock()
@@ -71,7 +74,6 @@ def _remember_closed(conf: Settings, account: str, closed: bool) -> None:
             _closed_at[(conf.database_url, account)] = time.monotonic()
         else:
             _closed_at.pop((conf.database_url, account), None)
-ANSWERED = (Outcome.OK, Outcome.INVALID_REQUEST, Outcome.BLOCKED, Outcome.RATE_LIMITED)
 
 
 @dataclass(frozen=True)
@@ -131,40 +133,23 @@ def circuits(session: Session, accounts) -> dict[str, AccountCircuit]:
         select(AccountCircuit).where(AccountCircuit.account.in_(list(accounts)))).scalars()}
 
 
-def is_trip(conf: Settings, result: SendResult, attempt: int, exhausted: bool = False) -> bool:
-    """Auth, balance, or the last transient retry (``exhausted``: its retry budget is spent,
-    tasks/retry.py; or the optional SMSQ_MAX_ATTEMPTS cap is reached): the vendor did not
-    take the chunk and the account should rest."""
-    if result.outcome in TRIPS:
-        return True
-    capped = bool(conf.max_attempts) and attempt >= conf.max_attempts
-    return result.outcome is Outcome.TRANSIENT and (exhausted or capped)
-
-
-def after_call(conf: Settings, account: str, result: SendResult, *, attempt: int, probe: bool,
-               exhausted: bool = False, now: datetime | None = None) -> str | None:
-    """Record what a vendor call says about the account; return "opened" or "closed" when
-    the circuit changed. Only trips and the probe's answer write anything."""
+def after_call(conf: Settings, account: str, decision: Decision, now: datetime | None = None) -> str | None:
+    """Record what a vendor call says about the account (its ``decision``, tasks/decisions.py);
+    return "opened" or "closed" when the circuit changed. Only trips and the probe's
+    answer write anything."""
     now = now or utcnow()
-    if is_trip(conf, result, attempt, exhausted) or (probe and result.outcome is Outcome.TRANSIENT):
-        return trip(conf, account, reason(result, attempt), now)
-    if probe and result.outcome in ANSWERED:
+    if decision.trips_circuit:
+        return trip(conf, account, decision.reason, now)
+    if decision.closes_circuit:
         with session_scope(conf.database_url) as session:
             closed = session.execute(update(AccountCircuit).where(
                 AccountCircuit.account == account, AccountCircuit.state == "half_open").values(
                 state="closed", closed_at=now, probe_chunk_id=None, updated_at=now,
-                reason=f"closed: the probe was answered ({result.outcome.value})")).rowcount
+                reason=f"closed: the probe was answered ({decision.outcome.value})")).rowcount
         if closed:
-            log.warning("account %s: circuit closed, the probe was answered (%s)", account, result.outcome.value)
+            log.warning("account %s: circuit closed, the probe was answered (%s)", account, decision.outcome.value)
             return "closed"
     return None
-
-
-def reason(result: SendResult, attempt: int) -> str:
-    words = [result.outcome.value, result.code or "", result.message or ""]
-    if result.outcome is Outcome.TRANSIENT and attempt > 1:
-        words[0] = f"transient after {attempt} attempts:"
-    return " ".join(w for w in words if w)[:1000]
 
 
 def trip(conf: Settings, account: str, why: str, now: datetime | None = None) -> str | None:

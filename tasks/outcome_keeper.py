@@ -27,11 +27,13 @@ from sqlalchemy import select
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential, wait_random
 
 from smsq.providers import Outcome, SendResult
-from smsq.store.models import Recipient, utcnow
+from smsq.store.models import Chunk, Recipient, utcnow
 from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope
 from smsq.worker.guest import sent_by_smsq
 from smsq.worker.spool import Spool
+
+from .decisions import Decision
 
 log = logging.getLogger("smsq.spool")
 
@@ -64,13 +66,14 @@ def _trying_again(fn, exc: BaseException) -> None:
     log.warning("%s: database unavailable (%s); trying again", getattr(fn, "__name__", fn), type(exc).__name__)
 
 
-def keep_outcome(conf: Settings, work, result: SendResult, call_seconds: float | None):
-    """``record()`` through a database outage; past the retries, into the spool.
-    Returns what record returns, or (SPOOLED, None)."""
+def keep_outcome(conf: Settings, work, result: SendResult, decision: Decision, call_seconds: float | None):
+    """``record()`` through a database outage; past the retries, into the spool (the answer;
+    its meaning is decided again when it is recorded). Returns what record returns, or
+    (SPOOLED, None)."""
     from .send import record
 
     try:
-        return with_db_retry(conf, record, conf, work, result, call_seconds=call_seconds)
+        return with_db_retry(conf, record, conf, work, result, decision, call_seconds=call_seconds)
     except Exception as exc:
         if not is_db_outage(exc):
             raise
@@ -100,17 +103,19 @@ def spool_entry(work, result: SendResult, call_seconds: float | None) -> dict:
 
 def apply_entry(conf: Settings, entry: dict) -> None:
     """Record one spooled answer (and what run_chunk does after recording)."""
-    from .send import Work, after_record, record
+    from .send import FIRST_ATTEMPT, Work, after_record, decided, record
 
     ids = entry["recipient_ids"]
     with session_scope(conf.database_url, readonly=True) as session:
         mobiles = dict(session.execute(select(Recipient.id, Recipient.mobile).where(Recipient.id.in_(ids))).all())
+        first = session.execute(select(FIRST_ATTEMPT).where(Chunk.id == entry["chunk_id"])).scalar()
     work = Work(entry["chunk_id"], entry["batch_id"], entry["seq"], entry["account"], entry["lane"],
-                entry["attempt"], "", None, utcnow(), [(rid, mobiles.get(rid, "")) for rid in ids])
+                entry["attempt"], "", None, utcnow(), [(rid, mobiles.get(rid, "")) for rid in ids], first)
     spooled = dict(entry["result"])
     failed = {mobiles[int(rid)]: why for rid, why in spooled.pop("failed").items() if int(rid) in mobiles}
     result = SendResult(Outcome(spooled.pop("outcome")), failed_numbers=failed, **spooled)
-    state, retry_in = record(conf, work, result, call_seconds=entry.get("call_seconds"))
+    # decided now, as if the answer had come now: its retry budget may have run out meanwhile
+    state, retry_in = record(conf, work, result, decided(conf, work, result), call_seconds=entry.get("call_seconds"))
     log.warning("chunk %s: the vendor's answer of %s (%s) recorded from the spool: %s", work.chunk_id,
                 entry.get("at"), result.outcome.value, state)
     after_record(conf, work, result, retry_in)

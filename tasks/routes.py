@@ -41,7 +41,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from smsq.providers import ContentError, Outcome, SendResult, provider_class
+from smsq.providers import ContentError, SendResult, provider_class
 from smsq.providers.base import BEIJING
 from smsq.store.models import Batch, BlockedNumber, Chunk, Recipient, VendorCall, utcnow
 from smsq.worker.config import Settings
@@ -49,8 +49,8 @@ from smsq.worker.db import session_scope
 from smsq.worker.route_config import Route
 
 from . import circuit
+from .decisions import Decision
 from .publish import publish_chunks
-from .retry import plan_retry
 from .schema import ensure_schema
 
 log = logging.getLogger("smsq.routes")
@@ -109,22 +109,20 @@ def before_call(conf: Settings, work) -> circuit.Admission | str:
     return settle_move(conf, work, move(conf, work, route, why))
 
 
-def after_call(conf: Settings, work, result: SendResult, seconds: float, probe: bool) -> bool:
-    """Tell the circuit what the call said; for a routed batch whose call tripped it, move
-    the numbers on. True: the chunk was moved (or waits), so the caller records nothing."""
+def after_call(conf: Settings, work, result: SendResult, decision: Decision, seconds: float) -> bool:
+    """Tell the circuit what the call said (its ``decision``, tasks/decisions.py); for a routed
+    batch whose call tripped it, move the numbers on. True: the chunk was moved (or waits),
+    so the caller records nothing."""
     # Past the vendor call nothing here may keep record() from storing the outcome: a
     # failure below is logged and the chunk is recorded as if it had no route.
     try:
-        exhausted = result.outcome is Outcome.TRANSIENT and \
-            plan_retry(conf, work.chunk_id, work.attempt, utcnow()).wait is None
-        circuit.after_call(conf, work.account, result, attempt=work.attempt, probe=probe, exhausted=exhausted)
-        if not circuit.is_trip(conf, result, work.attempt, exhausted):
+        circuit.after_call(conf, work.account, decision)
+        if not decision.moves_on_route:
             return False
         route = route_of(conf, work.batch_id)
         if route is None:
             return False
-        outcome = move(conf, work, route, f"{work.account} {circuit.reason(result, work.attempt)}",
-                       call=(result, seconds))
+        outcome = move(conf, work, route, f"{work.account} {decision.reason}", call=(result, seconds))
     except Exception:  # the move's transaction rolled back: the chunk is still ours, 'sending'
         log.exception("chunk %s (batch %s): the circuit or the move failed; recording the outcome as it is",
                       work.chunk_id, work.batch_id)

@@ -11,11 +11,12 @@
    statement, committed on its own: one round trip). A message for
    a chunk in any other state is a redelivery: do nothing, and give the
    limiter's slot back.
-3. Call the provider; record the outcome (the second and last transaction of
-   an accepted chunk; on PostgreSQL again one statement) by the taxonomy:
+3. Call the provider; decide once what its answer means (tasks/decisions.py) and
+   record the outcome (the second and last transaction of an accepted chunk; on
+   PostgreSQL again one statement) by the taxonomy:
 
    accepted                  -> accepted; recipients sent (vendor ids kept)
-   transient                 -> pending again after a backoff, for SMSQ_RETRY_FOR (tasks/retry.py)
+   transient                 -> pending again after a backoff, for SMSQ_RETRY_FOR
    rate_limited              -> pending after the vendor's interval; not counted as an attempt
    auth / balance            -> failed, logged as an alert; the account's circuit opens
                                 (tasks/circuit.py): its other chunks wait without calling the vendor
@@ -55,10 +56,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, exists, insert, select, text, update
+from sqlalchemy import and_, bindparam, exists, func, insert, select, text, update
 
 from smsq.providers import Outcome, Provider, SendContext, SendResult
 from smsq.providers.base import RAW_KEEP
+from smsq.store.lifecycle import ChunkState
 from smsq.store.models import Batch, Chunk, Recipient, VendorCall, utcnow
 from smsq.worker import slots
 from smsq.worker.app import smsq_task
@@ -69,9 +71,9 @@ from smsq.worker.limiter import WINDOW_MARGIN, Limiter, Taken, limiter
 
 from . import circuit, routes
 from .account_health import clear_flag, flag_account
+from .decisions import Decision, Policy, decide
 from .outcome_keeper import SPOOLED, keep_outcome, with_db_retry
 from .publish import MAX_COUNTDOWN, chunk_label, publish_chunk, publish_chunk_rows
-from .retry import FIRST_ATTEMPT, plan_retry
 from .schema import ensure_schema
 from .unknown_account import UNKNOWN_ACCOUNT_RETRY, say_unknown, wake, why_unknown
 
@@ -94,6 +96,9 @@ SLOT_NAP = 0.02
 # process's idle slots, if it has enough (worker/slots.py): one slot sending the
 # group in turn would make the batch wait on a slow vendor.
 SLOW_CALL, SLOW_SHARE = 0.1, 15
+# When a chunk's first vendor call was: the retry budget counts from it. Kept in
+# first_attempt_at from its first transient failure on; until then it is this claim's.
+FIRST_ATTEMPT = func.coalesce(Chunk.first_attempt_at, Chunk.claimed_at)
 
 
 class ChunkNotSent(Exception):
@@ -124,6 +129,7 @@ class Work:
     send_at: datetime | None  # the batch's schedule: reached by the time its chunk is claimed
     batch_created_at: datetime
     recipients: list[tuple[int, str]]  # (recipient id, mobile)
+    first_attempt_at: datetime | None = None  # the chunk's first vendor call (this one, for a first claim)
 
 
 def claim(conf: Settings, chunk_id: int) -> Work | None:
@@ -138,7 +144,7 @@ def claim(conf: Settings, chunk_id: int) -> Work | None:
     if row is None:
         return None
     return Work(row.id, row.batch_id, row.seq, row.account, row.lane, row.attempts, row.content,
-                row.send_at, row.created_at, list(zip(row.ids or [], row.mobiles or [])))
+                row.send_at, row.created_at, list(zip(row.ids or [], row.mobiles or [])), row.first_attempt_at)
 
 
 # One statement on PostgreSQL: the claim, the batch's content and the chunk's
@@ -150,10 +156,11 @@ WITH claimed AS (
     WHERE id = :id AND state = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= :soon)
       -- a batch cancelled while this chunk was out for a retry: the relay cancels it
       AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = chunks.batch_id AND b.cancelled_at IS NOT NULL)
-    RETURNING id, batch_id, seq, account, lane, attempts, content)
+    RETURNING id, batch_id, seq, account, lane, attempts, content,
+              COALESCE(first_attempt_at, claimed_at) AS first_attempt_at)
 -- a chunk's own content: prepared for another vendor of its route when it was moved
 SELECT c.id, c.batch_id, c.seq, c.account, c.lane, c.attempts, COALESCE(c.content, b.content) AS content,
-       b.send_at, b.created_at,
+       b.send_at, b.created_at, c.first_attempt_at,
        r.ids, r.mobiles
 FROM claimed c JOIN batches b ON b.id = c.batch_id
 CROSS JOIN LATERAL (
@@ -170,7 +177,7 @@ def _claim_portable(conn, chunk_id: int, now: datetime) -> Work | None:
                ~exists().where(Batch.id == Chunk.batch_id, Batch.cancelled_at.is_not(None)))
         .values(state="sending", attempts=Chunk.attempts + 1, claimed_at=now)
         .returning(Chunk.id, Chunk.batch_id, Chunk.seq, Chunk.account, Chunk.lane, Chunk.attempts,
-                   Chunk.content)).first()
+                   Chunk.content, FIRST_ATTEMPT)).first()
     if claimed is None:
         return None
     batch = conn.execute(select(Batch.content, Batch.send_at, Batch.created_at)
@@ -182,7 +189,7 @@ def _claim_portable(conn, chunk_id: int, now: datetime) -> Work | None:
         .order_by(Recipient.id)).all()
     # the chunk's own content: prepared for another vendor of its route when it was moved
     return Work(*claimed[:6], claimed.content or batch.content, batch.send_at, batch.created_at,
-                [tuple(r) for r in recipients])
+                [tuple(r) for r in recipients], claimed[7])
 
 
 def release(conf: Settings, work: Work, why: str, not_before: datetime | None = None) -> None:
@@ -215,37 +222,30 @@ def _chunk_is_ours(work: Work):
                 Chunk.state.in_(("sending", "unknown")))
 
 
-def record(conf: Settings, work: Work, result: SendResult,
+def decided(conf: Settings, work: Work, result: SendResult, probe: bool = False) -> Decision:
+    """What the answer ``result`` to the claimed chunk's call means, now (tasks/decisions.py)."""
+    return decide(result, work.attempt, work.first_attempt_at, utcnow(), Policy.of(conf), probe=probe)
+
+
+def record(conf: Settings, work: Work, result: SendResult, decision: Decision,
            call_seconds: float | None = None) -> tuple[str, float | None]:
-    """Store the outcome; return the chunk's new state and, for a retry, the delay.
-    ``call_seconds``: how long the vendor call took, kept in ``vendor_calls``
-    (None: no vendor call was made)."""
+    """Store the outcome as ``decision`` says (tasks/decisions.py); return the chunk's new
+    state and, for a retry, the delay. ``call_seconds``: how long the vendor call took,
+    kept in ``vendor_calls`` (None: no vendor call was made)."""
     now = utcnow()
-    base = dict(outcome=result.outcome.value, code=result.code, detail=(result.message or "")[:1000],
-                raw=(result.raw or "")[:RAW_KEEP])
-    retry_in: float | None = None
-    if result.outcome is Outcome.OK:
-        state = "accepted"
-        values = dict(base, state=state, finished_at=now, vendor_ref=result.batch_ref)
-    elif result.outcome is Outcome.AMBIGUOUS:
-        state = "unknown"
-        values = dict(base, state=state, finished_at=now)
-    elif result.outcome is Outcome.RATE_LIMITED:
-        state, retry_in = "pending", result.retry_after or 30.0
-        values = dict(base, state=state, attempts=Chunk.attempts - 1)
-    # [retry budget] transient failures: retried for SMSQ_RETRY_FOR from the first call (tasks/retry.py)
-    elif result.outcome is Outcome.TRANSIENT and \
-            (plan := plan_retry(conf, work.chunk_id, work.attempt, now)).wait is not None:
-        state, retry_in = "pending", plan.wait
-        values = dict(base, state=state, first_attempt_at=FIRST_ATTEMPT)
-    else:  # final failures, and transient ones out of time
-        state = "failed"
-        values = dict(base, state=state, finished_at=now)
-        if result.outcome is Outcome.TRANSIENT:
-            values["detail"] = f"{plan.why}: {result.message or ''}"[:1000]
+    state, retry_in = decision.next_state, decision.wait
+    values = dict(outcome=result.outcome.value, code=result.code, detail=decision.detail,
+                  raw=(result.raw or "")[:RAW_KEEP], state=state.value)
+    if retry_in is None:
+        values.update(finished_at=now)
+    elif not decision.attempt_counts:  # rate limited: the call is given back
+        values.update(attempts=Chunk.attempts - 1)
+    else:  # [retry budget] transient failures: retried for SMSQ_RETRY_FOR from the first call
+        values.update(first_attempt_at=FIRST_ATTEMPT)
+    if state is ChunkState.ACCEPTED:
+        values.update(vendor_ref=result.batch_ref)
     if retry_in is not None:
-        due = now + timedelta(seconds=retry_in)
-        values.update(next_attempt_at=due, queued_at=now if retry_in <= MAX_COUNTDOWN else None)
+        values.update(next_attempt_at=decision.retry_at, queued_at=now if retry_in <= MAX_COUNTDOWN else None)
 
     if state == "accepted" and call_seconds is not None and not result.failed_numbers and \
             conf.database_url.startswith("postgresql"):
@@ -489,7 +489,8 @@ def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None
         log.info("chunk %s: not pending (already claimed or done); nothing to do", chunk_id)
         return "skipped"
     if not work.recipients:  # every number of the chunk was settled elsewhere (an operator)
-        record(conf, work, SendResult(Outcome.OK, message="no recipient left to send"))
+        nothing = SendResult(Outcome.OK, message="no recipient left to send")
+        record(conf, work, nothing, decided(conf, work, nothing))
         return "accepted"
     try:
         # -- failover routes: the account's circuit admits the chunk, or it waits or moves --
@@ -579,10 +580,11 @@ def send_claimed(conf: Settings, work: Work, provider: Provider, probe: bool = F
     seconds = time.monotonic() - started
     if pace is not None:
         pace.seconds = seconds
+    decision = decided(conf, work, result, probe)  # once: for the circuit, a move, and the record
     # -- failover routes: the circuit hears the answer; a routed chunk that tripped it moves on --
-    if routes.after_call(conf, work, result, seconds, probe=probe):
+    if routes.after_call(conf, work, result, decision, seconds):
         return "moved"
-    state, retry_in = keep_outcome(conf, work, result, seconds)
+    state, retry_in = keep_outcome(conf, work, result, decision, seconds)
     if state == SPOOLED:
         return state
     level = logging.WARNING if state in ("failed", "unknown") else logging.INFO

@@ -1,4 +1,4 @@
-"""Transient vendor failures are retried for a time budget, not a count (tasks/retry.py).
+"""Transient vendor failures are retried for a time budget, not a count (tasks/decisions.py).
 
 A vendor answering HTTP 500 for a stretch: every number goes out once when it
 recovers, each chunk called a bounded number of times. Waits longer than a
@@ -16,8 +16,8 @@ from sqlalchemy import insert
 from smsq.providers import Outcome, SendResult
 from smsq.store.models import Batch, Chunk, utcnow
 from smsq.tasks import send_sms
-from smsq.tasks.retry import backoff, plan_retry
-from smsq.tasks.send import Work, record
+from smsq.tasks.decisions import backoff
+from smsq.tasks.send import Work, claim, decided, record
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
@@ -60,22 +60,33 @@ def site(dxt_sim, tmp_path):
         yield site
 
 
-def a_chunk(claimed_ago: float, first_ago: float | None = None) -> Work:
+def a_chunk(claimed_ago: float, first_ago: float | None = None, state: str = "sending") -> int:
     now = utcnow()
     with session_scope(settings().database_url) as s:
         batch_id = s.execute(insert(Batch).values(account="shop-dxt", content=CONTENT, created_at=now, lane="bulk",
                                                   accepted=1, rejected=0).returning(Batch.id)).scalar()
-        chunk_id = s.execute(insert(Chunk).values(
-            batch_id=batch_id, seq=0, account="shop-dxt", lane="bulk", size=1, state="sending", attempts=7,
+        return s.execute(insert(Chunk).values(
+            batch_id=batch_id, seq=0, account="shop-dxt", lane="bulk", size=1, state=state, attempts=7,
             claimed_at=now - timedelta(seconds=claimed_ago),
             first_attempt_at=None if first_ago is None else now - timedelta(seconds=first_ago))
             .returning(Chunk.id)).scalar()
-    return Work(chunk_id, batch_id, 0, "shop-dxt", "bulk", 7, CONTENT, None, now, [])
+
+
+def claimed(claimed_ago: float, first_ago: float | None = None) -> Work:
+    """A chunk on its 7th call, as its claim returned it."""
+    with session_scope(settings().database_url) as s:
+        chunk = s.get(Chunk, a_chunk(claimed_ago, first_ago))
+        return Work(chunk.id, chunk.batch_id, 0, "shop-dxt", "bulk", 7, CONTENT, None, utcnow(), [],
+                    chunk.first_attempt_at or chunk.claimed_at)
+
+
+def recorded(conf, work: Work, result: SendResult) -> tuple[str, float | None]:
+    return record(conf, work, result, decided(conf, work, result))
 
 
 def test_a_long_wait_is_held_in_the_database_for_the_relay(site):
-    work = a_chunk(claimed_ago=1)
-    state, retry_in = record(settings(), work, SendResult(Outcome.TRANSIENT, code="500", message="HTTP 500"))
+    work = claimed(claimed_ago=1)
+    state, retry_in = recorded(settings(), work, SendResult(Outcome.TRANSIENT, code="500", message="HTTP 500"))
     assert state == "pending" and 64 <= retry_in <= 128  # 2**7 jittered: longer than any broker countdown
     with session_scope(settings().database_url) as s:
         chunk = s.get(Chunk, work.chunk_id)
@@ -84,15 +95,17 @@ def test_a_long_wait_is_held_in_the_database_for_the_relay(site):
         assert chunk.first_attempt_at == chunk.claimed_at  # the budget counts from here
 
 
-def test_the_budget_counts_from_the_first_attempt_and_then_gives_up(site):
+def test_the_claim_brings_the_first_attempt_and_the_spent_budget_gives_up(site):
     conf = dataclasses.replace(settings(), retry_for=3600)
-    within = a_chunk(claimed_ago=5, first_ago=3000)
-    plan = plan_retry(conf, within.chunk_id, within.attempt, utcnow())
-    assert plan.wait is not None and plan.wait <= 600  # the last wait ends at the budget's end
-    spent = a_chunk(claimed_ago=5, first_ago=3601)
-    state, retry_in = record(conf, spent, SendResult(Outcome.TRANSIENT, code="-99", message="busy"))
+    retried = a_chunk(claimed_ago=600, first_ago=3000, state="pending")
+    fresh = a_chunk(claimed_ago=600, state="pending")
+    with_first, first_claim = claim(conf, retried), claim(conf, fresh)
+    with session_scope(conf.database_url) as s:
+        assert with_first.first_attempt_at == s.get(Chunk, retried).first_attempt_at
+        assert first_claim.first_attempt_at == s.get(Chunk, fresh).claimed_at  # this claim's call is the first
+    assert abs((utcnow() - with_first.first_attempt_at).total_seconds() - 3000) < 60
+    spent = claimed(claimed_ago=5, first_ago=3601)
+    state, retry_in = recorded(conf, spent, SendResult(Outcome.TRANSIENT, code="-99", message="busy"))
     assert (state, retry_in) == ("failed", None)
     with session_scope(settings().database_url) as s:
         assert "SMSQ_RETRY_FOR=3600s" in s.get(Chunk, spent.chunk_id).detail
-    capped = dataclasses.replace(conf, max_attempts=7)
-    assert plan_retry(capped, within.chunk_id, 7, utcnow()).wait is None  # the optional count cap

@@ -28,7 +28,7 @@ def test_a_report_that_beats_the_send_record_settles_the_number_at_the_next_poll
     from smsq.store.models import Chunk, Recipient, StatusReport
     from smsq.tasks import batch_status, send_sms
     from smsq.tasks.polls import _store_reports
-    from smsq.tasks.send import claim, record
+    from smsq.tasks.send import claim, decided, record
     from smsq.worker.config import settings
     from smsq.worker.db import session_scope
 
@@ -43,7 +43,8 @@ def test_a_report_that_beats_the_send_record_settles_the_number_at_the_next_poll
         stored, changed = _store_reports(session, "shop-dxt", 1, [Report("9001", "13800000401", True, "10")])
     assert (stored, changed) == (1, [])
 
-    record(conf, work, SendResult(Outcome.OK, code="1", vendor_ids=["9001", "9002"]))
+    accepted = SendResult(Outcome.OK, code="1", vendor_ids=["9001", "9002"])
+    record(conf, work, accepted, decided(conf, work, accepted))
     assert batch_status(receipt.batch_id).recipients == {"sent": 2}
 
     # The next poll (nothing new in it) applies the report it kept.

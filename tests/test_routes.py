@@ -17,6 +17,7 @@ from sqlalchemy import select
 from smsq.providers import Outcome, SendResult
 from smsq.store.models import AccountCircuit, Chunk, Recipient
 from smsq.tasks import circuit
+from smsq.tasks.decisions import Policy, decide
 from smsq.worker.config import ConfigError, UnknownAccountError, load_settings
 
 from .conftest import (PASSWORD, ROOT, Stack, apply_env, mode_env, restore_env, start_worker, stop_worker,
@@ -101,31 +102,39 @@ def state(conf) -> SimpleNamespace:
                                reason=row.reason)
 
 
+def heard(conf, result: SendResult, seconds: float, *, probe: bool = False, attempt: int = 1,
+          first_ago: float = 0.0) -> str | None:
+    """What a-dxt's circuit makes of the answer ``result`` at ``at(seconds)`` to the chunk's
+    ``attempt``-th call, its first ``first_ago`` seconds before."""
+    decision = decide(result, attempt, at(seconds - first_ago), at(seconds), Policy.of(conf), probe=probe)
+    return circuit.after_call(conf, "a-dxt", decision, now=at(seconds))
+
+
 def fail_probe_at(conf, seconds: float, chunk_id: int) -> None:
     assert circuit.admit(conf, "a-dxt", chunk_id, now=at(seconds)) == circuit.Admission(probe=True)
-    circuit.after_call(conf, "a-dxt", AUTH, attempt=1, probe=True, now=at(seconds + 0.5))
+    heard(conf, AUTH, seconds + 0.5, probe=True)
 
 
 def test_auth_opens_the_circuit_for_the_cooloff_then_exactly_one_chunk_probes(conf):
     assert circuit.admit(conf, "a-dxt", 1, now=at(0)) == circuit.Admission(probe=False)
-    assert circuit.after_call(conf, "a-dxt", AUTH, attempt=1, probe=False, now=at(0)) == "opened"
+    assert heard(conf, AUTH, 0) == "opened"
     s = state(conf)
     assert (s.state, s.cooloff, s.reopen_at, s.reason) == ("open", 10, at(10), "auth -7 用户登入信息验证失败")
     blocked = circuit.admit(conf, "a-dxt", 2, now=at(9))
     assert isinstance(blocked, circuit.Blocked) and blocked.until == at(10) and "auth -7" in blocked.why
     # A chunk in flight before the trip failing too changes nothing.
-    assert circuit.after_call(conf, "a-dxt", AUTH, attempt=1, probe=False, now=at(1)) is None
+    assert heard(conf, AUTH, 1) is None
     assert state(conf).reopen_at == at(10)
     # After the cool-off one chunk takes the probe; the others keep waiting.
     assert circuit.admit(conf, "a-dxt", 3, now=at(10)) == circuit.Admission(probe=True)
     assert isinstance(circuit.admit(conf, "a-dxt", 4, now=at(10.1)), circuit.Blocked)
     assert circuit.admit(conf, "a-dxt", 3, now=at(10.2)) == circuit.Admission(probe=True)  # its redelivery
-    assert circuit.after_call(conf, "a-dxt", OK, attempt=1, probe=True, now=at(11)) == "closed"
+    assert heard(conf, OK, 11, probe=True) == "closed"
     assert circuit.admit(conf, "a-dxt", 4, now=at(11)) == circuit.Admission(probe=False)
 
 
 def test_failed_probes_double_the_cooloff_up_to_eight_times(conf):
-    circuit.after_call(conf, "a-dxt", AUTH, attempt=1, probe=False, now=at(0))
+    heard(conf, AUTH, 0)
     cooloffs, clock = [], 10
     for chunk in range(5):
         fail_probe_at(conf, clock, 100 + chunk)
@@ -137,25 +146,25 @@ def test_failed_probes_double_the_cooloff_up_to_eight_times(conf):
 
 
 def test_an_account_that_fails_again_soon_after_closing_keeps_its_longer_cooloff(conf):
-    circuit.after_call(conf, "a-dxt", AUTH, attempt=1, probe=False, now=at(0))
+    heard(conf, AUTH, 0)
     fail_probe_at(conf, 10, 1)  # open for 20 s
     circuit.admit(conf, "a-dxt", 2, now=at(31))
-    circuit.after_call(conf, "a-dxt", OK, attempt=1, probe=True, now=at(31))
+    heard(conf, OK, 31, probe=True)
     # It works for a minute, then fails again: no flapping back at the base cool-off.
-    circuit.after_call(conf, "a-dxt", AUTH, attempt=1, probe=False, now=at(91))
+    heard(conf, AUTH, 91)
     assert state(conf).cooloff == 40
     circuit.admit(conf, "a-dxt", 3, now=at(131))
-    circuit.after_call(conf, "a-dxt", OK, attempt=1, probe=True, now=at(131))
+    heard(conf, OK, 131, probe=True)
     # Quiet for more than ten base cool-offs: the damping is forgotten.
-    circuit.after_call(conf, "a-dxt", AUTH, attempt=1, probe=False, now=at(131 + 101))
+    heard(conf, AUTH, 131 + 101)
     assert (state(conf).cooloff, state(conf).trips) == (10, 1)
 
 
 def test_retries_running_out_trip_the_circuit_and_a_lost_probe_is_given_up(conf):
     busy = SendResult(Outcome.TRANSIENT, message="connect refused")
-    assert circuit.after_call(conf, "a-dxt", busy, attempt=1, probe=False, now=at(0)) is None
+    assert heard(conf, busy, 0) is None
     # the chunk's retry budget (SMSQ_RETRY_FOR) is spent with its fifth call
-    assert circuit.after_call(conf, "a-dxt", busy, attempt=5, probe=False, exhausted=True, now=at(0)) == "opened"
+    assert heard(conf, busy, 0, attempt=5, first_ago=conf.retry_for) == "opened"
     assert state(conf).reason.startswith("transient after 5 attempts:")
     assert circuit.admit(conf, "a-dxt", 1, now=at(10)).probe
     # The probe's worker died: after the send timeout another chunk may probe.

@@ -248,14 +248,15 @@ def test_an_otp_is_stored_in_one_transaction_of_four_statements(direct):
                          ids=["a separator in an id", "an empty id", "plain ids"])
 def test_each_number_keeps_the_vendor_id_it_was_given_whatever_the_id(direct, ids):
     from smsq.providers.base import Outcome, SendResult
-    from smsq.tasks.send import claim, record
+    from smsq.tasks.send import claim, decided, record
 
     numbers = [f"1370005{i:04d}" for i in range(3)]
     receipt = send_sms("shop-dxt", numbers, CONTENT)
     [(chunk_id, _)] = chunks_of(receipt.batch_id)
     work = claim(settings(), chunk_id)
     assert [m for _, m in work.recipients] == numbers
-    assert record(settings(), work, SendResult(Outcome.OK, code="0", vendor_ids=ids), 0.01)[0] == "accepted"
+    accepted = SendResult(Outcome.OK, code="0", vendor_ids=ids)
+    assert record(settings(), work, accepted, decided(settings(), work, accepted), 0.01)[0] == "accepted"
     with session_scope(settings().database_url) as s:
         stored = dict(s.execute(select(Recipient.mobile, Recipient.vendor_id)
                                 .where(Recipient.batch_id == receipt.batch_id, Recipient.state == "sent")).all())

@@ -1,0 +1,134 @@
+"""What a vendor's answer means for its chunk and its account: one pure function.
+
+``decide`` reads the answer (a ``SendResult``), which call of the chunk it was, when
+the chunk's first call was, the time, and the retry settings; it returns a
+``Decision``: the chunk's next state, when it is called again, whether the account's
+circuit opens or closes (tasks/circuit.py), whether a routed chunk moves on
+(tasks/routes.py), and the text an operator reads in the chunk's detail. No database,
+no broker: tasks/send.py decides once per vendor call and hands the decision to the
+circuit and to the record of the outcome.
+
+The taxonomy (providers/base.py):
+
+    ok                        -> accepted
+    ambiguous                 -> unknown: never resent automatically
+    invalid_request / blocked -> failed
+    auth / balance            -> failed; the account's circuit opens, a routed chunk moves on
+    rate_limited              -> pending after the vendor's interval; the call is not counted
+    transient                 -> pending after a backoff, while the retry budget lasts;
+                                 then failed, and the circuit opens as for auth
+
+The retry budget. Vendor outages of minutes are ordinary, so transient failures
+(connect refused, HTTP 5xx, the vendor's "busy") are retried for a time budget,
+``SMSQ_RETRY_FOR`` (an hour by default), counted from the chunk's first vendor call;
+``SMSQ_MAX_ATTEMPTS``, when set, caps the number of calls as well. The waits grow 2,
+4, 8 ... seconds up to ``SMSQ_RETRY_BACKOFF_MAX`` (5 minutes), each jittered to
+between half and all of it, so chunks that failed together do not come back
+together; the last wait is cut to end at the budget's end. The due time lives in
+the database (``next_attempt_at``); a wait of at most a minute also rides a broker
+countdown, a longer one is released by the relay.
+
+The half-open probe (tasks/circuit.py): any answer showing the account works (ok,
+invalid request, blocked numbers, rate limited) closes the circuit; a transient
+failure opens it again (the chunk itself is retried as any other); an ambiguous
+answer decides nothing.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable
+
+from smsq.providers import Outcome, SendResult
+from smsq.store.lifecycle import ChunkState
+
+LAST_TRY_MIN_WAIT = 1.0  # the final call of a budget still waits this long
+RATE_LIMIT_WAIT = 30.0  # seconds, when a rate-limited answer names no interval
+DETAIL_KEEP = 1000  # characters of text kept in a chunk's detail and a circuit's reason
+
+# The account should rest: calling again with a wrong password is how vendor accounts
+# get locked (dxt -10: 帐号已被锁定).
+TRIPS = (Outcome.AUTH, Outcome.BALANCE)
+# A probe answered so shows the account works.
+ANSWERED = (Outcome.OK, Outcome.INVALID_REQUEST, Outcome.BLOCKED, Outcome.RATE_LIMITED)
+FINAL = {Outcome.OK: ChunkState.ACCEPTED, Outcome.AMBIGUOUS: ChunkState.UNKNOWN}  # else failed
+
+Draw = Callable[[float, float], float]  # a number between two bounds: the backoff's jitter
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The settings a decision needs (worker/config.py ``Settings``)."""
+    retry_for: float = 3600.0  # SMSQ_RETRY_FOR: seconds of transient retries from the first call
+    retry_backoff_max: float = 300.0  # SMSQ_RETRY_BACKOFF_MAX: the longest wait between two calls
+    max_attempts: int = 0  # SMSQ_MAX_ATTEMPTS: an extra cap on calls per chunk; 0: none
+
+    @classmethod
+    def of(cls, conf) -> Policy:
+        return cls(conf.retry_for, conf.retry_backoff_max, conf.max_attempts)
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    next_state: ChunkState
+    detail: str  # the chunk's detail: the vendor's words; for retries run out, why it gave up first
+    wait: float | None = None  # pending: seconds until the chunk is called again; None: not retried
+    retry_at: datetime | None = None  # naive UTC: when the wait ends
+    attempt_counts: bool = True  # False: a rate-limited call is given back, it does not count
+    trips_circuit: bool = False  # the account's circuit opens (again)
+    closes_circuit: bool = False  # the probe was answered: the account works
+    moves_on_route: bool = False  # the vendor did not take it and the account should rest
+    reason: str = ""  # what the answer says of the account: the circuit's reason, a move's detail
+
+
+def backoff(attempt: int, cap: float, draw: Draw = random.uniform) -> float:
+    """Between half and all of 2**attempt seconds, at most ``cap``."""
+    ceiling = min(cap, 2.0 ** min(attempt, 30))
+    return draw(ceiling / 2, ceiling)
+
+
+def retry_wait(attempt: int, first_attempt_at: datetime | None, now: datetime, policy: Policy,
+               draw: Draw = random.uniform) -> tuple[float | None, str]:
+    """After the ``attempt``-th call of a chunk failed transiently: (seconds to wait, "") or
+    (None, why it gives up). The budget counts from ``first_attempt_at`` (None: now)."""
+    spent = (now - (first_attempt_at or now)).total_seconds()
+    left = policy.retry_for - spent
+    gave_up = f"gave up after {attempt} attempts in {spent:.0f}s"
+    if policy.max_attempts and attempt >= policy.max_attempts:
+        return None, f"{gave_up} (SMSQ_MAX_ATTEMPTS={policy.max_attempts})"
+    if left <= 0:
+        return None, f"{gave_up} (SMSQ_RETRY_FOR={policy.retry_for:.0f}s)"
+    # The last wait is cut to end at the budget's end: one more call right then.
+    return max(LAST_TRY_MIN_WAIT, min(backoff(attempt, policy.retry_backoff_max, draw), left)), ""
+
+
+def decide(result: SendResult, attempt: int, first_attempt_at: datetime | None, now: datetime,
+           policy: Policy, *, probe: bool = False, draw: Draw = random.uniform) -> Decision:
+    """What the answer ``result`` to the ``attempt``-th call of a chunk means (see the module's
+    docstring). ``probe``: the call was its account's half-open probe; ``draw``: the jitter."""
+    outcome, said = result.outcome, result.message or ""
+    fields = dict(outcome=outcome, reason=reason(result, attempt), closes_circuit=probe and outcome in ANSWERED)
+    if outcome is Outcome.RATE_LIMITED:
+        wait = result.retry_after or RATE_LIMIT_WAIT
+        return Decision(next_state=ChunkState.PENDING, detail=said[:DETAIL_KEEP], wait=wait,
+                        retry_at=now + timedelta(seconds=wait), attempt_counts=False, **fields)
+    if outcome is Outcome.TRANSIENT:
+        wait, why = retry_wait(attempt, first_attempt_at, now, policy, draw)
+        if wait is not None:
+            return Decision(next_state=ChunkState.PENDING, detail=said[:DETAIL_KEEP], wait=wait,
+                            retry_at=now + timedelta(seconds=wait), trips_circuit=probe, **fields)
+        return Decision(next_state=ChunkState.FAILED, detail=f"{why}: {said}"[:DETAIL_KEEP],
+                        trips_circuit=True, moves_on_route=True, **fields)
+    rests = outcome in TRIPS
+    return Decision(next_state=FINAL.get(outcome, ChunkState.FAILED), detail=said[:DETAIL_KEEP],
+                    trips_circuit=rests, moves_on_route=rests, **fields)
+
+
+def reason(result: SendResult, attempt: int) -> str:
+    """``auth -7 用户登入信息验证失败``; ``transient after 5 attempts: HTTP 500 ...``."""
+    words = [result.outcome.value, result.code or "", result.message or ""]
+    if result.outcome is Outcome.TRANSIENT and attempt > 1:
+        words[0] = f"transient after {attempt} attempts:"
+    return " ".join(w for w in words if w)[:DETAIL_KEEP]
