@@ -52,7 +52,7 @@ DETAIL_KEEP = 1000  # characters of text kept in a chunk's detail and a circuit'
 TRIPS = (Outcome.AUTH, Outcome.BALANCE)
 # A probe answered so shows the account works.
 ANSWERED = (Outcome.OK, Outcome.INVALID_REQUEST, Outcome.BLOCKED, Outcome.RATE_LIMITED)
-FINAL = {Outcome.OK: ChunkState.ACCEPTED, Outcome.AMBIGUOUS: ChunkState.UNKNOWN}  # else failed
+FINAL_STATE = {Outcome.OK: ChunkState.ACCEPTED, Outcome.AMBIGUOUS: ChunkState.UNKNOWN}  # any other: failed
 
 Draw = Callable[[float, float], float]  # a number between two bounds: the backoff's jitter
 
@@ -122,7 +122,7 @@ def decide(result: SendResult, attempt: int, first_attempt_at: datetime | None, 
         return Decision(next_state=ChunkState.FAILED, detail=f"{why}: {said}"[:DETAIL_KEEP],
                         trips_circuit=True, moves_on_route=True, **fields)
     rests = outcome in TRIPS
-    return Decision(next_state=FINAL.get(outcome, ChunkState.FAILED), detail=said[:DETAIL_KEEP],
+    return Decision(next_state=FINAL_STATE.get(outcome, ChunkState.FAILED), detail=said[:DETAIL_KEEP],
                     trips_circuit=rests, moves_on_route=rests, **fields)
 
 
