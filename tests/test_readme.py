@@ -1,6 +1,7 @@
-"""The README says what the code does: its command-line synopsis, its metrics
-table and its environment table are checked against the code itself, so a
-change to either that leaves the other behind fails here. No service needed."""
+"""The README and the operator guide (docs/operator.md) say what the code does: the
+guide's command-line synopsis, metrics table and environment table, and the README's
+benchmark figures, are checked against the code and its measurements, so a change to
+either that leaves the other behind fails here. No service needed."""
 from __future__ import annotations
 
 import argparse
@@ -17,12 +18,13 @@ from smsq.worker.cli import build_parser
 from .conftest import PASSWORD, ROOT, apply_env, restore_env, write_config
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+GUIDE = (ROOT / "docs" / "operator.md").read_text(encoding="utf-8")
 
 
-def section(title: str) -> str:
-    start = README.index(f"\n## {title}\n")
-    end = README.find("\n## ", start + 1)
-    return README[start:end if end != -1 else None]
+def section(title: str, text: str = GUIDE) -> str:
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end != -1 else None]
 
 
 # -- the command line ---------------------------------------------------------
@@ -67,13 +69,13 @@ def test_every_command_and_option_is_in_the_synopsis():
         missing += [f"smsq {name} {opt}" for opt in sorted(options(parser))
                     if not re.search(rf"{re.escape(opt)}\b", entries[name])]
         missing += [f"smsq {name} {sub}" for sub in subcommands(parser) if not re.search(rf"\b{sub}\b", entries[name])]
-    assert not missing, f"missing from the README's synopsis: {missing}"
+    assert not missing, f"missing from the guide's synopsis: {missing}"
 
 
 def test_the_synopsis_names_no_command_or_option_the_cli_lacks():
     commands = subcommands(build_parser())
     for name, text in synopsis().items():
-        assert name in commands, f"the README's synopsis has `smsq {name}`, which does not exist"
+        assert name in commands, f"the guide's synopsis has `smsq {name}`, which does not exist"
         given = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", text))
         assert given <= options(commands[name]), (name, given - options(commands[name]))
 
@@ -109,7 +111,7 @@ def test_every_metric_and_every_state_it_labels_is_in_the_metrics_table(embedded
     assert {exposition_name(f) for f in families} >= {"smsq_up", "smsq_chunks", "smsq_account_circuit"}
     for family in families:
         name = exposition_name(family)
-        assert name in rows, f"{name} is exported but not in the README's metrics table"
+        assert name in rows, f"{name} is exported but not in the guide's metrics table"
         for sample in family.samples:
             for label in ("state", "component", "queue", "kind"):
                 value = sample.labels.get(label)
@@ -121,16 +123,16 @@ def test_every_metric_and_every_state_it_labels_is_in_the_metrics_table(embedded
 
 def test_smsq_account_up_is_defined_once():
     # defined in the metrics table; any other mention only refers to it
-    assert not re.search(r"`smsq_account_up`\s+(?:is|means|:)\s+[01]\b", README)
+    assert not re.search(r"`smsq_account_up`\s+(?:is|means|:)\s+[01]\b", README + GUIDE)
     assert "circuit is not closed" in metrics_rows()["smsq_account_up"]
 
 
 # -- the environment -------------------------------------------------------------
 
 def env_table() -> dict[str, str]:
-    """Environment variable -> the README's default for it."""
+    """Environment variable -> the guide's default for it."""
     table: dict[str, str] = {}
-    for names, _meaning, default in re.findall(r"^\| ((?:`[A-Z_]+`(?:, )?)+) \| (.*) \| (.*) \|$", README, re.M):
+    for names, _meaning, default in re.findall(r"^\| ((?:`[A-Z_]+`(?:, )?)+) \| (.*) \| (.*) \|$", GUIDE, re.M):
         for name in re.findall(r"`([A-Z_]+)`", names):
             table[name] = default.strip()
     return table
@@ -146,7 +148,7 @@ def read_by_the_code() -> set[str]:
 
 def test_every_setting_the_code_reads_is_in_the_environment_table():
     missing = read_by_the_code() - set(env_table())
-    assert not missing, f"read by the code, not in the README's environment table: {sorted(missing)}"
+    assert not missing, f"read by the code, not in the guide's environment table: {sorted(missing)}"
 
 
 def test_the_environment_tables_defaults_are_the_codes(tmp_path, monkeypatch):
@@ -160,7 +162,7 @@ def test_the_environment_tables_defaults_are_the_codes(tmp_path, monkeypatch):
     table = env_table()
     for name in numeric:
         value = getattr(conf, name.removeprefix("SMSQ_").lower())
-        assert table.get(name) == f"{value:g}", f"{name}: README says {table.get(name)!r}, the code {value:g}"
+        assert table.get(name) == f"{value:g}", f"{name}: the guide says {table.get(name)!r}, the code {value:g}"
 
 
 # -- the intake figures ------------------------------------------------------------

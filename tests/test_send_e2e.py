@@ -50,7 +50,7 @@ def queue_bindings(stack) -> set[tuple[str, str, str]]:
 
 @on_stacks("distributed", "rabbitmq")  # kombu's SQLAlchemy transport (embedded) has no exchanges
 def test_each_queue_has_its_own_exchange(stack):
-    """As the README says: each queue is bound to a direct exchange of its own name, by its
+    """As docs/operator.md says: each queue is bound to a direct exchange of its own name, by its
     own name; nothing published to one lane's exchange reaches another lane."""
     assert queue_bindings(stack) == {(name, name, name) for name in QUEUES}
 

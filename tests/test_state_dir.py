@@ -60,7 +60,7 @@ def test_a_worker_refuses_to_start_when_its_spool_cannot_be_made(env, tmp_path):
     assert result.stderr.splitlines() == [
         f"smsq: error: the spool directory {spool} is not writable ({NOT_A_DIRECTORY}): set SMSQ_STATE_DIR "
         f"to a directory this user can write and that outlives the process (a state directory, a volume; "
-        f"README: Outages)"]
+        f"docs/operator.md: The database down)"]
     assert result.stdout == ""
 
     # SMSQ_SPOOL_DIR given: the line names it.
@@ -70,7 +70,7 @@ def test_a_worker_refuses_to_start_when_its_spool_cannot_be_made(env, tmp_path):
     assert result.stderr.splitlines() == [
         f"smsq: error: the spool directory {given} is not writable ({NOT_A_DIRECTORY}): set SMSQ_SPOOL_DIR "
         f"to a directory this user can write and that outlives the process (a state directory, a volume; "
-        f"README: Outages)"]
+        f"docs/operator.md: The database down)"]
 
 
 def read_only(directory: Path) -> list[str]:
@@ -93,7 +93,7 @@ def test_under_a_read_only_config_directory_the_worker_refuses_then_starts_with_
     assert result.stderr.splitlines() == [
         f"smsq: error: the spool directory {etc / 'spool'} is not writable ({READ_ONLY}): set SMSQ_STATE_DIR "
         f"to a directory this user can write and that outlives the process (a state directory, a volume; "
-        f"README: Outages)"]
+        f"docs/operator.md: The database down)"]
 
     # systemd's StateDirectory=smsq makes /var/lib/smsq and says so in $STATE_DIRECTORY.
     state = tmp_path / "state"
@@ -121,7 +121,7 @@ def test_beat_refuses_to_start_when_its_schedule_file_cannot_be_written(env, tmp
     assert result.stderr.splitlines() == [
         f"smsq: error: the directory of beat's schedule file {tmp_path / 'state'} is not writable "
         f"({NOT_A_DIRECTORY}): set SMSQ_STATE_DIR to a directory this user can write and that outlives the "
-        f"process (a state directory, a volume; README: Outages)"]
+        f"process (a state directory, a volume; docs/operator.md: The database down)"]
 
 
 @pytest.mark.parametrize("given, state, spool", [

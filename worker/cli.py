@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Serve /metrics in the Prometheus text format: recipients and chunks by "
                        "state, vendor calls by outcome and their duration, queue lengths, balances, poll ages, "
                        "account health. Counted from the database and the broker, so one exporter is right for "
-                       "every worker on every host. See the README's Metrics section.")
+                       "every worker on every host. See docs/operator.md, Metrics.")
     s.add_argument("--port", type=int, default=9464, help="TCP port (default 9464)")
     s.add_argument("--address", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1; 0.0.0.0 for every interface)")

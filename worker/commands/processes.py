@@ -27,7 +27,7 @@ def writable(directory: Path, what: str, setting: str) -> None:
     except OSError as exc:
         raise ConfigError(f"{what} {directory} is not writable ({exc.strerror or exc}): set {setting} "
                           f"to a directory this user can write and that outlives the process (a state "
-                          f"directory, a volume; README: Outages)") from None
+                          f"directory, a volume; docs/operator.md: The database down)") from None
 
 
 def wait_for_database(conf, who: str) -> None:
@@ -54,7 +54,7 @@ def wait_for_database(conf, who: str) -> None:
 # Vendor calls are I/O: a slot spends nearly all of a chunk's time waiting
 # for the vendor's answer (50-500 ms), and a few milliseconds of CPU on the
 # database work. Threads are cheap slots; 64 keep an account's 100 calls a
-# second going at up to 500 ms per call (README: "Sizing a worker").
+# second going at up to 500 ms per call (docs/operator.md: "Sizing a worker").
 DEFAULT_THREADS = 64
 # ... spread over one bulk process per core, up to this many. 64 threads in one
 # process spend a third of their CPU switching between each other when the vendor
