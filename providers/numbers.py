@@ -3,6 +3,7 @@
 Numbers arrive as people write them: ``+86 138-0013-8000``, ``0086 13800138000``,
 full-width digits from a spreadsheet. They leave as 11 ASCII digits.
 """
+
 from __future__ import annotations
 
 import re

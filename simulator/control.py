@@ -40,9 +40,17 @@ class Faults:
     http_error: int = 0
     http_error_until: float | None = None
 
-    _TYPES = {"latency": (int, float), "busy": bool, "auth_fail": bool, "balance": (int, type(None)),
-              "hang": bool, "hang_seconds": (int, float), "garbled": bool, "http_error": int,
-              "http_error_until": (int, float, type(None))}
+    _TYPES = {
+        "latency": (int, float),
+        "busy": bool,
+        "auth_fail": bool,
+        "balance": (int, type(None)),
+        "hang": bool,
+        "hang_seconds": (int, float),
+        "garbled": bool,
+        "http_error": int,
+        "http_error_until": (int, float, type(None)),
+    }
 
     def failing_http(self) -> int:
         """The HTTP status an outage answers with now, or 0."""

@@ -10,6 +10,7 @@ application's own ``tasks.py``. The names below are resolved on first use:
 ``import smsq.providers`` stays free of Celery and the database, and
 ``celery -A smsq worker`` finds the app as ``smsq.app``.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,15 +1,15 @@
 """Database engine and sessions, one engine per process and URL."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Iterator
 
 from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
-
 
 CONNECT_TIMEOUT = 10  # seconds to open a PostgreSQL connection
 # In a worker, a pooled connection idle longer than this is pinged before use (one
@@ -103,8 +103,13 @@ def _create(url: str) -> Engine:
     # A database behind a dropped route or a silent firewall never refuses: without a
     # connect timeout every process would hang on it instead of saying it is unreachable.
     pool_size, max_overflow = pool_size_for(_slots)
-    engine = create_engine(url, pool_pre_ping=_ping_always, pool_size=pool_size, max_overflow=max_overflow,
-                           connect_args={"connect_timeout": CONNECT_TIMEOUT})
+    engine = create_engine(
+        url,
+        pool_pre_ping=_ping_always,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT},
+    )
     if not _ping_always:
         _ping_when_idle(engine)
     return engine
@@ -112,6 +117,7 @@ def _create(url: str) -> Engine:
 
 def _ping_when_idle(engine: Engine) -> None:
     """``pool_pre_ping``, for connections idle over PING_AFTER_IDLE only (see there)."""
+
     @event.listens_for(engine, "checkin")
     def _checked_in(_dbapi_conn, record):  # pragma: no cover - trivial
         record.info["idle_since"] = time.monotonic()

@@ -2,12 +2,13 @@
 exit 3) and for long-running processes (one log line when an outage starts, one
 when it ends, never a traceback per retry). URLs are always shown without passwords.
 """
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import sqlalchemy.exc
 
@@ -60,8 +61,7 @@ def unreachable_kind(exc: BaseException | None) -> str | None:
 
     seen = 0
     while exc is not None and seen < 10:
-        if isinstance(exc, (DatabaseUnreachableError, sqlalchemy.exc.OperationalError,
-                            sqlalchemy.exc.InterfaceError)):
+        if isinstance(exc, (DatabaseUnreachableError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
             return DATABASE
         if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
             return REDIS
