@@ -117,7 +117,7 @@ class SendResult:
 class Report:
     """A delivery report for one number."""
 
-    vendor_id: str  # the vendor's message/batch id the report refers to
+    vendor_id: str | None  # the vendor's message/batch id the report refers to; None: it names none
     mobile: str
     delivered: bool | None  # None: the vendor says "no report yet"
     code: str  # vendor status code, as sent
@@ -194,9 +194,15 @@ class Provider:
     page_sizes: ClassVar[dict[str, int]] = {}  # most items one poll returns; a full page polls again
     option_keys: ClassVar[frozenset[str]] = frozenset()  # provider-specific account keys
 
-    def __init__(self, account: Account, client: httpx.Client):
+    def __init__(self, account: Account, client: httpx.Client | None):
         self.account = account
-        self.client = client
+        self._client = client  # None: made only to check content (prepare_content), never to call
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            raise RuntimeError(f"this {self.name} provider was made without an HTTP client: it checks content only")
+        return self._client
 
     @classmethod
     def validate_options(cls, options: Mapping[str, Any]) -> None:

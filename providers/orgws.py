@@ -72,7 +72,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from lxml import etree
@@ -146,7 +146,7 @@ class OrgwsProvider(Provider):
     signature_position = "either"  # the document is silent on a signature
     supports_send_time = True  # SendTimer
     poll_kinds = frozenset({"balance"})
-    poll_families: dict[str, str] = {}  # one poll kind, and the vendor has no interval rule
+    poll_families: ClassVar[dict[str, str]] = {}  # one poll kind, and the vendor has no interval rule
     option_keys = frozenset({"org_id", "ext"})
 
     def __init__(self, account: Account, client: httpx.Client):
@@ -322,7 +322,7 @@ def _result(text: str, operation: str | tuple[str, ...]) -> etree._Element | Non
     if root.getroottree().docinfo.doctype:
         raise ValueError("answer carries a DOCTYPE; refused")
     if root.tag != f"{{{SOAP_ENV}}}Envelope":
-        raise ValueError(f"not a SOAP 1.1 envelope: <{root.tag}>")
+        raise ValueError(f"not a SOAP 1.1 envelope: <{root.tag!s}>")
     body = root.find(f"{{{SOAP_ENV}}}Body")
     if body is None:
         raise ValueError("SOAP envelope without a Body")
@@ -348,12 +348,17 @@ def _field(parent: etree._Element, name: str) -> etree._Element | None:
     return None
 
 
-def _int(parent: etree._Element, name: str, *, required: bool = True) -> int | None:
+def _int(parent: etree._Element, name: str) -> int:
+    number = _optional_int(parent, name)
+    if number is None:
+        raise ValueError(f"answer without {name}")
+    return number
+
+
+def _optional_int(parent: etree._Element, name: str) -> int | None:
     el = _field(parent, name)
     text = (el.text or "").strip() if el is not None else ""
     if not text:
-        if required:
-            raise ValueError(f"answer without {name}")
         return None
     try:
         return int(text)
@@ -374,7 +379,7 @@ def parse_send_xml(text: str, numbers: list[str]) -> SendResult:
     if result_el is None or _is_nil(result_el):
         raise ValueError("answer without a SendState")
     state = str(_int(result_el, "State"))
-    batch_id = _int(result_el, "Id", required=False)
+    batch_id = _optional_int(result_el, "Id")
     fail_el = _field(result_el, "FailPhone")
     fail = (fail_el.text or "").strip() if fail_el is not None else ""
     result = classify(SEND_CODES, state, text)
@@ -383,7 +388,8 @@ def parse_send_xml(text: str, numbers: list[str]) -> SendResult:
         if fail:
             result.message = f"{result.message}: {fail}"
         return result
-    failed = _failed_numbers(fail, numbers, result.message if result.outcome is not Outcome.OK else FAILED_NUMBER)
+    reason = result.message if result.outcome is not Outcome.OK and result.message else FAILED_NUMBER
+    failed = _failed_numbers(fail, numbers, reason)
     result.failed_numbers = failed
     if result.outcome is Outcome.OK:
         result.batch_ref = str(batch_id) if batch_id else None

@@ -386,7 +386,8 @@ def parse_time(value: str) -> datetime | None:
     if not match:
         return None
     try:
-        return datetime(*(int(g or 0) for g in match.groups()))
+        year, month, day, hour, minute, second = (int(g or 0) for g in match.groups())
+        return datetime(year, month, day, hour, minute, second)
     except ValueError:
         return None
 

@@ -88,21 +88,22 @@ class Credential(Secret):
     it is revealed: when a vendor client is built. ``source`` says where, for equality
     and messages; reading raises ConfigError naming the account and the key."""
 
-    __slots__ = ("source", "_read")
+    __slots__ = ("source", "_read", "_resolved")
 
     def __init__(self, source: str, read: Callable[[], str]):
-        super().__init__(None)
-        self.source, self._read = source, read
+        super().__init__("")  # the password itself is read when first revealed
+        self.source, self._read, self._resolved = source, read, False
 
     @property
     def resolved(self) -> bool:
-        return self._value is not None
+        return self._resolved
 
     def reveal(self) -> str:
-        if self._value is None:
+        if not self._resolved:
             value = self._read()
             logs.remember_secret(value)  # masked from the moment it exists in this process
             self._value = value
+            self._resolved = True  # after the value: a thread that sees it resolved sees the value
         return self._value
 
     def __eq__(self, other: object) -> bool:
@@ -565,16 +566,17 @@ def settings() -> Settings:
     current = _current
     if current is None:
         with _lock:
-            if _current is None:
-                _install(load_settings())
             current = _current
+            if current is None:
+                current = _install(load_settings())
     return current
 
 
-def _install(conf: Settings, seen: tuple | None = _UNREAD) -> None:
+def _install(conf: Settings, seen: tuple | None = _UNREAD) -> Settings:
     """``seen``: the file's stat taken before it was read."""
     global _current, _seen
     _current, _seen = conf, seen
+    return conf
 
 
 def _cache_clear() -> None:

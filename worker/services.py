@@ -45,8 +45,8 @@ def safe_url(url: str) -> str:
 
 def first_line(exc: BaseException) -> str:
     root = exc
-    while getattr(root, "orig", None) is not None:  # SQLAlchemy wraps the driver's error
-        root = root.orig
+    while (orig := getattr(root, "orig", None)) is not None:  # SQLAlchemy wraps the driver's error
+        root = orig
     text = str(root).strip().splitlines()
     return text[0] if text else type(root).__name__
 
