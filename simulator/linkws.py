@@ -471,68 +471,80 @@ async def _raw_params(request: Request) -> tuple[bytes, bytes]:
     return query, body
 
 
+async def _finish(state: LinkwsState, response: Response) -> Response:
+    """Apply hang and garbled after the call took effect."""
+    faults = state.current_faults()
+    if faults.hang:
+        await asyncio.sleep(faults.hang_seconds)
+    if faults.garbled:
+        # An unreadable 200 may hide an accepted send (or messages handed
+        # out), so clients must treat it as ambiguous.
+        return Response(GARBLED_BODY, status_code=200, media_type="text/html")
+    return response
+
+
+async def _latency(state: LinkwsState) -> None:
+    delay = state.current_faults().latency
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+def _service_page(request: Request, wsdl: str) -> Response:
+    """What a GET of the .asmx answers: the WSDL (``?wsdl``) or the operations' list."""
+    if any(key.lower() == "wsdl" for key in request.query_params):
+        # ASP.NET writes the address it was reached at into the WSDL.
+        here = str(request.url).split("?", 1)[0]
+        text = re.sub(r'(<soap:address location=")[^"]*(")', rf"\g<1>{here}\g<2>", wsdl)
+        return Response(text.encode("utf-8"), media_type="text/xml; charset=utf-8")
+    ops = "".join(f"<li>{op}</li>" for op in OPERATIONS)
+    return Response(f"<html><body><h1>LinkWS</h1><ul>{ops}</ul></body></html>", media_type="text/html")
+
+
+async def _asmx(state: LinkwsState, wsdl: str, request: Request) -> Response:
+    """The SOAP transport."""
+    if request.method == "GET":
+        return _service_page(request, wsdl)
+    try:
+        operation, params = parse_envelope(await request.body(), request.headers.get("soapaction", ""))
+    except SoapFault as fault:
+        return Response(fault_envelope(fault), status_code=500, media_type="text/xml; charset=utf-8")
+    state.record_call(operation)
+    await _latency(state)
+    value = answer(state, operation, params, "soap")
+    return await _finish(state, Response(envelope(operation, value), media_type="text/xml; charset=utf-8"))
+
+
+async def _aspx(state: LinkwsState, operation: str, request: Request) -> Response:
+    """The HTTP transport: one .aspx page per operation."""
+    state.record_call(operation)
+    await _latency(state)
+    query, body = await _raw_params(request)
+    try:
+        params = parse_params(query, body, state.charset)
+    except UnicodeDecodeError as exc:
+        state.record_decode_error(operation, exc)
+        value = "-2"  # Choice: an undecodable request is 其他錯誤
+    else:
+        value = answer(state, operation, params, "http")
+    return await _finish(
+        state,
+        Response(
+            value.encode(state.charset, errors="replace"),
+            headers={"content-type": f"text/html; charset={state.charset}"},
+        ),
+    )
+
+
 def create_app(state: LinkwsState) -> Starlette:
     """The LinkWS vendor as an ASGI app (both transports), with ``/_sim/`` control routes."""
     wsdl = _wsdl_text()
 
-    async def finish(response: Response) -> Response:
-        """Apply hang and garbled after the call took effect."""
-        faults = state.current_faults()
-        if faults.hang:
-            await asyncio.sleep(faults.hang_seconds)
-        if faults.garbled:
-            # An unreadable 200 may hide an accepted send (or messages handed
-            # out), so clients must treat it as ambiguous.
-            return Response(GARBLED_BODY, status_code=200, media_type="text/html")
-        return response
-
-    async def latency() -> None:
-        delay = state.current_faults().latency
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-    async def asmx(request: Request) -> Response:
-        if request.method == "GET":
-            if any(key.lower() == "wsdl" for key in request.query_params):
-                # ASP.NET writes the address it was reached at into the WSDL.
-                here = str(request.url).split("?", 1)[0]
-                text = re.sub(r'(<soap:address location=")[^"]*(")', rf"\g<1>{here}\g<2>", wsdl)
-                return Response(text.encode("utf-8"), media_type="text/xml; charset=utf-8")
-            ops = "".join(f"<li>{op}</li>" for op in OPERATIONS)
-            return Response(f"<html><body><h1>LinkWS</h1><ul>{ops}</ul></body></html>", media_type="text/html")
-        try:
-            operation, params = parse_envelope(await request.body(), request.headers.get("soapaction", ""))
-        except SoapFault as fault:
-            return Response(fault_envelope(fault), status_code=500, media_type="text/xml; charset=utf-8")
-        state.record_call(operation)
-        await latency()
-        value = answer(state, operation, params, "soap")
-        return await finish(Response(envelope(operation, value), media_type="text/xml; charset=utf-8"))
-
-    async def aspx(operation: str, request: Request) -> Response:
-        state.record_call(operation)
-        await latency()
-        query, body = await _raw_params(request)
-        try:
-            params = parse_params(query, body, state.charset)
-        except UnicodeDecodeError as exc:
-            state.record_decode_error(operation, exc)
-            value = "-2"  # Choice: an undecodable request is 其他錯誤
-        else:
-            value = answer(state, operation, params, "http")
-        return await finish(
-            Response(
-                value.encode(state.charset, errors="replace"),
-                headers={"content-type": f"text/html; charset={state.charset}"},
-            )
-        )
-
     async def vendor(request: Request) -> Response:
         name = request.path_params["name"].lower()
         if name == _ASMX:
-            return await asmx(request)
+            return await _asmx(state, wsdl, request)
         if name in _ASPX:
-            return await aspx(_ASPX[name], request)
+            return await _aspx(state, _ASPX[name], request)
         return Response(b"Not Found", status_code=404, media_type="text/plain")
 
     app = Starlette(routes=[Route("/ws/{name}", vendor, methods=["GET", "POST"])])

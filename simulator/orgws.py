@@ -234,24 +234,9 @@ class OrgwsState(SimState):
             if self.faults.busy:
                 raise OrgwsError(-9)  # Choice: an overloaded vendor fails to take the data in: 接收数据失败
             user = self._login(org_id, name, psw, ip)
-            if not message:
-                raise OrgwsError(-5)
-            if segments_for(message) > MAX_SEGMENTS:
-                raise OrgwsError(-6)
-            # Choice: empty entries ("a;;b", a trailing ";") are dropped.
-            numbers = [p.strip() for p in (phone or "").split(";") if p.strip()]
-            if not numbers:
-                raise OrgwsError(-7)
-            if len(numbers) > MAX_NUMBERS:
-                raise OrgwsError(-10)  # Choice: the document gives no code for > 1000; 号码错误
-            if not timestamp:
-                raise OrgwsError(-2)  # Choice: the Timestamp is required: 调用的参数有为空值
             if operation == "SendMessageExt":
                 ext = ext or None  # Choice: an empty Ext means no extension
-                if ext is not None and not (ext.isascii() and ext.isdigit() and len(ext) <= MAX_EXT_DIGITS):
-                    raise OrgwsError(-10)  # Choice: the sub-number is part of the sender number: 号码错误
-            if operation == "SendTimer":
-                _check_send_time(send_time)
+            numbers = _checked_numbers(operation, message, phone, timestamp, ext, send_time)
             found = [w for w in self.forbidden_words if w in message]
             if found:
                 raise OrgwsError(-13, ";".join(found))  # 如是失败-13，返回是包含的关键字
@@ -289,6 +274,31 @@ class OrgwsState(SimState):
             snap = super().snapshot()
             snap["balances"] = dict(self.balances)
             return snap
+
+
+def _checked_numbers(
+    operation: str, message: str, phone: str, timestamp: int, ext: str | None, send_time: str | None
+) -> list[str]:
+    """A send's numbers, once the request passes the checks that need no account (in the
+    vendor's order); OrgwsError with the code of the first that fails."""
+    if not message:
+        raise OrgwsError(-5)
+    if segments_for(message) > MAX_SEGMENTS:
+        raise OrgwsError(-6)
+    # Choice: empty entries ("a;;b", a trailing ";") are dropped.
+    numbers = [p.strip() for p in (phone or "").split(";") if p.strip()]
+    if not numbers:
+        raise OrgwsError(-7)
+    if len(numbers) > MAX_NUMBERS:
+        raise OrgwsError(-10)  # Choice: the document gives no code for > 1000; 号码错误
+    if not timestamp:
+        raise OrgwsError(-2)  # Choice: the Timestamp is required: 调用的参数有为空值
+    bad_ext = ext is not None and not (ext.isascii() and ext.isdigit() and len(ext) <= MAX_EXT_DIGITS)
+    if operation == "SendMessageExt" and bad_ext:
+        raise OrgwsError(-10)  # Choice: the sub-number is part of the sender number: 号码错误
+    if operation == "SendTimer":
+        _check_send_time(send_time)
+    return numbers
 
 
 def _check_send_time(value: str | None) -> None:

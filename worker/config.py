@@ -32,6 +32,7 @@ line. The environment's settings (database, broker, timeouts) are read once.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import logging
 import os
@@ -278,6 +279,30 @@ def _password(name: str, table: Mapping[str, Any], base_dir: Path) -> Secret:
     return Credential(f"password_file {path}", from_file)
 
 
+def _smsq_options(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    """The account keys smsq itself reads, any provider: polling, balance alert, opt-out."""
+    options: dict[str, Any] = {}
+    if "poll_interval" in table:
+        interval = table["poll_interval"]
+        if not isinstance(interval, (int, float)) or interval < 30:
+            raise ConfigError(f"{where}: poll_interval must be a number of seconds, at least 30")
+        options["poll_interval"] = float(interval)
+    if "balance_alert" in table:
+        alert = table["balance_alert"]
+        if not isinstance(alert, (int, float)) or isinstance(alert, bool) or alert < 0:
+            raise ConfigError(f"{where}: balance_alert must be a number (warn when the balance is under it)")
+        options["balance_alert"] = float(alert)
+    if "optout_keywords" in table:
+        keywords = table["optout_keywords"]
+        if not isinstance(keywords, list) or not all(isinstance(k, str) and k.strip() for k in keywords):
+            raise ConfigError(
+                f'{where}: optout_keywords must be a list of words, e.g. ["TD", "退订"] '
+                f"(an empty list turns opt-out off)"
+            )
+        options["optout_keywords"] = tuple(keywords)
+    return options
+
+
 def parse_account(name: str, table: Mapping[str, Any], base_dir: Path) -> Account:
     where = f"account {name!r}"
     if not isinstance(table, Mapping):
@@ -299,8 +324,6 @@ def parse_account(name: str, table: Mapping[str, Any], base_dir: Path) -> Accoun
         raise ConfigError(f"{where}: base_url must start with http:// or https://")
     charset = table.get("charset")
     if charset is not None:
-        import codecs
-
         try:
             codecs.lookup(charset)
         except (LookupError, TypeError):
@@ -316,24 +339,7 @@ def parse_account(name: str, table: Mapping[str, Any], base_dir: Path) -> Accoun
         cls.validate_options(options)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    if "poll_interval" in table:
-        interval = table["poll_interval"]
-        if not isinstance(interval, (int, float)) or interval < 30:
-            raise ConfigError(f"{where}: poll_interval must be a number of seconds, at least 30")
-        options["poll_interval"] = float(interval)
-    if "balance_alert" in table:
-        alert = table["balance_alert"]
-        if not isinstance(alert, (int, float)) or isinstance(alert, bool) or alert < 0:
-            raise ConfigError(f"{where}: balance_alert must be a number (warn when the balance is under it)")
-        options["balance_alert"] = float(alert)
-    if "optout_keywords" in table:
-        keywords = table["optout_keywords"]
-        if not isinstance(keywords, list) or not all(isinstance(k, str) and k.strip() for k in keywords):
-            raise ConfigError(
-                f'{where}: optout_keywords must be a list of words, e.g. ["TD", "退订"] '
-                f"(an empty list turns opt-out off)"
-            )
-        options["optout_keywords"] = tuple(keywords)
+    options.update(_smsq_options(where, table))
     return Account(
         name=name,
         provider=provider,
