@@ -35,7 +35,7 @@ PORTS = {"linkws": 8800, "dxt": 8801, "jinxin": 8802, "orgws": 8803, "qxs": 8804
 
 
 def _dxt() -> tuple[Any, Any]:
-    from smsq.simulator.dxt import DxtState, create_app
+    from smsq.simulator.dxt import DxtState, create_app  # here: a simulator needs the sim extra (Starlette)
 
     # Only dxt and qxs ids come back in delivery reports; the others' ids are
     # 32-bit integers in their WSDL and are never matched against anything.
@@ -44,28 +44,28 @@ def _dxt() -> tuple[Any, Any]:
 
 
 def _linkws() -> tuple[Any, Any]:
-    from smsq.simulator.linkws import LinkwsState, create_app
+    from smsq.simulator.linkws import LinkwsState, create_app  # here: a simulator needs the sim extra (Starlette)
 
     state = LinkwsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000)
     return state, create_app(state)
 
 
 def _jinxin() -> tuple[Any, Any]:
-    from smsq.simulator.jinxin import JinxinState, create_app
+    from smsq.simulator.jinxin import JinxinState, create_app  # here: a simulator needs the sim extra (Starlette)
 
     state = JinxinState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID, format="json")
     return state, create_app(state)
 
 
 def _orgws() -> tuple[Any, Any]:
-    from smsq.simulator.orgws import OrgwsState, create_app
+    from smsq.simulator.orgws import OrgwsState, create_app  # here: a simulator needs the sim extra (Starlette)
 
     state = OrgwsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, org_id=DEMO_ORG_ID)
     return state, create_app(state)
 
 
 def _qxs() -> tuple[Any, Any]:
-    from smsq.simulator.qxs import QxsState, create_app
+    from smsq.simulator.qxs import QxsState, create_app  # here: a simulator needs the sim extra (Starlette)
 
     state = QxsState(
         {DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID, first_task_id=first_id_from_clock()

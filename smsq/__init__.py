@@ -46,7 +46,7 @@ __all__ = [*_EXPORTS, "app"]
 
 def __getattr__(name: str):
     if name in ("app", "celery"):
-        from smsq.worker.app import get_app
+        from smsq.worker.app import get_app  # here: importing smsq builds no Celery app
 
         return get_app()
     module = _EXPORTS.get(name)
