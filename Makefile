@@ -1,5 +1,5 @@
-# The two front-door commands: `make demo` and `make test`. Both build the
-# virtualenv from pyproject.toml first.
+# The two front-door commands: `make demo` and `make test`; `make check` before a
+# change is kept. Each builds the virtualenv from pyproject.toml first.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -9,12 +9,12 @@ BIN     = $(VENV)/bin
 # is filtered, by its text; every other warning and error still shows.
 QUIET_EDITABLE = PYTHONWARNINGS="ignore:Editable installation"
 
-.PHONY: demo test install clean bench
+.PHONY: demo test check install clean bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(QUIET_EDITABLE) $(BIN)/python -m pip install --quiet -e '.[test,sim]'
+	$(QUIET_EDITABLE) $(BIN)/python -m pip install --quiet -e '.[test,sim,check]'
 	touch $@
 
 install: $(BIN)/.installed
@@ -25,6 +25,26 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
+# What every change passes, with no Redis, PostgreSQL or RabbitMQ needed, in under a
+# minute (mypy's first run takes most of it; .mypy_cache makes the next ones quick):
+# - ruff check and ruff format --check: every Python file of the repository (the
+#   package folders, tests/, bench/, tools/; what .gitignore names is left out),
+#   with pyproject.toml's [tool.ruff];
+# - mypy: the smsq package, every folder pyproject.toml maps under it
+#   (tools/typecheck.py), with [tool.mypy];
+# - lint-imports: the import floors of the smsq package, [tool.importlinter];
+# - the unit tests that need no service: UNIT_TESTS.
+UNIT_TESTS = tests/test_function_length.py tests/test_numbers.py tests/test_secrets.py \
+	tests/test_scheduled_sends.py tests/test_dxt_provider.py tests/test_jinxin_provider.py \
+	tests/test_linkws_provider.py tests/test_orgws_provider.py tests/test_qxs_provider.py
+
+check: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python tools/typecheck.py
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(UNIT_TESTS)
+
 # Every figure of the README's Scaling table, each as a ratio to a reference
 # measured in the same run (needs PostgreSQL and Redis on 127.0.0.1; ~10 minutes).
 bench: $(BIN)/.installed
@@ -34,4 +54,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/report.py
 
 clean:
-	rm -rf $(VENV) demo-run *.egg-info
+	rm -rf $(VENV) demo-run *.egg-info build .mypy_cache .ruff_cache

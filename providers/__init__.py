@@ -1,10 +1,21 @@
 """Vendor protocols. Each module is pure (no Celery, no database) and holds every quirk of its vendor."""
+
 from __future__ import annotations
 
 import importlib
 
-from .base import (Account, ContentError, Inbound, Outcome, Provider, ProviderError, Report, Secret, SendContext,
-                   SendResult)
+from .base import (
+    Account,
+    ContentError,
+    Inbound,
+    Outcome,
+    Provider,
+    ProviderError,
+    Report,
+    Secret,
+    SendContext,
+    SendResult,
+)
 
 PROVIDERS = {
     "linkws": "smsq.providers.linkws:LinkwsProvider",
@@ -25,6 +36,16 @@ def provider_class(name: str) -> type[Provider]:
 
 
 __all__ = [
-    "Account", "ContentError", "Inbound", "Outcome", "Provider", "ProviderError", "Report",
-    "Secret", "SendContext", "SendResult", "provider_class", "PROVIDERS",
+    "Account",
+    "ContentError",
+    "Inbound",
+    "Outcome",
+    "Provider",
+    "ProviderError",
+    "Report",
+    "Secret",
+    "SendContext",
+    "SendResult",
+    "provider_class",
+    "PROVIDERS",
 ]

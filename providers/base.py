@@ -13,14 +13,17 @@ here, because they mean the same thing for every vendor:
   dropped mid-response, a 200 whose body cannot be parsed) -> ``ambiguous``:
   the vendor may have accepted it, so it must never be resent automatically.
 """
+
 from __future__ import annotations
 
 import enum
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
+from urllib.parse import quote_plus
 
 import httpx
 
@@ -115,7 +118,7 @@ class SendResult:
 class Report:
     """A delivery report for one number."""
 
-    vendor_id: str  # the vendor's message/batch id the report refers to
+    vendor_id: str | None  # the vendor's message/batch id the report refers to; None: it names none
     mobile: str
     delivered: bool | None  # None: the vendor says "no report yet"
     code: str  # vendor status code, as sent
@@ -192,9 +195,15 @@ class Provider:
     page_sizes: ClassVar[dict[str, int]] = {}  # most items one poll returns; a full page polls again
     option_keys: ClassVar[frozenset[str]] = frozenset()  # provider-specific account keys
 
-    def __init__(self, account: Account, client: httpx.Client):
+    def __init__(self, account: Account, client: httpx.Client | None):
         self.account = account
-        self.client = client
+        self._client = client  # None: made only to check content (prepare_content), never to call
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            raise RuntimeError(f"this {self.name} provider was made without an HTTP client: it checks content only")
+        return self._client
 
     @classmethod
     def validate_options(cls, options: Mapping[str, Any]) -> None:
@@ -271,8 +280,9 @@ class Provider:
             ) from None
 
     # -- sending ---------------------------------------------------------
-    def send(self, numbers: list[str], content: str, send_at: datetime | None = None,
-             context: SendContext | None = None) -> SendResult:
+    def send(
+        self, numbers: list[str], content: str, send_at: datetime | None = None, context: SendContext | None = None
+    ) -> SendResult:
         """One vendor call for at most ``max_numbers`` numbers. Never raises for vendor answers.
 
         ``send_at`` is an aware datetime in Beijing time (the vendors' clock) or None (now:
@@ -286,25 +296,39 @@ class Provider:
         except httpx.TransportError as exc:
             return transport_failure(exc)
         if response.status_code >= 500:
-            return SendResult(Outcome.TRANSIENT, code=f"HTTP {response.status_code}",
-                              message="vendor server error", raw=response.text[:RAW_KEEP])
+            return SendResult(
+                Outcome.TRANSIENT,
+                code=f"HTTP {response.status_code}",
+                message="vendor server error",
+                raw=response.text[:RAW_KEEP],
+            )
         if response.status_code in (401, 403):
-            return SendResult(Outcome.AUTH, code=f"HTTP {response.status_code}",
-                              message="vendor refused the credentials", raw=response.text[:RAW_KEEP])
+            return SendResult(
+                Outcome.AUTH,
+                code=f"HTTP {response.status_code}",
+                message="vendor refused the credentials",
+                raw=response.text[:RAW_KEEP],
+            )
         if response.status_code >= 400:
-            return SendResult(Outcome.INVALID_REQUEST, code=f"HTTP {response.status_code}",
-                              message="vendor refused the request", raw=response.text[:RAW_KEEP])
+            return SendResult(
+                Outcome.INVALID_REQUEST,
+                code=f"HTTP {response.status_code}",
+                message="vendor refused the request",
+                raw=response.text[:RAW_KEEP],
+            )
         try:
             result = self.parse_send(response, numbers)
         except Exception as exc:  # a 200 we cannot read: it may have been accepted
-            return SendResult(Outcome.AMBIGUOUS, code=None,
-                              message=f"unreadable vendor answer: {exc}", raw=safe_text(response))
+            return SendResult(
+                Outcome.AMBIGUOUS, code=None, message=f"unreadable vendor answer: {exc}", raw=safe_text(response)
+            )
         if not result.raw:
             result.raw = safe_text(response)
         return result
 
-    def build_send(self, numbers: list[str], content: str, send_at: datetime | None,
-                   context: SendContext) -> httpx.Response:
+    def build_send(
+        self, numbers: list[str], content: str, send_at: datetime | None, context: SendContext
+    ) -> httpx.Response:
         """Make the vendor call; return its response (transport errors propagate)."""
         raise NotImplementedError
 
@@ -346,11 +370,19 @@ class Provider:
             result = transport_failure(exc)
             raise ProviderError(result.outcome, result.message or "transport error") from None
         if response.status_code >= 500:
-            raise ProviderError(Outcome.TRANSIENT, f"vendor server error HTTP {response.status_code}",
-                                code=f"HTTP {response.status_code}", raw=response.text)
+            raise ProviderError(
+                Outcome.TRANSIENT,
+                f"vendor server error HTTP {response.status_code}",
+                code=f"HTTP {response.status_code}",
+                raw=response.text,
+            )
         if response.status_code >= 400:
-            raise ProviderError(Outcome.INVALID_REQUEST, f"vendor refused the request HTTP {response.status_code}",
-                                code=f"HTTP {response.status_code}", raw=response.text)
+            raise ProviderError(
+                Outcome.INVALID_REQUEST,
+                f"vendor refused the request HTTP {response.status_code}",
+                code=f"HTTP {response.status_code}",
+                raw=response.text,
+            )
         return response
 
 
@@ -387,7 +419,6 @@ def form_body(fields: Mapping[str, str], charset: str) -> bytes:
     bytes, made quicker for the field that carries the numbers: urlencode quotes a
     value byte by byte in Python (0.3 ms for 100 numbers, about 6 % of a chunk's CPU
     in the worker), and digits and commas need nothing but the comma quoted."""
-    from urllib.parse import quote_plus
 
     def quoted(value: object) -> str:
         value = value if isinstance(value, str) else str(value)  # as urlencode does

@@ -31,6 +31,7 @@ vendor's document is silent or ambiguous:
   (``signature_position = "either"``); content with none gets the account's
   signature appended.
 """
+
 from __future__ import annotations
 
 import re
@@ -38,8 +39,7 @@ from datetime import datetime
 
 import httpx
 
-from .base import (Inbound, Outcome, Provider, ProviderError, Report, SendContext, SendResult, classify,
-                   form_body)
+from .base import Inbound, Outcome, Provider, ProviderError, Report, SendContext, SendResult, classify, form_body
 
 # Send answers other than "0|a|b|d". Keys are the vendor's codes; the Chinese
 # text is the vendor's own wording, kept for operators.
@@ -121,8 +121,9 @@ class DxtProvider(Provider):
         return response.content.decode(self.read_charset, errors="replace").strip()
 
     # -- send --------------------------------------------------------------
-    def build_send(self, numbers: list[str], content: str, send_at: datetime | None,
-                   context: SendContext) -> httpx.Response:
+    def build_send(
+        self, numbers: list[str], content: str, send_at: datetime | None, context: SendContext
+    ) -> httpx.Response:
         fields = {"send_phone": ",".join(numbers), "send_content": content}
         if send_at is not None:
             fields["send_time"] = send_at.strftime("%Y%m%d%H%M%S")  # 14 digits, e.g. 20100903112030
@@ -153,6 +154,7 @@ class DxtProvider(Provider):
 # The parsers are plain functions of the body text so they can be tested over
 # every code without a network.
 
+
 def parse_send_text(text: str) -> SendResult:
     text = text.strip()
     if text.startswith("0|"):
@@ -161,8 +163,16 @@ def parse_send_text(text: str) -> SendResult:
             raise ValueError(f"malformed success answer {text[:80]!r}")
         accepted, rejected = int(parts[1]), int(parts[2])
         ids = [i.strip() for i in (parts[3] if len(parts) > 3 else "").split(",") if i.strip()]
-        return SendResult(Outcome.OK, code="0", message="提交短信成功 (accepted)", vendor_ids=ids,
-                          batch_ref=",".join(ids) or None, accepted=accepted, rejected=rejected, raw=text)
+        return SendResult(
+            Outcome.OK,
+            code="0",
+            message="提交短信成功 (accepted)",
+            vendor_ids=ids,
+            batch_ref=",".join(ids) or None,
+            accepted=accepted,
+            rejected=rejected,
+            raw=text,
+        )
     code, _, detail = text.partition("|")
     if code == "-3":
         # "-3|禁发词": the forbidden word follows the bar; keep it for the operator.

@@ -75,13 +75,15 @@ Decisions where the vendor's document is silent or ambiguous:
   defusedxml, DTDs, entities and external references refused: an answer that
   carries a DTD is unreadable (a send becomes ambiguous), never expanded.
 """
+
 from __future__ import annotations
 
 import codecs
 import json
 import re
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 import httpx
 from defusedxml import ElementTree as SafeET
@@ -89,8 +91,10 @@ from defusedxml import ElementTree as SafeET
 from .base import BEIJING, RAW_KEEP, Outcome, Provider, SendContext, SendResult, form_body
 
 OK_CODE = "00000"
-OK_MESSAGE = ("成功: 此步响应只表明客户的短信请求发送成功,不表明短信通道已经发送短信成功 "
-              "(request accepted; this does not mean the messages were delivered)")
+OK_MESSAGE = (
+    "成功: 此步响应只表明客户的短信请求发送成功,不表明短信通道已经发送短信成功 "
+    "(request accepted; this does not mean the messages were delivered)"
+)
 
 # The only code the document gives. Every other code is classified by its
 # message (see REFUSALS), the vendor's words kept.
@@ -103,11 +107,20 @@ REFUSALS: list[tuple[Outcome, re.Pattern[str], str]] = [
     (Outcome.TRANSIENT, re.compile(r"繁忙|系统忙|稍后|稍候|稍後|busy", re.I), "vendor busy"),
     (Outcome.RATE_LIMITED, re.compile(r"频繁|頻繁|过快|過快|频率|頻率"), "called too often"),
     (Outcome.BALANCE, re.compile(r"余额|餘額|欠费|欠費|点数不足|點數不足|条数不足|條數不足"), "balance too low"),
-    (Outcome.AUTH, re.compile(r"密码|密碼|[账帐賬帳][号號户戶]|用户|用戶|企业ID|企業ID|ACCOUNT ?SID|鉴权|鑒權|认证|認證"
-                              r"|登录|登錄|登陆|登陸|锁定|鎖定|禁用|停用|(?<![A-Za-z])IP(?![A-Za-z])", re.I),
-     "credentials refused"),
-    (Outcome.BLOCKED, re.compile(r"黑名单|黑名單|敏感|关键词|關鍵詞|关键字|關鍵字|违禁|違禁|屏蔽|非法词|非法詞"),
-     "number or content refused"),
+    (
+        Outcome.AUTH,
+        re.compile(
+            r"密码|密碼|[账帐賬帳][号號户戶]|用户|用戶|企业ID|企業ID|ACCOUNT ?SID|鉴权|鑒權|认证|認證"
+            r"|登录|登錄|登陆|登陸|锁定|鎖定|禁用|停用|(?<![A-Za-z])IP(?![A-Za-z])",
+            re.I,
+        ),
+        "credentials refused",
+    ),
+    (
+        Outcome.BLOCKED,
+        re.compile(r"黑名单|黑名單|敏感|关键词|關鍵詞|关键字|關鍵字|违禁|違禁|屏蔽|非法词|非法詞"),
+        "number or content refused",
+    ),
 ]
 STALE_STAMP = re.compile(r"时间戳|時間戳|sendtime|timestamp|过期|過期", re.I)
 RATE_LIMIT_RETRY = 60.0  # seconds: the document names no interval
@@ -136,8 +149,7 @@ class JinxinProvider(Provider):
         super().__init__(account, client)
         codec = _codec_name(self.charset)
         if codec not in _CHARSETS:
-            raise ValueError(f"account {account.name!r}: jinxin accepts charset utf-8 or gbk, "
-                             f"not {self.charset!r}")
+            raise ValueError(f"account {account.name!r}: jinxin accepts charset utf-8 or gbk, not {self.charset!r}")
         self.wire_charset = _CHARSETS[codec]
 
     @classmethod
@@ -146,7 +158,7 @@ class JinxinProvider(Provider):
         if userid is None or isinstance(userid, bool) or not _USERID.fullmatch(str(userid)):
             raise ValueError("option 'userid' (the enterprise id, 1-32 letters/digits) is required")
         if options.get("format") not in ("json", "xml"):
-            raise ValueError("option 'format' must be \"json\" or \"xml\" (the vendor account's answer format)")
+            raise ValueError('option \'format\' must be "json" or "xml" (the vendor account\'s answer format)')
         extno = options.get("extno")
         if extno is not None and (isinstance(extno, bool) or not str(extno).isdigit()):
             raise ValueError("option 'extno' must be digits (the extension port the platform assigned)")
@@ -160,8 +172,9 @@ class JinxinProvider(Provider):
         return datetime.now(BEIJING)
 
     # -- send --------------------------------------------------------------
-    def build_send(self, numbers: list[str], content: str, send_at: datetime | None,
-                   context: SendContext) -> httpx.Response:
+    def build_send(
+        self, numbers: list[str], content: str, send_at: datetime | None, context: SendContext
+    ) -> httpx.Response:
         options = self.account.options
         fields = {
             "action": "send",
@@ -201,13 +214,16 @@ def _read_charset(response: httpx.Response, account_charset: str) -> str:
 # The parsers are plain functions of the body text so they can be tested over
 # every shape without a network.
 
+
 def parse_send_body(text: str, fmt: str, numbers: list[str]) -> SendResult:
     """Read a send answer in the account's format; ValueError if it cannot be read."""
     stripped = text.strip()
     looks = "xml" if stripped.startswith("<") else "json" if stripped.startswith(("{", "[")) else None
     if looks is not None and looks != fmt:
-        raise ValueError(f"the answer is {looks.upper()} but the account's format is {fmt!r}; "
-                         f"set format = \"{looks}\" to match the vendor account")
+        raise ValueError(
+            f"the answer is {looks.upper()} but the account's format is {fmt!r}; "
+            f'set format = "{looks}" to match the vendor account'
+        )
     if fmt == "json":
         return parse_send_json(stripped, numbers)
     if fmt == "xml":
@@ -259,7 +275,7 @@ def parse_send_xml(text: str, numbers: list[str]) -> SendResult:
             continue
         if len(codes) != len(phones):
             raise ValueError("a <taskID> pairs phones and codes unevenly")
-        failed.update({p: f"{c}" for p, c in zip(phones, codes) if p and _code(c) != OK_CODE})
+        failed.update({p: f"{c}" for p, c in zip(phones, codes, strict=True) if p and _code(c) != OK_CODE})
     failed.update(fail_list(_child_text(root, "failList")))
     failed = _match_numbers(failed, numbers)
     fail_count = _count(_child_text(root, "failCount"), "failCount")
@@ -277,17 +293,37 @@ def refusal(code: str, message: str, raw: str) -> SendResult:
     if outcome is Outcome.INVALID_REQUEST and STALE_STAMP.search(message or ""):
         reason = "sendtime refused: check this host's clock against Beijing time"
     text = f"{message} ({reason})" if message else f"vendor code {code} ({reason})"
-    return SendResult(outcome, code=code, message=text, raw=raw[:RAW_KEEP],
-                      retry_after=RATE_LIMIT_RETRY if outcome is Outcome.RATE_LIMITED else None)
+    return SendResult(
+        outcome,
+        code=code,
+        message=text,
+        raw=raw[:RAW_KEEP],
+        retry_after=RATE_LIMIT_RETRY if outcome is Outcome.RATE_LIMITED else None,
+    )
 
 
-def _accepted(numbers: list[str], failed: dict[str, str], fail_count: int | None, successes: int | None,
-              batch_ref: str | None, message: str, raw: str) -> SendResult:
+def _accepted(
+    numbers: list[str],
+    failed: dict[str, str],
+    fail_count: int | None,
+    successes: int | None,
+    batch_ref: str | None,
+    message: str,
+    raw: str,
+) -> SendResult:
     rejected = max(fail_count or 0, len(failed))
     accepted = successes if successes is not None else max(len(numbers) - rejected, 0)
     note = f"{OK_MESSAGE}; vendor says: {message}" if message else OK_MESSAGE
-    return SendResult(Outcome.OK, code=OK_CODE, message=note, batch_ref=batch_ref, accepted=accepted,
-                      rejected=rejected, failed_numbers=failed, raw=raw[:RAW_KEEP])
+    return SendResult(
+        Outcome.OK,
+        code=OK_CODE,
+        message=note,
+        batch_ref=batch_ref,
+        accepted=accepted,
+        rejected=rejected,
+        failed_numbers=failed,
+        raw=raw[:RAW_KEEP],
+    )
 
 
 def fail_list(value: Any) -> dict[str, str]:
@@ -315,8 +351,11 @@ def fail_list(value: Any) -> dict[str, str]:
                 phone = _first(entry, *_PHONE_KEYS)
                 if not phone:
                     raise ValueError(f"failList entry without a number: {entry!r}"[:120])
-                reason = " ".join(x for x in (_first(entry, "respCode", "code", "status", "returnsms"),
-                                              _first(entry, *_REASON_KEYS)) if x)
+                reason = " ".join(
+                    x
+                    for x in (_first(entry, "respCode", "code", "status", "returnsms"), _first(entry, *_REASON_KEYS))
+                    if x
+                )
                 failed[phone] = reason or "failed"
             elif isinstance(entry, (str, int)):
                 failed.update(_fail_text(str(entry)))
@@ -337,7 +376,7 @@ def _fail_text(text: str) -> dict[str, str]:
     failed: dict[str, str] = {}
     last: str | None = None
     pieces = re.split(r"([,;|\n，；])", text)
-    for piece, sep in zip(pieces[::2], [""] + pieces[1::2]):
+    for piece, sep in zip(pieces[::2], [""] + pieces[1::2], strict=True):
         match = _ENTRY.match(piece)
         if match:
             last = match.group(1)

@@ -58,18 +58,31 @@ Decisions where the vendor's document is silent or ambiguous:
 * SOAP content must be XML 1.0: control characters other than tab and line
   breaks cannot be sent that way and are refused in ``prepare_content``.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import Any
 
 import httpx
 from lxml import etree
 
 from . import soap
-from .base import (BEIJING, Account, ContentError, Inbound, Outcome, Provider, ProviderError, SendContext, SendResult,
-                   classify, form_body)
+from .base import (
+    BEIJING,
+    Account,
+    ContentError,
+    Inbound,
+    Outcome,
+    Provider,
+    ProviderError,
+    SendContext,
+    SendResult,
+    classify,
+    form_body,
+)
 
 TNS = "http://tempuri.org/"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -115,8 +128,15 @@ _DASHES = str.maketrans({"\u2013": "-", "\u2014": "-", "\u2212": "-", "\uff0d": 
 _CODE = re.compile(r"-\d+")
 _RECORD_START = re.compile(r"\+?\d{3,20}#")
 _XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>")
-_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y/%m/%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S.%f",
-                 "%Y/%m/%d %H:%M", "%Y-%m-%d %H:%M", "%Y%m%d%H%M%S")
+_TIME_FORMATS = (
+    "%Y-%m-%d %H:%M:%S",
+    "%Y/%m/%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S.%f",
+    "%Y/%m/%d %H:%M",
+    "%Y-%m-%d %H:%M",
+    "%Y%m%d%H%M%S",
+)
 
 
 class LinkwsProvider(Provider):
@@ -147,7 +167,7 @@ class LinkwsProvider(Provider):
     def validate_options(cls, options: Mapping[str, Any]) -> None:
         transport = options.get("transport", "soap")
         if transport not in TRANSPORTS:
-            raise ValueError(f"transport must be \"soap\" or \"http\", not {transport!r}")
+            raise ValueError(f'transport must be "soap" or "http", not {transport!r}')
         cell = options.get("cell", "")
         if not isinstance(cell, str) or not (cell == "" or (cell.isascii() and cell.isdigit())):
             raise ValueError(f"cell (extension number) must be a quoted string of digits or empty, not {cell!r}")
@@ -164,16 +184,19 @@ class LinkwsProvider(Provider):
     def prepare_content(self, content: str) -> str:
         content = super().prepare_content(content)
         if self.transport == "soap" and (bad := _NOT_XML.search(content)):
-            raise ContentError(f"control character U+{ord(bad.group()):04X} at position {bad.start()} "
-                               f"cannot be sent over SOAP (account {self.account.name!r})")
+            raise ContentError(
+                f"control character U+{ord(bad.group()):04X} at position {bad.start()} "
+                f"cannot be sent over SOAP (account {self.account.name!r})"
+            )
         return content
 
     def check_charset(self, content: str) -> None:
         try:
             super().check_charset(content)
         except ContentError as exc:
-            raise ContentError(f"{exc}; the linkws http transport is GB2312 only, "
-                               f"transport = \"soap\" sends UTF-8") from None
+            raise ContentError(
+                f'{exc}; the linkws http transport is GB2312 only, transport = "soap" sends UTF-8'
+            ) from None
 
     # -- addresses -----------------------------------------------------------
     def _root(self) -> str:
@@ -215,15 +238,21 @@ class LinkwsProvider(Provider):
         return body.strip()
 
     # -- send --------------------------------------------------------------
-    def build_send(self, numbers: list[str], content: str, send_at: datetime | None,
-                   context: SendContext) -> httpx.Response:
+    def build_send(
+        self, numbers: list[str], content: str, send_at: datetime | None, context: SendContext
+    ) -> httpx.Response:
         send_time = ""  # empty = send now
         if send_at is not None:
             local = send_at.astimezone(BEIJING) if send_at.tzinfo else send_at.replace(tzinfo=BEIJING)
             if local > datetime.now(BEIJING) + SCHEDULE_MARGIN:
                 send_time = local.strftime("%Y%m%d%H%M%S")  # e.g. 20060912152435
-        return self._call("BatchSend2", Mobile=",".join(dict.fromkeys(numbers)), Content=content,
-                          Cell=self.account.options.get("cell", ""), SendTime=send_time)
+        return self._call(
+            "BatchSend2",
+            Mobile=",".join(dict.fromkeys(numbers)),
+            Content=content,
+            Cell=self.account.options.get("cell", ""),
+            SendTime=send_time,
+        )
 
     def parse_send(self, response: httpx.Response, numbers: list[str]) -> SendResult:
         result = parse_send_text(self._text(response.content, "BatchSend2"))
@@ -260,6 +289,7 @@ def _encodes(value: str, charset: str) -> bool:
 
 # -- SOAP envelopes ---------------------------------------------------------
 
+
 def soap_result(body: str | bytes, operation: str) -> str:
     """``<operation>Result`` out of a SOAP 1.1 response envelope, as text.
 
@@ -293,6 +323,7 @@ def soap_result(body: str | bytes, operation: str) -> str:
 
 
 # -- parsers: plain functions of the bare return value -------------------------
+
 
 def _normalise(text: str) -> str:
     return text.strip().translate(_DASHES)
@@ -371,6 +402,13 @@ def parse_inbound_text(text: str) -> list[Inbound]:
         if not sep or len(fields) != 3 or not mobile.strip():
             raise ValueError(f"malformed inbound record {record[:80]!r}")
         content, when, ext = fields
-        messages.append(Inbound(mobile=mobile.strip(), content=content, vendor_id=None,
-                                received_at=parse_vendor_time(when), extra=ext.strip() or None))
+        messages.append(
+            Inbound(
+                mobile=mobile.strip(),
+                content=content,
+                vendor_id=None,
+                received_at=parse_vendor_time(when),
+                extra=ext.strip() or None,
+            )
+        )
     return messages

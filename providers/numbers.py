@@ -3,6 +3,7 @@
 Numbers arrive as people write them: ``+86 138-0013-8000``, ``0086 13800138000``,
 full-width digits from a spreadsheet. They leave as 11 ASCII digits.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,7 +27,7 @@ INVALID_MOBILE = "not a mainland mobile number (11 digits, 1[3-9]…)"
 INVALID_NUMBER = "not a mainland mobile (11 digits, 1[3-9]…) or fixed-line number with area code"
 
 
-def normalise(raw: object, *, landline: bool = False) -> tuple[str | None, str | None]:
+def normalise(raw: object, *, landline: bool = False) -> tuple[str, None] | tuple[None, str]:
     """Return ``(number, None)`` for a usable number, ``(None, reason)`` otherwise."""
     if type(raw) is str and len(raw) == 11 and _CANONICAL_MOBILE(raw):
         return raw, None  # already in the canonical spelling: nothing to undo
@@ -72,11 +73,11 @@ def normalise_block(block: list, *, landline: bool = False) -> tuple[list[str], 
             if spelled:
                 valid.append(spelled[1] + spelled[2] + spelled[3])
                 continue
-        number, reason = normalise(raw, landline=landline)
-        if number is None:
-            invalid.append((raw, reason))
+        checked = normalise(raw, landline=landline)
+        if checked[0] is None:
+            invalid.append((raw, checked[1]))
         else:
-            valid.append(number)
+            valid.append(checked[0])
     return valid, invalid
 
 

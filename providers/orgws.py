@@ -65,17 +65,19 @@ Decisions where the vendor's document is silent or ambiguous:
   either end (``signature_position = "either"``); content with none gets the
   account's signature appended.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 import httpx
 from lxml import etree
 
-from .base import (BEIJING, Account, ContentError, Outcome, Provider, ProviderError, SendContext, SendResult, classify)
+from .base import BEIJING, Account, ContentError, Outcome, Provider, ProviderError, SendContext, SendResult, classify
 from .numbers import normalise
 from .soap import service, soap_client
 
@@ -90,8 +92,11 @@ LOGIN_CODES: dict[str, tuple[Outcome, str]] = {
     "0": (Outcome.AUTH, "帐户处于禁止使用状态 (account disabled)"),
     "-2": (Outcome.INVALID_REQUEST, "帐户信息错误: 调用的参数有为空值 (a parameter is empty)"),
     "-3": (Outcome.AUTH, "用户或密码错误: 机构代码、用户名或密码错误 (wrong org code, name or password)"),
-    "-4": (Outcome.AUTH, "不是普通帐户: 该帐户不能使用Web Service 接口模式 "
-                         "(not a normal account: agent/group accounts cannot use the web service)"),
+    "-4": (
+        Outcome.AUTH,
+        "不是普通帐户: 该帐户不能使用Web Service 接口模式 "
+        "(not a normal account: agent/group accounts cannot use the web service)",
+    ),
     "-30": (Outcome.AUTH, "非绑定IP: 访问IP非法 (caller IP is not bound to the account)"),
 }
 
@@ -106,8 +111,14 @@ SEND_CODES: dict[str, tuple[Outcome, str]] = {
     "-9": (Outcome.TRANSIENT, "接收数据失败 (the vendor failed to receive the data)"),
     "-10": (Outcome.INVALID_REQUEST, "发送失败: 号码错误 (send failed: number error)"),
     # SendTimer only.
-    "-11": (Outcome.INVALID_REQUEST, "定时发送时间或格式错误 (schedule time or format wrong, 2010-03-08 10:20:00)"),
-    "-12": (Outcome.INVALID_REQUEST, "定时发送时间失败: 定时时间必须大于当前调用时间 (schedule time not later than now)"),
+    "-11": (
+        Outcome.INVALID_REQUEST,
+        "定时发送时间或格式错误 (schedule time or format wrong, 2010-03-08 10:20:00)",
+    ),
+    "-12": (
+        Outcome.INVALID_REQUEST,
+        "定时发送时间失败: 定时时间必须大于当前调用时间 (schedule time not later than now)",
+    ),
     "-13": (Outcome.BLOCKED, "内容信息含关键字 (content contains a forbidden keyword)"),
     # Reserved for clients; should the vendor ever send it, nobody knows what happened.
     "-100": (Outcome.AMBIGUOUS, "客户端获取状态失败(系统预留) (client failed to get the state, reserved)"),
@@ -135,7 +146,7 @@ class OrgwsProvider(Provider):
     signature_position = "either"  # the document is silent on a signature
     supports_send_time = True  # SendTimer
     poll_kinds = frozenset({"balance"})
-    poll_families: dict[str, str] = {}  # one poll kind, and the vendor has no interval rule
+    poll_families: ClassVar[dict[str, str]] = {}  # one poll kind, and the vendor has no interval rule
     option_keys = frozenset({"org_id", "ext"})
 
     def __init__(self, account: Account, client: httpx.Client):
@@ -168,8 +179,10 @@ class OrgwsProvider(Provider):
         # .NET and the handset count UTF-16 code units: an emoji is two.
         units = len(content.encode("utf-16-le", "surrogatepass")) // 2
         if units > self.max_chars:
-            raise ContentError(f"content is {units} characters counted as SMS count them (an emoji is two; "
-                               f"signature included); {self.name} accepts at most {self.max_chars}")
+            raise ContentError(
+                f"content is {units} characters counted as SMS count them (an emoji is two; "
+                f"signature included); {self.name} accepts at most {self.max_chars}"
+            )
         for i, ch in enumerate(content):
             if not _xml_char(ch):
                 raise ContentError(f"character U+{ord(ch):04X} at position {i} cannot travel in XML; remove it")
@@ -189,10 +202,15 @@ class OrgwsProvider(Provider):
         return self.guarded(lambda: self._call(operation, **params))
 
     # -- send --------------------------------------------------------------
-    def build_send(self, numbers: list[str], content: str, send_at: datetime | None,
-                   context: SendContext) -> httpx.Response:
-        params = {**self._credentials(), "Message": content, "Phone": ";".join(numbers),
-                  "Timestamp": batch_timestamp(context)}
+    def build_send(
+        self, numbers: list[str], content: str, send_at: datetime | None, context: SendContext
+    ) -> httpx.Response:
+        params = {
+            **self._credentials(),
+            "Message": content,
+            "Phone": ";".join(numbers),
+            "Timestamp": batch_timestamp(context),
+        }
         when = schedule_text(send_at)
         if when is not None:
             return self._call("SendTimer", DateTime=when, **params)
@@ -224,8 +242,9 @@ class OrgwsProvider(Provider):
         account's secret store next. Neither password is logged or shown."""
         if not isinstance(new, str) or not new:
             raise ValueError("the new password must be a non-empty string")
-        response = self._poll_call("UpdatePsw", Id=self.org_id, Name=self.account.username,
-                                   OldPsw=self.account.password.reveal(), NewPsw=new)
+        response = self._poll_call(
+            "UpdatePsw", Id=self.org_id, Name=self.account.username, OldPsw=self.account.password.reveal(), NewPsw=new
+        )
         parse_update_psw_xml(response.text)
 
 
@@ -247,7 +266,7 @@ def batch_timestamp(context: SendContext) -> int:
     if created is None:
         return int(time.time())
     if created.tzinfo is None:  # SendContext carries naive UTC
-        created = created.replace(tzinfo=timezone.utc)
+        created = created.replace(tzinfo=UTC)
     second = int(created.timestamp())
     return second - (second - context.batch_id) % STAMP_WINDOW
 
@@ -266,8 +285,7 @@ def schedule_text(send_at: datetime | None, now: float | None = None) -> str | N
 # -- parsers: plain functions of the body text -------------------------------
 
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
-                          encoding="utf-8")
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -304,7 +322,7 @@ def _result(text: str, operation: str | tuple[str, ...]) -> etree._Element | Non
     if root.getroottree().docinfo.doctype:
         raise ValueError("answer carries a DOCTYPE; refused")
     if root.tag != f"{{{SOAP_ENV}}}Envelope":
-        raise ValueError(f"not a SOAP 1.1 envelope: <{root.tag}>")
+        raise ValueError(f"not a SOAP 1.1 envelope: <{root.tag!s}>")
     body = root.find(f"{{{SOAP_ENV}}}Body")
     if body is None:
         raise ValueError("SOAP envelope without a Body")
@@ -330,12 +348,17 @@ def _field(parent: etree._Element, name: str) -> etree._Element | None:
     return None
 
 
-def _int(parent: etree._Element, name: str, *, required: bool = True) -> int | None:
+def _int(parent: etree._Element, name: str) -> int:
+    number = _optional_int(parent, name)
+    if number is None:
+        raise ValueError(f"answer without {name}")
+    return number
+
+
+def _optional_int(parent: etree._Element, name: str) -> int | None:
     el = _field(parent, name)
     text = (el.text or "").strip() if el is not None else ""
     if not text:
-        if required:
-            raise ValueError(f"answer without {name}")
         return None
     try:
         return int(text)
@@ -356,7 +379,7 @@ def parse_send_xml(text: str, numbers: list[str]) -> SendResult:
     if result_el is None or _is_nil(result_el):
         raise ValueError("answer without a SendState")
     state = str(_int(result_el, "State"))
-    batch_id = _int(result_el, "Id", required=False)
+    batch_id = _optional_int(result_el, "Id")
     fail_el = _field(result_el, "FailPhone")
     fail = (fail_el.text or "").strip() if fail_el is not None else ""
     result = classify(SEND_CODES, state, text)
@@ -365,7 +388,8 @@ def parse_send_xml(text: str, numbers: list[str]) -> SendResult:
         if fail:
             result.message = f"{result.message}: {fail}"
         return result
-    failed = _failed_numbers(fail, numbers, result.message if result.outcome is not Outcome.OK else FAILED_NUMBER)
+    reason = result.message if result.outcome is not Outcome.OK and result.message else FAILED_NUMBER
+    failed = _failed_numbers(fail, numbers, reason)
     result.failed_numbers = failed
     if result.outcome is Outcome.OK:
         result.batch_ref = str(batch_id) if batch_id else None
@@ -410,8 +434,12 @@ def parse_balance_xml(text: str) -> BalanceState:
     state = _int(result_el, "State")
     if state <= 0:
         raise _poll_error(state, LOGIN_CODES, text)
-    return BalanceState(balance=_int(result_el, "Balance"), sended=_int(result_el, "Sended"), state=state,
-                        totaled=_int(result_el, "Totaled"))
+    return BalanceState(
+        balance=_int(result_el, "Balance"),
+        sended=_int(result_el, "Sended"),
+        state=state,
+        totaled=_int(result_el, "Totaled"),
+    )
 
 
 def _int_result(result_el: etree._Element) -> int:

@@ -67,21 +67,33 @@ Decisions where the vendor's document is silent or ambiguous:
   accepted at either end (``signature_position = "either"``); content with
   none gets the account's signature appended.
 """
+
 from __future__ import annotations
 
 import math
 import re
 import unicodedata
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 from xml.etree.ElementTree import Element, ParseError
 
 import defusedxml.ElementTree as SafeET
 import httpx
 from defusedxml import DefusedXmlException
 
-from .base import (BEIJING, RAW_KEEP, Inbound, Outcome, Provider, ProviderError, Report, SendContext, SendResult,
-                   form_body)
+from .base import (
+    BEIJING,
+    RAW_KEEP,
+    Inbound,
+    Outcome,
+    Provider,
+    ProviderError,
+    Report,
+    SendContext,
+    SendResult,
+    form_body,
+)
 
 # Answers of sms.aspx (send, overage, checkkeyword) are messages, not numbers.
 # (phrase to look for after normalisation, outcome, the vendor's words + English).
@@ -120,8 +132,13 @@ FAILURE_WORDS = frozenset({"faild", "failed"})
 CLEAN_PHRASES = ("未包含非法字符", "没有包含屏蔽词", "没有包含非法字符", "未包含屏蔽词")
 POSTPAID = "后付费"
 
-ENDPOINTS = {"send": "sms.aspx", "balance": "sms.aspx", "keywords": "sms.aspx",
-             "reports": "statusApi.aspx", "inbound": "callApi.aspx"}
+ENDPOINTS = {
+    "send": "sms.aspx",
+    "balance": "sms.aspx",
+    "keywords": "sms.aspx",
+    "reports": "statusApi.aspx",
+    "inbound": "callApi.aspx",
+}
 ACTIONS = {"send": "send", "balance": "overage", "keywords": "checkkeyword", "reports": "query", "inbound": "query"}
 
 _USERID_RE = re.compile(r"[A-Za-z0-9]{1,64}")
@@ -167,8 +184,13 @@ class QxsProvider(Provider):
 
     def _post(self, what: str, fields: dict[str, str], *, poll: bool) -> httpx.Response:
         opts = self.account.options
-        data = {"action": ACTIONS[what], "userid": str(opts.get("userid", "")),
-                "account": self.account.username, "password": self.account.password.reveal(), **fields}
+        data = {
+            "action": ACTIONS[what],
+            "userid": str(opts.get("userid", "")),
+            "account": self.account.username,
+            "password": self.account.password.reveal(),
+            **fields,
+        }
         body = form_body(data, self.charset)
         headers = {"Content-Type": f"application/x-www-form-urlencoded; charset={self.charset}"}
         if poll:
@@ -179,8 +201,9 @@ class QxsProvider(Provider):
         return response.content.decode(self.charset, errors="replace")
 
     # -- send --------------------------------------------------------------
-    def build_send(self, numbers: list[str], content: str, send_at: datetime | None,
-                   context: SendContext) -> httpx.Response:
+    def build_send(
+        self, numbers: list[str], content: str, send_at: datetime | None, context: SendContext
+    ) -> httpx.Response:
         opts = self.account.options
         fields = {
             "mobile": ",".join(numbers),
@@ -255,8 +278,10 @@ def _fields(element: Element) -> dict[str, str]:
     """Child element texts by lower-cased tag (the family writes taskID and taskid).
 
     Texts are stripped, except ``content``: a reply's spaces are the sender's."""
-    return {child.tag.lower(): (child.text or "") if child.tag.lower() == "content" else (child.text or "").strip()
-            for child in element}
+    return {
+        child.tag.lower(): (child.text or "") if child.tag.lower() == "content" else (child.text or "").strip()
+        for child in element
+    }
 
 
 def _norm(message: str) -> str:
@@ -297,9 +322,15 @@ def parse_send_xml(text: str, sent: int) -> SendResult:
         rejected = sent - accepted if accepted is not None and accepted <= sent else None
         remain = fields.get("remainpoint", "")
         note = f"; {remain} left" if remain else ""
-        return SendResult(Outcome.OK, code=fields.get("returnstatus"),
-                          message=f"{message or 'ok'} (accepted{note})", batch_ref=fields.get("taskid") or None,
-                          accepted=accepted, rejected=rejected, raw=text[:RAW_KEEP])
+        return SendResult(
+            Outcome.OK,
+            code=fields.get("returnstatus"),
+            message=f"{message or 'ok'} (accepted{note})",
+            batch_ref=fields.get("taskid") or None,
+            accepted=accepted,
+            rejected=rejected,
+            raw=text[:RAW_KEEP],
+        )
     if status in FAILURE_WORDS:
         code, outcome, meaning = _classified(message)
         return SendResult(outcome, code=code, message=meaning, raw=text[:RAW_KEEP])
@@ -355,7 +386,8 @@ def parse_time(value: str) -> datetime | None:
     if not match:
         return None
     try:
-        return datetime(*(int(g or 0) for g in match.groups()))
+        year, month, day, hour, minute, second = (int(g or 0) for g in match.groups())
+        return datetime(year, month, day, hour, minute, second)
     except ValueError:
         return None
 
@@ -369,11 +401,16 @@ def parse_reports_xml(text: str) -> list[Report]:
         # A status the document does not define settles nothing: kept, not guessed.
         delivered, meaning = REPORT_STATUS.get(status, (None, f"unknown status {status}"))
         errorcode = item.get("errorcode", "")
-        reports.append(Report(
-            vendor_id=item.get("taskid") or None, mobile=mobile, delivered=delivered, code=status,
-            message=f"{meaning} {errorcode}" if errorcode else meaning,
-            reported_at=parse_time(item.get("receivetime", "")),
-        ))
+        reports.append(
+            Report(
+                vendor_id=item.get("taskid") or None,
+                mobile=mobile,
+                delivered=delivered,
+                code=status,
+                message=f"{meaning} {errorcode}" if errorcode else meaning,
+                reported_at=parse_time(item.get("receivetime", "")),
+            )
+        )
     return reports
 
 
@@ -384,8 +421,14 @@ def parse_inbound_xml(text: str) -> list[Inbound]:
         if not mobile:
             raise ValueError(f"inbound message without mobile: {item!r}")
         # taskid is the batch id, shared by replies: no message id (docstring).
-        messages.append(Inbound(mobile=mobile, content=item.get("content", ""), vendor_id=None,
-                                received_at=parse_time(item.get("receivetime", ""))))
+        messages.append(
+            Inbound(
+                mobile=mobile,
+                content=item.get("content", ""),
+                vendor_id=None,
+                received_at=parse_time(item.get("receivetime", "")),
+            )
+        )
     return messages
 
 

@@ -9,6 +9,7 @@ provider gets the body itself: polls journal it before parsing.
 The WSDLs are shipped in ``providers/wsdl/`` (the vendors publish none) and the
 service address is the account's ``base_url``.
 """
+
 from __future__ import annotations
 
 from importlib import resources

@@ -4,15 +4,18 @@ Every simulator knows one account: user ``demo``, password ``demo-secret``
 (``DEMO_PASSWORD``), enterprise id 12 and organisation code 10001 where the
 vendor has them, so ``config()`` works against all of them.
 """
+
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-secret"
 DEMO_USERID = "12"  # jinxin / qxs enterprise id
 DEMO_ORG_ID = 10001  # orgws organisation code
+
 
 def first_id_from_clock() -> int:
     """Where a fixed-port simulator starts its message ids: milliseconds since 1970.
@@ -32,7 +35,7 @@ PORTS = {"linkws": 8800, "dxt": 8801, "jinxin": 8802, "orgws": 8803, "qxs": 8804
 
 
 def _dxt() -> tuple[Any, Any]:
-    from smsq.simulator.dxt import DxtState, create_app
+    from smsq.simulator.dxt import DxtState, create_app  # here: a simulator needs the sim extra (Starlette)
 
     # Only dxt and qxs ids come back in delivery reports; the others' ids are
     # 32-bit integers in their WSDL and are never matched against anything.
@@ -41,49 +44,54 @@ def _dxt() -> tuple[Any, Any]:
 
 
 def _linkws() -> tuple[Any, Any]:
-    from smsq.simulator.linkws import LinkwsState, create_app
+    from smsq.simulator.linkws import LinkwsState, create_app  # here: a simulator needs the sim extra (Starlette)
 
     state = LinkwsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000)
     return state, create_app(state)
 
 
 def _jinxin() -> tuple[Any, Any]:
-    from smsq.simulator.jinxin import JinxinState, create_app
+    from smsq.simulator.jinxin import JinxinState, create_app  # here: a simulator needs the sim extra (Starlette)
 
     state = JinxinState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID, format="json")
     return state, create_app(state)
 
 
 def _orgws() -> tuple[Any, Any]:
-    from smsq.simulator.orgws import OrgwsState, create_app
+    from smsq.simulator.orgws import OrgwsState, create_app  # here: a simulator needs the sim extra (Starlette)
 
     state = OrgwsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, org_id=DEMO_ORG_ID)
     return state, create_app(state)
 
 
 def _qxs() -> tuple[Any, Any]:
-    from smsq.simulator.qxs import QxsState, create_app
+    from smsq.simulator.qxs import QxsState, create_app  # here: a simulator needs the sim extra (Starlette)
 
-    state = QxsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID,
-                     first_task_id=first_id_from_clock())
+    state = QxsState(
+        {DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID, first_task_id=first_id_from_clock()
+    )
     return state, create_app(state)
 
 
 FACTORIES: dict[str, Callable[[], tuple[Any, Any]]] = {
-    "linkws": _linkws, "dxt": _dxt, "jinxin": _jinxin, "orgws": _orgws, "qxs": _qxs,
+    "linkws": _linkws,
+    "dxt": _dxt,
+    "jinxin": _jinxin,
+    "orgws": _orgws,
+    "qxs": _qxs,
 }
 
 # The accounts that talk to the simulators above, as smsq.toml tables; {port}
 # is filled in by config().
 ACCOUNTS = {
-    "linkws": f"""[accounts.demo-linkws]
+    "linkws": """[accounts.demo-linkws]
 provider = "linkws"
-base_url = "http://127.0.0.1:{{port}}/"
+base_url = "http://127.0.0.1:{port}/"
 transport = "soap"
 """,
-    "dxt": f"""[accounts.demo-dxt]
+    "dxt": """[accounts.demo-dxt]
 provider = "dxt"
-base_url = "http://127.0.0.1:{{port}}/"
+base_url = "http://127.0.0.1:{port}/"
 charset = "gbk"
 """,
     "jinxin": f"""[accounts.demo-jinxin]
@@ -113,8 +121,7 @@ rate_limit = "20/s"
 def config(names: list[str] | None = None, extra: str = "", ports: dict[str, int] | None = None) -> str:
     """smsq.toml for the demo accounts of the given simulators (on ``ports``, default the fixed ones)."""
     ports = {**PORTS, **(ports or {})}
-    return "\n".join(ACCOUNTS[n].replace("{port}", str(ports[n])) + COMMON + extra
-                     for n in (names or list(FACTORIES)))
+    return "\n".join(ACCOUNTS[n].replace("{port}", str(ports[n])) + COMMON + extra for n in (names or list(FACTORIES)))
 
 
 def build(names: list[str] | None = None, *, any_port: bool = False) -> dict[str, tuple[Any, Any, int]]:

@@ -11,7 +11,7 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -40,9 +40,17 @@ class Faults:
     http_error: int = 0
     http_error_until: float | None = None
 
-    _TYPES = {"latency": (int, float), "busy": bool, "auth_fail": bool, "balance": (int, type(None)),
-              "hang": bool, "hang_seconds": (int, float), "garbled": bool, "http_error": int,
-              "http_error_until": (int, float, type(None))}
+    _TYPES: ClassVar[dict[str, type | tuple[type, ...]]] = {
+        "latency": (int, float),
+        "busy": bool,
+        "auth_fail": bool,
+        "balance": (int, type(None)),
+        "hang": bool,
+        "hang_seconds": (int, float),
+        "garbled": bool,
+        "http_error": int,
+        "http_error_until": (int, float, type(None)),
+    }
 
     def failing_http(self) -> int:
         """The HTTP status an outage answers with now, or 0."""
@@ -120,7 +128,8 @@ class SimState:
 
     # Hooks for the control routes; vendors without polls keep the defaults.
 
-    def add_inbound(self, mobile: str, content: str, **extra: Any) -> Any:
+    # *args, **extra: each simulator names its own fields (username, ext, task_id, ...)
+    def add_inbound(self, mobile: str, content: str, *args: Any, **extra: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} has no inbound messages")
 
     def pending_counts(self) -> dict[str, int]:
@@ -138,7 +147,7 @@ class SimState:
 
 
 def _jsonable(obj: Any) -> Any:
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else obj
 
 
 def control_routes(state: SimState) -> list[BaseRoute]:

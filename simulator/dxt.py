@@ -24,9 +24,10 @@ import math
 import re
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -191,7 +192,6 @@ class DxtState(SimState):
         self._smsids = itertools.count(first_smsid)
         self._inbound_ids = itertools.count(FIRST_INBOUND_ID)
 
-
     def reset(self) -> None:
         with self.lock:
             super().reset()
@@ -224,9 +224,7 @@ class DxtState(SimState):
 
     # -- vendor operations ----------------------------------------------
 
-    def send(
-        self, username: str, password: str, phones: str, content: str, send_time: str | None
-    ) -> SendRecord:
+    def send(self, username: str, password: str, phones: str, content: str, send_time: str | None) -> SendRecord:
         with self.lock:
             if self.faults.busy:
                 raise DxtError("-99")  # 系统忙,无法受理此次请求
@@ -272,7 +270,7 @@ class DxtState(SimState):
             record = SendRecord(username, accepted, content, send_time, smsids, now, rejected, segments)
             self.sends.append(record)
             if self.report_status is not None:
-                for smsid, number in zip(smsids, accepted):
+                for smsid, number in zip(smsids, accepted, strict=True):
                     status = 20 if number in self.fail_numbers else self.report_status
                     self.reports.append(Report(username, smsid, number, status, now + self.report_delay))
             return record

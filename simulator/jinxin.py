@@ -35,9 +35,10 @@ import re
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any
 from xml.sax.saxutils import escape
 
 from starlette.applications import Starlette
@@ -173,7 +174,6 @@ class JinxinState(SimState):
         self.clock = clock
         self.refusals: list[tuple[str, float]] = []  # (code, at) of every refused call
 
-
     def reset(self) -> None:
         with self.lock:
             super().reset()
@@ -261,8 +261,18 @@ class JinxinState(SimState):
             if cost > self._balance():
                 raise self.refuse(NO_BALANCE)
             self.balance -= cost
-            record = SendRecord(user, params["userid"], accepted, content, params["sendtime"],
-                                uuid.uuid4().hex, time.time(), failed, extno, segments)
+            record = SendRecord(
+                user,
+                params["userid"],
+                accepted,
+                content,
+                params["sendtime"],
+                uuid.uuid4().hex,
+                time.time(),
+                failed,
+                extno,
+                segments,
+            )
             self.sends.append(record)
             return record
 
@@ -274,8 +284,7 @@ class JinxinState(SimState):
 # An HTML error page with status 200, as a proxy or a crashed ASP.NET page
 # might serve: no client can read a code out of it.
 GARBLED_BODY = (
-    b"<html><head><title>Runtime Error</title></head>"
-    b"<body><h1>Server Error in '/' Application.</h1></body></html>"
+    b"<html><head><title>Runtime Error</title></head><body><h1>Server Error in '/' Application.</h1></body></html>"
 )
 
 
@@ -324,8 +333,9 @@ def answer_xml(code: str, record: SendRecord | None, remaining: int, charset: st
         lines.append(f"  <smsId>{record.sms_id}</smsId>")
         results = [(n, OK) for n in record.numbers] + list(record.failed.items())
         for phone, phone_code in results:
-            lines.append(f"  <taskID>\n    <phone>{escape(phone)}</phone>\n"
-                         f"    <returnsms>{phone_code}</returnsms>\n  </taskID>")
+            lines.append(
+                f"  <taskID>\n    <phone>{escape(phone)}</phone>\n    <returnsms>{phone_code}</returnsms>\n  </taskID>"
+            )
     lines.append("</returnsms>")
     return "\n".join(lines)
 
@@ -376,8 +386,11 @@ def create_app(state: JinxinState) -> Starlette:
         else:
             text = answer_xml(code, record, state.remaining(), state.charset)
             ctype = "text/xml"
-        return Response(text.encode(state.charset, errors="replace"), status_code=200,
-                        headers={"content-type": f"{ctype}; charset={state.charset}"})
+        return Response(
+            text.encode(state.charset, errors="replace"),
+            status_code=200,
+            headers={"content-type": f"{ctype}; charset={state.charset}"},
+        )
 
     app = Starlette(routes=[Route("/{name}", vendor, methods=["GET", "POST"])])
     return add_control_routes(app, state)

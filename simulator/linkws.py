@@ -167,7 +167,6 @@ class LinkwsState(SimState):
         # Batch ids stay monotonic across reset(), as a real vendor's would.
         self._batch_ids = itertools.count(FIRST_BATCH_ID)
 
-
     def reset(self) -> None:
         with self.lock:
             super().reset()
@@ -214,8 +213,9 @@ class LinkwsState(SimState):
 
     # -- vendor operations ----------------------------------------------
 
-    def send(self, username: str, password: str, mobile: str, content: str, cell: str,
-             send_time: str | None, transport: str) -> SendRecord:
+    def send(
+        self, username: str, password: str, mobile: str, content: str, cell: str, send_time: str | None, transport: str
+    ) -> SendRecord:
         with self.lock:
             self._login(username, password)
             numbers = [n.strip() for n in mobile.split(",") if n.strip()]
@@ -251,8 +251,19 @@ class LinkwsState(SimState):
             if not accepted:
                 raise LinkwsError("-11" if blocked else "-9")
             self.balances[username] -= len(accepted) * segments
-            record = SendRecord(username, accepted, content, send_time, cell, next(self._batch_ids),
-                                transport, now, blocked, rejected, segments)
+            record = SendRecord(
+                username,
+                accepted,
+                content,
+                send_time,
+                cell,
+                next(self._batch_ids),
+                transport,
+                now,
+                blocked,
+                rejected,
+                segments,
+            )
             self.sends.append(record)
             if len(numbers) > RECOMMENDED_NUMBERS:
                 self.oversized_sends.append(record.batch_id)
@@ -281,8 +292,9 @@ class LinkwsState(SimState):
 
     # -- control hooks ---------------------------------------------------
 
-    def add_inbound(self, mobile: str, content: str, username: str | None = None, ext: str = "",
-                    received_at: str | None = None) -> InboundMessage:
+    def add_inbound(
+        self, mobile: str, content: str, username: str | None = None, ext: str = "", received_at: str | None = None
+    ) -> InboundMessage:
         """Queue a message a handset sent to ``username`` (default: first account)."""
         with self.lock:
             user = username if username is not None else next(iter(self.accounts))
@@ -321,8 +333,11 @@ class LinkwsState(SimState):
 
 TNS = "http://tempuri.org/"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
-_NSMAP = {"soap": SOAP_ENV, "xsi": "http://www.w3.org/2001/XMLSchema-instance",
-          "xsd": "http://www.w3.org/2001/XMLSchema"}
+_NSMAP = {
+    "soap": SOAP_ENV,
+    "xsi": "http://www.w3.org/2001/XMLSchema-instance",
+    "xsd": "http://www.w3.org/2001/XMLSchema",
+}
 PARAMS = ("CorpID", "Pwd", "Mobile", "Content", "Cell", "SendTime")
 
 # An HTML error page with status 200, as a proxy or a crashed page might
@@ -347,15 +362,16 @@ def parse_envelope(body: bytes, soap_action: str) -> tuple[str, dict[str, str]]:
     must match it. Parameters are read by exact name (XML is case-sensitive);
     a missing one is empty, as ASP.NET passes null."""
     action = soap_action.strip().strip('"')
-    operation = action[len(TNS):] if action.startswith(TNS) else ""
+    operation = action[len(TNS) :] if action.startswith(TNS) else ""
     if operation not in OPERATIONS:
         raise SoapFault("soap:Client", f"Server did not recognize the value of HTTP Header SOAPAction: {action}.")
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
     try:
         root = etree.fromstring(body, parser)
     except etree.XMLSyntaxError:
-        raise SoapFault("soap:Client", "Server was unable to read request. "
-                                       "---> There is an error in XML document.") from None
+        raise SoapFault(
+            "soap:Client", "Server was unable to read request. ---> There is an error in XML document."
+        ) from None
     if root.getroottree().docinfo.doctype:
         raise SoapFault("soap:Client", "Server was unable to read request. ---> DTD is prohibited.")
     soap_body = root.find(f"{{{SOAP_ENV}}}Body") if root.tag == f"{{{SOAP_ENV}}}Envelope" else None
@@ -411,13 +427,19 @@ def answer(state: LinkwsState, operation: str, params: dict[str, str], transport
     user, pwd = params.get("CorpID", ""), params.get("Pwd", "")
     try:
         if operation == "BatchSend2":
-            record = state.send(user, pwd, params.get("Mobile", ""), params.get("Content", ""),
-                                params.get("Cell", ""), params.get("SendTime") or None, transport)
+            record = state.send(
+                user,
+                pwd,
+                params.get("Mobile", ""),
+                params.get("Content", ""),
+                params.get("Cell", ""),
+                params.get("SendTime") or None,
+                transport,
+            )
             return str(record.batch_id)
         if operation == "Get":
             # ||手機號#上行內容#發送時間#擴展號||…; empty when there is nothing.
-            return "".join(f"||{m.mobile}#{m.content}#{m.received_at}#{m.ext}"
-                           for m in state.take_inbound(user, pwd))
+            return "".join(f"||{m.mobile}#{m.content}#{m.received_at}#{m.ext}" for m in state.take_inbound(user, pwd))
         if operation == "SelSum":
             return str(state.balance_of(user, pwd))
         return ",".join(state.blocked_of(user, pwd))  # NotSend
@@ -449,64 +471,80 @@ async def _raw_params(request: Request) -> tuple[bytes, bytes]:
     return query, body
 
 
+async def _finish(state: LinkwsState, response: Response) -> Response:
+    """Apply hang and garbled after the call took effect."""
+    faults = state.current_faults()
+    if faults.hang:
+        await asyncio.sleep(faults.hang_seconds)
+    if faults.garbled:
+        # An unreadable 200 may hide an accepted send (or messages handed
+        # out), so clients must treat it as ambiguous.
+        return Response(GARBLED_BODY, status_code=200, media_type="text/html")
+    return response
+
+
+async def _latency(state: LinkwsState) -> None:
+    delay = state.current_faults().latency
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+def _service_page(request: Request, wsdl: str) -> Response:
+    """What a GET of the .asmx answers: the WSDL (``?wsdl``) or the operations' list."""
+    if any(key.lower() == "wsdl" for key in request.query_params):
+        # ASP.NET writes the address it was reached at into the WSDL.
+        here = str(request.url).split("?", 1)[0]
+        text = re.sub(r'(<soap:address location=")[^"]*(")', rf"\g<1>{here}\g<2>", wsdl)
+        return Response(text.encode("utf-8"), media_type="text/xml; charset=utf-8")
+    ops = "".join(f"<li>{op}</li>" for op in OPERATIONS)
+    return Response(f"<html><body><h1>LinkWS</h1><ul>{ops}</ul></body></html>", media_type="text/html")
+
+
+async def _asmx(state: LinkwsState, wsdl: str, request: Request) -> Response:
+    """The SOAP transport."""
+    if request.method == "GET":
+        return _service_page(request, wsdl)
+    try:
+        operation, params = parse_envelope(await request.body(), request.headers.get("soapaction", ""))
+    except SoapFault as fault:
+        return Response(fault_envelope(fault), status_code=500, media_type="text/xml; charset=utf-8")
+    state.record_call(operation)
+    await _latency(state)
+    value = answer(state, operation, params, "soap")
+    return await _finish(state, Response(envelope(operation, value), media_type="text/xml; charset=utf-8"))
+
+
+async def _aspx(state: LinkwsState, operation: str, request: Request) -> Response:
+    """The HTTP transport: one .aspx page per operation."""
+    state.record_call(operation)
+    await _latency(state)
+    query, body = await _raw_params(request)
+    try:
+        params = parse_params(query, body, state.charset)
+    except UnicodeDecodeError as exc:
+        state.record_decode_error(operation, exc)
+        value = "-2"  # Choice: an undecodable request is 其他錯誤
+    else:
+        value = answer(state, operation, params, "http")
+    return await _finish(
+        state,
+        Response(
+            value.encode(state.charset, errors="replace"),
+            headers={"content-type": f"text/html; charset={state.charset}"},
+        ),
+    )
+
+
 def create_app(state: LinkwsState) -> Starlette:
     """The LinkWS vendor as an ASGI app (both transports), with ``/_sim/`` control routes."""
     wsdl = _wsdl_text()
 
-    async def finish(response: Response) -> Response:
-        """Apply hang and garbled after the call took effect."""
-        faults = state.current_faults()
-        if faults.hang:
-            await asyncio.sleep(faults.hang_seconds)
-        if faults.garbled:
-            # An unreadable 200 may hide an accepted send (or messages handed
-            # out), so clients must treat it as ambiguous.
-            return Response(GARBLED_BODY, status_code=200, media_type="text/html")
-        return response
-
-    async def latency() -> None:
-        delay = state.current_faults().latency
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-    async def asmx(request: Request) -> Response:
-        if request.method == "GET":
-            if any(key.lower() == "wsdl" for key in request.query_params):
-                # ASP.NET writes the address it was reached at into the WSDL.
-                here = str(request.url).split("?", 1)[0]
-                text = re.sub(r'(<soap:address location=")[^"]*(")', rf"\g<1>{here}\g<2>", wsdl)
-                return Response(text.encode("utf-8"), media_type="text/xml; charset=utf-8")
-            ops = "".join(f"<li>{op}</li>" for op in OPERATIONS)
-            return Response(f"<html><body><h1>LinkWS</h1><ul>{ops}</ul></body></html>", media_type="text/html")
-        try:
-            operation, params = parse_envelope(await request.body(), request.headers.get("soapaction", ""))
-        except SoapFault as fault:
-            return Response(fault_envelope(fault), status_code=500, media_type="text/xml; charset=utf-8")
-        state.record_call(operation)
-        await latency()
-        value = answer(state, operation, params, "soap")
-        return await finish(Response(envelope(operation, value), media_type="text/xml; charset=utf-8"))
-
-    async def aspx(operation: str, request: Request) -> Response:
-        state.record_call(operation)
-        await latency()
-        query, body = await _raw_params(request)
-        try:
-            params = parse_params(query, body, state.charset)
-        except UnicodeDecodeError as exc:
-            state.record_decode_error(operation, exc)
-            value = "-2"  # Choice: an undecodable request is 其他錯誤
-        else:
-            value = answer(state, operation, params, "http")
-        return await finish(Response(value.encode(state.charset, errors="replace"),
-                                     headers={"content-type": f"text/html; charset={state.charset}"}))
-
     async def vendor(request: Request) -> Response:
         name = request.path_params["name"].lower()
         if name == _ASMX:
-            return await asmx(request)
+            return await _asmx(state, wsdl, request)
         if name in _ASPX:
-            return await aspx(_ASPX[name], request)
+            return await _aspx(state, _ASPX[name], request)
         return Response(b"Not Found", status_code=404, media_type="text/plain")
 
     app = Starlette(routes=[Route("/ws/{name}", vendor, methods=["GET", "POST"])])

@@ -154,7 +154,6 @@ class OrgwsState(SimState):
         # Ids stay monotonic across reset(): a real vendor never reuses one.
         self._batch_ids = itertools.count(FIRST_BATCH_ID)
 
-
     def reset(self) -> None:
         with self.lock:
             super().reset()
@@ -210,8 +209,12 @@ class OrgwsState(SimState):
             if self.faults.busy:
                 raise Unavailable()  # Choice: GetBalance has no busy code
             user = self._login(org_id, name, psw, ip)
-            return BalanceAnswer(balance=max(self._available(user), 0), sended=self.sended[user],
-                                 state=self.account_ids[user], totaled=self._initial_balance)
+            return BalanceAnswer(
+                balance=max(self._available(user), 0),
+                sended=self.sended[user],
+                state=self.account_ids[user],
+                totaled=self._initial_balance,
+            )
 
     def send(
         self,
@@ -231,24 +234,9 @@ class OrgwsState(SimState):
             if self.faults.busy:
                 raise OrgwsError(-9)  # Choice: an overloaded vendor fails to take the data in: 接收数据失败
             user = self._login(org_id, name, psw, ip)
-            if not message:
-                raise OrgwsError(-5)
-            if segments_for(message) > MAX_SEGMENTS:
-                raise OrgwsError(-6)
-            # Choice: empty entries ("a;;b", a trailing ";") are dropped.
-            numbers = [p.strip() for p in (phone or "").split(";") if p.strip()]
-            if not numbers:
-                raise OrgwsError(-7)
-            if len(numbers) > MAX_NUMBERS:
-                raise OrgwsError(-10)  # Choice: the document gives no code for > 1000; 号码错误
-            if not timestamp:
-                raise OrgwsError(-2)  # Choice: the Timestamp is required: 调用的参数有为空值
             if operation == "SendMessageExt":
                 ext = ext or None  # Choice: an empty Ext means no extension
-                if ext is not None and not (ext.isascii() and ext.isdigit() and len(ext) <= MAX_EXT_DIGITS):
-                    raise OrgwsError(-10)  # Choice: the sub-number is part of the sender number: 号码错误
-            if operation == "SendTimer":
-                _check_send_time(send_time)
+            numbers = _checked_numbers(operation, message, phone, timestamp, ext, send_time)
             found = [w for w in self.forbidden_words if w in message]
             if found:
                 raise OrgwsError(-13, ";".join(found))  # 如是失败-13，返回是包含的关键字
@@ -265,8 +253,19 @@ class OrgwsState(SimState):
             key = (user, timestamp)
             if key not in self._batches:
                 self._batches[key] = next(self._batch_ids)
-            record = SendRecord(user, operation, accepted, message, send_time, timestamp, ext,
-                                self._batches[key], time.time(), failed, segments)
+            record = SendRecord(
+                user,
+                operation,
+                accepted,
+                message,
+                send_time,
+                timestamp,
+                ext,
+                self._batches[key],
+                time.time(),
+                failed,
+                segments,
+            )
             self.sends.append(record)
             return record
 
@@ -275,6 +274,31 @@ class OrgwsState(SimState):
             snap = super().snapshot()
             snap["balances"] = dict(self.balances)
             return snap
+
+
+def _checked_numbers(
+    operation: str, message: str, phone: str, timestamp: int, ext: str | None, send_time: str | None
+) -> list[str]:
+    """A send's numbers, once the request passes the checks that need no account (in the
+    vendor's order); OrgwsError with the code of the first that fails."""
+    if not message:
+        raise OrgwsError(-5)
+    if segments_for(message) > MAX_SEGMENTS:
+        raise OrgwsError(-6)
+    # Choice: empty entries ("a;;b", a trailing ";") are dropped.
+    numbers = [p.strip() for p in (phone or "").split(";") if p.strip()]
+    if not numbers:
+        raise OrgwsError(-7)
+    if len(numbers) > MAX_NUMBERS:
+        raise OrgwsError(-10)  # Choice: the document gives no code for > 1000; 号码错误
+    if not timestamp:
+        raise OrgwsError(-2)  # Choice: the Timestamp is required: 调用的参数有为空值
+    bad_ext = ext is not None and not (ext.isascii() and ext.isdigit() and len(ext) <= MAX_EXT_DIGITS)
+    if operation == "SendMessageExt" and bad_ext:
+        raise OrgwsError(-10)  # Choice: the sub-number is part of the sender number: 号码错误
+    if operation == "SendTimer":
+        _check_send_time(send_time)
+    return numbers
 
 
 def _check_send_time(value: str | None) -> None:
@@ -305,8 +329,7 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=Fals
 # An HTML error page with status 200, as a proxy or a crashed worker process
 # might serve: no client can read an answer out of it.
 GARBLED_BODY = (
-    b"<html><head><title>Runtime Error</title></head>"
-    b"<body><h1>Server Error in '/' Application.</h1></body></html>"
+    b"<html><head><title>Runtime Error</title></head><body><h1>Server Error in '/' Application.</h1></body></html>"
 )
 
 
@@ -352,8 +375,9 @@ def _int_param(params: dict[str, str], name: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise SoapFault(f"Server was unable to read request. ---> Input string was not in a correct format "
-                        f"({name}).") from None
+        raise SoapFault(
+            f"Server was unable to read request. ---> Input string was not in a correct format ({name})."
+        ) from None
 
 
 def _envelope(operation: str) -> tuple[etree._Element, etree._Element]:
@@ -392,9 +416,18 @@ def answer(state: OrgwsState, operation: str, params: dict[str, str], ip: str | 
     else:
         timestamp = _int_param(params, "Timestamp")
         try:
-            record = state.send(operation, org_id, name, psw, params.get("Message", ""), params.get("Phone", ""),
-                                timestamp, send_time=params.get("DateTime") if operation == "SendTimer" else None,
-                                ext=params.get("Ext") if operation == "SendMessageExt" else None, ip=ip)
+            record = state.send(
+                operation,
+                org_id,
+                name,
+                psw,
+                params.get("Message", ""),
+                params.get("Phone", ""),
+                timestamp,
+                send_time=params.get("DateTime") if operation == "SendTimer" else None,
+                ext=params.get("Ext") if operation == "SendMessageExt" else None,
+                ip=ip,
+            )
         except OrgwsError as err:
             _children(result, FailPhone=err.fail_phone, Id=0, State=err.code)
         else:
@@ -424,10 +457,11 @@ def wsdl_for(address: str) -> bytes:
 # routes
 # ---------------------------------------------------------------------------
 
+
 def _operation(request: Request) -> str | None:
     action = request.headers.get("soapaction", "").strip().strip('"')
-    if action.startswith(TNS) and action[len(TNS):] in OPERATIONS:
-        return action[len(TNS):]
+    if action.startswith(TNS) and action[len(TNS) :] in OPERATIONS:
+        return action[len(TNS) :]
     return None
 
 
@@ -435,16 +469,22 @@ def create_app(state: OrgwsState) -> Starlette:
     """The orgws vendor as an ASGI app, with ``/_sim/`` control routes."""
 
     def xml(env: etree._Element, status: int = 200) -> Response:
-        return Response(etree.tostring(env, xml_declaration=True, encoding=state.charset), status_code=status,
-                        headers={"content-type": f"text/xml; charset={state.charset}"})
+        return Response(
+            etree.tostring(env, xml_declaration=True, encoding=state.charset),
+            status_code=status,
+            headers={"content-type": f"text/xml; charset={state.charset}"},
+        )
 
     async def vendor(request: Request) -> Response:
         if request.method == "GET":
             if request.url.query.lower() == "wsdl":
                 address = str(request.url.replace(query=""))
                 return Response(wsdl_for(address), media_type="text/xml; charset=utf-8")
-            help_page = "<html><body><h1>Service</h1><ul>" + "".join(
-                f"<li>{op}</li>" for op in OPERATIONS) + "</ul></body></html>"
+            help_page = (
+                "<html><body><h1>Service</h1><ul>"
+                + "".join(f"<li>{op}</li>" for op in OPERATIONS)
+                + "</ul></body></html>"
+            )
             return Response(help_page, media_type="text/html; charset=utf-8")
 
         ctype = request.headers.get("content-type", "").lower()
@@ -454,8 +494,10 @@ def create_app(state: OrgwsState) -> Starlette:
         body = await request.body()
         if operation is None:
             action = request.headers.get("soapaction", "")[:200]
-            return xml(fault_envelope(SoapFault(
-                f"Server did not recognize the value of HTTP Header SOAPAction: {action}.")), 500)
+            return xml(
+                fault_envelope(SoapFault(f"Server did not recognize the value of HTTP Header SOAPAction: {action}.")),
+                500,
+            )
         state.record_call(operation)
         faults = state.current_faults()
         if faults.latency > 0:
@@ -467,8 +509,9 @@ def create_app(state: OrgwsState) -> Starlette:
         except SoapFault as fault:
             return xml(fault_envelope(fault), 500)
         except Unavailable:
-            return Response(b"<html><body><h1>Service Unavailable</h1></body></html>", status_code=503,
-                            media_type="text/html")
+            return Response(
+                b"<html><body><h1>Service Unavailable</h1></body></html>", status_code=503, media_type="text/html"
+            )
 
         if faults.hang:
             # The call has taken effect; now make the client time out.

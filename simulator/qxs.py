@@ -209,7 +209,6 @@ class QxsState(SimState):
         # ``first_task_id`` from the clock keeps them unique across restarts too.
         self._task_ids = itertools.count(first_task_id)
 
-
     def reset(self) -> None:
         with self.lock:
             super().reset()
@@ -293,9 +292,16 @@ class QxsState(SimState):
                 self.bad_send_times.append(send_time)
             now = time.time()
             record = SendRecord(
-                user, accepted, content, send_time, str(next(self._task_ids)), now,
-                rejected=[n for n in entries if not _MOBILE.fullmatch(n)], segments=segments,
-                checkcontent=check, extno=p.get("extno") or None,
+                user,
+                accepted,
+                content,
+                send_time,
+                str(next(self._task_ids)),
+                now,
+                rejected=[n for n in entries if not _MOBILE.fullmatch(n)],
+                segments=segments,
+                checkcontent=check,
+                extno=p.get("extno") or None,
             )
             self.used[user] += cost
             self.sends.append(record)
@@ -361,8 +367,9 @@ class QxsState(SimState):
 
     # -- control hooks ---------------------------------------------------
 
-    def add_inbound(self, mobile: str, content: str, username: str | None = None,
-                    task_id: str | None = None) -> InboundMessage:
+    def add_inbound(
+        self, mobile: str, content: str, username: str | None = None, task_id: str | None = None
+    ) -> InboundMessage:
         """Queue a reply a handset sent to ``username`` (default: first account).
 
         Choice: its taskid is that of the account's latest send to the
@@ -372,8 +379,9 @@ class QxsState(SimState):
             if user not in self.accounts:
                 raise KeyError(f"unknown account {user!r}")
             if task_id is None:
-                task_id = next((s.task_id for s in reversed(self.sends)
-                                if s.username == user and mobile in s.numbers), "0")
+                task_id = next(
+                    (s.task_id for s in reversed(self.sends) if s.username == user and mobile in s.numbers), "0"
+                )
             message = InboundMessage(user, str(task_id), mobile, content, time.time())
             self.inbound.append(message)
             return message
@@ -399,8 +407,7 @@ DECLARATION = '<?xml version="1.0" encoding="utf-8" ?>\n'
 # An HTML error page with status 200, as a proxy or a crashed ASP.NET page
 # might serve: no client can read an answer out of it.
 GARBLED_BODY = (
-    b"<html><head><title>Runtime Error</title></head>"
-    b"<body><h1>Server Error in '/' Application.</h1></body></html>"
+    b"<html><head><title>Runtime Error</title></head><body><h1>Server Error in '/' Application.</h1></body></html>"
 )
 
 
@@ -428,8 +435,13 @@ def _el(tag: str, value: object) -> str:
 
 def _failed(message: str) -> str:
     # 失败返回 Faild (sic): the family's spelling.
-    return _xml(_el("returnstatus", "Faild"), _el("message", message), _el("remainpoint", 0),
-                _el("taskID", 0), _el("successCounts", 0))
+    return _xml(
+        _el("returnstatus", "Faild"),
+        _el("message", message),
+        _el("remainpoint", 0),
+        _el("taskID", 0),
+        _el("successCounts", 0),
+    )
 
 
 def _errorstatus(code: int) -> str:
@@ -438,16 +450,25 @@ def _errorstatus(code: int) -> str:
 
 def answer_send(state: QxsState, p: dict[str, str]) -> str:
     record = state.send(p)
-    return _xml(_el("returnstatus", "Success"), _el("message", "ok"),
-                _el("remainpoint", state.remaining(record.username)), _el("taskID", record.task_id),
-                _el("successCounts", len(record.numbers)))
+    return _xml(
+        _el("returnstatus", "Success"),
+        _el("message", "ok"),
+        _el("remainpoint", state.remaining(record.username)),
+        _el("taskID", record.task_id),
+        _el("successCounts", len(record.numbers)),
+    )
 
 
 def answer_overage(state: QxsState, p: dict[str, str]) -> str:
     used, total = state.overage(p)
     # Success spelled Sucess (sic) on this action, as the family does.
-    return _xml(_el("returnstatus", "Sucess"), _el("message", ""), _el("payinfo", state.payinfo),
-                _el("overage", used), _el("sendTotal", total if state.payinfo == PREPAID else 0))
+    return _xml(
+        _el("returnstatus", "Sucess"),
+        _el("message", ""),
+        _el("payinfo", state.payinfo),
+        _el("overage", used),
+        _el("sendTotal", total if state.payinfo == PREPAID else 0),
+    )
 
 
 def answer_checkkeyword(state: QxsState, p: dict[str, str]) -> str:
@@ -457,8 +478,13 @@ def answer_checkkeyword(state: QxsState, p: dict[str, str]) -> str:
 
 def answer_reports(state: QxsState, p: dict[str, str]) -> str:
     boxes = [
-        "<statusbox>" + _el("mobile", r.mobile) + _el("taskid", r.task_id) + _el("status", r.status)
-        + _el("receivetime", _beijing_now(r.available_at)) + _el("errorcode", r.errorcode) + "</statusbox>"
+        "<statusbox>"
+        + _el("mobile", r.mobile)
+        + _el("taskid", r.task_id)
+        + _el("status", r.status)
+        + _el("receivetime", _beijing_now(r.available_at))
+        + _el("errorcode", r.errorcode)
+        + "</statusbox>"
         for r in state.take_reports(p)
     ]
     return _xml(*boxes)
@@ -466,8 +492,12 @@ def answer_reports(state: QxsState, p: dict[str, str]) -> str:
 
 def answer_inbound(state: QxsState, p: dict[str, str]) -> str:
     boxes = [
-        "<callbox>" + _el("mobile", m.mobile) + _el("taskid", m.task_id) + _el("content", m.content)
-        + _el("receivetime", _beijing_now(m.at)) + "</callbox>"
+        "<callbox>"
+        + _el("mobile", m.mobile)
+        + _el("taskid", m.task_id)
+        + _el("content", m.content)
+        + _el("receivetime", _beijing_now(m.at))
+        + "</callbox>"
         for m in state.take_inbound(p)
     ]
     return _xml(*boxes)
@@ -564,8 +594,11 @@ def create_app(state: QxsState) -> Starlette:
         media = "text/xml" if status == 200 else "text/plain"
         if status == 200 and state.charset.lower() != "utf-8":  # keep the declaration honest
             text = text.replace('encoding="utf-8"', f'encoding="{state.charset}"', 1)
-        return Response(text.encode(state.charset, errors="replace"), status_code=status,
-                        headers={"content-type": f"{media}; charset={state.charset}"})
+        return Response(
+            text.encode(state.charset, errors="replace"),
+            status_code=status,
+            headers={"content-type": f"{media}; charset={state.charset}"},
+        )
 
     app = Starlette(routes=[Route("/{name}", vendor, methods=["GET", "POST"])])
     return add_control_routes(app, state)

@@ -87,9 +87,7 @@ def serve(app: Any, host: str = "127.0.0.1", port: int = 0, *, startup_timeout: 
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name=f"simulator:{real_port}", daemon=True
-    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"simulator:{real_port}", daemon=True)
     thread.start()
 
     deadline = time.monotonic() + startup_timeout

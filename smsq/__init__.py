@@ -10,6 +10,7 @@ application's own ``tasks.py``. The names below are resolved on first use:
 ``import smsq.providers`` stays free of Celery and the database, and
 ``celery -A smsq worker`` finds the app as ``smsq.app``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -45,7 +46,7 @@ __all__ = [*_EXPORTS, "app"]
 
 def __getattr__(name: str):
     if name in ("app", "celery"):
-        from smsq.worker.app import get_app
+        from smsq.worker.app import get_app  # here: importing smsq builds no Celery app
 
         return get_app()
     module = _EXPORTS.get(name)

@@ -1,4 +1,5 @@
 """``python -m smsq`` is the ``smsq`` command."""
+
 import sys
 
 from smsq.worker.cli import main

@@ -10,12 +10,12 @@ States:
   split job  exists from intake until a worker has cut every staged chunk into chunk and
              recipient rows (see tasks/split.py)
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from sqlalchemy import (BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text,
-                        UniqueConstraint)
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .lifecycle import ChunkState, RecipientState
@@ -36,7 +36,7 @@ RECIPIENT_STATES = tuple(RecipientState)
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):
@@ -45,8 +45,11 @@ class Base(DeclarativeBase):
 
 class Batch(Base):
     __tablename__ = "batches"
-    __table_args__ = (UniqueConstraint("account", "idempotency_key"), UniqueConstraint("route", "idempotency_key"),
-                      Index("ix_batches_created_at", "created_at"))  # purge by age
+    __table_args__ = (
+        UniqueConstraint("account", "idempotency_key"),
+        UniqueConstraint("route", "idempotency_key"),
+        Index("ix_batches_created_at", "created_at"),
+    )  # purge by age
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account: Mapped[str] = mapped_column(String(64))
@@ -128,6 +131,7 @@ class EarlierSend(Base):
     recipient row then follows the new send, and this row keeps the earlier one (its
     vendor id and outcome; a late delivery report for it still lands here), so a
     number's history shows both. Goes with its recipient (ON DELETE CASCADE)."""
+
     __tablename__ = "earlier_sends"
     __table_args__ = (
         Index("ix_earlier_sends_mobile", "mobile"),
@@ -250,8 +254,11 @@ class StatusReport(Base):
     """Every delivery report as the vendor gave it, matched to a recipient when we know it."""
 
     __tablename__ = "status_reports"
-    __table_args__ = (UniqueConstraint("account", "dedupe_key"), Index("ix_status_reports_vendor", "vendor_id"),
-                      Index("ix_status_reports_created_at", "created_at"))
+    __table_args__ = (
+        UniqueConstraint("account", "dedupe_key"),
+        Index("ix_status_reports_vendor", "vendor_id"),
+        Index("ix_status_reports_created_at", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account: Mapped[str] = mapped_column(String(64))

@@ -209,6 +209,48 @@ def _replay(session: Session, batch: Batch, digest: str, key: str) -> Receipt:
                    batch.lane, replayed=True)
 
 
+def _store_numbers(session: Session, conf, batch: Batch, provider_cls, numbers: Iterator[str], digest: BodyDigest,
+                   rejected: list[tuple[str, str]], *, priority: bool | None, not_before: datetime | None,
+                   now: datetime) -> tuple[int, list | None]:
+    """Store the batch with its numbers; returns how many were accepted and the chunk rows
+    this call publishes itself (None: a split job or a cut took them). Invalid and blocked
+    numbers are added to ``rejected``; NoValidNumbersError when none is left."""
+    short = list(itertools.islice(numbers, conf.priority_max + 1))
+    if len(short) <= conf.priority_max:
+        # A short list (an OTP): its chunk and recipient rows are written directly and
+        # its chunk is published by this call; a split job would add a broker round trip
+        # and a worker pick-up before its send is even published. Five round trips in
+        # all, the batch's row written once with what it will hold.
+        rows, blocked = chunk_short_list(session, batch.account, short, provider_cls.accepts_landline,
+                                         provider_cls.max_numbers, rejected)
+        rejected.extend(_blocked(session, batch.account, blocked))
+        accepted = sum(size for _, size, _ in rows)
+        if not accepted:
+            raise NoValidNumbersError(rejected)  # nothing was written
+        _fill(batch, conf, accepted, rejected, priority)
+        batch.body_digest = digest.finish(numbers)  # the list was short: read to its end
+        session.add(batch)
+        session.flush()  # the id; and an idempotency race fails here, early
+        inline = write_short(session, batch, rows, not_before=not_before, now=now)
+    else:
+        session.add(batch)
+        session.flush()  # the id; and an idempotency race fails here, early
+        accepted = _intake(session, batch, itertools.chain(short, numbers), provider_cls.accepts_landline,
+                           provider_cls.max_numbers, rejected)
+        if not accepted:
+            raise NoValidNumbersError(rejected)  # rolls the batch back: an empty batch is no batch
+        _fill(batch, conf, accepted, rejected, priority)
+        batch.body_digest = digest.finish(numbers)  # the intake read the list to its end
+        session.flush()
+        inline = None
+        if accepted <= conf.priority_max:
+            # Few numbers in a long list (repeats, invalid entries): cut here as above.
+            inline = cut(session, batch, limit=None, not_before=not_before, now=now).published
+        else:
+            session.add(SplitJob(batch_id=batch.id, not_before=not_before, queued_at=now, created_at=now))
+    return accepted, inline
+
+
 def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: datetime | None = None,
              idempotency_key: str | None = None, priority: bool | None = None) -> Receipt:
     """Queue ``content`` for every number in ``to`` through ``account``.
@@ -255,39 +297,8 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
             batch = Batch(account=acct.name, content=prepared, send_at=when, idempotency_key=idempotency_key,
                           lane="bulk", segments=segments(prepared), created_at=now, route=target.route,
                           given_content=content if target.route else None)
-            short = list(itertools.islice(numbers, conf.priority_max + 1))
-            if len(short) <= conf.priority_max:
-                # A short list (an OTP): its chunk and recipient rows are written directly and
-                # its chunk is published by this call; a split job would add a broker round trip
-                # and a worker pick-up before its send is even published. Five round trips in
-                # all, the batch's row written once with what it will hold.
-                rows, blocked = chunk_short_list(session, acct.name, short, provider_cls.accepts_landline,
-                                                 provider_cls.max_numbers, rejected)
-                rejected.extend(_blocked(session, acct.name, blocked))
-                accepted = sum(size for _, size, _ in rows)
-                if not accepted:
-                    raise NoValidNumbersError(rejected)  # nothing was written
-                _fill(batch, conf, accepted, rejected, priority)
-                batch.body_digest = digest.finish(numbers)  # the list was short: read to its end
-                session.add(batch)
-                session.flush()  # the id; and an idempotency race fails here, early
-                inline = write_short(session, batch, rows, not_before=not_before, now=now)
-            else:
-                session.add(batch)
-                session.flush()  # the id; and an idempotency race fails here, early
-                accepted = _intake(session, batch, itertools.chain(short, numbers), provider_cls.accepts_landline,
-                                   provider_cls.max_numbers, rejected)
-                if not accepted:
-                    raise NoValidNumbersError(rejected)  # rolls the batch back: an empty batch is no batch
-                _fill(batch, conf, accepted, rejected, priority)
-                batch.body_digest = digest.finish(numbers)  # the intake read the list to its end
-                session.flush()
-                inline = None
-                if accepted <= conf.priority_max:
-                    # Few numbers in a long list (repeats, invalid entries): cut here as above.
-                    inline = cut(session, batch, limit=None, not_before=not_before, now=now).published
-                else:
-                    session.add(SplitJob(batch_id=batch.id, not_before=not_before, queued_at=now, created_at=now))
+            accepted, inline = _store_numbers(session, conf, batch, provider_cls, numbers, digest, rejected,
+                                              priority=priority, not_before=not_before, now=now)
             _store_rejections(session, batch.id, rejected)
             receipt = Receipt(batch.id, accepted, rejected, batch.segments, batch.lane)
     except (OperationalError, InterfaceError) as exc:

@@ -33,5 +33,5 @@ def test_the_editable_install_prints_nothing_when_it_works():
 
 
 def test_the_editable_install_still_shows_a_real_error():
-    broken = run(editable_install_command().replace("-e '.[test,sim]'", "-e './no-such-project'") + " --no-deps")
+    broken = run(editable_install_command().replace("-e '.[test,sim,check]'", "-e './no-such-project'") + " --no-deps")
     assert broken.returncode != 0 and "no-such-project" in broken.stderr

@@ -10,6 +10,7 @@ transport hands every transport option to ``create_engine``, which refuses it.
 So the subclass carries a shorter interval itself; smsq points embedded
 ``sqla+sqlite://`` URLs at it.
 """
+
 from __future__ import annotations
 
 from kombu.transport import redis as kombu_redis
@@ -49,7 +50,7 @@ def broker_settings(broker_url: str) -> tuple[str, str | None]:
     setting, never inside a URL)."""
     prefix = "sqla+"
     if broker_url.startswith(prefix):
-        return broker_url[len(prefix):], f"{__name__}:Transport"
+        return broker_url[len(prefix) :], f"{__name__}:Transport"
     if broker_url.startswith("redis://"):
         return broker_url, f"{__name__}:RedisTransport"
     return broker_url, None

@@ -17,6 +17,7 @@ twice; they are the last ``SETTLE_SECONDS`` of calls, a small set. A record
 transaction that stays open longer than that would be missed — they take
 milliseconds.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -50,7 +51,7 @@ class Durations:
     def cumulative(self) -> list[tuple[str, int]]:
         """``[("0.05", n), ..., ("+Inf", count)]`` as Prometheus buckets want them."""
         out, running = [], 0
-        for bound, count in zip([*map(str, BUCKETS), "+Inf"], self.counts):
+        for bound, count in zip([*map(str, BUCKETS), "+Inf"], self.counts, strict=True):
             running += count
             out.append((bound, running))
         return out
@@ -69,9 +70,11 @@ class CallTally:
         new, after = 0, self._floor
         while True:
             rows = session.execute(
-                select(VendorCall.id, VendorCall.account, VendorCall.outcome, VendorCall.seconds,
-                       VendorCall.created_at)
-                .where(VendorCall.id > after).order_by(VendorCall.id).limit(PAGE)).all()
+                select(VendorCall.id, VendorCall.account, VendorCall.outcome, VendorCall.seconds, VendorCall.created_at)
+                .where(VendorCall.id > after)
+                .order_by(VendorCall.id)
+                .limit(PAGE)
+            ).all()
             for row in rows:
                 if row.id in self._above_floor:
                     continue  # read before, still inside the settling window

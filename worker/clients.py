@@ -1,4 +1,5 @@
 """One provider, with one HTTP connection pool, per account and process."""
+
 from __future__ import annotations
 
 import threading

@@ -29,18 +29,21 @@ relay timer): accounts and routes only, validated as at start-up; a file that
 does not validate leaves the process on the accounts it has, said in one log
 line. The environment's settings (database, broker, timeouts) are read once.
 """
+
 from __future__ import annotations
 
+import codecs
 import hashlib
 import logging
 import os
 import re
 import threading
 import tomllib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
@@ -54,8 +57,19 @@ from .services import safe_url
 log = logging.getLogger("smsq.config")
 
 COMMON_KEYS = {
-    "provider", "base_url", "username", "password", "password_env", "password_file",
-    "charset", "signature", "rate_limit", "timeout", "poll_interval", "balance_alert", "optout_keywords",
+    "provider",
+    "base_url",
+    "username",
+    "password",
+    "password_env",
+    "password_file",
+    "charset",
+    "signature",
+    "rate_limit",
+    "timeout",
+    "poll_interval",
+    "balance_alert",
+    "optout_keywords",
 }
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 _PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
@@ -75,21 +89,22 @@ class Credential(Secret):
     it is revealed: when a vendor client is built. ``source`` says where, for equality
     and messages; reading raises ConfigError naming the account and the key."""
 
-    __slots__ = ("source", "_read")
+    __slots__ = ("source", "_read", "_resolved")
 
     def __init__(self, source: str, read: Callable[[], str]):
-        super().__init__(None)
-        self.source, self._read = source, read
+        super().__init__("")  # the password itself is read when first revealed
+        self.source, self._read, self._resolved = source, read, False
 
     @property
     def resolved(self) -> bool:
-        return self._value is not None
+        return self._resolved
 
     def reveal(self) -> str:
-        if self._value is None:
+        if not self._resolved:
             value = self._read()
             logs.remember_secret(value)  # masked from the moment it exists in this process
             self._value = value
+            self._resolved = True  # after the value: a thread that sees it resolved sees the value
         return self._value
 
     def __eq__(self, other: object) -> bool:
@@ -107,6 +122,7 @@ class Credential(Secret):
 @dataclass(frozen=True)
 class ConfigVersion:
     """Which accounts file a process runs on: its content's hash and when it was written."""
+
     digest: str  # the first hex digits of the file's SHA-256 ("" no file)
     modified: datetime | None = None  # the file's mtime, UTC
 
@@ -148,8 +164,9 @@ class Settings:
     def require_accounts(self) -> None:
         """Commands that send or poll cannot do anything without the accounts file."""
         if not self.config_found:
-            raise ConfigError(f"no accounts file at {self.config_path}: set SMSQ_CONFIG to your smsq.toml "
-                              f"(see README, Configuration)")
+            raise ConfigError(
+                f"no accounts file at {self.config_path}: set SMSQ_CONFIG to your smsq.toml (see README, Configuration)"
+            )
         if not self.accounts:
             raise ConfigError(f"{self.config_path} configures no account: add an [accounts.NAME] table")
 
@@ -157,10 +174,15 @@ class Settings:
         """Where this process keeps its data, said on start-up (passwords hidden)."""
         db = make_url(self.database_url).render_as_string(hide_password=True)
         if self.embedded:
-            return (f"embedded mode: database {db.removeprefix('sqlite:///')}, broker "
-                    f"{self.broker_url.removeprefix('sqla+sqlite:///')} (SMSQ_HOME {self.home})")
-        broker = make_url(self.broker_url).render_as_string(hide_password=True) \
-            if "://" in self.broker_url else self.broker_url
+            return (
+                f"embedded mode: database {db.removeprefix('sqlite:///')}, broker "
+                f"{self.broker_url.removeprefix('sqla+sqlite:///')} (SMSQ_HOME {self.home})"
+            )
+        broker = (
+            make_url(self.broker_url).render_as_string(hide_password=True)
+            if "://" in self.broker_url
+            else self.broker_url
+        )
         return f"distributed mode: database {db}, broker {broker}"
 
     def account(self, name: str) -> Account:
@@ -168,9 +190,7 @@ class Settings:
             return self.accounts[name]
         except KeyError:
             known = ", ".join(sorted(self.accounts)) or "none configured"
-            raise UnknownAccountError(
-                f"unknown account {name!r} (configured in {self.config_path}: {known})"
-            ) from None
+            raise UnknownAccountError(f"unknown account {name!r} (configured in {self.config_path}: {known})") from None
 
     def route_or_account(self, name: str) -> Route:
         """What a send names: a route, or a single account as a route of one (``cooloff`` None).
@@ -181,8 +201,9 @@ class Settings:
             return Route(name, (name,))
         known = ", ".join(sorted(self.accounts)) or "none configured"
         routes = f"; routes: {', '.join(sorted(self.routes))}" if self.routes else ""
-        raise UnknownAccountError(f"unknown account or route {name!r} (configured in {self.config_path}: "
-                                  f"accounts: {known}{routes})")
+        raise UnknownAccountError(
+            f"unknown account or route {name!r} (configured in {self.config_path}: accounts: {known}{routes})"
+        )
 
     def cooloff(self, account: str) -> float:
         """Seconds a failed account rests before a probe: the shortest ``cooloff`` of the
@@ -201,8 +222,11 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """The passwords read so far (the others are masked as they are read)."""
-        return [a.password.reveal() for a in self.accounts.values()
-                if a.password and (not isinstance(a.password, Credential) or a.password.resolved)]
+        return [
+            a.password.reveal()
+            for a in self.accounts.values()
+            if a.password and (not isinstance(a.password, Credential) or a.password.resolved)
+        ]
 
 
 def parse_rate(value: Any, where: str) -> float:
@@ -213,7 +237,7 @@ def parse_rate(value: Any, where: str) -> float:
         m = _RATE_RE.match(value)
         if m and float(m.group(1)) > 0:
             return float(m.group(1)) / _PER[m.group(2)]
-    raise ConfigError(f"{where}: rate_limit must look like \"20/s\" or \"600/m\", not {value!r}")
+    raise ConfigError(f'{where}: rate_limit must look like "20/s" or "600/m", not {value!r}')
 
 
 def _password(name: str, table: Mapping[str, Any], base_dir: Path) -> Secret:
@@ -224,17 +248,16 @@ def _password(name: str, table: Mapping[str, Any], base_dir: Path) -> Secret:
     if len(given) > 1:
         raise ConfigError(f"{where}: give only one of {', '.join(given)}")
     if not given:
-        raise ConfigError(f"{where}: no credential: set password_env (an environment variable) "
-                          f"or password_file")
+        raise ConfigError(f"{where}: no credential: set password_env (an environment variable) or password_file")
     key = given[0]
     value = table[key]
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where}: {key} must be a non-empty string")
     if key == "password":
-        log.warning("account %r: password is written in the config file; prefer password_env "
-                    "or password_file", name)
+        log.warning("account %r: password is written in the config file; prefer password_env or password_file", name)
         return Secret(value)
     if key == "password_env":
+
         def from_env() -> str:
             secret = os.environ.get(value)
             if not secret:
@@ -256,20 +279,44 @@ def _password(name: str, table: Mapping[str, Any], base_dir: Path) -> Secret:
     return Credential(f"password_file {path}", from_file)
 
 
+def _smsq_options(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    """The account keys smsq itself reads, any provider: polling, balance alert, opt-out."""
+    options: dict[str, Any] = {}
+    if "poll_interval" in table:
+        interval = table["poll_interval"]
+        if not isinstance(interval, (int, float)) or interval < 30:
+            raise ConfigError(f"{where}: poll_interval must be a number of seconds, at least 30")
+        options["poll_interval"] = float(interval)
+    if "balance_alert" in table:
+        alert = table["balance_alert"]
+        if not isinstance(alert, (int, float)) or isinstance(alert, bool) or alert < 0:
+            raise ConfigError(f"{where}: balance_alert must be a number (warn when the balance is under it)")
+        options["balance_alert"] = float(alert)
+    if "optout_keywords" in table:
+        keywords = table["optout_keywords"]
+        if not isinstance(keywords, list) or not all(isinstance(k, str) and k.strip() for k in keywords):
+            raise ConfigError(
+                f'{where}: optout_keywords must be a list of words, e.g. ["TD", "退订"] '
+                f"(an empty list turns opt-out off)"
+            )
+        options["optout_keywords"] = tuple(keywords)
+    return options
+
+
 def parse_account(name: str, table: Mapping[str, Any], base_dir: Path) -> Account:
     where = f"account {name!r}"
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: must be a table ([accounts.{name}])")
     provider = table.get("provider")
     if provider not in PROVIDERS:
-        raise ConfigError(f"{where}: provider {provider!r} is unknown; "
-                          f"one of: {', '.join(sorted(PROVIDERS))}")
+        raise ConfigError(f"{where}: provider {provider!r} is unknown; one of: {', '.join(sorted(PROVIDERS))}")
     cls = provider_class(provider)
     allowed = COMMON_KEYS | set(cls.option_keys)
     for key in table:
         if key not in allowed:
-            raise ConfigError(f"{where}: unknown key {key!r} for provider {provider!r}; "
-                              f"allowed: {', '.join(sorted(allowed))}")
+            raise ConfigError(
+                f"{where}: unknown key {key!r} for provider {provider!r}; allowed: {', '.join(sorted(allowed))}"
+            )
     for key in ("base_url", "username"):
         if not isinstance(table.get(key), str) or not table[key]:
             raise ConfigError(f"{where}: {key} is required")
@@ -277,8 +324,6 @@ def parse_account(name: str, table: Mapping[str, Any], base_dir: Path) -> Accoun
         raise ConfigError(f"{where}: base_url must start with http:// or https://")
     charset = table.get("charset")
     if charset is not None:
-        import codecs
-
         try:
             codecs.lookup(charset)
         except (LookupError, TypeError):
@@ -294,26 +339,17 @@ def parse_account(name: str, table: Mapping[str, Any], base_dir: Path) -> Accoun
         cls.validate_options(options)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    if "poll_interval" in table:
-        interval = table["poll_interval"]
-        if not isinstance(interval, (int, float)) or interval < 30:
-            raise ConfigError(f"{where}: poll_interval must be a number of seconds, at least 30")
-        options["poll_interval"] = float(interval)
-    if "balance_alert" in table:
-        alert = table["balance_alert"]
-        if not isinstance(alert, (int, float)) or isinstance(alert, bool) or alert < 0:
-            raise ConfigError(f"{where}: balance_alert must be a number (warn when the balance is under it)")
-        options["balance_alert"] = float(alert)
-    if "optout_keywords" in table:
-        keywords = table["optout_keywords"]
-        if not isinstance(keywords, list) or not all(isinstance(k, str) and k.strip() for k in keywords):
-            raise ConfigError(f"{where}: optout_keywords must be a list of words, e.g. [\"TD\", \"退订\"] "
-                              f"(an empty list turns opt-out off)")
-        options["optout_keywords"] = tuple(keywords)
+    options.update(_smsq_options(where, table))
     return Account(
-        name=name, provider=provider, base_url=table["base_url"], username=table["username"],
-        password=_password(name, table, base_dir), charset=charset, signature=signature,
-        rate_limit=parse_rate(table.get("rate_limit", "10/s"), where), timeout=float(timeout),
+        name=name,
+        provider=provider,
+        base_url=table["base_url"],
+        username=table["username"],
+        password=_password(name, table, base_dir),
+        charset=charset,
+        signature=signature,
+        rate_limit=parse_rate(table.get("rate_limit", "10/s"), where),
+        timeout=float(timeout),
         options=options,
     )
 
@@ -332,8 +368,10 @@ def _read_config(path: Path, raw: bytes | None = None) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     unknown = set(data) - {"accounts", "routes"}
     if unknown:
-        raise ConfigError(f"{path}: unknown top-level table(s) {', '.join(sorted(unknown))}; "
-                          f"accounts go under [accounts.NAME], failover routes under [routes.NAME]")
+        raise ConfigError(
+            f"{path}: unknown top-level table(s) {', '.join(sorted(unknown))}; "
+            f"accounts go under [accounts.NAME], failover routes under [routes.NAME]"
+        )
     return data
 
 
@@ -365,7 +403,7 @@ def _read_file(path: Path) -> tuple[bytes | None, ConfigVersion]:
     """The accounts file's bytes (None: no file) and their version."""
     try:
         raw = path.read_bytes()
-        modified = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).replace(microsecond=0)
+        modified = datetime.fromtimestamp(path.stat().st_mtime, UTC).replace(microsecond=0)
     except FileNotFoundError:
         return None, ConfigVersion("")
     except OSError as exc:
@@ -411,34 +449,41 @@ def check_database_url(url: str, name: str) -> None:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise ConfigError(f"{name} is not a database URL: {safe_url(url)!r}; e.g. "
-                          f"{' or '.join(DATABASES.values())}") from None
+        raise ConfigError(
+            f"{name} is not a database URL: {safe_url(url)!r}; e.g. {' or '.join(DATABASES.values())}"
+        ) from None
     kind = parsed.get_backend_name()
     if kind not in DATABASES:
-        raise ConfigError(f"{name} {safe_url(url)}: smsq keeps its data in {' or '.join(DATABASES.values())}, "
-                          f"not {kind!r}")
+        raise ConfigError(
+            f"{name} {safe_url(url)}: smsq keeps its data in {' or '.join(DATABASES.values())}, not {kind!r}"
+        )
     try:
         parsed.get_dialect().import_dbapi()
     except (NoSuchModuleError, ImportError) as exc:
-        raise ConfigError(f"{name} {safe_url(url)}: its driver {parsed.drivername!r} cannot be loaded ({exc}); "
-                          f"postgresql:// uses psycopg 3, which smsq installs") from None
+        raise ConfigError(
+            f"{name} {safe_url(url)}: its driver {parsed.drivername!r} cannot be loaded ({exc}); "
+            f"postgresql:// uses psycopg 3, which smsq installs"
+        ) from None
 
 
 def check_broker_url(url: str) -> None:
     """A broker smsq runs on; a misspelt scheme is a mistake, never taken for a broker outage."""
     if url.startswith("sqla+"):
-        check_database_url(url[len("sqla+"):], "SMSQ_BROKER_URL (after sqla+)")
+        check_database_url(url[len("sqla+") :], "SMSQ_BROKER_URL (after sqla+)")
     elif not url.startswith(BROKERS):
-        raise ConfigError(f"SMSQ_BROKER_URL {safe_url(url)!r} is not a broker smsq knows: use "
-                          f"{', '.join(BROKERS)} or sqla+sqlite:///FILE (embedded)")
+        raise ConfigError(
+            f"SMSQ_BROKER_URL {safe_url(url)!r} is not a broker smsq knows: use "
+            f"{', '.join(BROKERS)} or sqla+sqlite:///FILE (embedded)"
+        )
 
 
 def _redis_url(broker_url: str) -> str | None:
     explicit = env_secret("SMSQ_REDIS_URL")
     if explicit:
         if not explicit.startswith(REDIS_SCHEMES):
-            raise ConfigError(f"SMSQ_REDIS_URL {safe_url(explicit)!r} is not a Redis URL: use "
-                              f"{', '.join(REDIS_SCHEMES)}")
+            raise ConfigError(
+                f"SMSQ_REDIS_URL {safe_url(explicit)!r} is not a Redis URL: use {', '.join(REDIS_SCHEMES)}"
+            )
         return explicit
     return broker_url if broker_url.startswith(("redis://", "rediss://")) else None
 
@@ -482,7 +527,7 @@ def load_settings() -> Settings:
     home = smsq_home(path)
     database_url = env_secret("SMSQ_DATABASE_URL") or f"sqlite:///{home / 'smsq.db'}"
     if database_url.startswith("postgresql://"):
-        database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
+        database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
     broker_url = env_secret("SMSQ_BROKER_URL") or f"sqla+sqlite:///{home / 'smsq-broker.db'}"
     check_database_url(database_url, "SMSQ_DATABASE_URL")
     check_broker_url(broker_url)
@@ -527,16 +572,17 @@ def settings() -> Settings:
     current = _current
     if current is None:
         with _lock:
-            if _current is None:
-                _install(load_settings())
             current = _current
+            if current is None:
+                current = _install(load_settings())
     return current
 
 
-def _install(conf: Settings, seen: tuple | None = _UNREAD) -> None:
+def _install(conf: Settings, seen: tuple | None = _UNREAD) -> Settings:
     """``seen``: the file's stat taken before it was read."""
     global _current, _seen
     _current, _seen = conf, seen
+    return conf
 
 
 def _cache_clear() -> None:
@@ -574,8 +620,10 @@ def refresh() -> Settings:
                 raise ConfigError(f"{path} is not there any more")
             accounts, routes = _parse_file(path, raw)
             # an unchanged account stays the very object in use, so nothing keyed on it is rebuilt
-            accounts = {name: conf.accounts[name] if conf.accounts.get(name) == account else account
-                        for name, account in accounts.items()}
+            accounts = {
+                name: conf.accounts[name] if conf.accounts.get(name) == account else account
+                for name, account in accounts.items()
+            }
             if _credentials_required:  # a worker or beat: a password it cannot read refuses the file, as at start
                 for name, account in accounts.items():
                     if account is not conf.accounts.get(name):
@@ -583,8 +631,12 @@ def refresh() -> Settings:
         except ConfigError as exc:
             if str(exc) != _refused:
                 _refused = str(exc)
-                log.error("%s changed but cannot be used: %s; this process keeps the accounts it read "
-                          "before (version %s)", path, exc, conf.config_version)
+                log.error(
+                    "%s changed but cannot be used: %s; this process keeps the accounts it read before (version %s)",
+                    path,
+                    exc,
+                    conf.config_version,
+                )
             return conf
         _refused = None
         new = replace(conf, accounts=accounts, routes=routes, config_version=version, config_found=True)
@@ -593,9 +645,14 @@ def refresh() -> Settings:
     added = sorted(set(accounts) - set(conf.accounts))
     changed = sorted(n for n in set(accounts) & set(conf.accounts) if accounts[n] is not conf.accounts[n])
     removed = sorted(set(conf.accounts) - set(accounts))
-    log.warning("%s changed (version %s): accounts and routes read again; added: %s; changed: %s; removed: %s",
-                path, version, ", ".join(added) or "none", ", ".join(changed) or "none",
-                ", ".join(removed) or "none")
+    log.warning(
+        "%s changed (version %s): accounts and routes read again; added: %s; changed: %s; removed: %s",
+        path,
+        version,
+        ", ".join(added) or "none",
+        ", ".join(changed) or "none",
+        ", ".join(removed) or "none",
+    )
     return new
 
 

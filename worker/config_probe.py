@@ -7,6 +7,7 @@ of the file does not validate there (``refused``), or it is another file. With
 ``--pool prefork`` the answer is the main process's: its children read the file
 again when they meet an account they do not know.
 """
+
 from __future__ import annotations
 
 from celery.worker.control import inspect_command
@@ -21,5 +22,10 @@ def smsq_config(state, **kwargs) -> dict:
     """Which version of the accounts file this worker runs, and its accounts."""
     conf = refresh()
     version = conf.config_version
-    return {"path": str(conf.config_path), "version": str(version), "digest": version.digest if version else "",
-            "accounts": sorted(conf.accounts), "refused": refused()}
+    return {
+        "path": str(conf.config_path),
+        "version": str(version),
+        "digest": version.digest if version else "",
+        "accounts": sorted(conf.accounts),
+        "refused": refused(),
+    }

@@ -1,15 +1,17 @@
 """Database engine and sessions, one engine per process and URL."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Iterator
+from importlib import resources
 
-from sqlalchemy import create_engine, event, exc
+from sqlalchemy import create_engine, event, exc, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
-
+from sqlalchemy.pool import NullPool
 
 CONNECT_TIMEOUT = 10  # seconds to open a PostgreSQL connection
 # In a worker, a pooled connection idle longer than this is pinged before use (one
@@ -103,8 +105,13 @@ def _create(url: str) -> Engine:
     # A database behind a dropped route or a silent firewall never refuses: without a
     # connect timeout every process would hang on it instead of saying it is unreachable.
     pool_size, max_overflow = pool_size_for(_slots)
-    engine = create_engine(url, pool_pre_ping=_ping_always, pool_size=pool_size, max_overflow=max_overflow,
-                           connect_args={"connect_timeout": CONNECT_TIMEOUT})
+    engine = create_engine(
+        url,
+        pool_pre_ping=_ping_always,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT},
+    )
     if not _ping_always:
         _ping_when_idle(engine)
     return engine
@@ -112,6 +119,7 @@ def _create(url: str) -> Engine:
 
 def _ping_when_idle(engine: Engine) -> None:
     """``pool_pre_ping``, for connections idle over PING_AFTER_IDLE only (see there)."""
+
     @event.listens_for(engine, "checkin")
     def _checked_in(_dbapi_conn, record):  # pragma: no cover - trivial
         record.info["idle_since"] = time.monotonic()
@@ -174,10 +182,8 @@ def autocommit(url: str) -> Iterator[Connection]:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the schema to ``revision`` with Alembic (``smsq db upgrade``)."""
-    from importlib import resources
-
-    from alembic import command
-    from alembic.config import Config
+    from alembic import command  # here: alembic costs 0.7 s of start-up, paid only by schema upgrades
+    from alembic.config import Config  # (the same)
 
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("smsq.store") / "migrations"))
@@ -188,9 +194,6 @@ def upgrade(url: str, revision: str = "head") -> None:
 def probe(url: str, timeout: float = 5.0) -> None:
     """Open a fresh connection and run ``SELECT 1``; raise if the database cannot be
     reached within ``timeout``. A pooled connection could hang on a dead socket."""
-    from sqlalchemy import text
-    from sqlalchemy.pool import NullPool
-
     connect_args = {} if url.startswith("sqlite") else {"connect_timeout": max(1, int(timeout))}
     engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
     try:

@@ -4,6 +4,7 @@ Celery's signals (``worker_ready``, ``beat_init``, ...) are sent for every app i
 the process: an application's own worker or beat that merely imports smsq would
 run smsq's receivers too. Each receiver asks ``is_smsq_app`` first.
 """
+
 from __future__ import annotations
 
 APP_NAME = "smsq"  # the main name of smsq's Celery app (worker/app.py)

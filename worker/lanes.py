@@ -21,8 +21,10 @@ SIGTERM on and waits for them; and should it die without a word (SIGKILL), the
 kernel sends them SIGTERM (Linux ``PR_SET_PDEATHSIG``), so no lane outlives
 its worker. The embedded mode stays one process: its rate limiter lives in it.
 """
+
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -61,8 +63,22 @@ class Lane:
     started_at: float = 0.0
 
     def argv(self, loglevel: str, events: bool) -> list[str]:
-        argv = [sys.executable, "-m", "smsq", "worker", "--queues", self.queues, "--pool", self.pool,
-                "--concurrency", str(self.concurrency), "--hostname", self.hostname, "--loglevel", loglevel]
+        argv = [
+            sys.executable,
+            "-m",
+            "smsq",
+            "worker",
+            "--queues",
+            self.queues,
+            "--pool",
+            self.pool,
+            "--concurrency",
+            str(self.concurrency),
+            "--hostname",
+            self.hostname,
+            "--loglevel",
+            loglevel,
+        ]
         return argv + (["--events"] if events else [])
 
     def __str__(self) -> str:
@@ -80,28 +96,33 @@ def plan(args, pool: str, concurrency: int, processes: int) -> list[Lane]:
     """The processes to start beside this one (``processes``: bulk processes in all)."""
     lanes = [Lane("priority lane", PRIORITY_QUEUE, PRIORITY_THREADS, node_name(args.hostname, "priority"))]
     for n in range(2, processes + 1):
-        lanes.append(Lane(f"bulk process {n}", BULK_QUEUES, concurrency, node_name(args.hostname, f"bulk{n}"),
-                          pool, nice=BULK_NICE))
+        lanes.append(
+            Lane(
+                f"bulk process {n}",
+                BULK_QUEUES,
+                concurrency,
+                node_name(args.hostname, f"bulk{n}"),
+                pool,
+                nice=BULK_NICE,
+            )
+        )
     return lanes
 
 
 def lower_priority(nice: int) -> None:
     """This process (Linux: this thread, and threads it starts later) at ``nice`` lower
     CPU priority; where that is refused, as it was."""
-    try:
+    with contextlib.suppress(OSError):
         os.nice(nice)
-    except OSError:
-        pass
 
 
 def _child_setup(nice: int):
     def setup() -> None:  # pragma: no cover - runs in the child between fork and exec
-        try:
+        with contextlib.suppress(OSError, AttributeError):  # not Linux: the first process's shutdown still stops them
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        except (OSError, AttributeError):
-            pass  # not Linux: the first process's shutdown still stops them
         if nice:
             lower_priority(nice)
+
     return setup
 
 
@@ -142,9 +163,10 @@ class Supervisor:
                 if now - lane.started_at > RESTART_AFTER[1]:
                     lane.restarts = 0  # ran a good while: the next exit is a fresh one
                 return
-            wait = min(RESTART_AFTER[0] * 2 ** lane.restarts, RESTART_AFTER[1])
-            log.warning("the %s (pid %s) exited with %s; starting it again in %.0f s",
-                        lane.name, lane.proc.pid, code, wait)
+            wait = min(RESTART_AFTER[0] * 2**lane.restarts, RESTART_AFTER[1])
+            log.warning(
+                "the %s (pid %s) exited with %s; starting it again in %.0f s", lane.name, lane.proc.pid, code, wait
+            )
             lane.proc, lane.next_start, lane.restarts = None, now + wait, lane.restarts + 1
         if now >= lane.next_start:
             self._spawn(lane)
@@ -158,10 +180,8 @@ class Supervisor:
         no lock, no logging."""
         self._stopping.set()
         for proc in self._running():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
     def stop(self) -> None:
         """Warm shutdown of every lane, waiting for their vendor calls to be recorded."""

@@ -1,4 +1,5 @@
 """Logging with the vendor passwords masked, whatever logger or handler emits the line."""
+
 from __future__ import annotations
 
 import logging

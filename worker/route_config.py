@@ -11,10 +11,12 @@ A route name is accepted wherever an account name is (``send_sms``, ``smsq send
 must be configured, and named once. What a route does at send time is in
 tasks/routes.py; the circuit of each account in tasks/circuit.py.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,13 @@ def _route(name: str, table: Any, accounts: Mapping[str, Any], error: type[Excep
         raise error(f"{where}: unknown key(s) {', '.join(sorted(map(repr, unknown)))}; allowed: accounts, cooloff")
     members = table.get("accounts")
     if not isinstance(members, list) or not members or not all(isinstance(a, str) and a for a in members):
-        raise error(f"{where}: accounts must be a list of at least one account name, e.g. [\"shop-dxt\", "
-                    f"\"shop-linkws\"]")
+        raise error(f'{where}: accounts must be a list of at least one account name, e.g. ["shop-dxt", "shop-linkws"]')
     missing = [a for a in members if a not in accounts]
     if missing:
-        raise error(f"{where}: accounts names {', '.join(map(repr, missing))}, not configured "
-                    f"(configured: {', '.join(sorted(accounts)) or 'none'})")
+        raise error(
+            f"{where}: accounts names {', '.join(map(repr, missing))}, not configured "
+            f"(configured: {', '.join(sorted(accounts)) or 'none'})"
+        )
     doubled = sorted({a for a in members if members.count(a) > 1})
     if doubled:
         raise error(f"{where}: accounts names {', '.join(map(repr, doubled))} more than once")

@@ -14,6 +14,7 @@ signal, then ends the child as usual; should the parent not do so (a cold
 shutdown waits on its children), the child ends itself once idle for
 ``LINGER`` seconds. An idle child dies of SIGTERM at once. SIGKILL stops anything.
 """
+
 from __future__ import annotations
 
 import logging

@@ -10,11 +10,12 @@ trips through the broker cost the very CPU the slots are short of. A thread
 pool's size is known here (`smsq worker` says it); a prefork child's is not,
 and says None.
 """
+
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 _lock = threading.Lock()
 _total: int | None = None
@@ -48,5 +49,3 @@ def total() -> int | None:
 def idle() -> int | None:
     """Slots of this process doing nothing now; None when the process does not know."""
     return None if _total is None else max(0, _total - _busy)
-
-

@@ -7,6 +7,7 @@ line survives the process and the machine. Any process may drain any file
 writer and a drainer, or two drainers, out of each other's way; a drainer
 takes the lines it could apply out of the file and leaves the others.
 """
+
 from __future__ import annotations
 
 import errno
@@ -15,8 +16,8 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger("smsq.spool")
 
@@ -53,8 +54,9 @@ class Spool:
         """Lines waiting in every file (for logs and tests)."""
         return sum(len(p.read_bytes().splitlines()) for p in self.files())
 
-    def drain(self, path: Path, apply: Callable[[dict], None],
-              must_stop: Callable[[Exception], bool]) -> tuple[int, int]:
+    def drain(
+        self, path: Path, apply: Callable[[dict], None], must_stop: Callable[[Exception], bool]
+    ) -> tuple[int, int]:
         """Apply each line of ``path``; a line whose ``apply`` raises stays in the file, and an
         error ``must_stop`` says is an outage ends the pass. Returns (applied, left).
         A file another process is draining is skipped."""
@@ -87,7 +89,7 @@ class Spool:
                 except Exception as exc:
                     keep.append(line)
                     if must_stop(exc):
-                        keep.extend(lines[n + 1:])
+                        keep.extend(lines[n + 1 :])
                         break
                     log.exception("spool %s: line %s could not be applied; kept", path.name, n + 1)
             if applied:

@@ -1,4 +1,5 @@
 """Alembic environment: the URL comes from smsq's settings (or the caller), never from an ini file."""
+
 from __future__ import annotations
 
 from alembic import context
@@ -15,8 +16,9 @@ if url is None:
 
 connectable = create_engine(url, poolclass=pool.NullPool)
 with connectable.connect() as connection:
-    context.configure(connection=connection, target_metadata=Base.metadata,
-                      render_as_batch=connection.dialect.name == "sqlite")
+    context.configure(
+        connection=connection, target_metadata=Base.metadata, render_as_batch=connection.dialect.name == "sqlite"
+    )
     with context.begin_transaction():
         context.run_migrations()
 connectable.dispose()

@@ -7,21 +7,21 @@ starts late) nor from the latest claim (which moves with every retry).
 Revision ID: 0006
 Revises: 0005
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 
-
-revision = '0006'
-down_revision = '0005'
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('chunks', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('first_attempt_at', sa.DateTime(), nullable=True))
+    with op.batch_alter_table("chunks", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("first_attempt_at", sa.DateTime(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('chunks', schema=None) as batch_op:
-        batch_op.drop_column('first_attempt_at')
+    with op.batch_alter_table("chunks", schema=None) as batch_op:
+        batch_op.drop_column("first_attempt_at")

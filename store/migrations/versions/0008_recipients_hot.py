@@ -22,29 +22,29 @@ is touched. Measured, 2,000 chunk updates of 100 rows each: 6.0-6.7 s before,
 Building ix_recipients_mobile blocks writes to recipients while it runs (about
 a second per million rows): on a large table, upgrade in a quiet hour.
 """
+
 from alembic import op
 
-
-revision = '0008'
-down_revision = '0007'
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('recipients', schema=None) as batch_op:
-        batch_op.drop_index('ix_recipients_vendor_id')
-        batch_op.drop_index('ix_recipients_mobile_state')
-        batch_op.create_index('ix_recipients_mobile', ['mobile'], unique=False)
-    if op.get_bind().dialect.name == 'postgresql':
+    with op.batch_alter_table("recipients", schema=None) as batch_op:
+        batch_op.drop_index("ix_recipients_vendor_id")
+        batch_op.drop_index("ix_recipients_mobile_state")
+        batch_op.create_index("ix_recipients_mobile", ["mobile"], unique=False)
+    if op.get_bind().dialect.name == "postgresql":
         # New pages only; rows already stored keep their pages until rewritten.
         op.execute("ALTER TABLE recipients SET (fillfactor = 50)")
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == 'postgresql':
+    if op.get_bind().dialect.name == "postgresql":
         op.execute("ALTER TABLE recipients RESET (fillfactor)")
-    with op.batch_alter_table('recipients', schema=None) as batch_op:
-        batch_op.drop_index('ix_recipients_mobile')
-        batch_op.create_index('ix_recipients_mobile_state', ['mobile', 'state'], unique=False)
-        batch_op.create_index('ix_recipients_vendor_id', ['vendor_id'], unique=False)
+    with op.batch_alter_table("recipients", schema=None) as batch_op:
+        batch_op.drop_index("ix_recipients_mobile")
+        batch_op.create_index("ix_recipients_mobile_state", ["mobile", "state"], unique=False)
+        batch_op.create_index("ix_recipients_vendor_id", ["vendor_id"], unique=False)

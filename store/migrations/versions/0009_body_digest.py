@@ -9,21 +9,21 @@ refused. The digest is computed while the numbers stream in, so the check reads
 no stored number. Batches stored before this revision have none and replay as
 before.
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 
-
-revision = '0009'
-down_revision = '0008'
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('batches', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('body_digest', sa.String(length=64), nullable=True))
+    with op.batch_alter_table("batches", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("body_digest", sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('batches', schema=None) as batch_op:
-        batch_op.drop_column('body_digest')
+    with op.batch_alter_table("batches", schema=None) as batch_op:
+        batch_op.drop_column("body_digest")
