@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, ClassVar, Mapping
+from urllib.parse import quote_plus
 
 import httpx
 
@@ -387,8 +388,6 @@ def form_body(fields: Mapping[str, str], charset: str) -> bytes:
     bytes, made quicker for the field that carries the numbers: urlencode quotes a
     value byte by byte in Python (0.3 ms for 100 numbers, about 6 % of a chunk's CPU
     in the worker), and digits and commas need nothing but the comma quoted."""
-    from urllib.parse import quote_plus
-
     def quoted(value: object) -> str:
         value = value if isinstance(value, str) else str(value)  # as urlencode does
         if _NUMBER_LIST.fullmatch(value):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from . import dxt, jinxin, linkws, orgws, qxs
+
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-secret"
 DEMO_USERID = "12"  # jinxin / qxs enterprise id
@@ -32,41 +34,31 @@ PORTS = {"linkws": 8800, "dxt": 8801, "jinxin": 8802, "orgws": 8803, "qxs": 8804
 
 
 def _dxt() -> tuple[Any, Any]:
-    from smsq.simulator.dxt import DxtState, create_app
-
     # Only dxt and qxs ids come back in delivery reports; the others' ids are
     # 32-bit integers in their WSDL and are never matched against anything.
-    state = DxtState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, first_smsid=first_id_from_clock())
-    return state, create_app(state)
+    state = dxt.DxtState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, first_smsid=first_id_from_clock())
+    return state, dxt.create_app(state)
 
 
 def _linkws() -> tuple[Any, Any]:
-    from smsq.simulator.linkws import LinkwsState, create_app
-
-    state = LinkwsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000)
-    return state, create_app(state)
+    state = linkws.LinkwsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000)
+    return state, linkws.create_app(state)
 
 
 def _jinxin() -> tuple[Any, Any]:
-    from smsq.simulator.jinxin import JinxinState, create_app
-
-    state = JinxinState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID, format="json")
-    return state, create_app(state)
+    state = jinxin.JinxinState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID, format="json")
+    return state, jinxin.create_app(state)
 
 
 def _orgws() -> tuple[Any, Any]:
-    from smsq.simulator.orgws import OrgwsState, create_app
-
-    state = OrgwsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, org_id=DEMO_ORG_ID)
-    return state, create_app(state)
+    state = orgws.OrgwsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, org_id=DEMO_ORG_ID)
+    return state, orgws.create_app(state)
 
 
 def _qxs() -> tuple[Any, Any]:
-    from smsq.simulator.qxs import QxsState, create_app
-
-    state = QxsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID,
-                     first_task_id=first_id_from_clock())
-    return state, create_app(state)
+    state = qxs.QxsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID,
+                         first_task_id=first_id_from_clock())
+    return state, qxs.create_app(state)
 
 
 FACTORIES: dict[str, Callable[[], tuple[Any, Any]]] = {

@@ -1,6 +1,6 @@
 """``python -m smsq`` is the ``smsq`` command."""
 import sys
 
-from smsq.worker.cli import main
+from smsq.cli import main
 
 sys.exit(main())

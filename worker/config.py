@@ -31,6 +31,7 @@ line. The environment's settings (database, broker, timeouts) are read once.
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import logging
 import os
@@ -49,7 +50,7 @@ from smsq.providers import PROVIDERS, Account, Secret, provider_class
 
 from . import logs
 from .route_config import Route, parse_routes
-from .services import safe_url
+from .logs import safe_url
 
 log = logging.getLogger("smsq.config")
 
@@ -277,8 +278,6 @@ def parse_account(name: str, table: Mapping[str, Any], base_dir: Path) -> Accoun
         raise ConfigError(f"{where}: base_url must start with http:// or https://")
     charset = table.get("charset")
     if charset is not None:
-        import codecs
-
         try:
             codecs.lookup(charset)
         except (LookupError, TypeError):

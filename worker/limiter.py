@@ -65,6 +65,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+import redis
+
 # Between taking a slot and the request reaching the vendor there are a quick
 # claim (up to half the margin; a slower one stamps the slot again), a thread
 # switch and a network hop, which do not take the same time for every call. A
@@ -336,8 +338,6 @@ return 0
 
 class RedisLimiter:
     def __init__(self, url: str) -> None:
-        import redis
-
         self._redis = redis.Redis.from_url(url)
         self._try_take = self._redis.register_script(_TRY_TAKE)
         self._redeem = self._redis.register_script(_REDEEM)

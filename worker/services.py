@@ -5,11 +5,17 @@ when it ends, never a traceback per retry). URLs are always shown without passwo
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from contextlib import contextmanager
 from typing import Iterator
 
+import kombu.exceptions
+import redis.exceptions
 import sqlalchemy.exc
+
+from .config import settings
+from .logs import safe_url
 
 DATABASE, BROKER, REDIS = "database", "broker", "redis"
 
@@ -33,15 +39,6 @@ def database_reached(url: str) -> Iterator[None]:
         raise DatabaseUnreachableError(url, exc) from exc
 
 
-def safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1]
-
-
 def first_line(exc: BaseException) -> str:
     root = exc
     while getattr(root, "orig", None) is not None:  # SQLAlchemy wraps the driver's error
@@ -53,11 +50,6 @@ def first_line(exc: BaseException) -> str:
 def unreachable_kind(exc: BaseException | None) -> str | None:
     """DATABASE, BROKER or REDIS when ``exc`` (or what caused it) says that service could
     not be reached; None for anything else."""
-    import socket
-
-    import kombu.exceptions
-    import redis.exceptions
-
     seen = 0
     while exc is not None and seen < 10:
         if isinstance(exc, (DatabaseUnreachableError, sqlalchemy.exc.OperationalError,
@@ -75,8 +67,6 @@ def describe(kind: str, conf=None) -> str:
     """'the database (URL)', 'the broker (URL)' or 'Redis (URL)'. Redis that is the
     broker is called the broker: that is what an operator configured it as."""
     if conf is None:
-        from .config import settings
-
         conf = settings()
     if kind == DATABASE:
         return f"the database ({safe_url(conf.database_url)})"

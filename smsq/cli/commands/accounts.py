@@ -1,19 +1,28 @@
 """Accounts and their vendors: poll, inbound, accounts, check, password, keywords."""
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 import time
 from datetime import datetime, timezone
 
+from sqlalchemy import func, select
+
+from smsq.providers import provider_class
 from smsq.providers.base import BEIJING
+from smsq.store.models import AccountBalance, InboundMessage, PollJournal, PollStatus
+from smsq.tasks.check import ACCEPTED, CLOSED, REFUSED, check_credentials, give_up
+from smsq.tasks.circuit import circuits
+from smsq.tasks.polls import poll, reparse
+from smsq.tasks.schema import ensure_schema
+from smsq.worker.clients import provider_for
+from smsq.worker.db import session_scope
 
 from .common import format_balance, load, show_time
 
 
 def cmd_poll(args) -> int:
-    from smsq.tasks.polls import poll, reparse
-
     conf = load()
     if args.reparse:
         results = reparse(conf, account=args.account)
@@ -33,13 +42,6 @@ def cmd_poll(args) -> int:
 
 
 def cmd_inbound(args) -> int:
-    from sqlalchemy import select
-
-    from smsq.store.models import InboundMessage
-    from smsq.tasks.schema import ensure_schema
-
-    from ..db import session_scope
-
     conf = load(need_accounts=False)
     ensure_schema(conf)
     q = select(InboundMessage).order_by(InboundMessage.id)
@@ -68,17 +70,6 @@ def cmd_inbound(args) -> int:
 
 
 def cmd_accounts(args) -> int:
-    from sqlalchemy import select
-
-    from sqlalchemy import func
-
-    from smsq.providers import provider_class
-    from smsq.store.models import AccountBalance, PollJournal, PollStatus
-    from smsq.tasks.circuit import circuits
-    from smsq.tasks.schema import ensure_schema
-
-    from ..db import session_scope
-
     conf = load()
     ensure_schema(conf)
     out = []
@@ -158,8 +149,6 @@ def _utc(beijing: datetime) -> datetime:
 
 
 def _provider(name: str):
-    from ..clients import provider_for
-
     conf = load()
     return conf, provider_for(conf.account(name))
 
@@ -171,8 +160,6 @@ PROGRESS_EVERY = 10.0  # seconds between progress lines when stderr is not a ter
 def cmd_check(args) -> int:
     """Are the credentials good? The vendor's login call where it has one, else a balance call.
     Prints the answer and stores nothing: the password is this shell's (tasks/check.py)."""
-    from smsq.tasks.check import ACCEPTED, CLOSED, REFUSED, check_credentials, give_up
-
     conf = load()
     name = args.account
     deadline = time.monotonic() + args.timeout
@@ -226,8 +213,6 @@ def end_progress(shown) -> None:
 
 def cmd_password(args) -> int:
     """Change the account's password at the vendor (orgws UpdatePsw)."""
-    import getpass
-
     conf, provider = _provider(args.account)
     if not hasattr(provider, "update_password"):
         raise ValueError(f"{provider.name} has no password change operation")
