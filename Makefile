@@ -9,7 +9,7 @@ BIN     = $(VENV)/bin
 # is filtered, by its text; every other warning and error still shows.
 QUIET_EDITABLE = PYTHONWARNINGS="ignore:Editable installation"
 
-.PHONY: demo test install clean bench
+.PHONY: demo test install clean bench check
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +19,23 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# The tools `make check` runs, beside the test dependencies and the simulators.
+$(BIN)/.checking: pyproject.toml $(BIN)/.installed
+	$(QUIET_EDITABLE) $(BIN)/python -m pip install --quiet -e '.[test,sim,check]'
+	touch $@
+
 demo: $(BIN)/.installed
 	$(BIN)/smsq demo
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
+
+# The floors' import rules (pyproject.toml: [tool.importlinter]), read on the package
+# laid out as installed: lint-imports finds a package's modules in its folder, and the
+# repository keeps smsq's subpackages beside smsq/ (.ci/layout).
+check: $(BIN)/.checking
+	$(BIN)/python .ci/layout build/layout
+	cd build/layout && $(abspath $(BIN))/lint-imports --no-cache $(CURDIR)/pyproject.toml
 
 # Every figure of the README's Scaling table, each as a ratio to a reference
 # measured in the same run (needs PostgreSQL and Redis on 127.0.0.1; ~10 minutes).
@@ -34,4 +46,4 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/report.py
 
 clean:
-	rm -rf $(VENV) demo-run *.egg-info
+	rm -rf $(VENV) demo-run *.egg-info build/layout

@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-running", action="store_true", help="leave everything running until Ctrl-C")
     s.add_argument("--any-port", action="store_true",
                    help="run the simulators on free ports instead of 8800-8804 (beside `smsq simulate`)")
-    s.set_defaults(func=command("processes:cmd_demo"))
+    s.set_defaults(func=command("demo:cmd_demo"))
 
     s = sub.add_parser("db", help="database schema")
     dbs = s.add_subparsers(dest="db_command", required=True, metavar="ACTION")

@@ -1,4 +1,4 @@
-"""The long-running processes and set-up: worker, beat, flower, simulate, demo, db."""
+"""The long-running processes and set-up: worker, beat, flower, simulate, db."""
 from __future__ import annotations
 
 import logging
@@ -18,7 +18,6 @@ from smsq.worker.db import ping_only_idle, size_pool_for, upgrade
 from smsq.worker.services import DATABASE, Outage, describe, unreachable_kind
 from smsq.worker.spool import ensure_writable
 
-from ..demo import run_demo
 from .common import load
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -243,11 +242,6 @@ def cmd_simulate(args) -> int:
     sims = build(args.only.split(",") if args.only else None)
     serve_forever({name: (app, port) for name, (_, app, port) in sims.items()}, host=args.host)
     return 0
-
-
-def cmd_demo(args) -> int:
-    require_simulators()
-    return run_demo(Path(args.dir), count=args.count, keep=args.keep_running, any_port=args.any_port)
 
 
 def cmd_db(args) -> int:

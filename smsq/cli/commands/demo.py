@@ -21,8 +21,9 @@ from smsq.tasks.schema import ensure_schema
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
-from .commands.batches import print_status, wait_for
-from .commands.common import format_balance
+from .batches import print_status, wait_for
+from .common import format_balance
+from .processes import require_simulators
 
 CONTENT = "【某某科技】您的验证码是 345678，5分钟内有效。"
 
@@ -120,6 +121,11 @@ def _clear_scratch(directory: Path, users_own: set[str]) -> None:
         path.unlink()
     if old:
         _say(f"fresh start: the previous demo's files in {directory} were removed (they are scratch)")
+
+
+def cmd_demo(args) -> int:
+    require_simulators()
+    return run_demo(Path(args.dir), count=args.count, keep=args.keep_running, any_port=args.any_port)
 
 
 def run_demo(directory: Path, *, count: int = 250, keep: bool = False, any_port: bool = False) -> int:
