@@ -72,42 +72,50 @@ def cmd_inbound(args) -> int:
 def cmd_accounts(args) -> int:
     conf = load()
     ensure_schema(conf)
-    out = []
     with session_scope(conf.database_url, readonly=True) as session:
         breakers = circuits(session, conf.accounts)
-        for name, account in sorted(conf.accounts.items()):
-            cls = provider_class(account.provider)
-            bal = session.get(AccountBalance, name)
-            polls = {p.kind: p for p in session.execute(
-                select(PollStatus).where(PollStatus.account == name)).scalars()}
-            alert = account.options.get("balance_alert")
-            unparsed = session.scalar(select(func.count()).select_from(PollJournal).where(
-                PollJournal.account == name, PollJournal.state.in_(("failed", "fetched"))))
-            problems = [f"{k}: {p.outcome}" for k, p in sorted(polls.items())
-                        if p.outcome not in ("ok", "rate_limited")]
-            if unparsed:
-                problems.append(f"{unparsed} fetched poll(s) not parsed: smsq poll --reparse {name}")
-            if bal is not None and alert is not None and bal.balance < alert:
-                problems.append(f"balance under {alert:g}")
-            circuit = circuit_view(breakers.get(name))
-            if circuit["state"] != "closed":
-                problems.append(f"circuit {circuit['state']}")
-            out.append({
-                "account": name, "provider": account.provider,
-                "balance": bal.balance if bal else None,
-                "balance_checked_at": show_time(bal.checked_at) if bal else None,
-                "polls": {k: {"at": show_time(p.polled_at) or None,
-                              "outcome": p.outcome, "items": p.items, "detail": p.detail}
-                          for k, p in sorted(polls.items())},
-                "poll_kinds": sorted(cls.poll_kinds),
-                "unparsed_journal": unparsed,
-                "health": "ok" if not problems else "; ".join(problems),
-                "circuit": circuit,
-                "routes": [r.name for r in conf.routes.values() if name in r.accounts],
-            })
+        out = [account_report(session, conf, name, breakers.get(name)) for name in sorted(conf.accounts)]
     if args.json:
         print(json.dumps(out, ensure_ascii=False, indent=2))
-        return 0
+    else:
+        print_accounts(out, conf)
+    return 0
+
+
+def account_report(session, conf, name: str, breaker) -> dict:
+    """One account for `smsq accounts`: balance, polls, circuit, and what needs an operator."""
+    account = conf.accounts[name]
+    bal = session.get(AccountBalance, name)
+    polls = {p.kind: p for p in session.execute(
+        select(PollStatus).where(PollStatus.account == name)).scalars()}
+    alert = account.options.get("balance_alert")
+    unparsed = session.scalar(select(func.count()).select_from(PollJournal).where(
+        PollJournal.account == name, PollJournal.state.in_(("failed", "fetched"))))
+    problems = [f"{k}: {p.outcome}" for k, p in sorted(polls.items())
+                if p.outcome not in ("ok", "rate_limited")]
+    if unparsed:
+        problems.append(f"{unparsed} fetched poll(s) not parsed: smsq poll --reparse {name}")
+    if bal is not None and alert is not None and bal.balance < alert:
+        problems.append(f"balance under {alert:g}")
+    circuit = circuit_view(breaker)
+    if circuit["state"] != "closed":
+        problems.append(f"circuit {circuit['state']}")
+    return {
+        "account": name, "provider": account.provider,
+        "balance": bal.balance if bal else None,
+        "balance_checked_at": show_time(bal.checked_at) if bal else None,
+        "polls": {k: {"at": show_time(p.polled_at) or None,
+                      "outcome": p.outcome, "items": p.items, "detail": p.detail}
+                  for k, p in sorted(polls.items())},
+        "poll_kinds": sorted(provider_class(account.provider).poll_kinds),
+        "unparsed_journal": unparsed,
+        "health": "ok" if not problems else "; ".join(problems),
+        "circuit": circuit,
+        "routes": [r.name for r in conf.routes.values() if name in r.accounts],
+    }
+
+
+def print_accounts(out: list[dict], conf) -> None:
     for a in out:
         balance = "— (the vendor has no balance call)" if "balance" not in a["poll_kinds"] else \
             "unknown" if a["balance"] is None else \
@@ -124,7 +132,6 @@ def cmd_accounts(args) -> int:
         print(f"route {route.name}: " + " -> ".join(
             f"{name} ({by_name[name]['circuit']['state']})" for name in route.accounts))
     print("(times in Beijing time, UTC+8)")
-    return 0
 
 
 def circuit_view(row) -> dict:
