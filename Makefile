@@ -35,7 +35,7 @@ test: $(BIN)/.installed
 # repository keeps smsq's subpackages beside smsq/ (.ci/layout).
 check: $(BIN)/.checking
 	$(BIN)/python .ci/layout build/layout
-	cd build/layout && $(abspath $(BIN))/lint-imports --no-cache $(CURDIR)/pyproject.toml
+	cd build/layout && $(abspath $(BIN))/lint-imports --no-cache
 
 # Every figure of the README's Scaling table, each as a ratio to a reference
 # measured in the same run (needs PostgreSQL and Redis on 127.0.0.1; ~10 minutes).
