@@ -82,7 +82,7 @@ def make_app(conf: Settings) -> Celery:
 def register_tasks(app: Celery) -> None:
     """The ``@smsq_task`` functions of the task modules (the app's ``include``), on this app alone."""
     for module in TASK_MODULES:
-        importlib.import_module(module)
+        importlib.import_module(module)  # by name, as Celery's include does: the tasks are floors above
     for fun, options in _defined:
         app.task(shared=False, lazy=False, **options)(fun)
 
