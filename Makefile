@@ -32,7 +32,8 @@ test: $(BIN)/.installed
 #   with pyproject.toml's [tool.ruff];
 # - mypy: the smsq package, every folder pyproject.toml maps under it
 #   (tools/typecheck.py), with [tool.mypy];
-# - lint-imports: the import floors of the smsq package, [tool.importlinter];
+# - lint-imports: the import floors of the smsq package, [tool.importlinter], read on the
+#   layout mypy used (tools/layout.py);
 # - the unit tests that need no service: UNIT_TESTS.
 UNIT_TESTS = tests/test_function_length.py tests/test_numbers.py tests/test_secrets.py \
 	tests/test_scheduled_sends.py tests/test_dxt_provider.py tests/test_jinxin_provider.py \
@@ -42,7 +43,7 @@ check: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python tools/typecheck.py
-	$(BIN)/lint-imports
+	cd build/layout && $(abspath $(BIN))/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(UNIT_TESTS)
 
 # Every figure of the README's Scaling table, each as a ratio to a reference

@@ -1,1 +1,3 @@
-"""The beat side: the schedule built from the configured accounts."""
+"""The Celery floor: the app as smsq's worker and beat run it (app.py), its boot steps
+(relay_timer.py, warm.py), the beat schedule (schedule.py) and beat's locked scheduler
+(locked.py)."""

@@ -18,6 +18,7 @@ import logging
 from celery.signals import beat_init
 
 from smsq.providers import provider_class
+from smsq.tasks import polls
 from smsq.worker.config import Settings, settings
 from smsq.worker.guest import sent_by_smsq
 
@@ -67,11 +68,9 @@ def poll_everything_at_start(sender=None, **_: object) -> None:
     An application's own beat that imports smsq sends nothing either."""
     if not sent_by_smsq(sender):
         return
-    from smsq.tasks.polls import publish_poll
-
     if getattr(getattr(sender, "scheduler", None), "polls_on_lock", False):
         return
 
     for account, kind in poll_kinds(settings()):
-        publish_poll(account, kind)
+        polls.publish_poll(account, kind)
     log.info("beat started: one poll of every account and kind queued")

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import dxt, jinxin, linkws, orgws, qxs
+
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-secret"
 DEMO_USERID = "12"  # jinxin / qxs enterprise id
@@ -35,42 +37,31 @@ PORTS = {"linkws": 8800, "dxt": 8801, "jinxin": 8802, "orgws": 8803, "qxs": 8804
 
 
 def _dxt() -> tuple[Any, Any]:
-    from smsq.simulator.dxt import DxtState, create_app  # here: a simulator needs the sim extra (Starlette)
-
     # Only dxt and qxs ids come back in delivery reports; the others' ids are
     # 32-bit integers in their WSDL and are never matched against anything.
-    state = DxtState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, first_smsid=first_id_from_clock())
-    return state, create_app(state)
+    state = dxt.DxtState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, first_smsid=first_id_from_clock())
+    return state, dxt.create_app(state)
 
 
 def _linkws() -> tuple[Any, Any]:
-    from smsq.simulator.linkws import LinkwsState, create_app  # here: a simulator needs the sim extra (Starlette)
-
-    state = LinkwsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000)
-    return state, create_app(state)
+    state = linkws.LinkwsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000)
+    return state, linkws.create_app(state)
 
 
 def _jinxin() -> tuple[Any, Any]:
-    from smsq.simulator.jinxin import JinxinState, create_app  # here: a simulator needs the sim extra (Starlette)
-
-    state = JinxinState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID, format="json")
-    return state, create_app(state)
+    state = jinxin.JinxinState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID, format="json")
+    return state, jinxin.create_app(state)
 
 
 def _orgws() -> tuple[Any, Any]:
-    from smsq.simulator.orgws import OrgwsState, create_app  # here: a simulator needs the sim extra (Starlette)
-
-    state = OrgwsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, org_id=DEMO_ORG_ID)
-    return state, create_app(state)
+    state = orgws.OrgwsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, org_id=DEMO_ORG_ID)
+    return state, orgws.create_app(state)
 
 
 def _qxs() -> tuple[Any, Any]:
-    from smsq.simulator.qxs import QxsState, create_app  # here: a simulator needs the sim extra (Starlette)
-
-    state = QxsState(
-        {DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID, first_task_id=first_id_from_clock()
-    )
-    return state, create_app(state)
+    state = qxs.QxsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID,
+                         first_task_id=first_id_from_clock())
+    return state, qxs.create_app(state)
 
 
 FACTORIES: dict[str, Callable[[], tuple[Any, Any]]] = {

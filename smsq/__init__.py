@@ -46,7 +46,7 @@ __all__ = [*_EXPORTS, "app"]
 
 def __getattr__(name: str):
     if name in ("app", "celery"):
-        from smsq.worker.app import get_app  # here: importing smsq builds no Celery app
+        from smsq.scheduler.app import get_app  # on first use: `import smsq.providers` loads no Celery
 
         return get_app()
     module = _EXPORTS.get(name)

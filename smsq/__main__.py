@@ -2,6 +2,6 @@
 
 import sys
 
-from smsq.worker.cli import main
+from smsq.cli import main
 
 sys.exit(main())

@@ -9,14 +9,14 @@ The one thing a check shares is the vendor's window (one balance call per 30 s,
 and on linkws one call of Get, SelSum or NotSend): that rule is the vendor's,
 whoever calls, so a check takes the poll lease as a poll does. With ``book``
 it also books the next window when it finds it closed, so beat polling every
-30 s cannot take every window before the check does (scheduler/leases.py).
+30 s cannot take every window before the check does (store/leases.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from smsq.providers import Outcome, Provider, ProviderError
-from smsq.scheduler import leases
+from smsq.store import leases
 from smsq.worker.clients import provider_for
 from smsq.worker.config import Settings
 from smsq.worker.db import session_scope

@@ -54,7 +54,7 @@ from sqlalchemy.orm import Session
 
 from smsq.providers import ProviderError
 from smsq.providers.base import Inbound, Report
-from smsq.scheduler import leases
+from smsq.store import leases
 from smsq.store.models import (AccountBalance, Batch, BlockedNumber, Chunk, EarlierSend, InboundMessage, PollJournal,
                                PollStatus, Recipient, StatusReport, utcnow)
 from smsq.worker.app import get_app, smsq_task

@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 
 from smsq.providers.base import BEIJING
 from smsq.store.models import Batch, Chunk, SplitChunk, utcnow
+from smsq.worker.app import get_app
 from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope
 
@@ -38,16 +39,12 @@ def lane_consumers(conf: Settings, queue: str) -> list[str] | None:
     """The workers consuming ``queue``, or None where the broker cannot tell (SQLite)."""
     if conf.embedded:
         return None
-    from smsq.worker.app import get_app
-
     replies = get_app().control.inspect(timeout=1.0).active_queues() or {}
     return sorted(worker for worker, queues in replies.items() if any(q.get("name") == queue for q in queues))
 
 
 def queue_length(queue: str) -> int | None:
     """Messages waiting in a broker queue (any transport kombu knows), None if it cannot be read."""
-    from smsq.worker.app import get_app
-
     try:
         with get_app().connection_for_read() as conn:
             return conn.default_channel.queue_declare(queue=queue, passive=True).message_count

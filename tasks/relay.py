@@ -1,5 +1,5 @@
 """``smsq.relay``: the outbox relay, run every few seconds — sent by beat, and run by
-every worker itself (worker/relay_timer.py), so that neither a stopped beat nor a
+every worker itself (scheduler/relay_timer.py), so that neither a stopped beat nor a
 lost broker message strands a chunk. A lease row in the database (the same kind
 the polls take) lets one pass through per interval, whoever runs it.
 
@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select, update
 
-from smsq.scheduler import leases
+from smsq.store import leases
 from smsq.store.models import Batch, Chunk, Recipient, SplitJob, utcnow
 from smsq.worker.app import smsq_task
 from smsq.worker.config import settings

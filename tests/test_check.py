@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import create_engine, update
 
-from smsq.scheduler import leases
+from smsq.store import leases
 from smsq.store.models import Base, PollLease, utcnow
 from smsq.tasks import send_sms
 from smsq.tasks.polls import poll
@@ -151,7 +151,7 @@ def test_wait_gets_a_real_check_while_beat_polls_every_30_s(lk, vendor, tmp_path
     assert gaps and min(gaps) >= 30.0, gaps  # the vendor never answered -101
 
 
-# -- the booking of a window (scheduler/leases.py), on a scratch SQLite database ------------
+# -- the booking of a window (store/leases.py), on a scratch SQLite database ------------
 
 @pytest.fixture
 def lease_db(tmp_path):

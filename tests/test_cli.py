@@ -200,8 +200,8 @@ def test_worker_refuses_a_queue_smsq_does_not_have(env, queues, named):
     (["--queues", "smsq.bulk"], 16, (1, 64)),
 ])
 def test_a_default_worker_spreads_its_threads_over_a_process_per_core(monkeypatch, options, cores, expected):
-    from smsq.worker.cli import build_parser
-    from smsq.worker.commands.processes import bulk_processes, worker_pool
+    from smsq.cli import build_parser
+    from smsq.cli.commands.processes import bulk_processes, worker_pool
 
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     args = build_parser().parse_args(["worker", *options])

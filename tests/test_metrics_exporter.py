@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import insert
 
 from smsq.store.models import VendorCall
-from smsq.worker.call_tally import SETTLE_SECONDS, CallTally
+from smsq.cli.call_tally import SETTLE_SECONDS, CallTally
 from smsq.worker.db import session_scope, upgrade
 
 from .conftest import REDIS_URL, ROOT, fresh_redis, wait_until

@@ -58,6 +58,34 @@ def test_celery_dash_a_smsq_finds_the_app(tmp_path):
     assert out.stdout.strip() == "smsq json ['json']"
 
 
+def test_the_app_has_the_workers_boot_steps_and_beats_schedule_however_it_was_first_built(tmp_path):
+    """The runtime builds the app a producer needs; smsq.app (celery -A smsq, the smsq command)
+    completes it with the relay timer, the warm-up and the beat schedule, also when a send built
+    it first."""
+    (tmp_path / "none.toml").write_text('[accounts.shop-dxt]\nprovider = "dxt"\nbase_url = "http://127.0.0.1:9/"\n'
+                                        'username = "u"\npassword = "p-secret"\n')
+    out = _run("""
+        from smsq.worker.app import get_app, reset_app
+
+        def steps(app):
+            return sorted(step.label for step in app.steps["worker"])
+
+        first = get_app()  # as send_sms builds it
+        print(steps(first), sorted(first.conf.beat_schedule or {}))
+        import smsq
+        print(smsq.app is first, steps(first), sorted(smsq.app.conf.beat_schedule))
+        reset_app()
+        print(steps(get_app()), len(get_app().conf.beat_schedule))
+    """, tmp_path)
+    assert out.returncode == 0, out.stderr
+    schedule = ["smsq.poll_balance:shop-dxt", "smsq.poll_inbound:shop-dxt", "smsq.poll_reports:shop-dxt", "smsq.relay"]
+    assert out.stdout.splitlines() == [
+        "[] []",
+        f"True ['smsq relay timer', 'smsq warm-up'] {schedule}",
+        "['smsq relay timer', 'smsq warm-up'] 4",
+    ], out.stdout
+
+
 def test_an_applications_own_worker_children_are_left_as_they_are(tmp_path):
     """Celery's prefork pool announces each child to every receiver in the process: smsq's
     (which keeps a child alive through SIGTERM until its vendor call is recorded) acts only

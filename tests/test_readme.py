@@ -13,7 +13,7 @@ import pytest
 from smsq.providers.base import Outcome
 from smsq.tasks.polls import KINDS
 from smsq.worker import config as config_module
-from smsq.worker.cli import build_parser
+from smsq.cli import build_parser
 
 from .conftest import PASSWORD, ROOT, apply_env, restore_env, write_config
 
@@ -104,7 +104,7 @@ def exposition_name(family) -> str:
 
 def test_every_metric_and_every_state_it_labels_is_in_the_metrics_table(embedded):
     from smsq.worker.config import settings
-    from smsq.worker.metrics import SmsqCollector
+    from smsq.cli.metrics import SmsqCollector
 
     rows = metrics_rows()
     families = SmsqCollector(settings()).collect()

@@ -13,7 +13,7 @@ from smsq.store.models import utcnow
 from smsq.tasks.producer import BatchStatus, is_scheduled
 from smsq.tasks.publish import MAX_COUNTDOWN
 from smsq.tasks.relay import _countdown, release_ahead
-from smsq.worker.commands.batches import progress
+from smsq.cli.commands.batches import progress
 
 NOW = datetime(2026, 12, 3, 1, 30)  # naive UTC, as stored
 

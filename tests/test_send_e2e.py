@@ -215,7 +215,7 @@ def test_small_batches_take_the_priority_lane(stack, sim):
 
 def test_the_worker_is_warm_before_it_says_ready(stack, sim):
     """Database, accounts and rate limiter are set up before the first message is taken,
-    so the first OTP after a restart does not pay for them (worker/warm.py)."""
+    so the first OTP after a restart does not pay for them (scheduler/warm.py)."""
     log = stack.worker_log()
     assert "warm: database, accounts and rate limiter ready" in log, log[-2000:]
     assert log.index("warm: database, accounts and rate limiter ready") < log.index("ready.")

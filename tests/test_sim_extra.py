@@ -53,10 +53,10 @@ def test_the_core_dependencies_name_no_web_server_and_the_sim_extra_brings_the_s
 def test_the_command_line_loads_neither_the_simulators_nor_a_web_server():
     code = textwrap.dedent("""
         import sys
-        import smsq.worker.cli, smsq.worker.demo
-        from smsq.worker.commands import accounts, batches, common, health, metrics, operators, processes
-        smsq.worker.cli.build_parser().parse_args(["simulate"])
-        smsq.worker.cli.build_parser().parse_args(["demo"])
+        import smsq.cli
+        from smsq.cli.commands import accounts, batches, common, demo, health, metrics, operators, processes
+        smsq.cli.build_parser().parse_args(["simulate"])
+        smsq.cli.build_parser().parse_args(["demo"])
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("starlette", "uvicorn")
                      or m == "smsq.simulator" or m.startswith("smsq.simulator.")))
     """)

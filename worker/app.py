@@ -7,6 +7,11 @@ smsq is a guest in an application that has a Celery app of its own: its app
 never becomes the current or the default one (that is Celery's worker's and
 beat's business, in smsq's own processes), and its tasks (``@smsq_task``) are
 registered on smsq's app alone, never on the application's.
+
+This is the runtime's part of the app: what every process that sends or
+publishes needs. A worker's boot steps and beat's schedule are added by
+scheduler/app.py, through ``on_app_built``; ``smsq.app``, ``celery -A smsq``
+and the ``smsq`` command go through it.
 """
 from __future__ import annotations
 
@@ -20,18 +25,18 @@ from celery.local import Proxy
 from celery.signals import worker_init, worker_process_init
 from kombu import Exchange, Queue
 
+from . import clients, db, limiter, shutdown
+from .broker import broker_settings
 from .config import ConfigError, Settings, settings
 from .guest import APP_NAME, sent_by_smsq
-from . import shutdown
 
 QUEUES = ("smsq.priority", "smsq.bulk", "smsq.poll")
 TASK_MODULES = ["smsq.tasks.send", "smsq.tasks.split", "smsq.tasks.relay", "smsq.tasks.polls"]
-BEAT_LOOP_INTERVAL = 5.0  # seconds
-BEAT_LOCK_TIMEOUT = 30  # seconds; well under a minute from a beat's crash to its standby's takeover
 
 _lock = threading.Lock()
 _app: Celery | None = None
 _defined: list[tuple[Callable, dict]] = []  # smsq's tasks, registered on each app make_app builds
+_completions: list[Callable[[Celery, Settings], None]] = []  # see on_app_built
 
 
 def smsq_task(*, name: str, **options):
@@ -44,19 +49,46 @@ def smsq_task(*, name: str, **options):
     return define
 
 
-def make_app(conf: Settings) -> Celery:
-    from .broker import broker_settings
+def on_app_built(callback: Callable[[Celery, Settings], None]) -> None:
+    """Have ``callback(app, conf)`` complete every app ``make_app`` builds from here on,
+    and the one built already: how the floor that runs the worker and beat
+    (scheduler/app.py) adds its boot steps and beat schedule without the runtime
+    knowing of it."""
+    with _lock:
+        if callback in _completions:
+            return
+        _completions.append(callback)
+        built = _app
+    if built is not None:
+        callback(built, settings())
 
+
+def make_app(conf: Settings) -> Celery:
+    """smsq's Celery app for these settings: broker, queues, serializers, and its tasks,
+    imported by module name (``include``) and registered on this app alone."""
     broker_url, broker_transport = broker_settings(conf.broker_url)
     # Never the current app (nor, through Celery's Django fix-up, the default one):
     # the application's own @shared_task tasks go through its app, not smsq's.
-    app = Celery(APP_NAME, broker=broker_url, set_as_current=False, fixups=[])
-    for module in TASK_MODULES:  # their @smsq_task functions, registered on this app alone
-        importlib.import_module(module)
-    for fun, options in _defined:
-        app.task(shared=False, lazy=False, **options)(fun)
+    app = Celery(APP_NAME, broker=broker_url, include=TASK_MODULES, set_as_current=False, fixups=[])
+    register_tasks(app)
     if broker_transport:
         app.conf.broker_transport = broker_transport
+    app.conf.update(delivery_settings(conf))
+    for complete in list(_completions):
+        complete(app, conf)
+    return app
+
+
+def register_tasks(app: Celery) -> None:
+    """The ``@smsq_task`` functions of the task modules (the app's ``include``), on this app alone."""
+    for module in TASK_MODULES:
+        importlib.import_module(module)  # by name, as Celery's include does: the tasks are floors above
+    for fun, options in _defined:
+        app.task(shared=False, lazy=False, **options)(fun)
+
+
+def delivery_settings(conf: Settings) -> dict:
+    """How messages travel: serializers, acks, queues and their routes, events."""
     transport_options: dict = {}
     if conf.broker_url.startswith(("redis://", "rediss://")):
         # Redis redelivers an unacked message after visibility_timeout: it must
@@ -65,7 +97,7 @@ def make_app(conf: Settings) -> Celery:
         # stop a second send, but it is noise).
         transport_options["visibility_timeout"] = 3600
     # (The SQLAlchemy transport hands its options to create_engine, so nothing goes there.)
-    app.conf.update(
+    return dict(
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],  # task messages are data (ids), never serialized code
@@ -92,25 +124,6 @@ def make_app(conf: Settings) -> Celery:
         worker_hijack_root_logger=False,
         timezone="UTC",
     )
-    from smsq.scheduler.schedule import beat_schedule
-
-    app.conf.beat_schedule = beat_schedule(conf)
-    # Beat wakes at least this often: a standby tries the lock, the holder renews it.
-    app.conf.beat_max_loop_interval = BEAT_LOOP_INTERVAL
-    if not conf.embedded and conf.redis_url:
-        # One beat at a time: redbeat holds a lock in Redis (a second beat waits). A
-        # crashed beat's lock expires after this many seconds and a standby takes over.
-        app.conf.redbeat_redis_url = conf.redis_url
-        app.conf.redbeat_lock_timeout = BEAT_LOCK_TIMEOUT
-        # A Redis that stopped answering must not hold beat for longer than a tick.
-        app.conf.redbeat_redis_options = {"socket_timeout": 5, "socket_connect_timeout": 5}
-    from . import config_probe  # noqa: F401  (the worker answers `smsq health worker` on its accounts file)
-    from .relay_timer import RelayTimer
-    from .warm import WarmUp
-
-    app.steps["worker"].add(WarmUp)
-    app.steps["worker"].add(RelayTimer)
-    return app
 
 
 @worker_init.connect
@@ -134,8 +147,6 @@ def _after_fork(**_: object) -> None:
     of smsq's worker: an application's own prefork worker is left as it is."""
     if _app is None or current_app._get_current_object() is not _app:
         return
-    from . import clients, db, limiter
-
     db.dispose_after_fork()
     limiter.reset()
     clients.forget()

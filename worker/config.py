@@ -52,7 +52,7 @@ from smsq.providers import PROVIDERS, Account, Secret, provider_class
 
 from . import logs
 from .route_config import Route, parse_routes
-from .services import safe_url
+from .logs import safe_url
 
 log = logging.getLogger("smsq.config")
 

@@ -7,7 +7,7 @@ behind dozens of others: a quarter of a second more, at 200 ms vendor latency.
 So the worker started by `smsq worker` (no ``--queues``) takes the bulk lane
 and the polls, and starts one more worker process for ``smsq.priority`` alone,
 with a few threads: its core time is the OTPs'. The bulk lane itself runs in
-one process per core (up to four; worker/commands/processes.py) with the 64
+one process per core (up to four; smsq/cli/commands/processes.py) with the 64
 threads spread over them, or in ``--processes N``: N-1 more bulk processes.
 
 The extra processes are ordinary `smsq worker --queues ...` processes with

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy.engine import make_url
+
 MASK = "********"
 _installed = False
 _secrets: tuple[str, ...] = ()  # longest first; replaced whole, never changed in place, for the factory
@@ -63,3 +65,11 @@ def keep_masking(secrets: list[str]) -> None:
     if _installed:
         for secret in secrets:
             remember_secret(secret)
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password hidden, for a log line or a message."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]

@@ -23,7 +23,15 @@ import socket
 import sys
 from datetime import datetime, timezone
 
-from ..lanes import DEFAULT_NODE
+import httpx
+import redis
+from redbeat.schedulers import RedBeatSchedulerEntry
+
+from smsq.scheduler.app import get_app
+from smsq.worker.config_probe import COMMAND
+from smsq.worker.lanes import DEFAULT_NODE
+
+from .common import load
 
 UNHEALTHY = 3
 
@@ -49,10 +57,6 @@ def node_name(given: str | None) -> str:
 
 
 def _worker(args) -> str:
-    from ..app import get_app
-    from ..config_probe import COMMAND
-    from .common import load
-
     conf = load()
     if conf.embedded:
         raise Unhealthy("the embedded SQLite broker carries no broadcast; `smsq health worker` needs "
@@ -93,12 +97,6 @@ def config_difference(node: str, theirs: dict, conf) -> str:
 
 
 def _beat(args) -> str:
-    import redis
-    from redbeat.schedulers import RedBeatSchedulerEntry
-
-    from ..app import get_app
-    from .common import load
-
     conf = load()
     if conf.embedded or not conf.redis_url:
         raise Unhealthy("beat keeps its schedule in Redis only with a Redis broker (celery-redbeat); "
@@ -121,8 +119,6 @@ def _beat(args) -> str:
 
 
 def _urls(args) -> str:
-    import httpx
-
     for url in args.urls:
         try:
             response = httpx.get(url, timeout=args.timeout)

@@ -32,9 +32,13 @@ from sqlalchemy import func, literal, select
 
 from smsq.store.models import (CHUNK_STATES, RECIPIENT_STATES, AccountBalance, AccountCircuit, Batch, Chunk,
                                PollStatus, Recipient, SplitChunk, utcnow)
+from smsq.scheduler.app import get_app
+from smsq.tasks.schema import ensure_schema
+from smsq.worker.app import QUEUES
+from smsq.worker.config import Settings
+from smsq.worker.db import session_scope
 
 from .call_tally import CallTally
-from .config import Settings
 
 log = logging.getLogger("smsq.metrics")
 
@@ -79,10 +83,6 @@ class SmsqCollector(Collector):
 
     # -- the database --------------------------------------------------------
     def _database(self) -> list[Metric]:
-        from smsq.tasks.schema import ensure_schema
-
-        from .db import session_scope
-
         ensure_schema(self.conf)
         with session_scope(self.conf.database_url, readonly=True) as session:
             self.tally.update(session)
@@ -165,8 +165,6 @@ class SmsqCollector(Collector):
 
     # -- the broker ----------------------------------------------------------
     def _broker(self) -> list[Metric]:
-        from .app import QUEUES
-
         family = GaugeMetricFamily("smsq_queue_length", "Messages waiting in the broker queue (not yet taken "
                                    "by a worker)", labels=["queue"])
         for queue, n in queue_lengths(QUEUES).items():
@@ -177,8 +175,6 @@ class SmsqCollector(Collector):
 def queue_lengths(queues) -> dict[str, int]:
     """Ready messages per queue. A queue the broker does not know holds nothing
     (Redis drops a list when it empties)."""
-    from .app import get_app
-
     lengths = {}
     with get_app().connection_for_read() as conn:
         conn.connect()  # raises at once when the broker is unreachable

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import sys
 
+from prometheus_client import CollectorRegistry, start_http_server
+
+from ..metrics import SmsqCollector
 from .common import load
 
 
 def cmd_metrics(args) -> int:
-    from prometheus_client import CollectorRegistry, start_http_server
-
-    from ..metrics import SmsqCollector
-
     conf = load()
     registry = CollectorRegistry(auto_describe=False)  # only smsq's own metrics, read at scrape time
     registry.register(SmsqCollector(conf))

@@ -6,6 +6,14 @@ import json
 import sys
 from dataclasses import asdict
 
+from smsq.tasks.blocklist import block_number, blocked_numbers, unblock_number
+from smsq.tasks.cancel import cancel_batch
+from smsq.tasks.lookup import EXPORT_COLUMNS, export_batch, number_history, recent_batches
+from smsq.tasks.purge import parse_age, purge
+from smsq.tasks.settle import settle_batch
+
+from .batches import cmd_settle as settle_one
+from .batches import cmd_status as batch_status
 from .common import TIME_ZONE_NAME, load, show_time
 
 
@@ -27,10 +35,7 @@ def cmd_status(args) -> int:
     """``smsq status BATCH_ID`` or ``smsq status --number N``."""
     _one_of(args.batch_id, args.number, "BATCH_ID or --number N")
     if args.number is None:
-        from .batches import cmd_status as batch_status
-
         return batch_status(args)
-    from smsq.tasks.lookup import number_history
 
     load(need_accounts=False)
     sends = number_history(args.number, limit=args.limit)
@@ -54,10 +59,7 @@ def cmd_settle(args) -> int:
     """``smsq settle CHUNK_ID ACTION`` or ``smsq settle --batch B [--state S] ACTION``."""
     _one_of(args.chunk_id, args.batch, "CHUNK_ID or --batch B")
     if args.batch is None:
-        from .batches import cmd_settle as settle_one
-
         return settle_one(args)
-    from smsq.tasks.settle import settle_batch
 
     load(need_accounts=False)
     done = settle_batch(args.batch, args.state, args.action, args.note or "")
@@ -72,8 +74,6 @@ def cmd_settle(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from smsq.tasks.lookup import EXPORT_COLUMNS, export_batch
-
     load(need_accounts=False)
     rows = export_batch(args.batch_id, args.state)
     out = csv.writer(sys.stdout, lineterminator="\n")
@@ -88,8 +88,6 @@ def cmd_export(args) -> int:
 
 
 def cmd_batches(args) -> int:
-    from smsq.tasks.lookup import recent_batches
-
     load(need_accounts=False)
     batches = recent_batches(args.limit, account=args.account)
     if args.json:
@@ -111,8 +109,6 @@ def cmd_batches(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    from smsq.tasks.cancel import cancel_batch
-
     load(need_accounts=False)
     result = cancel_batch(args.batch_id)
     if args.json:
@@ -130,8 +126,6 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_purge(args) -> int:
-    from smsq.tasks.purge import parse_age, purge
-
     load(need_accounts=False)
     age = parse_age(args.older_than)
 
@@ -153,8 +147,6 @@ def cmd_purge(args) -> int:
 
 
 def cmd_blocked(args) -> int:
-    from smsq.tasks.blocklist import block_number, blocked_numbers, unblock_number
-
     load()
     if args.add or args.remove:
         if not args.account:

@@ -13,8 +13,19 @@ import sys
 import time
 from pathlib import Path
 
-CONTENT = "【某某科技】您的验证码是 345678，5分钟内有效。"
+from sqlalchemy import select
 
+from smsq.store.models import AccountBalance, InboundMessage
+from smsq.tasks import batch_status, send_sms
+from smsq.tasks.schema import ensure_schema
+from smsq.worker.config import settings
+from smsq.worker.db import session_scope
+
+from .batches import print_status, wait_for
+from .common import format_balance
+from .processes import require_simulators
+
+CONTENT = "【某某科技】您的验证码是 345678，5分钟内有效。"
 
 
 def _say(text: str) -> None:
@@ -38,8 +49,6 @@ def reports_back(status) -> int:
 
 
 def _wait_reports(batch_id: int, expected: int, timeout: float):
-    from smsq.tasks import batch_status
-
     deadline = time.monotonic() + timeout
     last = None
     while True:
@@ -55,10 +64,6 @@ def _wait_reports(batch_id: int, expected: int, timeout: float):
 
 def _other_vendors(sims: dict) -> None:
     """One small batch through every other vendor's simulator."""
-    from smsq.tasks import send_sms
-
-    from .commands.batches import wait_for
-
     for name, (state, _, _) in sims.items():
         if name == "dxt":
             continue
@@ -70,14 +75,6 @@ def _other_vendors(sims: dict) -> None:
 
 
 def _show_balances() -> None:
-    from sqlalchemy import select
-
-    from smsq.store.models import AccountBalance
-
-    from .commands.common import format_balance
-    from .config import settings
-    from .db import session_scope
-
     with session_scope(settings().database_url, readonly=True) as session:
         rows = session.execute(select(AccountBalance).order_by(AccountBalance.account)).scalars().all()
         shown = ", ".join(f"{b.account} {format_balance(b.balance)}" for b in rows)
@@ -85,13 +82,6 @@ def _show_balances() -> None:
 
 
 def _show_inbound() -> None:
-    from sqlalchemy import select
-
-    from smsq.store.models import InboundMessage
-
-    from .config import settings
-    from .db import session_scope
-
     with session_scope(settings().database_url, readonly=True) as session:
         rows = session.execute(select(InboundMessage).order_by(InboundMessage.id)).scalars().all()
         print(f"    inbound messages stored: {len(rows)}", flush=True)
@@ -133,103 +123,126 @@ def _clear_scratch(directory: Path, users_own: set[str]) -> None:
         _say(f"fresh start: the previous demo's files in {directory} were removed (they are scratch)")
 
 
+def cmd_demo(args) -> int:
+    require_simulators()
+    return run_demo(Path(args.dir), count=args.count, keep=args.keep_running, any_port=args.any_port)
+
+
 def run_demo(directory: Path, *, count: int = 250, keep: bool = False, any_port: bool = False) -> int:
-    # Here, not at the top: the simulators are the optional extra smsq[sim].
-    from smsq.simulator.catalog import DEMO_PASSWORD, build, config
-    from smsq.simulator.server import serve
+    from smsq.simulator.catalog import DEMO_PASSWORD, build, config  # here: the optional extra smsq[sim]
 
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     users_own = {name for name in ("SMSQ_DATABASE_URL", "SMSQ_BROKER_URL") if os.environ.get(name)}
-    env = dict(os.environ)
-    env["SMSQ_CONFIG"] = str(directory / "smsq.toml")
-    env["SMSQ_DEMO_PASSWORD"] = DEMO_PASSWORD
-    env.setdefault("SMSQ_DATABASE_URL", f"sqlite:///{directory / 'smsq.db'}")
-    env.setdefault("SMSQ_BROKER_URL", f"sqla+sqlite:///{directory / 'broker.db'}")
-    env.setdefault("SMSQ_RELAY_INTERVAL", "5")
-    os.environ.update(env)  # this process sends the batch with the same settings
-
-    from smsq.tasks import send_sms
-
-    from .commands.batches import print_status, wait_for
-    from .config import settings
-
+    env = _demo_env(directory, DEMO_PASSWORD)
     logging.getLogger("smsq.producer").setLevel(logging.WARNING)  # the demo tells its own story
     sims = build(any_port=any_port)
-    running = []
+    running: list = []
     procs: list[subprocess.Popen] = []
     try:
-        ports = {}
-        for name, (state, app, port) in sims.items():
-            try:
-                sim = serve(app, port=port)
-            except OSError as exc:
-                _say(f"port {port} for the {name} simulator is taken ({exc.strerror}): is `smsq simulate` "
-                     f"or another demo running? Stop it and try again.")
-                return 1
-            running.append(sim)
-            ports[name] = sim.port
-            _say(f"simulator {name} on {sim.url}")
+        ports = _start_simulators(sims, running)
+        if ports is None:
+            return 1
         # Only now: a demo still running holds the ports, and its files are not scratch yet.
         _clear_scratch(directory, users_own)
         # One account per simulator; inbound and reports polled as often as vendors allow.
         (directory / "smsq.toml").write_text(
             "# Written by `smsq demo`.\n" + config(extra="poll_interval = 30\n", ports=ports), encoding="utf-8")
-        settings.cache_clear()
-        conf = settings()
-        mode = ("embedded (SQLite + SQLite broker)" if conf.embedded
-                else f"broker {conf.broker_url.split('@')[-1]}")
-        _say(f"mode: {mode}; files in {directory}")
         dxt_state = sims["dxt"][0]
         for mobile, text in INBOUND:  # replies waiting at the vendor
             dxt_state.add_inbound(mobile, text)
-
-        from smsq.tasks.schema import ensure_schema
-
-        ensure_schema(conf)  # before two processes race to create the SQLite tables
-        procs.append(_spawn(["worker", "--loglevel", "info"], env, directory / "worker.log"))
-        procs.append(_spawn(["beat", "--loglevel", "info"], env, directory / "beat.log"))
-        _say(f"worker and beat started (logs: {directory / 'worker.log'}, {directory / 'beat.log'})")
-
-        numbers = _numbers(count)
-        _say(f"send_sms(account='demo-dxt', to=<{len(numbers)} numbers>, content={CONTENT!r})")
-        receipt = send_sms("demo-dxt", numbers, CONTENT)
-        print(f"    batch {receipt.batch_id}: {receipt.accepted} accepted, lane {receipt.lane}, "
-              f"{receipt.segments} segment(s) each", flush=True)
-        for number, reason in receipt.rejected:
-            print(f"    rejected {number!r}: {reason}", flush=True)
-
-        status = wait_for(receipt.batch_id, timeout=120)
-        print_status(status, as_json=False)
-        sends = dxt_state.sends
-        got = sum(len(s.numbers) for s in sends)
-        print(f"    the dxt simulator received {len(sends)} calls, {got} numbers "
-              f"(at most {max((len(s.numbers) for s in sends), default=0)} per call), "
-              f"content {sends[0].content!r}" if sends else "    the dxt simulator received nothing",
-              flush=True)
-        if not status.final:
-            _say("the batch did not settle in 120 s; see the worker log")
-            return 1
-        _other_vendors(sims)
-        _say("waiting for delivery reports and inbound messages (the vendor allows one poll per 30 s)")
-        status = _wait_reports(receipt.batch_id, receipt.accepted, timeout=REPORT_WAIT)
-        print_status(status, as_json=False)
-        _show_inbound()
-        _show_balances()
-        back = reports_back(status)
-        if back < receipt.accepted:
-            _say(f"the batch went out and settled, but only {back} of its {receipt.accepted} delivery "
-                 f"reports came back in {REPORT_WAIT} s; see {directory / 'worker.log'}")
-            return 1
-        _say(f"done: the batch went out, settled, and all {back} of its delivery reports came back")
-        if keep:
-            _say("still running (Ctrl-C to stop); try: smsq status " + str(receipt.batch_id))
-            while all(p.poll() is None for p in procs):
-                time.sleep(1)
-        return 0
+        _start_processes(directory, env, procs)
+        code = _send_and_follow(sims, count, directory, keep)
+        while code == 0 and keep and all(p.poll() is None for p in procs):
+            time.sleep(1)
+        return code
     except KeyboardInterrupt:
         return 130
     finally:
         _stop(procs)
         for sim in running:
             sim.stop()
+
+
+def _demo_env(directory: Path, password: str) -> dict:
+    """The demo's settings, in this process (it sends the batch) and for the processes it starts."""
+    env = dict(os.environ)
+    env["SMSQ_CONFIG"] = str(directory / "smsq.toml")
+    env["SMSQ_DEMO_PASSWORD"] = password
+    env.setdefault("SMSQ_DATABASE_URL", f"sqlite:///{directory / 'smsq.db'}")
+    env.setdefault("SMSQ_BROKER_URL", f"sqla+sqlite:///{directory / 'broker.db'}")
+    env.setdefault("SMSQ_RELAY_INTERVAL", "5")
+    os.environ.update(env)  # this process sends the batch with the same settings
+    return env
+
+
+def _start_simulators(sims: dict, running: list) -> dict[str, int] | None:
+    """Each simulator serving on its port (added to ``running``); None when a port is taken."""
+    from smsq.simulator.server import serve  # here: the optional extra smsq[sim]
+
+    ports = {}
+    for name, (_, app, port) in sims.items():
+        try:
+            sim = serve(app, port=port)
+        except OSError as exc:
+            _say(f"port {port} for the {name} simulator is taken ({exc.strerror}): is `smsq simulate` "
+                 f"or another demo running? Stop it and try again.")
+            return None
+        running.append(sim)
+        ports[name] = sim.port
+        _say(f"simulator {name} on {sim.url}")
+    return ports
+
+
+def _start_processes(directory: Path, env: dict, procs: list[subprocess.Popen]) -> None:
+    """A worker and beat on the config just written (added to ``procs``)."""
+    settings.cache_clear()
+    conf = settings()
+    mode = ("embedded (SQLite + SQLite broker)" if conf.embedded
+            else f"broker {conf.broker_url.split('@')[-1]}")
+    _say(f"mode: {mode}; files in {directory}")
+    ensure_schema(conf)  # before two processes race to create the SQLite tables
+    procs.append(_spawn(["worker", "--loglevel", "info"], env, directory / "worker.log"))
+    procs.append(_spawn(["beat", "--loglevel", "info"], env, directory / "beat.log"))
+    _say(f"worker and beat started (logs: {directory / 'worker.log'}, {directory / 'beat.log'})")
+
+
+def _send_and_follow(sims: dict, count: int, directory: Path, keep: bool) -> int:
+    """The sample batch through the dxt simulator, one through every other vendor's, then
+    the reports and inbound messages: 0, or 1 when the demo fell short."""
+    numbers = _numbers(count)
+    _say(f"send_sms(account='demo-dxt', to=<{len(numbers)} numbers>, content={CONTENT!r})")
+    receipt = send_sms("demo-dxt", numbers, CONTENT)
+    print(f"    batch {receipt.batch_id}: {receipt.accepted} accepted, lane {receipt.lane}, "
+          f"{receipt.segments} segment(s) each", flush=True)
+    for number, reason in receipt.rejected:
+        print(f"    rejected {number!r}: {reason}", flush=True)
+    status = wait_for(receipt.batch_id, timeout=120)
+    print_status(status, as_json=False)
+    _show_dxt_calls(sims["dxt"][0].sends)
+    if not status.final:
+        _say("the batch did not settle in 120 s; see the worker log")
+        return 1
+    _other_vendors(sims)
+    _say("waiting for delivery reports and inbound messages (the vendor allows one poll per 30 s)")
+    status = _wait_reports(receipt.batch_id, receipt.accepted, timeout=REPORT_WAIT)
+    print_status(status, as_json=False)
+    _show_inbound()
+    _show_balances()
+    back = reports_back(status)
+    if back < receipt.accepted:
+        _say(f"the batch went out and settled, but only {back} of its {receipt.accepted} delivery "
+             f"reports came back in {REPORT_WAIT} s; see {directory / 'worker.log'}")
+        return 1
+    _say(f"done: the batch went out, settled, and all {back} of its delivery reports came back")
+    if keep:
+        _say("still running (Ctrl-C to stop); try: smsq status " + str(receipt.batch_id))
+    return 0
+
+
+def _show_dxt_calls(sends: list) -> None:
+    got = sum(len(s.numbers) for s in sends)
+    print(f"    the dxt simulator received {len(sends)} calls, {got} numbers "
+          f"(at most {max((len(s.numbers) for s in sends), default=0)} per call), "
+          f"content {sends[0].content!r}" if sends else "    the dxt simulator received nothing",
+          flush=True)

@@ -21,6 +21,10 @@ import threading
 
 from celery import bootsteps
 
+from smsq.tasks.relay import relay_once
+from smsq.tasks.unknown_account import wake
+from smsq.worker.config import refresh, settings
+
 log = logging.getLogger("smsq.relay")
 
 
@@ -47,10 +51,6 @@ class RelayTimer(bootsteps.StartStopStep):
     def _read_accounts_again(known: set[str]) -> set[str]:
         """The accounts file read again if it changed; the chunks that waited for an account
         added to it (whoever read it again) are due at once. Returns the accounts known now."""
-        from smsq.tasks.unknown_account import wake
-
-        from .config import refresh
-
         conf = refresh()
         added = set(conf.accounts) - known
         try:
@@ -61,10 +61,6 @@ class RelayTimer(bootsteps.StartStopStep):
         return set(conf.accounts)
 
     def _run(self) -> None:
-        from smsq.tasks.relay import relay_once
-
-        from .config import settings
-
         interval, known = settings().relay_interval, set(settings().accounts)
         while not self._stopping.wait(interval):
             try:

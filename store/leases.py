@@ -19,6 +19,7 @@ import socket
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from smsq.store.models import PollLease, utcnow
@@ -45,10 +46,7 @@ def _not_booked_by_another(now: datetime):
 
 
 def _ensure_row(session: Session, account: str, family: str) -> None:
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
     session.execute(insert(PollLease).values(account=account, family=family, next_allowed_at=EPOCH)
                     .on_conflict_do_nothing(index_elements=["account", "family"]))
 

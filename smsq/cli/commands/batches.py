@@ -1,11 +1,14 @@
 """Sending and following batches: send, status, settle."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
-from datetime import datetime
+
+from smsq.tasks import batch_status, send_sms
+from smsq.tasks.producer import FINAL_CHUNK_STATES
+from smsq.tasks.progress import why_waiting
+from smsq.tasks.settle import problem_chunks, settle
 
 from .common import load, show_time
 
@@ -31,18 +34,7 @@ def _read_numbers(stream):
             raise ValueError(f"{getattr(stream, 'name', 'the numbers file')} is not UTF-8 text") from None
 
 
-def parse_at(value: str) -> datetime:
-    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"):
-        try:
-            return datetime.strptime(value, fmt)
-        except ValueError:
-            pass
-    raise argparse.ArgumentTypeError(f"wants a time as \"YYYY-MM-DD HH:MM:SS\", not {value!r}")
-
-
 def _bar(status, width: int = 30) -> str:
-    from smsq.tasks.producer import FINAL_CHUNK_STATES
-
     total = sum(status.chunks.values()) + status.to_split or 1
     final = sum(n for s, n in status.chunks.items() if s in FINAL_CHUNK_STATES)
     filled = int(width * final / total)
@@ -59,9 +51,6 @@ STALL_EXPLAIN_AFTER = 3.0  # seconds without a change before --wait says why
 def wait_for(batch_id: int, *, show: bool = True, timeout: float | None = None, interval: float = 0.5):
     """Follow a batch until every chunk has an outcome. When nothing has changed for a few
     seconds, say why (scheduled, account held, retry wait, no worker on the lane)."""
-    from smsq.tasks import batch_status
-    from smsq.tasks.progress import why_waiting
-
     start = changed = time.monotonic()
     tty = sys.stderr.isatty()
     last = None
@@ -119,8 +108,6 @@ def print_status(status, as_json: bool) -> None:
 
 
 def cmd_send(args) -> int:
-    from smsq.tasks import send_sms
-
     conf = load()
     # Nothing calls the vendor here, but a batch queued for accounts whose passwords this
     # host cannot read is most likely a deployment mistake: say so before storing it.
@@ -158,8 +145,6 @@ def cmd_send(args) -> int:
 def print_waiting(status, as_json: bool) -> None:
     """Why a batch in progress waits, as far as the database tells (no broadcast to the
     workers: `smsq status` answers at once)."""
-    from smsq.tasks.progress import why_waiting
-
     if as_json or status.final:
         return
     for reason in why_waiting(status.batch_id, ask_workers=False):
@@ -167,15 +152,12 @@ def print_waiting(status, as_json: bool) -> None:
 
 
 def cmd_status(args) -> int:
-    from smsq.tasks import batch_status
-
     load(need_accounts=False)
     status = batch_status(args.batch_id)
     if not args.chunks:
         print_status(status, args.json)
         print_waiting(status, args.json)
         return 0
-    from smsq.tasks.settle import problem_chunks
 
     problems = problem_chunks(args.batch_id)
     if args.json:
@@ -192,8 +174,6 @@ def cmd_status(args) -> int:
 
 
 def cmd_settle(args) -> int:
-    from smsq.tasks.settle import settle
-
     load(need_accounts=False)
     print(f"chunk {args.chunk_id}: {settle(args.chunk_id, args.action, args.note or '')}")
     return 0

@@ -1,4 +1,4 @@
-"""The long-running processes and set-up: worker, beat, flower, simulate, demo, db."""
+"""The long-running processes and set-up: worker, beat, flower, simulate, db."""
 from __future__ import annotations
 
 import logging
@@ -7,9 +7,17 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import ConfigError
-from .. import lanes
-from ..spool import ensure_writable
+from celery.signals import worker_shutting_down
+
+from smsq.scheduler.app import get_app
+from smsq.tasks.schema import ensure_schema
+from smsq.worker import lanes, slots
+from smsq.worker.app import QUEUES
+from smsq.worker.config import ConfigError, env_secret
+from smsq.worker.db import ping_only_idle, size_pool_for, upgrade
+from smsq.worker.services import DATABASE, Outage, describe, unreachable_kind
+from smsq.worker.spool import ensure_writable
+
 from .common import load
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -33,10 +41,6 @@ def writable(directory: Path, what: str, setting: str) -> None:
 def wait_for_database(conf, who: str) -> None:
     """Start-up: a database that cannot be reached yet is waited for, said once in the
     log, not a traceback and an exit (a host's services start in any order)."""
-    from smsq.tasks.schema import ensure_schema
-
-    from ..services import DATABASE, Outage, describe, unreachable_kind
-
     outage = Outage(log, describe(DATABASE, conf), f"{who} waits for it (trying every {DATABASE_RETRY:.0f} s)")
     while True:
         try:
@@ -97,8 +101,6 @@ def bulk_processes(args, conf) -> int:
 def checked_queues(given: str | None) -> str | None:
     """``--queues`` as given, each name one of smsq's queues: a typo would start a worker
     that consumes nothing, and says nothing about it."""
-    from ..app import QUEUES
-
     if given is None:
         return None
     names = [name.strip() for name in given.split(",") if name.strip()]
@@ -110,10 +112,6 @@ def checked_queues(given: str | None) -> str | None:
 
 
 def cmd_worker(args) -> int:
-    from ..app import QUEUES, get_app
-    from .. import slots
-    from ..db import ping_only_idle, size_pool_for
-
     args.queues = checked_queues(args.queues)
     conf = load()
     conf.require_credentials()  # every account's chunks may come here
@@ -159,7 +157,6 @@ def cmd_worker(args) -> int:
     if supervisor is None:
         app.worker_main(argv)
         return 0
-    from celery.signals import worker_shutting_down
 
     worker_shutting_down.connect(lambda **_: supervisor.shutting_down(), weak=False)
     supervisor.start()
@@ -172,8 +169,6 @@ def cmd_worker(args) -> int:
 
 
 def cmd_beat(args) -> int:
-    from ..app import get_app
-
     conf = load()
     conf.require_credentials()  # it schedules polls of every account: a missing password is said now, not by each poll
     scheduler = args.scheduler or ("local" if conf.embedded or not conf.redis_url else "redbeat")
@@ -204,9 +199,6 @@ smsq flower: embedded mode (SQLite broker). Flower can show no workers and no ta
 
 
 def cmd_flower(args) -> int:
-    from ..app import get_app
-    from ..config import env_secret
-
     conf = load(need_accounts=False)
     if conf.embedded:
         print(EMBEDDED_FLOWER_NOTE, file=sys.stderr, flush=True)
@@ -236,32 +228,23 @@ def require_simulators() -> None:
     """The simulators' web server is the optional extra smsq[sim]: without it `smsq simulate`
     and `smsq demo` stop with one line (exit 2), before anything starts or is written."""
     try:
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
+        import starlette  # noqa: F401  (here: is the optional extra smsq[sim] installed?)
+        import uvicorn  # noqa: F401  (as above)
     except ImportError:
         raise ConfigError(SIM_EXTRA_MISSING) from None
 
 
 def cmd_simulate(args) -> int:
     require_simulators()
-    from smsq.simulator.catalog import build
-    from smsq.simulator.server import serve_forever
+    from smsq.simulator.catalog import build  # here: the simulators are the optional extra smsq[sim]
+    from smsq.simulator.server import serve_forever  # (as above)
 
     sims = build(args.only.split(",") if args.only else None)
     serve_forever({name: (app, port) for name, (_, app, port) in sims.items()}, host=args.host)
     return 0
 
 
-def cmd_demo(args) -> int:
-    require_simulators()
-    from ..demo import run_demo
-
-    return run_demo(Path(args.dir), count=args.count, keep=args.keep_running, any_port=args.any_port)
-
-
 def cmd_db(args) -> int:
-    from ..db import upgrade
-
     conf = load(need_accounts=False)
     upgrade(conf.database_url, args.revision)
     print(f"database at revision {args.revision}")

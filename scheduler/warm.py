@@ -19,22 +19,21 @@ import logging
 import time
 
 from celery import bootsteps
+from sqlalchemy.orm import configure_mappers
+
+from smsq.store.models import AccountCircuit
+from smsq.tasks.account_health import send_flag
+from smsq.tasks.schema import ensure_schema
+from smsq.worker.clients import provider_for
+from smsq.worker.config import settings
+from smsq.worker.db import session_scope
+from smsq.worker.limiter import RedisLimiter, limiter
 
 log = logging.getLogger("smsq.worker")
 
 
 def warm_up(conf) -> float:
     """Do the once-per-process work now; return how long it took."""
-    from sqlalchemy.orm import configure_mappers
-
-    from smsq.store.models import AccountCircuit
-    from smsq.tasks.account_health import send_flag
-    from smsq.tasks.schema import ensure_schema
-
-    from .clients import provider_for
-    from .db import session_scope
-    from .limiter import RedisLimiter, limiter
-
     started = time.monotonic()
     configure_mappers()
     ensure_schema(conf)
@@ -58,8 +57,6 @@ class WarmUp(bootsteps.StartStopStep):
     requires = ("celery.worker.components:Pool",)
 
     def start(self, worker) -> None:
-        from .config import settings
-
         if getattr(worker, "pool_cls", None) is not None and "prefork" in str(worker.pool_cls).lower():
             return  # the children that send are forked already: this process's warmth is not theirs
         try:

@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
+from typing import Callable
 
-from .commands.accounts import cmd_accounts, cmd_check, cmd_inbound, cmd_keywords, cmd_password, cmd_poll
-from .commands.batches import cmd_send, parse_at
-from .commands.health import cmd_health
-from .commands.metrics import cmd_metrics
-from .commands.operators import (cmd_batches, cmd_blocked, cmd_cancel, cmd_export, cmd_purge, cmd_settle,
-                                 cmd_status)
-from .commands.processes import cmd_beat, cmd_db, cmd_demo, cmd_flower, cmd_simulate, cmd_worker
-from .config import ConfigError
-from .services import DatabaseUnreachableError, first_line, unreachable_service
+from smsq.providers import ProviderError
+from smsq.tasks.schema import SchemaError
+from smsq.worker import logs
+from smsq.worker.config import ConfigError, UnknownAccountError
+from smsq.worker.services import DatabaseUnreachableError, first_line, unreachable_service
+
+from .commands.common import parse_at
 
 EPILOG = """\
 environment:
@@ -39,6 +39,20 @@ Times are printed in Beijing time (UTC+8), the vendors' clock, and so are read.
 """
 
 
+def command(where: str) -> Callable[[argparse.Namespace], int]:
+    """The command ``"module:function"`` of smsq/cli/commands/, imported when it runs: each
+    command loads only what it needs (Celery's worker, redbeat, the exporter), none of them for
+    ``--help`` or a mistyped option."""
+    module, name = where.split(":")
+
+    def run(args: argparse.Namespace) -> int:
+        # Every command module at once is ~150 modules more (Celery's worker, redbeat,
+        # prometheus_client), ~0.6 s per `smsq` call by -X importtime.
+        commands = importlib.import_module(f"smsq.cli.commands.{module}")  # start-up: this command's alone
+        return getattr(commands, name)(args)
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="smsq", description="Queue-backed SMS dispatcher: send through Chinese SMS vendors with "
@@ -62,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wait", action="store_true", help="show progress until every chunk has an outcome, and why it waits when "
                    "nothing moves; exit 1 if any number failed or is unknown")
     s.add_argument("--json", action="store_true", help="machine-readable output")
-    s.set_defaults(func=cmd_send)
+    s.set_defaults(func=command("batches:cmd_send"))
 
     s = sub.add_parser("status", help="a batch's counts by state, or every send to one number",
                        description="With BATCH_ID: counts of the batch's recipients and chunks by state. "
@@ -73,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, help="with --number: at most this many sends")
     s.add_argument("--chunks", action="store_true", help="also list the unknown and failed chunks, with why")
     s.add_argument("--json", action="store_true", help="machine-readable (--number: one object per line)")
-    s.set_defaults(func=cmd_status)
+    s.set_defaults(func=command("operators:cmd_status"))
 
     s = sub.add_parser("settle", help="decide unknown or failed chunks: accepted, failed or resend",
                        description="smsq never resends a chunk whose outcome is unknown (the vendor may have "
@@ -87,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --batch: the chunks to settle (default unknown)")
     s.add_argument("--note", help="why, kept on the chunks")
     s.add_argument("--json", action="store_true", help="with --batch: machine-readable output")
-    s.set_defaults(func=cmd_settle)
+    s.set_defaults(func=command("operators:cmd_settle"))
 
     s = sub.add_parser("export", help="a batch's numbers as CSV on stdout",
                        description="Columns: mobile, state, code, detail, vendor_id, updated_at (ISO 8601, "
@@ -96,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("batch_id", type=int)
     s.add_argument("--state", metavar="S1,S2", help="only these recipient states (queued, sent, delivered, "
                    "failed, unknown, rejected, cancelled)")
-    s.set_defaults(func=cmd_export)
+    s.set_defaults(func=command("operators:cmd_export"))
 
     s = sub.add_parser("batches", help="recent batches with counts by state",
                        description="Newest first: id, account, creation time (Beijing time), numbers, "
@@ -104,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     s.add_argument("--account", help="only this account's")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
-    s.set_defaults(func=cmd_batches)
+    s.set_defaults(func=command("operators:cmd_batches"))
 
     s = sub.add_parser("cancel", help="stop a batch: its pending chunks are never sent",
                        description="Chunks still waiting (queued, retrying, scheduled: smsq holds a scheduled "
@@ -112,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "are reported, and a retry of one is cancelled too. Chunks already sent are reported.")
     s.add_argument("batch_id", type=int)
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_cancel)
+    s.set_defaults(func=command("operators:cmd_cancel"))
 
     s = sub.add_parser("purge", help="delete old batches, journal rows and reports",
                        description="Deletes, older than AGE: batches whose every chunk has an outcome (with "
@@ -124,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
     s.add_argument("--inbound", action="store_true", help="also delete old inbound messages")
     s.add_argument("--force", action="store_true", help="allow an AGE under one day")
-    s.set_defaults(func=cmd_purge)
+    s.set_defaults(func=command("operators:cmd_purge"))
 
     s = sub.add_parser("blocked", help="list, add or remove an account's blocked numbers",
                        description="Sends skip blocked numbers, with the reason. Numbers get here from the "
@@ -136,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     change.add_argument("--remove", metavar="N", help="unblock a number")
     s.add_argument("--reason", help="with --add: why (default: blocked by an operator)")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
-    s.set_defaults(func=cmd_blocked)
+    s.set_defaults(func=command("operators:cmd_blocked"))
 
     s = sub.add_parser("poll", help="poll an account's vendor now (respects the 30 s window)",
                        description="Fetch inbound messages, status reports, blocked numbers or the balance "
@@ -146,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reparse", action="store_true",
                    help="parse again journal rows that failed to parse (or were never parsed); "
                    "with ACCOUNT, only that account's")
-    s.set_defaults(func=cmd_poll)
+    s.set_defaults(func=command("accounts:cmd_poll"))
 
     s = sub.add_parser("inbound", help="list stored inbound messages")
     s.add_argument("--account")
@@ -154,11 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="received at or after (Beijing time)")
     s.add_argument("--limit", type=int, default=1000)
     s.add_argument("--json", action="store_true", help="one JSON object per line")
-    s.set_defaults(func=cmd_inbound)
+    s.set_defaults(func=command("accounts:cmd_inbound"))
 
     s = sub.add_parser("accounts", help="accounts with balance, last poll per kind, health")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_accounts)
+    s.set_defaults(func=command("accounts:cmd_accounts"))
 
     s = sub.add_parser("check", help="check an account's credentials with its vendor",
                        description="Asks the vendor with the credentials this shell reads (password_env, "
@@ -176,19 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "for it showing the seconds left, then check")
     s.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
                    help="with --wait: give up after this long, exit 3 (default 120)")
-    s.set_defaults(func=cmd_check)
+    s.set_defaults(func=command("accounts:cmd_check"))
 
     s = sub.add_parser("password", help="change an account's password at the vendor (orgws UpdatePsw)",
                        description="Prompts for the new password (or reads one line from stdin with --stdin). "
                        "The config is not changed: update the secret it points to afterwards.")
     s.add_argument("account")
     s.add_argument("--stdin", action="store_true", help="read the new password from stdin")
-    s.set_defaults(func=cmd_password)
+    s.set_defaults(func=command("accounts:cmd_password"))
 
     s = sub.add_parser("keywords", help="ask the vendor which forbidden words a text holds (qxs checkkeyword)")
     s.add_argument("account")
     s.add_argument("--content", required=True)
-    s.set_defaults(func=cmd_keywords)
+    s.set_defaults(func=command("accounts:cmd_keywords"))
 
     s = sub.add_parser("worker", help="run a Celery worker (sends and polls)",
                        description="Run a Celery worker: sends and polls. Vendor answers the database cannot "
@@ -212,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="send task events from the start (for monitors other than Flower; a running "
                         "Flower turns them on by itself). They cost about a fifth of a busy worker's CPU")
     s.add_argument("--loglevel", default="info")
-    s.set_defaults(func=cmd_worker)
+    s.set_defaults(func=command("processes:cmd_worker"))
 
     s = sub.add_parser("beat", help="run the scheduler (relay, polls); run exactly one")
     s.add_argument("--scheduler", choices=["redbeat", "local"],
@@ -220,14 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(a schedule file; default embedded)")
     s.add_argument("--schedule-file", help="the local scheduler's file (default: celerybeat-schedule in SMSQ_STATE_DIR)")
     s.add_argument("--loglevel", default="info")
-    s.set_defaults(func=cmd_beat)
+    s.set_defaults(func=command("processes:cmd_beat"))
 
     s = sub.add_parser("flower", help="run Flower on the smsq app (auth from SMSQ_FLOWER_AUTH)",
                        description="Flower listens on 127.0.0.1 unless --address says otherwise; any other "
                        "address needs SMSQ_FLOWER_AUTH (or SMSQ_FLOWER_AUTH_FILE), user:password.")
     s.add_argument("--port", type=int, default=5555)
     s.add_argument("--address", default="127.0.0.1", help="listen address (default 127.0.0.1)")
-    s.set_defaults(func=cmd_flower)
+    s.set_defaults(func=command("processes:cmd_flower"))
 
     s = sub.add_parser("health", help="is a worker, beat or an HTTP endpoint alive? (for healthchecks)",
                        description="Exit 0 when healthy, 3 when not (the reason on stderr). worker: the "
@@ -244,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("urls", nargs="+", metavar="URL")
     for c in checks.choices.values():
         c.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)")
-    s.set_defaults(func=cmd_health)
+    s.set_defaults(func=command("health:cmd_health"))
 
     s = sub.add_parser("metrics", help="serve Prometheus metrics (/metrics) read from the database and broker",
                        description="Serve /metrics in the Prometheus text format: recipients and chunks by "
@@ -254,14 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=9464, help="TCP port (default 9464)")
     s.add_argument("--address", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1; 0.0.0.0 for every interface)")
-    s.set_defaults(func=cmd_metrics)
+    s.set_defaults(func=command("metrics:cmd_metrics"))
 
     s = sub.add_parser("simulate", help="run the vendor simulators on their fixed ports",
                        description="linkws 8800, dxt 8801, jinxin 8802, orgws 8803, qxs 8804; "
                        "account demo / demo-secret")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--only", help="comma-separated simulator names")
-    s.set_defaults(func=cmd_simulate)
+    s.set_defaults(func=command("processes:cmd_simulate"))
 
     s = sub.add_parser("demo", help="simulators + worker + beat + a sample send, embedded")
     s.add_argument("--dir", default="demo-run", help="where the demo keeps its database and config")
@@ -269,13 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-running", action="store_true", help="leave everything running until Ctrl-C")
     s.add_argument("--any-port", action="store_true",
                    help="run the simulators on free ports instead of 8800-8804 (beside `smsq simulate`)")
-    s.set_defaults(func=cmd_demo)
+    s.set_defaults(func=command("demo:cmd_demo"))
 
     s = sub.add_parser("db", help="database schema")
     dbs = s.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     u = dbs.add_parser("upgrade", help="apply Alembic migrations")
     u.add_argument("revision", nargs="?", default="head")
-    u.set_defaults(func=cmd_db)
+    u.set_defaults(func=command("processes:cmd_db"))
     return p
 
 
@@ -287,12 +301,6 @@ def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done; 1 a --wait (or a vendor check) ended with numbers failed or unknown;
     2 bad input or configuration; 3 a service (database, broker) unreachable. Expected failures
     print one line, never a traceback."""
-    from smsq.providers import ProviderError
-    from smsq.tasks.schema import SchemaError
-
-    from . import logs
-    from .config import UnknownAccountError
-
     args = build_parser().parse_args(argv)
     # The long-running processes log their work; a one-shot command prints its answer and
     # keeps stderr for warnings and errors.

@@ -1,16 +1,19 @@
 """What every command needs first: the settings, with their secrets masked in all logging."""
 from __future__ import annotations
 
+import argparse
+import os
+from datetime import datetime, timezone
+
+from smsq.providers.base import BEIJING
+from smsq.worker import logs
+from smsq.worker.config import env_secret, settings
+
 
 def load(*, need_accounts: bool = True):
     """The settings. ``need_accounts``: the command sends or polls, so the accounts file
     must exist and name at least one account. Every command needs the file in embedded
     mode without SMSQ_HOME, since the database lives next to it."""
-    import os
-
-    from .. import logs
-    from ..config import env_secret, settings
-
     conf = settings()
     logs.mask_secrets(conf.secrets())
     file_locates_database = conf.embedded and not os.environ.get("SMSQ_HOME") \
@@ -36,12 +39,17 @@ TIME_ZONE_NAME = "Beijing time, UTC+8"
 def show_time(value, *, iso: bool = False) -> str:
     """A stored (naive UTC) or aware time as Beijing time: ``2026-12-01 20:58:03+08:00``
     (``iso``: ``2026-12-01T20:58:03+08:00`` for JSON). ``None`` stays empty."""
-    from datetime import timezone
-
-    from smsq.providers.base import BEIJING
-
     if value is None:
         return ""
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value.astimezone(BEIJING).replace(microsecond=0).isoformat(sep="T" if iso else " ")
+
+
+def parse_at(value: str) -> datetime:
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            return datetime.strptime(value, fmt)
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(f"wants a time as \"YYYY-MM-DD HH:MM:SS\", not {value!r}")

@@ -1,19 +1,28 @@
 """Accounts and their vendors: poll, inbound, accounts, check, password, keywords."""
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 import time
 from datetime import datetime, timezone
 
+from sqlalchemy import func, select
+
+from smsq.providers import provider_class
 from smsq.providers.base import BEIJING
+from smsq.store.models import AccountBalance, InboundMessage, PollJournal, PollStatus
+from smsq.tasks.check import ACCEPTED, CLOSED, REFUSED, check_credentials, give_up
+from smsq.tasks.circuit import circuits
+from smsq.tasks.polls import poll, reparse
+from smsq.tasks.schema import ensure_schema
+from smsq.worker.clients import provider_for
+from smsq.worker.db import session_scope
 
 from .common import format_balance, load, show_time
 
 
 def cmd_poll(args) -> int:
-    from smsq.tasks.polls import poll, reparse
-
     conf = load()
     if args.reparse:
         results = reparse(conf, account=args.account)
@@ -33,13 +42,6 @@ def cmd_poll(args) -> int:
 
 
 def cmd_inbound(args) -> int:
-    from sqlalchemy import select
-
-    from smsq.store.models import InboundMessage
-    from smsq.tasks.schema import ensure_schema
-
-    from ..db import session_scope
-
     conf = load(need_accounts=False)
     ensure_schema(conf)
     q = select(InboundMessage).order_by(InboundMessage.id)
@@ -68,55 +70,52 @@ def cmd_inbound(args) -> int:
 
 
 def cmd_accounts(args) -> int:
-    from sqlalchemy import select
-
-    from sqlalchemy import func
-
-    from smsq.providers import provider_class
-    from smsq.store.models import AccountBalance, PollJournal, PollStatus
-    from smsq.tasks.circuit import circuits
-    from smsq.tasks.schema import ensure_schema
-
-    from ..db import session_scope
-
     conf = load()
     ensure_schema(conf)
-    out = []
     with session_scope(conf.database_url, readonly=True) as session:
         breakers = circuits(session, conf.accounts)
-        for name, account in sorted(conf.accounts.items()):
-            cls = provider_class(account.provider)
-            bal = session.get(AccountBalance, name)
-            polls = {p.kind: p for p in session.execute(
-                select(PollStatus).where(PollStatus.account == name)).scalars()}
-            alert = account.options.get("balance_alert")
-            unparsed = session.scalar(select(func.count()).select_from(PollJournal).where(
-                PollJournal.account == name, PollJournal.state.in_(("failed", "fetched"))))
-            problems = [f"{k}: {p.outcome}" for k, p in sorted(polls.items())
-                        if p.outcome not in ("ok", "rate_limited")]
-            if unparsed:
-                problems.append(f"{unparsed} fetched poll(s) not parsed: smsq poll --reparse {name}")
-            if bal is not None and alert is not None and bal.balance < alert:
-                problems.append(f"balance under {alert:g}")
-            circuit = circuit_view(breakers.get(name))
-            if circuit["state"] != "closed":
-                problems.append(f"circuit {circuit['state']}")
-            out.append({
-                "account": name, "provider": account.provider,
-                "balance": bal.balance if bal else None,
-                "balance_checked_at": show_time(bal.checked_at) if bal else None,
-                "polls": {k: {"at": show_time(p.polled_at) or None,
-                              "outcome": p.outcome, "items": p.items, "detail": p.detail}
-                          for k, p in sorted(polls.items())},
-                "poll_kinds": sorted(cls.poll_kinds),
-                "unparsed_journal": unparsed,
-                "health": "ok" if not problems else "; ".join(problems),
-                "circuit": circuit,
-                "routes": [r.name for r in conf.routes.values() if name in r.accounts],
-            })
+        out = [account_report(session, conf, name, breakers.get(name)) for name in sorted(conf.accounts)]
     if args.json:
         print(json.dumps(out, ensure_ascii=False, indent=2))
-        return 0
+    else:
+        print_accounts(out, conf)
+    return 0
+
+
+def account_report(session, conf, name: str, breaker) -> dict:
+    """One account for `smsq accounts`: balance, polls, circuit, and what needs an operator."""
+    account = conf.accounts[name]
+    bal = session.get(AccountBalance, name)
+    polls = {p.kind: p for p in session.execute(
+        select(PollStatus).where(PollStatus.account == name)).scalars()}
+    alert = account.options.get("balance_alert")
+    unparsed = session.scalar(select(func.count()).select_from(PollJournal).where(
+        PollJournal.account == name, PollJournal.state.in_(("failed", "fetched"))))
+    problems = [f"{k}: {p.outcome}" for k, p in sorted(polls.items())
+                if p.outcome not in ("ok", "rate_limited")]
+    if unparsed:
+        problems.append(f"{unparsed} fetched poll(s) not parsed: smsq poll --reparse {name}")
+    if bal is not None and alert is not None and bal.balance < alert:
+        problems.append(f"balance under {alert:g}")
+    circuit = circuit_view(breaker)
+    if circuit["state"] != "closed":
+        problems.append(f"circuit {circuit['state']}")
+    return {
+        "account": name, "provider": account.provider,
+        "balance": bal.balance if bal else None,
+        "balance_checked_at": show_time(bal.checked_at) if bal else None,
+        "polls": {k: {"at": show_time(p.polled_at) or None,
+                      "outcome": p.outcome, "items": p.items, "detail": p.detail}
+                  for k, p in sorted(polls.items())},
+        "poll_kinds": sorted(provider_class(account.provider).poll_kinds),
+        "unparsed_journal": unparsed,
+        "health": "ok" if not problems else "; ".join(problems),
+        "circuit": circuit,
+        "routes": [r.name for r in conf.routes.values() if name in r.accounts],
+    }
+
+
+def print_accounts(out: list[dict], conf) -> None:
     for a in out:
         balance = "— (the vendor has no balance call)" if "balance" not in a["poll_kinds"] else \
             "unknown" if a["balance"] is None else \
@@ -133,7 +132,6 @@ def cmd_accounts(args) -> int:
         print(f"route {route.name}: " + " -> ".join(
             f"{name} ({by_name[name]['circuit']['state']})" for name in route.accounts))
     print("(times in Beijing time, UTC+8)")
-    return 0
 
 
 def circuit_view(row) -> dict:
@@ -158,8 +156,6 @@ def _utc(beijing: datetime) -> datetime:
 
 
 def _provider(name: str):
-    from ..clients import provider_for
-
     conf = load()
     return conf, provider_for(conf.account(name))
 
@@ -171,8 +167,6 @@ PROGRESS_EVERY = 10.0  # seconds between progress lines when stderr is not a ter
 def cmd_check(args) -> int:
     """Are the credentials good? The vendor's login call where it has one, else a balance call.
     Prints the answer and stores nothing: the password is this shell's (tasks/check.py)."""
-    from smsq.tasks.check import ACCEPTED, CLOSED, REFUSED, check_credentials, give_up
-
     conf = load()
     name = args.account
     deadline = time.monotonic() + args.timeout
@@ -226,8 +220,6 @@ def end_progress(shown) -> None:
 
 def cmd_password(args) -> int:
     """Change the account's password at the vendor (orgws UpdatePsw)."""
-    import getpass
-
     conf, provider = _provider(args.account)
     if not hasattr(provider, "update_password"):
         raise ValueError(f"{provider.name} has no password change operation")
