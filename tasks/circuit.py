@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 
 from smsq.providers import Outcome, SendResult
 from smsq.store.models import AccountCircuit, utcnow
+from smsq.store.sql import fit, insert_or_ignore
 from smsq.worker.config import Settings
 from smsq.worker.db import session_scope
 
@@ -164,7 +165,7 @@ def reason(result: SendResult, attempt: int) -> str:
     words = [result.outcome.value, result.code or "", result.message or ""]
     if result.outcome is Outcome.TRANSIENT and attempt > 1:
         words[0] = f"transient after {attempt} attempts:"
-    return " ".join(w for w in words if w)[:1000]
+    return fit(AccountCircuit.reason, " ".join(w for w in words if w))
 
 
 def trip(conf: Settings, account: str, why: str, now: datetime | None = None) -> str | None:
@@ -183,18 +184,14 @@ def trip(conf: Settings, account: str, why: str, now: datetime | None = None) ->
         row.trips = row.trips + 1 if flapping else 1
         row.state, row.opened_at, row.probe_chunk_id, row.updated_at = "open", now, None, now
         row.reopen_at = now + timedelta(seconds=row.cooloff)
-        row.reason = why[:1000]
+        row.reason = fit(AccountCircuit.reason, why)
     log.error("account %s: circuit open for %.0fs (trip %s): %s", account, row.cooloff, row.trips, why)
     return "opened"
 
 
 def _ensure_row(session: Session, account: str, base: float) -> None:
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    session.execute(insert(AccountCircuit).values(account=account, state="closed", cooloff=base, trips=0)
-                    .on_conflict_do_nothing(index_elements=["account"]))
+    insert_or_ignore(session, AccountCircuit, dict(account=account, state="closed", cooloff=base, trips=0),
+                     ["account"])
 
 
 def held_until(conf: Settings, account: str, now: datetime | None = None) -> tuple[datetime, str] | None:

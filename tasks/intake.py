@@ -35,7 +35,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from smsq.providers.numbers import normalise_block
-from smsq.store.models import BlockedNumber
+from smsq.store.models import BlockedNumber, Recipient
+from smsq.store.sql import fit, is_postgres
 
 BLOCK = 5000  # entries normalised per round, blocked numbers looked up or loaded per fetch
 COLUMNS = "split_chunks (batch_id, seq, size, mobiles)"
@@ -65,7 +66,7 @@ def stage_chunks(session: Session, batch_id: int, account: str, numbers: Iterabl
     rows = _chunk_rows(blocks, size, blocked, found)
     dbapi = session.connection().connection.dbapi_connection
     accepted = 0
-    if session.bind.dialect.name == "postgresql":
+    if is_postgres(session):
         with dbapi.cursor() as cursor, cursor.copy(f"COPY {COLUMNS} FROM STDIN") as copy:
             for block in rows:
                 # Digits and commas only: nothing to escape for COPY's text format.
@@ -127,7 +128,7 @@ def _chunk_rows(blocks: Iterable[list[str]], size: int, blocked: set[int],
 def _valid(block: list, landline: bool, rejected: list[tuple[str, str]], seen_rejects: set[str]) -> list[str]:
     valid, invalid = normalise_block(block, landline=landline)
     for raw, reason in invalid:
-        key = str(raw)[:64]
+        key = fit(Recipient.mobile, str(raw))  # as its rejected recipient row keeps it
         if key not in seen_rejects:
             seen_rejects.add(key)
             rejected.append((str(raw), reason))
@@ -157,7 +158,7 @@ def _load_blocked(session: Session, account: str) -> set[int]:
     """Keys of all the account's blocked numbers, fetched BLOCK rows at a time (PostgreSQL: a
     server-side cursor), so that only the keys are ever held. A million blocked numbers:
     about 65 MB and 0.5-1 s (measured; the ORM's own streaming took three times as long)."""
-    postgres = session.bind.dialect.name == "postgresql"
+    postgres = is_postgres(session)
     dbapi = session.connection().connection.dbapi_connection
     cursor = dbapi.cursor(name="smsq_blocked") if postgres else dbapi.cursor()
     keys: set[int] = set()

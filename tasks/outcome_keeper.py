@@ -27,16 +27,16 @@ from sqlalchemy import select
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential, wait_random
 
 from smsq.providers import Outcome, SendResult
+from smsq.store.ledger import ClaimedChunk
 from smsq.store.models import Recipient, utcnow
 from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope
 from smsq.worker.guest import sent_by_smsq
 from smsq.worker.spool import Spool
 
+from .outcomes import ChunkRun, after_record, record
+
 log = logging.getLogger("smsq.spool")
-
-SPOOLED = "spooled"  # the state run_chunk reports for an answer waiting in the spool
-
 
 def is_db_outage(exc: BaseException) -> bool:
     """The database could not be reached or dropped the connection (as opposed to a bug)."""
@@ -64,11 +64,9 @@ def _trying_again(fn, exc: BaseException) -> None:
     log.warning("%s: database unavailable (%s); trying again", getattr(fn, "__name__", fn), type(exc).__name__)
 
 
-def keep_outcome(conf: Settings, work, result: SendResult, call_seconds: float | None):
+def keep_outcome(conf: Settings, work: ClaimedChunk, result: SendResult, call_seconds: float | None):
     """``record()`` through a database outage; past the retries, into the spool.
-    Returns what record returns, or (SPOOLED, None)."""
-    from .send import record
-
+    Returns what record returns, or (ChunkRun.SPOOLED, None)."""
     try:
         return with_db_retry(conf, record, conf, work, result, call_seconds=call_seconds)
     except Exception as exc:
@@ -77,14 +75,14 @@ def keep_outcome(conf: Settings, work, result: SendResult, call_seconds: float |
         path = spool_of(conf).append(spool_entry(work, result, call_seconds))
         log.error("chunk %s: the database is unavailable (%s); the vendor's answer (%s) is kept in %s "
                   "and recorded when it is back", work.chunk_id, type(exc).__name__, result.outcome.value, path)
-        return SPOOLED, None
+        return ChunkRun.SPOOLED, None
 
 
 def spool_of(conf: Settings) -> Spool:
     return Spool(conf.spool_dir or (conf.home or conf.config_path.parent) / "spool")
 
 
-def spool_entry(work, result: SendResult, call_seconds: float | None) -> dict:
+def spool_entry(work: ClaimedChunk, result: SendResult, call_seconds: float | None) -> dict:
     rid_of = {mobile: rid for rid, mobile in work.recipients}
     return {
         "chunk_id": work.chunk_id, "batch_id": work.batch_id, "seq": work.seq, "account": work.account,
@@ -100,12 +98,10 @@ def spool_entry(work, result: SendResult, call_seconds: float | None) -> dict:
 
 def apply_entry(conf: Settings, entry: dict) -> None:
     """Record one spooled answer (and what run_chunk does after recording)."""
-    from .send import Work, after_record, record
-
     ids = entry["recipient_ids"]
     with session_scope(conf.database_url, readonly=True) as session:
         mobiles = dict(session.execute(select(Recipient.id, Recipient.mobile).where(Recipient.id.in_(ids))).all())
-    work = Work(entry["chunk_id"], entry["batch_id"], entry["seq"], entry["account"], entry["lane"],
+    work = ClaimedChunk(entry["chunk_id"], entry["batch_id"], entry["seq"], entry["account"], entry["lane"],
                 entry["attempt"], "", None, utcnow(), [(rid, mobiles.get(rid, "")) for rid in ids])
     spooled = dict(entry["result"])
     failed = {mobiles[int(rid)]: why for rid, why in spooled.pop("failed").items() if int(rid) in mobiles}

@@ -36,6 +36,8 @@ from sqlalchemy.orm import Session
 
 from smsq.providers import provider_class
 from smsq.providers.base import BEIJING, segments
+from smsq.store.ledger import cut, write_rejected, write_short
+from smsq.store.lifecycle import ChunkState, RecipientState
 from smsq.store.models import Batch, Chunk, Recipient, SplitJob, utcnow
 from smsq.worker.config import knowing, settings
 from smsq.worker.db import session_scope
@@ -43,10 +45,10 @@ from smsq.worker.services import DatabaseUnreachableError, database_reached
 
 from . import routes
 from .idempotency import BodyDigest, check_replay
-from .intake import BLOCK, blocked_reasons, chunk_short_list, stage_chunks
+from .intake import blocked_reasons, chunk_short_list, stage_chunks
 from .publish import publish_chunk_rows, publish_split
 from .schema import ensure_schema
-from .split import cut, staged_counts, write_short
+from .split import staged_counts
 
 log = logging.getLogger("smsq.producer")
 
@@ -149,16 +151,6 @@ def _when(send_at: datetime | None) -> datetime | None:
     return send_at.astimezone(timezone.utc).replace(tzinfo=None)
 
 
-def _insert_ignore(session: Session, rows: list[dict]) -> None:
-    if not rows:
-        return
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    session.execute(insert(Recipient).on_conflict_do_nothing(index_elements=["batch_id", "mobile"]), rows)
-
-
 def _intake(session: Session, batch: Batch, numbers: Iterator[str], landline: bool, size: int,
             rejected: list[tuple[str, str]]) -> int:
     """Stage the numbers in chunks of ``size``; blocked ones join ``rejected``. Return how many were accepted."""
@@ -182,14 +174,6 @@ def _fill(batch: Batch, conf, accepted: int, rejected: list, priority: bool | No
         batch.lane = "priority" if priority else "bulk"
 
 
-def _store_rejections(session: Session, batch_id: int, rejected: list[tuple[str, str]]) -> None:
-    now = utcnow()
-    for start in range(0, len(rejected), BLOCK):
-        rows = [{"batch_id": batch_id, "mobile": raw[:64], "state": "rejected", "detail": reason[:255],
-                 "updated_at": now} for raw, reason in rejected[start:start + BLOCK]]
-        _insert_ignore(session, rows)
-
-
 def _publish(conf, batch_id: int, lane: str, account: str, inline: list | None) -> bool:
     """After commit: the chunk tasks of a batch cut inline, or its split job. False: the broker
     did not take it all (the relay will)."""
@@ -203,7 +187,7 @@ def _replay(session: Session, batch: Batch, digest: str, key: str) -> Receipt:
     check_replay(batch.body_digest, digest, key, batch.id)
     rejected = session.execute(
         select(Recipient.mobile, Recipient.detail)
-        .where(Recipient.batch_id == batch.id, Recipient.state == "rejected").order_by(Recipient.id)
+        .where(Recipient.batch_id == batch.id, Recipient.state == RecipientState.REJECTED).order_by(Recipient.id)
     ).all()
     return Receipt(batch.id, batch.accepted, [(m, d or "") for m, d in rejected], batch.segments,
                    batch.lane, replayed=True)
@@ -288,7 +272,7 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
                     inline = cut(session, batch, limit=None, not_before=not_before, now=now).published
                 else:
                     session.add(SplitJob(batch_id=batch.id, not_before=not_before, queued_at=now, created_at=now))
-            _store_rejections(session, batch.id, rejected)
+            write_rejected(session, batch.id, rejected, utcnow())
             receipt = Receipt(batch.id, accepted, rejected, batch.segments, batch.lane)
     except (OperationalError, InterfaceError) as exc:
         raise DatabaseUnreachableError(conf.database_url, exc) from exc
@@ -341,7 +325,7 @@ def batch_status(batch_id: int) -> BatchStatus:
 def is_scheduled(send_at: datetime | None, chunks: dict[str, int]) -> bool:
     """The batch waits for its time: ``send_at`` is ahead and every chunk made so far
     is still pending (held by smsq until then, at every vendor; a cancelled batch is not)."""
-    return send_at is not None and send_at > utcnow() and set(chunks) <= {"pending"}
+    return send_at is not None and send_at > utcnow() and set(chunks) <= {ChunkState.PENDING}
 
 
 __all__ = ["send_sms", "batch_status", "Receipt", "BatchStatus", "NoValidNumbersError"]

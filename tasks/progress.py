@@ -27,6 +27,7 @@ from smsq.store.models import Batch, Chunk, SplitChunk, utcnow
 from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope
 
+from . import circuit
 from .schema import ensure_schema
 
 
@@ -59,8 +60,6 @@ def why_waiting(batch_id: int, *, stalled_for: float = 0.0, ask_workers: bool = 
     """Plain sentences on why the batch's unfinished chunks are not moving (empty: nothing to say).
     ``stalled_for``: seconds the caller has seen no change, so a queue that is merely busy is
     not called unconsumed. ``ask_workers``: False reads the database only (no broadcast)."""
-    from .send import account_held_until
-
     conf = settings()
     ensure_schema(conf)
     now = utcnow()
@@ -85,7 +84,7 @@ def why_waiting(batch_id: int, *, stalled_for: float = 0.0, ask_workers: bool = 
         return reasons
     if batch.send_at is not None and batch.send_at > now and later[0]:
         reasons.append(f"scheduled: the relay releases it at {_clock(batch.send_at)} (Beijing time)")
-    held = account_held_until(conf, batch.account)
+    held = circuit.held_until(conf, batch.account)
     if held is not None:
         until, why = held
         reasons.append(f"account {batch.account} is held until {_clock(until)} (Beijing time): its last send "

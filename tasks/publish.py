@@ -31,6 +31,7 @@ from typing import Iterable, Iterator
 
 from sqlalchemy import select, update
 
+from smsq.store import ledger
 from smsq.store.models import Chunk, SplitJob
 from smsq.worker.app import get_app
 from smsq.worker.config import Settings
@@ -198,7 +199,5 @@ def publish_chunk_rows(conf: Settings, batch_id: int | None, rows, group_size: i
                     "the rest", batch_id, done, len(rows), exc)
         rest = [chunk_id for chunk_id, _, _ in rows[done:]]
         with session_scope(conf.database_url) as session:
-            for start in range(0, len(rest), 1000):
-                session.execute(update(Chunk).where(Chunk.id.in_(rest[start:start + 1000]))
-                                .values(queued_at=None))
+            ledger.unqueue(session, rest, pending_only=False)
     return done

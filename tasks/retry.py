@@ -17,14 +17,12 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
+from smsq.store.ledger import FIRST_ATTEMPT
 from smsq.store.models import Chunk
 from smsq.worker.config import Settings
 from smsq.worker.db import session_scope
-
-# The column value a retried chunk stores: its first call keeps its time.
-FIRST_ATTEMPT = func.coalesce(Chunk.first_attempt_at, Chunk.claimed_at)
 
 LAST_TRY_MIN_WAIT = 1.0  # the final call of a budget still waits this long
 

@@ -17,7 +17,8 @@ from smsq.providers import Outcome, SendResult
 from smsq.store.models import Batch, Chunk, utcnow
 from smsq.tasks import send_sms
 from smsq.tasks.retry import backoff, plan_retry
-from smsq.tasks.send import Work, record
+from smsq.store.ledger import ClaimedChunk
+from smsq.tasks.outcomes import record
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
@@ -60,7 +61,7 @@ def site(dxt_sim, tmp_path):
         yield site
 
 
-def a_chunk(claimed_ago: float, first_ago: float | None = None) -> Work:
+def a_chunk(claimed_ago: float, first_ago: float | None = None) -> ClaimedChunk:
     now = utcnow()
     with session_scope(settings().database_url) as s:
         batch_id = s.execute(insert(Batch).values(account="shop-dxt", content=CONTENT, created_at=now, lane="bulk",
@@ -70,7 +71,7 @@ def a_chunk(claimed_ago: float, first_ago: float | None = None) -> Work:
             claimed_at=now - timedelta(seconds=claimed_ago),
             first_attempt_at=None if first_ago is None else now - timedelta(seconds=first_ago))
             .returning(Chunk.id)).scalar()
-    return Work(chunk_id, batch_id, 0, "shop-dxt", "bulk", 7, CONTENT, None, now, [])
+    return ClaimedChunk(chunk_id, batch_id, 0, "shop-dxt", "bulk", 7, CONTENT, None, now, [])
 
 
 def test_a_long_wait_is_held_in_the_database_for_the_relay(site):

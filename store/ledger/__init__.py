@@ -12,10 +12,10 @@ bulk update by selecting only the from-states the table allows.
 """
 from .claims import (ClaimedChunk, claim, hold, mark_queued, release, release_in, still_ours, unqueue,
                      wake)
-from .cutting import Cut, cut, fail_claimed, move, write_short
+from .cutting import Cut, cut, fail_claimed, move, write_rejected, write_short
 from .records import FIRST_ATTEMPT, count_call, record
 from .settling import CANCELLED_DETAIL, cancel_pending, expire, settle, settle_by_report
 
 __all__ = ["ClaimedChunk", "claim", "hold", "mark_queued", "release", "release_in", "still_ours", "unqueue",
-           "wake", "Cut", "cut", "fail_claimed", "move", "write_short", "FIRST_ATTEMPT", "count_call", "record",
+           "wake", "Cut", "cut", "fail_claimed", "move", "write_rejected", "write_short", "FIRST_ATTEMPT", "count_call", "record",
            "CANCELLED_DETAIL", "cancel_pending", "expire", "settle", "settle_by_report"]

@@ -14,7 +14,7 @@ from ..lifecycle import ChunkState as C
 from ..lifecycle import RecipientState as R
 from ..lifecycle import chunks_from, recipients_from
 from ..models import Batch, BlockedNumber, Chunk, Recipient, SplitChunk, SplitJob
-from ..sql import fit, is_postgres
+from ..sql import fit, insert_or_ignore, is_postgres
 from .claims import ClaimedChunk, still_ours
 from .settling import cancel_pending
 
@@ -164,3 +164,16 @@ def fail_claimed(session: Session, claimed: ClaimedChunk, detail: str, now: date
         Recipient.state.in_(FAILED_WITH_IT)).values(state=R.FAILED, detail=fit(Recipient.detail, detail),
                                                      updated_at=now))
     return True
+
+
+REJECT_BLOCK = 5000  # rejected numbers written per statement
+
+
+def write_rejected(session: Session, batch_id: int, rejected: list[tuple[str, str]], now: datetime) -> None:
+    """The numbers refused at intake, as ``rejected`` recipients of the batch with why
+    (a number given twice is written once)."""
+    for start in range(0, len(rejected), REJECT_BLOCK):
+        rows = [{"batch_id": batch_id, "mobile": fit(Recipient.mobile, raw), "state": R.REJECTED,
+                 "detail": fit(Recipient.detail, reason), "updated_at": now}
+                for raw, reason in rejected[start:start + REJECT_BLOCK]]
+        insert_or_ignore(session, Recipient, rows, ["batch_id", "mobile"])
