@@ -86,7 +86,7 @@ class Chunk(Base):
     account: Mapped[str] = mapped_column(String(64))
     lane: Mapped[str] = mapped_column(String(16))
     size: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(16), default="pending")
+    state: Mapped[str] = mapped_column(String(16), default=ChunkState.PENDING.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)  # not before (retry, schedule)
     queued_at: Mapped[datetime | None] = mapped_column(DateTime)  # last publish to the broker

@@ -52,7 +52,8 @@ from .split import staged_counts
 
 log = logging.getLogger("smsq.producer")
 
-FINAL_CHUNK_STATES = ("accepted", "failed", "unknown", "cancelled", "moved")
+FINAL_CHUNK_STATES = (ChunkState.ACCEPTED, ChunkState.FAILED, ChunkState.UNKNOWN, ChunkState.CANCELLED,
+                      ChunkState.MOVED)
 PAST_GRACE = timedelta(minutes=5)  # a send_at further back than this is a mistake, not "now"
 
 
@@ -316,7 +317,7 @@ def batch_status(batch_id: int) -> BatchStatus:
             select(Recipient.state, func.count()).where(Recipient.batch_id == batch_id)
             .group_by(Recipient.state)).all())
         if staged:
-            recipients["queued"] = recipients.get("queued", 0) + staged
+            recipients[RecipientState.QUEUED] = recipients.get(RecipientState.QUEUED, 0) + staged
         return BatchStatus(batch.id, batch.account, batch.accepted, batch.rejected, recipients, chunks, to_split,
                            batch.route, routes.recipients_by_account(session, batch, recipients), batch.send_at,
                            is_scheduled(batch.send_at, chunks))

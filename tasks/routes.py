@@ -45,6 +45,7 @@ from smsq.providers import ContentError, Outcome, SendResult, provider_class
 from smsq.providers.base import BEIJING
 from smsq.store import ledger
 from smsq.store.ledger import ClaimedChunk
+from smsq.store.lifecycle import RecipientState
 from smsq.store.models import Batch, Chunk, Recipient, utcnow
 from smsq.store.sql import fit
 from smsq.worker.config import Settings
@@ -242,7 +243,7 @@ def recipients_by_account(session, batch: Batch, counts: dict[str, int]) -> dict
     """{account: {recipient state: count}}: which account holds (sent, delivered, ...) which
     numbers. A batch that never moved has one account: its counts, less the rejected."""
     if batch.route is None:
-        held = {state: n for state, n in counts.items() if state != "rejected"}
+        held = {state: n for state, n in counts.items() if state != RecipientState.REJECTED}
         return {batch.account: held} if held else {}
     out: dict[str, dict[str, int]] = {}
     for account, state, n in session.execute(
