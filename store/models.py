@@ -1,12 +1,7 @@
 """The tables. Times are naive UTC (SQLite has no time zones; PostgreSQL gets the same values).
 
-States:
-  chunk      pending -> sending -> accepted | failed | unknown   (sending -> pending on retry)
-             pending -> cancelled   (an operator's `smsq cancel`; never sent)
-             pending | sending -> moved   (failover: never accepted by its vendor, its numbers went
-                                           to new chunks of the route's next account; tasks/routes.py)
-  recipient  queued -> sent -> delivered | failed ; rejected at intake ; unknown with its chunk ;
-             cancelled with its chunk
+States: a chunk's and a recipient's, and the moves between them, are in store/lifecycle.py;
+only store/ledger writes them.
   split job  exists from intake until a worker has cut every staged chunk into chunk and
              recipient rows (see tasks/split.py)
 """
