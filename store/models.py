@@ -1,7 +1,8 @@
 """The tables. Times are naive UTC (SQLite has no time zones; PostgreSQL gets the same values).
 
-States: a chunk's and a recipient's, and the moves between them, are in store/lifecycle.py;
-only store/ledger writes them.
+States:
+  chunk      see store/lifecycle.py, with the moves allowed between states; only
+  recipient  store/ledger writes them
   split job  exists from intake until a worker has cut every staged chunk into chunk and
              recipient rows (see tasks/split.py)
 """
