@@ -88,10 +88,11 @@ RECIPIENT_TRANSITIONS: dict[RecipientState, frozenset[RecipientState]] = {
 class IllegalTransition(ValueError):
     """A write that would move a chunk or a recipient along no allowed transition."""
 
-    def __init__(self, kind: str, from_state: str, to_state: str, row_id: object = None):
+    def __init__(self, kind: str, from_state: str, to_state: str, row_id: object = None, by: str = ""):
         self.kind, self.from_state, self.to_state, self.row_id = kind, from_state, to_state, row_id
         which = f"{kind} {row_id}" if row_id is not None else kind
-        super().__init__(f"{which}: {from_state} -> {to_state} is not an allowed transition")
+        super().__init__(f"{which}: {from_state} -> {to_state} is not an allowed transition"
+                         + (f" by {by}" if by else ""))
 
 
 def _check(table: Mapping, kind: str, from_state: str, to_state: str, row_id: object) -> None:

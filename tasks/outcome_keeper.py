@@ -64,17 +64,17 @@ def _trying_again(fn, exc: BaseException) -> None:
     log.warning("%s: database unavailable (%s); trying again", getattr(fn, "__name__", fn), type(exc).__name__)
 
 
-def keep_outcome(conf: Settings, work: ClaimedChunk, result: SendResult, call_seconds: float | None):
+def keep_outcome(conf: Settings, claimed: ClaimedChunk, result: SendResult, call_seconds: float | None):
     """``record()`` through a database outage; past the retries, into the spool.
     Returns what record returns, or (ChunkRun.SPOOLED, None)."""
     try:
-        return with_db_retry(conf, record, conf, work, result, call_seconds=call_seconds)
+        return with_db_retry(conf, record, conf, claimed, result, call_seconds=call_seconds)
     except Exception as exc:
         if not is_db_outage(exc):
             raise
-        path = spool_of(conf).append(spool_entry(work, result, call_seconds))
+        path = spool_of(conf).append(spool_entry(claimed, result, call_seconds))
         log.error("chunk %s: the database is unavailable (%s); the vendor's answer (%s) is kept in %s "
-                  "and recorded when it is back", work.chunk_id, type(exc).__name__, result.outcome.value, path)
+                  "and recorded when it is back", claimed.chunk_id, type(exc).__name__, result.outcome.value, path)
         return ChunkRun.SPOOLED, None
 
 
@@ -82,11 +82,11 @@ def spool_of(conf: Settings) -> Spool:
     return Spool(conf.spool_dir or (conf.home or conf.config_path.parent) / "spool")
 
 
-def spool_entry(work: ClaimedChunk, result: SendResult, call_seconds: float | None) -> dict:
-    rid_of = {mobile: rid for rid, mobile in work.recipients}
+def spool_entry(claimed: ClaimedChunk, result: SendResult, call_seconds: float | None) -> dict:
+    rid_of = {mobile: rid for rid, mobile in claimed.recipients}
     return {
-        "chunk_id": work.chunk_id, "batch_id": work.batch_id, "seq": work.seq, "account": work.account,
-        "lane": work.lane, "attempt": work.attempt, "recipient_ids": [rid for rid, _ in work.recipients],
+        "chunk_id": claimed.chunk_id, "batch_id": claimed.batch_id, "seq": claimed.seq, "account": claimed.account,
+        "lane": claimed.lane, "attempt": claimed.attempt, "recipient_ids": [rid for rid, _ in claimed.recipients],
         "call_seconds": call_seconds, "at": utcnow().isoformat(timespec="seconds"),
         "result": {"outcome": result.outcome.value, "code": result.code, "message": result.message,
                    "vendor_ids": list(result.vendor_ids), "batch_ref": result.batch_ref,
@@ -101,15 +101,15 @@ def apply_entry(conf: Settings, entry: dict) -> None:
     ids = entry["recipient_ids"]
     with session_scope(conf.database_url, readonly=True) as session:
         mobiles = dict(session.execute(select(Recipient.id, Recipient.mobile).where(Recipient.id.in_(ids))).all())
-    work = ClaimedChunk(entry["chunk_id"], entry["batch_id"], entry["seq"], entry["account"], entry["lane"],
+    claimed = ClaimedChunk(entry["chunk_id"], entry["batch_id"], entry["seq"], entry["account"], entry["lane"],
                 entry["attempt"], "", None, utcnow(), [(rid, mobiles.get(rid, "")) for rid in ids])
     spooled = dict(entry["result"])
     failed = {mobiles[int(rid)]: why for rid, why in spooled.pop("failed").items() if int(rid) in mobiles}
     result = SendResult(Outcome(spooled.pop("outcome")), failed_numbers=failed, **spooled)
-    state, retry_in = record(conf, work, result, call_seconds=entry.get("call_seconds"))
-    log.warning("chunk %s: the vendor's answer of %s (%s) recorded from the spool: %s", work.chunk_id,
+    state, retry_in = record(conf, claimed, result, call_seconds=entry.get("call_seconds"))
+    log.warning("chunk %s: the vendor's answer of %s (%s) recorded from the spool: %s", claimed.chunk_id,
                 entry.get("at"), result.outcome.value, state)
-    after_record(conf, work, result, retry_in)
+    after_record(conf, claimed, result, retry_in)
 
 
 def replay_spool(conf: Settings) -> tuple[int, int]:

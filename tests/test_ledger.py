@@ -123,11 +123,12 @@ def test_record_failed_numbers_and_a_retry_that_does_not_count(conf):
     assert numbers(conf, batch_id) == {TWO[0]: (R.SENT, None), TWO[1]: (R.FAILED, None)}
 
 
-def test_record_refuses_a_state_no_answer_leads_to_and_writes_nothing(conf):
+@pytest.mark.parametrize("state", [C.CANCELLED, C.MOVED])
+def test_record_refuses_a_state_no_answer_leads_to_and_writes_nothing(conf, state):
     batch_id = a_batch(conf, TWO)
     claimed = ledger.claim(conf, chunk_id(conf, batch_id))
-    with pytest.raises(IllegalTransition, match=f"chunk {claimed.chunk_id}: sending -> cancelled"):
-        ledger.record(conf, claimed, SendResult(Outcome.OK), C.CANCELLED, call_seconds=0.1)
+    with pytest.raises(IllegalTransition, match=f"chunk {claimed.chunk_id}: sending -> {state}"):
+        ledger.record(conf, claimed, SendResult(Outcome.OK), state, call_seconds=0.1)
     assert chunks(conf, batch_id) == {0: (C.SENDING, 1)} and calls(conf) == 0
     assert {state for state, _ in numbers(conf, batch_id).values()} == {R.QUEUED}
 

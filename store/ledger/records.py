@@ -61,6 +61,8 @@ def record(conf: Settings, claimed: ClaimedChunk, result: SendResult, state: C, 
     long the call took, kept in ``vendor_calls`` (None: no call was made). False: the
     chunk moved on meanwhile (recorded by another), nothing of it was written."""
     state = C(state)
+    if state not in RECIPIENT_STATE and state is not C.PENDING:  # e.g. moved: a failover's, not an answer's
+        raise IllegalTransition("chunk", C.SENDING, state, claimed.chunk_id, by="a vendor's answer")
     for was in RECORDED_FROM:
         check_chunk(was, state, claimed.chunk_id)
     now = now or utcnow()
@@ -189,9 +191,7 @@ def _record_recipients(conn, claimed: ClaimedChunk, result: SendResult, state: C
         conn.execute(update(Recipient).where(of_chunk, Recipient.state.in_(RETRIED))
                      .values(state=R.QUEUED, updated_at=now))
         return
-    to = RECIPIENT_STATE.get(state)
-    if to is None:
-        raise IllegalTransition("chunk", C.SENDING, state, claimed.chunk_id)
+    to = RECIPIENT_STATE[state]
     answered = and_(of_chunk, Recipient.state.in_(recipients_from(to, ANSWERED)))
     if state is C.ACCEPTED:
         vids = _vendor_ids(claimed, result)
