@@ -39,7 +39,7 @@ from smsq.providers.base import BEIJING, segments
 from smsq.store.ledger import cut, write_rejected, write_short
 from smsq.store.lifecycle import ChunkState, RecipientState
 from smsq.store.models import Batch, Chunk, Recipient, SplitJob, utcnow
-from smsq.worker.config import knowing, settings
+from smsq.worker.config import Settings, knowing, settings
 from smsq.worker.db import session_scope
 from smsq.worker.services import DatabaseUnreachableError, database_reached
 
@@ -194,6 +194,63 @@ def _replay(session: Session, batch: Batch, digest: str, key: str) -> Receipt:
                    batch.lane, replayed=True)
 
 
+@dataclass
+class _Storing:
+    """What send_sms's transaction needs to store a batch's numbers."""
+    conf: Settings
+    provider_cls: type
+    digest: BodyDigest
+    numbers: Iterator[str]  # the rest of the list, past the short head already read
+    priority: bool | None
+    # A scheduled chunk waits in the database until the relay releases it at its time, at
+    # every vendor: one with a send-time parameter of its own too, which would take the
+    # chunk out of smsq's hands at once, beyond `smsq cancel` and with a status that says
+    # "sent" hours early (no vendor can call a scheduled send back). See tasks/relay.py.
+    not_before: datetime | None
+    now: datetime
+    rejected: list[tuple[str, str]]
+
+
+def _store_short(session: Session, storing: _Storing, batch: Batch, short: list) -> tuple[int, list]:
+    """A short list (an OTP): its chunk and recipient rows are written directly and its
+    chunk is published by send_sms; a split job would add a broker round trip and a worker
+    pick-up before its send is even published. Five round trips in all, the batch's row
+    written once with what it will hold. Returns the numbers accepted and the chunks to publish."""
+    cls = storing.provider_cls
+    rows, blocked = chunk_short_list(session, batch.account, short, cls.accepts_landline, cls.max_numbers,
+                                     storing.rejected)
+    storing.rejected.extend(_blocked(session, batch.account, blocked))
+    accepted = sum(size for _, size, _ in rows)
+    if not accepted:
+        raise NoValidNumbersError(storing.rejected)  # nothing was written
+    _fill(batch, storing.conf, accepted, storing.rejected, storing.priority)
+    batch.body_digest = storing.digest.finish(storing.numbers)  # the list was short: read to its end
+    session.add(batch)
+    session.flush()  # the id; and an idempotency race fails here, early
+    return accepted, write_short(session, batch, rows, not_before=storing.not_before, now=storing.now)
+
+
+def _store_long(session: Session, storing: _Storing, batch: Batch, short: list) -> tuple[int, list | None]:
+    """A longer list: staged for a split job, or cut here when few of its numbers are left
+    (repeats, invalid entries). Returns the numbers accepted and the chunks to publish
+    (None: the split job publishes them)."""
+    cls, conf, now = storing.provider_cls, storing.conf, storing.now
+    session.add(batch)
+    session.flush()  # the id; and an idempotency race fails here, early
+    accepted = _intake(session, batch, itertools.chain(short, storing.numbers), cls.accepts_landline,
+                       cls.max_numbers, storing.rejected)
+    if not accepted:
+        raise NoValidNumbersError(storing.rejected)  # rolls the batch back: an empty batch is no batch
+    _fill(batch, conf, accepted, storing.rejected, storing.priority)
+    batch.body_digest = storing.digest.finish(storing.numbers)  # the intake read the list to its end
+    session.flush()
+    if accepted <= conf.priority_max:
+        # Few numbers in a long list: cut here as a short one is.
+        return accepted, cut(session, batch, limit=None, not_before=storing.not_before, now=now).published
+    session.add(SplitJob(batch_id=batch.id, not_before=storing.not_before, queued_at=now, created_at=now))
+    return accepted, None
+
+
 def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: datetime | None = None,
              idempotency_key: str | None = None, priority: bool | None = None) -> Receipt:
     """Queue ``content`` for every number in ``to`` through ``account``.
@@ -214,9 +271,7 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
     provider_cls = provider_class(acct.provider)
     prepared = provider_cls(acct, client=None).prepare_content(content)
     when = _when(send_at)
-    if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key
-                                        or len(idempotency_key) > 128):
-        raise ValueError("idempotency_key must be a non-empty string of at most 128 characters")
+    _check_key(idempotency_key)
     # What was asked, hashed as the numbers stream by (tasks/idempotency.py).
     digest = BodyDigest(content, when)
     numbers = digest.through(_numbers(to))
@@ -224,55 +279,19 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
         ensure_schema(conf)
 
     now = utcnow()
-    # A scheduled chunk waits in the database until the relay releases it at its time, at
-    # every vendor: one with a send-time parameter of its own too, which would take the
-    # chunk out of smsq's hands at once, beyond `smsq cancel` and with a status that says
-    # "sent" hours early (no vendor can call a scheduled send back). See tasks/relay.py.
-    not_before = when if when is not None and when > now else None
+    not_before = when if when is not None and when > now else None  # see _Storing.not_before
     rejected: list[tuple[str, str]] = []
     try:
         with session_scope(conf.database_url) as session:
-            if idempotency_key is not None:
-                existing = session.execute(select(Batch).where(
-                    _sender(target), Batch.idempotency_key == idempotency_key)).scalar_one_or_none()
-                if existing is not None:
-                    return _replay(session, existing, digest.finish(numbers), idempotency_key)
+            if idempotency_key is not None and (existing := _keyed(session, target, idempotency_key)):
+                return _replay(session, existing, digest.finish(numbers), idempotency_key)
             batch = Batch(account=acct.name, content=prepared, send_at=when, idempotency_key=idempotency_key,
                           lane="bulk", segments=segments(prepared), created_at=now, route=target.route,
                           given_content=content if target.route else None)
             short = list(itertools.islice(numbers, conf.priority_max + 1))
-            if len(short) <= conf.priority_max:
-                # A short list (an OTP): its chunk and recipient rows are written directly and
-                # its chunk is published by this call; a split job would add a broker round trip
-                # and a worker pick-up before its send is even published. Five round trips in
-                # all, the batch's row written once with what it will hold.
-                rows, blocked = chunk_short_list(session, acct.name, short, provider_cls.accepts_landline,
-                                                 provider_cls.max_numbers, rejected)
-                rejected.extend(_blocked(session, acct.name, blocked))
-                accepted = sum(size for _, size, _ in rows)
-                if not accepted:
-                    raise NoValidNumbersError(rejected)  # nothing was written
-                _fill(batch, conf, accepted, rejected, priority)
-                batch.body_digest = digest.finish(numbers)  # the list was short: read to its end
-                session.add(batch)
-                session.flush()  # the id; and an idempotency race fails here, early
-                inline = write_short(session, batch, rows, not_before=not_before, now=now)
-            else:
-                session.add(batch)
-                session.flush()  # the id; and an idempotency race fails here, early
-                accepted = _intake(session, batch, itertools.chain(short, numbers), provider_cls.accepts_landline,
-                                   provider_cls.max_numbers, rejected)
-                if not accepted:
-                    raise NoValidNumbersError(rejected)  # rolls the batch back: an empty batch is no batch
-                _fill(batch, conf, accepted, rejected, priority)
-                batch.body_digest = digest.finish(numbers)  # the intake read the list to its end
-                session.flush()
-                inline = None
-                if accepted <= conf.priority_max:
-                    # Few numbers in a long list (repeats, invalid entries): cut here as above.
-                    inline = cut(session, batch, limit=None, not_before=not_before, now=now).published
-                else:
-                    session.add(SplitJob(batch_id=batch.id, not_before=not_before, queued_at=now, created_at=now))
+            storing = _Storing(conf, provider_cls, digest, numbers, priority, not_before, now, rejected)
+            store = _store_short if len(short) <= conf.priority_max else _store_long
+            accepted, inline = store(session, storing, batch, short)
             write_rejected(session, batch.id, rejected, utcnow())
             receipt = Receipt(batch.id, accepted, rejected, batch.segments, batch.lane)
     except (OperationalError, InterfaceError) as exc:
@@ -282,9 +301,8 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
             raise
         # Another caller created the batch for this key between our check and insert.
         with database_reached(conf.database_url), session_scope(conf.database_url) as session:
-            existing = session.execute(select(Batch).where(
-                _sender(target), Batch.idempotency_key == idempotency_key)).scalar_one()
-            return _replay(session, existing, digest.finish(numbers), idempotency_key)
+            return _replay(session, _keyed(session, target, idempotency_key), digest.finish(numbers),
+                           idempotency_key)
 
     if not _publish(conf, receipt.batch_id, receipt.lane, acct.name, inline):
         receipt = dataclasses.replace(receipt, queued=False)
@@ -292,6 +310,18 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
              receipt.batch_id, receipt.accepted, len(rejected), receipt.lane, acct.name,
              f" (route {target.route})" if target.route else "")
     return receipt
+
+
+def _check_key(idempotency_key: str | None) -> None:
+    if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key
+                                        or len(idempotency_key) > 128):
+        raise ValueError("idempotency_key must be a non-empty string of at most 128 characters")
+
+
+def _keyed(session: Session, target: routes.Target, idempotency_key: str) -> Batch | None:
+    """The batch the sender stored under ``idempotency_key``, if any."""
+    return session.execute(select(Batch).where(
+        _sender(target), Batch.idempotency_key == idempotency_key)).scalar_one_or_none()
 
 
 def _sender(target: routes.Target):
