@@ -32,14 +32,10 @@ def insert_or_ignore(session, model, rows: Sequence[dict] | dict, keys: Iterable
     if not rows:
         return []
     stmt = _insert(session, model).on_conflict_do_nothing(index_elements=list(keys))
-    if isinstance(rows, dict):
-        stmt, rows = stmt.values(**rows), None
-    if returning is None:
-        session.execute(stmt, rows) if rows is not None else session.execute(stmt)
-        return []
-    stmt = stmt.returning(returning)
-    result = session.execute(stmt, rows) if rows is not None else session.execute(stmt)
-    return [row[0] for row in result]
+    if returning is not None:
+        stmt = stmt.returning(returning)
+    result = session.execute(stmt.values(**rows)) if isinstance(rows, dict) else session.execute(stmt, rows)
+    return [] if returning is None else [row[0] for row in result]
 
 
 def insert_or_update(session, model, rows: Sequence[dict], keys: Iterable[str], update: Iterable[str]) -> None:

@@ -242,3 +242,26 @@ def test_cut_writes_staged_chunks_once(conf):
     assert (cut.taken, cut.staged_left) == (1, False)
     assert chunks(conf, batch_id) == {0: (C.PENDING, 0), 1: (C.PENDING, 0)}
     assert len(numbers(conf, batch_id)) == 3
+
+
+def test_queue_marks_leave_the_state_alone(conf):
+    batch_id = a_batch(conf, TWO, chunk_size=1)
+    first, second = chunk_id(conf, batch_id, 0), chunk_id(conf, batch_id, 1)
+    now = utcnow()
+
+    def queued() -> dict:
+        with session_scope(conf.database_url, readonly=True) as s:
+            return dict(s.execute(select(Chunk.id, Chunk.queued_at).where(Chunk.batch_id == batch_id)).all())
+
+    with session_scope(conf.database_url) as s:
+        ledger.unqueue(s, [first, second])
+        ledger.mark_queued(s, [first], now)
+    assert queued() == {first: now, second: None}
+    with session_scope(conf.database_url) as s:
+        ledger.unqueue(s, [first, second], queued_at=now - timedelta(seconds=1))  # not this caller's mark
+    assert queued() == {first: now, second: None}
+    ledger.hold(conf, [first], "worker w does not know account a", now + timedelta(hours=1))
+    with session_scope(conf.database_url) as s:
+        assert ledger.wake(s, ["shop-dxt"], "worker % does not know account %") == 1
+        assert s.get(Chunk, first).next_attempt_at is None
+    assert chunks(conf, batch_id) == {0: (C.PENDING, 0), 1: (C.PENDING, 0)}
