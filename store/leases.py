@@ -19,10 +19,10 @@ import socket
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from smsq.store.models import PollLease, utcnow
+from smsq.store.sql import insert_or_ignore, width
 
 MARGIN = 1.0  # seconds added to every window: clocks and network are not exact
 EPOCH = datetime(1970, 1, 1)
@@ -31,7 +31,8 @@ BOOKING_GRACE = 5.0  # seconds a booker has to take the window once it opens
 
 
 def _holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"[:120]
+    # the column's width, less room for the BOOKED prefix of _booking()
+    return f"{socket.gethostname()}:{os.getpid()}"[:width(PollLease.holder) - len(BOOKED) - 3]
 
 
 def _booking() -> str:
@@ -46,9 +47,8 @@ def _not_booked_by_another(now: datetime):
 
 
 def _ensure_row(session: Session, account: str, family: str) -> None:
-    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
-    session.execute(insert(PollLease).values(account=account, family=family, next_allowed_at=EPOCH)
-                    .on_conflict_do_nothing(index_elements=["account", "family"]))
+    insert_or_ignore(session, PollLease, dict(account=account, family=family, next_allowed_at=EPOCH),
+                     ["account", "family"])
 
 
 def take(session: Session, account: str, family: str, interval: float) -> bool:

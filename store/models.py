@@ -1,12 +1,8 @@
 """The tables. Times are naive UTC (SQLite has no time zones; PostgreSQL gets the same values).
 
 States:
-  chunk      pending -> sending -> accepted | failed | unknown   (sending -> pending on retry)
-             pending -> cancelled   (an operator's `smsq cancel`; never sent)
-             pending | sending -> moved   (failover: never accepted by its vendor, its numbers went
-                                           to new chunks of the route's next account; tasks/routes.py)
-  recipient  queued -> sent -> delivered | failed ; rejected at intake ; unknown with its chunk ;
-             cancelled with its chunk
+  chunk      see store/lifecycle.py, with the moves allowed between states; only
+  recipient  store/ledger writes them
   split job  exists from intake until a worker has cut every staged chunk into chunk and
              recipient rows (see tasks/split.py)
 """
@@ -18,7 +14,10 @@ from datetime import UTC, datetime
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from smsq.providers.base import RAW_KEEP
+
 from .lifecycle import ChunkState, RecipientState
+from .sql import TEXT_KEEP
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets BIGINT.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -86,7 +85,7 @@ class Chunk(Base):
     account: Mapped[str] = mapped_column(String(64))
     lane: Mapped[str] = mapped_column(String(16))
     size: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(16), default="pending")
+    state: Mapped[str] = mapped_column(String(16), default=ChunkState.PENDING.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)  # not before (retry, schedule)
     queued_at: Mapped[datetime | None] = mapped_column(DateTime)  # last publish to the broker
@@ -96,9 +95,9 @@ class Chunk(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     outcome: Mapped[str | None] = mapped_column(String(32))
     code: Mapped[str | None] = mapped_column(String(64))
-    detail: Mapped[str | None] = mapped_column(Text)  # vendor message, Chinese kept
+    detail: Mapped[str | None] = mapped_column(Text, info={TEXT_KEEP: 1000})  # vendor message, Chinese kept
     vendor_ref: Mapped[str | None] = mapped_column(Text)
-    raw: Mapped[str | None] = mapped_column(Text)  # vendor body, truncated
+    raw: Mapped[str | None] = mapped_column(Text, info={TEXT_KEEP: RAW_KEEP})  # vendor body, truncated
     # The content prepared for this chunk's account when it differs from the batch's
     # (a chunk moved to another vendor of the route); None: the batch's content.
     content: Mapped[str | None] = mapped_column(Text)
@@ -212,7 +211,7 @@ class PollStatus(Base):
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     polled_at: Mapped[datetime | None] = mapped_column(DateTime)
     outcome: Mapped[str | None] = mapped_column(String(32))  # ok | rate_limited | auth | transient | ...
-    detail: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text, info={TEXT_KEEP: 1000})
     items: Mapped[int] = mapped_column(Integer, default=0)
 
 
@@ -230,7 +229,7 @@ class PollJournal(Base):
     body: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default="fetched")  # fetched | parsed | failed | vendor_error
     items: Mapped[int] = mapped_column(Integer, default=0)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text, info={TEXT_KEEP: 2000})
     parsed_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
@@ -312,6 +311,6 @@ class AccountCircuit(Base):
     closed_at: Mapped[datetime | None] = mapped_column(DateTime)
     cooloff: Mapped[float] = mapped_column(default=0.0)  # seconds of the current (or last) opening
     trips: Mapped[int] = mapped_column(Integer, default=0)  # openings in a row without a quiet spell
-    reason: Mapped[str | None] = mapped_column(Text)  # "auth -7 ..." (vendor code and message)
+    reason: Mapped[str | None] = mapped_column(Text, info={TEXT_KEEP: 1000})  # "auth -7 ..." (vendor code and message)
     probe_chunk_id: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)

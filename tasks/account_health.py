@@ -22,6 +22,7 @@ from sqlalchemy import update
 
 from smsq.providers import SendResult
 from smsq.store.models import PollStatus, utcnow
+from smsq.store.sql import fit
 from smsq.worker.config import Settings
 from smsq.worker.db import session_scope
 
@@ -63,7 +64,7 @@ def send_flag(conf: Settings, account: str, *, fresh: bool = False) -> Flag | No
 def flag_account(conf: Settings, account: str, result: SendResult) -> None:
     """Show the account as unhealthy in `smsq accounts` (kind "send")."""
     now = utcnow()
-    detail = f"{result.code or ''} {result.message or ''}".strip()[:1000]
+    detail = fit(PollStatus.detail, f"{result.code or ''} {result.message or ''}".strip())
     with session_scope(conf.database_url) as session:
         row = session.get(PollStatus, (account, "send")) or PollStatus(account=account, kind="send")
         row.polled_at, row.outcome, row.items, row.detail = now, result.outcome.value, 0, detail

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from smsq.providers.numbers import normalise
 from smsq.store.models import BlockedNumber, utcnow
+from smsq.store.sql import fit, insert_or_update
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
@@ -42,22 +43,16 @@ def optout_keywords(options: dict) -> frozenset[str]:
 
 def _number(raw: str) -> str:
     number, _ = normalise(raw, landline=True)
-    return number or (raw or "").strip()[:32]  # a vendor's spelling we cannot read stays as given
+    return number or fit(BlockedNumber.mobile, (raw or "").strip())  # a vendor's spelling we cannot read stays as given
 
 
 def _upsert(session: Session, account: str, mobiles: Iterable[str], reason: str, source: str) -> int:
-    rows = [{"account": account, "mobile": m, "reason": reason[:255], "source": source, "created_at": utcnow()}
+    rows = [{"account": account, "mobile": m, "reason": fit(BlockedNumber.reason, reason), "source": source,
+             "created_at": utcnow()}
             for m in dict.fromkeys(mobiles)]
     if not rows:
         return 0
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(BlockedNumber)
-    session.execute(stmt.on_conflict_do_update(index_elements=["account", "mobile"], set_={
-        "reason": stmt.excluded.reason, "source": stmt.excluded.source, "created_at": stmt.excluded.created_at}),
-        rows)
+    insert_or_update(session, BlockedNumber, rows, ["account", "mobile"], update=["reason", "source", "created_at"])
     return len(rows)
 
 

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from smsq.store.models import Batch, Chunk, Recipient, utcnow
+from smsq.store.ledger import cancel_pending
+from smsq.store.lifecycle import ChunkState
+from smsq.store.models import Batch, Chunk, utcnow
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
 from .schema import ensure_schema
-
-CANCELLED_DETAIL = "cancelled by an operator"
-
 
 @dataclass(frozen=True)
 class CancelResult:
@@ -38,25 +37,6 @@ class CancelResult:
         return {"batch_id": self.batch_id, "cancelled_chunks": self.cancelled_chunks,
                 "cancelled_numbers": self.cancelled_numbers, "sending_chunks": self.sending_chunks,
                 "sending_numbers": self.sending_numbers, "done": self.done}
-
-
-def cancel_pending(session: Session, batch_ids) -> tuple[int, int]:
-    """Cancel the pending chunks of ``batch_ids`` (a list, or a select of ids) and
-    their queued recipients: one statement each. Return (chunks, numbers)."""
-    now = utcnow()
-    chunks = session.execute(update(Chunk).where(Chunk.batch_id.in_(batch_ids), Chunk.state == "pending")
-                             .values(state="cancelled", outcome="cancelled", finished_at=now,
-                                     detail=CANCELLED_DETAIL)
-                             .execution_options(synchronize_session=False)).rowcount
-    if not chunks:
-        return 0, 0
-    of_cancelled_chunk = exists().where(Chunk.batch_id == Recipient.batch_id, Chunk.seq == Recipient.chunk_seq,
-                                        Chunk.state == "cancelled")
-    numbers = session.execute(update(Recipient).where(
-        Recipient.batch_id.in_(batch_ids), Recipient.state == "queued", of_cancelled_chunk)
-        .values(state="cancelled", detail=CANCELLED_DETAIL, updated_at=now)
-        .execution_options(synchronize_session=False)).rowcount
-    return chunks, numbers
 
 
 CATCH_UP = 5  # counts of a batch's chunks, each cancelling what came back to pending meanwhile
@@ -79,20 +59,20 @@ def cancel_batch(batch_id: int) -> CancelResult:
             by_state = {state: (count, size) for state, count, size in session.execute(
                 select(Chunk.state, func.count(), func.coalesce(func.sum(Chunk.size), 0))
                 .where(Chunk.batch_id == batch_id).group_by(Chunk.state)).all()}
-            if "pending" not in by_state:
+            if ChunkState.PENDING not in by_state:
                 break
             # A chunk that was sending when the update ran has come back to pending since
             # (a busy vendor: it waits for its retry), committed by its worker: cancel it too.
             more, more_numbers = cancel_pending(session, [batch_id])
             chunks, numbers = chunks + more, numbers + more_numbers
-    sending, sending_numbers = by_state.pop("sending", (0, 0))
-    coming_back = by_state.pop("pending", (0, 0))  # still returning after CATCH_UP tries: the relay cancels them
+    sending, sending_numbers = by_state.pop(ChunkState.SENDING, (0, 0))
+    coming_back = by_state.pop(ChunkState.PENDING, (0, 0))  # still returning after CATCH_UP tries: the relay cancels them
     sending, sending_numbers = sending + coming_back[0], sending_numbers + coming_back[1]
     done = {state: count for state, (count, _) in sorted(by_state.items())}
     if chunks:
-        done["cancelled"] -= chunks  # "done" is what had an outcome before this call
-        if not done["cancelled"]:
-            del done["cancelled"]
+        done[ChunkState.CANCELLED] -= chunks  # "done" is what had an outcome before this call
+        if not done[ChunkState.CANCELLED]:
+            del done[ChunkState.CANCELLED]
     return CancelResult(batch_id, chunks, numbers, sending, int(sending_numbers), done)
 
 

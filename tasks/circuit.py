@@ -46,6 +46,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from smsq.store.models import AccountCircuit, utcnow
+from smsq.store.sql import fit, insert_or_ignore
 from smsq.worker.config import Settings
 from smsq.worker.db import session_scope
 
@@ -168,18 +169,14 @@ def trip(conf: Settings, account: str, why: str, now: datetime | None = None) ->
         row.trips = row.trips + 1 if flapping else 1
         row.state, row.opened_at, row.probe_chunk_id, row.updated_at = "open", now, None, now
         row.reopen_at = now + timedelta(seconds=row.cooloff)
-        row.reason = why[:1000]
+        row.reason = fit(AccountCircuit.reason, why)
     log.error("account %s: circuit open for %.0fs (trip %s): %s", account, row.cooloff, row.trips, why)
     return "opened"
 
 
 def _ensure_row(session: Session, account: str, base: float) -> None:
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    session.execute(insert(AccountCircuit).values(account=account, state="closed", cooloff=base, trips=0)
-                    .on_conflict_do_nothing(index_elements=["account"]))
+    insert_or_ignore(session, AccountCircuit, dict(account=account, state="closed", cooloff=base, trips=0),
+                     ["account"])
 
 
 def held_until(conf: Settings, account: str, now: datetime | None = None) -> tuple[datetime, str] | None:

@@ -35,12 +35,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from smsq.providers.numbers import normalise_block
-from smsq.store.models import BlockedNumber
+from smsq.store.models import BlockedNumber, Recipient
+from smsq.store.sql import fit
+from smsq.store.staging import Row, blocked_numbers, write_staged
 
 BLOCK = 5000  # entries normalised per round, blocked numbers looked up or loaded per fetch
-COLUMNS = "split_chunks (batch_id, seq, size, mobiles)"
-
-Row = tuple[int, int, str]  # (seq, size, comma-separated numbers)
 
 
 def stage_chunks(session: Session, batch_id: int, account: str, numbers: Iterable[str], landline: bool,
@@ -63,24 +62,7 @@ def stage_chunks(session: Session, batch_id: int, account: str, numbers: Iterabl
         blocks = itertools.chain([head], _valid_blocks(numbers, landline, rejected, seen_rejects))
     found: set[str] = set()
     rows = _chunk_rows(blocks, size, blocked, found)
-    dbapi = session.connection().connection.dbapi_connection
-    accepted = 0
-    if session.bind.dialect.name == "postgresql":
-        with dbapi.cursor() as cursor, cursor.copy(f"COPY {COLUMNS} FROM STDIN") as copy:
-            for block in rows:
-                # Digits and commas only: nothing to escape for COPY's text format.
-                copy.write("".join(f"{batch_id}\t{seq}\t{n}\t{mobiles}\n" for seq, n, mobiles in block))
-                accepted += sum(n for _, n, _ in block)
-        return accepted, found
-    cursor = dbapi.cursor()
-    try:
-        for block in rows:
-            cursor.executemany(f"INSERT INTO {COLUMNS} VALUES (?, ?, ?, ?)",
-                               [(batch_id, seq, n, mobiles) for seq, n, mobiles in block])
-            accepted += sum(n for _, n, _ in block)
-    finally:
-        cursor.close()
-    return accepted, found
+    return write_staged(session, batch_id, rows), found
 
 
 def chunk_short_list(session: Session, account: str, numbers: list, landline: bool, size: int,
@@ -127,7 +109,7 @@ def _chunk_rows(blocks: Iterable[list[str]], size: int, blocked: set[int],
 def _valid(block: list, landline: bool, rejected: list[tuple[str, str]], seen_rejects: set[str]) -> list[str]:
     valid, invalid = normalise_block(block, landline=landline)
     for raw, reason in invalid:
-        key = str(raw)[:64]
+        key = fit(Recipient.mobile, str(raw))  # as its rejected recipient row keeps it
         if key not in seen_rejects:
             seen_rejects.add(key)
             rejected.append((str(raw), reason))
@@ -157,17 +139,9 @@ def _load_blocked(session: Session, account: str) -> set[int]:
     """Keys of all the account's blocked numbers, fetched BLOCK rows at a time (PostgreSQL: a
     server-side cursor), so that only the keys are ever held. A million blocked numbers:
     about 65 MB and 0.5-1 s (measured; the ORM's own streaming took three times as long)."""
-    postgres = session.bind.dialect.name == "postgresql"
-    dbapi = session.connection().connection.dbapi_connection
-    cursor = dbapi.cursor(name="smsq_blocked") if postgres else dbapi.cursor()
     keys: set[int] = set()
-    try:
-        cursor.execute("SELECT mobile FROM blocked_numbers WHERE account = " + ("%s" if postgres else "?"),
-                       (account,))
-        while rows := cursor.fetchmany(BLOCK):
-            keys.update(_keys(mobile for mobile, in rows))
-    finally:
-        cursor.close()
+    for mobiles in blocked_numbers(session, account, BLOCK):
+        keys.update(_keys(mobiles))
     return keys
 
 

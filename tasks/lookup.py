@@ -12,6 +12,7 @@ from typing import Iterable, Iterator
 from sqlalchemy import func, select
 
 from smsq.providers.numbers import normalise
+from smsq.store.lifecycle import RecipientState
 from smsq.store.models import RECIPIENT_STATES, Batch, Chunk, EarlierSend, Recipient
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
@@ -144,7 +145,7 @@ def recent_batches(limit: int = 20, *, account: str | None = None) -> list[Batch
         staged = staged_counts(session, ids)
         for batch_id, (_, numbers) in staged.items():
             counts = recipients.setdefault(batch_id, {})
-            counts["queued"] = counts.get("queued", 0) + numbers
+            counts[RecipientState.QUEUED] = counts.get(RecipientState.QUEUED, 0) + numbers
         return [BatchSummary(b.id, b.account, b.created_at, b.accepted, b.rejected, recipients.get(b.id, {}),
                              chunks.get(b.id, {}), b.cancelled_at is not None, staged.get(b.id, (0, 0))[0],
                              b.send_at, is_scheduled(b.send_at, chunks.get(b.id, {})))

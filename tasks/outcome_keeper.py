@@ -27,6 +27,7 @@ from sqlalchemy import select
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential, wait_random
 
 from smsq.providers import Outcome, SendResult
+from smsq.store.ledger import FIRST_ATTEMPT, ClaimedChunk
 from smsq.store.models import Chunk, Recipient, utcnow
 from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope
@@ -34,11 +35,9 @@ from smsq.worker.guest import sent_by_smsq
 from smsq.worker.spool import Spool
 
 from .decisions import Decision
+from .outcomes import ChunkRun, after_record, decided, record
 
 log = logging.getLogger("smsq.spool")
-
-SPOOLED = "spooled"  # the state run_chunk reports for an answer waiting in the spool
-
 
 def is_db_outage(exc: BaseException) -> bool:
     """The database could not be reached or dropped the connection (as opposed to a bug)."""
@@ -66,32 +65,31 @@ def _trying_again(fn, exc: BaseException) -> None:
     log.warning("%s: database unavailable (%s); trying again", getattr(fn, "__name__", fn), type(exc).__name__)
 
 
-def keep_outcome(conf: Settings, work, result: SendResult, decision: Decision, call_seconds: float | None):
+def keep_outcome(conf: Settings, claimed: ClaimedChunk, result: SendResult, decision: Decision,
+                 call_seconds: float | None):
     """``record()`` through a database outage; past the retries, into the spool (the answer;
     its meaning is decided again when it is recorded). Returns what record returns, or
-    (SPOOLED, None)."""
-    from .send import record
-
+    (ChunkRun.SPOOLED, None)."""
     try:
-        return with_db_retry(conf, record, conf, work, result, decision, call_seconds=call_seconds)
+        return with_db_retry(conf, record, conf, claimed, result, decision, call_seconds=call_seconds)
     except Exception as exc:
         if not is_db_outage(exc):
             raise
-        path = spool_of(conf).append(spool_entry(work, result, call_seconds))
+        path = spool_of(conf).append(spool_entry(claimed, result, call_seconds))
         log.error("chunk %s: the database is unavailable (%s); the vendor's answer (%s) is kept in %s "
-                  "and recorded when it is back", work.chunk_id, type(exc).__name__, result.outcome.value, path)
-        return SPOOLED, None
+                  "and recorded when it is back", claimed.chunk_id, type(exc).__name__, result.outcome.value, path)
+        return ChunkRun.SPOOLED, None
 
 
 def spool_of(conf: Settings) -> Spool:
     return Spool(conf.spool_dir or (conf.home or conf.config_path.parent) / "spool")
 
 
-def spool_entry(work, result: SendResult, call_seconds: float | None) -> dict:
-    rid_of = {mobile: rid for rid, mobile in work.recipients}
+def spool_entry(claimed: ClaimedChunk, result: SendResult, call_seconds: float | None) -> dict:
+    rid_of = {mobile: rid for rid, mobile in claimed.recipients}
     return {
-        "chunk_id": work.chunk_id, "batch_id": work.batch_id, "seq": work.seq, "account": work.account,
-        "lane": work.lane, "attempt": work.attempt, "recipient_ids": [rid for rid, _ in work.recipients],
+        "chunk_id": claimed.chunk_id, "batch_id": claimed.batch_id, "seq": claimed.seq, "account": claimed.account,
+        "lane": claimed.lane, "attempt": claimed.attempt, "recipient_ids": [rid for rid, _ in claimed.recipients],
         "call_seconds": call_seconds, "at": utcnow().isoformat(timespec="seconds"),
         "result": {"outcome": result.outcome.value, "code": result.code, "message": result.message,
                    "vendor_ids": list(result.vendor_ids), "batch_ref": result.batch_ref,
@@ -103,22 +101,21 @@ def spool_entry(work, result: SendResult, call_seconds: float | None) -> dict:
 
 def apply_entry(conf: Settings, entry: dict) -> None:
     """Record one spooled answer (and what run_chunk does after recording)."""
-    from .send import FIRST_ATTEMPT, Work, after_record, decided, record
-
     ids = entry["recipient_ids"]
     with session_scope(conf.database_url, readonly=True) as session:
         mobiles = dict(session.execute(select(Recipient.id, Recipient.mobile).where(Recipient.id.in_(ids))).all())
         first = session.execute(select(FIRST_ATTEMPT).where(Chunk.id == entry["chunk_id"])).scalar()
-    work = Work(entry["chunk_id"], entry["batch_id"], entry["seq"], entry["account"], entry["lane"],
-                entry["attempt"], "", None, utcnow(), [(rid, mobiles.get(rid, "")) for rid in ids], first)
+    claimed = ClaimedChunk(entry["chunk_id"], entry["batch_id"], entry["seq"], entry["account"], entry["lane"],
+                           entry["attempt"], "", None, utcnow(), [(rid, mobiles.get(rid, "")) for rid in ids], first)
     spooled = dict(entry["result"])
     failed = {mobiles[int(rid)]: why for rid, why in spooled.pop("failed").items() if int(rid) in mobiles}
     result = SendResult(Outcome(spooled.pop("outcome")), failed_numbers=failed, **spooled)
     # decided now, as if the answer had come now: its retry budget may have run out meanwhile
-    state, retry_in = record(conf, work, result, decided(conf, work, result), call_seconds=entry.get("call_seconds"))
-    log.warning("chunk %s: the vendor's answer of %s (%s) recorded from the spool: %s", work.chunk_id,
+    state, retry_in = record(conf, claimed, result, decided(conf, claimed, result),
+                             call_seconds=entry.get("call_seconds"))
+    log.warning("chunk %s: the vendor's answer of %s (%s) recorded from the spool: %s", claimed.chunk_id,
                 entry.get("at"), result.outcome.value, state)
-    after_record(conf, work, result, retry_in)
+    after_record(conf, claimed, result, retry_in)
 
 
 def replay_spool(conf: Settings) -> tuple[int, int]:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from datetime import timedelta
 from dataclasses import dataclass, field
 
@@ -54,9 +55,11 @@ from sqlalchemy.orm import Session
 
 from smsq.providers import ProviderError
 from smsq.providers.base import Inbound, Report
-from smsq.store import leases
-from smsq.store.models import (AccountBalance, Batch, BlockedNumber, Chunk, EarlierSend, InboundMessage, PollJournal,
+from smsq.store import leases, ledger
+from smsq.store.lifecycle import RecipientState
+from smsq.store.models import (AccountBalance, Batch, BlockedNumber, EarlierSend, InboundMessage, PollJournal,
                                PollStatus, Recipient, StatusReport, utcnow)
+from smsq.store.sql import fit, insert_or_ignore
 from smsq.worker.app import get_app, smsq_task
 from smsq.worker.clients import provider_for
 from smsq.worker.config import Settings, UnknownAccountError, knowing, settings
@@ -88,17 +91,6 @@ class PollResult:
     retry_in: float | None = None
 
 
-def _insert_ignore(session: Session, model, rows: list[dict], keys: list[str]):
-    if not rows:
-        return []
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(model).on_conflict_do_nothing(index_elements=keys).returning(model.id)
-    return [row[0] for row in session.execute(stmt, rows)]
-
-
 def _hash(*parts: object) -> str:
     return hashlib.sha1("\x1f".join("" if p is None else str(p) for p in parts).encode("utf-8")).hexdigest()
 
@@ -109,7 +101,7 @@ def inbound_key(msg: Inbound) -> str:
 
 
 def report_key(rep: Report) -> str:
-    return f"{rep.vendor_id or ''}:{rep.mobile}:{rep.code}:{rep.reported_at or ''}"[:160]
+    return fit(StatusReport.dedupe_key, f"{rep.vendor_id or ''}:{rep.mobile}:{rep.code}:{rep.reported_at or ''}")
 
 
 def _set_status(session: Session, account: str, kind: str, outcome: str, detail: str = "", items: int = 0):
@@ -117,16 +109,16 @@ def _set_status(session: Session, account: str, kind: str, outcome: str, detail:
     if row is None:
         row = PollStatus(account=account, kind=kind)
         session.add(row)
-    row.polled_at, row.outcome, row.detail, row.items = utcnow(), outcome, detail[:1000], items
+    row.polled_at, row.outcome, row.detail, row.items = utcnow(), outcome, fit(PollStatus.detail, detail), items
 
 
 # -- storing what a body holds -------------------------------------------------
 def _store_inbound(session: Session, account: str, journal_id: int, items: list[Inbound],
                    options: dict) -> list[int]:
-    rows = [{"account": account, "mobile": m.mobile[:32], "content": m.content, "vendor_id": m.vendor_id,
+    rows = [{"account": account, "mobile": fit(InboundMessage.mobile, m.mobile), "content": m.content, "vendor_id": m.vendor_id,
              "received_at": m.received_at, "extra": m.extra, "dedupe_key": inbound_key(m),
              "journal_id": journal_id, "created_at": utcnow()} for m in items]
-    new_ids = _insert_ignore(session, InboundMessage, rows, ["account", "dedupe_key"])
+    new_ids = insert_or_ignore(session, InboundMessage, rows, ["account", "dedupe_key"], returning=InboundMessage.id)
     if new_ids:
         # Only messages stored for the first time: a re-parse must not block again
         # a number an operator took off the list meanwhile.
@@ -138,7 +130,7 @@ def _store_inbound(session: Session, account: str, journal_id: int, items: list[
     return new_ids
 
 
-AWAITING = ("sent", "unknown")  # recipient states still waiting for a delivery report
+AWAITING = (RecipientState.SENT, RecipientState.UNKNOWN)  # recipient states still waiting for a delivery report
 
 
 def _sent_under(account: str, rep: Report):
@@ -183,14 +175,14 @@ REMATCH_WINDOW = timedelta(minutes=10)  # how long an unmatched report is tried 
 
 
 def _report_row(account: str, journal_id: int, rep: Report, key: str) -> dict:
-    return {"account": account, "vendor_id": rep.vendor_id, "mobile": rep.mobile[:32], "delivered": rep.delivered,
-            "code": rep.code[:32], "message": (rep.message or "")[:255], "reported_at": rep.reported_at,
+    return {"account": account, "vendor_id": rep.vendor_id, "mobile": fit(StatusReport.mobile, rep.mobile), "delivered": rep.delivered,
+            "code": fit(StatusReport.code, rep.code), "message": fit(StatusReport.message, rep.message or ""), "reported_at": rep.reported_at,
             "dedupe_key": key, "journal_id": journal_id, "created_at": utcnow()}
 
 
 def _store_reports(session: Session, account: str, journal_id: int, items: list[Report]) -> tuple[int, list[int]]:
     rows = [_report_row(account, journal_id, r, report_key(r)) for r in items]
-    new_ids = _insert_ignore(session, StatusReport, rows, ["account", "dedupe_key"])
+    new_ids = insert_or_ignore(session, StatusReport, rows, ["account", "dedupe_key"], returning=StatusReport.id)
     now = utcnow()
     stored = set(session.execute(select(StatusReport.dedupe_key).where(StatusReport.id.in_(new_ids))).scalars()) \
         if new_ids else set()
@@ -228,7 +220,7 @@ def _later_report(session: Session, account: str, journal_id: int, rep: Report, 
             or any(p.recipient_id == waiting.id for p in prior)):
         return []  # a repeated page
     row = _report_row(account, journal_id, rep, f"{again}{waiting.id}")
-    return _insert_ignore(session, StatusReport, [row], ["account", "dedupe_key"])
+    return insert_or_ignore(session, StatusReport, [row], ["account", "dedupe_key"], returning=StatusReport.id)
 
 
 def _apply_report(session: Session, account: str, rep: StatusReport, now) -> int | None:
@@ -241,43 +233,19 @@ def _apply_report(session: Session, account: str, rep: StatusReport, now) -> int
     if isinstance(recipient, EarlierSend):
         # The report is the earlier send's: kept there; the recipient row follows the resend.
         rep.recipient_id = recipient.recipient_id
-        _set_report(recipient, rep, now)
+        ledger.settle_by_report(session, recipient, rep, now)
         return None
     rep.recipient_id = recipient.id
-    if recipient.state == "unknown":
-        _settle_unknown_chunk(session, recipient, now)
-    _set_report(recipient, rep, now)
+    ledger.settle_by_report(session, recipient, rep, now)
     return recipient.id
-
-
-def _set_report(send: Recipient | EarlierSend, rep: StatusReport, now) -> None:
-    send.state = "delivered" if rep.delivered else "failed"
-    send.code, send.detail, send.updated_at = rep.code, (rep.message or "")[:255], now
-    if rep.vendor_id and not send.vendor_id:
-        send.vendor_id = rep.vendor_id
-
-
-def _settle_unknown_chunk(session: Session, recipient: Recipient, now) -> None:
-    session.execute(update(Chunk).where(
-        Chunk.batch_id == recipient.batch_id, Chunk.seq == recipient.chunk_seq, Chunk.state == "unknown")
-        .values(state="accepted", outcome="ok", finished_at=now,
-                detail="settled by a delivery report: the vendor had accepted it"))
-    # Its other numbers were accepted too; their own reports will follow.
-    session.execute(update(Recipient).where(
-        Recipient.batch_id == recipient.batch_id, Recipient.chunk_seq == recipient.chunk_seq,
-        Recipient.state == "unknown", Recipient.id != recipient.id).values(state="sent", updated_at=now))
 
 
 def _store_blocked(session: Session, account: str, numbers: list[str]) -> int:
     if not numbers:
         return 0
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    rows = [{"account": account, "mobile": n[:32], "reason": "reported blocked by the vendor",
+    rows = [{"account": account, "mobile": fit(BlockedNumber.mobile, n), "reason": "reported blocked by the vendor",
              "source": "vendor", "created_at": utcnow()} for n in dict.fromkeys(numbers)]
-    session.execute(insert(BlockedNumber).on_conflict_do_nothing(index_elements=["account", "mobile"]), rows)
+    insert_or_ignore(session, BlockedNumber, rows, ["account", "mobile"])
     return len(rows)
 
 
@@ -333,15 +301,13 @@ def parse_journal(conf: Settings, journal_id: int) -> PollResult:
                   journal_id, account, kind, result.detail)
         with session_scope(conf.database_url) as session:
             session.execute(update(PollJournal).where(PollJournal.id == journal_id).values(
-                state="failed", error=result.detail[:2000]))
+                state="failed", error=fit(PollJournal.error, result.detail)))
             _set_status(session, account, kind, "failed", result.detail)
     return result
 
 
 def _notify(result: PollResult) -> None:
     """The application's hooks, called with record ids only, after commit."""
-    import os
-
     hooks = (("SMSQ_ON_INBOUND", "inbound", result.new_inbound),
              ("SMSQ_ON_STATUS", "status", result.changed_recipients))
     for env, what, ids in hooks:

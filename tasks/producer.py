@@ -36,21 +36,24 @@ from sqlalchemy.orm import Session
 
 from smsq.providers import provider_class
 from smsq.providers.base import BEIJING, segments
+from smsq.store.ledger import cut, write_rejected, write_short
+from smsq.store.lifecycle import ChunkState, RecipientState
 from smsq.store.models import Batch, Chunk, Recipient, SplitJob, utcnow
-from smsq.worker.config import knowing, settings
+from smsq.worker.config import Settings, knowing, settings
 from smsq.worker.db import session_scope
 from smsq.worker.services import DatabaseUnreachableError, database_reached
 
 from . import routes
 from .idempotency import BodyDigest, check_replay
-from .intake import BLOCK, blocked_reasons, chunk_short_list, stage_chunks
+from .intake import blocked_reasons, chunk_short_list, stage_chunks
 from .publish import publish_chunk_rows, publish_split
 from .schema import ensure_schema
-from .split import cut, staged_counts, write_short
+from .split import staged_counts
 
 log = logging.getLogger("smsq.producer")
 
-FINAL_CHUNK_STATES = ("accepted", "failed", "unknown", "cancelled", "moved")
+FINAL_CHUNK_STATES = (ChunkState.ACCEPTED, ChunkState.FAILED, ChunkState.UNKNOWN, ChunkState.CANCELLED,
+                      ChunkState.MOVED)
 PAST_GRACE = timedelta(minutes=5)  # a send_at further back than this is a mistake, not "now"
 
 
@@ -149,16 +152,6 @@ def _when(send_at: datetime | None) -> datetime | None:
     return send_at.astimezone(timezone.utc).replace(tzinfo=None)
 
 
-def _insert_ignore(session: Session, rows: list[dict]) -> None:
-    if not rows:
-        return
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    session.execute(insert(Recipient).on_conflict_do_nothing(index_elements=["batch_id", "mobile"]), rows)
-
-
 def _intake(session: Session, batch: Batch, numbers: Iterator[str], landline: bool, size: int,
             rejected: list[tuple[str, str]]) -> int:
     """Stage the numbers in chunks of ``size``; blocked ones join ``rejected``. Return how many were accepted."""
@@ -182,14 +175,6 @@ def _fill(batch: Batch, conf, accepted: int, rejected: list, priority: bool | No
         batch.lane = "priority" if priority else "bulk"
 
 
-def _store_rejections(session: Session, batch_id: int, rejected: list[tuple[str, str]]) -> None:
-    now = utcnow()
-    for start in range(0, len(rejected), BLOCK):
-        rows = [{"batch_id": batch_id, "mobile": raw[:64], "state": "rejected", "detail": reason[:255],
-                 "updated_at": now} for raw, reason in rejected[start:start + BLOCK]]
-        _insert_ignore(session, rows)
-
-
 def _publish(conf, batch_id: int, lane: str, account: str, inline: list | None) -> bool:
     """After commit: the chunk tasks of a batch cut inline, or its split job. False: the broker
     did not take it all (the relay will)."""
@@ -203,52 +188,67 @@ def _replay(session: Session, batch: Batch, digest: str, key: str) -> Receipt:
     check_replay(batch.body_digest, digest, key, batch.id)
     rejected = session.execute(
         select(Recipient.mobile, Recipient.detail)
-        .where(Recipient.batch_id == batch.id, Recipient.state == "rejected").order_by(Recipient.id)
+        .where(Recipient.batch_id == batch.id, Recipient.state == RecipientState.REJECTED).order_by(Recipient.id)
     ).all()
     return Receipt(batch.id, batch.accepted, [(m, d or "") for m, d in rejected], batch.segments,
                    batch.lane, replayed=True)
 
 
-def _store_numbers(session: Session, conf, batch: Batch, provider_cls, numbers: Iterator[str], digest: BodyDigest,
-                   rejected: list[tuple[str, str]], *, priority: bool | None, not_before: datetime | None,
-                   now: datetime) -> tuple[int, list | None]:
-    """Store the batch with its numbers; returns how many were accepted and the chunk rows
-    this call publishes itself (None: a split job or a cut took them). Invalid and blocked
-    numbers are added to ``rejected``; NoValidNumbersError when none is left."""
-    short = list(itertools.islice(numbers, conf.priority_max + 1))
-    if len(short) <= conf.priority_max:
-        # A short list (an OTP): its chunk and recipient rows are written directly and
-        # its chunk is published by this call; a split job would add a broker round trip
-        # and a worker pick-up before its send is even published. Five round trips in
-        # all, the batch's row written once with what it will hold.
-        rows, blocked = chunk_short_list(session, batch.account, short, provider_cls.accepts_landline,
-                                         provider_cls.max_numbers, rejected)
-        rejected.extend(_blocked(session, batch.account, blocked))
-        accepted = sum(size for _, size, _ in rows)
-        if not accepted:
-            raise NoValidNumbersError(rejected)  # nothing was written
-        _fill(batch, conf, accepted, rejected, priority)
-        batch.body_digest = digest.finish(numbers)  # the list was short: read to its end
-        session.add(batch)
-        session.flush()  # the id; and an idempotency race fails here, early
-        inline = write_short(session, batch, rows, not_before=not_before, now=now)
-    else:
-        session.add(batch)
-        session.flush()  # the id; and an idempotency race fails here, early
-        accepted = _intake(session, batch, itertools.chain(short, numbers), provider_cls.accepts_landline,
-                           provider_cls.max_numbers, rejected)
-        if not accepted:
-            raise NoValidNumbersError(rejected)  # rolls the batch back: an empty batch is no batch
-        _fill(batch, conf, accepted, rejected, priority)
-        batch.body_digest = digest.finish(numbers)  # the intake read the list to its end
-        session.flush()
-        inline = None
-        if accepted <= conf.priority_max:
-            # Few numbers in a long list (repeats, invalid entries): cut here as above.
-            inline = cut(session, batch, limit=None, not_before=not_before, now=now).published
-        else:
-            session.add(SplitJob(batch_id=batch.id, not_before=not_before, queued_at=now, created_at=now))
-    return accepted, inline
+@dataclass
+class _Storing:
+    """What send_sms's transaction needs to store a batch's numbers."""
+    conf: Settings
+    provider_cls: type
+    digest: BodyDigest
+    numbers: Iterator[str]  # the rest of the list, past the short head already read
+    priority: bool | None
+    # A scheduled chunk waits in the database until the relay releases it at its time, at
+    # every vendor: one with a send-time parameter of its own too, which would take the
+    # chunk out of smsq's hands at once, beyond `smsq cancel` and with a status that says
+    # "sent" hours early (no vendor can call a scheduled send back). See tasks/relay.py.
+    not_before: datetime | None
+    now: datetime
+    rejected: list[tuple[str, str]]
+
+
+def _store_short(session: Session, storing: _Storing, batch: Batch, short: list) -> tuple[int, list]:
+    """A short list (an OTP): its chunk and recipient rows are written directly and its
+    chunk is published by send_sms; a split job would add a broker round trip and a worker
+    pick-up before its send is even published. Five round trips in all, the batch's row
+    written once with what it will hold. Returns the numbers accepted and the chunks to publish."""
+    cls = storing.provider_cls
+    rows, blocked = chunk_short_list(session, batch.account, short, cls.accepts_landline, cls.max_numbers,
+                                     storing.rejected)
+    storing.rejected.extend(_blocked(session, batch.account, blocked))
+    accepted = sum(size for _, size, _ in rows)
+    if not accepted:
+        raise NoValidNumbersError(storing.rejected)  # nothing was written
+    _fill(batch, storing.conf, accepted, storing.rejected, storing.priority)
+    batch.body_digest = storing.digest.finish(storing.numbers)  # the list was short: read to its end
+    session.add(batch)
+    session.flush()  # the id; and an idempotency race fails here, early
+    return accepted, write_short(session, batch, rows, not_before=storing.not_before, now=storing.now)
+
+
+def _store_long(session: Session, storing: _Storing, batch: Batch, short: list) -> tuple[int, list | None]:
+    """A longer list: staged for a split job, or cut here when few of its numbers are left
+    (repeats, invalid entries). Returns the numbers accepted and the chunks to publish
+    (None: the split job publishes them)."""
+    cls, conf, now = storing.provider_cls, storing.conf, storing.now
+    session.add(batch)
+    session.flush()  # the id; and an idempotency race fails here, early
+    accepted = _intake(session, batch, itertools.chain(short, storing.numbers), cls.accepts_landline,
+                       cls.max_numbers, storing.rejected)
+    if not accepted:
+        raise NoValidNumbersError(storing.rejected)  # rolls the batch back: an empty batch is no batch
+    _fill(batch, conf, accepted, storing.rejected, storing.priority)
+    batch.body_digest = storing.digest.finish(storing.numbers)  # the intake read the list to its end
+    session.flush()
+    if accepted <= conf.priority_max:
+        # Few numbers in a long list: cut here as a short one is.
+        return accepted, cut(session, batch, limit=None, not_before=storing.not_before, now=now).published
+    session.add(SplitJob(batch_id=batch.id, not_before=storing.not_before, queued_at=now, created_at=now))
+    return accepted, None
 
 
 def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: datetime | None = None,
@@ -271,9 +271,7 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
     provider_cls = provider_class(acct.provider)
     prepared = provider_cls(acct, client=None).prepare_content(content)
     when = _when(send_at)
-    if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key
-                                        or len(idempotency_key) > 128):
-        raise ValueError("idempotency_key must be a non-empty string of at most 128 characters")
+    _check_key(idempotency_key)
     # What was asked, hashed as the numbers stream by (tasks/idempotency.py).
     digest = BodyDigest(content, when)
     numbers = digest.through(_numbers(to))
@@ -281,25 +279,20 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
         ensure_schema(conf)
 
     now = utcnow()
-    # A scheduled chunk waits in the database until the relay releases it at its time, at
-    # every vendor: one with a send-time parameter of its own too, which would take the
-    # chunk out of smsq's hands at once, beyond `smsq cancel` and with a status that says
-    # "sent" hours early (no vendor can call a scheduled send back). See tasks/relay.py.
-    not_before = when if when is not None and when > now else None
+    not_before = when if when is not None and when > now else None  # see _Storing.not_before
     rejected: list[tuple[str, str]] = []
     try:
         with session_scope(conf.database_url) as session:
-            if idempotency_key is not None:
-                existing = session.execute(select(Batch).where(
-                    _sender(target), Batch.idempotency_key == idempotency_key)).scalar_one_or_none()
-                if existing is not None:
-                    return _replay(session, existing, digest.finish(numbers), idempotency_key)
+            if idempotency_key is not None and (existing := _keyed(session, target, idempotency_key)):
+                return _replay(session, existing, digest.finish(numbers), idempotency_key)
             batch = Batch(account=acct.name, content=prepared, send_at=when, idempotency_key=idempotency_key,
                           lane="bulk", segments=segments(prepared), created_at=now, route=target.route,
                           given_content=content if target.route else None)
-            accepted, inline = _store_numbers(session, conf, batch, provider_cls, numbers, digest, rejected,
-                                              priority=priority, not_before=not_before, now=now)
-            _store_rejections(session, batch.id, rejected)
+            short = list(itertools.islice(numbers, conf.priority_max + 1))
+            storing = _Storing(conf, provider_cls, digest, numbers, priority, not_before, now, rejected)
+            store = _store_short if len(short) <= conf.priority_max else _store_long
+            accepted, inline = store(session, storing, batch, short)
+            write_rejected(session, batch.id, rejected, utcnow())
             receipt = Receipt(batch.id, accepted, rejected, batch.segments, batch.lane)
     except (OperationalError, InterfaceError) as exc:
         raise DatabaseUnreachableError(conf.database_url, exc) from exc
@@ -308,9 +301,8 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
             raise
         # Another caller created the batch for this key between our check and insert.
         with database_reached(conf.database_url), session_scope(conf.database_url) as session:
-            existing = session.execute(select(Batch).where(
-                _sender(target), Batch.idempotency_key == idempotency_key)).scalar_one()
-            return _replay(session, existing, digest.finish(numbers), idempotency_key)
+            return _replay(session, _keyed(session, target, idempotency_key), digest.finish(numbers),
+                           idempotency_key)
 
     if not _publish(conf, receipt.batch_id, receipt.lane, acct.name, inline):
         receipt = dataclasses.replace(receipt, queued=False)
@@ -318,6 +310,18 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
              receipt.batch_id, receipt.accepted, len(rejected), receipt.lane, acct.name,
              f" (route {target.route})" if target.route else "")
     return receipt
+
+
+def _check_key(idempotency_key: str | None) -> None:
+    if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key
+                                        or len(idempotency_key) > 128):
+        raise ValueError("idempotency_key must be a non-empty string of at most 128 characters")
+
+
+def _keyed(session: Session, target: routes.Target, idempotency_key: str) -> Batch | None:
+    """The batch the sender stored under ``idempotency_key``, if any."""
+    return session.execute(select(Batch).where(
+        _sender(target), Batch.idempotency_key == idempotency_key)).scalar_one_or_none()
 
 
 def _sender(target: routes.Target):
@@ -343,7 +347,7 @@ def batch_status(batch_id: int) -> BatchStatus:
             select(Recipient.state, func.count()).where(Recipient.batch_id == batch_id)
             .group_by(Recipient.state)).all())
         if staged:
-            recipients["queued"] = recipients.get("queued", 0) + staged
+            recipients[RecipientState.QUEUED] = recipients.get(RecipientState.QUEUED, 0) + staged
         return BatchStatus(batch.id, batch.account, batch.accepted, batch.rejected, recipients, chunks, to_split,
                            batch.route, routes.recipients_by_account(session, batch, recipients), batch.send_at,
                            is_scheduled(batch.send_at, chunks))
@@ -352,7 +356,7 @@ def batch_status(batch_id: int) -> BatchStatus:
 def is_scheduled(send_at: datetime | None, chunks: dict[str, int]) -> bool:
     """The batch waits for its time: ``send_at`` is ahead and every chunk made so far
     is still pending (held by smsq until then, at every vendor; a cancelled batch is not)."""
-    return send_at is not None and send_at > utcnow() and set(chunks) <= {"pending"}
+    return send_at is not None and send_at > utcnow() and set(chunks) <= {ChunkState.PENDING}
 
 
 __all__ = ["send_sms", "batch_status", "Receipt", "BatchStatus", "NoValidNumbersError"]

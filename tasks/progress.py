@@ -23,11 +23,13 @@ from datetime import datetime, timezone
 from sqlalchemy import func, select
 
 from smsq.providers.base import BEIJING
+from smsq.store.lifecycle import ChunkState
 from smsq.store.models import Batch, Chunk, SplitChunk, utcnow
 from smsq.worker.app import get_app
 from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope
 
+from . import circuit
 from .schema import ensure_schema
 
 
@@ -56,8 +58,6 @@ def why_waiting(batch_id: int, *, stalled_for: float = 0.0, ask_workers: bool = 
     """Plain sentences on why the batch's unfinished chunks are not moving (empty: nothing to say).
     ``stalled_for``: seconds the caller has seen no change, so a queue that is merely busy is
     not called unconsumed. ``ask_workers``: False reads the database only (no broadcast)."""
-    from .send import account_held_until
-
     conf = settings()
     ensure_schema(conf)
     now = utcnow()
@@ -69,12 +69,12 @@ def why_waiting(batch_id: int, *, stalled_for: float = 0.0, ask_workers: bool = 
         counts = dict(session.execute(select(Chunk.state, func.count()).where(Chunk.batch_id == batch_id)
                                       .group_by(Chunk.state)).all())
         later = session.execute(select(func.count(), func.min(Chunk.next_attempt_at)).where(
-            Chunk.batch_id == batch_id, Chunk.state == "pending", Chunk.next_attempt_at > now)).one()
+            Chunk.batch_id == batch_id, Chunk.state == ChunkState.PENDING, Chunk.next_attempt_at > now)).one()
         to_split = session.scalar(select(func.count()).where(SplitChunk.batch_id == batch_id))
         next_detail = session.scalar(select(Chunk.detail).where(
-            Chunk.batch_id == batch_id, Chunk.state == "pending", Chunk.next_attempt_at > now)
+            Chunk.batch_id == batch_id, Chunk.state == ChunkState.PENDING, Chunk.next_attempt_at > now)
             .order_by(Chunk.next_attempt_at).limit(1)) if later[0] else None
-    pending, sending = counts.get("pending", 0), counts.get("sending", 0)
+    pending, sending = counts.get(ChunkState.PENDING, 0), counts.get(ChunkState.SENDING, 0)
     if to_split and stalled_for >= 5:
         reasons.append(f"{to_split} chunk(s) are still to be cut from the stored numbers by a worker on "
                        f"smsq.{batch.lane} (the split job; the relay publishes it again if it was lost)")
@@ -82,7 +82,7 @@ def why_waiting(batch_id: int, *, stalled_for: float = 0.0, ask_workers: bool = 
         return reasons
     if batch.send_at is not None and batch.send_at > now and later[0]:
         reasons.append(f"scheduled: the relay releases it at {_clock(batch.send_at)} (Beijing time)")
-    held = account_held_until(conf, batch.account)
+    held = circuit.held_until(conf, batch.account)
     if held is not None:
         until, why = held
         reasons.append(f"account {batch.account} is held until {_clock(until)} (Beijing time): its last send "

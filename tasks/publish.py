@@ -31,6 +31,8 @@ from typing import Iterable, Iterator
 
 from sqlalchemy import select, update
 
+from smsq.store import ledger
+from smsq.store.lifecycle import ChunkState
 from smsq.store.models import Chunk, SplitJob
 from smsq.worker.app import get_app
 from smsq.worker.config import Settings
@@ -161,7 +163,7 @@ def publish_chunks(conf: Settings, batch_id: int, chunk_ids: Iterable[int] | Non
     the new chunks of a failover move); see publish_chunk_rows."""
     with session_scope(conf.database_url) as session:
         query = select(Chunk.id, Chunk.lane, Chunk.account).where(
-            Chunk.batch_id == batch_id, Chunk.state == "pending", Chunk.queued_at.is_not(None))
+            Chunk.batch_id == batch_id, Chunk.state == ChunkState.PENDING, Chunk.queued_at.is_not(None))
         if chunk_ids is not None:
             query = query.where(Chunk.id.in_(list(chunk_ids)))
         rows = session.execute(query.order_by(Chunk.seq)).all()
@@ -198,7 +200,5 @@ def publish_chunk_rows(conf: Settings, batch_id: int | None, rows, group_size: i
                     "the rest", batch_id, done, len(rows), exc)
         rest = [chunk_id for chunk_id, _, _ in rows[done:]]
         with session_scope(conf.database_url) as session:
-            for start in range(0, len(rest), 1000):
-                session.execute(update(Chunk).where(Chunk.id.in_(rest[start:start + 1000]))
-                                .values(queued_at=None))
+            ledger.unqueue(session, rest, pending_only=False)
     return done

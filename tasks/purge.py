@@ -23,6 +23,7 @@ from typing import Callable
 
 from sqlalchemy import delete, exists, func, select
 
+from smsq.store.lifecycle import ChunkState
 from smsq.store.models import (Batch, Chunk, InboundMessage, PollJournal, Recipient, SplitJob, StatusReport,
                                VendorCall, utcnow)
 from smsq.worker.config import settings
@@ -32,7 +33,7 @@ from .schema import ensure_schema
 
 STEP = 10_000  # rows deleted per transaction
 BATCH_GROUP = 500  # batches purged together
-IN_FLIGHT = ("pending", "sending")
+IN_FLIGHT = (ChunkState.PENDING, ChunkState.SENDING)
 PURGED_JOURNAL_STATES = ("parsed", "vendor_error")  # a vendor error body holds no data
 MINIMUM_AGE = timedelta(days=1)  # younger needs force=True
 

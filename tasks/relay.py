@@ -25,10 +25,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import or_, select, update
 
-from smsq.store import leases
-from smsq.store.models import Batch, Chunk, Recipient, SplitJob, utcnow
+from smsq.store import leases, ledger
+from smsq.store.lifecycle import ChunkState
+from smsq.store.models import Batch, Chunk, SplitJob, utcnow
 from smsq.worker.app import smsq_task
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
@@ -45,22 +46,14 @@ RELAY_LEASE = ("*", "relay")  # the relay's poll_leases row: "*" is no account's
 
 
 def expire_sending(conf) -> int:
-    now = utcnow()
-    cutoff = now - timedelta(seconds=conf.send_timeout)
+    cutoff = utcnow() - timedelta(seconds=conf.send_timeout)
+    detail = (f"no outcome recorded within {conf.send_timeout:.0f}s of the claim; "
+              f"the vendor may have accepted it, so it is not resent")
     with session_scope(conf.database_url) as session:
-        stale = session.execute(select(Chunk.id, Chunk.batch_id, Chunk.seq).where(
-            Chunk.state == "sending", Chunk.claimed_at < cutoff).limit(PASS_LIMIT)).all()
-        for chunk_id, batch_id, seq in stale:
-            moved = session.execute(update(Chunk).where(Chunk.id == chunk_id, Chunk.state == "sending").values(
-                state="unknown", outcome="ambiguous", finished_at=now,
-                detail=f"no outcome recorded within {conf.send_timeout:.0f}s of the claim; "
-                       f"the vendor may have accepted it, so it is not resent")).rowcount
-            if moved:
-                session.execute(update(Recipient).where(
-                    Recipient.batch_id == batch_id, Recipient.chunk_seq == seq, Recipient.state == "queued")
-                    .values(state="unknown", updated_at=now))
-                log.warning("chunk %s (batch %s): sending for too long, now unknown", chunk_id, batch_id)
-    return len(stale)
+        found, expired = ledger.expire(session, cutoff, detail, PASS_LIMIT)
+    for chunk_id, batch_id in expired:
+        log.warning("chunk %s (batch %s): sending for too long, now unknown", chunk_id, batch_id)
+    return found
 
 
 def release_ahead(conf) -> float:
@@ -86,15 +79,12 @@ def publish_due(conf) -> int:
     with session_scope(conf.database_url) as session:
         due = session.execute(select(
             Chunk.id, Chunk.lane, Chunk.batch_id, Chunk.account, Chunk.next_attempt_at).where(
-            Chunk.state == "pending",
+            Chunk.state == ChunkState.PENDING,
             or_(Chunk.next_attempt_at.is_(None), Chunk.next_attempt_at <= ahead),
             or_(Chunk.queued_at.is_(None), Chunk.queued_at <= stale_queue),
         ).order_by(Chunk.id).limit(PASS_LIMIT)).all()
         if due:
-            ids = [chunk_id for chunk_id, *_ in due]
-            for start in range(0, len(ids), 500):
-                session.execute(update(Chunk).where(and_(Chunk.id.in_(ids[start:start + 500]),
-                                                         Chunk.state == "pending")).values(queued_at=now))
+            ledger.mark_queued(session, [chunk_id for chunk_id, *_ in due], now)
     published = 0
     try:
         if due:
@@ -108,8 +98,7 @@ def publish_due(conf) -> int:
         # not SMSQ_REPUBLISH_AFTER later.
         unpublished = [chunk_id for chunk_id, *_ in due[published:]]
         with session_scope(conf.database_url) as session:
-            session.execute(update(Chunk).where(Chunk.id.in_(unpublished), Chunk.state == "pending",
-                                                Chunk.queued_at == now).values(queued_at=None))
+            ledger.unqueue(session, unpublished, queued_at=now)
         raise
     if due:
         log.info("relay: published %s due chunks", len(due))

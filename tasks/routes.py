@@ -38,18 +38,23 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 
 from smsq.providers import ContentError, SendResult, provider_class
 from smsq.providers.base import BEIJING
-from smsq.store.models import Batch, BlockedNumber, Chunk, Recipient, VendorCall, utcnow
+from smsq.store import ledger
+from smsq.store.ledger import ClaimedChunk
+from smsq.store.lifecycle import RecipientState
+from smsq.store.models import Batch, Chunk, Recipient, utcnow
+from smsq.store.sql import fit
 from smsq.worker.config import Settings
 from smsq.worker.db import session_scope
 from smsq.worker.route_config import Route
 
 from . import circuit
 from .decisions import Decision
+from .outcomes import ChunkRun
 from .publish import publish_chunks
 from .schema import ensure_schema
 
@@ -96,75 +101,69 @@ def prepared_for(conf: Settings, account: str, content: str) -> str:
 
 # -- the send path ----------------------------------------------------------
 
-def before_call(conf: Settings, work) -> circuit.Admission | str:
+def before_call(conf: Settings, claimed: ClaimedChunk) -> circuit.Admission | ChunkRun:
     """Admit the claimed chunk to its vendor, or say what became of it instead:
     "moved" (to the route's next account), "held" (waits), "failed" (content)."""
-    admitted = circuit.admit(conf, work.account, work.chunk_id)
+    admitted = circuit.admit(conf, claimed.account, claimed.chunk_id)
     if isinstance(admitted, circuit.Admission):
         return admitted
-    why = f"{work.account} {admitted.why}".strip()
-    route = route_of(conf, work.batch_id)
+    why = f"{claimed.account} {admitted.why}".strip()
+    route = route_of(conf, claimed.batch_id)
     if route is None:
-        return hold(conf, work, admitted.until, f"the account's last send failed ({admitted.why})")
-    return settle_move(conf, work, move(conf, work, route, why))
+        return _wait_for_circuit(conf, claimed, admitted.until, f"the account's last send failed ({admitted.why})")
+    return settle_move(conf, claimed, move(conf, claimed, route, why))
 
 
-def after_call(conf: Settings, work, result: SendResult, decision: Decision, seconds: float) -> bool:
+def after_call(conf: Settings, claimed: ClaimedChunk, result: SendResult, decision: Decision, seconds: float) -> bool:
     """Tell the circuit what the call said (its ``decision``, tasks/decisions.py); for a routed
     batch whose call tripped it, move the numbers on. True: the chunk was moved (or waits),
     so the caller records nothing."""
     # Past the vendor call nothing here may keep record() from storing the outcome: a
     # failure below is logged and the chunk is recorded as if it had no route.
     try:
-        circuit.after_call(conf, work.account, decision)
+        circuit.after_call(conf, claimed.account, decision)
         if not decision.moves_on_route:
             return False
-        route = route_of(conf, work.batch_id)
+        route = route_of(conf, claimed.batch_id)
         if route is None:
             return False
-        outcome = move(conf, work, route, f"{work.account} {decision.reason}", call=(result, seconds))
+        outcome = move(conf, claimed, route, f"{claimed.account} {decision.reason}", call=(result, seconds))
     except Exception:  # the move's transaction rolled back: the chunk is still ours, 'sending'
         log.exception("chunk %s (batch %s): the circuit or the move failed; recording the outcome as it is",
-                      work.chunk_id, work.batch_id)
+                      claimed.chunk_id, claimed.batch_id)
         return False
     if outcome.kind == "lost":
         return False  # the relay made it unknown meanwhile: record() settles the late answer
-    settle_move(conf, work, outcome)
+    settle_move(conf, claimed, outcome)
     return True
 
 
-def settle_move(conf: Settings, work, outcome: Move) -> str:
+def settle_move(conf: Settings, claimed: ClaimedChunk, outcome: Move) -> ChunkRun:
     if outcome.kind == "moved":
-        log.warning("chunk %s (batch %s): %s", work.chunk_id, work.batch_id, outcome.detail)
+        log.warning("chunk %s (batch %s): %s", claimed.chunk_id, claimed.batch_id, outcome.detail)
         if outcome.new_chunks:
-            publish_chunks(conf, work.batch_id, chunk_ids=outcome.new_chunks)
-        return "moved"
+            publish_chunks(conf, claimed.batch_id, chunk_ids=outcome.new_chunks)
+        return ChunkRun.MOVED
     if outcome.kind == "failed":
-        log.error("chunk %s (batch %s): failed, %s", work.chunk_id, work.batch_id, outcome.detail)
-        return "failed"
+        log.error("chunk %s (batch %s): failed, %s", claimed.chunk_id, claimed.batch_id, outcome.detail)
+        return ChunkRun.FAILED
     if outcome.kind == "wait":
-        log.warning("chunk %s (batch %s, account %s): %s", work.chunk_id, work.batch_id, work.account,
+        log.warning("chunk %s (batch %s, account %s): %s", claimed.chunk_id, claimed.batch_id, claimed.account,
                     outcome.detail)
-        return "held"
-    return "skipped"
+        return ChunkRun.HELD
+    return ChunkRun.SKIPPED
 
 
-def hold(conf: Settings, work, until: datetime, why: str) -> str:
-    from .send import release  # send.py calls this module; imported late to keep one direction at load
-
+def _wait_for_circuit(conf: Settings, claimed: ClaimedChunk, until: datetime, why: str) -> ChunkRun:
+    """Give the claim back untouched, to wait until ``until`` (its account's circuit is open)."""
     detail = f"held until {_clock(until)} Beijing time: {why}"
-    release(conf, work, detail, until)
-    log.warning("chunk %s (batch %s, account %s): %s", work.chunk_id, work.batch_id, work.account, detail)
-    return "held"
+    ledger.release(conf, claimed, detail, until)
+    log.warning("chunk %s (batch %s, account %s): %s", claimed.chunk_id, claimed.batch_id, claimed.account, detail)
+    return ChunkRun.HELD
 
 
 def _clock(until: datetime) -> str:
     return f"{until.replace(tzinfo=timezone.utc).astimezone(BEIJING):%H:%M:%S}"
-
-
-def _mine(work):
-    """The claimed chunk, still as this claim left it."""
-    return and_(Chunk.id == work.chunk_id, Chunk.state == "sending", Chunk.attempts == work.attempt)
 
 
 def route_of(conf: Settings, batch_id: int) -> Route | None:
@@ -176,28 +175,27 @@ def route_of(conf: Settings, batch_id: int) -> Route | None:
 
 # -- moving -----------------------------------------------------------------
 
-def move(conf: Settings, work, route: Route, why: str, call: tuple[SendResult, float] | None = None,
+def move(conf: Settings, claimed: ClaimedChunk, route: Route, why: str, call: tuple[SendResult, float] | None = None,
          now: datetime | None = None) -> Move:
-    """Move the claimed chunk ``work`` and the batch's other pending chunks of its account to
+    """Move the claimed chunk and the batch's other pending chunks of its account to
     the route's next usable account, in one transaction (see the module docstring)."""
     for attempt in range(MOVE_TRIES):
         try:
-            return _move_once(conf, work, route, why, call, now or utcnow())
+            return _move_once(conf, claimed, route, why, call, now or utcnow())
         except IntegrityError:  # another worker took the same new seq numbers: count again
             if attempt == MOVE_TRIES - 1:
                 raise
     raise AssertionError("unreachable")
 
 
-def _move_once(conf, work, route, why, call, now) -> Move:
+def _move_once(conf, claimed: ClaimedChunk, route: Route, why: str, call, now: datetime) -> Move:
     with session_scope(conf.database_url) as session:
         if call is not None:  # the call happened, whatever becomes of the chunk
             result, seconds = call
-            session.add(VendorCall(account=work.account, outcome=result.outcome.value, seconds=seconds,
-                                   created_at=now))
-        batch = session.get(Batch, work.batch_id)
+            ledger.count_call(session, claimed.account, result.outcome.value, seconds, now)
+        batch = session.get(Batch, claimed.batch_id)
         rows = circuit.circuits(session, route.accounts)
-        candidates = [a for a in route.accounts if a != work.account and circuit.usable(rows.get(a), now, conf)]
+        candidates = [a for a in route.accounts if a != claimed.account and circuit.usable(rows.get(a), now, conf)]
         refused = []
         for target in candidates:
             try:
@@ -205,72 +203,36 @@ def _move_once(conf, work, route, why, call, now) -> Move:
             except ContentError as exc:
                 refused.append(f"{target}: {exc}")
                 continue
-            detail = f"moved to {target}: {why}"[:1000]
-            if not session.execute(update(Chunk).where(_mine(work)).values(
-                    state="moved", finished_at=now, detail=detail)).rowcount:
+            detail = f"moved to {target}: {why}"
+            size = provider_class(conf.account(target).provider).max_numbers
+            moved = ledger.move(session, claimed, batch, target, content, size, detail, now)
+            if moved is None:
                 session.rollback()  # not even the call: record() counts it with the late answer
                 return Move("lost")
-            others = session.execute(update(Chunk).where(
-                Chunk.batch_id == work.batch_id, Chunk.account == work.account, Chunk.state == "pending")
-                .values(state="moved", finished_at=now, detail=detail).returning(Chunk.seq)).scalars().all()
-            new = _rechunk(session, conf, batch, [work.seq, *others], target, content, now)
-            return Move("moved", f"{1 + len(others)} chunk(s) {detail} -> {len(new)} new chunk(s)",
+            count, new = moved
+            return Move("moved", f"{count} chunk(s) {fit(Chunk.detail, detail)} -> {len(new)} new chunk(s)",
                         new_chunks=tuple(new))
         if refused:
-            _fail(session, work, now, "cannot move to another account of route "
-                  f"{route.name}: " + "; ".join(refused))
+            ledger.fail_claimed(session, claimed, "cannot move to another account of route "
+                                f"{route.name}: " + "; ".join(refused), now)
             return Move("failed", "; ".join(refused))
-        reopen = [r.reopen_at for a, r in rows.items() if a != work.account and r.reopen_at and r.reopen_at > now]
-        own = rows.get(work.account)
-        if own is not None and own.reopen_at and own.reopen_at > now:
-            reopen.append(own.reopen_at)
-        until = min(reopen, default=now + timedelta(seconds=circuit.PROBE_WAIT))
-        detail = f"held until {_clock(until)} Beijing time: no account of route {route.name} can send now ({why})"
-        # Given back untouched, as send.release does, in the transaction that recorded the call.
-        if not session.execute(update(Chunk).where(_mine(work)).values(
-                state="pending", attempts=Chunk.attempts - 1, detail=detail[:500], queued_at=None,
-                next_attempt_at=until)).rowcount:
-            session.rollback()
-            return Move("lost")
-        return Move("wait", detail, until)
+        return _wait(session, claimed, route, rows, why, now)
 
 
-def _rechunk(session, conf: Settings, batch: Batch, seqs: list[int], account: str, content: str, now: datetime) -> list[int]:
-    """New chunks of ``account``'s size for the queued recipients of chunks ``seqs``. A number
-    ``account`` must not send to (its blocked list: an unsubscribe at that vendor) fails there
-    with the reason, as the producer would have refused it for a batch sent to it directly."""
-    cls = provider_class(conf.account(account).provider)
-    first = session.scalar(select(func.max(Chunk.seq)).where(Chunk.batch_id == batch.id)) + 1
-    queued = and_(Recipient.batch_id == batch.id, Recipient.chunk_seq.in_(seqs), Recipient.state == "queued")
-    blocked = session.execute(select(Recipient.id, BlockedNumber.reason).join(BlockedNumber, and_(
-        BlockedNumber.account == account, BlockedNumber.mobile == Recipient.mobile)).where(queued)).all()
-    for rid, reason in blocked:  # under the target account's first new seq: that account refused them
-        session.execute(update(Recipient).where(Recipient.id == rid).values(
-            state="failed", chunk_seq=first, code="blocked", detail=f"blocked for account {account}: {reason}"[:255],
-            updated_at=now))
-    ids = session.execute(select(Recipient.id).where(queued).order_by(Recipient.id)).scalars().all()
-    if not ids:
-        return []
-    size = cls.max_numbers
-    scheduled = batch.send_at is not None and batch.send_at > now  # held by smsq at every vendor
-    rows = []
-    for n, start in enumerate(range(0, len(ids), size)):
-        part = ids[start:start + size]
-        session.execute(update(Recipient).where(Recipient.id.in_(part)).values(chunk_seq=first + n, updated_at=now))
-        rows.append({"batch_id": batch.id, "seq": first + n, "account": account, "lane": batch.lane,
-                     "size": len(part), "state": "pending", "attempts": 0,
-                     "next_attempt_at": batch.send_at if scheduled else None,
-                     "queued_at": None if scheduled else now,
-                     "content": None if content == batch.content else content})
-    return list(session.execute(insert(Chunk).returning(Chunk.id), rows).scalars())
-
-
-def _fail(session, work, now: datetime, detail: str) -> None:
-    if session.execute(update(Chunk).where(_mine(work)).values(state="failed", finished_at=now, detail=detail[:1000]))\
-            .rowcount:
-        session.execute(update(Recipient).where(
-            Recipient.batch_id == work.batch_id, Recipient.chunk_seq == work.seq, Recipient.state == "queued")
-            .values(state="failed", detail=detail[:255], updated_at=now))
+def _wait(session, claimed: ClaimedChunk, route: Route, rows: dict, why: str, now: datetime) -> Move:
+    """No account of the route can send now: the claim is given back untouched, as
+    ledger.release does, in the transaction that recorded the call, until the earliest
+    time one of the route's accounts may send again."""
+    reopen = [r.reopen_at for a, r in rows.items() if a != claimed.account and r.reopen_at and r.reopen_at > now]
+    own = rows.get(claimed.account)
+    if own is not None and own.reopen_at and own.reopen_at > now:
+        reopen.append(own.reopen_at)
+    until = min(reopen, default=now + timedelta(seconds=circuit.PROBE_WAIT))
+    detail = f"held until {_clock(until)} Beijing time: no account of route {route.name} can send now ({why})"
+    if not ledger.release_in(session, claimed, detail, until):
+        session.rollback()
+        return Move("lost")
+    return Move("wait", detail, until)
 
 
 # -- reading ----------------------------------------------------------------
@@ -279,7 +241,7 @@ def recipients_by_account(session, batch: Batch, counts: dict[str, int]) -> dict
     """{account: {recipient state: count}}: which account holds (sent, delivered, ...) which
     numbers. A batch that never moved has one account: its counts, less the rejected."""
     if batch.route is None:
-        held = {state: n for state, n in counts.items() if state != "rejected"}
+        held = {state: n for state, n in counts.items() if state != RecipientState.REJECTED}
         return {batch.account: held} if held else {}
     out: dict[str, dict[str, int]] = {}
     for account, state, n in session.execute(

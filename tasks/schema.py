@@ -5,6 +5,7 @@ import threading
 
 from sqlalchemy import inspect
 
+from smsq.store.sql import is_postgres
 from smsq.worker.config import Settings
 from smsq.worker.db import engine_for, upgrade
 
@@ -25,7 +26,7 @@ def ensure_schema(conf: Settings) -> None:
     with _lock:
         if url in _ready:
             return
-        if url.startswith("sqlite"):
+        if not is_postgres(url):  # SQLite
             upgrade(url)
         elif not inspect(engine_for(url)).has_table("alembic_version"):
             raise SchemaError(f"the database has no smsq tables yet: run `smsq db upgrade` "

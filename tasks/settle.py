@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import DateTime, and_, insert, literal, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
-from smsq.store.models import Batch, Chunk, EarlierSend, Recipient, utcnow
+from smsq.store import ledger
+from smsq.store.lifecycle import ChunkState
+from smsq.store.models import Batch, Chunk
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
@@ -23,8 +24,7 @@ from .publish import publish_chunk, publish_chunks
 from .schema import ensure_schema
 
 ACTIONS = ("accepted", "failed", "resend")
-SETTLE_STATES = ("unknown", "failed")
-STEP = 1000  # chunks per statement: a million-number batch has 10,000
+SETTLE_STATES = (ChunkState.UNKNOWN, ChunkState.FAILED)
 
 
 def problem_chunks(batch_id: int) -> list[dict]:
@@ -32,7 +32,7 @@ def problem_chunks(batch_id: int) -> list[dict]:
     conf = settings()
     ensure_schema(conf)
     with session_scope(conf.database_url, readonly=True) as session:
-        rows = session.execute(select(Chunk).where(Chunk.batch_id == batch_id, Chunk.state.in_(("unknown", "failed")))
+        rows = session.execute(select(Chunk).where(Chunk.batch_id == batch_id, Chunk.state.in_(SETTLE_STATES))
                                .order_by(Chunk.seq)).scalars().all()
         return [{"chunk_id": c.id, "seq": c.seq, "size": c.size, "state": c.state, "outcome": c.outcome,
                  "code": c.code, "detail": c.detail, "attempts": c.attempts} for c in rows]
@@ -41,54 +41,11 @@ def problem_chunks(batch_id: int) -> list[dict]:
 def _allowed(action: str) -> tuple[str, ...]:
     if action not in ACTIONS:
         raise ValueError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
-    return ("unknown",) if action == "accepted" else ("unknown", "failed")
+    return (ChunkState.UNKNOWN,) if action == "accepted" else SETTLE_STATES
 
 
 def _why(action: str, note: str) -> str:
     return f"settled by an operator: {action}" + (f" ({note})" if note else "")
-
-
-def _apply(session: Session, batch_id: int, chunks, action: str, why: str) -> tuple[list[int], int]:
-    """Settle the chunks of a batch that ``chunks`` (a condition on Chunk, its state
-    included) selects, whatever their number: one UPDATE for the chunks, then one
-    for their recipients per STEP chunks. Return the settled chunk ids and how
-    many numbers changed."""
-    now = utcnow()
-    if action == "resend":
-        chunk_values = dict(state="pending", next_attempt_at=None, queued_at=now, finished_at=None, detail=why)
-        # The new send gets its own vendor id; the first one's stays in earlier_sends.
-        recipient_values = dict(state="queued", vendor_id=None, code=None, detail=None, updated_at=now)
-    else:
-        chunk_values = dict(state=action, finished_at=now, detail=why)
-        recipient_values = dict(state="sent" if action == "accepted" else "failed", detail=why[:255],
-                                updated_at=now)
-    # RETURNING: exactly the chunks this statement moved (a report may settle one meanwhile).
-    settled = session.execute(update(Chunk).where(Chunk.batch_id == batch_id, chunks).values(**chunk_values)
-                              .returning(Chunk.id, Chunk.seq).execution_options(synchronize_session=False)).all()
-    numbers = 0
-    for start in range(0, len(settled), STEP):
-        seqs = [seq for _, seq in settled[start:start + STEP]]
-        if action == "resend":
-            _keep_earlier_sends(session, batch_id, seqs, now)
-        numbers += session.execute(update(Recipient).where(
-            Recipient.batch_id == batch_id, Recipient.chunk_seq.in_(seqs),
-            Recipient.state.in_(("unknown", "failed", "queued"))).values(**recipient_values)
-            .execution_options(synchronize_session=False)).rowcount
-    return [chunk_id for chunk_id, _ in settled], numbers
-
-
-SENT_ONCE = ("unknown", "failed")  # recipient states of a send that a resend sends again
-
-
-def _keep_earlier_sends(session: Session, batch_id: int, seqs: list[int], now) -> None:
-    """Copy the chunks' sends to earlier_sends (one INSERT ... SELECT) before their
-    recipient rows are given to the resend: the number's history keeps both."""
-    kept = (Recipient.id, Recipient.batch_id, Recipient.mobile, Recipient.state, Recipient.vendor_id,
-            Recipient.code, Recipient.detail, Recipient.updated_at)
-    session.execute(insert(EarlierSend).from_select(
-        ["recipient_id", "batch_id", "mobile", "state", "vendor_id", "code", "detail", "updated_at", "resent_at"],
-        select(*kept, literal(now, DateTime)).where(
-            Recipient.batch_id == batch_id, Recipient.chunk_seq.in_(seqs), Recipient.state.in_(SENT_ONCE))))
 
 
 def settle(chunk_id: int, action: str, note: str = "") -> str:
@@ -105,7 +62,7 @@ def settle(chunk_id: int, action: str, note: str = "") -> str:
             raise ValueError(f"chunk {chunk_id} is {chunk.state}; only {' or '.join(allowed)} chunks can be "
                              f"settled as {action}")
         # The state condition again: a report settling the chunk meanwhile wins.
-        _apply(session, chunk.batch_id, and_(Chunk.id == chunk_id, Chunk.state == chunk.state), action, why)
+        ledger.settle(session, chunk.batch_id, chunk.state, action, why, chunk_id=chunk_id)
         lane, batch_id, account = chunk.lane, chunk.batch_id, chunk.account
     if action == "resend":
         publish_chunk(chunk_id, lane, batch_id=batch_id, account=account)
@@ -140,7 +97,7 @@ def settle_batch(batch_id: int, state: str, action: str, note: str = "") -> Batc
     with session_scope(conf.database_url) as session:
         if session.get(Batch, batch_id) is None:
             raise LookupError(f"no batch {batch_id}")
-        ids, numbers = _apply(session, batch_id, Chunk.state == state, action, why)
+        ids, numbers = ledger.settle(session, batch_id, state, action, why)
     if action == "resend" and ids:
         publish_chunks(conf, batch_id)
     return BatchSettlement(batch_id, state, action, len(ids), numbers, why)

@@ -19,9 +19,8 @@ import socket
 import threading
 
 from celery import current_task
-from sqlalchemy import update
 
-from smsq.store.models import Chunk
+from smsq.store import ledger
 from smsq.worker.config import Settings, refused
 from smsq.worker.db import transaction
 
@@ -58,9 +57,7 @@ def wake(conf: Settings, accounts: set[str]) -> int:
     if not accounts:
         return 0
     with transaction(conf.database_url) as conn:
-        woken = conn.execute(update(Chunk).where(
-            Chunk.state == "pending", Chunk.account.in_(sorted(accounts)), Chunk.detail.like(WHY_UNKNOWN_LIKE))
-            .values(next_attempt_at=None, queued_at=None)).rowcount
+        woken = ledger.wake(conn, sorted(accounts), WHY_UNKNOWN_LIKE)
     if woken:
         log.info("%s chunk(s) waiting for account(s) %s are due now", woken, ", ".join(sorted(accounts)))
     return woken

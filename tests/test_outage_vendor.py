@@ -16,8 +16,9 @@ from sqlalchemy import insert
 from smsq.providers import Outcome, SendResult
 from smsq.store.models import Batch, Chunk, utcnow
 from smsq.tasks import send_sms
+from smsq.store.ledger import ClaimedChunk, claim
 from smsq.tasks.decisions import backoff
-from smsq.tasks.send import Work, claim, decided, record
+from smsq.tasks.outcomes import decided, record
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
@@ -72,15 +73,15 @@ def a_chunk(claimed_ago: float, first_ago: float | None = None, state: str = "se
             .returning(Chunk.id)).scalar()
 
 
-def claimed(claimed_ago: float, first_ago: float | None = None) -> Work:
+def claimed(claimed_ago: float, first_ago: float | None = None) -> ClaimedChunk:
     """A chunk on its 7th call, as its claim returned it."""
     with session_scope(settings().database_url) as s:
         chunk = s.get(Chunk, a_chunk(claimed_ago, first_ago))
-        return Work(chunk.id, chunk.batch_id, 0, "shop-dxt", "bulk", 7, CONTENT, None, utcnow(), [],
+        return ClaimedChunk(chunk.id, chunk.batch_id, 0, "shop-dxt", "bulk", 7, CONTENT, None, utcnow(), [],
                     chunk.first_attempt_at or chunk.claimed_at)
 
 
-def recorded(conf, work: Work, result: SendResult) -> tuple[str, float | None]:
+def recorded(conf, work: ClaimedChunk, result: SendResult) -> tuple[str, float | None]:
     return record(conf, work, result, decided(conf, work, result))
 
 

@@ -28,7 +28,8 @@ def test_a_report_that_beats_the_send_record_settles_the_number_at_the_next_poll
     from smsq.store.models import Chunk, Recipient, StatusReport
     from smsq.tasks import batch_status, send_sms
     from smsq.tasks.polls import _store_reports
-    from smsq.tasks.send import claim, decided, record
+    from smsq.store.ledger import claim
+    from smsq.tasks.outcomes import decided, record
     from smsq.worker.config import settings
     from smsq.worker.db import session_scope
 

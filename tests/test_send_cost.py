@@ -248,7 +248,8 @@ def test_an_otp_is_stored_in_one_transaction_of_four_statements(direct):
                          ids=["a separator in an id", "an empty id", "plain ids"])
 def test_each_number_keeps_the_vendor_id_it_was_given_whatever_the_id(direct, ids):
     from smsq.providers.base import Outcome, SendResult
-    from smsq.tasks.send import claim, decided, record
+    from smsq.store.ledger import claim
+    from smsq.tasks.outcomes import decided, record
 
     numbers = [f"1370005{i:04d}" for i in range(3)]
     receipt = send_sms("shop-dxt", numbers, CONTENT)

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 
 import kombu.exceptions
 import sqlalchemy.exc
-from sqlalchemy.engine import make_url
 
 from .config import settings
 from .logs import safe_url

@@ -1,0 +1,21 @@
+"""The ledger: the only code that writes chunk and recipient rows.
+
+Every write moves a row along a transition of store/lifecycle.py's tables, and
+checks it: a single row's move before it is written (``IllegalTransition``), a
+bulk update by selecting only the from-states the table allows.
+
+* claims.py    a worker's claim: claim, release, hold, and the rows' queue marks
+* records.py   the outcome of a vendor call (decided by the caller), written
+* cutting.py   chunks made: a batch cut into chunks, a route's failover moving numbers on
+* settling.py  chunks settled without a call of their own: expired, cancelled,
+               settled by an operator or by a delivery report
+"""
+from .claims import (FIRST_ATTEMPT, ClaimedChunk, claim, hold, mark_queued, release, release_in, still_ours, unqueue,
+                     wake)
+from .cutting import Cut, cut, fail_claimed, move, write_rejected, write_short
+from .records import count_call, record
+from .settling import CANCELLED_DETAIL, cancel_pending, expire, settle, settle_by_report
+
+__all__ = ["ClaimedChunk", "claim", "hold", "mark_queued", "release", "release_in", "still_ours", "unqueue",
+           "wake", "Cut", "cut", "fail_claimed", "move", "write_rejected", "write_short", "FIRST_ATTEMPT", "count_call", "record",
+           "CANCELLED_DETAIL", "cancel_pending", "expire", "settle", "settle_by_report"]
