@@ -266,3 +266,22 @@ def wait_final(batch_id: int, timeout: float = 60):
 
     return wait_until(lambda: (s := batch_status(batch_id)).final and s, timeout, 0.2,
                       f"batch {batch_id} to settle")
+
+
+def busiest_second(starts: list[float], width: float = 1.0) -> int:
+    """The most call starts in any window ``[t, t + width)``."""
+    starts = sorted(starts)
+    best, first = 0, 0
+    for last, at in enumerate(starts):
+        while at - starts[first] >= width:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
