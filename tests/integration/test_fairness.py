@@ -18,7 +18,7 @@ from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
 from ..conftest import Stack, apply_env, mode_env, restore_env, start_worker, stop_worker, wait_final, write_config
-from ..conftest import busiest_second
+from ..conftest import busiest_second, wait_until
 
 A_CHUNKS = 12
 
@@ -56,7 +56,8 @@ def test_a_throttled_backlog_does_not_delay_another_account(two_accounts):
     sim.reset()
     a_numbers = [f"1351000{i:04d}" for i in range(100 * A_CHUNKS)]
     a = send_sms("throttled-dxt", a_numbers, "【某某科技】A 的群发")
-    time.sleep(1.0)  # A's backlog reaches the worker first
+    wait_until(lambda: any("A 的群发" in send.content for send in sim.sends), 30, 0.05,
+               "A's backlog to reach the worker first")
     b_numbers = [f"1352000{i:04d}" for i in range(500)]
     b_sent = time.monotonic()
     b = send_sms("shop-dxt", b_numbers, "【某某科技】B 的通知")

@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -79,9 +78,9 @@ def test_beat_is_healthy_while_it_schedules_and_unhealthy_once_stopped(distribut
     finally:
         beat.terminate()
         beat.wait(20)
-    time.sleep(3)
-    after = health(distributed, "beat", "--max-age", "2")
-    assert after.returncode == 3 and "last sent the outbox relay" in after.stderr
+    after = wait_until(lambda: (said := health(distributed, "beat", "--max-age", "2")).returncode == 3 and said,
+                       30, 0.5, "the stopped beat's last relay to be older than 2 s")
+    assert "last sent the outbox relay" in after.stderr
 
 
 def test_beat_health_with_an_unreachable_redis(distributed):
