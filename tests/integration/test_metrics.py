@@ -112,7 +112,7 @@ def test_a_failed_or_unknown_chunk_is_not_delivered_again(stack, sim):
         assert f"chunk {chunk_id}: not pending" not in stack.worker_log()  # no redelivery
 
 
-# the SQLite broker (embedded) carries no task events: smsq flower says so (tests/test_cli.py)
+# the SQLite broker (embedded) carries no task events: smsq flower says so (tests/integration/test_cli.py)
 @on_stacks("distributed")
 def test_flower_names_account_and_batch_and_fails_unknown_chunks(stack, sim):
     auth = ("ops", "flower-pw-31")

@@ -1,6 +1,7 @@
 """Scheduled sends, the pure logic: when the relay releases a waiting chunk, and when a
 batch counts as scheduled. End to end (every vendor, through `smsq send --at`, `smsq
-status`, `smsq cancel`): tests/test_vendors_e2e.py and tests/test_send_e2e.py."""
+status`, `smsq cancel`): tests/integration/test_vendors_e2e.py and
+tests/integration/test_send_e2e.py."""
 from __future__ import annotations
 
 import json
