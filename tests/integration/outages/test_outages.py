@@ -17,8 +17,8 @@ import pytest
 from smsq.tasks import send_sms
 from smsq.worker.config import settings
 
-from ...conftest import (PASSWORD, RABBITMQ_URL, apply_env, drop_vhost, fresh_postgres, fresh_vhost, restore_env,
-                       wait_final, wait_until, write_config)
+from ...conftest import (PASSWORD, RABBITMQ_URL, apply_env, drop_vhost, fresh_vhost, migrated_postgres,
+                         restore_env, wait_final, wait_until, write_config)
 from .conftest import FaultProxy, Process, RedisServer
 
 CONTENT = "【某某科技】您的验证码是 345678"
@@ -57,7 +57,7 @@ def outages(tmp_path, dxt_sim, redis_server, broker):
     sim, url = dxt_sim
     sim.reset()
     env = {"SMSQ_CONFIG": str(write_config(tmp_path / "smsq.toml", url)), "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
-           "SMSQ_DATABASE_URL": fresh_postgres(f"smsq_outage_{os.getpid()}"), "SMSQ_BROKER_URL": redis_server.url,
+           "SMSQ_DATABASE_URL": migrated_postgres(f"smsq_outage_{os.getpid()}"), "SMSQ_BROKER_URL": redis_server.url,
            "SMSQ_REDIS_URL": "", "SMSQ_RELAY_INTERVAL": "1", "SMSQ_REPUBLISH_AFTER": "5",
            "SMSQ_SEND_TIMEOUT": "300"}
     vhost = None

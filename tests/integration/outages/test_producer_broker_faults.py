@@ -22,7 +22,7 @@ import pytest
 from smsq.tasks import batch_status, send_sms
 from smsq.tasks.relay import run_relay
 
-from ...conftest import (PASSWORD, REDIS_URL, ROOT, Stack, apply_env, fresh_postgres, fresh_redis, restore_env,
+from ...conftest import (PASSWORD, REDIS_URL, ROOT, Stack, apply_env, fresh_redis, migrated_postgres, restore_env,
                        start_worker, stop_worker, wait_final, write_config)
 from .conftest import FaultProxy
 
@@ -38,7 +38,7 @@ def proxied(dxt_sim, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("broker-faults")
     redis = urlsplit(REDIS_URL)
     proxy = FaultProxy(redis.hostname, redis.port or 6379)
-    database = fresh_postgres(f"smsq_test_faults_{os.getpid()}")
+    database = migrated_postgres(f"smsq_test_faults_{os.getpid()}")
     fresh_redis(REDIS_URL)
     common = {"SMSQ_CONFIG": str(write_config(tmp / "smsq.toml", url)), "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
               "SMSQ_DATABASE_URL": database, "SMSQ_REDIS_URL": REDIS_URL}
