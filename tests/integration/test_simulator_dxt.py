@@ -288,7 +288,7 @@ def test_hang_accepts_then_times_out_while_server_stays_responsive(client, sim, 
     set_faults(sim, hang=False)
     started = time.monotonic()
     assert call(client, "Get_Account_Balance.asp") == "999"
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1.0  # under the 1 s hang: this call was not held, however loaded the host
 
 
 def test_latency(client, sim):

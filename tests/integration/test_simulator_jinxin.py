@@ -353,7 +353,7 @@ def test_hang_is_ambiguous_and_recorded_once(sim, state):
     set_faults(sim, hang=False)
     started = time.monotonic()
     assert make_provider(sim.url).send(["13800138000"], CONTENT).outcome is Outcome.OK
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1.0  # under the 1 s hang: this call was not held, however loaded the host
 
 
 def test_latency(provider, sim):

@@ -436,7 +436,7 @@ def test_hang_is_ambiguous_with_the_send_recorded_once(sim, state, transport):
     fresh = make_provider(sim, transport)
     started = time.monotonic()
     assert fresh.parse_balance(fresh.fetch("balance")) == 4999
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1.0  # under the 1 s hang: this call was not held, however loaded the host
 
 
 def test_latency(sim):

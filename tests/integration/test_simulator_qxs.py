@@ -409,7 +409,7 @@ def test_hang_is_ambiguous_and_recorded_once(sim, state):
     set_faults(sim, hang=False)
     started = time.monotonic()
     assert provider.parse_balance(provider.fetch("balance")) == 999
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 1.0  # under the 1 s hang: this call was not held, however loaded the host
     assert len(state.sends) == 1 and [c.endpoint for c in state.calls].count("sms.aspx:send") == 1
 
 
