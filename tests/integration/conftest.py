@@ -39,6 +39,25 @@ def running_simulator(state, create_app) -> Iterator[Running]:
         yield running
 
 
+class AppSlot:
+    """An ASGI app that hands every request to the app put in it."""
+
+    app = None
+
+    async def __call__(self, scope, receive, send):
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture(scope="module")
+def simulator_slot():
+    """(slot, running): one simulator server for the module's tests, each of which puts an app
+    of its own, on a vendor state of its own, in the slot. Starting and stopping a server
+    (which waits for requests a hang fault parked) costs more than most simulator tests."""
+    slot = AppSlot()
+    with serve(slot, port=0) as running:
+        yield slot, running
+
+
 def set_faults(sim: Running, **faults) -> None:
     resp = httpx.post(f"{sim.url}_sim/faults", json=faults)
     assert resp.status_code == 200, resp.text

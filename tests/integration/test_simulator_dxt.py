@@ -22,9 +22,10 @@ def state() -> DxtState:
 
 
 @pytest.fixture
-def sim(state):
-    with running_simulator(state, create_app) as running:
-        yield running
+def sim(state, simulator_slot):
+    slot, running = simulator_slot
+    slot.app = create_app(state)
+    return running
 
 
 @pytest.fixture

@@ -28,9 +28,10 @@ def state() -> JinxinState:
 
 
 @pytest.fixture
-def sim(state):
-    with running_simulator(state, create_app) as running:
-        yield running
+def sim(state, simulator_slot):
+    slot, running = simulator_slot
+    slot.app = create_app(state)
+    return running
 
 
 def make_provider(url: str, *, charset: str = "utf-8", fmt: str = "json", password: str = PASSWORD,

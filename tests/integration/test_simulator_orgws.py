@@ -16,7 +16,7 @@ from smsq.providers.orgws import BINDING, OrgwsProvider, batch_timestamp
 from smsq.providers.soap import service, soap_client, wsdl_path
 from smsq.simulator.orgws import FIRST_ACCOUNT_ID, FIRST_BATCH_ID, OrgwsState, create_app, segments_for
 
-from .conftest import running_simulator, set_faults
+from .conftest import set_faults
 
 USER, PASSWORD = "test", "Pw-orgws-4471"
 ORG_ID = 20345
@@ -32,9 +32,10 @@ def state() -> OrgwsState:
 
 
 @pytest.fixture
-def sim(state):
-    with running_simulator(state, create_app) as running:
-        yield running
+def sim(state, simulator_slot):
+    slot, running = simulator_slot
+    slot.app = create_app(state)
+    return running
 
 
 def make_provider(url: str, *, password: str = PASSWORD, timeout=5, **options) -> OrgwsProvider:

@@ -14,7 +14,7 @@ from smsq.providers.base import Account, Outcome, ProviderError, Secret
 from smsq.providers.qxs import QxsProvider
 from smsq.simulator.qxs import FIRST_TASK_ID, POSTPAID, QxsState, create_app, segments_for
 
-from .conftest import running_simulator, set_faults, snapshot_errors_during
+from .conftest import set_faults, snapshot_errors_during
 
 USER, PASSWORD, USERID = "test", "Pw-qxs-s3cret", "8710"
 SIG = "【某某科技】"
@@ -28,9 +28,10 @@ def state() -> QxsState:
 
 
 @pytest.fixture
-def sim(state):
-    with running_simulator(state, create_app) as running:
-        yield running
+def sim(state, simulator_slot):
+    slot, running = simulator_slot
+    slot.app = create_app(state)
+    return running
 
 
 def make_provider(url: str, *, username: str = USER, password: str = PASSWORD,
