@@ -33,16 +33,6 @@ def json_lines(out: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-def test_help_explains_the_operator_commands():
-    assert all(c in run_smsq("--help").stdout for c in ("export", "batches", "cancel", "purge", "blocked"))
-    for command, options in {"status": ["--number"], "settle": ["--batch", "--state"], "export": ["--state"],
-                             "batches": ["--limit", "--account", "--json"], "cancel": ["--json"],
-                             "purge": ["--older-than", "--dry-run", "--inbound", "--force"],
-                             "blocked": ["--account", "--add", "--remove", "--reason"]}.items():
-        out = run_smsq(command, "--help").stdout
-        assert all(option in out for option in options), (command, out)
-
-
 def test_status_number_lists_every_send_newest_first(stack, sim):
     sim.fail_numbers = {"13500000201"}
     try:

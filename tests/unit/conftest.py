@@ -7,6 +7,7 @@ vendor parser runs. For the configuration tests, one good accounts file.
 """
 from __future__ import annotations
 
+import argparse
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -115,3 +116,11 @@ def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "smsq.toml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+# The command line's parser (test_readme.py, test_cli_help.py).
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}

@@ -15,6 +15,7 @@ from smsq.worker import config as config_module
 from smsq.worker.cli import build_parser
 
 from ..conftest import PASSWORD, ROOT, apply_env, restore_env, write_config
+from .conftest import subcommands
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -39,13 +40,6 @@ def synopsis() -> dict[str, str]:
         elif line.startswith(" ") and command:
             entries[command] += "\n" + line
     return entries
-
-
-def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
 
 
 def options(parser: argparse.ArgumentParser) -> set[str]:
