@@ -331,6 +331,9 @@ def smsq(stack, *args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}, timeout=60)
 
 
+# The commands print what the polls return, and the polls run on both stacks in this module;
+# nine command starts make this test the module's slowest on each stack it runs on.
+@on_stacks("distributed")
 def test_poll_inbound_and_reparse_from_the_cli(stack, sim, monkeypatch):
     import json
 

@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 
 from smsq.store.models import AccountBalance, BlockedNumber, InboundMessage, PollLease
 from smsq.tasks import batch_status, send_sms
+from smsq.tasks.cancel import cancel_batch
 from smsq.tasks.polls import poll
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
@@ -190,7 +191,29 @@ def at_text(when: datetime) -> str:
 @by_vendor
 def test_a_scheduled_send_waits_in_smsq_and_cancel_stops_it(vendors, name):
     # Every vendor alike, those with a send-time parameter too: the chunk waits in smsq's
-    # database until its time, so status says so and cancel can still stop it.
+    # database until its time, so status says so and cancel can still stop it. (The same
+    # through the command line, once: the commands do not depend on the vendor.)
+    v = vendors[name]
+    v.state.reset()
+    at = datetime.now(BEIJING).replace(microsecond=0) + timedelta(hours=2)
+    scheduled = send_sms(name, ["13700000001"], CONTENT, send_at=at)
+    # A send for now through the same account and worker, after it: once that one is
+    # final, a scheduled chunk handed to the vendor at once would have gone too.
+    assert wait_final(send_sms(name, ["13700000002"], CONTENT).batch_id).recipients == {"sent": 1}
+    status = batch_status(scheduled.batch_id)
+    assert status.scheduled and status.chunks == {"pending": 1}, status
+    assert status.send_at == at.astimezone(timezone.utc).replace(tzinfo=None), status
+    cancelled = cancel_batch(scheduled.batch_id)
+    assert (cancelled.cancelled_chunks, cancelled.cancelled_numbers, cancelled.done) == (1, 1, {}), cancelled
+    after = batch_status(scheduled.batch_id)
+    assert after.final and after.recipients == {"cancelled": 1} and not after.scheduled, after
+    assert [s.numbers for s in v.state.sends] == [["13700000002"]]  # the vendor never saw the cancelled one
+
+
+def test_a_scheduled_send_from_the_cli_waits_and_cancel_stops_it(vendors):
+    """As a user types it, on a vendor with a send-time parameter of its own: `smsq send --at`
+    in Beijing time, `smsq status` says when, `smsq cancel` stops it."""
+    name = "v-linkws-soap"
     v = vendors[name]
     v.state.reset()
     at = datetime.now(BEIJING).replace(microsecond=0) + timedelta(hours=2)
