@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -20,12 +21,12 @@ from smsq.simulator.dxt import Report as SimReport
 from smsq.store.models import Chunk, InboundMessage, PollJournal, Recipient, StatusReport
 from smsq.tasks import batch_status, send_sms
 from smsq.tasks import polls
-from smsq.tasks.polls import poll, reparse
+from smsq.tasks.polls import parse_journal, poll, reparse
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
 from ..conftest import ROOT, on_stacks, start_worker, stop_worker, wait_final, wait_until
-from .conftest import open_window
+from .conftest import open_window, sent_numbers
 
 CONTENT = "【某某科技】您的订单已发货"
 
@@ -225,8 +226,6 @@ def test_balance_is_stored_and_shown_by_smsq_accounts(stack, sim):
     out = subprocess.run([sys.executable, "-m", "smsq", "accounts", "--json"], capture_output=True, text=True,
                          env={**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert out.returncode == 0, out.stderr
-    import json
-
     accounts = {a["account"]: a for a in json.loads(out.stdout)}
     assert accounts["shop-dxt"]["balance"] == sim.balances["test"]
     assert accounts["shop-dxt"]["polls"]["balance"]["outcome"] == "ok"
@@ -335,8 +334,6 @@ def smsq(stack, *args: str) -> subprocess.CompletedProcess:
 # nine command starts make this test the module's slowest on each stack it runs on.
 @on_stacks("distributed")
 def test_poll_inbound_and_reparse_from_the_cli(stack, sim, monkeypatch):
-    import json
-
     sim.add_inbound("13200000001", "命令行 hello")
     open_window()
     polled = smsq(stack, "poll", "shop-dxt", "inbound")
@@ -451,3 +448,42 @@ def test_beat_polls_every_kind_as_it_starts(stack, sim, tmp_path):
         beat.terminate()
         beat.wait(20)
     assert [c.endpoint for c in sim.calls].count("Get_Account_Balance.asp") == 1
+
+
+# -- opt-out: a reply that is an unsubscribe keyword puts the number on the account's blocked
+# list, through a real poll; later sends skip it (the keywords themselves: tests/unit/test_optout.py)
+
+def blocked(stack, account: str = "shop-dxt") -> dict[str, dict]:
+    result = smsq(stack, "blocked", "--account", account, "--json")
+    assert result.returncode == 0, result.stderr
+    return {b["mobile"]: b for b in map(json.loads, result.stdout.splitlines())}
+
+
+def test_an_unsubscribe_reply_stops_later_sends(stack, sim):
+    sim.add_inbound("13600002001", " ＴＤ ")  # full-width, padded: still the whole reply
+    sim.add_inbound("13600002002", "TD 是什么意思?")  # TD inside a longer reply is a question, not an opt-out
+    sim.add_inbound("13600002003", "退订")
+    sim.add_inbound("13600002004", "td")
+    open_window()
+    result = poll("shop-dxt", "inbound")
+    assert result.outcome == "ok" and result.items == 4
+
+    on_list = blocked(stack)
+    for number in ("13600002001", "13600002003", "13600002004"):
+        assert on_list[number]["reason"] == "opted out" and on_list[number]["source"] == "optout"
+    assert "13600002002" not in on_list
+
+    receipt = send_sms("shop-dxt", [f"1360000200{i}" for i in range(1, 5)], CONTENT)
+    assert sorted(receipt.rejected) == [(n, "blocked for this account: opted out")
+                                        for n in ("13600002001", "13600002003", "13600002004")]
+    wait_final(receipt.batch_id)
+    assert sent_numbers(sim) == {"13600002002"}
+    # Opt-out is per account: the same number can still be sent through another one.
+    assert send_sms("slow-dxt", ["13600002001"], CONTENT).rejected == []
+
+    # An operator takes a number off the list; parsing the same body again does not put it back.
+    removed = smsq(stack, "blocked", "--account", "shop-dxt", "--remove", "13600002001")
+    assert removed.returncode == 0, removed.stderr
+    again = parse_journal(settings(), result.journal_id)
+    assert again.outcome == "ok" and again.new_inbound == []
+    assert "13600002001" not in blocked(stack)
