@@ -298,6 +298,8 @@ def wait_final(batch_id: int, timeout: float = 60):
                       f"batch {batch_id} to settle")
 
 
+# -- the rate limit, judged the same on a fake clock (tests/unit) and on real calls (tests/integration)
+
 def busiest_second(starts: list[float], width: float = 1.0) -> int:
     """The most call starts in any window ``[t, t + width)``."""
     starts = sorted(starts)
@@ -310,6 +312,8 @@ def busiest_second(starts: list[float], width: float = 1.0) -> int:
 
 
 class FakeClock:
+    """A limiter's clock that moves only when a test moves it."""
+
     def __init__(self) -> None:
         self.now = 1000.0
 
