@@ -34,17 +34,14 @@ test: $(BIN)/.installed
 #   (tools/typecheck.py), with [tool.mypy];
 # - lint-imports: the import floors of the smsq package, [tool.importlinter], read on the
 #   layout mypy used (tools/layout.py);
-# - the unit tests that need no service: UNIT_TESTS.
-UNIT_TESTS = tests/test_function_length.py tests/test_numbers.py tests/test_secrets.py \
-	tests/test_scheduled_sends.py tests/test_dxt_provider.py tests/test_jinxin_provider.py \
-	tests/test_linkws_provider.py tests/test_orgws_provider.py tests/test_qxs_provider.py
+# - the unit tests, tests/unit: no service, no process, no server.
 
 check: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python tools/typecheck.py
 	cd build/layout && $(abspath $(BIN))/lint-imports --no-cache
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(UNIT_TESTS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 
 # Every figure of the README's Scaling table, each as a ratio to a reference
 # measured in the same run (needs PostgreSQL and Redis on 127.0.0.1; ~10 minutes).

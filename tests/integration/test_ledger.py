@@ -1,0 +1,267 @@
+"""Each operation of the ledger (store/ledger), on SQLite and on PostgreSQL: what it
+writes, and that a move the transition table does not allow raises and writes nothing."""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import func, select
+
+from smsq.providers import Outcome, SendResult
+from smsq.store import ledger
+from smsq.store.lifecycle import ChunkState as C
+from smsq.store.lifecycle import IllegalTransition
+from smsq.store.lifecycle import RecipientState as R
+from smsq.store.models import (Batch, BlockedNumber, Chunk, EarlierSend, Recipient, SplitChunk, SplitJob,
+                               StatusReport, VendorCall, utcnow)
+from smsq.worker.db import session_scope, upgrade
+
+from ..conftest import fresh_postgres
+
+CONTENT = "【某某科技】您的验证码是 345678"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def conf(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    else:
+        url = fresh_postgres(f"smsq_ledger_{os.getpid()}")
+    upgrade(url)
+    return SimpleNamespace(database_url=url)
+
+
+def a_batch(conf, numbers: list[str], chunk_size: int = 100, account: str = "shop-dxt") -> int:
+    """A batch cut into pending chunks (the ledger's write_short); its id."""
+    now = utcnow()
+    with session_scope(conf.database_url) as s:
+        batch = Batch(account=account, content=CONTENT, lane="bulk", created_at=now)
+        s.add(batch)
+        s.flush()
+        rows = [(seq, len(numbers[at:at + chunk_size]), ",".join(numbers[at:at + chunk_size]))
+                for seq, at in enumerate(range(0, len(numbers), chunk_size))]
+        ledger.write_short(s, batch, rows, not_before=None, now=now)
+        return batch.id
+
+
+def chunks(conf, batch_id: int) -> dict[int, tuple]:
+    with session_scope(conf.database_url, readonly=True) as s:
+        return {seq: (state, attempts) for seq, state, attempts in s.execute(
+            select(Chunk.seq, Chunk.state, Chunk.attempts).where(Chunk.batch_id == batch_id))}
+
+
+def numbers(conf, batch_id: int) -> dict[str, tuple]:
+    with session_scope(conf.database_url, readonly=True) as s:
+        return {m: (state, vid) for m, state, vid in s.execute(
+            select(Recipient.mobile, Recipient.state, Recipient.vendor_id).where(Recipient.batch_id == batch_id))}
+
+
+def chunk_id(conf, batch_id: int, seq: int = 0) -> int:
+    with session_scope(conf.database_url, readonly=True) as s:
+        return s.scalar(select(Chunk.id).where(Chunk.batch_id == batch_id, Chunk.seq == seq))
+
+
+def calls(conf) -> int:
+    with session_scope(conf.database_url, readonly=True) as s:
+        return s.scalar(select(func.count()).select_from(VendorCall))
+
+
+TWO = ["13800000001", "13800000002"]
+
+
+def test_claim_takes_a_pending_chunk_once_with_its_numbers_in_order(conf):
+    batch_id = a_batch(conf, TWO)
+    claimed = ledger.claim(conf, chunk_id(conf, batch_id))
+    assert [m for _, m in claimed.recipients] == TWO and claimed.attempt == 1 and claimed.content == CONTENT
+    assert ledger.claim(conf, claimed.chunk_id) is None  # a redelivered message claims nothing
+    assert chunks(conf, batch_id) == {0: (C.SENDING, 1)}
+
+
+def test_release_gives_the_claim_back_uncounted_and_hold_keeps_a_pending_chunk_waiting(conf):
+    batch_id = a_batch(conf, TWO)
+    claimed = ledger.claim(conf, chunk_id(conf, batch_id))
+    later = utcnow() + timedelta(minutes=5)
+    assert ledger.release(conf, claimed, "no slot", later)
+    assert chunks(conf, batch_id) == {0: (C.PENDING, 0)}
+    assert not ledger.release(conf, claimed, "again")  # no longer this claim's
+    assert ledger.claim(conf, claimed.chunk_id) is None  # not due yet
+    ledger.hold(conf, [claimed.chunk_id], "waiting for the account", later)
+    with session_scope(conf.database_url, readonly=True) as s:
+        row = s.get(Chunk, claimed.chunk_id)
+        assert (row.state, row.detail, row.next_attempt_at, row.queued_at) == (
+            C.PENDING, "waiting for the account", later, None)
+
+
+@pytest.mark.parametrize("call_seconds", [0.05, None], ids=["one statement on postgresql", "portable"])
+def test_record_accepted_keeps_each_numbers_vendor_id_and_counts_the_call(conf, call_seconds):
+    batch_id = a_batch(conf, TWO)
+    claimed = ledger.claim(conf, chunk_id(conf, batch_id))
+    result = SendResult(Outcome.OK, code="0", vendor_ids=["v1", "v2"], batch_ref="ref")
+    assert ledger.record(conf, claimed, result, C.ACCEPTED, call_seconds=call_seconds)
+    assert chunks(conf, batch_id) == {0: (C.ACCEPTED, 1)}
+    assert numbers(conf, batch_id) == {TWO[0]: (R.SENT, "v1"), TWO[1]: (R.SENT, "v2")}
+    assert calls(conf) == (1 if call_seconds else 0)
+    # A second answer to the same claim changes nothing (but its call is counted).
+    assert not ledger.record(conf, claimed, SendResult(Outcome.AMBIGUOUS), C.UNKNOWN, call_seconds=0.1)
+    assert chunks(conf, batch_id) == {0: (C.ACCEPTED, 1)}
+
+
+def test_record_failed_numbers_and_a_retry_that_does_not_count(conf):
+    batch_id = a_batch(conf, TWO)
+    claimed = ledger.claim(conf, chunk_id(conf, batch_id))
+    retry_at = utcnow() + timedelta(seconds=30)
+    assert ledger.record(conf, claimed, SendResult(Outcome.RATE_LIMITED, message="slow down"), C.PENDING,
+                         retry_at=retry_at, queued=True, counted=False)
+    assert chunks(conf, batch_id) == {0: (C.PENDING, 0)}
+    with session_scope(conf.database_url) as s:
+        s.get(Chunk, claimed.chunk_id).next_attempt_at = None
+    claimed = ledger.claim(conf, claimed.chunk_id)
+    refused = SendResult(Outcome.OK, code="0", failed_numbers={TWO[1]: "not a subscriber"})
+    assert ledger.record(conf, claimed, refused, C.ACCEPTED, call_seconds=0.1)
+    assert numbers(conf, batch_id) == {TWO[0]: (R.SENT, None), TWO[1]: (R.FAILED, None)}
+
+
+@pytest.mark.parametrize("state", [C.CANCELLED, C.MOVED])
+def test_record_refuses_a_state_no_answer_leads_to_and_writes_nothing(conf, state):
+    batch_id = a_batch(conf, TWO)
+    claimed = ledger.claim(conf, chunk_id(conf, batch_id))
+    with pytest.raises(IllegalTransition, match=f"chunk {claimed.chunk_id}: sending -> {state}"):
+        ledger.record(conf, claimed, SendResult(Outcome.OK), state, call_seconds=0.1)
+    assert chunks(conf, batch_id) == {0: (C.SENDING, 1)} and calls(conf) == 0
+    assert {state for state, _ in numbers(conf, batch_id).values()} == {R.QUEUED}
+
+
+def test_expire_makes_a_stale_claim_unknown_and_a_late_answer_still_wins(conf):
+    batch_id = a_batch(conf, TWO)
+    claimed = ledger.claim(conf, chunk_id(conf, batch_id))
+    with session_scope(conf.database_url) as s:
+        assert ledger.expire(s, utcnow() - timedelta(minutes=1), "too slow", 10) == (0, [])
+    with session_scope(conf.database_url) as s:
+        assert ledger.expire(s, utcnow() + timedelta(seconds=1), "too slow", 10) == (1, [(claimed.chunk_id,
+                                                                                       batch_id)])
+    assert chunks(conf, batch_id) == {0: (C.UNKNOWN, 1)}
+    assert {state for state, _ in numbers(conf, batch_id).values()} == {R.UNKNOWN}
+    assert ledger.record(conf, claimed, SendResult(Outcome.OK, vendor_ids=["a", "b"]), C.ACCEPTED)
+    assert numbers(conf, batch_id) == {TWO[0]: (R.SENT, "a"), TWO[1]: (R.SENT, "b")}
+
+
+def test_cancel_takes_only_pending_chunks_and_their_queued_numbers(conf):
+    batch_id = a_batch(conf, [f"1380000{i:04d}" for i in range(3)], chunk_size=2)
+    ledger.claim(conf, chunk_id(conf, batch_id, 0))
+    with session_scope(conf.database_url) as s:
+        assert ledger.cancel_pending(s, [batch_id]) == (1, 1)
+    assert chunks(conf, batch_id) == {0: (C.SENDING, 1), 1: (C.CANCELLED, 0)}
+    assert sorted(state for state, _ in numbers(conf, batch_id).values()) == [R.CANCELLED, R.QUEUED, R.QUEUED]
+
+
+def test_settle_resend_keeps_the_earlier_send_and_settle_refuses_a_pending_chunk(conf):
+    batch_id = a_batch(conf, TWO, chunk_size=1)
+    claimed = ledger.claim(conf, chunk_id(conf, batch_id, 0))
+    ledger.record(conf, claimed, SendResult(Outcome.AMBIGUOUS, message="timeout"), C.UNKNOWN)
+    with session_scope(conf.database_url) as s:
+        settled, changed = ledger.settle(s, batch_id, C.UNKNOWN, "resend", "resent by an operator")
+    assert (len(settled), changed) == (1, 1)
+    assert chunks(conf, batch_id) == {0: (C.PENDING, 1), 1: (C.PENDING, 0)}
+    with session_scope(conf.database_url, readonly=True) as s:
+        assert s.scalars(select(EarlierSend.state)).all() == [R.UNKNOWN]
+    with pytest.raises(IllegalTransition, match="pending -> accepted"):
+        with session_scope(conf.database_url) as s:
+            ledger.settle(s, batch_id, C.PENDING, "accepted", "no")
+    assert chunks(conf, batch_id) == {0: (C.PENDING, 1), 1: (C.PENDING, 0)}
+
+
+def test_a_report_settles_its_number_and_shows_an_unknown_chunk_was_accepted(conf):
+    batch_id = a_batch(conf, TWO)
+    claimed = ledger.claim(conf, chunk_id(conf, batch_id))
+    ledger.record(conf, claimed, SendResult(Outcome.AMBIGUOUS), C.UNKNOWN)
+    with session_scope(conf.database_url) as s:
+        first = s.scalars(select(Recipient).where(Recipient.mobile == TWO[0])).one()
+        report = StatusReport(account="shop-dxt", vendor_id="v9", mobile=TWO[0], delivered=True, code="DELIVRD",
+                              dedupe_key="k", created_at=utcnow())
+        ledger.settle_by_report(s, first, report, utcnow())
+    assert chunks(conf, batch_id) == {0: (C.ACCEPTED, 1)}
+    assert numbers(conf, batch_id) == {TWO[0]: (R.DELIVERED, "v9"), TWO[1]: (R.SENT, None)}
+
+
+def test_a_report_for_a_number_refused_at_intake_raises_and_writes_nothing(conf):
+    batch_id = a_batch(conf, TWO)
+    with session_scope(conf.database_url) as s:
+        ledger.write_rejected(s, batch_id, [("12345", "not a mobile number")] * 2, utcnow())  # once
+    with pytest.raises(IllegalTransition, match="rejected -> delivered"):
+        with session_scope(conf.database_url) as s:
+            rejected = s.scalars(select(Recipient).where(Recipient.mobile == "12345")).one()
+            report = StatusReport(account="shop-dxt", mobile="12345", delivered=True, code="0", dedupe_key="k",
+                                  created_at=utcnow())
+            ledger.settle_by_report(s, rejected, report, utcnow())
+    assert numbers(conf, batch_id)["12345"] == (R.REJECTED, None)
+
+
+def test_move_takes_the_claim_and_the_accounts_pending_chunks_to_new_chunks(conf):
+    batch_id = a_batch(conf, [f"1380000{i:04d}" for i in range(5)], chunk_size=2)
+    claimed = ledger.claim(conf, chunk_id(conf, batch_id, 0))
+    now = utcnow()
+    with session_scope(conf.database_url) as s:
+        s.add(BlockedNumber(account="shop-linkws", mobile="13800000004", reason="unsubscribed", created_at=now))
+    with session_scope(conf.database_url) as s:
+        moved, new = ledger.move(s, claimed, s.get(Batch, batch_id), "shop-linkws", CONTENT, 3, "moved on", now)
+    assert moved == 3 and len(new) == 2
+    assert chunks(conf, batch_id) == {0: (C.MOVED, 1), 1: (C.MOVED, 0), 2: (C.MOVED, 0),
+                                      3: (C.PENDING, 0), 4: (C.PENDING, 0)}
+    assert sorted(state for state, _ in numbers(conf, batch_id).values()) == [R.FAILED] + [R.QUEUED] * 4
+    with session_scope(conf.database_url) as s:
+        assert ledger.move(s, claimed, s.get(Batch, batch_id), "shop-linkws", CONTENT, 3, "again", now) is None
+        assert not ledger.fail_claimed(s, claimed, "no longer ours", now)
+
+
+def test_fail_claimed_fails_the_chunk_and_its_queued_numbers(conf):
+    batch_id = a_batch(conf, TWO)
+    claimed = ledger.claim(conf, chunk_id(conf, batch_id))
+    with session_scope(conf.database_url) as s:
+        assert ledger.fail_claimed(s, claimed, "no account can carry it", utcnow())
+    assert chunks(conf, batch_id) == {0: (C.FAILED, 1)}
+    assert {state for state, _ in numbers(conf, batch_id).values()} == {R.FAILED}
+
+
+def test_cut_writes_staged_chunks_once(conf):
+    now = utcnow()
+    with session_scope(conf.database_url) as s:
+        batch = Batch(account="shop-dxt", content=CONTENT, lane="bulk", created_at=now)
+        s.add(batch)
+        s.flush()
+        batch_id = batch.id
+        s.add_all([SplitJob(batch_id=batch_id, created_at=now),
+                   SplitChunk(batch_id=batch_id, seq=0, size=2, mobiles=",".join(TWO)),
+                   SplitChunk(batch_id=batch_id, seq=1, size=1, mobiles="13800000003")])
+    with session_scope(conf.database_url) as s:
+        cut = ledger.cut(s, s.get(Batch, batch_id), limit=1, not_before=None, now=now)
+    assert (cut.taken, len(cut.published), cut.staged_left) == (1, 1, True)
+    with session_scope(conf.database_url) as s:
+        cut = ledger.cut(s, s.get(Batch, batch_id), limit=None, not_before=None, now=now)
+    assert (cut.taken, cut.staged_left) == (1, False)
+    assert chunks(conf, batch_id) == {0: (C.PENDING, 0), 1: (C.PENDING, 0)}
+    assert len(numbers(conf, batch_id)) == 3
+
+
+def test_queue_marks_leave_the_state_alone(conf):
+    batch_id = a_batch(conf, TWO, chunk_size=1)
+    first, second = chunk_id(conf, batch_id, 0), chunk_id(conf, batch_id, 1)
+    now = utcnow()
+
+    def queued() -> dict:
+        with session_scope(conf.database_url, readonly=True) as s:
+            return dict(s.execute(select(Chunk.id, Chunk.queued_at).where(Chunk.batch_id == batch_id)).all())
+
+    with session_scope(conf.database_url) as s:
+        ledger.unqueue(s, [first, second])
+        ledger.mark_queued(s, [first], now)
+    assert queued() == {first: now, second: None}
+    with session_scope(conf.database_url) as s:
+        ledger.unqueue(s, [first, second], queued_at=now - timedelta(seconds=1))  # not this caller's mark
+    assert queued() == {first: now, second: None}
+    ledger.hold(conf, [first], "worker w does not know account a", now + timedelta(hours=1))
+    with session_scope(conf.database_url) as s:
+        assert ledger.wake(s, ["shop-dxt"], "worker % does not know account %") == 1
+        assert s.get(Chunk, first).next_attempt_at is None
+    assert chunks(conf, batch_id) == {0: (C.PENDING, 0), 1: (C.PENDING, 0)}
