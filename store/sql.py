@@ -3,6 +3,7 @@
 Every dialect test and every ``INSERT ... ON CONFLICT`` of smsq is here, so the
 rest of the code writes one statement for both databases.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -25,8 +26,7 @@ def _insert(bind, model):
     return (postgresql if is_postgres(bind) else sqlite).insert(model)
 
 
-def insert_or_ignore(session, model, rows: Sequence[dict] | dict, keys: Iterable[str],
-                     returning=None) -> list:
+def insert_or_ignore(session, model, rows: Sequence[dict] | dict, keys: Iterable[str], returning=None) -> list:
     """Insert ``rows`` (a dict: one row), skipping those whose ``keys`` are taken.
     With ``returning`` (a column), the values of the rows inserted."""
     if not rows:
@@ -43,8 +43,9 @@ def insert_or_update(session, model, rows: Sequence[dict], keys: Iterable[str], 
     if not rows:
         return
     stmt = _insert(session, model)
-    session.execute(stmt.on_conflict_do_update(index_elements=list(keys),
-                                               set_={name: stmt.excluded[name] for name in update}), rows)
+    session.execute(
+        stmt.on_conflict_do_update(index_elements=list(keys), set_={name: stmt.excluded[name] for name in update}), rows
+    )
 
 
 def width(column: InstrumentedAttribute) -> int | None:

@@ -1,6 +1,7 @@
 """A large batch's numbers on their way in: ``split_chunks`` rows written in bulk
 (tasks/intake.py stages them, store/ledger/cutting.py cuts them into chunks), and an
 account's whole blocked list streamed. Each the fastest way its database offers."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -29,8 +30,9 @@ def write_staged(session: Session, batch_id: int, blocks: Iterable[list[Row]]) -
     cursor = dbapi.cursor()
     try:
         for block in blocks:
-            cursor.executemany(f"INSERT INTO {COLUMNS} VALUES (?, ?, ?, ?)",
-                               [(batch_id, seq, n, mobiles) for seq, n, mobiles in block])
+            cursor.executemany(
+                f"INSERT INTO {COLUMNS} VALUES (?, ?, ?, ?)", [(batch_id, seq, n, mobiles) for seq, n, mobiles in block]
+            )
             numbers += sum(n for _, n, _ in block)
     finally:
         cursor.close()
@@ -44,9 +46,8 @@ def blocked_numbers(session: Session, account: str, fetch: int) -> Iterator[list
     dbapi = session.connection().connection.dbapi_connection
     cursor = dbapi.cursor(name="smsq_blocked") if postgres else dbapi.cursor()
     try:
-        cursor.execute("SELECT mobile FROM blocked_numbers WHERE account = " + ("%s" if postgres else "?"),
-                       (account,))
+        cursor.execute("SELECT mobile FROM blocked_numbers WHERE account = " + ("%s" if postgres else "?"), (account,))
         while rows := cursor.fetchmany(fetch):
-            yield [mobile for mobile, in rows]
+            yield [mobile for (mobile,) in rows]
     finally:
         cursor.close()

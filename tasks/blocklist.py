@@ -7,12 +7,13 @@ account's ``optout_keywords`` (default DEFAULT_OPTOUT_KEYWORDS). Both sides are
 compared after NFKC (full-width ``ＴＤ`` is ``TD``) and case folding (``td``
 is ``TD``); "TD" inside a longer reply is not an opt-out.
 """
+
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Iterator
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -47,9 +48,16 @@ def _number(raw: str) -> str:
 
 
 def _upsert(session: Session, account: str, mobiles: Iterable[str], reason: str, source: str) -> int:
-    rows = [{"account": account, "mobile": m, "reason": fit(BlockedNumber.reason, reason), "source": source,
-             "created_at": utcnow()}
-            for m in dict.fromkeys(mobiles)]
+    rows = [
+        {
+            "account": account,
+            "mobile": m,
+            "reason": fit(BlockedNumber.reason, reason),
+            "source": source,
+            "created_at": utcnow(),
+        }
+        for m in dict.fromkeys(mobiles)
+    ]
     if not rows:
         return 0
     insert_or_update(session, BlockedNumber, rows, ["account", "mobile"], update=["reason", "source", "created_at"])
@@ -113,8 +121,9 @@ def unblock_number(account: str, mobile: str) -> str:
     """Take a number off the account's blocked list; LookupError when it is not on it."""
     conf, number = _checked(account, mobile)
     with session_scope(conf.database_url) as session:
-        removed = session.execute(delete(BlockedNumber).where(
-            BlockedNumber.account == account, BlockedNumber.mobile == number)).rowcount
+        removed = session.execute(
+            delete(BlockedNumber).where(BlockedNumber.account == account, BlockedNumber.mobile == number)
+        ).rowcount
     if not removed:
         raise LookupError(f"{number} is not blocked for account {account!r}")
     return number

@@ -34,6 +34,7 @@ transactions, claim and record: a read per chunk would be a third). A trip by
 another process is therefore obeyed up to that much later; this process's own
 trips at once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -102,11 +103,17 @@ def admit(conf: Settings, account: str, chunk_id: int, now: datetime | None = No
         if row.state == "half_open" and row.probe_chunk_id == chunk_id:
             return Admission(probe=True)  # the probe's own message, delivered again
         stale_probe = now - timedelta(seconds=conf.send_timeout)
-        taken = session.execute(update(AccountCircuit).where(
-            AccountCircuit.account == account,
-            or_(and_(AccountCircuit.state == "open", AccountCircuit.reopen_at <= now),
-                and_(AccountCircuit.state == "half_open", AccountCircuit.updated_at <= stale_probe)))
-            .values(state="half_open", probe_chunk_id=chunk_id, updated_at=now)).rowcount
+        taken = session.execute(
+            update(AccountCircuit)
+            .where(
+                AccountCircuit.account == account,
+                or_(
+                    and_(AccountCircuit.state == "open", AccountCircuit.reopen_at <= now),
+                    and_(AccountCircuit.state == "half_open", AccountCircuit.updated_at <= stale_probe),
+                ),
+            )
+            .values(state="half_open", probe_chunk_id=chunk_id, updated_at=now)
+        ).rowcount
         if taken:
             log.warning("account %s: half-open, chunk %s probes it (%s)", account, chunk_id, row.reason)
             return Admission(probe=True)
@@ -130,8 +137,10 @@ def usable(row: AccountCircuit | None, now: datetime, conf: Settings) -> bool:
 
 
 def circuits(session: Session, accounts) -> dict[str, AccountCircuit]:
-    return {row.account: row for row in session.execute(
-        select(AccountCircuit).where(AccountCircuit.account.in_(list(accounts)))).scalars()}
+    return {
+        row.account: row
+        for row in session.execute(select(AccountCircuit).where(AccountCircuit.account.in_(list(accounts)))).scalars()
+    }
 
 
 def after_call(conf: Settings, account: str, decision: Decision, now: datetime | None = None) -> str | None:
@@ -143,10 +152,17 @@ def after_call(conf: Settings, account: str, decision: Decision, now: datetime |
         return trip(conf, account, decision.reason, now)
     if decision.closes_circuit:
         with session_scope(conf.database_url) as session:
-            closed = session.execute(update(AccountCircuit).where(
-                AccountCircuit.account == account, AccountCircuit.state == "half_open").values(
-                state="closed", closed_at=now, probe_chunk_id=None, updated_at=now,
-                reason=f"closed: the probe was answered ({decision.outcome.value})")).rowcount
+            closed = session.execute(
+                update(AccountCircuit)
+                .where(AccountCircuit.account == account, AccountCircuit.state == "half_open")
+                .values(
+                    state="closed",
+                    closed_at=now,
+                    probe_chunk_id=None,
+                    updated_at=now,
+                    reason=f"closed: the probe was answered ({decision.outcome.value})",
+                )
+            ).rowcount
         if closed:
             log.warning("account %s: circuit closed, the probe was answered (%s)", account, decision.outcome.value)
             return "closed"
@@ -164,7 +180,8 @@ def trip(conf: Settings, account: str, why: str, now: datetime | None = None) ->
         if row.state == "open":
             return None
         flapping = row.state == "half_open" or (
-            row.closed_at is not None and row.trips and now - row.closed_at < timedelta(seconds=QUIET_COOLOFFS * base))
+            row.closed_at is not None and row.trips and now - row.closed_at < timedelta(seconds=QUIET_COOLOFFS * base)
+        )
         row.cooloff = min(max(row.cooloff, base) * 2, MAX_DAMPING * base) if flapping else base
         row.trips = row.trips + 1 if flapping else 1
         row.state, row.opened_at, row.probe_chunk_id, row.updated_at = "open", now, None, now
@@ -175,8 +192,7 @@ def trip(conf: Settings, account: str, why: str, now: datetime | None = None) ->
 
 
 def _ensure_row(session: Session, account: str, base: float) -> None:
-    insert_or_ignore(session, AccountCircuit, dict(account=account, state="closed", cooloff=base, trips=0),
-                     ["account"])
+    insert_or_ignore(session, AccountCircuit, dict(account=account, state="closed", cooloff=base, trips=0), ["account"])
 
 
 def held_until(conf: Settings, account: str, now: datetime | None = None) -> tuple[datetime, str] | None:

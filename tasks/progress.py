@@ -16,9 +16,10 @@ workers themselves where the broker carries broadcasts (Redis, RabbitMQ);
 kombu's SQLite transport does not, so there a queue whose messages sit
 untouched while nothing is ``sending`` is what tells.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
@@ -34,7 +35,7 @@ from .schema import ensure_schema
 
 
 def _clock(value: datetime) -> str:
-    return value.replace(tzinfo=timezone.utc).astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+    return value.replace(tzinfo=UTC).astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def lane_consumers(conf: Settings, queue: str) -> list[str] | None:
@@ -66,18 +67,33 @@ def why_waiting(batch_id: int, *, stalled_for: float = 0.0, ask_workers: bool = 
         batch = session.get(Batch, batch_id)
         if batch is None:
             raise LookupError(f"no batch {batch_id}")
-        counts = dict(session.execute(select(Chunk.state, func.count()).where(Chunk.batch_id == batch_id)
-                                      .group_by(Chunk.state)).all())
-        later = session.execute(select(func.count(), func.min(Chunk.next_attempt_at)).where(
-            Chunk.batch_id == batch_id, Chunk.state == ChunkState.PENDING, Chunk.next_attempt_at > now)).one()
+        counts = dict(
+            session.execute(
+                select(Chunk.state, func.count()).where(Chunk.batch_id == batch_id).group_by(Chunk.state)
+            ).all()
+        )
+        later = session.execute(
+            select(func.count(), func.min(Chunk.next_attempt_at)).where(
+                Chunk.batch_id == batch_id, Chunk.state == ChunkState.PENDING, Chunk.next_attempt_at > now
+            )
+        ).one()
         to_split = session.scalar(select(func.count()).where(SplitChunk.batch_id == batch_id))
-        next_detail = session.scalar(select(Chunk.detail).where(
-            Chunk.batch_id == batch_id, Chunk.state == ChunkState.PENDING, Chunk.next_attempt_at > now)
-            .order_by(Chunk.next_attempt_at).limit(1)) if later[0] else None
+        next_detail = (
+            session.scalar(
+                select(Chunk.detail)
+                .where(Chunk.batch_id == batch_id, Chunk.state == ChunkState.PENDING, Chunk.next_attempt_at > now)
+                .order_by(Chunk.next_attempt_at)
+                .limit(1)
+            )
+            if later[0]
+            else None
+        )
     pending, sending = counts.get(ChunkState.PENDING, 0), counts.get(ChunkState.SENDING, 0)
     if to_split and stalled_for >= 5:
-        reasons.append(f"{to_split} chunk(s) are still to be cut from the stored numbers by a worker on "
-                       f"smsq.{batch.lane} (the split job; the relay publishes it again if it was lost)")
+        reasons.append(
+            f"{to_split} chunk(s) are still to be cut from the stored numbers by a worker on "
+            f"smsq.{batch.lane} (the split job; the relay publishes it again if it was lost)"
+        )
     if not pending and not sending:
         return reasons
     if batch.send_at is not None and batch.send_at > now and later[0]:
@@ -85,22 +101,30 @@ def why_waiting(batch_id: int, *, stalled_for: float = 0.0, ask_workers: bool = 
     held = circuit.held_until(conf, batch.account)
     if held is not None:
         until, why = held
-        reasons.append(f"account {batch.account} is held until {_clock(until)} (Beijing time): its last send "
-                       f"failed ({why}); fix the account, then its chunks go out")
+        reasons.append(
+            f"account {batch.account} is held until {_clock(until)} (Beijing time): its last send "
+            f"failed ({why}); fix the account, then its chunks go out"
+        )
     elif later[0] and not (batch.send_at is not None and batch.send_at > now):
-        reasons.append(f"{later[0]} chunk(s) wait to retry, the next at {_clock(later[1])} (Beijing time)"
-                       + (f": {next_detail}" if next_detail else ""))
+        reasons.append(
+            f"{later[0]} chunk(s) wait to retry, the next at {_clock(later[1])} (Beijing time)"
+            + (f": {next_detail}" if next_detail else "")
+        )
     due = pending - later[0]
     if due and not sending and ask_workers:
         queue = f"smsq.{batch.lane}"
         consumers = lane_consumers(conf, queue)
         if consumers == []:
-            reasons.append(f"no worker consumes {queue}: start one with `smsq worker` (same SMSQ_CONFIG and "
-                           f"database as this command)")
+            reasons.append(
+                f"no worker consumes {queue}: start one with `smsq worker` (same SMSQ_CONFIG and "
+                f"database as this command)"
+            )
         elif consumers is None and stalled_for >= 5:
             waiting = queue_length(queue)
             if waiting:
-                reasons.append(f"no worker seems to take {queue}: {waiting} message(s) untouched for "
-                               f"{stalled_for:.0f}s; is `smsq worker` running with this SMSQ_CONFIG "
-                               f"({conf.config_path})?")
+                reasons.append(
+                    f"no worker seems to take {queue}: {waiting} message(s) untouched for "
+                    f"{stalled_for:.0f}s; is `smsq worker` running with this SMSQ_CONFIG "
+                    f"({conf.config_path})?"
+                )
     return reasons

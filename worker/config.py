@@ -51,8 +51,8 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from smsq.providers import PROVIDERS, Account, Secret, provider_class
 
 from . import logs
-from .route_config import Route, parse_routes
 from .logs import safe_url
+from .route_config import Route, parse_routes
 
 log = logging.getLogger("smsq.config")
 
