@@ -354,17 +354,16 @@ def reference_write(count: int) -> float:
 
 def start_worker(env: dict[str, str], tmp: Path, concurrency: int) -> tuple[subprocess.Popen, Path]:
     log_path = tmp / "worker.log"
-    out = open(log_path, "ab")
     child_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "smsq", "worker", "--concurrency", str(concurrency), "--loglevel", "info"],
-        cwd=tmp,
-        env=child_env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    out.close()
+    with open(log_path, "ab") as out:  # the worker holds its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "smsq", "worker", "--concurrency", str(concurrency), "--loglevel", "info"],
+            cwd=tmp,
+            env=child_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return proc, log_path
 
 

@@ -569,7 +569,7 @@ def print_table(results: dict, latency: float) -> None:
         )
     widths = [max(len(str(r[i])) for r in rows) for i in range(6)] if rows else []
     for r in rows:
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(r, widths)))
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(r, widths, strict=True)))
 
 
 def main(argv: list[str] | None = None) -> int:

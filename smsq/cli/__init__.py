@@ -160,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
         "cancel",
         help="stop a batch: its pending chunks are never sent",
         description="Chunks still waiting (queued, retrying, scheduled: smsq holds a scheduled "
-        "chunk until its time, at every vendor) become cancelled and are never sent. Chunks the vendor is being called for cannot be called back: they "
-        "are reported, and a retry of one is cancelled too. Chunks already sent are reported.",
+        "chunk until its time, at every vendor) become cancelled and are never sent. "
+        "Chunks the vendor is being called for cannot be called back: they are reported, "
+        "and a retry of one is cancelled too. Chunks already sent are reported.",
     )
     s.add_argument("batch_id", type=int)
     s.add_argument("--json", action="store_true")

@@ -96,7 +96,7 @@ def claim(conf: Settings, chunk_id: int) -> ClaimedChunk | None:
         row.content,
         row.send_at,
         row.created_at,
-        list(zip(row.ids or [], row.mobiles or [])),
+        list(zip(row.ids or [], row.mobiles or [], strict=True)),
         row.first_attempt_at,
     )
 

@@ -242,7 +242,9 @@ def _record_recipients(conn, claimed: ClaimedChunk, result: SendResult, state: C
     if state is C.ACCEPTED:
         vids = _vendor_ids(claimed, result)
         if vids:  # one id per number, in the order sent
-            _record_sent_with_ids(conn, [(rid, vid) for (rid, _), vid in zip(claimed.recipients, vids)], now)
+            _record_sent_with_ids(
+                conn, [(rid, vid) for (rid, _), vid in zip(claimed.recipients, vids, strict=True)], now
+            )
         else:
             conn.execute(
                 update(Recipient).where(answered).values(state=R.SENT, vendor_id=_single_id(result), updated_at=now)

@@ -94,10 +94,10 @@ def _show_inbound() -> None:
 
 
 def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    out = open(log, "ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "smsq", *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    with open(log, "ab") as out:  # the child holds its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "smsq", *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
