@@ -278,6 +278,42 @@ def _store_long(session: Session, storing: _Storing, batch: Batch, short: list) 
     return accepted, None
 
 
+def _new_batch(
+    target: routes.Target,
+    account: str,
+    given: str,
+    prepared: str,
+    when: datetime | None,
+    idempotency_key: str | None,
+    now: datetime,
+) -> Batch:
+    """The batch row of a send, in the bulk lane until its size decides. Sent through a
+    route, it keeps the content as given: a failover prepares it again for the next account."""
+    return Batch(
+        account=account,
+        content=prepared,
+        send_at=when,
+        idempotency_key=idempotency_key,
+        lane="bulk",
+        segments=segments(prepared),
+        created_at=now,
+        route=target.route,
+        given_content=given if target.route else None,
+    )
+
+
+def _log_receipt(receipt: Receipt, account: str, route: str | None) -> None:
+    log.info(
+        "batch %s: %s accepted, %s rejected, lane %s, account %s%s",
+        receipt.batch_id,
+        receipt.accepted,
+        len(receipt.rejected),
+        receipt.lane,
+        account,
+        f" (route {route})" if route else "",
+    )
+
+
 def send_sms(
     account: str,
     to: Iterable[str] | str,
@@ -319,17 +355,7 @@ def send_sms(
         with session_scope(conf.database_url) as session:
             if idempotency_key is not None and (existing := _keyed(session, target, idempotency_key)):
                 return _replay(session, existing, digest.finish(numbers), idempotency_key)
-            batch = Batch(
-                account=acct.name,
-                content=prepared,
-                send_at=when,
-                idempotency_key=idempotency_key,
-                lane="bulk",
-                segments=segments(prepared),
-                created_at=now,
-                route=target.route,
-                given_content=content if target.route else None,
-            )
+            batch = _new_batch(target, acct.name, content, prepared, when, idempotency_key, now)
             short = list(itertools.islice(numbers, conf.priority_max + 1))
             storing = _Storing(conf, provider_cls, digest, numbers, priority, not_before, now, rejected)
             store = _store_short if len(short) <= conf.priority_max else _store_long
@@ -347,15 +373,7 @@ def send_sms(
 
     if not _publish(conf, receipt.batch_id, receipt.lane, acct.name, inline):
         receipt = dataclasses.replace(receipt, queued=False)
-    log.info(
-        "batch %s: %s accepted, %s rejected, lane %s, account %s%s",
-        receipt.batch_id,
-        receipt.accepted,
-        len(rejected),
-        receipt.lane,
-        acct.name,
-        f" (route {target.route})" if target.route else "",
-    )
+    _log_receipt(receipt, acct.name, target.route)
     return receipt
 
 

@@ -117,42 +117,25 @@ def checked_queues(given: str | None) -> str | None:
     return ",".join(dict.fromkeys(names))
 
 
-def cmd_worker(args) -> int:
-    args.queues = checked_queues(args.queues)
-    conf = load()
-    conf.require_credentials()  # every account's chunks may come here
-    pool, concurrency = worker_pool(args, conf)
-    writable(
-        conf.spool_dir,
-        "the spool directory",
-        "SMSQ_SPOOL_DIR" if os.environ.get("SMSQ_SPOOL_DIR") else "SMSQ_STATE_DIR",
+def _queues_and_lanes(args, conf, pool: str, concurrency: int) -> tuple[str, lanes.Supervisor | None]:
+    """The queues this process takes, and the supervisor of the lane processes
+    started beside it (None when this one process takes every queue asked for)."""
+    if args.queues:
+        return args.queues, None  # exactly what was asked for, in this one process
+    if conf.embedded:
+        return ",".join(QUEUES), None  # one process: the embedded rate limiter lives in it
+    # The priority lane (and any more bulk processes) in processes of their own: worker/lanes.py
+    supervisor = lanes.Supervisor(
+        lanes.plan(args, pool, concurrency, bulk_processes(args, conf)), args.loglevel, args.events
     )
-    # A thread pool's slots share this process's database pool; a prefork
-    # child has one slot.
-    size_pool_for(concurrency if pool == "threads" else 1)
-    ping_only_idle()  # the send path rides out a connection broken since its last use
-    slots.configure(concurrency if pool == "threads" else None)
     print(
-        f"smsq worker: {conf.describe_storage()}; accounts from {conf.config_path}; "
-        f"{concurrency} {'threads' if pool == 'threads' else 'processes'}",
+        f"smsq worker: this process takes {lanes.BULK_QUEUES}; also starting {lanes.describe(supervisor.lanes)}",
         file=sys.stderr,
     )
-    wait_for_database(conf, "smsq worker")
-    supervisor = None
-    if args.queues:
-        queues = args.queues  # exactly what was asked for, in this one process
-    elif conf.embedded:
-        queues = ",".join(QUEUES)  # one process: the embedded rate limiter lives in it
-    else:
-        # The priority lane (and any more bulk processes) in processes of their own: worker/lanes.py
-        queues = lanes.BULK_QUEUES
-        supervisor = lanes.Supervisor(
-            lanes.plan(args, pool, concurrency, bulk_processes(args, conf)), args.loglevel, args.events
-        )
-        print(
-            f"smsq worker: this process takes {queues}; also starting {lanes.describe(supervisor.lanes)}",
-            file=sys.stderr,
-        )
+    return lanes.BULK_QUEUES, supervisor
+
+
+def _celery_worker_argv(args, queues: str, pool: str, concurrency: int) -> list[str]:
     # Without mingle: at start a worker asks the others for revoked task ids and
     # waits a second for answers, and smsq revokes nothing (a cancel is a database
     # state). Without gossip: every worker would consume every other's events, a
@@ -176,6 +159,32 @@ def cmd_worker(args) -> int:
     # A name of smsq's own, not Celery's default celery@host: that is the application's
     # own worker's (its hooks), and two nodes of one name answer each other's pings.
     argv += ["-n", args.hostname or lanes.DEFAULT_NODE]
+    return argv
+
+
+def cmd_worker(args) -> int:
+    args.queues = checked_queues(args.queues)
+    conf = load()
+    conf.require_credentials()  # every account's chunks may come here
+    pool, concurrency = worker_pool(args, conf)
+    writable(
+        conf.spool_dir,
+        "the spool directory",
+        "SMSQ_SPOOL_DIR" if os.environ.get("SMSQ_SPOOL_DIR") else "SMSQ_STATE_DIR",
+    )
+    # A thread pool's slots share this process's database pool; a prefork
+    # child has one slot.
+    size_pool_for(concurrency if pool == "threads" else 1)
+    ping_only_idle()  # the send path rides out a connection broken since its last use
+    slots.configure(concurrency if pool == "threads" else None)
+    print(
+        f"smsq worker: {conf.describe_storage()}; accounts from {conf.config_path}; "
+        f"{concurrency} {'threads' if pool == 'threads' else 'processes'}",
+        file=sys.stderr,
+    )
+    wait_for_database(conf, "smsq worker")
+    queues, supervisor = _queues_and_lanes(args, conf, pool, concurrency)
+    argv = _celery_worker_argv(args, queues, pool, concurrency)
     app = get_app()
     # A worker outlives any broker outage: Celery logs each reconnection attempt
     # ("consumer: Cannot connect to ...: Trying again in N seconds") and never gives up.
