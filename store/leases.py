@@ -23,7 +23,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from smsq.store.models import PollLease, utcnow
-from smsq.store.sql import insert_or_ignore, width
+from smsq.store.sql import insert_or_ignore, rows_changed, width
 
 MARGIN = 1.0  # seconds added to every window: clocks and network are not exact
 EPOCH = datetime(1970, 1, 1)
@@ -33,7 +33,9 @@ BOOKING_GRACE = 5.0  # seconds a booker has to take the window once it opens
 
 def _holder() -> str:
     # the column's width, less room for the BOOKED prefix of _booking()
-    return f"{socket.gethostname()}:{os.getpid()}"[: width(PollLease.holder) - len(BOOKED) - 3]
+    keep = width(PollLease.holder)
+    assert keep is not None  # a String column, which has a length
+    return f"{socket.gethostname()}:{os.getpid()}"[: keep - len(BOOKED) - 3]
 
 
 def _booking() -> str:
@@ -60,16 +62,18 @@ def take(session: Session, account: str, family: str, interval: float) -> bool:
     """Take the lease for ``interval`` seconds from now, or return False if it is held."""
     _ensure_row(session, account, family)
     now = utcnow()
-    taken = session.execute(
-        update(PollLease)
-        .where(
-            PollLease.account == account,
-            PollLease.family == family,
-            PollLease.next_allowed_at <= now,
-            _not_booked_by_another(now),
+    taken = rows_changed(
+        session.execute(
+            update(PollLease)
+            .where(
+                PollLease.account == account,
+                PollLease.family == family,
+                PollLease.next_allowed_at <= now,
+                _not_booked_by_another(now),
+            )
+            .values(next_allowed_at=now + timedelta(seconds=interval + MARGIN), holder=_holder())
         )
-        .values(next_allowed_at=now + timedelta(seconds=interval + MARGIN), holder=_holder())
-    ).rowcount
+    )
     return taken == 1
 
 
@@ -86,11 +90,13 @@ def book(session: Session, account: str, family: str) -> bool:
     """Book the next window for this process; False while another holds a booking."""
     _ensure_row(session, account, family)
     return (
-        session.execute(
-            update(PollLease)
-            .where(PollLease.account == account, PollLease.family == family, _not_booked_by_another(utcnow()))
-            .values(holder=_booking())
-        ).rowcount
+        rows_changed(
+            session.execute(
+                update(PollLease)
+                .where(PollLease.account == account, PollLease.family == family, _not_booked_by_another(utcnow()))
+                .values(holder=_booking())
+            )
+        )
         == 1
     )
 

@@ -7,7 +7,9 @@ rest of the code writes one statement for both databases.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any, cast, overload
 
+from sqlalchemy import CursorResult, Result
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -20,6 +22,12 @@ def is_postgres(bind) -> bool:
         return bind.startswith("postgresql")
     bind = getattr(bind, "bind", bind)  # a session's engine or connection
     return bind.dialect.name == "postgresql"
+
+
+def rows_changed(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE run through a session changed. The session types what
+    it returns as a plain Result; for these statements it is a CursorResult, which counts."""
+    return cast(CursorResult[Any], result).rowcount
 
 
 def _insert(bind, model):
@@ -54,6 +62,12 @@ def width(column: InstrumentedAttribute) -> int | None:
     return getattr(col.type, "length", None) or col.info.get(TEXT_KEEP)
 
 
+@overload
+def fit(column: InstrumentedAttribute, value: str) -> str: ...
+@overload
+def fit(column: InstrumentedAttribute, value: None) -> None: ...
+@overload
+def fit(column: InstrumentedAttribute, value: str | None) -> str | None: ...
 def fit(column: InstrumentedAttribute, value: str | None) -> str | None:
     """``value`` cut to what ``column`` keeps (None stays None)."""
     if value is None:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from smsq.providers.numbers import normalise
 from smsq.store.models import BlockedNumber, utcnow
-from smsq.store.sql import fit, insert_or_update
+from smsq.store.sql import fit, insert_or_update, rows_changed
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
@@ -121,9 +121,11 @@ def unblock_number(account: str, mobile: str) -> str:
     """Take a number off the account's blocked list; LookupError when it is not on it."""
     conf, number = _checked(account, mobile)
     with session_scope(conf.database_url) as session:
-        removed = session.execute(
-            delete(BlockedNumber).where(BlockedNumber.account == account, BlockedNumber.mobile == number)
-        ).rowcount
+        removed = rows_changed(
+            session.execute(
+                delete(BlockedNumber).where(BlockedNumber.account == account, BlockedNumber.mobile == number)
+            )
+        )
     if not removed:
         raise LookupError(f"{number} is not blocked for account {account!r}")
     return number

@@ -40,6 +40,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypedDict
 
 from smsq.providers import Outcome, SendResult
 from smsq.store.lifecycle import ChunkState
@@ -85,6 +86,14 @@ class Decision:
     reason: str = ""  # what the answer says of the account: the circuit's reason, a move's detail
 
 
+class _Common(TypedDict):
+    """The fields every decision of one answer shares."""
+
+    outcome: Outcome
+    reason: str
+    closes_circuit: bool
+
+
 def backoff(attempt: int, cap: float, draw: Draw = random.uniform) -> float:
     """Between half and all of 2**attempt seconds, at most ``cap``."""
     ceiling = min(cap, 2.0 ** min(attempt, 30))
@@ -120,14 +129,14 @@ def decide(
     """What the answer ``result`` to the ``attempt``-th call of a chunk means (see the module's
     docstring). ``probe``: the call was its account's half-open probe; ``draw``: the jitter."""
     outcome, said = result.outcome, result.message or ""
-    fields = dict(outcome=outcome, reason=reason(result, attempt), closes_circuit=probe and outcome in ANSWERED)
+    fields = _Common(outcome=outcome, reason=reason(result, attempt), closes_circuit=probe and outcome in ANSWERED)
     if outcome is Outcome.RATE_LIMITED:
-        wait = result.retry_after or RATE_LIMIT_WAIT
+        interval = result.retry_after or RATE_LIMIT_WAIT
         return Decision(
             next_state=ChunkState.PENDING,
             detail=said[:DETAIL_KEEP],
-            wait=wait,
-            retry_at=now + timedelta(seconds=wait),
+            wait=interval,
+            retry_at=now + timedelta(seconds=interval),
             attempt_counts=False,
             **fields,
         )

@@ -21,8 +21,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import delete, exists, func, select
+from sqlalchemy.orm import Session
 
 from smsq.store.lifecycle import ChunkState
 from smsq.store.models import (
@@ -36,6 +38,7 @@ from smsq.store.models import (
     VendorCall,
     utcnow,
 )
+from smsq.store.sql import rows_changed
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
@@ -113,25 +116,9 @@ def purge(
     if inbound:
         tables.append(("inbound_messages", InboundMessage, [InboundMessage.created_at < cutoff]))
     with session_scope(url, readonly=True) as session:
-        report.kept_in_flight = session.scalar(
-            select(func.count())
-            .select_from(Batch)
-            .where(Batch.created_at < cutoff, Batch.id.not_in(_finished_batches(cutoff)))
-        )
-        report.kept_unparsed = session.scalar(
-            select(func.count())
-            .select_from(PollJournal)
-            .where(PollJournal.fetched_at < cutoff, PollJournal.state.not_in(PURGED_JOURNAL_STATES))
-        )
+        _count_kept(session, report)
         if dry_run:
-            finished = _finished_batches(cutoff)
-            report.removed["batches"] = session.scalar(select(func.count()).select_from(finished.subquery()))
-            for name, model in (("chunks", Chunk), ("recipients", Recipient)):
-                report.removed[name] = session.scalar(
-                    select(func.count()).select_from(model).where(model.batch_id.in_(finished))
-                )
-            for name, model, where in tables:
-                report.removed[name] = session.scalar(select(func.count()).select_from(model).where(*where))
+            _count_removable(session, report, tables)
             return report
 
     def counted(name: str, n: int) -> None:
@@ -144,8 +131,34 @@ def purge(
     _purge_batches(url, cutoff, counted)
     for name, model, where in tables:
         report.removed[name] = 0
-        _delete_in_steps(url, model, where, lambda n, name=name: counted(name, n))
+        _delete_in_steps(url, model, where, partial(counted, name))
     return report
+
+
+def _count_kept(session: Session, report: PurgeReport) -> None:
+    """What is old enough yet stays: batches still in flight, journal rows never parsed."""
+    report.kept_in_flight = session.execute(
+        select(func.count())
+        .select_from(Batch)
+        .where(Batch.created_at < report.cutoff, Batch.id.not_in(_finished_batches(report.cutoff)))
+    ).scalar_one()
+    report.kept_unparsed = session.execute(
+        select(func.count())
+        .select_from(PollJournal)
+        .where(PollJournal.fetched_at < report.cutoff, PollJournal.state.not_in(PURGED_JOURNAL_STATES))
+    ).scalar_one()
+
+
+def _count_removable(session: Session, report: PurgeReport, tables: list) -> None:
+    """A dry run's report: the rows a purge would remove, table by table."""
+    finished = _finished_batches(report.cutoff)
+    report.removed["batches"] = session.execute(select(func.count()).select_from(finished.subquery())).scalar_one()
+    for name, owned in (("chunks", Chunk), ("recipients", Recipient)):
+        report.removed[name] = session.execute(
+            select(func.count()).select_from(owned).where(owned.batch_id.in_(finished))
+        ).scalar_one()
+    for name, model, where in tables:
+        report.removed[name] = session.execute(select(func.count()).select_from(model).where(*where)).scalar_one()
 
 
 def _delete_in_steps(url: str, model, where: list, counted: Callable[[int], None]) -> None:
@@ -153,9 +166,9 @@ def _delete_in_steps(url: str, model, where: list, counted: Callable[[int], None
     while True:
         with session_scope(url) as session:
             step = select(model.id).where(*where).limit(STEP).scalar_subquery()
-            n = session.execute(
-                delete(model).where(model.id.in_(step)).execution_options(synchronize_session=False)
-            ).rowcount
+            n = rows_changed(
+                session.execute(delete(model).where(model.id.in_(step)).execution_options(synchronize_session=False))
+            )
         if not n:
             return
         counted(n)
@@ -171,11 +184,13 @@ def _purge_batches(url: str, cutoff: datetime, counted: Callable[[str, int], Non
         # meanwhile puts it back in flight, and then it is left alone.
         finished = _finished_batches(cutoff).where(Batch.id.in_(group))
         for name, model in (("recipients", Recipient), ("chunks", Chunk)):
-            _delete_in_steps(url, model, [model.batch_id.in_(finished)], lambda n, name=name: counted(name, n))
+            _delete_in_steps(url, model, [model.batch_id.in_(finished)], partial(counted, name))
         with session_scope(url) as session:
-            n = session.execute(
-                delete(Batch).where(Batch.id.in_(finished)).execution_options(synchronize_session=False)
-            ).rowcount
+            n = rows_changed(
+                session.execute(
+                    delete(Batch).where(Batch.id.in_(finished)).execution_options(synchronize_session=False)
+                )
+            )
         counted("batches", n)  # a batch left out went back in flight: it is not picked again
 
 

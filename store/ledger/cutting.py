@@ -28,7 +28,7 @@ from ..lifecycle import ChunkState as C
 from ..lifecycle import RecipientState as R
 from ..lifecycle import chunks_from, recipients_from
 from ..models import Batch, BlockedNumber, Chunk, Recipient, SplitChunk, SplitJob
-from ..sql import fit, insert_or_ignore, is_postgres
+from ..sql import fit, insert_or_ignore, is_postgres, rows_changed
 from .claims import ClaimedChunk, still_ours
 from .settling import cancel_pending
 
@@ -180,9 +180,11 @@ def move(
     chunks of ``size`` numbers on ``account``, with ``content`` (its vendor's). Returns
     (chunks moved, new chunk ids); None when the claim is no longer this worker's."""
     detail = fit(Chunk.detail, detail)
-    if not session.execute(
-        update(Chunk).where(still_ours(claimed, MOVED_CLAIM)).values(state=C.MOVED, finished_at=now, detail=detail)
-    ).rowcount:
+    if not rows_changed(
+        session.execute(
+            update(Chunk).where(still_ours(claimed, MOVED_CLAIM)).values(state=C.MOVED, finished_at=now, detail=detail)
+        )
+    ):
         return None
     others = (
         session.execute(
@@ -254,11 +256,13 @@ FAILED_WITH_IT = recipients_from(R.FAILED, (R.QUEUED,))
 def fail_claimed(session: Session, claimed: ClaimedChunk, detail: str, now: datetime) -> bool:
     """The claimed chunk failed without a vendor call (no account of its route can carry
     its content): it and its queued numbers become ``failed``. False: no longer ours."""
-    if not session.execute(
-        update(Chunk)
-        .where(still_ours(claimed, FAILED_CLAIM))
-        .values(state=C.FAILED, finished_at=now, detail=fit(Chunk.detail, detail))
-    ).rowcount:
+    if not rows_changed(
+        session.execute(
+            update(Chunk)
+            .where(still_ours(claimed, FAILED_CLAIM))
+            .values(state=C.FAILED, finished_at=now, detail=fit(Chunk.detail, detail))
+        )
+    ):
         return False
     session.execute(
         update(Recipient)

@@ -10,8 +10,9 @@ whose every number was taken is written on PostgreSQL in one statement
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import and_, bindparam, insert, text, update
+from sqlalchemy import Table, and_, bindparam, insert, text, update
 
 from smsq.providers import SendResult
 from smsq.worker.config import Settings
@@ -40,7 +41,7 @@ def _chunk_values(
     counted: bool,
     now: datetime,
 ) -> dict:
-    values = dict(
+    values: dict[str, object] = dict(
         state=state,
         outcome=result.outcome.value,
         code=result.code,
@@ -213,7 +214,7 @@ def _record_sent_with_ids(conn, pairs: list[tuple[int, str]], now: datetime) -> 
             SENT_WITH_IDS_PG, {"now": now, "rids": [rid for rid, _ in pairs], "vids": [vid for _, vid in pairs]}
         )
         return
-    table = Recipient.__table__  # SQLite, in-process: executemany costs no round trips
+    table = cast(Table, Recipient.__table__)  # SQLite, in-process: executemany costs no round trips
     # (an IN list cannot go into an executemany)
     still_waiting = (table.c.state == R.QUEUED) | (table.c.state == R.UNKNOWN)
     conn.execute(

@@ -12,7 +12,7 @@ from ..lifecycle import ChunkState as C
 from ..lifecycle import RecipientState as R
 from ..lifecycle import check_recipient, chunks_from, recipients_from
 from ..models import Chunk, EarlierSend, Recipient, StatusReport, utcnow
-from ..sql import fit
+from ..sql import fit, rows_changed
 
 CANCELLED_DETAIL = "cancelled by an operator"
 EXPIRED_FROM = chunks_from(C.UNKNOWN, (C.SENDING,))
@@ -31,11 +31,13 @@ def expire(session: Session, cutoff: datetime, detail: str, limit: int) -> tuple
     ).all()
     expired = []
     for chunk_id, batch_id, seq in stale:
-        if session.execute(
-            update(Chunk)
-            .where(Chunk.id == chunk_id, Chunk.state.in_(EXPIRED_FROM))
-            .values(state=C.UNKNOWN, outcome="ambiguous", finished_at=now, detail=fit(Chunk.detail, detail))
-        ).rowcount:
+        if rows_changed(
+            session.execute(
+                update(Chunk)
+                .where(Chunk.id == chunk_id, Chunk.state.in_(EXPIRED_FROM))
+                .values(state=C.UNKNOWN, outcome="ambiguous", finished_at=now, detail=fit(Chunk.detail, detail))
+            )
+        ):
             session.execute(
                 update(Recipient)
                 .where(Recipient.batch_id == batch_id, Recipient.chunk_seq == seq, Recipient.state.in_(EXPIRED_WITH_IT))
@@ -53,23 +55,27 @@ def cancel_pending(session: Session, batch_ids) -> tuple[int, int]:
     """Cancel the pending chunks of ``batch_ids`` (a list, or a select of ids) and
     their queued recipients: one statement each. Return (chunks, numbers)."""
     now = utcnow()
-    chunks = session.execute(
-        update(Chunk)
-        .where(Chunk.batch_id.in_(batch_ids), Chunk.state.in_(CANCELLED_FROM))
-        .values(state=C.CANCELLED, outcome="cancelled", finished_at=now, detail=CANCELLED_DETAIL)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    chunks = rows_changed(
+        session.execute(
+            update(Chunk)
+            .where(Chunk.batch_id.in_(batch_ids), Chunk.state.in_(CANCELLED_FROM))
+            .values(state=C.CANCELLED, outcome="cancelled", finished_at=now, detail=CANCELLED_DETAIL)
+            .execution_options(synchronize_session=False)
+        )
+    )
     if not chunks:
         return 0, 0
     of_cancelled_chunk = exists().where(
         Chunk.batch_id == Recipient.batch_id, Chunk.seq == Recipient.chunk_seq, Chunk.state == C.CANCELLED
     )
-    numbers = session.execute(
-        update(Recipient)
-        .where(Recipient.batch_id.in_(batch_ids), Recipient.state.in_(CANCELLED_WITH_IT), of_cancelled_chunk)
-        .values(state=R.CANCELLED, detail=CANCELLED_DETAIL, updated_at=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    numbers = rows_changed(
+        session.execute(
+            update(Recipient)
+            .where(Recipient.batch_id.in_(batch_ids), Recipient.state.in_(CANCELLED_WITH_IT), of_cancelled_chunk)
+            .values(state=R.CANCELLED, detail=CANCELLED_DETAIL, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    )
     return chunks, numbers
 
 
@@ -95,9 +101,11 @@ def settle(
         which.append(Chunk.id == chunk_id)
     now = utcnow()
     if action == "resend":
-        chunk_values = dict(state=to_chunk, next_attempt_at=None, queued_at=now, finished_at=None, detail=why)
+        chunk_values: dict[str, object] = dict(
+            state=to_chunk, next_attempt_at=None, queued_at=now, finished_at=None, detail=why
+        )
         # The new send gets its own vendor id; the first one's stays in earlier_sends.
-        number_values = dict(state=to_number, vendor_id=None, code=None, detail=None, updated_at=now)
+        number_values: dict[str, object] = dict(state=to_number, vendor_id=None, code=None, detail=None, updated_at=now)
     else:
         chunk_values = dict(state=to_chunk, finished_at=now, detail=why)
         number_values = dict(state=to_number, detail=fit(Recipient.detail, why), updated_at=now)
@@ -115,12 +123,14 @@ def settle(
         seqs = [seq for _, seq in settled[start : start + STEP]]
         if action == "resend":
             _keep_earlier_sends(session, batch_id, seqs, now)
-        numbers += session.execute(
-            update(Recipient)
-            .where(Recipient.batch_id == batch_id, Recipient.chunk_seq.in_(seqs), Recipient.state.in_(following))
-            .values(**number_values)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        numbers += rows_changed(
+            session.execute(
+                update(Recipient)
+                .where(Recipient.batch_id == batch_id, Recipient.chunk_seq.in_(seqs), Recipient.state.in_(following))
+                .values(**number_values)
+                .execution_options(synchronize_session=False)
+            )
+        )
     return [settled_id for settled_id, _ in settled], numbers
 
 
