@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 
 from redbeat.schedulers import RedBeatScheduler, get_redis
 from redis.exceptions import LockError
+from redis.lock import Lock
 
 from smsq.worker.config import settings
 from smsq.worker.db import probe
@@ -41,6 +42,9 @@ POLL_PREFIX = "smsq.poll_"
 class LockedScheduler(RedBeatScheduler):
     #: tells schedule.poll_everything_at_start that the start-up polls are this class's job
     polls_on_lock = True
+    # RedBeatScheduler's, which ships no types: its lock's Redis key, and the lock once held.
+    lock_key: str | None
+    lock: Lock | None
 
     def __init__(self, app, **kwargs):
         conf = settings()

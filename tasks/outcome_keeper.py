@@ -25,7 +25,7 @@ import time
 from celery.signals import worker_ready
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential, wait_random
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential, wait_random
 
 from smsq.providers import Outcome, SendResult
 from smsq.store.ledger import FIRST_ATTEMPT, ClaimedChunk
@@ -62,12 +62,17 @@ def with_db_retry(conf: Settings, fn, *args, **kwargs):
         wait=wait_exponential(multiplier=0.5, max=5) + wait_random(0, 0.5),
         retry=retry_if_exception(is_db_outage),
         reraise=True,
-        before_sleep=lambda rs: _trying_again(fn, rs.outcome.exception()),
+        before_sleep=lambda state: _trying_again(fn, _failure(state)),
     )
     return retrying(fn, *args, **kwargs)
 
 
-def _trying_again(fn, exc: BaseException) -> None:
+def _failure(state: RetryCallState) -> BaseException | None:
+    """The exception of the attempt that failed before this wait."""
+    return state.outcome.exception() if state.outcome is not None else None
+
+
+def _trying_again(fn, exc: BaseException | None) -> None:
     log.warning("%s: database unavailable (%s); trying again", getattr(fn, "__name__", fn), type(exc).__name__)
 
 

@@ -48,8 +48,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
@@ -124,7 +126,9 @@ def _set_status(session: Session, account: str, kind: str, outcome: str, detail:
 
 
 # -- storing what a body holds -------------------------------------------------
-def _store_inbound(session: Session, account: str, journal_id: int, items: list[Inbound], options: dict) -> list[int]:
+def _store_inbound(
+    session: Session, account: str, journal_id: int, items: list[Inbound], options: Mapping[str, Any]
+) -> list[int]:
     rows = [
         {
             "account": account,
@@ -267,7 +271,7 @@ def _store_reports(session: Session, account: str, journal_id: int, items: list[
     changed = [
         rid
         for report_id in [*recent_unmatched, *new_ids]
-        if (rid := _apply_report(session, account, session.get(StatusReport, report_id), now))
+        if (rid := _apply_report(session, account, session.get_one(StatusReport, report_id), now))
     ]
     return len(new_ids), changed
 
@@ -355,20 +359,22 @@ def _store_balance(session: Session, account: str, balance: float, conf: Setting
 def parse_journal(conf: Settings, journal_id: int) -> PollResult:
     """Parse one journal row into its tables (idempotent: unique keys)."""
     with session_scope(conf.database_url) as session:
-        entry = session.get(PollJournal, journal_id)
+        entry = session.get_one(PollJournal, journal_id)
         account, kind, body = entry.account, entry.kind, entry.body
     provider = provider_for(conf.account(account))
     result = PollResult(account, kind, "ok", journal_id)
     try:
         with session_scope(conf.database_url) as session:
             if kind == "inbound":
-                items = provider.parse_inbound(body)
-                result.items = len(items)
-                result.new_inbound = _store_inbound(session, account, journal_id, items, conf.account(account).options)
+                messages = provider.parse_inbound(body)
+                result.items = len(messages)
+                result.new_inbound = _store_inbound(
+                    session, account, journal_id, messages, conf.account(account).options
+                )
             elif kind == "reports":
-                items = provider.parse_reports(body)
-                result.items = len(items)
-                _, result.changed_recipients = _store_reports(session, account, journal_id, items)
+                reports = provider.parse_reports(body)
+                result.items = len(reports)
+                _, result.changed_recipients = _store_reports(session, account, journal_id, reports)
             elif kind == "blocked":
                 numbers = provider.parse_blocked(body)
                 result.items = _store_blocked(session, account, numbers)
@@ -376,7 +382,7 @@ def parse_journal(conf: Settings, journal_id: int) -> PollResult:
                 _store_balance(session, account, provider.parse_balance(body), conf)
                 result.items = 1
             page = provider.page_sizes.get(kind)
-            result.full_page = bool(page) and result.items >= page
+            result.full_page = bool(page and result.items >= page)
             session.execute(
                 update(PollJournal)
                 .where(PollJournal.id == journal_id)

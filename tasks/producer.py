@@ -35,7 +35,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from smsq.providers import provider_class
+from smsq.providers import Provider, provider_class
 from smsq.providers.base import BEIJING, segments
 from smsq.store.ledger import cut, write_rejected, write_short
 from smsq.store.lifecycle import ChunkState, RecipientState
@@ -129,7 +129,7 @@ class BatchStatus:
         }
 
 
-def _numbers(to: Iterable[str] | str) -> Iterator[str]:
+def _numbers(to: Iterable[str] | str | bytes) -> Iterator[str]:
     """The entries of ``to``, read lazily. A ``to`` that holds no numbers at all (None, a
     number instead of a list) raises ValueError here, before anything is read or stored."""
     if isinstance(to, (str, bytes)):
@@ -223,7 +223,7 @@ class _Storing:
     """What send_sms's transaction needs to store a batch's numbers."""
 
     conf: Settings
-    provider_cls: type
+    provider_cls: type[Provider]
     digest: BodyDigest
     numbers: Iterator[str]  # the rest of the list, past the short head already read
     priority: bool | None
@@ -369,7 +369,9 @@ def send_sms(
             raise
         # Another caller created the batch for this key between our check and insert.
         with database_reached(conf.database_url), session_scope(conf.database_url) as session:
-            return _replay(session, _keyed(session, target, idempotency_key), digest.finish(numbers), idempotency_key)
+            if (existing := _keyed(session, target, idempotency_key)) is None:
+                raise  # the key is free: the conflict was another one
+            return _replay(session, existing, digest.finish(numbers), idempotency_key)
 
     if not _publish(conf, receipt.batch_id, receipt.lane, acct.name, inline):
         receipt = dataclasses.replace(receipt, queued=False)

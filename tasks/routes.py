@@ -207,7 +207,7 @@ def _move_once(conf, claimed: ClaimedChunk, route: Route, why: str, call, now: d
         if call is not None:  # the call happened, whatever becomes of the chunk
             result, seconds = call
             ledger.count_call(session, claimed.account, result.outcome.value, seconds, now)
-        batch = session.get(Batch, claimed.batch_id)
+        batch = session.get_one(Batch, claimed.batch_id)
         rows = circuit.circuits(session, route.accounts)
         candidates = [a for a in route.accounts if a != claimed.account and circuit.usable(rows.get(a), now, conf)]
         refused = []

@@ -233,10 +233,10 @@ def run_chunk(
     # transaction, only its message going back to the queue.
     bucket, rate = limiter(conf.redis_url), conf.account(account).rate_limit
     asked, taken = take_slot(bucket, account, rate, lane, booking)
-    if not taken.ok:
+    if taken.ticket is None:  # no slot now: ask again when one frees
         come_back(conf, chunk_id, lane, account, taken.wait, label, booking=taken.booking, then=then)
         return ChunkRun.DEFERRED
-    return _claim_and_send(conf, chunk_id, Slot(bucket, account, rate, taken, asked), pace)
+    return _claim_and_send(conf, chunk_id, Slot(bucket, account, rate, taken.ticket, asked), pace)
 
 
 @dataclass(frozen=True)
@@ -246,11 +246,11 @@ class Slot:
     bucket: Limiter
     account: str
     rate: float
-    taken: Taken
+    ticket: str  # the limiter's name for the slot
     asked: float
 
     def give_back(self) -> None:
-        self.bucket.give_back(self.account, self.taken.ticket)
+        self.bucket.give_back(self.account, self.ticket)
 
 
 def _claim_and_send(conf: Settings, chunk_id: int, slot: Slot, pace: Pace | None) -> ChunkRun:
@@ -281,7 +281,7 @@ def _claim_and_send(conf: Settings, chunk_id: int, slot: Slot, pace: Pace | None
         # claim that waited (a busy database) moves the slot to now. A quick one
         # is within the limiter's margin and saves the round trip.
         if time.monotonic() - slot.asked > CLAIM_WITHIN_MARGIN and not slot.bucket.stamp(
-            slot.account, slot.rate, slot.taken.ticket
+            slot.account, slot.rate, slot.ticket
         ):
             ledger.release(
                 conf, claimed, f"the claim outlasted account {slot.account}'s rate-limit slot; the relay sends it again"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, select, text, update
+from sqlalchemy import ColumnElement, exists, func, select, text, update
 
 from smsq.worker.config import Settings
 from smsq.worker.db import autocommit, transaction
@@ -132,14 +132,20 @@ def _claim_portable(conn, chunk_id: int, now: datetime) -> ClaimedChunk | None:
         .where(Recipient.batch_id == claimed.batch_id, Recipient.chunk_seq == claimed.seq, Recipient.state == R.QUEUED)
         .order_by(Recipient.id)
     ).all()
+    chunk_id, batch_id, seq, account, lane, attempt, content, first_attempt_at = claimed
     # the chunk's own content: prepared for another vendor of its route when it was moved
     return ClaimedChunk(
-        *claimed[:6],
-        claimed.content or batch.content,
+        chunk_id,
+        batch_id,
+        seq,
+        account,
+        lane,
+        attempt,
+        content or batch.content,
         batch.send_at,
         batch.created_at,
-        [tuple(r) for r in recipients],
-        claimed.first_attempt_at,
+        [(rid, mobile) for rid, mobile in recipients],
+        first_attempt_at,
     )
 
 
@@ -179,7 +185,7 @@ def unqueue(conn, chunk_ids: list[int], *, pending_only: bool = True, queued_at:
     """Mark chunks as not in the broker (a publish that failed): the relay publishes them at
     its next pass. ``queued_at``: only those marked queued at that time (by this caller)."""
     for start in range(0, len(chunk_ids), 1000):
-        where = [Chunk.id.in_(chunk_ids[start : start + 1000])]
+        where: list[ColumnElement[bool]] = [Chunk.id.in_(chunk_ids[start : start + 1000])]
         if pending_only:
             where.append(Chunk.state == C.PENDING)
         if queued_at is not None:

@@ -4,6 +4,7 @@ to new chunks of another account (tasks/routes.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -68,7 +69,7 @@ def cut(session: Session, batch: Batch, *, limit: int | None, not_before, now) -
             .order_by(Chunk.seq)
         ).all()
     )
-    return Cut(len(seqs), [tuple(row) for row in published], bool(left))
+    return Cut(len(seqs), [(chunk_id, lane, account) for chunk_id, lane, account in published], bool(left))
 
 
 def write_short(
@@ -110,7 +111,7 @@ def write_short(
     return [(chunk_id, batch.lane, batch.account) for chunk_id in chunk_ids]
 
 
-def _write_chunks(session: Session, batch: Batch, seqs: list[int], not_before, queued_at) -> None:
+def _write_chunks(session: Session, batch: Batch, seqs: Sequence[int], not_before, queued_at) -> None:
     rows = select(
         SplitChunk.batch_id,
         SplitChunk.seq,
@@ -129,7 +130,7 @@ def _write_chunks(session: Session, batch: Batch, seqs: list[int], not_before, q
     )
 
 
-def _write_recipients(session: Session, batch_id: int, seqs: list[int], now) -> None:
+def _write_recipients(session: Session, batch_id: int, seqs: Sequence[int], now) -> None:
     if is_postgres(session):
         # The staged text is split server-side: one statement, no number crosses the wire.
         session.execute(
@@ -205,7 +206,7 @@ def _rechunk(
     """New chunks of ``size`` for the queued recipients of chunks ``seqs``. A number
     ``account`` must not send to (its blocked list: an unsubscribe at that vendor) fails there
     with the reason, as the producer would have refused it for a batch sent to it directly."""
-    first = session.scalar(select(func.max(Chunk.seq)).where(Chunk.batch_id == batch.id)) + 1
+    first = session.execute(select(func.max(Chunk.seq)).where(Chunk.batch_id == batch.id)).scalar_one() + 1
     queued = and_(Recipient.batch_id == batch.id, Recipient.chunk_seq.in_(seqs), Recipient.state.in_(REQUEUED))
     blocked = session.execute(
         select(Recipient.id, BlockedNumber.reason)

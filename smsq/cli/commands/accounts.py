@@ -221,10 +221,10 @@ def cmd_check(args) -> int:
             give_up(conf, name)  # a booking left behind (timeout, Ctrl-C) would hold the polls back
     end_progress(shown)
     if result.verdict == ACCEPTED:
-        what = (
-            f"vendor account id {result.vendor_id}"
-            if result.vendor_id is not None
-            else f"balance {format_balance(result.balance)}"
+        what = (  # a login call gives the one, a balance call the other
+            f"balance {format_balance(result.balance)}"
+            if result.balance is not None
+            else f"vendor account id {result.vendor_id}"
         )
         print(f"{name}: credentials accepted ({what}); checked with this shell's credentials, nothing stored")
         return 0

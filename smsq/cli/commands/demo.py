@@ -19,7 +19,7 @@ from sqlalchemy import select
 from smsq.store.models import AccountBalance, InboundMessage
 from smsq.tasks import batch_status, send_sms
 from smsq.tasks.schema import ensure_schema
-from smsq.worker.config import settings
+from smsq.worker.config import forget_settings, settings
 from smsq.worker.db import session_scope
 
 from .batches import print_status, wait_for
@@ -204,7 +204,7 @@ def _start_simulators(sims: dict, running: list) -> dict[str, int] | None:
 
 def _start_processes(directory: Path, env: dict, procs: list[subprocess.Popen]) -> None:
     """A worker and beat on the config just written (added to ``procs``)."""
-    settings.cache_clear()
+    forget_settings()
     conf = settings()
     mode = "embedded (SQLite + SQLite broker)" if conf.embedded else f"broker {conf.broker_url.split('@')[-1]}"
     _say(f"mode: {mode}; files in {directory}")
