@@ -32,6 +32,7 @@ What it does (see bench/README.md):
 
 Run from the repository root:  .venv/bin/python bench/send_million.py --help
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,9 +52,9 @@ import tempfile
 import time
 import tracemalloc
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -80,6 +81,7 @@ VENDOR_MAX_NUMBERS = 100  # dxt: at most 100 numbers per send request
 #   otherwise                   a valid new number, 11 plain digits
 # The canonical number of entry i is 13 followed by i in 9 digits, so entries
 # are unique unless they are repeats (count must stay below 10**9).
+
 
 def canonical(i: int) -> str:
     return f"13{i:09d}"
@@ -122,6 +124,7 @@ def expected_numbers(count: int) -> set[str]:
 
 
 # -- process measurements --------------------------------------------------------
+
 
 def max_rss_mb() -> float:
     # Linux reports ru_maxrss in KiB (macOS in bytes).
@@ -182,11 +185,13 @@ class PhaseTimer:
                 return result
             finally:
                 self.seconds[name] += time.perf_counter() - start
+
         timed.__wrapped__ = fn
         return timed
 
 
 # -- the scratch environment ---------------------------------------------------
+
 
 def fresh_postgres(name: str) -> str:
     from sqlalchemy import create_engine, text
@@ -209,7 +214,8 @@ def drop_postgres(name: str) -> None:
 
 
 def write_config(path: Path, sim_url: str, rate_limit: str) -> Path:
-    path.write_text(f"""\
+    path.write_text(
+        f"""\
 [accounts.{ACCOUNT}]
 provider = "dxt"
 base_url = "{sim_url}"
@@ -219,7 +225,9 @@ charset = "gbk"
 signature = "【某某科技】"
 rate_limit = "{rate_limit}"
 timeout = 10
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -343,14 +351,19 @@ def reference_write(count: int) -> float:
 
 # -- the worker --------------------------------------------------------------------
 
+
 def start_worker(env: dict[str, str], tmp: Path, concurrency: int) -> tuple[subprocess.Popen, Path]:
     log_path = tmp / "worker.log"
-    out = open(log_path, "ab")
     child_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "smsq", "worker", "--concurrency", str(concurrency), "--loglevel", "info"],
-        cwd=tmp, env=child_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    out.close()
+    with open(log_path, "ab") as out:  # the worker holds its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "smsq", "worker", "--concurrency", str(concurrency), "--loglevel", "info"],
+            cwd=tmp,
+            env=child_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return proc, log_path
 
 
@@ -376,6 +389,7 @@ def stop_worker(proc: subprocess.Popen | None) -> None:
 
 
 # -- the run -----------------------------------------------------------------------
+
 
 def run_send(count: int, *, use_tracemalloc: bool, profile: bool) -> dict:
     from smsq.tasks import send_sms
@@ -454,8 +468,17 @@ def check_intake(count: int, send: dict) -> dict:
     return checks
 
 
-def run_worker(env: dict, tmp: Path, count: int, send: dict, proc: subprocess.Popen | None,
-               log_path: Path | None, concurrency: int, timeout: float, sim) -> dict:
+def run_worker(
+    env: dict,
+    tmp: Path,
+    count: int,
+    send: dict,
+    proc: subprocess.Popen | None,
+    log_path: Path | None,
+    concurrency: int,
+    timeout: float,
+    sim,
+) -> dict:
     from smsq.tasks import batch_status
 
     spawned = time.time()
@@ -474,8 +497,7 @@ def run_worker(env: dict, tmp: Path, count: int, send: dict, proc: subprocess.Po
             if split_at is None and not status.to_split:
                 split_at = time.time()
             if proc.poll() is not None:
-                raise RuntimeError(f"worker exited {proc.returncode}:\n"
-                                   f"{log_path.read_text(errors='replace')[-3000:]}")
+                raise RuntimeError(f"worker exited {proc.returncode}:\n{log_path.read_text(errors='replace')[-3000:]}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"batch not final after {timeout} s: {status.chunks}")
             if time.monotonic() - last_print > 10:
@@ -526,8 +548,12 @@ def run_worker(env: dict, tmp: Path, count: int, send: dict, proc: subprocess.Po
         "recipient_states": status.recipients,
         "worker_log_warnings": sum(1 for line in log_text.splitlines() if "WARNING" in line),
         "worker_log_errors": sum(1 for line in log_text.splitlines() if "ERROR" in line or "CRITICAL" in line),
-        "ok": missing == 0 and unexpected == 0 and duplicates == 0 and largest <= VENDOR_MAX_NUMBERS
-        and decode_errors == 0 and set(status.chunks) == {"accepted"},
+        "ok": missing == 0
+        and unexpected == 0
+        and duplicates == 0
+        and largest <= VENDOR_MAX_NUMBERS
+        and decode_errors == 0
+        and set(status.chunks) == {"accepted"},
     }
 
 
@@ -539,12 +565,19 @@ def profile_summary(profiler: cProfile.Profile, top: int) -> tuple[str, list[dic
     for func in stats.fcn_list[:top]:
         cc, nc, tt, ct, _ = stats.stats[func]
         filename, line, name = func
-        rows.append({"function": f"{Path(filename).name}:{line}({name})" if line else name,
-                     "ncalls": nc, "tottime_s": round(tt, 3), "cumtime_s": round(ct, 3)})
+        rows.append(
+            {
+                "function": f"{Path(filename).name}:{line}({name})" if line else name,
+                "ncalls": nc,
+                "tottime_s": round(tt, 3),
+                "cumtime_s": round(ct, 3),
+            }
+        )
     return buf.getvalue(), rows
 
 
 # -- output ---------------------------------------------------------------------------
+
 
 def print_table(result: dict) -> None:
     s = result["send_sms"]
@@ -552,8 +585,11 @@ def print_table(result: dict) -> None:
         ("mode", result["mode"]),
         ("count (entries given)", f"{result['count']:,}"),
         ("accepted / rejected", f"{s['accepted']:,} / {s['rejected']:,}"),
-        ("reference: raw bulk write", f"{result['reference_s']:.2f} s  (before {result['reference_runs_s'][0]:.2f}"
-                                      f", after {result['reference_runs_s'][1]:.2f})"),
+        (
+            "reference: raw bulk write",
+            f"{result['reference_s']:.2f} s  (before {result['reference_runs_s'][0]:.2f}"
+            f", after {result['reference_runs_s'][1]:.2f})",
+        ),
         ("send_sms wall time", f"{s['wall_s']:.2f} s  ({s['numbers_per_s']:,.0f} entries/s)"),
         ("send_sms / reference", f"{result['ratio_to_reference']:.2f}x"),
         ("  intake + commit", f"{s['intake_s']:.2f} s"),
@@ -567,12 +603,20 @@ def print_table(result: dict) -> None:
         ("  publishing", f"{s['publish_s']:.2f} s  (" + ("taken" if s["queued"] else "NOT taken") + " by the broker)"),
         ("peak RSS before / after", f"{s['rss_peak_before_mb']:.1f} / {s['rss_peak_after_mb']:.1f} MB"),
         ("peak RSS growth", f"{s['rss_peak_growth_mb']:.1f} MB"),
-        ("tracemalloc peak (second call)", "not measured" if s["tracemalloc_peak_mb"] is None
-         else f"{s['tracemalloc_peak_mb']:.2f} MB  (that call: {result['send_sms_traced']['wall_s']:.2f} s)"),
+        (
+            "tracemalloc peak (second call)",
+            "not measured"
+            if s["tracemalloc_peak_mb"] is None
+            else f"{s['tracemalloc_peak_mb']:.2f} MB  (that call: {result['send_sms_traced']['wall_s']:.2f} s)",
+        ),
     ]
     c = result["checks"]
-    rows.append(("intake checks", "ok" if c["accepted_ok"] and c["rejected_ok"] and c["chunks_ok"]
-                 and c["published_ok"] else f"FAILED {c}"))
+    rows.append(
+        (
+            "intake checks",
+            "ok" if c["accepted_ok"] and c["rejected_ok"] and c["chunks_ok"] and c["published_ok"] else f"FAILED {c}",
+        )
+    )
     if result.get("database_size_mb") is not None:
         rows.append(("database size after send_sms", f"{result['database_size_mb']:.1f} MB"))
     w = result.get("worker")
@@ -583,8 +627,10 @@ def print_table(result: dict) -> None:
             ("  every chunk cut after worker ready", f"{w['split_done_after_worker_ready_s']:.2f} s"),
             ("  final after worker ready", f"{w['drain_from_worker_ready_s']:.2f} s"),
             ("  final after send_sms start", f"{w['final_after_send_sms_start_s']:.2f} s"),
-            ("  numbers/s to the simulator", f"{w['numbers_per_s']:,.0f}  (first-to-last send: "
-             f"{w['numbers_per_s_sim_window'] or 0:,.0f})"),
+            (
+                "  numbers/s to the simulator",
+                f"{w['numbers_per_s']:,.0f}  (first-to-last send: {w['numbers_per_s_sim_window'] or 0:,.0f})",
+            ),
             ("  requests / max numbers each", f"{w['requests']:,} / {w['max_numbers_per_request']}"),
             ("  missing / unexpected / twice", f"{w['missing']} / {w['unexpected']} / {w['duplicates']}"),
             ("  delivery check", "ok" if w["ok"] else "FAILED"),
@@ -599,25 +645,44 @@ def print_table(result: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description="Benchmark send_sms with a very large generator of numbers, and optionally a worker "
-                    "draining the batch to the dxt simulator. Writes bench/results/<mode>-<count>.json.")
+        "draining the batch to the dxt simulator. Writes bench/results/<mode>-<count>.json."
+    )
     p.add_argument("--count", type=int, default=1_000_000, help="entries in the list (default 1,000,000)")
-    p.add_argument("--mode", choices=("embedded", "distributed"), default="distributed",
-                   help="embedded: SQLite + SQLite broker; distributed: PostgreSQL + Redis db 10 (default)")
-    p.add_argument("--with-worker", action="store_true",
-                   help="start a worker, wait until the batch is final and check what the simulator received")
-    p.add_argument("--worker-first", action="store_true",
-                   help="start the worker before send_sms (default: after, so the send_sms numbers "
-                        "are not shared with a worker)")
+    p.add_argument(
+        "--mode",
+        choices=("embedded", "distributed"),
+        default="distributed",
+        help="embedded: SQLite + SQLite broker; distributed: PostgreSQL + Redis db 10 (default)",
+    )
+    p.add_argument(
+        "--with-worker",
+        action="store_true",
+        help="start a worker, wait until the batch is final and check what the simulator received",
+    )
+    p.add_argument(
+        "--worker-first",
+        action="store_true",
+        help="start the worker before send_sms (default: after, so the send_sms numbers are not shared with a worker)",
+    )
     p.add_argument("--concurrency", type=int, default=2, help="worker processes/threads (default 2)")
-    p.add_argument("--rate-limit", default="1000/s",
-                   help="the account's rate limit (default 1000/s, so that the limiter is not what is measured)")
+    p.add_argument(
+        "--rate-limit",
+        default="1000/s",
+        help="the account's rate limit (default 1000/s, so that the limiter is not what is measured)",
+    )
     p.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the batch to be final")
-    p.add_argument("--no-tracemalloc", action="store_true",
-                   help="skip the second send_sms call that runs under tracemalloc (the timed first call "
-                        "never does: tracemalloc slows its Python parts two to four times)")
-    p.add_argument("--profile", action="store_true",
-                   help="run send_sms under cProfile; print the top functions by cumulative time and write "
-                        "bench/results/<mode>-<count>-profile.{json,prof} (or next to --output)")
+    p.add_argument(
+        "--no-tracemalloc",
+        action="store_true",
+        help="skip the second send_sms call that runs under tracemalloc (the timed first call "
+        "never does: tracemalloc slows its Python parts two to four times)",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="run send_sms under cProfile; print the top functions by cumulative time and write "
+        "bench/results/<mode>-<count>-profile.{json,prof} (or next to --output)",
+    )
     p.add_argument("--top", type=int, default=10, help="functions shown with --profile (default 10)")
     p.add_argument("--output", type=Path, help="result file (default bench/results/<mode>-<count>.json)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir and the scratch database")
@@ -642,8 +707,7 @@ def main(argv: list[str] | None = None) -> int:
             worker, worker_log = start_worker(env, tmp, args.concurrency)
             wait_ready(worker, worker_log)
 
-        out = args.output or RESULTS / (f"{args.mode}-{args.count}" + ("-profile" if args.profile else "")
-                                        + ".json")
+        out = args.output or RESULTS / (f"{args.mode}-{args.count}" + ("-profile" if args.profile else "") + ".json")
         print(f"reference: raw bulk write of {args.count:,} entries ...", file=sys.stderr, flush=True)
         reference_before = reference_write(args.count)
         print(f"send_sms of {args.count:,} entries, {args.mode} mode ...", file=sys.stderr, flush=True)
@@ -654,11 +718,14 @@ def main(argv: list[str] | None = None) -> int:
         result = {
             "mode": args.mode,
             "count": args.count,
-            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "platform": platform.platform()},
-            "options": {"rate_limit": args.rate_limit, "tracemalloc_pass": not args.no_tracemalloc,
-                        "with_worker": args.with_worker, "worker_first": args.worker_first},
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            "options": {
+                "rate_limit": args.rate_limit,
+                "tracemalloc_pass": not args.no_tracemalloc,
+                "with_worker": args.with_worker,
+                "worker_first": args.worker_first,
+            },
             "reference_s": round(reference, 3),
             "reference_runs_s": [round(reference_before, 3), round(reference_after, 3)],
             "ratio_to_reference": round(send["wall_s"] / reference, 2),
@@ -674,16 +741,27 @@ def main(argv: list[str] | None = None) -> int:
             profiler.dump_stats(str(out.with_suffix(".prof")))
         if args.with_worker:
             print("waiting for the worker to make the batch final ...", file=sys.stderr, flush=True)
-            result["worker"] = run_worker(env, tmp, args.count, send, worker, worker_log, args.concurrency,
-                                          args.timeout, sim)
+            result["worker"] = run_worker(
+                env, tmp, args.count, send, worker, worker_log, args.concurrency, args.timeout, sim
+            )
             worker = None  # stopped by run_worker
         if not args.no_tracemalloc and not args.profile:
             print(f"send_sms of {args.count:,} entries again, under tracemalloc ...", file=sys.stderr, flush=True)
             traced = run_send(args.count, use_tracemalloc=True, profile=False)
             send["tracemalloc_peak_mb"] = traced["tracemalloc_peak_mb"]
-            result["send_sms_traced"] = {k: traced[k] for k in (
-                "batch_id", "accepted", "rejected", "wall_s", "tracemalloc_peak_mb", "rss_peak_before_mb",
-                "rss_peak_after_mb", "rss_peak_growth_mb")}
+            result["send_sms_traced"] = {
+                k: traced[k]
+                for k in (
+                    "batch_id",
+                    "accepted",
+                    "rejected",
+                    "wall_s",
+                    "tracemalloc_peak_mb",
+                    "rss_peak_before_mb",
+                    "rss_peak_after_mb",
+                    "rss_peak_growth_mb",
+                )
+            }
         print_table(result)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -696,8 +774,7 @@ def main(argv: list[str] | None = None) -> int:
         for engine in list(_engines.values()):
             engine.dispose()
         if args.keep:
-            print(f"kept {tmp}" + ("" if args.mode == "embedded" else f" and database {PG_DATABASE}"),
-                  file=sys.stderr)
+            print(f"kept {tmp}" + ("" if args.mode == "embedded" else f" and database {PG_DATABASE}"), file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
             if args.mode == "distributed" and "SMSQ_DATABASE_URL" in os.environ:

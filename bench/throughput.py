@@ -22,6 +22,7 @@ One run, distributed mode (PostgreSQL + Redis), ONE default ``smsq worker``
 Writes bench/results/throughput.json and prints a table. See bench/README.md.
 Run from the repository root:  .venv/bin/python bench/throughput.py --help
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,7 +59,8 @@ CHUNK = 100  # dxt's numbers per request
 
 
 def write_config(path: Path, sim_url: str) -> Path:
-    tables = [f"""[accounts.{name}]
+    tables = [
+        f"""[accounts.{name}]
 provider = "dxt"
 base_url = "{sim_url}"
 username = "{SIM_USER}"
@@ -66,7 +68,9 @@ password_env = "{PASSWORD_ENV}"
 signature = "【某某科技】"
 rate_limit = "{rate}"
 timeout = 10
-""" for name, rate in ACCOUNTS.items()]
+"""
+        for name, rate in ACCOUNTS.items()
+    ]
     path.write_text("\n".join(tables), encoding="utf-8")
     return path
 
@@ -84,6 +88,7 @@ class Numbers:
 
 class Sent:
     """What the bench needs of one send the simulator accepted."""
+
     __slots__ = ("content", "count", "at")
 
     def __init__(self, content: str, count: int, at: float) -> None:
@@ -202,15 +207,22 @@ def signed(tag: str) -> str:
 
 # -- the scenarios -------------------------------------------------------------------
 
+
 def throughput(sim, numbers: Numbers, count: int, worker: Worker) -> dict:
     """The batch is queued first and the worker started after, so that the
     producer's publishing is not what is measured."""
     sends, cpu, _ = drain(sim, worker, "fast", numbers.take(count), signed("throughput"))
     rate = received_rate(sends)
     allowance = 100 * CHUNK
-    return {"numbers": count, "numbers_per_s": rate, "allowance": allowance, "ratio": rate / allowance,
-            "busiest_second_calls": busiest_second([s.at for s in sends]), "rate_limit_calls": 100,
-            "worker_cpu_ms_per_chunk": 1000 * cpu / len(sends)}
+    return {
+        "numbers": count,
+        "numbers_per_s": rate,
+        "allowance": allowance,
+        "ratio": rate / allowance,
+        "busiest_second_calls": busiest_second([s.at for s in sends]),
+        "rate_limit_calls": 100,
+        "worker_cpu_ms_per_chunk": 1000 * cpu / len(sends),
+    }
 
 
 def drain(sim, worker: Worker, account: str, batch: list[str], content: str) -> tuple[list, float, float]:
@@ -278,8 +290,7 @@ def otp_latencies(numbers: Numbers, account: str, count: int, until=None) -> lis
             started = time.monotonic()
             receipt = send_sms(account, numbers.take(1), signed("OTP"))
             deadline = started + 60
-            while (state := conn.execute(text(OTP_CHUNK_STATE), {"batch": receipt.batch_id}).scalar()) \
-                    in NOT_FINAL:
+            while (state := conn.execute(text(OTP_CHUNK_STATE), {"batch": receipt.batch_id}).scalar()) in NOT_FINAL:
                 conn.rollback()  # the next read sees the worker's commit
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"OTP batch {receipt.batch_id} not final in 60 s")
@@ -298,8 +309,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summary(values: list[float]) -> dict:
-    return {"samples": len(values), "p50_s": statistics.median(values), "p95_s": percentile(values, 0.95),
-            "p99_s": percentile(values, 0.99), "max_s": max(values)}
+    return {
+        "samples": len(values),
+        "p50_s": statistics.median(values),
+        "p95_s": percentile(values, 0.95),
+        "p99_s": percentile(values, 0.99),
+        "max_s": max(values),
+    }
 
 
 def otp(sim, numbers: Numbers, blast: int, samples: int, worker: Worker) -> dict:
@@ -317,15 +333,19 @@ def otp(sim, numbers: Numbers, blast: int, samples: int, worker: Worker) -> dict
         time.sleep(1.0)  # the worker is busy with the backlog
         # the backlog is done when the vendor has all of it: watched at the simulator
         # (free), not with batch_status counting a 200,000-number batch after every OTP
-        took = otp_latencies(numbers, "fast", samples,
-                             until=lambda: sum(s.count for s in calls_of(sim, content)) >= other.accepted)
+        took = otp_latencies(
+            numbers, "fast", samples, until=lambda: sum(s.count for s in calls_of(sim, content)) >= other.accepted
+        )
         cancel_batch(other.batch_id)
         return summary(took)
 
-    return {"blast_numbers": blast, "idle": summary(otp_latencies(numbers, "fast", samples)),
-            "behind_blast": behind("open", blast, "blast"),
-            "behind_throttled": behind("slow", 300 * CHUNK, "backlog"),
-            "behind_own_blast": behind("fast", blast, "own blast")}
+    return {
+        "blast_numbers": blast,
+        "idle": summary(otp_latencies(numbers, "fast", samples)),
+        "behind_blast": behind("open", blast, "blast"),
+        "behind_throttled": behind("slow", 300 * CHUNK, "backlog"),
+        "behind_own_blast": behind("fast", blast, "own blast"),
+    }
 
 
 REFERENCE_LOOP = r"""
@@ -346,8 +366,20 @@ with httpx.Client(timeout=10) as client:
 
 
 def httpx_loop(sim_url: str, requests: int) -> float:
-    out = subprocess.run([sys.executable, "-c", REFERENCE_LOOP, sim_url.rstrip("/") + "/sendsms_txt.asp",
-                          SIM_USER, PASSWORD, str(requests)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            REFERENCE_LOOP,
+            sim_url.rstrip("/") + "/sendsms_txt.asp",
+            SIM_USER,
+            PASSWORD,
+            str(requests),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout.strip())
 
 
@@ -363,10 +395,16 @@ def zero_latency(sim, sim_url: str, numbers: Numbers, count: int, worker: Worker
     after = httpx_loop(sim_url, requests)
     reference = max(before, after)
     drained = received_rate(sends)
-    return {"numbers": count, "httpx_loop_numbers_per_s": reference, "httpx_loop_before_after": [before, after],
-            "worker_numbers_per_s": drained,
-            "ratio": drained / reference, "send_sms_s": queued, "send_sms_numbers_per_s": count / queued,
-            "worker_cpu_ms_per_chunk": 1000 * cpu / len(sends)}
+    return {
+        "numbers": count,
+        "httpx_loop_numbers_per_s": reference,
+        "httpx_loop_before_after": [before, after],
+        "worker_numbers_per_s": drained,
+        "ratio": drained / reference,
+        "send_sms_s": queued,
+        "send_sms_numbers_per_s": count / queued,
+        "worker_cpu_ms_per_chunk": 1000 * cpu / len(sends),
+    }
 
 
 def window(sim, numbers: Numbers, chunks: int) -> dict:
@@ -377,11 +415,17 @@ def window(sim, numbers: Numbers, chunks: int) -> dict:
     wait_final(receipt.batch_id, chunks / 5 * 2 + 60)
     times = sorted(s.at for s in calls_of(sim, content))
     mean = (len(times) - 1) / (times[-1] - times[0])
-    return {"calls": len(times), "busiest_second_calls": busiest_second(times), "rate": 5,
-            "mean_calls_per_s": mean, "ratio": mean / 5}
+    return {
+        "calls": len(times),
+        "busiest_second_calls": busiest_second(times),
+        "rate": 5,
+        "mean_calls_per_s": mean,
+        "ratio": mean / 5,
+    }
 
 
 # -- the run -------------------------------------------------------------------------
+
 
 class Worker:
     """One default `smsq worker` (no --pool, no --concurrency), stopped and started again around a scenario."""
@@ -396,10 +440,14 @@ class Worker:
     def start(self) -> None:
         self.log_path.write_bytes(b"")  # wait_ready looks for this start's `ready.`
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "smsq", "worker", *self.options],
-                                         cwd=self.log_path.parent,
-                                         env={**os.environ, **self.env, "PYTHONPATH": str(ROOT)},
-                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "smsq", "worker", *self.options],
+                cwd=self.log_path.parent,
+                env={**os.environ, **self.env, "PYTHONPATH": str(ROOT)},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         wait_ready(self.proc, self.log_path)
 
     def stop(self) -> None:
@@ -413,9 +461,13 @@ def run(args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="smsq-throughput-"))
     sim = running = Simulator()
     redis.Redis.from_url(REDIS_URL).flushdb()
-    env = {"SMSQ_CONFIG": str(write_config(tmp / "smsq.toml", running.url)), PASSWORD_ENV: PASSWORD,
-           "SMSQ_DATABASE_URL": fresh_postgres(PG_DATABASE), "SMSQ_BROKER_URL": REDIS_URL,
-           "SMSQ_REDIS_URL": REDIS_URL}
+    env = {
+        "SMSQ_CONFIG": str(write_config(tmp / "smsq.toml", running.url)),
+        PASSWORD_ENV: PASSWORD,
+        "SMSQ_DATABASE_URL": fresh_postgres(PG_DATABASE),
+        "SMSQ_BROKER_URL": REDIS_URL,
+        "SMSQ_REDIS_URL": REDIS_URL,
+    }
     os.environ.update(env)
     from smsq.tasks.schema import ensure_schema
     from smsq.worker.config import settings
@@ -428,10 +480,12 @@ def run(args) -> dict:
     numbers = Numbers()
     try:
         worker.start()
-        for name, scenario in (("a_throughput", lambda: throughput(sim, numbers, args.throughput, worker)),
-                               ("b_fairness", lambda: fairness(sim, numbers)),
-                               ("c_otp", lambda: otp(sim, numbers, args.blast, args.otps, worker)),
-                               ("e_window", lambda: window(sim, numbers, args.window_chunks))):
+        for name, scenario in (
+            ("a_throughput", lambda: throughput(sim, numbers, args.throughput, worker)),
+            ("b_fairness", lambda: fairness(sim, numbers)),
+            ("c_otp", lambda: otp(sim, numbers, args.blast, args.otps, worker)),
+            ("e_window", lambda: window(sim, numbers, args.window_chunks)),
+        ):
             if name[0] in args.only:
                 sim.set_faults(latency=args.latency)
                 print(f"{name} ...", file=sys.stderr, flush=True)
@@ -453,56 +507,111 @@ def run(args) -> dict:
 
 def print_table(results: dict, latency: float) -> None:
     rows = []
-    if (a := results.get("a_throughput")):
-        rows.append(("a", f"throughput at {latency * 1000:.0f} ms latency", f"{a['numbers_per_s']:,.0f} numbers/s",
-                     f"allowance {a['allowance']:,}/s", f"{a['ratio']:.0%}", "≥ 80 %"))
-    if (b := results.get("b_fairness")):
-        rows.append(("b", "B's 10 chunks behind A (1/s, 30 queued)", f"{b['b_behind_a_s']:.2f} s",
-                     f"B alone {b['b_alone_s']:.2f} s", f"{b['ratio']:.1f}×", "≤ 2 s"))
-    if (c := results.get("c_otp")):
-        for key, what in (("behind_blast", f"OTP behind another account's {c['blast_numbers']:,} blast"),
-                          ("behind_throttled", "OTP behind a throttled backlog (1/s, 300 chunks)"),
-                          ("behind_own_blast", f"OTP behind its own account's {c['blast_numbers']:,} blast")):
-            rows.append(("c", what + f" (p50 / p99, {c[key]['samples']} sends)",
-                         f"{c[key]['p50_s']:.2f} / {c[key]['p99_s']:.2f} s",
-                         f"idle {c['idle']['p50_s']:.2f} / {c['idle']['p99_s']:.2f} s",
-                         f"{c[key]['p99_s'] / c['idle']['p99_s']:.1f}×", f"p99 ≤ {0.3 + latency:.1f} s"))
-    if (d := results.get("d_zero_latency")):
-        rows.append(("d", "zero latency, drained", f"{d['worker_numbers_per_s']:,.0f} numbers/s",
-                     f"httpx loop {d['httpx_loop_numbers_per_s']:,.0f}/s", f"{d['ratio']:.2f}", "≥ 0.30"))
-    if (e := results.get("e_window")):
-        rows.append(("e", "5/s: calls in the busiest 1-s window", str(e["busiest_second_calls"]),
-                     f"mean {e['mean_calls_per_s']:.2f}/s", f"{e['ratio']:.0%} of 5/s", "≤ 5, mean ≥ 90 %"))
+    if a := results.get("a_throughput"):
+        rows.append(
+            (
+                "a",
+                f"throughput at {latency * 1000:.0f} ms latency",
+                f"{a['numbers_per_s']:,.0f} numbers/s",
+                f"allowance {a['allowance']:,}/s",
+                f"{a['ratio']:.0%}",
+                "≥ 80 %",
+            )
+        )
+    if b := results.get("b_fairness"):
+        rows.append(
+            (
+                "b",
+                "B's 10 chunks behind A (1/s, 30 queued)",
+                f"{b['b_behind_a_s']:.2f} s",
+                f"B alone {b['b_alone_s']:.2f} s",
+                f"{b['ratio']:.1f}×",
+                "≤ 2 s",
+            )
+        )
+    if c := results.get("c_otp"):
+        for key, what in (
+            ("behind_blast", f"OTP behind another account's {c['blast_numbers']:,} blast"),
+            ("behind_throttled", "OTP behind a throttled backlog (1/s, 300 chunks)"),
+            ("behind_own_blast", f"OTP behind its own account's {c['blast_numbers']:,} blast"),
+        ):
+            rows.append(
+                (
+                    "c",
+                    what + f" (p50 / p99, {c[key]['samples']} sends)",
+                    f"{c[key]['p50_s']:.2f} / {c[key]['p99_s']:.2f} s",
+                    f"idle {c['idle']['p50_s']:.2f} / {c['idle']['p99_s']:.2f} s",
+                    f"{c[key]['p99_s'] / c['idle']['p99_s']:.1f}×",
+                    f"p99 ≤ {0.3 + latency:.1f} s",
+                )
+            )
+    if d := results.get("d_zero_latency"):
+        rows.append(
+            (
+                "d",
+                "zero latency, drained",
+                f"{d['worker_numbers_per_s']:,.0f} numbers/s",
+                f"httpx loop {d['httpx_loop_numbers_per_s']:,.0f}/s",
+                f"{d['ratio']:.2f}",
+                "≥ 0.30",
+            )
+        )
+    if e := results.get("e_window"):
+        rows.append(
+            (
+                "e",
+                "5/s: calls in the busiest 1-s window",
+                str(e["busiest_second_calls"]),
+                f"mean {e['mean_calls_per_s']:.2f}/s",
+                f"{e['ratio']:.0%} of 5/s",
+                "≤ 5, mean ≥ 90 %",
+            )
+        )
     widths = [max(len(str(r[i])) for r in rows) for i in range(6)] if rows else []
     for r in rows:
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(r, widths)))
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(r, widths, strict=True)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--latency", type=float, default=0.2, help="vendor latency for a, b, c, e (s)")
     parser.add_argument("--throughput", type=int, default=100_000, help="numbers for a")
     parser.add_argument("--blast", type=int, default=200_000, help="numbers of the blast in c")
-    parser.add_argument("--otps", type=int, default=100,
-                        help="OTP sends per case in c (at most: a case ends when its backlog is sent)")
+    parser.add_argument(
+        "--otps", type=int, default=100, help="OTP sends per case in c (at most: a case ends when its backlog is sent)"
+    )
     parser.add_argument("--zero", type=int, default=200_000, help="numbers for d")
     parser.add_argument("--window-chunks", type=int, default=50, help="chunks for e")
     parser.add_argument("--only", default="abcde", help="scenarios to run, e.g. ad")
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
-    parser.add_argument("--worker-option", action="append", default=[],
-                        help="an option for `smsq worker` (repeatable), e.g. --worker-option=--processes=2; "
-                             "the README's figures are of the default worker")
+    parser.add_argument(
+        "--worker-option",
+        action="append",
+        default=[],
+        help="an option for `smsq worker` (repeatable), e.g. --worker-option=--processes=2; "
+        "the README's figures are of the default worker",
+    )
     args = parser.parse_args(argv)
     started = time.time()
     results = run(args)
     print_table(results, args.latency)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "throughput.json"
-    out.write_text(json.dumps({"args": vars(args), "machine": {"cpus": os.cpu_count(),
-                                                               "python": platform.python_version()},
-                               "pg": PG_ADMIN_URL.rsplit("@", 1)[-1], "seconds": time.time() - started,
-                               "results": results}, indent=2), encoding="utf-8")
+    out.write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "pg": PG_ADMIN_URL.rsplit("@", 1)[-1],
+                "seconds": time.time() - started,
+                "results": results,
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
     print(f"written {out.relative_to(ROOT)}")
     return 0
 

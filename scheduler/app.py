@@ -7,6 +7,7 @@ the beat schedule, and beat's lock in Redis. ``smsq.app``, ``celery -A smsq``
 and the ``smsq`` command take the app from here, so a worker or a beat started
 any of those ways has them all.
 """
+
 from __future__ import annotations
 
 from celery import Celery

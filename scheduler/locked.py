@@ -17,14 +17,16 @@ which ends beat. This scheduler instead:
 * says when the database cannot be reached (the relay and the polls it schedules
   fail in the workers meanwhile).
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from redbeat.schedulers import RedBeatScheduler, get_redis
 from redis.exceptions import LockError
+from redis.lock import Lock
 
 from smsq.worker.config import settings
 from smsq.worker.db import probe
@@ -32,7 +34,7 @@ from smsq.worker.services import Outage, describe, safe_url, unreachable_kind
 
 log = logging.getLogger("smsq.beat")
 
-LONG_AGO = datetime(2000, 1, 1, tzinfo=timezone.utc)  # an entry that last ran then is due now
+LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)  # an entry that last ran then is due now
 DATABASE_CHECK_EVERY = 15.0  # seconds between checks that the database answers
 POLL_PREFIX = "smsq.poll_"
 
@@ -40,6 +42,9 @@ POLL_PREFIX = "smsq.poll_"
 class LockedScheduler(RedBeatScheduler):
     #: tells schedule.poll_everything_at_start that the start-up polls are this class's job
     polls_on_lock = True
+    # RedBeatScheduler's, which ships no types: its lock's Redis key, and the lock once held.
+    lock_key: str | None
+    lock: Lock | None
 
     def __init__(self, app, **kwargs):
         conf = settings()
@@ -47,11 +52,13 @@ class LockedScheduler(RedBeatScheduler):
         self._polls_made_due = False
         self._standby_said = False
         self._database_checked_at = float("-inf")
-        self.redis_outage = Outage(log, f"Redis ({safe_url(conf.redis_url or conf.broker_url)})",
-                                   "beat schedules nothing until it answers")
+        self.redis_outage = Outage(
+            log, f"Redis ({safe_url(conf.redis_url or conf.broker_url)})", "beat schedules nothing until it answers"
+        )
         self.broker_outage = Outage(log, describe("broker", conf), "due tasks are skipped until it answers")
-        self.database_outage = Outage(log, describe("database", conf),
-                                      "beat goes on; the relay and polls fail in the workers until it answers")
+        self.database_outage = Outage(
+            log, describe("database", conf), "beat goes on; the relay and polls fail in the workers until it answers"
+        )
         super().__init__(app, **kwargs)
         # redbeat's own beat_init handler would block until the lock is free, and its
         # tick renews the lock unguarded: both only act when lock_key is set.
@@ -59,9 +66,11 @@ class LockedScheduler(RedBeatScheduler):
 
     @property
     def info(self):
-        return (f"       . redis -> {safe_url(self.app.redbeat_conf.redis_url)}\n"
-                f"       . lock -> `{self.held_lock_key}` {self.lock_timeout:.0f}s, tried every "
-                f"{self.max_interval:.0f}s")
+        return (
+            f"       . redis -> {safe_url(self.app.redbeat_conf.redis_url)}\n"
+            f"       . lock -> `{self.held_lock_key}` {self.lock_timeout:.0f}s, tried every "
+            f"{self.max_interval:.0f}s"
+        )
 
     def setup_schedule(self):
         # Deferred: the entries are written by the beat that holds the lock, when it does.
@@ -93,14 +102,21 @@ class LockedScheduler(RedBeatScheduler):
                 self.lock.reacquire()
                 return True
             except LockError:
-                log.warning("beat: lost the lock %s (it expired, or Redis restarted empty); "
-                            "taking it again if it is free", self.held_lock_key)
+                log.warning(
+                    "beat: lost the lock %s (it expired, or Redis restarted empty); taking it again if it is free",
+                    self.held_lock_key,
+                )
                 self.lock, self._entries_written, self._standby_said = None, False, False
         lock = get_redis(self.app).lock(self.held_lock_key, timeout=self.lock_timeout, thread_local=False)
         if not lock.acquire(blocking=False):
             if not self._standby_said:
-                log.info("beat: standby: another beat holds the lock %s; trying every %.0f s (it expires "
-                         "%.0f s after its holder stops)", self.held_lock_key, self.max_interval, self.lock_timeout)
+                log.info(
+                    "beat: standby: another beat holds the lock %s; trying every %.0f s (it expires "
+                    "%.0f s after its holder stops)",
+                    self.held_lock_key,
+                    self.max_interval,
+                    self.lock_timeout,
+                )
                 self._standby_said = True
             return False
         self.lock = lock
@@ -152,5 +168,9 @@ class LockedScheduler(RedBeatScheduler):
         except Exception as exc:
             if unreachable_kind(exc) is None and not isinstance(exc, LockError):
                 raise
-            log.warning("beat: could not release the lock %s (%s); it expires by itself within %.0f s",
-                        self.held_lock_key, type(exc).__name__, self.lock_timeout)
+            log.warning(
+                "beat: could not release the lock %s (%s); it expires by itself within %.0f s",
+                self.held_lock_key,
+                type(exc).__name__,
+                self.lock_timeout,
+            )

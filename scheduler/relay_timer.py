@@ -14,6 +14,7 @@ waited for an account added to it go out at once (tasks/unknown_account.py).
 A worker bootstep, started after the pool: a thread of the worker's main
 process, stopped with the worker.
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,8 +57,11 @@ class RelayTimer(bootsteps.StartStopStep):
         try:
             wake(conf, added)
         except Exception as exc:  # the database away: they come back at their retry all the same
-            log.warning("chunks waiting for account(s) %s not made due now (%s); their retry brings them",
-                        ", ".join(sorted(added)), type(exc).__name__)
+            log.warning(
+                "chunks waiting for account(s) %s not made due now (%s); their retry brings them",
+                ", ".join(sorted(added)),
+                type(exc).__name__,
+            )
         return set(conf.accounts)
 
     def _run(self) -> None:

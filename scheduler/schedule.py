@@ -11,6 +11,7 @@
   window (linkws) are kept apart by the lease; a poll that finds the window
   closed comes back when it opens.
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,8 +57,11 @@ def beat_schedule(conf: Settings) -> dict:
 
 
 def poll_kinds(conf: Settings) -> list[tuple[str, str]]:
-    return [(name, kind) for name, account in sorted(conf.accounts.items())
-            for kind in sorted(provider_class(account.provider).poll_kinds)]
+    return [
+        (name, kind)
+        for name, account in sorted(conf.accounts.items())
+        for kind in sorted(provider_class(account.provider).poll_kinds)
+    ]
 
 
 @beat_init.connect

@@ -13,6 +13,7 @@ consumer takes messages, so a worker that says "ready" is warm. Nothing here may
 stop a worker from starting: a failure is one log line, and the first chunk
 pays as before.
 """
+
 from __future__ import annotations
 
 import logging

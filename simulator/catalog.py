@@ -59,8 +59,9 @@ def _orgws() -> tuple[Any, Any]:
 
 
 def _qxs() -> tuple[Any, Any]:
-    state = qxs.QxsState({DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID,
-                         first_task_id=first_id_from_clock())
+    state = qxs.QxsState(
+        {DEMO_USER: DEMO_PASSWORD}, balance=1_000_000, userid=DEMO_USERID, first_task_id=first_id_from_clock()
+    )
     return state, qxs.create_app(state)
 
 

@@ -8,6 +8,7 @@ a row may make (store/ledger.py checks every write against them; the docs draw t
 state diagrams from them). A row is born ``pending`` (chunk) or ``queued`` /
 ``rejected`` (recipient); a state with no entry, or an empty one, is final.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -38,47 +39,77 @@ C, R = ChunkState, RecipientState
 
 # from -> the states a chunk may go to; the comment says who makes each move.
 CHUNK_TRANSITIONS: dict[ChunkState, frozenset[ChunkState]] = {
-    C.PENDING: frozenset({
-        C.SENDING,  # a worker claims it
-        C.PENDING,  # held for a while (an open circuit, a rate limit, an account not known yet)
-        C.CANCELLED,  # an operator cancels its batch
-        C.MOVED,  # failover: another chunk of its batch on the same account moves it along
-    }),
-    C.SENDING: frozenset({
-        C.ACCEPTED, C.FAILED, C.UNKNOWN,  # the vendor's answer
-        C.PENDING,  # a retry, a call never made (released), or held by its route
-        C.MOVED,  # failover: its call tripped the account's circuit, or the circuit was open
-        # (C.UNKNOWN also when the relay finds it sending past the send timeout)
-    }),
-    C.UNKNOWN: frozenset({
-        C.ACCEPTED, C.FAILED, C.PENDING, C.UNKNOWN,  # a late answer (from the spool)
-        # an operator settles it (accepted, failed, resend = pending); a delivery report (accepted)
-    }),
-    C.FAILED: frozenset({
-        C.FAILED, C.PENDING,  # an operator settles it as failed, or resends it
-    }),
+    C.PENDING: frozenset(
+        {
+            C.SENDING,  # a worker claims it
+            C.PENDING,  # held for a while (an open circuit, a rate limit, an account not known yet)
+            C.CANCELLED,  # an operator cancels its batch
+            C.MOVED,  # failover: another chunk of its batch on the same account moves it along
+        }
+    ),
+    C.SENDING: frozenset(
+        {
+            C.ACCEPTED,
+            C.FAILED,
+            C.UNKNOWN,  # the vendor's answer
+            C.PENDING,  # a retry, a call never made (released), or held by its route
+            C.MOVED,  # failover: its call tripped the account's circuit, or the circuit was open
+            # (C.UNKNOWN also when the relay finds it sending past the send timeout)
+        }
+    ),
+    C.UNKNOWN: frozenset(
+        {
+            C.ACCEPTED,
+            C.FAILED,
+            C.PENDING,
+            C.UNKNOWN,  # a late answer (from the spool)
+            # an operator settles it (accepted, failed, resend = pending); a delivery report (accepted)
+        }
+    ),
+    C.FAILED: frozenset(
+        {
+            C.FAILED,
+            C.PENDING,  # an operator settles it as failed, or resends it
+        }
+    ),
     C.ACCEPTED: frozenset(),
     C.CANCELLED: frozenset(),
     C.MOVED: frozenset(),
 }
 
 RECIPIENT_TRANSITIONS: dict[RecipientState, frozenset[RecipientState]] = {
-    R.QUEUED: frozenset({
-        R.SENT, R.FAILED, R.UNKNOWN,  # its chunk's answer (failed also: blocked at the route's next account)
-        R.CANCELLED,  # its chunk was cancelled
-        R.QUEUED,  # moved to a new chunk (failover), or given back to a resend
-    }),
-    R.SENT: frozenset({
-        R.DELIVERED, R.FAILED,  # a delivery report; failed also: the vendor refused that number
-    }),
-    R.UNKNOWN: frozenset({
-        R.SENT, R.FAILED, R.QUEUED, R.UNKNOWN,  # a late answer, or an operator (queued: resend)
-        R.DELIVERED,  # a delivery report
-    }),
-    R.FAILED: frozenset({
-        R.SENT, R.FAILED, R.QUEUED,  # an operator settles its chunk
-        R.DELIVERED,  # a late report changing a settled status
-    }),
+    R.QUEUED: frozenset(
+        {
+            R.SENT,
+            R.FAILED,
+            R.UNKNOWN,  # its chunk's answer (failed also: blocked at the route's next account)
+            R.CANCELLED,  # its chunk was cancelled
+            R.QUEUED,  # moved to a new chunk (failover), or given back to a resend
+        }
+    ),
+    R.SENT: frozenset(
+        {
+            R.DELIVERED,
+            R.FAILED,  # a delivery report; failed also: the vendor refused that number
+        }
+    ),
+    R.UNKNOWN: frozenset(
+        {
+            R.SENT,
+            R.FAILED,
+            R.QUEUED,
+            R.UNKNOWN,  # a late answer, or an operator (queued: resend)
+            R.DELIVERED,  # a delivery report
+        }
+    ),
+    R.FAILED: frozenset(
+        {
+            R.SENT,
+            R.FAILED,
+            R.QUEUED,  # an operator settles its chunk
+            R.DELIVERED,  # a late report changing a settled status
+        }
+    ),
     R.DELIVERED: frozenset({R.FAILED, R.DELIVERED}),  # a late report changing a settled status
     R.REJECTED: frozenset(),
     R.CANCELLED: frozenset(),
@@ -91,8 +122,9 @@ class IllegalTransition(ValueError):
     def __init__(self, kind: str, from_state: str, to_state: str, row_id: object = None, by: str = ""):
         self.kind, self.from_state, self.to_state, self.row_id = kind, from_state, to_state, row_id
         which = f"{kind} {row_id}" if row_id is not None else kind
-        super().__init__(f"{which}: {from_state} -> {to_state} is not an allowed transition"
-                         + (f" by {by}" if by else ""))
+        super().__init__(
+            f"{which}: {from_state} -> {to_state} is not an allowed transition" + (f" by {by}" if by else "")
+        )
 
 
 def _check(table: Mapping, kind: str, from_state: str, to_state: str, row_id: object) -> None:

@@ -3,10 +3,13 @@
 Every dialect test and every ``INSERT ... ON CONFLICT`` of smsq is here, so the
 rest of the code writes one statement for both databases.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any, cast, overload
 
+from sqlalchemy import CursorResult, Result
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -21,12 +24,17 @@ def is_postgres(bind) -> bool:
     return bind.dialect.name == "postgresql"
 
 
+def rows_changed(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE run through a session changed. The session types what
+    it returns as a plain Result; for these statements it is a CursorResult, which counts."""
+    return cast(CursorResult[Any], result).rowcount
+
+
 def _insert(bind, model):
     return (postgresql if is_postgres(bind) else sqlite).insert(model)
 
 
-def insert_or_ignore(session, model, rows: Sequence[dict] | dict, keys: Iterable[str],
-                     returning=None) -> list:
+def insert_or_ignore(session, model, rows: Sequence[dict] | dict, keys: Iterable[str], returning=None) -> list:
     """Insert ``rows`` (a dict: one row), skipping those whose ``keys`` are taken.
     With ``returning`` (a column), the values of the rows inserted."""
     if not rows:
@@ -43,8 +51,9 @@ def insert_or_update(session, model, rows: Sequence[dict], keys: Iterable[str], 
     if not rows:
         return
     stmt = _insert(session, model)
-    session.execute(stmt.on_conflict_do_update(index_elements=list(keys),
-                                               set_={name: stmt.excluded[name] for name in update}), rows)
+    session.execute(
+        stmt.on_conflict_do_update(index_elements=list(keys), set_={name: stmt.excluded[name] for name in update}), rows
+    )
 
 
 def width(column: InstrumentedAttribute) -> int | None:
@@ -53,6 +62,12 @@ def width(column: InstrumentedAttribute) -> int | None:
     return getattr(col.type, "length", None) or col.info.get(TEXT_KEEP)
 
 
+@overload
+def fit(column: InstrumentedAttribute, value: str) -> str: ...
+@overload
+def fit(column: InstrumentedAttribute, value: None) -> None: ...
+@overload
+def fit(column: InstrumentedAttribute, value: str | None) -> str | None: ...
 def fit(column: InstrumentedAttribute, value: str | None) -> str | None:
     """``value`` cut to what ``column`` keeps (None stays None)."""
     if value is None:

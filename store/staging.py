@@ -1,9 +1,11 @@
 """A large batch's numbers on their way in: ``split_chunks`` rows written in bulk
 (tasks/intake.py stages them, store/ledger/cutting.py cuts them into chunks), and an
 account's whole blocked list streamed. Each the fastest way its database offers."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -14,10 +16,16 @@ COLUMNS = "split_chunks (batch_id, seq, size, mobiles)"
 Row = tuple[int, int, str]  # (seq, size, comma-separated numbers)
 
 
+def _driver(session: Session) -> Any:
+    """The driver's own connection under the session's (psycopg's or sqlite3's): COPY
+    and server-side cursors are the driver's, and each driver types its own."""
+    return session.connection().connection.driver_connection
+
+
 def write_staged(session: Session, batch_id: int, blocks: Iterable[list[Row]]) -> int:
     """Write the batch's staged rows, block by block as they come (PostgreSQL: COPY);
     return how many numbers they hold."""
-    dbapi = session.connection().connection.dbapi_connection
+    dbapi = _driver(session)
     numbers = 0
     if is_postgres(session):
         with dbapi.cursor() as cursor, cursor.copy(f"COPY {COLUMNS} FROM STDIN") as copy:
@@ -29,8 +37,9 @@ def write_staged(session: Session, batch_id: int, blocks: Iterable[list[Row]]) -
     cursor = dbapi.cursor()
     try:
         for block in blocks:
-            cursor.executemany(f"INSERT INTO {COLUMNS} VALUES (?, ?, ?, ?)",
-                               [(batch_id, seq, n, mobiles) for seq, n, mobiles in block])
+            cursor.executemany(
+                f"INSERT INTO {COLUMNS} VALUES (?, ?, ?, ?)", [(batch_id, seq, n, mobiles) for seq, n, mobiles in block]
+            )
             numbers += sum(n for _, n, _ in block)
     finally:
         cursor.close()
@@ -41,12 +50,11 @@ def blocked_numbers(session: Session, account: str, fetch: int) -> Iterator[list
     """The account's blocked numbers, ``fetch`` at a time (PostgreSQL: a server-side cursor),
     so that a caller keeping less than the numbers never holds them all."""
     postgres = is_postgres(session)
-    dbapi = session.connection().connection.dbapi_connection
+    dbapi = _driver(session)
     cursor = dbapi.cursor(name="smsq_blocked") if postgres else dbapi.cursor()
     try:
-        cursor.execute("SELECT mobile FROM blocked_numbers WHERE account = " + ("%s" if postgres else "?"),
-                       (account,))
+        cursor.execute("SELECT mobile FROM blocked_numbers WHERE account = " + ("%s" if postgres else "?"), (account,))
         while rows := cursor.fetchmany(fetch):
-            yield [mobile for mobile, in rows]
+            yield [mobile for (mobile,) in rows]
     finally:
         cursor.close()

@@ -11,6 +11,7 @@ to that long, so a send accepted here meanwhile leaves it for the next one to cl
 (this process's own flags are seen at once). A clear writes only when it sees the
 flag set, so an accepted chunk of a healthy account costs no write.
 """
+
 from __future__ import annotations
 
 import threading
@@ -79,9 +80,11 @@ def clear_flag(conf: Settings, account: str) -> None:
         return
     now, detail = utcnow(), "a send was accepted since"
     with session_scope(conf.database_url) as session:
-        session.execute(update(PollStatus).where(PollStatus.account == account, PollStatus.kind == "send",
-                                                 PollStatus.outcome != "ok")
-                        .values(outcome="ok", detail=detail, polled_at=now))
+        session.execute(
+            update(PollStatus)
+            .where(PollStatus.account == account, PollStatus.kind == "send", PollStatus.outcome != "ok")
+            .values(outcome="ok", detail=detail, polled_at=now)
+        )
     _remember(conf, account, Flag("ok", detail, now))
 
 

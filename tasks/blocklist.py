@@ -7,20 +7,22 @@ account's ``optout_keywords`` (default DEFAULT_OPTOUT_KEYWORDS). Both sides are
 compared after NFKC (full-width ``ＴＤ`` is ``TD``) and case folding (``td``
 is ``TD``); "TD" inside a longer reply is not an opt-out.
 """
+
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Iterator
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from smsq.providers.numbers import normalise
 from smsq.store.models import BlockedNumber, utcnow
-from smsq.store.sql import fit, insert_or_update
-from smsq.worker.config import settings
+from smsq.store.sql import fit, insert_or_update, rows_changed
+from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope
 
 from .schema import ensure_schema
@@ -36,7 +38,7 @@ def reply_key(text: str) -> str:
     return unicodedata.normalize("NFKC", text or "").strip().casefold()
 
 
-def optout_keywords(options: dict) -> frozenset[str]:
+def optout_keywords(options: Mapping[str, Any]) -> frozenset[str]:
     """The account's keywords, compared forms; an empty list in the config disables opt-out."""
     return frozenset(reply_key(k) for k in options.get("optout_keywords", DEFAULT_OPTOUT_KEYWORDS))
 
@@ -47,16 +49,25 @@ def _number(raw: str) -> str:
 
 
 def _upsert(session: Session, account: str, mobiles: Iterable[str], reason: str, source: str) -> int:
-    rows = [{"account": account, "mobile": m, "reason": fit(BlockedNumber.reason, reason), "source": source,
-             "created_at": utcnow()}
-            for m in dict.fromkeys(mobiles)]
+    rows = [
+        {
+            "account": account,
+            "mobile": m,
+            "reason": fit(BlockedNumber.reason, reason),
+            "source": source,
+            "created_at": utcnow(),
+        }
+        for m in dict.fromkeys(mobiles)
+    ]
     if not rows:
         return 0
     insert_or_update(session, BlockedNumber, rows, ["account", "mobile"], update=["reason", "source", "created_at"])
     return len(rows)
 
 
-def record_optouts(session: Session, account: str, options: dict, replies: Iterable[tuple[str, str]]) -> list[str]:
+def record_optouts(
+    session: Session, account: str, options: Mapping[str, Any], replies: Iterable[tuple[str, str]]
+) -> list[str]:
     """Block the numbers of the (mobile, content) replies that are an unsubscribe
     keyword; return them. Called with newly stored inbound messages only, so a
     re-parse never blocks again a number an operator has unblocked."""
@@ -91,7 +102,7 @@ def blocked_numbers(account: str | None = None) -> Iterator[Blocked]:
             yield Blocked(b.account, b.mobile, b.reason, b.source, b.created_at)
 
 
-def _checked(account: str, mobile: str) -> tuple[object, str]:
+def _checked(account: str, mobile: str) -> tuple[Settings, str]:
     conf = settings()
     conf.account(account)
     number, reason = normalise(mobile, landline=True)
@@ -113,8 +124,11 @@ def unblock_number(account: str, mobile: str) -> str:
     """Take a number off the account's blocked list; LookupError when it is not on it."""
     conf, number = _checked(account, mobile)
     with session_scope(conf.database_url) as session:
-        removed = session.execute(delete(BlockedNumber).where(
-            BlockedNumber.account == account, BlockedNumber.mobile == number)).rowcount
+        removed = rows_changed(
+            session.execute(
+                delete(BlockedNumber).where(BlockedNumber.account == account, BlockedNumber.mobile == number)
+            )
+        )
     if not removed:
         raise LookupError(f"{number} is not blocked for account {account!r}")
     return number

@@ -9,6 +9,7 @@ The batch keeps ``cancelled_at``: a chunk that was sending when the batch was
 cancelled and comes back to ``pending`` for a retry is refused by the claim and
 cancelled by the relay's next pass (``cancel_stragglers``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from smsq.worker.db import session_scope
 
 from .schema import ensure_schema
 
+
 @dataclass(frozen=True)
 class CancelResult:
     batch_id: int
@@ -34,9 +36,14 @@ class CancelResult:
     done: dict[str, int]  # chunks that already had an outcome, by state (cancelled earlier included)
 
     def as_dict(self) -> dict:
-        return {"batch_id": self.batch_id, "cancelled_chunks": self.cancelled_chunks,
-                "cancelled_numbers": self.cancelled_numbers, "sending_chunks": self.sending_chunks,
-                "sending_numbers": self.sending_numbers, "done": self.done}
+        return {
+            "batch_id": self.batch_id,
+            "cancelled_chunks": self.cancelled_chunks,
+            "cancelled_numbers": self.cancelled_numbers,
+            "sending_chunks": self.sending_chunks,
+            "sending_numbers": self.sending_numbers,
+            "done": self.done,
+        }
 
 
 CATCH_UP = 5  # counts of a batch's chunks, each cancelling what came back to pending meanwhile
@@ -56,9 +63,14 @@ def cancel_batch(batch_id: int) -> CancelResult:
             session.flush()
         chunks, numbers = cancel_pending(session, [batch_id])
         for _ in range(CATCH_UP):
-            by_state = {state: (count, size) for state, count, size in session.execute(
-                select(Chunk.state, func.count(), func.coalesce(func.sum(Chunk.size), 0))
-                .where(Chunk.batch_id == batch_id).group_by(Chunk.state)).all()}
+            by_state = {
+                state: (count, size)
+                for state, count, size in session.execute(
+                    select(Chunk.state, func.count(), func.coalesce(func.sum(Chunk.size), 0))
+                    .where(Chunk.batch_id == batch_id)
+                    .group_by(Chunk.state)
+                ).all()
+            }
             if ChunkState.PENDING not in by_state:
                 break
             # A chunk that was sending when the update ran has come back to pending since
@@ -66,7 +78,9 @@ def cancel_batch(batch_id: int) -> CancelResult:
             more, more_numbers = cancel_pending(session, [batch_id])
             chunks, numbers = chunks + more, numbers + more_numbers
     sending, sending_numbers = by_state.pop(ChunkState.SENDING, (0, 0))
-    coming_back = by_state.pop(ChunkState.PENDING, (0, 0))  # still returning after CATCH_UP tries: the relay cancels them
+    coming_back = by_state.pop(
+        ChunkState.PENDING, (0, 0)
+    )  # still returning after CATCH_UP tries: the relay cancels them
     sending, sending_numbers = sending + coming_back[0], sending_numbers + coming_back[1]
     done = {state: count for state, (count, _) in sorted(by_state.items())}
     if chunks:

@@ -11,6 +11,7 @@ whoever calls, so a check takes the poll lease as a poll does. With ``book``
 it also books the next window when it finds it closed, so beat polling every
 30 s cannot take every window before the check does (store/leases.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,8 +43,10 @@ def checker(conf: Settings, account: str) -> Provider:
     credentials without sending."""
     provider = provider_for(conf.account(account))
     if not hasattr(provider, "login") and "balance" not in provider.poll_kinds:
-        raise ValueError(f"{provider.name} has no way to check credentials without sending; "
-                         f"`smsq send --wait` one message to a test number")
+        raise ValueError(
+            f"{provider.name} has no way to check credentials without sending; "
+            f"`smsq send --wait` one message to a test number"
+        )
     return provider
 
 
@@ -60,8 +63,11 @@ def check_credentials(conf: Settings, account: str, *, book: bool = False) -> Ch
             if book:
                 leases.book(session, account, family)
             wait = leases.free_in(session, account, family, interval)
-            return Check(CLOSED, f"the vendor allows one call per {interval:g} s ({family}) and its window "
-                                 f"opens in {wait:.0f} s", wait=wait)
+            return Check(
+                CLOSED,
+                f"the vendor allows one call per {interval:g} s ({family}) and its window opens in {wait:.0f} s",
+                wait=wait,
+            )
     try:
         return _ask(lambda: Check(ACCEPTED, balance=provider.parse_balance(provider.fetch("balance"))))
     finally:

@@ -34,6 +34,7 @@ transactions, claim and record: a read per chunk would be a third). A trip by
 another process is therefore obeyed up to that much later; this process's own
 trips at once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,7 +47,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from smsq.store.models import AccountCircuit, utcnow
-from smsq.store.sql import fit, insert_or_ignore
+from smsq.store.sql import fit, insert_or_ignore, rows_changed
 from smsq.worker.config import Settings
 from smsq.worker.db import session_scope
 
@@ -102,11 +103,19 @@ def admit(conf: Settings, account: str, chunk_id: int, now: datetime | None = No
         if row.state == "half_open" and row.probe_chunk_id == chunk_id:
             return Admission(probe=True)  # the probe's own message, delivered again
         stale_probe = now - timedelta(seconds=conf.send_timeout)
-        taken = session.execute(update(AccountCircuit).where(
-            AccountCircuit.account == account,
-            or_(and_(AccountCircuit.state == "open", AccountCircuit.reopen_at <= now),
-                and_(AccountCircuit.state == "half_open", AccountCircuit.updated_at <= stale_probe)))
-            .values(state="half_open", probe_chunk_id=chunk_id, updated_at=now)).rowcount
+        taken = rows_changed(
+            session.execute(
+                update(AccountCircuit)
+                .where(
+                    AccountCircuit.account == account,
+                    or_(
+                        and_(AccountCircuit.state == "open", AccountCircuit.reopen_at <= now),
+                        and_(AccountCircuit.state == "half_open", AccountCircuit.updated_at <= stale_probe),
+                    ),
+                )
+                .values(state="half_open", probe_chunk_id=chunk_id, updated_at=now)
+            )
+        )
         if taken:
             log.warning("account %s: half-open, chunk %s probes it (%s)", account, chunk_id, row.reason)
             return Admission(probe=True)
@@ -130,8 +139,10 @@ def usable(row: AccountCircuit | None, now: datetime, conf: Settings) -> bool:
 
 
 def circuits(session: Session, accounts) -> dict[str, AccountCircuit]:
-    return {row.account: row for row in session.execute(
-        select(AccountCircuit).where(AccountCircuit.account.in_(list(accounts)))).scalars()}
+    return {
+        row.account: row
+        for row in session.execute(select(AccountCircuit).where(AccountCircuit.account.in_(list(accounts)))).scalars()
+    }
 
 
 def after_call(conf: Settings, account: str, decision: Decision, now: datetime | None = None) -> str | None:
@@ -143,10 +154,19 @@ def after_call(conf: Settings, account: str, decision: Decision, now: datetime |
         return trip(conf, account, decision.reason, now)
     if decision.closes_circuit:
         with session_scope(conf.database_url) as session:
-            closed = session.execute(update(AccountCircuit).where(
-                AccountCircuit.account == account, AccountCircuit.state == "half_open").values(
-                state="closed", closed_at=now, probe_chunk_id=None, updated_at=now,
-                reason=f"closed: the probe was answered ({decision.outcome.value})")).rowcount
+            closed = rows_changed(
+                session.execute(
+                    update(AccountCircuit)
+                    .where(AccountCircuit.account == account, AccountCircuit.state == "half_open")
+                    .values(
+                        state="closed",
+                        closed_at=now,
+                        probe_chunk_id=None,
+                        updated_at=now,
+                        reason=f"closed: the probe was answered ({decision.outcome.value})",
+                    )
+                )
+            )
         if closed:
             log.warning("account %s: circuit closed, the probe was answered (%s)", account, decision.outcome.value)
             return "closed"
@@ -160,11 +180,12 @@ def trip(conf: Settings, account: str, why: str, now: datetime | None = None) ->
     _remember_closed(conf, account, False)
     with session_scope(conf.database_url) as session:
         _ensure_row(session, account, base)  # two workers may trip a fresh account at once
-        row = session.get(AccountCircuit, account, with_for_update=True)
+        row = session.get_one(AccountCircuit, account, with_for_update=True)
         if row.state == "open":
             return None
         flapping = row.state == "half_open" or (
-            row.closed_at is not None and row.trips and now - row.closed_at < timedelta(seconds=QUIET_COOLOFFS * base))
+            row.closed_at is not None and row.trips and now - row.closed_at < timedelta(seconds=QUIET_COOLOFFS * base)
+        )
         row.cooloff = min(max(row.cooloff, base) * 2, MAX_DAMPING * base) if flapping else base
         row.trips = row.trips + 1 if flapping else 1
         row.state, row.opened_at, row.probe_chunk_id, row.updated_at = "open", now, None, now
@@ -175,8 +196,7 @@ def trip(conf: Settings, account: str, why: str, now: datetime | None = None) ->
 
 
 def _ensure_row(session: Session, account: str, base: float) -> None:
-    insert_or_ignore(session, AccountCircuit, dict(account=account, state="closed", cooloff=base, trips=0),
-                     ["account"])
+    insert_or_ignore(session, AccountCircuit, dict(account=account, state="closed", cooloff=base, trips=0), ["account"])
 
 
 def held_until(conf: Settings, account: str, now: datetime | None = None) -> tuple[datetime, str] | None:
@@ -184,7 +204,7 @@ def held_until(conf: Settings, account: str, now: datetime | None = None) -> tup
     now = now or utcnow()
     with session_scope(conf.database_url, readonly=True) as session:
         row = session.get(AccountCircuit, account)
-        if usable(row, now, conf):
+        if row is None or usable(row, now, conf):
             return None
         b = blocked(row, now)
         return b.until, b.why

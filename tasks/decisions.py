@@ -33,12 +33,14 @@ invalid request, blocked numbers, rate limited) closes the circuit; a transient
 failure opens it again (the chunk itself is retried as any other); an ambiguous
 answer decides nothing.
 """
+
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import TypedDict
 
 from smsq.providers import Outcome, SendResult
 from smsq.store.lifecycle import ChunkState
@@ -60,6 +62,7 @@ Draw = Callable[[float, float], float]  # a number between two bounds: the backo
 @dataclass(frozen=True)
 class Policy:
     """The settings a decision needs (worker/config.py ``Settings``)."""
+
     retry_for: float = 3600.0  # SMSQ_RETRY_FOR: seconds of transient retries from the first call
     retry_backoff_max: float = 300.0  # SMSQ_RETRY_BACKOFF_MAX: the longest wait between two calls
     max_attempts: int = 0  # SMSQ_MAX_ATTEMPTS: an extra cap on calls per chunk; 0: none
@@ -83,14 +86,23 @@ class Decision:
     reason: str = ""  # what the answer says of the account: the circuit's reason, a move's detail
 
 
+class _Common(TypedDict):
+    """The fields every decision of one answer shares."""
+
+    outcome: Outcome
+    reason: str
+    closes_circuit: bool
+
+
 def backoff(attempt: int, cap: float, draw: Draw = random.uniform) -> float:
     """Between half and all of 2**attempt seconds, at most ``cap``."""
     ceiling = min(cap, 2.0 ** min(attempt, 30))
     return draw(ceiling / 2, ceiling)
 
 
-def retry_wait(attempt: int, first_attempt_at: datetime | None, now: datetime, policy: Policy,
-               draw: Draw = random.uniform) -> tuple[float | None, str]:
+def retry_wait(
+    attempt: int, first_attempt_at: datetime | None, now: datetime, policy: Policy, draw: Draw = random.uniform
+) -> tuple[float | None, str]:
     """After the ``attempt``-th call of a chunk failed transiently: (seconds to wait, "") or
     (None, why it gives up). The budget counts from ``first_attempt_at`` (None: now)."""
     spent = (now - (first_attempt_at or now)).total_seconds()
@@ -104,26 +116,56 @@ def retry_wait(attempt: int, first_attempt_at: datetime | None, now: datetime, p
     return max(LAST_TRY_MIN_WAIT, min(backoff(attempt, policy.retry_backoff_max, draw), left)), ""
 
 
-def decide(result: SendResult, attempt: int, first_attempt_at: datetime | None, now: datetime,
-           policy: Policy, *, probe: bool = False, draw: Draw = random.uniform) -> Decision:
+def decide(
+    result: SendResult,
+    attempt: int,
+    first_attempt_at: datetime | None,
+    now: datetime,
+    policy: Policy,
+    *,
+    probe: bool = False,
+    draw: Draw = random.uniform,
+) -> Decision:
     """What the answer ``result`` to the ``attempt``-th call of a chunk means (see the module's
     docstring). ``probe``: the call was its account's half-open probe; ``draw``: the jitter."""
     outcome, said = result.outcome, result.message or ""
-    fields = dict(outcome=outcome, reason=reason(result, attempt), closes_circuit=probe and outcome in ANSWERED)
+    fields = _Common(outcome=outcome, reason=reason(result, attempt), closes_circuit=probe and outcome in ANSWERED)
     if outcome is Outcome.RATE_LIMITED:
-        wait = result.retry_after or RATE_LIMIT_WAIT
-        return Decision(next_state=ChunkState.PENDING, detail=said[:DETAIL_KEEP], wait=wait,
-                        retry_at=now + timedelta(seconds=wait), attempt_counts=False, **fields)
+        interval = result.retry_after or RATE_LIMIT_WAIT
+        return Decision(
+            next_state=ChunkState.PENDING,
+            detail=said[:DETAIL_KEEP],
+            wait=interval,
+            retry_at=now + timedelta(seconds=interval),
+            attempt_counts=False,
+            **fields,
+        )
     if outcome is Outcome.TRANSIENT:
         wait, why = retry_wait(attempt, first_attempt_at, now, policy, draw)
         if wait is not None:
-            return Decision(next_state=ChunkState.PENDING, detail=said[:DETAIL_KEEP], wait=wait,
-                            retry_at=now + timedelta(seconds=wait), trips_circuit=probe, **fields)
-        return Decision(next_state=ChunkState.FAILED, detail=f"{why}: {said}"[:DETAIL_KEEP],
-                        trips_circuit=True, moves_on_route=True, **fields)
+            return Decision(
+                next_state=ChunkState.PENDING,
+                detail=said[:DETAIL_KEEP],
+                wait=wait,
+                retry_at=now + timedelta(seconds=wait),
+                trips_circuit=probe,
+                **fields,
+            )
+        return Decision(
+            next_state=ChunkState.FAILED,
+            detail=f"{why}: {said}"[:DETAIL_KEEP],
+            trips_circuit=True,
+            moves_on_route=True,
+            **fields,
+        )
     rests = outcome in TRIPS
-    return Decision(next_state=FINAL_STATE.get(outcome, ChunkState.FAILED), detail=said[:DETAIL_KEEP],
-                    trips_circuit=rests, moves_on_route=rests, **fields)
+    return Decision(
+        next_state=FINAL_STATE.get(outcome, ChunkState.FAILED),
+        detail=said[:DETAIL_KEEP],
+        trips_circuit=rests,
+        moves_on_route=rests,
+        **fields,
+    )
 
 
 def reason(result: SendResult, attempt: int) -> str:

@@ -10,13 +10,14 @@ fed while the numbers stream in a block at a time: a million-number send is
 never held as a list for it, and a replay is checked without reading back one
 stored number.
 """
+
 from __future__ import annotations
 
 import collections
 import hashlib
 import itertools
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Iterator
 
 from .intake import BLOCK  # numbers hashed per update
 
@@ -26,8 +27,10 @@ class IdempotencyConflictError(ValueError):
 
     def __init__(self, key: str, batch_id: int):
         self.key, self.batch_id = key, batch_id
-        super().__init__(f"idempotency key {key!r} was used for batch {batch_id} with another content, send "
-                         f"time or numbers; a new send needs a new key")
+        super().__init__(
+            f"idempotency key {key!r} was used for batch {batch_id} with another content, send "
+            f"time or numbers; a new send needs a new key"
+        )
 
 
 class BodyDigest:
@@ -35,8 +38,9 @@ class BodyDigest:
 
     def __init__(self, content: str, send_at: datetime | None):
         self._hash = hashlib.sha256()
-        self._hash.update(f"{len(content)}:{content}\0{send_at.isoformat() if send_at else ''}\0"
-                          .encode("utf-8", "surrogatepass"))
+        self._hash.update(
+            f"{len(content)}:{content}\0{send_at.isoformat() if send_at else ''}\0".encode("utf-8", "surrogatepass")
+        )
 
     def through(self, numbers: Iterator) -> Iterator:
         """``numbers``, passed on unchanged, each hashed as it goes by (a block at a time)."""

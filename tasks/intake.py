@@ -26,10 +26,11 @@ numbers into a set, fetched a block at a time: about 65 MB and 0.5-1 s per
 million blocked numbers (``_load_blocked``); an account with none costs one
 empty query.
 """
+
 from __future__ import annotations
 
 import itertools
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -42,8 +43,15 @@ from smsq.store.staging import Row, blocked_numbers, write_staged
 BLOCK = 5000  # entries normalised per round, blocked numbers looked up or loaded per fetch
 
 
-def stage_chunks(session: Session, batch_id: int, account: str, numbers: Iterable[str], landline: bool,
-                 size: int, rejected: list[tuple[str, str]]) -> tuple[int, set[str]]:
+def stage_chunks(
+    session: Session,
+    batch_id: int,
+    account: str,
+    numbers: Iterable[str],
+    landline: bool,
+    size: int,
+    rejected: list[tuple[str, str]],
+) -> tuple[int, set[str]]:
     """Store ``numbers`` as the batch's ``split_chunks`` rows of ``size``: return how many
     numbers were accepted and the account's blocked numbers found (left out). Invalid
     entries are appended to ``rejected`` (each spelling once), in list order.
@@ -65,8 +73,9 @@ def stage_chunks(session: Session, batch_id: int, account: str, numbers: Iterabl
     return write_staged(session, batch_id, rows), found
 
 
-def chunk_short_list(session: Session, account: str, numbers: list, landline: bool, size: int,
-                     rejected: list[tuple[str, str]]) -> tuple[list[Row], set[str]]:
+def chunk_short_list(
+    session: Session, account: str, numbers: list, landline: bool, size: int, rejected: list[tuple[str, str]]
+) -> tuple[list[Row], set[str]]:
     """A list known to be short (at most a block: an OTP, a small batch) cut into its chunks,
     as rows, with nothing written: the caller writes chunk and recipient rows directly, not
     through the stage. Returns the rows and the account's blocked numbers found (left out);
@@ -77,8 +86,7 @@ def chunk_short_list(session: Session, account: str, numbers: list, landline: bo
     return [row for block in blocks for row in block], found
 
 
-def _chunk_rows(blocks: Iterable[list[str]], size: int, blocked: set[int],
-                found: set[str]) -> Iterator[list[Row]]:
+def _chunk_rows(blocks: Iterable[list[str]], size: int, blocked: set[int], found: set[str]) -> Iterator[list[Row]]:
     """The chunks filled by each block of valid numbers (first appearance only, blocked ones
     left out and added to ``found``), then the short last one."""
     seen: set[int] = set()
@@ -98,8 +106,9 @@ def _chunk_rows(blocks: Iterable[list[str]], size: int, blocked: set[int],
                 fill(mobile)
         full = len(pending) - len(pending) % size
         if full:
-            yield [(seq + i, size, ",".join(pending[start:start + size]))
-                   for i, start in enumerate(range(0, full, size))]
+            yield [
+                (seq + i, size, ",".join(pending[start : start + size])) for i, start in enumerate(range(0, full, size))
+            ]
             seq += full // size
             del pending[:full]
     if pending:
@@ -116,8 +125,9 @@ def _valid(block: list, landline: bool, rejected: list[tuple[str, str]], seen_re
     return valid
 
 
-def _valid_blocks(numbers: Iterator[str], landline: bool, rejected: list[tuple[str, str]],
-                  seen_rejects: set[str]) -> Iterator[list[str]]:
+def _valid_blocks(
+    numbers: Iterator[str], landline: bool, rejected: list[tuple[str, str]], seen_rejects: set[str]
+) -> Iterator[list[str]]:
     while block := list(itertools.islice(numbers, BLOCK)):
         yield _valid(block, landline, rejected, seen_rejects)
 
@@ -131,8 +141,15 @@ def _blocked_among(session: Session, account: str, mobiles: list[str]) -> set[in
     """Keys of those of ``mobiles`` (at most a block) that the account has blocked."""
     if not mobiles:
         return set()
-    return set(_keys(session.scalars(select(BlockedNumber.mobile).where(
-        BlockedNumber.account == account, BlockedNumber.mobile.in_(list(set(mobiles)))))))
+    return set(
+        _keys(
+            session.scalars(
+                select(BlockedNumber.mobile).where(
+                    BlockedNumber.account == account, BlockedNumber.mobile.in_(list(set(mobiles)))
+                )
+            )
+        )
+    )
 
 
 def _load_blocked(session: Session, account: str) -> set[int]:
@@ -150,6 +167,9 @@ def blocked_reasons(session: Session, account: str, mobiles: set[str]) -> list[t
     ordered = sorted(mobiles)
     found: list[tuple[str, str]] = []
     for start in range(0, len(ordered), BLOCK):
-        found += session.execute(select(BlockedNumber.mobile, BlockedNumber.reason).where(
-            BlockedNumber.account == account, BlockedNumber.mobile.in_(ordered[start:start + BLOCK]))).all()
+        found += session.execute(
+            select(BlockedNumber.mobile, BlockedNumber.reason).where(
+                BlockedNumber.account == account, BlockedNumber.mobile.in_(ordered[start : start + BLOCK])
+            )
+        ).all()
     return sorted((mobile, reason) for mobile, reason in found)

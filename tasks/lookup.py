@@ -3,11 +3,12 @@
 Lists that can be large (a batch's million recipients) are iterators that
 stream from the database in blocks; nothing here builds a list of everything.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Iterator
 
 from sqlalchemy import func, select
 
@@ -18,8 +19,8 @@ from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
 from .producer import FINAL_CHUNK_STATES, is_scheduled
-from .split import staged_counts
 from .schema import ensure_schema
+from .split import staged_counts
 
 STREAM_BLOCK = 5000  # rows fetched per round trip while streaming
 
@@ -28,6 +29,7 @@ STREAM_BLOCK = 5000  # rows fetched per round trip while streaming
 class NumberSend:
     """One send to a number: a recipient row with its batch, or a send of it that an
     operator sent again (``settle ... resend``; then ``resent_at`` says when)."""
+
     batch_id: int
     account: str
     batch_created_at: datetime  # naive UTC
@@ -48,15 +50,41 @@ def number_history(mobile: str, *, limit: int | None = None) -> list[NumberSend]
         raise ValueError(f"{mobile!r} is {reason}")
     conf = settings()
     ensure_schema(conf)
-    sends = (select(Recipient.id, Recipient.batch_id, Batch.account, Batch.created_at, Recipient.state,
-                    Recipient.code, Recipient.detail, Recipient.vendor_id, Recipient.updated_at, Batch.content)
-             .join(Batch, Batch.id == Recipient.batch_id)
-             .where(Recipient.mobile == number).order_by(Recipient.id.desc()))
-    earlier = (select(EarlierSend.recipient_id, EarlierSend.batch_id, Batch.account, Batch.created_at,
-                      EarlierSend.state, EarlierSend.code, EarlierSend.detail, EarlierSend.vendor_id,
-                      EarlierSend.updated_at, Batch.content, EarlierSend.resent_at)
-               .join(Batch, Batch.id == EarlierSend.batch_id)
-               .where(EarlierSend.mobile == number).order_by(EarlierSend.recipient_id.desc(), EarlierSend.id.desc()))
+    sends = (
+        select(
+            Recipient.id,
+            Recipient.batch_id,
+            Batch.account,
+            Batch.created_at,
+            Recipient.state,
+            Recipient.code,
+            Recipient.detail,
+            Recipient.vendor_id,
+            Recipient.updated_at,
+            Batch.content,
+        )
+        .join(Batch, Batch.id == Recipient.batch_id)
+        .where(Recipient.mobile == number)
+        .order_by(Recipient.id.desc())
+    )
+    earlier = (
+        select(
+            EarlierSend.recipient_id,
+            EarlierSend.batch_id,
+            Batch.account,
+            Batch.created_at,
+            EarlierSend.state,
+            EarlierSend.code,
+            EarlierSend.detail,
+            EarlierSend.vendor_id,
+            EarlierSend.updated_at,
+            Batch.content,
+            EarlierSend.resent_at,
+        )
+        .join(Batch, Batch.id == EarlierSend.batch_id)
+        .where(EarlierSend.mobile == number)
+        .order_by(EarlierSend.recipient_id.desc(), EarlierSend.id.desc())
+    )
     if limit is not None:
         sends, earlier = sends.limit(limit), earlier.limit(limit)
     with session_scope(conf.database_url, readonly=True) as session:
@@ -74,8 +102,7 @@ def parse_states(states: str | Iterable[str] | None) -> tuple[str, ...]:
     names = [s.strip() for s in (states.split(",") if isinstance(states, str) else states) if s.strip()]
     wrong = [s for s in names if s not in RECIPIENT_STATES]
     if wrong:
-        raise ValueError(f"unknown state {', '.join(map(repr, wrong))}; the states are "
-                         f"{', '.join(RECIPIENT_STATES)}")
+        raise ValueError(f"unknown state {', '.join(map(repr, wrong))}; the states are {', '.join(RECIPIENT_STATES)}")
     return tuple(dict.fromkeys(names))
 
 
@@ -146,11 +173,22 @@ def recent_batches(limit: int = 20, *, account: str | None = None) -> list[Batch
         for batch_id, (_, numbers) in staged.items():
             counts = recipients.setdefault(batch_id, {})
             counts[RecipientState.QUEUED] = counts.get(RecipientState.QUEUED, 0) + numbers
-        return [BatchSummary(b.id, b.account, b.created_at, b.accepted, b.rejected, recipients.get(b.id, {}),
-                             chunks.get(b.id, {}), b.cancelled_at is not None, staged.get(b.id, (0, 0))[0],
-                             b.send_at, is_scheduled(b.send_at, chunks.get(b.id, {})))
-                for b in batches]
-
+        return [
+            BatchSummary(
+                b.id,
+                b.account,
+                b.created_at,
+                b.accepted,
+                b.rejected,
+                recipients.get(b.id, {}),
+                chunks.get(b.id, {}),
+                b.cancelled_at is not None,
+                staged.get(b.id, (0, 0))[0],
+                b.send_at,
+                is_scheduled(b.send_at, chunks.get(b.id, {})),
+            )
+            for b in batches
+        ]
 
 
 def _counts(session, model, batch_ids: list[int]) -> dict[int, dict[str, int]]:
@@ -159,11 +197,20 @@ def _counts(session, model, batch_ids: list[int]) -> dict[int, dict[str, int]]:
     if not batch_ids:
         return out
     for batch_id, state, n in session.execute(
-            select(model.batch_id, model.state, func.count()).where(model.batch_id.in_(batch_ids))
-            .group_by(model.batch_id, model.state)).all():
+        select(model.batch_id, model.state, func.count())
+        .where(model.batch_id.in_(batch_ids))
+        .group_by(model.batch_id, model.state)
+    ).all():
         out.setdefault(batch_id, {})[state] = n
     return out
 
 
-__all__ = ["number_history", "export_batch", "recent_batches", "NumberSend", "BatchSummary",
-           "RECIPIENT_STATES", "EXPORT_COLUMNS"]
+__all__ = [
+    "number_history",
+    "export_batch",
+    "recent_batches",
+    "NumberSend",
+    "BatchSummary",
+    "RECIPIENT_STATES",
+    "EXPORT_COLUMNS",
+]

@@ -15,6 +15,7 @@ credentials. Replaying is idempotent: ``record()`` applies only to a chunk
 still ``sending`` (or ``unknown``, which the relay makes of a chunk whose
 answer is late) with the same attempt.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,7 +25,7 @@ import time
 from celery.signals import worker_ready
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential, wait_random
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential, wait_random
 
 from smsq.providers import Outcome, SendResult
 from smsq.store.ledger import FIRST_ATTEMPT, ClaimedChunk
@@ -38,6 +39,7 @@ from .decisions import Decision
 from .outcomes import ChunkRun, after_record, decided, record
 
 log = logging.getLogger("smsq.spool")
+
 
 def is_db_outage(exc: BaseException) -> bool:
     """The database could not be reached or dropped the connection (as opposed to a bug)."""
@@ -55,18 +57,28 @@ def with_db_retry(conf: Settings, fn, *args, **kwargs):
         if not is_db_outage(exc):
             raise
         _trying_again(fn, exc)
-    retrying = Retrying(stop=stop_after_delay(conf.db_retry_for), wait=wait_exponential(multiplier=0.5, max=5) + wait_random(0, 0.5),
-                        retry=retry_if_exception(is_db_outage), reraise=True,
-                        before_sleep=lambda rs: _trying_again(fn, rs.outcome.exception()))
+    retrying = Retrying(
+        stop=stop_after_delay(conf.db_retry_for),
+        wait=wait_exponential(multiplier=0.5, max=5) + wait_random(0, 0.5),
+        retry=retry_if_exception(is_db_outage),
+        reraise=True,
+        before_sleep=lambda state: _trying_again(fn, _failure(state)),
+    )
     return retrying(fn, *args, **kwargs)
 
 
-def _trying_again(fn, exc: BaseException) -> None:
+def _failure(state: RetryCallState) -> BaseException | None:
+    """The exception of the attempt that failed before this wait."""
+    return state.outcome.exception() if state.outcome is not None else None
+
+
+def _trying_again(fn, exc: BaseException | None) -> None:
     log.warning("%s: database unavailable (%s); trying again", getattr(fn, "__name__", fn), type(exc).__name__)
 
 
-def keep_outcome(conf: Settings, claimed: ClaimedChunk, result: SendResult, decision: Decision,
-                 call_seconds: float | None):
+def keep_outcome(
+    conf: Settings, claimed: ClaimedChunk, result: SendResult, decision: Decision, call_seconds: float | None
+):
     """``record()`` through a database outage; past the retries, into the spool (the answer;
     its meaning is decided again when it is recorded). Returns what record returns, or
     (ChunkRun.SPOOLED, None)."""
@@ -76,8 +88,14 @@ def keep_outcome(conf: Settings, claimed: ClaimedChunk, result: SendResult, deci
         if not is_db_outage(exc):
             raise
         path = spool_of(conf).append(spool_entry(claimed, result, call_seconds))
-        log.error("chunk %s: the database is unavailable (%s); the vendor's answer (%s) is kept in %s "
-                  "and recorded when it is back", claimed.chunk_id, type(exc).__name__, result.outcome.value, path)
+        log.error(
+            "chunk %s: the database is unavailable (%s); the vendor's answer (%s) is kept in %s "
+            "and recorded when it is back",
+            claimed.chunk_id,
+            type(exc).__name__,
+            result.outcome.value,
+            path,
+        )
         return ChunkRun.SPOOLED, None
 
 
@@ -88,14 +106,27 @@ def spool_of(conf: Settings) -> Spool:
 def spool_entry(claimed: ClaimedChunk, result: SendResult, call_seconds: float | None) -> dict:
     rid_of = {mobile: rid for rid, mobile in claimed.recipients}
     return {
-        "chunk_id": claimed.chunk_id, "batch_id": claimed.batch_id, "seq": claimed.seq, "account": claimed.account,
-        "lane": claimed.lane, "attempt": claimed.attempt, "recipient_ids": [rid for rid, _ in claimed.recipients],
-        "call_seconds": call_seconds, "at": utcnow().isoformat(timespec="seconds"),
-        "result": {"outcome": result.outcome.value, "code": result.code, "message": result.message,
-                   "vendor_ids": list(result.vendor_ids), "batch_ref": result.batch_ref,
-                   "accepted": result.accepted, "rejected": result.rejected,
-                   "failed": {str(rid_of[m]): why for m, why in result.failed_numbers.items() if m in rid_of},
-                   "retry_after": result.retry_after, "raw": result.raw},
+        "chunk_id": claimed.chunk_id,
+        "batch_id": claimed.batch_id,
+        "seq": claimed.seq,
+        "account": claimed.account,
+        "lane": claimed.lane,
+        "attempt": claimed.attempt,
+        "recipient_ids": [rid for rid, _ in claimed.recipients],
+        "call_seconds": call_seconds,
+        "at": utcnow().isoformat(timespec="seconds"),
+        "result": {
+            "outcome": result.outcome.value,
+            "code": result.code,
+            "message": result.message,
+            "vendor_ids": list(result.vendor_ids),
+            "batch_ref": result.batch_ref,
+            "accepted": result.accepted,
+            "rejected": result.rejected,
+            "failed": {str(rid_of[m]): why for m, why in result.failed_numbers.items() if m in rid_of},
+            "retry_after": result.retry_after,
+            "raw": result.raw,
+        },
     }
 
 
@@ -105,16 +136,33 @@ def apply_entry(conf: Settings, entry: dict) -> None:
     with session_scope(conf.database_url, readonly=True) as session:
         mobiles = dict(session.execute(select(Recipient.id, Recipient.mobile).where(Recipient.id.in_(ids))).all())
         first = session.execute(select(FIRST_ATTEMPT).where(Chunk.id == entry["chunk_id"])).scalar()
-    claimed = ClaimedChunk(entry["chunk_id"], entry["batch_id"], entry["seq"], entry["account"], entry["lane"],
-                           entry["attempt"], "", None, utcnow(), [(rid, mobiles.get(rid, "")) for rid in ids], first)
+    claimed = ClaimedChunk(
+        entry["chunk_id"],
+        entry["batch_id"],
+        entry["seq"],
+        entry["account"],
+        entry["lane"],
+        entry["attempt"],
+        "",
+        None,
+        utcnow(),
+        [(rid, mobiles.get(rid, "")) for rid in ids],
+        first,
+    )
     spooled = dict(entry["result"])
     failed = {mobiles[int(rid)]: why for rid, why in spooled.pop("failed").items() if int(rid) in mobiles}
     result = SendResult(Outcome(spooled.pop("outcome")), failed_numbers=failed, **spooled)
     # decided now, as if the answer had come now: its retry budget may have run out meanwhile
-    state, retry_in = record(conf, claimed, result, decided(conf, claimed, result),
-                             call_seconds=entry.get("call_seconds"))
-    log.warning("chunk %s: the vendor's answer of %s (%s) recorded from the spool: %s", claimed.chunk_id,
-                entry.get("at"), result.outcome.value, state)
+    state, retry_in = record(
+        conf, claimed, result, decided(conf, claimed, result), call_seconds=entry.get("call_seconds")
+    )
+    log.warning(
+        "chunk %s: the vendor's answer of %s (%s) recorded from the spool: %s",
+        claimed.chunk_id,
+        entry.get("at"),
+        result.outcome.value,
+        state,
+    )
     after_record(conf, claimed, result, retry_in)
 
 

@@ -10,6 +10,7 @@ by tasks/decisions.py; in short:
    invalid_request / blocked -> failed
    ambiguous                 -> unknown: never resent automatically
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,6 +32,7 @@ log = logging.getLogger("smsq.send")
 
 class ChunkRun(StrEnum):
     """How one chunk's run (tasks/send.py ``run_chunk``) ended; equal to its string."""
+
     ACCEPTED = "accepted"  # the vendor took it
     PENDING = "pending"  # the vendor asked to try again later (a retry is due)
     FAILED = "failed"  # recorded failed (raised as ChunkFailed by the send path)
@@ -48,15 +50,24 @@ def decided(conf: Settings, claimed: ClaimedChunk, result: SendResult, probe: bo
     return decide(result, claimed.attempt, claimed.first_attempt_at, utcnow(), Policy.of(conf), probe=probe)
 
 
-def record(conf: Settings, claimed: ClaimedChunk, result: SendResult, decision: Decision,
-           call_seconds: float | None = None) -> tuple[ChunkState, float | None]:
+def record(
+    conf: Settings, claimed: ClaimedChunk, result: SendResult, decision: Decision, call_seconds: float | None = None
+) -> tuple[ChunkState, float | None]:
     """Record the answer as ``decision`` says; return the chunk's new state and, for a
     retry, the delay. ``call_seconds``: how long the vendor call took, kept in
     ``vendor_calls`` (None: no vendor call was made)."""
     state, retry_in = decision.next_state, decision.wait
-    if not ledger.record(conf, claimed, result, state, detail=decision.detail, retry_at=decision.retry_at,
-                         queued=retry_in is not None and retry_in <= MAX_COUNTDOWN,
-                         counted=decision.attempt_counts, call_seconds=call_seconds):
+    if not ledger.record(
+        conf,
+        claimed,
+        result,
+        state,
+        detail=decision.detail,
+        retry_at=decision.retry_at,
+        queued=retry_in is not None and retry_in <= MAX_COUNTDOWN,
+        counted=decision.attempt_counts,
+        call_seconds=call_seconds,
+    ):
         log.warning("chunk %s: outcome %s not recorded, the chunk moved on", claimed.chunk_id, state)
         return state, None
     return state, retry_in
@@ -70,5 +81,6 @@ def after_record(conf: Settings, claimed: ClaimedChunk, result: SendResult, retr
     elif result.outcome is Outcome.OK:
         clear_flag(conf, claimed.account)
     if retry_in is not None and retry_in <= MAX_COUNTDOWN:
-        publish_chunk(claimed.chunk_id, claimed.lane, batch_id=claimed.batch_id, account=claimed.account,
-                      countdown=retry_in)
+        publish_chunk(
+            claimed.chunk_id, claimed.lane, batch_id=claimed.batch_id, account=claimed.account, countdown=retry_in
+        )

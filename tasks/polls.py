@@ -42,13 +42,16 @@ like an old one. What tells them apart:
   A report for an earlier send is kept on it; its recipient row follows the
   send that replaced it.
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
-from datetime import timedelta
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
@@ -57,8 +60,18 @@ from smsq.providers import ProviderError
 from smsq.providers.base import Inbound, Report
 from smsq.store import leases, ledger
 from smsq.store.lifecycle import RecipientState
-from smsq.store.models import (AccountBalance, Batch, BlockedNumber, EarlierSend, InboundMessage, PollJournal,
-                               PollStatus, Recipient, StatusReport, utcnow)
+from smsq.store.models import (
+    AccountBalance,
+    Batch,
+    BlockedNumber,
+    EarlierSend,
+    InboundMessage,
+    PollJournal,
+    PollStatus,
+    Recipient,
+    StatusReport,
+    utcnow,
+)
 from smsq.store.sql import fit, insert_or_ignore
 from smsq.worker.app import get_app, smsq_task
 from smsq.worker.clients import provider_for
@@ -113,17 +126,30 @@ def _set_status(session: Session, account: str, kind: str, outcome: str, detail:
 
 
 # -- storing what a body holds -------------------------------------------------
-def _store_inbound(session: Session, account: str, journal_id: int, items: list[Inbound],
-                   options: dict) -> list[int]:
-    rows = [{"account": account, "mobile": fit(InboundMessage.mobile, m.mobile), "content": m.content, "vendor_id": m.vendor_id,
-             "received_at": m.received_at, "extra": m.extra, "dedupe_key": inbound_key(m),
-             "journal_id": journal_id, "created_at": utcnow()} for m in items]
+def _store_inbound(
+    session: Session, account: str, journal_id: int, items: list[Inbound], options: Mapping[str, Any]
+) -> list[int]:
+    rows = [
+        {
+            "account": account,
+            "mobile": fit(InboundMessage.mobile, m.mobile),
+            "content": m.content,
+            "vendor_id": m.vendor_id,
+            "received_at": m.received_at,
+            "extra": m.extra,
+            "dedupe_key": inbound_key(m),
+            "journal_id": journal_id,
+            "created_at": utcnow(),
+        }
+        for m in items
+    ]
     new_ids = insert_or_ignore(session, InboundMessage, rows, ["account", "dedupe_key"], returning=InboundMessage.id)
     if new_ids:
         # Only messages stored for the first time: a re-parse must not block again
         # a number an operator took off the list meanwhile.
-        replies = session.execute(select(InboundMessage.mobile, InboundMessage.content)
-                                  .where(InboundMessage.id.in_(new_ids))).all()
+        replies = session.execute(
+            select(InboundMessage.mobile, InboundMessage.content).where(InboundMessage.id.in_(new_ids))
+        ).all()
         opted_out = record_optouts(session, account, options, replies)
         if opted_out:
             log.info("%s: %s number(s) opted out by reply: %s", account, len(opted_out), ", ".join(opted_out))
@@ -135,39 +161,62 @@ AWAITING = (RecipientState.SENT, RecipientState.UNKNOWN)  # recipient states sti
 
 def _sent_under(account: str, rep: Report):
     """The account's recipients with the report's vendor id and mobile."""
-    return (select(Recipient).join(Batch, Batch.id == Recipient.batch_id)
-            .where(Recipient.vendor_id == rep.vendor_id, Recipient.mobile == rep.mobile, Batch.account == account))
+    return (
+        select(Recipient)
+        .join(Batch, Batch.id == Recipient.batch_id)
+        .where(Recipient.vendor_id == rep.vendor_id, Recipient.mobile == rep.mobile, Batch.account == account)
+    )
 
 
 def _earlier_sends_of(account: str, rep: Report):
     """The account's earlier sends (sent again by an operator) to the report's mobile."""
-    return (select(EarlierSend).join(Batch, Batch.id == EarlierSend.batch_id)
-            .where(EarlierSend.mobile == rep.mobile, Batch.account == account))
+    return (
+        select(EarlierSend)
+        .join(Batch, Batch.id == EarlierSend.batch_id)
+        .where(EarlierSend.mobile == rep.mobile, Batch.account == account)
+    )
 
 
 def _match_send(session: Session, account: str, rep: Report) -> Recipient | EarlierSend | None:
     if rep.vendor_id:
         # A reused vendor id: the send still waiting for its report is the one meant.
-        found = session.execute(_sent_under(account, rep).order_by(
-            case((Recipient.state.in_(AWAITING), 0), else_=1), Recipient.id.desc()).limit(1)).scalar_one_or_none()
+        found = session.execute(
+            _sent_under(account, rep)
+            .order_by(case((Recipient.state.in_(AWAITING), 0), else_=1), Recipient.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
         if found is None:  # the vendor id of a send an operator sent again
-            found = session.execute(_earlier_sends_of(account, rep).where(EarlierSend.vendor_id == rep.vendor_id)
-                                    .order_by(EarlierSend.id.desc()).limit(1)).scalar_one_or_none()
+            found = session.execute(
+                _earlier_sends_of(account, rep)
+                .where(EarlierSend.vendor_id == rep.vendor_id)
+                .order_by(EarlierSend.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
         if found is not None:
             return found
     # Recipients without a vendor id of their own: a chunk whose answer was lost
     # ('unknown': a report shows the vendor did accept it), or a vendor answer
     # whose ids could not be paired with numbers. The latest such send wins.
     found = session.execute(
-        select(Recipient).join(Batch, Batch.id == Recipient.batch_id)
-        .where(Recipient.mobile == rep.mobile, Recipient.state.in_(AWAITING),
-               Recipient.vendor_id.is_(None), Batch.account == account)
-        .order_by(Recipient.id.desc()).limit(1)).scalar_one_or_none()
+        select(Recipient)
+        .join(Batch, Batch.id == Recipient.batch_id)
+        .where(
+            Recipient.mobile == rep.mobile,
+            Recipient.state.in_(AWAITING),
+            Recipient.vendor_id.is_(None),
+            Batch.account == account,
+        )
+        .order_by(Recipient.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
     if found is None:
         # An 'unknown' send an operator sent again: the vendor had taken it after all.
-        found = session.execute(_earlier_sends_of(account, rep).where(
-            EarlierSend.state.in_(AWAITING), EarlierSend.vendor_id.is_(None))
-            .order_by(EarlierSend.id.desc()).limit(1)).scalar_one_or_none()
+        found = session.execute(
+            _earlier_sends_of(account, rep)
+            .where(EarlierSend.state.in_(AWAITING), EarlierSend.vendor_id.is_(None))
+            .order_by(EarlierSend.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
     return found
 
 
@@ -175,29 +224,55 @@ REMATCH_WINDOW = timedelta(minutes=10)  # how long an unmatched report is tried 
 
 
 def _report_row(account: str, journal_id: int, rep: Report, key: str) -> dict:
-    return {"account": account, "vendor_id": rep.vendor_id, "mobile": fit(StatusReport.mobile, rep.mobile), "delivered": rep.delivered,
-            "code": fit(StatusReport.code, rep.code), "message": fit(StatusReport.message, rep.message or ""), "reported_at": rep.reported_at,
-            "dedupe_key": key, "journal_id": journal_id, "created_at": utcnow()}
+    return {
+        "account": account,
+        "vendor_id": rep.vendor_id,
+        "mobile": fit(StatusReport.mobile, rep.mobile),
+        "delivered": rep.delivered,
+        "code": fit(StatusReport.code, rep.code),
+        "message": fit(StatusReport.message, rep.message or ""),
+        "reported_at": rep.reported_at,
+        "dedupe_key": key,
+        "journal_id": journal_id,
+        "created_at": utcnow(),
+    }
 
 
 def _store_reports(session: Session, account: str, journal_id: int, items: list[Report]) -> tuple[int, list[int]]:
     rows = [_report_row(account, journal_id, r, report_key(r)) for r in items]
     new_ids = insert_or_ignore(session, StatusReport, rows, ["account", "dedupe_key"], returning=StatusReport.id)
     now = utcnow()
-    stored = set(session.execute(select(StatusReport.dedupe_key).where(StatusReport.id.in_(new_ids))).scalars()) \
-        if new_ids else set()
+    stored = (
+        set(session.execute(select(StatusReport.dedupe_key).where(StatusReport.id.in_(new_ids))).scalars())
+        if new_ids
+        else set()
+    )
     for rep in items:  # keys already taken: a repeat, or a later send under a reused id?
         if rep.reported_at is None and rep.vendor_id and report_key(rep) not in stored:
             new_ids += _later_report(session, account, journal_id, rep, now)
     # A vendor can report faster than a worker records the send: the report reaches us
     # while its recipient is still 'queued' with no vendor id. Such reports are kept
     # unmatched and tried again at the next polls for a while, so none is lost to the race.
-    recent_unmatched = session.execute(select(StatusReport.id).where(
-        StatusReport.account == account, StatusReport.recipient_id.is_(None),
-        StatusReport.delivered.is_not(None), StatusReport.created_at >= now - REMATCH_WINDOW,
-        StatusReport.id.not_in(new_ids or [0])).order_by(StatusReport.id)).scalars().all()
-    changed = [rid for report_id in [*recent_unmatched, *new_ids]
-               if (rid := _apply_report(session, account, session.get(StatusReport, report_id), now))]
+    recent_unmatched = (
+        session.execute(
+            select(StatusReport.id)
+            .where(
+                StatusReport.account == account,
+                StatusReport.recipient_id.is_(None),
+                StatusReport.delivered.is_not(None),
+                StatusReport.created_at >= now - REMATCH_WINDOW,
+                StatusReport.id.not_in(new_ids or [0]),
+            )
+            .order_by(StatusReport.id)
+        )
+        .scalars()
+        .all()
+    )
+    changed = [
+        rid
+        for report_id in [*recent_unmatched, *new_ids]
+        if (rid := _apply_report(session, account, session.get_one(StatusReport, report_id), now))
+    ]
     return len(new_ids), changed
 
 
@@ -205,19 +280,32 @@ def _later_report(session: Session, account: str, journal_id: int, rep: Report, 
     """Store a timeless report whose key is taken if it is about a later send (module docstring)."""
     base = report_key(rep)
     again = f"{base[:140]}#r"  # + the recipient id it settles
-    prior = session.execute(select(StatusReport).where(
-        StatusReport.account == account,
-        or_(StatusReport.dedupe_key == base, StatusReport.dedupe_key.startswith(again, autoescape=True)))
-        .order_by(StatusReport.id.desc())).scalars().all()
+    prior = (
+        session.execute(
+            select(StatusReport)
+            .where(
+                StatusReport.account == account,
+                or_(StatusReport.dedupe_key == base, StatusReport.dedupe_key.startswith(again, autoescape=True)),
+            )
+            .order_by(StatusReport.id.desc())
+        )
+        .scalars()
+        .all()
+    )
     if not prior or any(p.journal_id == journal_id for p in prior):
         return []  # a re-parse, or twice in one body
     latest = prior[0]
     if latest.recipient_id is None and latest.created_at >= now - REMATCH_WINDOW:
         return []  # the stored one is still to be matched: it will settle the number
-    waiting = session.execute(_sent_under(account, rep).where(Recipient.state.in_(AWAITING))
-                              .order_by(Recipient.id.desc()).limit(1)).scalar_one_or_none()
-    if (waiting is None or waiting.updated_at is None or waiting.updated_at <= latest.created_at
-            or any(p.recipient_id == waiting.id for p in prior)):
+    waiting = session.execute(
+        _sent_under(account, rep).where(Recipient.state.in_(AWAITING)).order_by(Recipient.id.desc()).limit(1)
+    ).scalar_one_or_none()
+    if (
+        waiting is None
+        or waiting.updated_at is None
+        or waiting.updated_at <= latest.created_at
+        or any(p.recipient_id == waiting.id for p in prior)
+    ):
         return []  # a repeated page
     row = _report_row(account, journal_id, rep, f"{again}{waiting.id}")
     return insert_or_ignore(session, StatusReport, [row], ["account", "dedupe_key"], returning=StatusReport.id)
@@ -243,8 +331,16 @@ def _apply_report(session: Session, account: str, rep: StatusReport, now) -> int
 def _store_blocked(session: Session, account: str, numbers: list[str]) -> int:
     if not numbers:
         return 0
-    rows = [{"account": account, "mobile": fit(BlockedNumber.mobile, n), "reason": "reported blocked by the vendor",
-             "source": "vendor", "created_at": utcnow()} for n in dict.fromkeys(numbers)]
+    rows = [
+        {
+            "account": account,
+            "mobile": fit(BlockedNumber.mobile, n),
+            "reason": "reported blocked by the vendor",
+            "source": "vendor",
+            "created_at": utcnow(),
+        }
+        for n in dict.fromkeys(numbers)
+    ]
     insert_or_ignore(session, BlockedNumber, rows, ["account", "mobile"])
     return len(rows)
 
@@ -263,21 +359,22 @@ def _store_balance(session: Session, account: str, balance: float, conf: Setting
 def parse_journal(conf: Settings, journal_id: int) -> PollResult:
     """Parse one journal row into its tables (idempotent: unique keys)."""
     with session_scope(conf.database_url) as session:
-        entry = session.get(PollJournal, journal_id)
+        entry = session.get_one(PollJournal, journal_id)
         account, kind, body = entry.account, entry.kind, entry.body
     provider = provider_for(conf.account(account))
     result = PollResult(account, kind, "ok", journal_id)
     try:
         with session_scope(conf.database_url) as session:
             if kind == "inbound":
-                items = provider.parse_inbound(body)
-                result.items = len(items)
-                result.new_inbound = _store_inbound(session, account, journal_id, items,
-                                                    conf.account(account).options)
+                messages = provider.parse_inbound(body)
+                result.items = len(messages)
+                result.new_inbound = _store_inbound(
+                    session, account, journal_id, messages, conf.account(account).options
+                )
             elif kind == "reports":
-                items = provider.parse_reports(body)
-                result.items = len(items)
-                _, result.changed_recipients = _store_reports(session, account, journal_id, items)
+                reports = provider.parse_reports(body)
+                result.items = len(reports)
+                _, result.changed_recipients = _store_reports(session, account, journal_id, reports)
             elif kind == "blocked":
                 numbers = provider.parse_blocked(body)
                 result.items = _store_blocked(session, account, numbers)
@@ -285,31 +382,47 @@ def parse_journal(conf: Settings, journal_id: int) -> PollResult:
                 _store_balance(session, account, provider.parse_balance(body), conf)
                 result.items = 1
             page = provider.page_sizes.get(kind)
-            result.full_page = bool(page) and result.items >= page
-            session.execute(update(PollJournal).where(PollJournal.id == journal_id).values(
-                state="parsed", items=result.items, error=None, parsed_at=utcnow()))
+            result.full_page = bool(page and result.items >= page)
+            session.execute(
+                update(PollJournal)
+                .where(PollJournal.id == journal_id)
+                .values(state="parsed", items=result.items, error=None, parsed_at=utcnow())
+            )
             _set_status(session, account, kind, "ok", items=result.items)
     except ProviderError as exc:  # the body is a vendor error code, not data
         result.outcome, result.detail = exc.outcome.value, f"{exc.code}: {exc}"
         with session_scope(conf.database_url) as session:
-            session.execute(update(PollJournal).where(PollJournal.id == journal_id).values(
-                state="vendor_error", error=result.detail, parsed_at=utcnow()))
+            session.execute(
+                update(PollJournal)
+                .where(PollJournal.id == journal_id)
+                .values(state="vendor_error", error=result.detail, parsed_at=utcnow())
+            )
             _set_status(session, account, kind, result.outcome, result.detail)
     except Exception as exc:  # a body we could not read: kept for --reparse
         result.outcome, result.detail = "failed", f"{type(exc).__name__}: {exc}"
-        log.error("journal %s (%s %s): could not parse, kept for `smsq poll --reparse`: %s",
-                  journal_id, account, kind, result.detail)
+        log.error(
+            "journal %s (%s %s): could not parse, kept for `smsq poll --reparse`: %s",
+            journal_id,
+            account,
+            kind,
+            result.detail,
+        )
         with session_scope(conf.database_url) as session:
-            session.execute(update(PollJournal).where(PollJournal.id == journal_id).values(
-                state="failed", error=fit(PollJournal.error, result.detail)))
+            session.execute(
+                update(PollJournal)
+                .where(PollJournal.id == journal_id)
+                .values(state="failed", error=fit(PollJournal.error, result.detail))
+            )
             _set_status(session, account, kind, "failed", result.detail)
     return result
 
 
 def _notify(result: PollResult) -> None:
     """The application's hooks, called with record ids only, after commit."""
-    hooks = (("SMSQ_ON_INBOUND", "inbound", result.new_inbound),
-             ("SMSQ_ON_STATUS", "status", result.changed_recipients))
+    hooks = (
+        ("SMSQ_ON_INBOUND", "inbound", result.new_inbound),
+        ("SMSQ_ON_STATUS", "status", result.changed_recipients),
+    )
     for env, what, ids in hooks:
         task = os.environ.get(env)
         if task and ids:
@@ -324,15 +437,18 @@ def poll(account: str, kind: str, *, conf: Settings | None = None) -> PollResult
     acct = conf.account(account)
     provider = provider_for(acct)
     if kind not in provider.poll_kinds:
-        raise ValueError(f"account {account!r} ({acct.provider}) has no {kind!r} poll; "
-                         f"it has: {', '.join(sorted(provider.poll_kinds)) or 'none'}")
+        raise ValueError(
+            f"account {account!r} ({acct.provider}) has no {kind!r} poll; "
+            f"it has: {', '.join(sorted(provider.poll_kinds)) or 'none'}"
+        )
     family = provider.poll_family(kind)
     interval = max(provider.min_poll_interval, 1.0)
     with session_scope(conf.database_url) as session:
         if not leases.take(session, account, family, interval):
             wait = leases.free_in(session, account, family, interval)
-            return PollResult(account, kind, "leased", retry_in=wait,
-                              detail=f"{family} window closed for {wait:.0f} s more")
+            return PollResult(
+                account, kind, "leased", retry_in=wait, detail=f"{family} window closed for {wait:.0f} s more"
+            )
     try:
         body = provider.fetch(kind)
     except ProviderError as exc:
@@ -382,8 +498,13 @@ def task_name(kind: str) -> str:
 def publish_poll(account: str, kind: str, countdown: float | None = None, waits: int = 0) -> None:
     """Queue a poll, now or when its window opens (at most MAX_COUNTDOWN ahead)."""
     countdown = None if countdown is None else min(MAX_COUNTDOWN, countdown)
-    get_app().send_task(task_name(kind), args=[account, waits], queue="smsq.poll", countdown=bounded(countdown),
-                        expires=(countdown or 0) + 300)
+    get_app().send_task(
+        task_name(kind),
+        args=[account, waits],
+        queue="smsq.poll",
+        countdown=bounded(countdown),
+        expires=(countdown or 0) + 300,
+    )
 
 
 UNREACHABLE = "unreachable"  # a poll task's outcome when the database or broker could not be reached
@@ -400,8 +521,13 @@ def run_poll_task(account: str, kind: str, waits: int = 0) -> str:
         if service is None:
             raise
         # One line per poll, not a driver's traceback: beat polls again at the next turn.
-        log.warning("poll %s %s: cannot reach %s: %s; polled again at its next turn", account, kind,
-                    describe(service), first_line(exc))
+        log.warning(
+            "poll %s %s: cannot reach %s: %s; polled again at its next turn",
+            account,
+            kind,
+            describe(service),
+            first_line(exc),
+        )
         return UNREACHABLE
     if result.outcome == "leased" and waits < MAX_WAITS and result.retry_in is not None:
         # Another kind of the same family holds the window: come back when it opens.

@@ -20,21 +20,22 @@ batch is safe, the receipt says ``queued=False`` and the relay publishes it.
 A route name (``[routes.NAME]``) is accepted wherever an account name is: the
 batch goes to the route's first account that can send (tasks/routes.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import logging
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from smsq.providers import provider_class
+from smsq.providers import Provider, provider_class
 from smsq.providers.base import BEIJING, segments
 from smsq.store.ledger import cut, write_rejected, write_short
 from smsq.store.lifecycle import ChunkState, RecipientState
@@ -52,8 +53,13 @@ from .split import staged_counts
 
 log = logging.getLogger("smsq.producer")
 
-FINAL_CHUNK_STATES = (ChunkState.ACCEPTED, ChunkState.FAILED, ChunkState.UNKNOWN, ChunkState.CANCELLED,
-                      ChunkState.MOVED)
+FINAL_CHUNK_STATES = (
+    ChunkState.ACCEPTED,
+    ChunkState.FAILED,
+    ChunkState.UNKNOWN,
+    ChunkState.CANCELLED,
+    ChunkState.MOVED,
+)
 PAST_GRACE = timedelta(minutes=5)  # a send_at further back than this is a mistake, not "now"
 
 
@@ -104,16 +110,26 @@ class BatchStatus:
         return not self.to_split and all(state in FINAL_CHUNK_STATES for state in self.chunks)
 
     def as_dict(self) -> dict:
-        return {"batch_id": self.batch_id, "account": self.account, "accepted": self.accepted,
-                "rejected": self.rejected, "recipients": self.recipients, "chunks": self.chunks,
-                "to_split": self.to_split, "final": self.final, "route": self.route,
-                "by_account": self.by_account, "scheduled": self.scheduled,
-                # ISO 8601 in Beijing time, as the command line prints every time
-                "send_at": None if self.send_at is None else self.send_at.replace(tzinfo=timezone.utc)
-                .astimezone(BEIJING).isoformat(timespec="seconds")}
+        return {
+            "batch_id": self.batch_id,
+            "account": self.account,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "recipients": self.recipients,
+            "chunks": self.chunks,
+            "to_split": self.to_split,
+            "final": self.final,
+            "route": self.route,
+            "by_account": self.by_account,
+            "scheduled": self.scheduled,
+            # ISO 8601 in Beijing time, as the command line prints every time
+            "send_at": None
+            if self.send_at is None
+            else self.send_at.replace(tzinfo=UTC).astimezone(BEIJING).isoformat(timespec="seconds"),
+        }
 
 
-def _numbers(to: Iterable[str] | str) -> Iterator[str]:
+def _numbers(to: Iterable[str] | str | bytes) -> Iterator[str]:
     """The entries of ``to``, read lazily. A ``to`` that holds no numbers at all (None, a
     number instead of a list) raises ValueError here, before anything is read or stored."""
     if isinstance(to, (str, bytes)):
@@ -123,8 +139,10 @@ def _numbers(to: Iterable[str] | str) -> Iterator[str]:
     try:
         items = iter(to)
     except TypeError:
-        raise ValueError(f"to must be the numbers to send to (a list or any iterable of strings, or one "
-                         f"comma-separated string), not {to!r:.40}") from None
+        raise ValueError(
+            f"to must be the numbers to send to (a list or any iterable of strings, or one "
+            f"comma-separated string), not {to!r:.40}"
+        ) from None
     return _entries(items)
 
 
@@ -146,14 +164,17 @@ def _when(send_at: datetime | None) -> datetime | None:
         raise TypeError("send_at must be a datetime")
     if send_at.tzinfo is None:
         send_at = send_at.replace(tzinfo=BEIJING)
-    if send_at < datetime.now(timezone.utc) - PAST_GRACE:
-        raise ValueError(f"send_at {send_at.astimezone(BEIJING):%Y-%m-%d %H:%M:%S} (Beijing time) is in the "
-                         f"past; leave it out to send now")
-    return send_at.astimezone(timezone.utc).replace(tzinfo=None)
+    if send_at < datetime.now(UTC) - PAST_GRACE:
+        raise ValueError(
+            f"send_at {send_at.astimezone(BEIJING):%Y-%m-%d %H:%M:%S} (Beijing time) is in the "
+            f"past; leave it out to send now"
+        )
+    return send_at.astimezone(UTC).replace(tzinfo=None)
 
 
-def _intake(session: Session, batch: Batch, numbers: Iterator[str], landline: bool, size: int,
-            rejected: list[tuple[str, str]]) -> int:
+def _intake(
+    session: Session, batch: Batch, numbers: Iterator[str], landline: bool, size: int, rejected: list[tuple[str, str]]
+) -> int:
     """Stage the numbers in chunks of ``size``; blocked ones join ``rejected``. Return how many were accepted."""
     accepted, blocked = stage_chunks(session, batch.id, batch.account, numbers, landline, size, rejected)
     rejected.extend(_blocked(session, batch.account, blocked))
@@ -162,8 +183,9 @@ def _intake(session: Session, batch: Batch, numbers: Iterator[str], landline: bo
 
 def _blocked(session: Session, account: str, blocked: set[str]) -> list[tuple[str, str]]:
     """The receipt's entries for the account's blocked numbers found (no query when none)."""
-    return [(mobile, f"blocked for this account: {reason}")
-            for mobile, reason in blocked_reasons(session, account, blocked)]
+    return [
+        (mobile, f"blocked for this account: {reason}") for mobile, reason in blocked_reasons(session, account, blocked)
+    ]
 
 
 def _fill(batch: Batch, conf, accepted: int, rejected: list, priority: bool | None) -> None:
@@ -188,17 +210,20 @@ def _replay(session: Session, batch: Batch, digest: str, key: str) -> Receipt:
     check_replay(batch.body_digest, digest, key, batch.id)
     rejected = session.execute(
         select(Recipient.mobile, Recipient.detail)
-        .where(Recipient.batch_id == batch.id, Recipient.state == RecipientState.REJECTED).order_by(Recipient.id)
+        .where(Recipient.batch_id == batch.id, Recipient.state == RecipientState.REJECTED)
+        .order_by(Recipient.id)
     ).all()
-    return Receipt(batch.id, batch.accepted, [(m, d or "") for m, d in rejected], batch.segments,
-                   batch.lane, replayed=True)
+    return Receipt(
+        batch.id, batch.accepted, [(m, d or "") for m, d in rejected], batch.segments, batch.lane, replayed=True
+    )
 
 
 @dataclass
 class _Storing:
     """What send_sms's transaction needs to store a batch's numbers."""
+
     conf: Settings
-    provider_cls: type
+    provider_cls: type[Provider]
     digest: BodyDigest
     numbers: Iterator[str]  # the rest of the list, past the short head already read
     priority: bool | None
@@ -217,8 +242,9 @@ def _store_short(session: Session, storing: _Storing, batch: Batch, short: list)
     pick-up before its send is even published. Five round trips in all, the batch's row
     written once with what it will hold. Returns the numbers accepted and the chunks to publish."""
     cls = storing.provider_cls
-    rows, blocked = chunk_short_list(session, batch.account, short, cls.accepts_landline, cls.max_numbers,
-                                     storing.rejected)
+    rows, blocked = chunk_short_list(
+        session, batch.account, short, cls.accepts_landline, cls.max_numbers, storing.rejected
+    )
     storing.rejected.extend(_blocked(session, batch.account, blocked))
     accepted = sum(size for _, size, _ in rows)
     if not accepted:
@@ -237,8 +263,9 @@ def _store_long(session: Session, storing: _Storing, batch: Batch, short: list) 
     cls, conf, now = storing.provider_cls, storing.conf, storing.now
     session.add(batch)
     session.flush()  # the id; and an idempotency race fails here, early
-    accepted = _intake(session, batch, itertools.chain(short, storing.numbers), cls.accepts_landline,
-                       cls.max_numbers, storing.rejected)
+    accepted = _intake(
+        session, batch, itertools.chain(short, storing.numbers), cls.accepts_landline, cls.max_numbers, storing.rejected
+    )
     if not accepted:
         raise NoValidNumbersError(storing.rejected)  # rolls the batch back: an empty batch is no batch
     _fill(batch, conf, accepted, storing.rejected, storing.priority)
@@ -251,8 +278,51 @@ def _store_long(session: Session, storing: _Storing, batch: Batch, short: list) 
     return accepted, None
 
 
-def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: datetime | None = None,
-             idempotency_key: str | None = None, priority: bool | None = None) -> Receipt:
+def _new_batch(
+    target: routes.Target,
+    account: str,
+    given: str,
+    prepared: str,
+    when: datetime | None,
+    idempotency_key: str | None,
+    now: datetime,
+) -> Batch:
+    """The batch row of a send, in the bulk lane until its size decides. Sent through a
+    route, it keeps the content as given: a failover prepares it again for the next account."""
+    return Batch(
+        account=account,
+        content=prepared,
+        send_at=when,
+        idempotency_key=idempotency_key,
+        lane="bulk",
+        segments=segments(prepared),
+        created_at=now,
+        route=target.route,
+        given_content=given if target.route else None,
+    )
+
+
+def _log_receipt(receipt: Receipt, account: str, route: str | None) -> None:
+    log.info(
+        "batch %s: %s accepted, %s rejected, lane %s, account %s%s",
+        receipt.batch_id,
+        receipt.accepted,
+        len(receipt.rejected),
+        receipt.lane,
+        account,
+        f" (route {route})" if route else "",
+    )
+
+
+def send_sms(
+    account: str,
+    to: Iterable[str] | str,
+    content: str,
+    *,
+    send_at: datetime | None = None,
+    idempotency_key: str | None = None,
+    priority: bool | None = None,
+) -> Receipt:
     """Queue ``content`` for every number in ``to`` through ``account``.
 
     Raises ``UnknownAccountError`` for an account not in the config,
@@ -285,9 +355,7 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
         with session_scope(conf.database_url) as session:
             if idempotency_key is not None and (existing := _keyed(session, target, idempotency_key)):
                 return _replay(session, existing, digest.finish(numbers), idempotency_key)
-            batch = Batch(account=acct.name, content=prepared, send_at=when, idempotency_key=idempotency_key,
-                          lane="bulk", segments=segments(prepared), created_at=now, route=target.route,
-                          given_content=content if target.route else None)
+            batch = _new_batch(target, acct.name, content, prepared, when, idempotency_key, now)
             short = list(itertools.islice(numbers, conf.priority_max + 1))
             storing = _Storing(conf, provider_cls, digest, numbers, priority, not_before, now, rejected)
             store = _store_short if len(short) <= conf.priority_max else _store_long
@@ -301,27 +369,28 @@ def send_sms(account: str, to: Iterable[str] | str, content: str, *, send_at: da
             raise
         # Another caller created the batch for this key between our check and insert.
         with database_reached(conf.database_url), session_scope(conf.database_url) as session:
-            return _replay(session, _keyed(session, target, idempotency_key), digest.finish(numbers),
-                           idempotency_key)
+            if (existing := _keyed(session, target, idempotency_key)) is None:
+                raise  # the key is free: the conflict was another one
+            return _replay(session, existing, digest.finish(numbers), idempotency_key)
 
     if not _publish(conf, receipt.batch_id, receipt.lane, acct.name, inline):
         receipt = dataclasses.replace(receipt, queued=False)
-    log.info("batch %s: %s accepted, %s rejected, lane %s, account %s%s",
-             receipt.batch_id, receipt.accepted, len(rejected), receipt.lane, acct.name,
-             f" (route {target.route})" if target.route else "")
+    _log_receipt(receipt, acct.name, target.route)
     return receipt
 
 
 def _check_key(idempotency_key: str | None) -> None:
-    if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key
-                                        or len(idempotency_key) > 128):
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str) or not idempotency_key or len(idempotency_key) > 128
+    ):
         raise ValueError("idempotency_key must be a non-empty string of at most 128 characters")
 
 
 def _keyed(session: Session, target: routes.Target, idempotency_key: str) -> Batch | None:
     """The batch the sender stored under ``idempotency_key``, if any."""
-    return session.execute(select(Batch).where(
-        _sender(target), Batch.idempotency_key == idempotency_key)).scalar_one_or_none()
+    return session.execute(
+        select(Batch).where(_sender(target), Batch.idempotency_key == idempotency_key)
+    ).scalar_one_or_none()
 
 
 def _sender(target: routes.Target):
@@ -341,16 +410,31 @@ def batch_status(batch_id: int) -> BatchStatus:
         # into chunks, and a chunk's outcome commits with its recipients' states, so read in this
         # order a batch is never taken for final while some of it is still moving.
         to_split, staged = staged_counts(session, [batch_id]).get(batch_id, (0, 0))
-        chunks = dict(session.execute(
-            select(Chunk.state, func.count()).where(Chunk.batch_id == batch_id).group_by(Chunk.state)).all())
-        recipients = dict(session.execute(
-            select(Recipient.state, func.count()).where(Recipient.batch_id == batch_id)
-            .group_by(Recipient.state)).all())
+        chunks = dict(
+            session.execute(
+                select(Chunk.state, func.count()).where(Chunk.batch_id == batch_id).group_by(Chunk.state)
+            ).all()
+        )
+        recipients = dict(
+            session.execute(
+                select(Recipient.state, func.count()).where(Recipient.batch_id == batch_id).group_by(Recipient.state)
+            ).all()
+        )
         if staged:
             recipients[RecipientState.QUEUED] = recipients.get(RecipientState.QUEUED, 0) + staged
-        return BatchStatus(batch.id, batch.account, batch.accepted, batch.rejected, recipients, chunks, to_split,
-                           batch.route, routes.recipients_by_account(session, batch, recipients), batch.send_at,
-                           is_scheduled(batch.send_at, chunks))
+        return BatchStatus(
+            batch.id,
+            batch.account,
+            batch.accepted,
+            batch.rejected,
+            recipients,
+            chunks,
+            to_split,
+            batch.route,
+            routes.recipients_by_account(session, batch, recipients),
+            batch.send_at,
+            is_scheduled(batch.send_at, chunks),
+        )
 
 
 def is_scheduled(send_at: datetime | None, chunks: dict[str, int]) -> bool:

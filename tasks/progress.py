@@ -16,11 +16,13 @@ workers themselves where the broker carries broadcasts (Redis, RabbitMQ);
 kombu's SQLite transport does not, so there a queue whose messages sit
 untouched while nothing is ``sending`` is what tells.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from smsq.providers.base import BEIJING
 from smsq.store.lifecycle import ChunkState
@@ -34,7 +36,7 @@ from .schema import ensure_schema
 
 
 def _clock(value: datetime) -> str:
-    return value.replace(tzinfo=timezone.utc).astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+    return value.replace(tzinfo=UTC).astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def lane_consumers(conf: Settings, queue: str) -> list[str] | None:
@@ -66,41 +68,66 @@ def why_waiting(batch_id: int, *, stalled_for: float = 0.0, ask_workers: bool = 
         batch = session.get(Batch, batch_id)
         if batch is None:
             raise LookupError(f"no batch {batch_id}")
-        counts = dict(session.execute(select(Chunk.state, func.count()).where(Chunk.batch_id == batch_id)
-                                      .group_by(Chunk.state)).all())
-        later = session.execute(select(func.count(), func.min(Chunk.next_attempt_at)).where(
-            Chunk.batch_id == batch_id, Chunk.state == ChunkState.PENDING, Chunk.next_attempt_at > now)).one()
+        counts = dict(
+            session.execute(
+                select(Chunk.state, func.count()).where(Chunk.batch_id == batch_id).group_by(Chunk.state)
+            ).all()
+        )
+        retrying, next_retry, next_detail = _retries_later(session, batch_id, now)
         to_split = session.scalar(select(func.count()).where(SplitChunk.batch_id == batch_id))
-        next_detail = session.scalar(select(Chunk.detail).where(
-            Chunk.batch_id == batch_id, Chunk.state == ChunkState.PENDING, Chunk.next_attempt_at > now)
-            .order_by(Chunk.next_attempt_at).limit(1)) if later[0] else None
     pending, sending = counts.get(ChunkState.PENDING, 0), counts.get(ChunkState.SENDING, 0)
     if to_split and stalled_for >= 5:
-        reasons.append(f"{to_split} chunk(s) are still to be cut from the stored numbers by a worker on "
-                       f"smsq.{batch.lane} (the split job; the relay publishes it again if it was lost)")
+        reasons.append(
+            f"{to_split} chunk(s) are still to be cut from the stored numbers by a worker on "
+            f"smsq.{batch.lane} (the split job; the relay publishes it again if it was lost)"
+        )
     if not pending and not sending:
         return reasons
-    if batch.send_at is not None and batch.send_at > now and later[0]:
+    if batch.send_at is not None and batch.send_at > now and retrying:
         reasons.append(f"scheduled: the relay releases it at {_clock(batch.send_at)} (Beijing time)")
     held = circuit.held_until(conf, batch.account)
     if held is not None:
         until, why = held
-        reasons.append(f"account {batch.account} is held until {_clock(until)} (Beijing time): its last send "
-                       f"failed ({why}); fix the account, then its chunks go out")
-    elif later[0] and not (batch.send_at is not None and batch.send_at > now):
-        reasons.append(f"{later[0]} chunk(s) wait to retry, the next at {_clock(later[1])} (Beijing time)"
-                       + (f": {next_detail}" if next_detail else ""))
-    due = pending - later[0]
+        reasons.append(
+            f"account {batch.account} is held until {_clock(until)} (Beijing time): its last send "
+            f"failed ({why}); fix the account, then its chunks go out"
+        )
+    elif next_retry is not None and not (batch.send_at is not None and batch.send_at > now):
+        reasons.append(
+            f"{retrying} chunk(s) wait to retry, the next at {_clock(next_retry)} (Beijing time)"
+            + (f": {next_detail}" if next_detail else "")
+        )
+    due = pending - retrying
     if due and not sending and ask_workers:
-        queue = f"smsq.{batch.lane}"
-        consumers = lane_consumers(conf, queue)
-        if consumers == []:
-            reasons.append(f"no worker consumes {queue}: start one with `smsq worker` (same SMSQ_CONFIG and "
-                           f"database as this command)")
-        elif consumers is None and stalled_for >= 5:
-            waiting = queue_length(queue)
-            if waiting:
-                reasons.append(f"no worker seems to take {queue}: {waiting} message(s) untouched for "
-                               f"{stalled_for:.0f}s; is `smsq worker` running with this SMSQ_CONFIG "
-                               f"({conf.config_path})?")
+        reasons.extend(_unconsumed(conf, f"smsq.{batch.lane}", stalled_for))
     return reasons
+
+
+def _retries_later(session: Session, batch_id: int, now: datetime) -> tuple[int, datetime | None, str | None]:
+    """How many chunks wait to retry after ``now``, the earliest retry's time and the detail
+    that chunk's last attempt left (None, None when no chunk waits)."""
+    waiting = (Chunk.batch_id == batch_id, Chunk.state == ChunkState.PENDING, Chunk.next_attempt_at > now)
+    count, first = session.execute(select(func.count(), func.min(Chunk.next_attempt_at)).where(*waiting)).one()
+    if not count:
+        return 0, None, None
+    detail = session.scalar(select(Chunk.detail).where(*waiting).order_by(Chunk.next_attempt_at).limit(1))
+    return count, first, detail
+
+
+def _unconsumed(conf: Settings, queue: str, stalled_for: float) -> list[str]:
+    """A sentence when no worker takes ``queue``: none consumes it, or (the workers not
+    answering) its messages lie untouched after ``stalled_for`` seconds without change."""
+    consumers = lane_consumers(conf, queue)
+    if consumers == []:
+        return [
+            f"no worker consumes {queue}: start one with `smsq worker` (same SMSQ_CONFIG and database as this command)"
+        ]
+    if consumers is None and stalled_for >= 5:
+        waiting = queue_length(queue)
+        if waiting:
+            return [
+                f"no worker seems to take {queue}: {waiting} message(s) untouched for "
+                f"{stalled_for:.0f}s; is `smsq worker` running with this SMSQ_CONFIG "
+                f"({conf.config_path})?"
+            ]
+    return []

@@ -21,13 +21,14 @@ new connection for each ``send_sms`` cost 20 ms of the caller's CPU (two Redis
 sockets, a queue declaration, redis-py reading its own version from the
 installed package's metadata), the larger part of an OTP's intake.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import threading
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Iterable, Iterator
 
 from sqlalchemy import select, update
 
@@ -68,8 +69,9 @@ def bounded(countdown: float | None) -> float | None:
     return countdown
 
 
-def chunk_label(chunk_id: int, batch_id: int | None = None, account: str | None = None,
-                then: list[int] | None = None) -> str:
+def chunk_label(
+    chunk_id: int, batch_id: int | None = None, account: str | None = None, then: list[int] | None = None
+) -> str:
     """``chunk 12 (batch 3, shop-dxt)``, or for a group ``chunks 12-21 (batch 3, shop-dxt)``:
     how a chunk is named in Flower and in task errors."""
     about = ([f"batch {batch_id}"] if batch_id is not None else []) + ([account] if account else [])
@@ -98,9 +100,10 @@ def _outbox_pool(conf: Settings):
             options: dict = {}
             if not conf.embedded:
                 # (The embedded SQLAlchemy transport hands its options to create_engine: none there.)
-                options = {"connect_timeout": BROKER_TIMEOUT,
-                           "transport_options": {"socket_timeout": BROKER_TIMEOUT,
-                                                 "socket_connect_timeout": BROKER_TIMEOUT}}
+                options = {
+                    "connect_timeout": BROKER_TIMEOUT,
+                    "transport_options": {"socket_timeout": BROKER_TIMEOUT, "socket_connect_timeout": BROKER_TIMEOUT},
+                }
             pool = _pools[key] = app.connection_for_write(**options).Pool(limit=OUTBOX_CONNECTIONS)
     return pool
 
@@ -124,9 +127,18 @@ def outbox_producer(conf: Settings) -> Iterator:
     connection.release()
 
 
-def publish_chunk(chunk_id: int, lane: str, *, batch_id: int | None = None, account: str | None = None,
-                  countdown: float | None = None, producer=None, label: str | None = None,
-                  booking: str | None = None, then: list[int] | None = None) -> None:
+def publish_chunk(
+    chunk_id: int,
+    lane: str,
+    *,
+    batch_id: int | None = None,
+    account: str | None = None,
+    countdown: float | None = None,
+    producer=None,
+    label: str | None = None,
+    booking: str | None = None,
+    then: list[int] | None = None,
+) -> None:
     """``label``: what Flower shows (default ``chunk_label(...)``); a chunk given back to the
     queue keeps the one it came with. ``booking``: the ticket of the rate-limit slot booked
     for the chunk (an OTP's), redeemed when it comes back. ``then``: the ids of the chunks
@@ -136,23 +148,36 @@ def publish_chunk(chunk_id: int, lane: str, *, batch_id: int | None = None, acco
         kwargs["booking"] = booking
     if account and then:
         kwargs["then"] = list(then)
-    get_app().send_task(SEND_CHUNK, args=[chunk_id], kwargs=kwargs, queue=f"smsq.{lane}",
-                        countdown=bounded(countdown),
-                        argsrepr=label or chunk_label(chunk_id, batch_id, account, kwargs.get("then")),
-                        kwargsrepr=repr(kwargs), producer=producer, retry_policy=PUBLISH_RETRY)
+    get_app().send_task(
+        SEND_CHUNK,
+        args=[chunk_id],
+        kwargs=kwargs,
+        queue=f"smsq.{lane}",
+        countdown=bounded(countdown),
+        argsrepr=label or chunk_label(chunk_id, batch_id, account, kwargs.get("then")),
+        kwargsrepr=repr(kwargs),
+        producer=producer,
+        retry_policy=PUBLISH_RETRY,
+    )
+
 
 def publish_split(conf: Settings, batch_id: int, lane: str, account: str) -> bool:
     """Publish the split job of a committed batch. False: the broker did not take it, and
     the job is marked for the relay's next pass."""
     try:
         with outbox_producer(conf) as producer:
-            get_app().send_task(SPLIT_BATCH, args=[batch_id], queue=f"smsq.{lane}",
-                                argsrepr=f"batch {batch_id} ({account})", kwargsrepr="{}",
-                                producer=producer, retry_policy=PUBLISH_RETRY)
+            get_app().send_task(
+                SPLIT_BATCH,
+                args=[batch_id],
+                queue=f"smsq.{lane}",
+                argsrepr=f"batch {batch_id} ({account})",
+                kwargsrepr="{}",
+                producer=producer,
+                retry_policy=PUBLISH_RETRY,
+            )
         return True
     except Exception as exc:
-        log.warning("batch %s: the broker did not take the split job (%s); the relay will publish it",
-                    batch_id, exc)
+        log.warning("batch %s: the broker did not take the split job (%s); the relay will publish it", batch_id, exc)
     with session_scope(conf.database_url) as session:
         session.execute(update(SplitJob).where(SplitJob.batch_id == batch_id).values(queued_at=None))
     return False
@@ -163,7 +188,8 @@ def publish_chunks(conf: Settings, batch_id: int, chunk_ids: Iterable[int] | Non
     the new chunks of a failover move); see publish_chunk_rows."""
     with session_scope(conf.database_url) as session:
         query = select(Chunk.id, Chunk.lane, Chunk.account).where(
-            Chunk.batch_id == batch_id, Chunk.state == ChunkState.PENDING, Chunk.queued_at.is_not(None))
+            Chunk.batch_id == batch_id, Chunk.state == ChunkState.PENDING, Chunk.queued_at.is_not(None)
+        )
         if chunk_ids is not None:
             query = query.where(Chunk.id.in_(list(chunk_ids)))
         rows = session.execute(query.order_by(Chunk.seq)).all()
@@ -192,12 +218,23 @@ def publish_chunk_rows(conf: Settings, batch_id: int | None, rows, group_size: i
         with outbox_producer(conf) as producer:
             for run in groups(rows, group_size):
                 chunk_id, lane, account = run[0]
-                publish_chunk(chunk_id, lane, batch_id=batch_id, account=account, producer=producer,
-                              then=[row[0] for row in run[1:]])
+                publish_chunk(
+                    chunk_id,
+                    lane,
+                    batch_id=batch_id,
+                    account=account,
+                    producer=producer,
+                    then=[row[0] for row in run[1:]],
+                )
                 done += len(run)
     except Exception as exc:
-        log.warning("batch %s: publishing stopped after %s of %s chunks (%s); the relay will publish "
-                    "the rest", batch_id, done, len(rows), exc)
+        log.warning(
+            "batch %s: publishing stopped after %s of %s chunks (%s); the relay will publish the rest",
+            batch_id,
+            done,
+            len(rows),
+            exc,
+        )
         rest = [chunk_id for chunk_id, _, _ in rows[done:]]
         with session_scope(conf.database_url) as session:
             ledger.unqueue(session, rest, pending_only=False)

@@ -14,18 +14,31 @@ Rows go in steps of STEP ids, each step its own transaction, so a purge of
 millions of rows never holds one giant transaction or lock; an interrupted
 purge is finished by running it again.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable
+from functools import partial
 
 from sqlalchemy import delete, exists, func, select
+from sqlalchemy.orm import Session
 
 from smsq.store.lifecycle import ChunkState
-from smsq.store.models import (Batch, Chunk, InboundMessage, PollJournal, Recipient, SplitJob, StatusReport,
-                               VendorCall, utcnow)
+from smsq.store.models import (
+    Batch,
+    Chunk,
+    InboundMessage,
+    PollJournal,
+    Recipient,
+    SplitJob,
+    StatusReport,
+    VendorCall,
+    utcnow,
+)
+from smsq.store.sql import rows_changed
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
@@ -58,8 +71,13 @@ class PurgeReport:
     kept_unparsed: int = 0  # old journal rows kept because they were never parsed
 
     def as_dict(self) -> dict:
-        return {"cutoff": self.cutoff, "dry_run": self.dry_run, "removed": self.removed,
-                "kept_in_flight_batches": self.kept_in_flight, "kept_unparsed_journal": self.kept_unparsed}
+        return {
+            "cutoff": self.cutoff,
+            "dry_run": self.dry_run,
+            "removed": self.removed,
+            "kept_in_flight_batches": self.kept_in_flight,
+            "kept_unparsed_journal": self.kept_unparsed,
+        }
 
 
 def _finished_batches(cutoff: datetime):
@@ -68,22 +86,28 @@ def _finished_batches(cutoff: datetime):
     return select(Batch.id).where(Batch.created_at < cutoff, ~in_flight, ~splitting)
 
 
-def purge(older_than: timedelta, *, dry_run: bool = False, inbound: bool = False, force: bool = False,
-          progress: Callable[[str, int], None] | None = None) -> PurgeReport:
+def purge(
+    older_than: timedelta,
+    *,
+    dry_run: bool = False,
+    inbound: bool = False,
+    force: bool = False,
+    progress: Callable[[str, int], None] | None = None,
+) -> PurgeReport:
     """Remove what is older than ``older_than`` (see the module docstring); return
     what was removed. ``dry_run`` counts only. ``progress(table, rows so far)``
     is called after every step."""
     if older_than < MINIMUM_AGE and not force:
-        raise ValueError(f"refusing to purge rows younger than {MINIMUM_AGE.days} day without force "
-                         f"(asked: older than {older_than})")
+        raise ValueError(
+            f"refusing to purge rows younger than {MINIMUM_AGE.days} day without force (asked: older than {older_than})"
+        )
     conf = settings()
     ensure_schema(conf)
     cutoff = utcnow() - older_than
     report = PurgeReport(cutoff, dry_run)
     url = conf.database_url
     tables = [
-        ("poll_journal", PollJournal, [PollJournal.fetched_at < cutoff,
-                                       PollJournal.state.in_(PURGED_JOURNAL_STATES)]),
+        ("poll_journal", PollJournal, [PollJournal.fetched_at < cutoff, PollJournal.state.in_(PURGED_JOURNAL_STATES)]),
         ("status_reports", StatusReport, [StatusReport.created_at < cutoff]),
         # the metrics' record of vendor calls: an exporter counts from where it starts,
         # so old rows going away only looks like a restart to Prometheus
@@ -92,18 +116,9 @@ def purge(older_than: timedelta, *, dry_run: bool = False, inbound: bool = False
     if inbound:
         tables.append(("inbound_messages", InboundMessage, [InboundMessage.created_at < cutoff]))
     with session_scope(url, readonly=True) as session:
-        report.kept_in_flight = session.scalar(select(func.count()).select_from(Batch).where(
-            Batch.created_at < cutoff, Batch.id.not_in(_finished_batches(cutoff))))
-        report.kept_unparsed = session.scalar(select(func.count()).select_from(PollJournal).where(
-            PollJournal.fetched_at < cutoff, PollJournal.state.not_in(PURGED_JOURNAL_STATES)))
+        _count_kept(session, report)
         if dry_run:
-            finished = _finished_batches(cutoff)
-            report.removed["batches"] = session.scalar(select(func.count()).select_from(finished.subquery()))
-            for name, model in (("chunks", Chunk), ("recipients", Recipient)):
-                report.removed[name] = session.scalar(select(func.count()).select_from(model).where(
-                    model.batch_id.in_(finished)))
-            for name, model, where in tables:
-                report.removed[name] = session.scalar(select(func.count()).select_from(model).where(*where))
+            _count_removable(session, report, tables)
             return report
 
     def counted(name: str, n: int) -> None:
@@ -116,8 +131,34 @@ def purge(older_than: timedelta, *, dry_run: bool = False, inbound: bool = False
     _purge_batches(url, cutoff, counted)
     for name, model, where in tables:
         report.removed[name] = 0
-        _delete_in_steps(url, model, where, lambda n, name=name: counted(name, n))
+        _delete_in_steps(url, model, where, partial(counted, name))
     return report
+
+
+def _count_kept(session: Session, report: PurgeReport) -> None:
+    """What is old enough yet stays: batches still in flight, journal rows never parsed."""
+    report.kept_in_flight = session.execute(
+        select(func.count())
+        .select_from(Batch)
+        .where(Batch.created_at < report.cutoff, Batch.id.not_in(_finished_batches(report.cutoff)))
+    ).scalar_one()
+    report.kept_unparsed = session.execute(
+        select(func.count())
+        .select_from(PollJournal)
+        .where(PollJournal.fetched_at < report.cutoff, PollJournal.state.not_in(PURGED_JOURNAL_STATES))
+    ).scalar_one()
+
+
+def _count_removable(session: Session, report: PurgeReport, tables: list) -> None:
+    """A dry run's report: the rows a purge would remove, table by table."""
+    finished = _finished_batches(report.cutoff)
+    report.removed["batches"] = session.execute(select(func.count()).select_from(finished.subquery())).scalar_one()
+    for name, owned in (("chunks", Chunk), ("recipients", Recipient)):
+        report.removed[name] = session.execute(
+            select(func.count()).select_from(owned).where(owned.batch_id.in_(finished))
+        ).scalar_one()
+    for name, model, where in tables:
+        report.removed[name] = session.execute(select(func.count()).select_from(model).where(*where)).scalar_one()
 
 
 def _delete_in_steps(url: str, model, where: list, counted: Callable[[int], None]) -> None:
@@ -125,8 +166,9 @@ def _delete_in_steps(url: str, model, where: list, counted: Callable[[int], None
     while True:
         with session_scope(url) as session:
             step = select(model.id).where(*where).limit(STEP).scalar_subquery()
-            n = session.execute(delete(model).where(model.id.in_(step))
-                                .execution_options(synchronize_session=False)).rowcount
+            n = rows_changed(
+                session.execute(delete(model).where(model.id.in_(step)).execution_options(synchronize_session=False))
+            )
         if not n:
             return
         counted(n)
@@ -142,10 +184,13 @@ def _purge_batches(url: str, cutoff: datetime, counted: Callable[[str, int], Non
         # meanwhile puts it back in flight, and then it is left alone.
         finished = _finished_batches(cutoff).where(Batch.id.in_(group))
         for name, model in (("recipients", Recipient), ("chunks", Chunk)):
-            _delete_in_steps(url, model, [model.batch_id.in_(finished)], lambda n, name=name: counted(name, n))
+            _delete_in_steps(url, model, [model.batch_id.in_(finished)], partial(counted, name))
         with session_scope(url) as session:
-            n = session.execute(delete(Batch).where(Batch.id.in_(finished))
-                                .execution_options(synchronize_session=False)).rowcount
+            n = rows_changed(
+                session.execute(
+                    delete(Batch).where(Batch.id.in_(finished)).execution_options(synchronize_session=False)
+                )
+            )
         counted("batches", n)  # a batch left out went back in flight: it is not picked again
 
 

@@ -20,6 +20,7 @@ the polls take) lets one pass through per interval, whoever runs it.
   failed (the broker was down when the batch was stored), and one whose
   worker died mid-split (the next run cuts what is still staged).
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,8 +48,10 @@ RELAY_LEASE = ("*", "relay")  # the relay's poll_leases row: "*" is no account's
 
 def expire_sending(conf) -> int:
     cutoff = utcnow() - timedelta(seconds=conf.send_timeout)
-    detail = (f"no outcome recorded within {conf.send_timeout:.0f}s of the claim; "
-              f"the vendor may have accepted it, so it is not resent")
+    detail = (
+        f"no outcome recorded within {conf.send_timeout:.0f}s of the claim; "
+        f"the vendor may have accepted it, so it is not resent"
+    )
     with session_scope(conf.database_url) as session:
         found, expired = ledger.expire(session, cutoff, detail, PASS_LIMIT)
     for chunk_id, batch_id in expired:
@@ -77,12 +80,16 @@ def publish_due(conf) -> int:
     stale_queue = now - timedelta(seconds=conf.republish_after)
     ahead = now + timedelta(seconds=release_ahead(conf))
     with session_scope(conf.database_url) as session:
-        due = session.execute(select(
-            Chunk.id, Chunk.lane, Chunk.batch_id, Chunk.account, Chunk.next_attempt_at).where(
-            Chunk.state == ChunkState.PENDING,
-            or_(Chunk.next_attempt_at.is_(None), Chunk.next_attempt_at <= ahead),
-            or_(Chunk.queued_at.is_(None), Chunk.queued_at <= stale_queue),
-        ).order_by(Chunk.id).limit(PASS_LIMIT)).all()
+        due = session.execute(
+            select(Chunk.id, Chunk.lane, Chunk.batch_id, Chunk.account, Chunk.next_attempt_at)
+            .where(
+                Chunk.state == ChunkState.PENDING,
+                or_(Chunk.next_attempt_at.is_(None), Chunk.next_attempt_at <= ahead),
+                or_(Chunk.queued_at.is_(None), Chunk.queued_at <= stale_queue),
+            )
+            .order_by(Chunk.id)
+            .limit(PASS_LIMIT)
+        ).all()
         if due:
             ledger.mark_queued(session, [chunk_id for chunk_id, *_ in due], now)
     published = 0
@@ -90,8 +97,14 @@ def publish_due(conf) -> int:
         if due:
             with outbox_producer(conf) as producer:
                 for chunk_id, lane, batch_id, account, due_at in due:
-                    publish_chunk(chunk_id, lane, batch_id=batch_id, account=account, producer=producer,
-                                  countdown=_countdown(due_at, utcnow()))
+                    publish_chunk(
+                        chunk_id,
+                        lane,
+                        batch_id=batch_id,
+                        account=account,
+                        producer=producer,
+                        countdown=_countdown(due_at, utcnow()),
+                    )
                     published += 1
     except Exception:
         # The broker is gone: what was not published is due again at the next pass,
@@ -110,13 +123,15 @@ def publish_due_splits(conf) -> int:
     now = utcnow()
     stale_queue = now - timedelta(seconds=conf.republish_after)
     with session_scope(conf.database_url) as session:
-        due = session.execute(select(SplitJob.batch_id, Batch.lane, Batch.account)
-                              .join(Batch, Batch.id == SplitJob.batch_id)
-                              .where(or_(SplitJob.queued_at.is_(None), SplitJob.queued_at <= stale_queue))
-                              .order_by(SplitJob.batch_id).limit(PASS_LIMIT)).all()
+        due = session.execute(
+            select(SplitJob.batch_id, Batch.lane, Batch.account)
+            .join(Batch, Batch.id == SplitJob.batch_id)
+            .where(or_(SplitJob.queued_at.is_(None), SplitJob.queued_at <= stale_queue))
+            .order_by(SplitJob.batch_id)
+            .limit(PASS_LIMIT)
+        ).all()
         if due:
-            session.execute(update(SplitJob).where(SplitJob.batch_id.in_([b for b, _, _ in due]))
-                            .values(queued_at=now))
+            session.execute(update(SplitJob).where(SplitJob.batch_id.in_([b for b, _, _ in due])).values(queued_at=now))
     published = sum(publish_split(conf, batch_id, lane, account) for batch_id, lane, account in due)
     if due:
         log.info("relay: published %s split job(s)", published)
@@ -134,8 +149,12 @@ def cancel_late(conf) -> int:
 def run_relay() -> dict[str, int]:
     conf = settings()
     ensure_schema(conf)
-    return {"expired": expire_sending(conf), "cancelled": cancel_late(conf), "published": publish_due(conf),
-            "splits": publish_due_splits(conf)}
+    return {
+        "expired": expire_sending(conf),
+        "cancelled": cancel_late(conf),
+        "published": publish_due(conf),
+        "splits": publish_due_splits(conf),
+    }
 
 
 def run_relay_if_leased() -> dict[str, int] | None:

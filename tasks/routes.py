@@ -32,11 +32,12 @@ Decisions:
 * A chunk moved away carries its own prepared content (``chunks.content``) when it
   differs from the batch's.
 """
+
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
@@ -79,6 +80,7 @@ class Move:
 
 # -- intake -----------------------------------------------------------------
 
+
 def choose_account(conf: Settings, name: str, now: datetime | None = None) -> Target:
     """The account a send to ``name`` (an account or a route) goes to."""
     if name not in conf.routes:
@@ -100,6 +102,7 @@ def prepared_for(conf: Settings, account: str, content: str) -> str:
 
 
 # -- the send path ----------------------------------------------------------
+
 
 def before_call(conf: Settings, claimed: ClaimedChunk) -> circuit.Admission | ChunkRun:
     """Admit the claimed chunk to its vendor, or say what became of it instead:
@@ -129,8 +132,11 @@ def after_call(conf: Settings, claimed: ClaimedChunk, result: SendResult, decisi
             return False
         outcome = move(conf, claimed, route, f"{claimed.account} {decision.reason}", call=(result, seconds))
     except Exception:  # the move's transaction rolled back: the chunk is still ours, 'sending'
-        log.exception("chunk %s (batch %s): the circuit or the move failed; recording the outcome as it is",
-                      claimed.chunk_id, claimed.batch_id)
+        log.exception(
+            "chunk %s (batch %s): the circuit or the move failed; recording the outcome as it is",
+            claimed.chunk_id,
+            claimed.batch_id,
+        )
         return False
     if outcome.kind == "lost":
         return False  # the relay made it unknown meanwhile: record() settles the late answer
@@ -148,8 +154,9 @@ def settle_move(conf: Settings, claimed: ClaimedChunk, outcome: Move) -> ChunkRu
         log.error("chunk %s (batch %s): failed, %s", claimed.chunk_id, claimed.batch_id, outcome.detail)
         return ChunkRun.FAILED
     if outcome.kind == "wait":
-        log.warning("chunk %s (batch %s, account %s): %s", claimed.chunk_id, claimed.batch_id, claimed.account,
-                    outcome.detail)
+        log.warning(
+            "chunk %s (batch %s, account %s): %s", claimed.chunk_id, claimed.batch_id, claimed.account, outcome.detail
+        )
         return ChunkRun.HELD
     return ChunkRun.SKIPPED
 
@@ -163,7 +170,7 @@ def _wait_for_circuit(conf: Settings, claimed: ClaimedChunk, until: datetime, wh
 
 
 def _clock(until: datetime) -> str:
-    return f"{until.replace(tzinfo=timezone.utc).astimezone(BEIJING):%H:%M:%S}"
+    return f"{until.replace(tzinfo=UTC).astimezone(BEIJING):%H:%M:%S}"
 
 
 def route_of(conf: Settings, batch_id: int) -> Route | None:
@@ -175,8 +182,15 @@ def route_of(conf: Settings, batch_id: int) -> Route | None:
 
 # -- moving -----------------------------------------------------------------
 
-def move(conf: Settings, claimed: ClaimedChunk, route: Route, why: str, call: tuple[SendResult, float] | None = None,
-         now: datetime | None = None) -> Move:
+
+def move(
+    conf: Settings,
+    claimed: ClaimedChunk,
+    route: Route,
+    why: str,
+    call: tuple[SendResult, float] | None = None,
+    now: datetime | None = None,
+) -> Move:
     """Move the claimed chunk and the batch's other pending chunks of its account to
     the route's next usable account, in one transaction (see the module docstring)."""
     for attempt in range(MOVE_TRIES):
@@ -193,7 +207,7 @@ def _move_once(conf, claimed: ClaimedChunk, route: Route, why: str, call, now: d
         if call is not None:  # the call happened, whatever becomes of the chunk
             result, seconds = call
             ledger.count_call(session, claimed.account, result.outcome.value, seconds, now)
-        batch = session.get(Batch, claimed.batch_id)
+        batch = session.get_one(Batch, claimed.batch_id)
         rows = circuit.circuits(session, route.accounts)
         candidates = [a for a in route.accounts if a != claimed.account and circuit.usable(rows.get(a), now, conf)]
         refused = []
@@ -210,11 +224,15 @@ def _move_once(conf, claimed: ClaimedChunk, route: Route, why: str, call, now: d
                 session.rollback()  # not even the call: record() counts it with the late answer
                 return Move("lost")
             count, new = moved
-            return Move("moved", f"{count} chunk(s) {fit(Chunk.detail, detail)} -> {len(new)} new chunk(s)",
-                        new_chunks=tuple(new))
+            return Move(
+                "moved",
+                f"{count} chunk(s) {fit(Chunk.detail, detail)} -> {len(new)} new chunk(s)",
+                new_chunks=tuple(new),
+            )
         if refused:
-            ledger.fail_claimed(session, claimed, "cannot move to another account of route "
-                                f"{route.name}: " + "; ".join(refused), now)
+            ledger.fail_claimed(
+                session, claimed, f"cannot move to another account of route {route.name}: " + "; ".join(refused), now
+            )
             return Move("failed", "; ".join(refused))
         return _wait(session, claimed, route, rows, why, now)
 
@@ -237,6 +255,7 @@ def _wait(session, claimed: ClaimedChunk, route: Route, rows: dict, why: str, no
 
 # -- reading ----------------------------------------------------------------
 
+
 def recipients_by_account(session, batch: Batch, counts: dict[str, int]) -> dict[str, dict[str, int]]:
     """{account: {recipient state: count}}: which account holds (sent, delivered, ...) which
     numbers. A batch that never moved has one account: its counts, less the rejected."""
@@ -245,8 +264,10 @@ def recipients_by_account(session, batch: Batch, counts: dict[str, int]) -> dict
         return {batch.account: held} if held else {}
     out: dict[str, dict[str, int]] = {}
     for account, state, n in session.execute(
-            select(Chunk.account, Recipient.state, func.count())
-            .join(Chunk, and_(Chunk.batch_id == Recipient.batch_id, Chunk.seq == Recipient.chunk_seq))
-            .where(Recipient.batch_id == batch.id).group_by(Chunk.account, Recipient.state)).all():
+        select(Chunk.account, Recipient.state, func.count())
+        .join(Chunk, and_(Chunk.batch_id == Recipient.batch_id, Chunk.seq == Recipient.chunk_seq))
+        .where(Recipient.batch_id == batch.id)
+        .group_by(Chunk.account, Recipient.state)
+    ).all():
         out.setdefault(account, {})[state] = n
     return out

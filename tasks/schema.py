@@ -1,4 +1,5 @@
 """Make sure the tables exist before the first query of a process."""
+
 from __future__ import annotations
 
 import threading
@@ -29,8 +30,10 @@ def ensure_schema(conf: Settings) -> None:
         if not is_postgres(url):  # SQLite
             upgrade(url)
         elif not inspect(engine_for(url)).has_table("alembic_version"):
-            raise SchemaError(f"the database has no smsq tables yet: run `smsq db upgrade` "
-                              f"(SMSQ_DATABASE_URL={engine_for(url).url.render_as_string(hide_password=True)})")
+            raise SchemaError(
+                f"the database has no smsq tables yet: run `smsq db upgrade` "
+                f"(SMSQ_DATABASE_URL={engine_for(url).url.render_as_string(hide_password=True)})"
+            )
         _ready.add(url)
 
 

@@ -49,6 +49,7 @@ is pending, and its message is delivered again). After a slow vendor call
 message each, for them to send side by side; a chunk that finds no rate-limit
 slot goes back to the queue with the rest of its group.
 """
+
 from __future__ import annotations
 
 import logging
@@ -120,11 +121,17 @@ class ChunkUnknown(ChunkNotSent):
 @dataclass
 class Pace:
     """How long the vendor took to answer a chunk's call (None: no call was made)."""
+
     seconds: float | None = None
 
 
-def run_group(chunk_ids: list[int], account: str | None = None, lane: str | None = None,
-              label: str | None = None, booking: str | None = None) -> ChunkRun:
+def run_group(
+    chunk_ids: list[int],
+    account: str | None = None,
+    lane: str | None = None,
+    label: str | None = None,
+    booking: str | None = None,
+) -> ChunkRun:
     """Send a group's chunks one after another (see the module's docstring); return the
     last chunk's state. A chunk that ended failed or unknown does not stop the group:
     the group ends as that failure once the rest is done."""
@@ -132,15 +139,23 @@ def run_group(chunk_ids: list[int], account: str | None = None, lane: str | None
         return _run_group(settings(), chunk_ids, account, lane, label, booking)
 
 
-def _run_group(conf: Settings, chunk_ids: list[int], account: str | None, lane: str | None,
-               label: str | None, booking: str | None) -> ChunkRun:
+def _run_group(
+    conf: Settings, chunk_ids: list[int], account: str | None, lane: str | None, label: str | None, booking: str | None
+) -> ChunkRun:
     not_sent_: list[ChunkNotSent] = []
     state = ChunkRun.SKIPPED
     for at, chunk_id in enumerate(chunk_ids):
-        rest, pace, started = chunk_ids[at + 1:], Pace(), time.monotonic()
+        rest, pace, started = chunk_ids[at + 1 :], Pace(), time.monotonic()
         try:
-            state = run_chunk(chunk_id, account, lane, label=label if not rest and not at else None,
-                              booking=booking if not at else None, then=rest, pace=pace)
+            state = run_chunk(
+                chunk_id,
+                account,
+                lane,
+                label=label if not rest and not at else None,
+                booking=booking if not at else None,
+                then=rest,
+                pace=pace,
+            )
         except ChunkNotSent as exc:
             not_sent_.append(exc)
             state = ChunkRun.UNKNOWN if isinstance(exc, ChunkUnknown) else ChunkRun.FAILED
@@ -185,8 +200,15 @@ def hand_on(conf: Settings, chunk_ids: list[int], lane: str | None, account: str
         publish_chunk_rows(conf, None, [(chunk_id, lane, account) for chunk_id in chunk_ids], group_size=1)
 
 
-def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None, label: str | None = None,
-              booking: str | None = None, then: list[int] | None = None, pace: Pace | None = None) -> ChunkRun:
+def run_chunk(
+    chunk_id: int,
+    account: str | None = None,
+    lane: str | None = None,
+    label: str | None = None,
+    booking: str | None = None,
+    then: list[int] | None = None,
+    pace: Pace | None = None,
+) -> ChunkRun:
     """Everything send_chunk does for one chunk, without Celery in the way. ``account``
     and ``lane`` come with the message (a message without them, from an earlier
     version, costs one read to learn them); so does ``booking``, the rate-limit
@@ -211,23 +233,24 @@ def run_chunk(chunk_id: int, account: str | None = None, lane: str | None = None
     # transaction, only its message going back to the queue.
     bucket, rate = limiter(conf.redis_url), conf.account(account).rate_limit
     asked, taken = take_slot(bucket, account, rate, lane, booking)
-    if not taken.ok:
+    if taken.ticket is None:  # no slot now: ask again when one frees
         come_back(conf, chunk_id, lane, account, taken.wait, label, booking=taken.booking, then=then)
         return ChunkRun.DEFERRED
-    return _claim_and_send(conf, chunk_id, Slot(bucket, account, rate, taken, asked), pace)
+    return _claim_and_send(conf, chunk_id, Slot(bucket, account, rate, taken.ticket, asked), pace)
 
 
 @dataclass(frozen=True)
 class Slot:
     """The account's rate-limit slot a chunk took, and when it asked for it."""
+
     bucket: Limiter
     account: str
     rate: float
-    taken: Taken
+    ticket: str  # the limiter's name for the slot
     asked: float
 
     def give_back(self) -> None:
-        self.bucket.give_back(self.account, self.taken.ticket)
+        self.bucket.give_back(self.account, self.ticket)
 
 
 def _claim_and_send(conf: Settings, chunk_id: int, slot: Slot, pace: Pace | None) -> ChunkRun:
@@ -257,10 +280,12 @@ def _claim_and_send(conf: Settings, chunk_id: int, slot: Slot, pace: Pace | None
         # The slot counts from when the call starts, not from before the claim: a
         # claim that waited (a busy database) moves the slot to now. A quick one
         # is within the limiter's margin and saves the round trip.
-        if time.monotonic() - slot.asked > CLAIM_WITHIN_MARGIN and \
-                not slot.bucket.stamp(slot.account, slot.rate, slot.taken.ticket):
-            ledger.release(conf, claimed, f"the claim outlasted account {slot.account}'s rate-limit slot; "
-                                          "the relay sends it again")
+        if time.monotonic() - slot.asked > CLAIM_WITHIN_MARGIN and not slot.bucket.stamp(
+            slot.account, slot.rate, slot.ticket
+        ):
+            ledger.release(
+                conf, claimed, f"the claim outlasted account {slot.account}'s rate-limit slot; the relay sends it again"
+            )
             log.warning("chunk %s: rate-limit slot lost while claiming; given back to the relay", chunk_id)
             return ChunkRun.RELEASED
     except BaseException as exc:
@@ -289,14 +314,14 @@ def _release_unsent(conf: Settings, claimed: ClaimedChunk, exc: BaseException) -
     try:
         ledger.release(conf, claimed, f"not sent: {type(exc).__name__}: {exc}")
     except Exception:
-        log.exception("chunk %s: could not give the claim back; the relay settles it after the send timeout",
-                      claimed.chunk_id)
+        log.exception(
+            "chunk %s: could not give the claim back; the relay settles it after the send timeout", claimed.chunk_id
+        )
     else:
         log.warning("chunk %s: not sent (%s); given back to the relay", claimed.chunk_id, type(exc).__name__)
 
 
-def take_slot(bucket: Limiter, account: str, rate: float, lane: str,
-              booking: str | None) -> tuple[float, Taken]:
+def take_slot(bucket: Limiter, account: str, rate: float, lane: str, booking: str | None) -> tuple[float, Taken]:
     """The account's rate-limit slot, or the answer to come back with; and when it was
     asked for. An OTP does not queue behind a blast: refused, it books the next slot
     that frees and comes back for it with the booking. A booked slot only moments
@@ -304,8 +329,11 @@ def take_slot(bucket: Limiter, account: str, rate: float, lane: str,
     through the broker."""
     for _ in range(BOOKING_NAPS + 1):
         asked = time.monotonic()
-        taken = bucket.try_take(account, rate, jump=lane == "priority") if booking is None \
+        taken = (
+            bucket.try_take(account, rate, jump=lane == "priority")
+            if booking is None
             else bucket.redeem(account, rate, booking)
+        )
         if taken.ok or taken.wait > (SLOT_NAP if taken.booking is None else BOOKING_NAP):
             break
         booking = taken.booking
@@ -321,8 +349,9 @@ def _provider_or_release(conf: Settings, claimed: ClaimedChunk) -> Provider:
         raise
 
 
-def send_claimed(conf: Settings, claimed: ClaimedChunk, provider: Provider, probe: bool = False,
-                 pace: Pace | None = None) -> ChunkRun:
+def send_claimed(
+    conf: Settings, claimed: ClaimedChunk, provider: Provider, probe: bool = False, pace: Pace | None = None
+) -> ChunkRun:
     """Call the vendor for a claimed chunk and record what it said. ``probe``: the chunk
     is its account's half-open probe (tasks/circuit.py); ``pace`` hears how long the call took."""
     chunk_id, account = claimed.chunk_id, provider.account
@@ -348,8 +377,18 @@ def send_claimed(conf: Settings, claimed: ClaimedChunk, provider: Provider, prob
     level = logging.WARNING if state in NOT_SENT else logging.INFO
     if result.outcome in (Outcome.AUTH, Outcome.BALANCE):
         level = logging.ERROR  # the account needs an operator
-    log.log(level, "chunk %s (batch %s, %s numbers, account %s): %s -> %s %s %s", chunk_id, claimed.batch_id,
-            len(numbers), account.name, result.outcome.value, state, result.code or "", result.message or "")
+    log.log(
+        level,
+        "chunk %s (batch %s, %s numbers, account %s): %s -> %s %s %s",
+        chunk_id,
+        claimed.batch_id,
+        len(numbers),
+        account.name,
+        result.outcome.value,
+        state,
+        result.code or "",
+        result.message or "",
+    )
     after_record(conf, claimed, result, retry_in)
     if state in NOT_SENT:
         raise not_sent(state, claimed, result)
@@ -358,13 +397,22 @@ def send_claimed(conf: Settings, claimed: ClaimedChunk, provider: Provider, prob
 
 def _account_and_lane(conf: Settings, chunk_id: int) -> tuple[str, str] | None:
     with session_scope(conf.database_url, readonly=True) as session:
-        row = session.execute(select(Chunk.account, Chunk.lane).where(
-            Chunk.id == chunk_id, Chunk.state == ChunkState.PENDING)).first()
+        row = session.execute(
+            select(Chunk.account, Chunk.lane).where(Chunk.id == chunk_id, Chunk.state == ChunkState.PENDING)
+        ).first()
     return None if row is None else (row.account, row.lane)
 
 
-def come_back(conf: Settings, chunk_id: int, lane: str, account: str, wait: float,
-              label: str | None = None, booking: str | None = None, then: list[int] | None = None) -> None:
+def come_back(
+    conf: Settings,
+    chunk_id: int,
+    lane: str,
+    account: str,
+    wait: float,
+    label: str | None = None,
+    booking: str | None = None,
+    then: list[int] | None = None,
+) -> None:
     """The account has no slot for ``wait`` seconds: the message goes back to the
     queue for that long (nothing is claimed, no attempt counted) and this
     worker slot takes other work; it carries the ``booking`` of the slot booked
@@ -402,10 +450,16 @@ def not_sent(state: ChunkState, claimed: ClaimedChunk, result: SendResult) -> Ch
 # `throws`: an expected end, logged in one line without a traceback. With late
 # acks the message is still acked (task_acks_on_failure_or_timeout), so a failed
 # or unknown chunk is not delivered again.
-@smsq_task(name="smsq.send_chunk", bind=True, ignore_result=True, acks_late=True,
-             throws=(ChunkFailed, ChunkUnknown))
-def send_chunk(self, chunk_id: int, account: str | None = None, lane: str | None = None,
-               booking: str | None = None, then: list[int] | None = None, **newer: object) -> str:
+@smsq_task(name="smsq.send_chunk", bind=True, ignore_result=True, acks_late=True, throws=(ChunkFailed, ChunkUnknown))
+def send_chunk(
+    self,
+    chunk_id: int,
+    account: str | None = None,
+    lane: str | None = None,
+    booking: str | None = None,
+    then: list[int] | None = None,
+    **newer: object,
+) -> str:
     # ``then``: the rest of the chunk's group (tasks/publish.py). ``newer``: fields a later
     # version adds to the message are ignored, so that workers of two versions can share
     # the queues during a rolling upgrade (the chunk's claim decides).

@@ -8,6 +8,7 @@ may or may not have accepted them) and chunks that ``failed``.
               Its numbers' sends so far move to ``earlier_sends`` first, so a
               number's history keeps both sends, each with its vendor id and outcome.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,10 +33,26 @@ def problem_chunks(batch_id: int) -> list[dict]:
     conf = settings()
     ensure_schema(conf)
     with session_scope(conf.database_url, readonly=True) as session:
-        rows = session.execute(select(Chunk).where(Chunk.batch_id == batch_id, Chunk.state.in_(SETTLE_STATES))
-                               .order_by(Chunk.seq)).scalars().all()
-        return [{"chunk_id": c.id, "seq": c.seq, "size": c.size, "state": c.state, "outcome": c.outcome,
-                 "code": c.code, "detail": c.detail, "attempts": c.attempts} for c in rows]
+        rows = (
+            session.execute(
+                select(Chunk).where(Chunk.batch_id == batch_id, Chunk.state.in_(SETTLE_STATES)).order_by(Chunk.seq)
+            )
+            .scalars()
+            .all()
+        )
+        return [
+            {
+                "chunk_id": c.id,
+                "seq": c.seq,
+                "size": c.size,
+                "state": c.state,
+                "outcome": c.outcome,
+                "code": c.code,
+                "detail": c.detail,
+                "attempts": c.attempts,
+            }
+            for c in rows
+        ]
 
 
 def _allowed(action: str) -> tuple[str, ...]:
@@ -59,8 +76,9 @@ def settle(chunk_id: int, action: str, note: str = "") -> str:
         if chunk is None:
             raise LookupError(f"no chunk {chunk_id}")
         if chunk.state not in allowed:
-            raise ValueError(f"chunk {chunk_id} is {chunk.state}; only {' or '.join(allowed)} chunks can be "
-                             f"settled as {action}")
+            raise ValueError(
+                f"chunk {chunk_id} is {chunk.state}; only {' or '.join(allowed)} chunks can be settled as {action}"
+            )
         # The state condition again: a report settling the chunk meanwhile wins.
         ledger.settle(session, chunk.batch_id, chunk.state, action, why, chunk_id=chunk_id)
         lane, batch_id, account = chunk.lane, chunk.batch_id, chunk.account
@@ -79,8 +97,14 @@ class BatchSettlement:
     detail: str
 
     def as_dict(self) -> dict:
-        return {"batch_id": self.batch_id, "state": self.state, "action": self.action, "chunks": self.chunks,
-                "numbers": self.numbers, "detail": self.detail}
+        return {
+            "batch_id": self.batch_id,
+            "state": self.state,
+            "action": self.action,
+            "chunks": self.chunks,
+            "numbers": self.numbers,
+            "detail": self.detail,
+        }
 
 
 def settle_batch(batch_id: int, state: str, action: str, note: str = "") -> BatchSettlement:
@@ -89,8 +113,9 @@ def settle_batch(batch_id: int, state: str, action: str, note: str = "") -> Batc
     batch, ValueError for an action the state does not allow."""
     allowed = _allowed(action)
     if state not in allowed:
-        raise ValueError(f"{state!r} chunks cannot be settled as {action}; "
-                         f"{action} settles {' or '.join(allowed)} chunks")
+        raise ValueError(
+            f"{state!r} chunks cannot be settled as {action}; {action} settles {' or '.join(allowed)} chunks"
+        )
     conf = settings()
     ensure_schema(conf)
     why = _why(action, note)

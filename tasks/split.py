@@ -17,6 +17,7 @@ chunk tasks published. So:
 Small batches are cut inline by the producer with the same code (``cut``, in
 store/ledger/cutting.py, which writes the rows).
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,8 +53,12 @@ def run_split(conf: Settings, batch_id: int) -> int:
         with session_scope(conf.database_url) as session:
             # A splitter at work: the relay leaves the job alone. (A statement, not an ORM
             # change: another run of the job may delete the row before this one commits.)
-            not_before = session.execute(update(SplitJob).where(SplitJob.batch_id == batch_id)
-                                         .values(queued_at=now).returning(SplitJob.not_before)).first()
+            not_before = session.execute(
+                update(SplitJob)
+                .where(SplitJob.batch_id == batch_id)
+                .values(queued_at=now)
+                .returning(SplitJob.not_before)
+            ).first()
             batch = session.get(Batch, batch_id)
             if not_before is None or batch is None:
                 break  # done (by this run or another), or purged
@@ -84,6 +89,11 @@ def staged_counts(session: Session, batch_ids: list[int]) -> dict[int, tuple[int
     """{batch id: (chunks, numbers) still to be cut} for those of the batches that have some."""
     if not batch_ids:
         return {}
-    return {batch_id: (int(chunks), int(numbers)) for batch_id, chunks, numbers in session.execute(
-        select(SplitChunk.batch_id, func.count(), func.sum(SplitChunk.size))
-        .where(SplitChunk.batch_id.in_(batch_ids)).group_by(SplitChunk.batch_id)).all()}
+    return {
+        batch_id: (int(chunks), int(numbers))
+        for batch_id, chunks, numbers in session.execute(
+            select(SplitChunk.batch_id, func.count(), func.sum(SplitChunk.size))
+            .where(SplitChunk.batch_id.in_(batch_ids))
+            .group_by(SplitChunk.batch_id)
+        ).all()
+    }

@@ -12,6 +12,7 @@ worker whose relay timer finds the account added to its file publishes its
 waiting chunks at once (``wake``). ``smsq send --wait`` and ``smsq status``
 show the detail.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,10 +43,15 @@ def why_unknown(conf: Settings, account: str) -> str:
     """Which worker lacks which account, on which version of which file, and, if the file
     changed since but did not validate there, why (config errors never hold a secret)."""
     problem = refused()
-    cure = (f"; the file changed since but cannot be used there: {problem}" if problem
-            else "; add the account there, the worker reads the file again")
-    return (f"worker {node()} does not know account {account} (it runs {conf.config_path} "
-            f"version {conf.config_version}){cure}")
+    cure = (
+        f"; the file changed since but cannot be used there: {problem}"
+        if problem
+        else "; add the account there, the worker reads the file again"
+    )
+    return (
+        f"worker {node()} does not know account {account} (it runs {conf.config_path} "
+        f"version {conf.config_version}){cure}"
+    )
 
 
 WHY_UNKNOWN_LIKE = "worker % does not know account %"  # why_unknown's words, for SQL
@@ -68,5 +74,10 @@ def say_unknown(conf: Settings, chunk_id: int, why: str, account: str) -> None:
     with _said_lock:
         first = (account, str(conf.config_version)) not in _said
         _said.add((account, str(conf.config_version)))
-    log.log(logging.WARNING if first else logging.INFO, "chunk %s: %s; it waits pending, tried again in %.0f s",
-            chunk_id, why, UNKNOWN_ACCOUNT_RETRY)
+    log.log(
+        logging.WARNING if first else logging.INFO,
+        "chunk %s: %s; it waits pending, tried again in %.0f s",
+        chunk_id,
+        why,
+        UNKNOWN_ACCOUNT_RETRY,
+    )

@@ -14,6 +14,7 @@ import sys
 from layout import LAYOUT, ROOT, build_layout
 from mypy import api
 
+
 def repository_paths(report: str, prefixes: dict[str, str]) -> str:
     lines = []
     for line in report.splitlines(keepends=True):

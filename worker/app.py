@@ -13,12 +13,13 @@ publishes needs. A worker's boot steps and beat's schedule are added by
 scheduler/app.py, through ``on_app_built``; ``smsq.app``, ``celery -A smsq``
 and the ``smsq`` command go through it.
 """
+
 from __future__ import annotations
 
 import importlib
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from celery import Celery, current_app
 from celery.local import Proxy
@@ -43,9 +44,11 @@ def smsq_task(*, name: str, **options):
     """A task of smsq's app alone. Celery's ``shared_task`` (and ``app.task``'s default)
     adds a task to every app in the process, the application's too, and resolves it
     through the current app; this one is looked up in smsq's app, whatever is current."""
+
     def define(fun: Callable) -> Proxy:
         _defined.append((fun, {"name": name, **options}))
         return Proxy(lambda: get_app().tasks[name])
+
     return define
 
 

@@ -51,8 +51,8 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from smsq.providers import PROVIDERS, Account, Secret, provider_class
 
 from . import logs
-from .route_config import Route, parse_routes
 from .logs import safe_url
+from .route_config import Route, parse_routes
 
 log = logging.getLogger("smsq.config")
 
@@ -585,13 +585,16 @@ def _install(conf: Settings, seen: tuple | None = _UNREAD) -> Settings:
     return conf
 
 
-def _cache_clear() -> None:
+def forget_settings() -> None:
+    """The next ``settings()`` reads the environment and the accounts file again."""
     global _current, _seen, _refused, _credentials_required
     with _lock:
         _current, _seen, _refused, _credentials_required = None, _UNREAD, None, False
 
 
-settings.cache_clear = _cache_clear  # type: ignore[attr-defined]
+# The name functools.lru_cache gives it, which the tests use; a function attribute mypy
+# cannot see, so code of the package calls forget_settings().
+settings.cache_clear = forget_settings  # type: ignore[attr-defined]
 
 
 def refresh() -> Settings:

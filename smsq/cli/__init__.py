@@ -1,11 +1,12 @@
 """The ``smsq`` command line."""
+
 from __future__ import annotations
 
 import argparse
 import importlib
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from smsq.providers import ProviderError
 from smsq.tasks.schema import SchemaError
@@ -50,38 +51,57 @@ def command(where: str) -> Callable[[argparse.Namespace], int]:
         # prometheus_client), ~0.6 s per `smsq` call by -X importtime.
         commands = importlib.import_module(f"smsq.cli.commands.{module}")  # start-up: this command's alone
         return getattr(commands, name)(args)
+
     return run
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="smsq", description="Queue-backed SMS dispatcher: send through Chinese SMS vendors with "
+        prog="smsq",
+        description="Queue-backed SMS dispatcher: send through Chinese SMS vendors with "
         "Celery workers; poll their inbound messages and reports with beat.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("send", help="queue one content for many numbers",
-                       description="Validate and queue a batch; prints the batch id.")
+    s = sub.add_parser(
+        "send",
+        help="queue one content for many numbers",
+        description="Validate and queue a batch; prints the batch id.",
+    )
     s.add_argument("--account", required=True, help="account name from the config ([accounts.NAME])")
     who = s.add_mutually_exclusive_group(required=True)
-    who.add_argument("--to", type=lambda v: [n for n in v.split(",") if n.strip()],
-                     help="numbers, comma-separated")
-    who.add_argument("--to-file", metavar="FILE", help="a file of numbers, one per line (or comma-separated); - for stdin")
+    who.add_argument("--to", type=lambda v: [n for n in v.split(",") if n.strip()], help="numbers, comma-separated")
+    who.add_argument(
+        "--to-file", metavar="FILE", help="a file of numbers, one per line (or comma-separated); - for stdin"
+    )
     s.add_argument("--content", required=True, help="the text, signature 【…】 included or taken from the account")
-    s.add_argument("--at", type=parse_at, metavar="'YYYY-MM-DD HH:MM:SS'",
-                   help="send later; Beijing time (more than 5 minutes past is refused). smsq holds the "
-                   "batch until then, at every vendor: `smsq status` says scheduled, `smsq cancel` stops it")
+    s.add_argument(
+        "--at",
+        type=parse_at,
+        metavar="'YYYY-MM-DD HH:MM:SS'",
+        help="send later; Beijing time (more than 5 minutes past is refused). smsq holds the "
+        "batch until then, at every vendor: `smsq status` says scheduled, `smsq cancel` stops it",
+    )
     s.add_argument("--idempotency-key", help="the same key twice sends once")
     s.add_argument("--priority", action="store_true", help="force the priority lane")
-    s.add_argument("--wait", action="store_true", help="show progress until every chunk has an outcome, and why it waits when "
-                   "nothing moves; exit 1 if any number failed or is unknown")
+    s.add_argument(
+        "--wait",
+        action="store_true",
+        help="show progress until every chunk has an outcome, and why it waits when "
+        "nothing moves; exit 1 if any number failed or is unknown",
+    )
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=command("batches:cmd_send"))
 
-    s = sub.add_parser("status", help="a batch's counts by state, or every send to one number",
-                       description="With BATCH_ID: counts of the batch's recipients and chunks by state. "
-                       "With --number: every send to that number across batches, newest first, with the "
-                       "vendor's status code and message.")
+    s = sub.add_parser(
+        "status",
+        help="a batch's counts by state, or every send to one number",
+        description="With BATCH_ID: counts of the batch's recipients and chunks by state. "
+        "With --number: every send to that number across batches, newest first, with the "
+        "vendor's status code and message.",
+    )
     s.add_argument("batch_id", type=int, nargs="?")
     s.add_argument("--number", metavar="N", help="a mobile number, written any way (+86, spaces, dashes)")
     s.add_argument("--limit", type=int, help="with --number: at most this many sends")
@@ -89,61 +109,87 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="machine-readable (--number: one object per line)")
     s.set_defaults(func=command("operators:cmd_status"))
 
-    s = sub.add_parser("settle", help="decide unknown or failed chunks: accepted, failed or resend",
-                       description="smsq never resends a chunk whose outcome is unknown (the vendor may have "
-                       "sent it). Once you know, say so: accepted (the vendor took it; unknown chunks only), "
-                       "failed (it did not, leave it), resend (it did not, send it again). One chunk by its "
-                       "id, or every chunk of a batch in one state with --batch and --state.")
+    s = sub.add_parser(
+        "settle",
+        help="decide unknown or failed chunks: accepted, failed or resend",
+        description="smsq never resends a chunk whose outcome is unknown (the vendor may have "
+        "sent it). Once you know, say so: accepted (the vendor took it; unknown chunks only), "
+        "failed (it did not, leave it), resend (it did not, send it again). One chunk by its "
+        "id, or every chunk of a batch in one state with --batch and --state.",
+    )
     s.add_argument("chunk_id", type=int, nargs="?", help="one chunk (see smsq status BATCH_ID --chunks)")
     s.add_argument("action", choices=["accepted", "failed", "resend"])
     s.add_argument("--batch", type=int, metavar="B", help="every chunk of batch B in --state")
-    s.add_argument("--state", choices=["unknown", "failed"], default="unknown",
-                   help="with --batch: the chunks to settle (default unknown)")
+    s.add_argument(
+        "--state",
+        choices=["unknown", "failed"],
+        default="unknown",
+        help="with --batch: the chunks to settle (default unknown)",
+    )
     s.add_argument("--note", help="why, kept on the chunks")
     s.add_argument("--json", action="store_true", help="with --batch: machine-readable output")
     s.set_defaults(func=command("operators:cmd_settle"))
 
-    s = sub.add_parser("export", help="a batch's numbers as CSV on stdout",
-                       description="Columns: mobile, state, code, detail, vendor_id, updated_at (ISO 8601, "
-                       "Beijing time). Streams: a million-number batch is fine. "
-                       "Example: smsq export 6 --state failed,unknown > retry.csv")
+    s = sub.add_parser(
+        "export",
+        help="a batch's numbers as CSV on stdout",
+        description="Columns: mobile, state, code, detail, vendor_id, updated_at (ISO 8601, "
+        "Beijing time). Streams: a million-number batch is fine. "
+        "Example: smsq export 6 --state failed,unknown > retry.csv",
+    )
     s.add_argument("batch_id", type=int)
-    s.add_argument("--state", metavar="S1,S2", help="only these recipient states (queued, sent, delivered, "
-                   "failed, unknown, rejected, cancelled)")
+    s.add_argument(
+        "--state",
+        metavar="S1,S2",
+        help="only these recipient states (queued, sent, delivered, failed, unknown, rejected, cancelled)",
+    )
     s.set_defaults(func=command("operators:cmd_export"))
 
-    s = sub.add_parser("batches", help="recent batches with counts by state",
-                       description="Newest first: id, account, creation time (Beijing time), numbers, "
-                       "whether every chunk has an outcome, and recipients by state.")
+    s = sub.add_parser(
+        "batches",
+        help="recent batches with counts by state",
+        description="Newest first: id, account, creation time (Beijing time), numbers, "
+        "whether every chunk has an outcome, and recipients by state.",
+    )
     s.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     s.add_argument("--account", help="only this account's")
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.set_defaults(func=command("operators:cmd_batches"))
 
-    s = sub.add_parser("cancel", help="stop a batch: its pending chunks are never sent",
-                       description="Chunks still waiting (queued, retrying, scheduled: smsq holds a scheduled "
-                       "chunk until its time, at every vendor) become cancelled and are never sent. Chunks the vendor is being called for cannot be called back: they "
-                       "are reported, and a retry of one is cancelled too. Chunks already sent are reported.")
+    s = sub.add_parser(
+        "cancel",
+        help="stop a batch: its pending chunks are never sent",
+        description="Chunks still waiting (queued, retrying, scheduled: smsq holds a scheduled "
+        "chunk until its time, at every vendor) become cancelled and are never sent. "
+        "Chunks the vendor is being called for cannot be called back: they are reported, "
+        "and a retry of one is cancelled too. Chunks already sent are reported.",
+    )
     s.add_argument("batch_id", type=int)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=command("operators:cmd_cancel"))
 
-    s = sub.add_parser("purge", help="delete old batches, journal rows and reports",
-                       description="Deletes, older than AGE: batches whose every chunk has an outcome (with "
-                       "their chunks and recipients), poll journal rows that were parsed, delivery reports; "
-                       "with --inbound also inbound messages. Never a batch still in flight, never a journal "
-                       "row that was not parsed, never blocked numbers. Works in steps of 10,000 rows, each "
-                       "its own transaction; an interrupted purge finishes when run again.")
+    s = sub.add_parser(
+        "purge",
+        help="delete old batches, journal rows and reports",
+        description="Deletes, older than AGE: batches whose every chunk has an outcome (with "
+        "their chunks and recipients), poll journal rows that were parsed, delivery reports; "
+        "with --inbound also inbound messages. Never a batch still in flight, never a journal "
+        "row that was not parsed, never blocked numbers. Works in steps of 10,000 rows, each "
+        "its own transaction; an interrupted purge finishes when run again.",
+    )
     s.add_argument("--older-than", required=True, metavar="AGE", help="90d (days) or 36h (hours)")
     s.add_argument("--dry-run", action="store_true", help="count what would go; delete nothing")
     s.add_argument("--inbound", action="store_true", help="also delete old inbound messages")
     s.add_argument("--force", action="store_true", help="allow an AGE under one day")
     s.set_defaults(func=command("operators:cmd_purge"))
 
-    s = sub.add_parser("blocked", help="list, add or remove an account's blocked numbers",
-                       description="Sends skip blocked numbers, with the reason. Numbers get here from the "
-                       "vendor's blacklist, from replies that opt out (TD, 退订, ...: the account's "
-                       "optout_keywords), and from --add.")
+    s = sub.add_parser(
+        "blocked",
+        help="list, add or remove an account's blocked numbers",
+        description="Sends skip blocked numbers, with the reason. Numbers get here from the "
+        "vendor's blacklist, from replies that opt out (TD, 退订, ...: the account's "
+        "optout_keywords), and from --add.",
+    )
     s.add_argument("--account", help="the account (required with --add / --remove)")
     change = s.add_mutually_exclusive_group()
     change.add_argument("--add", metavar="N", help="block a number")
@@ -152,20 +198,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.set_defaults(func=command("operators:cmd_blocked"))
 
-    s = sub.add_parser("poll", help="poll an account's vendor now (respects the 30 s window)",
-                       description="Fetch inbound messages, status reports, blocked numbers or the balance "
-                       "of one account now. The vendor's window is respected: inside it nothing is called.")
+    s = sub.add_parser(
+        "poll",
+        help="poll an account's vendor now (respects the 30 s window)",
+        description="Fetch inbound messages, status reports, blocked numbers or the balance "
+        "of one account now. The vendor's window is respected: inside it nothing is called.",
+    )
     s.add_argument("account", nargs="?")
     s.add_argument("kind", nargs="?", choices=["inbound", "reports", "blocked", "balance"])
-    s.add_argument("--reparse", action="store_true",
-                   help="parse again journal rows that failed to parse (or were never parsed); "
-                   "with ACCOUNT, only that account's")
+    s.add_argument(
+        "--reparse",
+        action="store_true",
+        help="parse again journal rows that failed to parse (or were never parsed); with ACCOUNT, only that account's",
+    )
     s.set_defaults(func=command("accounts:cmd_poll"))
 
     s = sub.add_parser("inbound", help="list stored inbound messages")
     s.add_argument("--account")
-    s.add_argument("--since", type=parse_at, metavar="'YYYY-MM-DD HH:MM:SS'",
-                   help="received at or after (Beijing time)")
+    s.add_argument(
+        "--since", type=parse_at, metavar="'YYYY-MM-DD HH:MM:SS'", help="received at or after (Beijing time)"
+    )
     s.add_argument("--limit", type=int, default=1000)
     s.add_argument("--json", action="store_true", help="one JSON object per line")
     s.set_defaults(func=command("accounts:cmd_inbound"))
@@ -174,27 +226,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=command("accounts:cmd_accounts"))
 
-    s = sub.add_parser("check", help="check an account's credentials with its vendor",
-                       description="Asks the vendor with the credentials this shell reads (password_env, "
-                       "password_file) and prints the answer; stores nothing, so a wrong password here "
-                       "changes no account state, circuit or metric. orgws: UserLogin. Vendors without a "
-                       "login call: a balance call, which the vendor allows once per 30 s window shared "
-                       "with beat's polls (on linkws with Get and NotSend too).",
-                       epilog="exit status: 0 credentials accepted; 1 the vendor refused them (auth, ...); "
-                       "2 bad input (unknown account, a vendor with no check); 3 not checked: the window is "
-                       "closed (without --wait, or past --timeout), the vendor gave no verdict (busy, "
-                       "unreachable), or the database cannot be reached.")
+    s = sub.add_parser(
+        "check",
+        help="check an account's credentials with its vendor",
+        description="Asks the vendor with the credentials this shell reads (password_env, "
+        "password_file) and prints the answer; stores nothing, so a wrong password here "
+        "changes no account state, circuit or metric. orgws: UserLogin. Vendors without a "
+        "login call: a balance call, which the vendor allows once per 30 s window shared "
+        "with beat's polls (on linkws with Get and NotSend too).",
+        epilog="exit status: 0 credentials accepted; 1 the vendor refused them (auth, ...); "
+        "2 bad input (unknown account, a vendor with no check); 3 not checked: the window is "
+        "closed (without --wait, or past --timeout), the vendor gave no verdict (busy, "
+        "unreachable), or the database cannot be reached.",
+    )
     s.add_argument("account")
-    s.add_argument("--wait", action="store_true",
-                   help="when the window is closed, book the next one (beat's polls let it go first), wait "
-                   "for it showing the seconds left, then check")
-    s.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
-                   help="with --wait: give up after this long, exit 3 (default 120)")
+    s.add_argument(
+        "--wait",
+        action="store_true",
+        help="when the window is closed, book the next one (beat's polls let it go first), wait "
+        "for it showing the seconds left, then check",
+    )
+    s.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="with --wait: give up after this long, exit 3 (default 120)",
+    )
     s.set_defaults(func=command("accounts:cmd_check"))
 
-    s = sub.add_parser("password", help="change an account's password at the vendor (orgws UpdatePsw)",
-                       description="Prompts for the new password (or reads one line from stdin with --stdin). "
-                       "The config is not changed: update the secret it points to afterwards.")
+    s = sub.add_parser(
+        "password",
+        help="change an account's password at the vendor (orgws UpdatePsw)",
+        description="Prompts for the new password (or reads one line from stdin with --stdin). "
+        "The config is not changed: update the secret it points to afterwards.",
+    )
     s.add_argument("account")
     s.add_argument("--stdin", action="store_true", help="read the new password from stdin")
     s.set_defaults(func=command("accounts:cmd_password"))
@@ -204,75 +270,116 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--content", required=True)
     s.set_defaults(func=command("accounts:cmd_keywords"))
 
-    s = sub.add_parser("worker", help="run a Celery worker (sends and polls)",
-                       description="Run a Celery worker: sends and polls. Vendor answers the database cannot "
-                       "take during an outage wait in its spool (SMSQ_SPOOL_DIR, default spool/ in "
-                       "SMSQ_STATE_DIR) until it is back; a worker that cannot write there refuses to start "
-                       "(exit 2).")
-    s.add_argument("--queues", help="comma-separated, all in this one process, of smsq.priority, smsq.bulk, "
-                   "smsq.poll (another name is refused, exit 2). Default: smsq.bulk,smsq.poll here and "
-                   "smsq.priority in a second process (embedded mode: all three in one)")
-    s.add_argument("--pool", choices=["threads", "prefork"],
-                   help="threads (default): slots are threads of one process, cheap enough to keep many "
-                        "vendor calls in flight; prefork: a process per slot (distributed mode only)")
-    s.add_argument("--concurrency", type=int,
-                   help="slots: vendor calls in flight at once (default 64 threads; prefork: one per CPU)")
-    s.add_argument("--processes", type=int,
-                   help="bulk worker processes on this host (default 1; distributed mode). Without "
-                        "--queues, `smsq worker` also starts a process of its own for the priority lane")
-    s.add_argument("--hostname", help="worker node name, e.g. bulk1@%%h (default smsq@%%h, never Celery's "
-                   "celery@%%h: that is left to the application's own worker)")
-    s.add_argument("--events", action="store_true",
-                   help="send task events from the start (for monitors other than Flower; a running "
-                        "Flower turns them on by itself). They cost about a fifth of a busy worker's CPU")
+    s = sub.add_parser(
+        "worker",
+        help="run a Celery worker (sends and polls)",
+        description="Run a Celery worker: sends and polls. Vendor answers the database cannot "
+        "take during an outage wait in its spool (SMSQ_SPOOL_DIR, default spool/ in "
+        "SMSQ_STATE_DIR) until it is back; a worker that cannot write there refuses to start "
+        "(exit 2).",
+    )
+    s.add_argument(
+        "--queues",
+        help="comma-separated, all in this one process, of smsq.priority, smsq.bulk, "
+        "smsq.poll (another name is refused, exit 2). Default: smsq.bulk,smsq.poll here and "
+        "smsq.priority in a second process (embedded mode: all three in one)",
+    )
+    s.add_argument(
+        "--pool",
+        choices=["threads", "prefork"],
+        help="threads (default): slots are threads of one process, cheap enough to keep many "
+        "vendor calls in flight; prefork: a process per slot (distributed mode only)",
+    )
+    s.add_argument(
+        "--concurrency",
+        type=int,
+        help="slots: vendor calls in flight at once (default 64 threads; prefork: one per CPU)",
+    )
+    s.add_argument(
+        "--processes",
+        type=int,
+        help="bulk worker processes on this host (default 1; distributed mode). Without "
+        "--queues, `smsq worker` also starts a process of its own for the priority lane",
+    )
+    s.add_argument(
+        "--hostname",
+        help="worker node name, e.g. bulk1@%%h (default smsq@%%h, never Celery's "
+        "celery@%%h: that is left to the application's own worker)",
+    )
+    s.add_argument(
+        "--events",
+        action="store_true",
+        help="send task events from the start (for monitors other than Flower; a running "
+        "Flower turns them on by itself). They cost about a fifth of a busy worker's CPU",
+    )
     s.add_argument("--loglevel", default="info")
     s.set_defaults(func=command("processes:cmd_worker"))
 
     s = sub.add_parser("beat", help="run the scheduler (relay, polls); run exactly one")
-    s.add_argument("--scheduler", choices=["redbeat", "local"],
-                   help="redbeat (schedule and lock in Redis; default with a Redis broker) or local "
-                   "(a schedule file; default embedded)")
-    s.add_argument("--schedule-file", help="the local scheduler's file (default: celerybeat-schedule in SMSQ_STATE_DIR)")
+    s.add_argument(
+        "--scheduler",
+        choices=["redbeat", "local"],
+        help="redbeat (schedule and lock in Redis; default with a Redis broker) or local "
+        "(a schedule file; default embedded)",
+    )
+    s.add_argument(
+        "--schedule-file", help="the local scheduler's file (default: celerybeat-schedule in SMSQ_STATE_DIR)"
+    )
     s.add_argument("--loglevel", default="info")
     s.set_defaults(func=command("processes:cmd_beat"))
 
-    s = sub.add_parser("flower", help="run Flower on the smsq app (auth from SMSQ_FLOWER_AUTH)",
-                       description="Flower listens on 127.0.0.1 unless --address says otherwise; any other "
-                       "address needs SMSQ_FLOWER_AUTH (or SMSQ_FLOWER_AUTH_FILE), user:password.")
+    s = sub.add_parser(
+        "flower",
+        help="run Flower on the smsq app (auth from SMSQ_FLOWER_AUTH)",
+        description="Flower listens on 127.0.0.1 unless --address says otherwise; any other "
+        "address needs SMSQ_FLOWER_AUTH (or SMSQ_FLOWER_AUTH_FILE), user:password.",
+    )
     s.add_argument("--port", type=int, default=5555)
     s.add_argument("--address", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     s.set_defaults(func=command("processes:cmd_flower"))
 
-    s = sub.add_parser("health", help="is a worker, beat or an HTTP endpoint alive? (for healthchecks)",
-                       description="Exit 0 when healthy, 3 when not (the reason on stderr). worker: the "
-                       "worker answers a ping over the broker; beat: it sent the outbox relay recently "
-                       "(its record in Redis); url: every URL answers 2xx.")
+    s = sub.add_parser(
+        "health",
+        help="is a worker, beat or an HTTP endpoint alive? (for healthchecks)",
+        description="Exit 0 when healthy, 3 when not (the reason on stderr). worker: the "
+        "worker answers a ping over the broker; beat: it sent the outbox relay recently "
+        "(its record in Redis); url: every URL answers 2xx.",
+    )
     checks = s.add_subparsers(dest="what", required=True, metavar="CHECK")
     c = checks.add_parser("worker", help="the worker node answers a ping")
-    c.add_argument("--node", help="its node name (default smsq@%%h, the name `smsq worker` takes "
-                   "without --hostname; %%h is this host)")
+    c.add_argument(
+        "--node",
+        help="its node name (default smsq@%%h, the name `smsq worker` takes without --hostname; %%h is this host)",
+    )
     c = checks.add_parser("beat", help="beat sent the outbox relay recently")
-    c.add_argument("--max-age", type=float,
-                   help="seconds since the relay was last sent (default 3 relay intervals, at least 60)")
+    c.add_argument(
+        "--max-age", type=float, help="seconds since the relay was last sent (default 3 relay intervals, at least 60)"
+    )
     c = checks.add_parser("url", help="every URL answers 2xx (Flower's /healthcheck, metrics, simulators)")
     c.add_argument("urls", nargs="+", metavar="URL")
     for c in checks.choices.values():
         c.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)")
     s.set_defaults(func=command("health:cmd_health"))
 
-    s = sub.add_parser("metrics", help="serve Prometheus metrics (/metrics) read from the database and broker",
-                       description="Serve /metrics in the Prometheus text format: recipients and chunks by "
-                       "state, vendor calls by outcome and their duration, queue lengths, balances, poll ages, "
-                       "account health. Counted from the database and the broker, so one exporter is right for "
-                       "every worker on every host. See docs/operator.md, Metrics.")
+    s = sub.add_parser(
+        "metrics",
+        help="serve Prometheus metrics (/metrics) read from the database and broker",
+        description="Serve /metrics in the Prometheus text format: recipients and chunks by "
+        "state, vendor calls by outcome and their duration, queue lengths, balances, poll ages, "
+        "account health. Counted from the database and the broker, so one exporter is right for "
+        "every worker on every host. See docs/operator.md, Metrics.",
+    )
     s.add_argument("--port", type=int, default=9464, help="TCP port (default 9464)")
-    s.add_argument("--address", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1; 0.0.0.0 for every interface)")
+    s.add_argument(
+        "--address", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for every interface)"
+    )
     s.set_defaults(func=command("metrics:cmd_metrics"))
 
-    s = sub.add_parser("simulate", help="run the vendor simulators on their fixed ports",
-                       description="linkws 8800, dxt 8801, jinxin 8802, orgws 8803, qxs 8804; "
-                       "account demo / demo-secret")
+    s = sub.add_parser(
+        "simulate",
+        help="run the vendor simulators on their fixed ports",
+        description="linkws 8800, dxt 8801, jinxin 8802, orgws 8803, qxs 8804; account demo / demo-secret",
+    )
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--only", help="comma-separated simulator names")
     s.set_defaults(func=command("processes:cmd_simulate"))
@@ -281,8 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dir", default="demo-run", help="where the demo keeps its database and config")
     s.add_argument("--count", type=int, default=250, help="numbers in the sample batch")
     s.add_argument("--keep-running", action="store_true", help="leave everything running until Ctrl-C")
-    s.add_argument("--any-port", action="store_true",
-                   help="run the simulators on free ports instead of 8800-8804 (beside `smsq simulate`)")
+    s.add_argument(
+        "--any-port",
+        action="store_true",
+        help="run the simulators on free ports instead of 8800-8804 (beside `smsq simulate`)",
+    )
     s.set_defaults(func=command("demo:cmd_demo"))
 
     s = sub.add_parser("db", help="database schema")

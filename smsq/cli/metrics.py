@@ -20,6 +20,7 @@ multiply the queries. A database or broker that cannot be reached does not
 stop the exporter: what can be read is served, and ``smsq_up{component}`` says
 which part is missing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,9 +31,19 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from sqlalchemy import func, literal, select
 
-from smsq.store.models import (CHUNK_STATES, RECIPIENT_STATES, AccountBalance, AccountCircuit, Batch, Chunk,
-                               PollStatus, Recipient, SplitChunk, utcnow)
 from smsq.scheduler.app import get_app
+from smsq.store.models import (
+    CHUNK_STATES,
+    RECIPIENT_STATES,
+    AccountBalance,
+    AccountCircuit,
+    Batch,
+    Chunk,
+    PollStatus,
+    Recipient,
+    SplitChunk,
+    utcnow,
+)
 from smsq.tasks.schema import ensure_schema
 from smsq.worker.app import QUEUES
 from smsq.worker.config import Settings
@@ -64,8 +75,9 @@ class SmsqCollector(Collector):
 
     def _read(self) -> list[Metric]:
         families: list[Metric] = []
-        up = GaugeMetricFamily("smsq_up", "1 when the exporter could read this component at the last scrape",
-                               labels=["component"])
+        up = GaugeMetricFamily(
+            "smsq_up", "1 when the exporter could read this component at the last scrape", labels=["component"]
+        )
         for component, read in (("database", self._database), ("broker", self._broker)):
             try:
                 families += read()
@@ -73,8 +85,12 @@ class SmsqCollector(Collector):
             except Exception as exc:  # never let a scrape kill the exporter
                 ok = False
                 if self._up.get(component, True):  # log the change, not every scrape
-                    log.warning("metrics: cannot read the %s: %s: %s", component, type(exc).__name__,
-                                str(exc).splitlines()[0] if str(exc) else "")
+                    log.warning(
+                        "metrics: cannot read the %s: %s: %s",
+                        component,
+                        type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "",
+                    )
             if ok and not self._up.get(component, True):
                 log.warning("metrics: the %s can be read again", component)
             self._up[component] = ok
@@ -89,28 +105,39 @@ class SmsqCollector(Collector):
             # A rejected number has no chunk: it counts for the batch's account.
             holder = func.coalesce(Chunk.account, Batch.account)
             recipients = session.execute(
-                select(holder, Recipient.state, func.count()).join(Batch, Batch.id == Recipient.batch_id)
+                select(holder, Recipient.state, func.count())
+                .join(Batch, Batch.id == Recipient.batch_id)
                 .outerjoin(Chunk, (Chunk.batch_id == Recipient.batch_id) & (Chunk.seq == Recipient.chunk_seq))
-                .group_by(holder, Recipient.state)).all()
+                .group_by(holder, Recipient.state)
+            ).all()
             # Numbers a worker has still to cut into chunks wait to be sent too: queued.
             staged = session.execute(
                 select(Batch.account, literal("queued"), func.sum(SplitChunk.size))
-                .join(Batch, Batch.id == SplitChunk.batch_id).group_by(Batch.account)).all()
+                .join(Batch, Batch.id == SplitChunk.batch_id)
+                .group_by(Batch.account)
+            ).all()
             chunks = session.execute(select(Chunk.state, func.count()).group_by(Chunk.state)).all()
             balances = session.execute(select(AccountBalance.account, AccountBalance.balance)).all()
-            polls = session.execute(select(PollStatus.account, PollStatus.kind, PollStatus.polled_at,
-                                           PollStatus.outcome)).all()
+            polls = session.execute(
+                select(PollStatus.account, PollStatus.kind, PollStatus.polled_at, PollStatus.outcome)
+            ).all()
             breakers = dict(session.execute(select(AccountCircuit.account, AccountCircuit.state)).all())
-        return [self._recipients([*recipients, *staged]), self._chunks(chunks), *self._calls(),
-                self._balances(balances), *self._accounts(polls, breakers)]
+        return [
+            self._recipients([*recipients, *staged]),
+            self._chunks(chunks),
+            *self._calls(),
+            self._balances(balances),
+            *self._accounts(polls, breakers),
+        ]
 
     def _recipients(self, rows) -> Metric:
         counts = {(account, state): 0 for account in self.conf.accounts for state in RECIPIENT_STATES}
         for account, state, n in rows:
             counts[account, state] = counts.get((account, state), 0) + int(n)
         # A gauge: recipients move between states (queued -> sent -> delivered).
-        family = GaugeMetricFamily("smsq_recipients_total", "Recipients stored, by account and current state",
-                                   labels=["account", "state"])
+        family = GaugeMetricFamily(
+            "smsq_recipients_total", "Recipients stored, by account and current state", labels=["account", "state"]
+        )
         for (account, state), n in sorted(counts.items()):
             family.add_metric([account, state], n)
         return family
@@ -123,28 +150,39 @@ class SmsqCollector(Collector):
         return family
 
     def _calls(self) -> list[Metric]:
-        calls = CounterMetricFamily("smsq_vendor_calls", "Vendor send calls recorded, by account and outcome "
-                                    "(ok, transient, rate_limited, auth, balance, invalid_request, blocked, "
-                                    "ambiguous)", labels=["account", "outcome"])
+        calls = CounterMetricFamily(
+            "smsq_vendor_calls",
+            "Vendor send calls recorded, by account and outcome "
+            "(ok, transient, rate_limited, auth, balance, invalid_request, blocked, "
+            "ambiguous)",
+            labels=["account", "outcome"],
+        )
         for (account, outcome), n in sorted(self.tally.calls.items()):
             calls.add_metric([account, outcome], n)
-        seconds = HistogramMetricFamily("smsq_vendor_call_seconds", "Duration of vendor send calls, by account",
-                                        labels=["account"])
+        seconds = HistogramMetricFamily(
+            "smsq_vendor_call_seconds", "Duration of vendor send calls, by account", labels=["account"]
+        )
         for account, durations in sorted(self.tally.durations.items()):
             seconds.add_metric([account], durations.cumulative(), durations.total)
         return [calls, seconds]
 
     def _balances(self, rows) -> Metric:
-        family = GaugeMetricFamily("smsq_balance", "Last balance the vendor reported (messages or money, as the "
-                                   "vendor counts; +Inf for postpaid)", labels=["account"])
+        family = GaugeMetricFamily(
+            "smsq_balance",
+            "Last balance the vendor reported (messages or money, as the vendor counts; +Inf for postpaid)",
+            labels=["account"],
+        )
         for account, balance in sorted(rows):
             family.add_metric([account], balance)
         return family
 
     def _accounts(self, polls, breakers: dict[str, str]) -> list[Metric]:
         now = utcnow()
-        ages = GaugeMetricFamily("smsq_poll_age_seconds", "Seconds since the account's last poll of this kind, "
-                                 "whatever its outcome", labels=["account", "kind"])
+        ages = GaugeMetricFamily(
+            "smsq_poll_age_seconds",
+            "Seconds since the account's last poll of this kind, whatever its outcome",
+            labels=["account", "kind"],
+        )
         down = set()
         for account, kind, polled_at, outcome in sorted(polls, key=lambda row: (row[0], row[1])):
             if outcome in ACCOUNT_DOWN:
@@ -152,11 +190,18 @@ class SmsqCollector(Collector):
             if kind != "send" and polled_at is not None:  # "send" is the health flag of sends, not a poll
                 ages.add_metric([account, kind], max(0.0, (now - polled_at).total_seconds()))
         down |= {account for account, state in breakers.items() if state != "closed"}
-        up = GaugeMetricFamily("smsq_account_up", "0 when the account's circuit is not closed (a send failed with "
-                               "auth or balance, or ran out of retries) or its last poll failed with auth or "
-                               "balance, else 1", labels=["account"])
-        circuit = GaugeMetricFamily("smsq_account_circuit", "1 for the state the account's send circuit is in "
-                                    "(closed, open, half_open)", labels=["account", "state"])
+        up = GaugeMetricFamily(
+            "smsq_account_up",
+            "0 when the account's circuit is not closed (a send failed with "
+            "auth or balance, or ran out of retries) or its last poll failed with auth or "
+            "balance, else 1",
+            labels=["account"],
+        )
+        circuit = GaugeMetricFamily(
+            "smsq_account_circuit",
+            "1 for the state the account's send circuit is in (closed, open, half_open)",
+            labels=["account", "state"],
+        )
         for account in sorted(self.conf.accounts):
             up.add_metric([account], 0.0 if account in down else 1.0)
             for state in ("closed", "open", "half_open"):
@@ -165,8 +210,9 @@ class SmsqCollector(Collector):
 
     # -- the broker ----------------------------------------------------------
     def _broker(self) -> list[Metric]:
-        family = GaugeMetricFamily("smsq_queue_length", "Messages waiting in the broker queue (not yet taken "
-                                   "by a worker)", labels=["queue"])
+        family = GaugeMetricFamily(
+            "smsq_queue_length", "Messages waiting in the broker queue (not yet taken by a worker)", labels=["queue"]
+        )
         for queue, n in queue_lengths(QUEUES).items():
             family.add_metric([queue], n)
         return [family]

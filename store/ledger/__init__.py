@@ -10,12 +10,45 @@ bulk update by selecting only the from-states the table allows.
 * settling.py  chunks settled without a call of their own: expired, cancelled,
                settled by an operator or by a delivery report
 """
-from .claims import (FIRST_ATTEMPT, ClaimedChunk, claim, hold, mark_queued, release, release_in, still_ours, unqueue,
-                     wake)
+
+from .claims import (
+    FIRST_ATTEMPT,
+    ClaimedChunk,
+    claim,
+    hold,
+    mark_queued,
+    release,
+    release_in,
+    still_ours,
+    unqueue,
+    wake,
+)
 from .cutting import Cut, cut, fail_claimed, move, write_rejected, write_short
 from .records import count_call, record
 from .settling import CANCELLED_DETAIL, cancel_pending, expire, settle, settle_by_report
 
-__all__ = ["ClaimedChunk", "claim", "hold", "mark_queued", "release", "release_in", "still_ours", "unqueue",
-           "wake", "Cut", "cut", "fail_claimed", "move", "write_rejected", "write_short", "FIRST_ATTEMPT", "count_call", "record",
-           "CANCELLED_DETAIL", "cancel_pending", "expire", "settle", "settle_by_report"]
+__all__ = [
+    "ClaimedChunk",
+    "claim",
+    "hold",
+    "mark_queued",
+    "release",
+    "release_in",
+    "still_ours",
+    "unqueue",
+    "wake",
+    "Cut",
+    "cut",
+    "fail_claimed",
+    "move",
+    "write_rejected",
+    "write_short",
+    "FIRST_ATTEMPT",
+    "count_call",
+    "record",
+    "CANCELLED_DETAIL",
+    "cancel_pending",
+    "expire",
+    "settle",
+    "settle_by_report",
+]

@@ -5,12 +5,13 @@ returns the content and the numbers (one transaction; on PostgreSQL one
 statement, committed on its own: one round trip). A chunk in any other state
 is not claimed: its message was a redelivery.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, select, text, update
+from sqlalchemy import ColumnElement, exists, func, select, text, update
 
 from smsq.worker.config import Settings
 from smsq.worker.db import autocommit, transaction
@@ -30,6 +31,7 @@ DUE_SLACK = timedelta(seconds=1)  # a chunk due this soon is claimed now: its co
 @dataclass(frozen=True)
 class ClaimedChunk:
     """A chunk this worker claimed (``sending``), with what its vendor call needs."""
+
     chunk_id: int
     batch_id: int
     seq: int
@@ -84,32 +86,67 @@ def claim(conf: Settings, chunk_id: int) -> ClaimedChunk | None:
         row = conn.execute(CLAIM_PG, {"id": chunk_id, "now": now, "soon": now + DUE_SLACK}).first()
     if row is None:
         return None
-    return ClaimedChunk(row.id, row.batch_id, row.seq, row.account, row.lane, row.attempts, row.content,
-                        row.send_at, row.created_at, list(zip(row.ids or [], row.mobiles or [])),
-                        row.first_attempt_at)
+    return ClaimedChunk(
+        row.id,
+        row.batch_id,
+        row.seq,
+        row.account,
+        row.lane,
+        row.attempts,
+        row.content,
+        row.send_at,
+        row.created_at,
+        list(zip(row.ids or [], row.mobiles or [], strict=True)),
+        row.first_attempt_at,
+    )
 
 
 def _claim_portable(conn, chunk_id: int, now: datetime) -> ClaimedChunk | None:
     claimed = conn.execute(
         update(Chunk)
-        .where(Chunk.id == chunk_id, Chunk.state.in_(CLAIMED_FROM),
-               (Chunk.next_attempt_at.is_(None)) | (Chunk.next_attempt_at <= now + DUE_SLACK),
-               ~exists().where(Batch.id == Chunk.batch_id, Batch.cancelled_at.is_not(None)))
+        .where(
+            Chunk.id == chunk_id,
+            Chunk.state.in_(CLAIMED_FROM),
+            (Chunk.next_attempt_at.is_(None)) | (Chunk.next_attempt_at <= now + DUE_SLACK),
+            ~exists().where(Batch.id == Chunk.batch_id, Batch.cancelled_at.is_not(None)),
+        )
         .values(state=C.SENDING, attempts=Chunk.attempts + 1, claimed_at=now)
-        .returning(Chunk.id, Chunk.batch_id, Chunk.seq, Chunk.account, Chunk.lane, Chunk.attempts,
-                   Chunk.content, FIRST_ATTEMPT.label("first_attempt_at"))).first()
+        .returning(
+            Chunk.id,
+            Chunk.batch_id,
+            Chunk.seq,
+            Chunk.account,
+            Chunk.lane,
+            Chunk.attempts,
+            Chunk.content,
+            FIRST_ATTEMPT.label("first_attempt_at"),
+        )
+    ).first()
     if claimed is None:
         return None
-    batch = conn.execute(select(Batch.content, Batch.send_at, Batch.created_at)
-                         .where(Batch.id == claimed.batch_id)).one()
+    batch = conn.execute(
+        select(Batch.content, Batch.send_at, Batch.created_at).where(Batch.id == claimed.batch_id)
+    ).one()
     recipients = conn.execute(
         select(Recipient.id, Recipient.mobile)
-        .where(Recipient.batch_id == claimed.batch_id, Recipient.chunk_seq == claimed.seq,
-               Recipient.state == R.QUEUED)
-        .order_by(Recipient.id)).all()
+        .where(Recipient.batch_id == claimed.batch_id, Recipient.chunk_seq == claimed.seq, Recipient.state == R.QUEUED)
+        .order_by(Recipient.id)
+    ).all()
+    chunk_id, batch_id, seq, account, lane, attempt, content, first_attempt_at = claimed
     # the chunk's own content: prepared for another vendor of its route when it was moved
-    return ClaimedChunk(*claimed[:6], claimed.content or batch.content, batch.send_at, batch.created_at,
-                        [tuple(r) for r in recipients], claimed.first_attempt_at)
+    return ClaimedChunk(
+        chunk_id,
+        batch_id,
+        seq,
+        account,
+        lane,
+        attempt,
+        content or batch.content,
+        batch.send_at,
+        batch.created_at,
+        [(rid, mobile) for rid, mobile in recipients],
+        first_attempt_at,
+    )
 
 
 RELEASED_FROM = chunks_from(C.PENDING, (C.SENDING,))
@@ -137,15 +174,18 @@ HELD_FROM = chunks_from(C.PENDING, (C.PENDING,))
 def hold(conf: Settings, chunk_ids: list[int], why: str, until: datetime) -> None:
     """Leave unclaimed chunks pending until ``until``, for the relay to publish then."""
     with transaction(conf.database_url) as conn:
-        conn.execute(update(Chunk).where(Chunk.id.in_(chunk_ids), Chunk.state.in_(HELD_FROM))
-                     .values(detail=fit(Chunk.detail, why), next_attempt_at=until, queued_at=None))
+        conn.execute(
+            update(Chunk)
+            .where(Chunk.id.in_(chunk_ids), Chunk.state.in_(HELD_FROM))
+            .values(detail=fit(Chunk.detail, why), next_attempt_at=until, queued_at=None)
+        )
 
 
 def unqueue(conn, chunk_ids: list[int], *, pending_only: bool = True, queued_at: datetime | None = None) -> None:
     """Mark chunks as not in the broker (a publish that failed): the relay publishes them at
     its next pass. ``queued_at``: only those marked queued at that time (by this caller)."""
     for start in range(0, len(chunk_ids), 1000):
-        where = [Chunk.id.in_(chunk_ids[start:start + 1000])]
+        where: list[ColumnElement[bool]] = [Chunk.id.in_(chunk_ids[start : start + 1000])]
         if pending_only:
             where.append(Chunk.state == C.PENDING)
         if queued_at is not None:
@@ -157,12 +197,17 @@ def mark_queued(conn, chunk_ids: list[int], now: datetime) -> None:
     """The relay is publishing these pending chunks now: no other pass publishes them again
     before ``republish_after``."""
     for start in range(0, len(chunk_ids), 500):
-        conn.execute(update(Chunk).where(Chunk.id.in_(chunk_ids[start:start + 500]), Chunk.state == C.PENDING)
-                     .values(queued_at=now))
+        conn.execute(
+            update(Chunk)
+            .where(Chunk.id.in_(chunk_ids[start : start + 500]), Chunk.state == C.PENDING)
+            .values(queued_at=now)
+        )
 
 
 def wake(conn, accounts: list[str], detail_like: str) -> int:
     """Pending chunks of ``accounts`` held with a detail like ``detail_like`` are due now."""
-    return conn.execute(update(Chunk).where(
-        Chunk.state == C.PENDING, Chunk.account.in_(accounts), Chunk.detail.like(detail_like))
-        .values(next_attempt_at=None, queued_at=None)).rowcount
+    return conn.execute(
+        update(Chunk)
+        .where(Chunk.state == C.PENDING, Chunk.account.in_(accounts), Chunk.detail.like(detail_like))
+        .values(next_attempt_at=None, queued_at=None)
+    ).rowcount

@@ -6,19 +6,21 @@ detail); this module only writes it, checking the transition. An accepted chunk
 whose every number was taken is written on PostgreSQL in one statement
 (``RECORD_ACCEPTED_PG``); everything else by the portable path.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import and_, bindparam, insert, text, update
+from sqlalchemy import Table, and_, bindparam, insert, text, update
 
 from smsq.providers import SendResult
 from smsq.worker.config import Settings
 from smsq.worker.db import autocommit, transaction
 
 from ..lifecycle import ChunkState as C
-from ..lifecycle import RecipientState as R
 from ..lifecycle import IllegalTransition, check_chunk, recipients_from
+from ..lifecycle import RecipientState as R
 from ..models import Chunk, Recipient, VendorCall, utcnow
 from ..sql import fit, is_postgres
 from .claims import FIRST_ATTEMPT, ClaimedChunk, still_ours
@@ -30,11 +32,22 @@ ANSWERED = recipients_from(R.SENT, (R.QUEUED, R.UNKNOWN))  # the numbers an answ
 RECIPIENT_STATE = {C.ACCEPTED: R.SENT, C.FAILED: R.FAILED, C.UNKNOWN: R.UNKNOWN}
 
 
-def _chunk_values(result: SendResult, state: C, detail: str | None, retry_at: datetime | None,
-                  queued: bool, counted: bool, now: datetime) -> dict:
-    values = dict(state=state, outcome=result.outcome.value, code=result.code,
-                  detail=fit(Chunk.detail, result.message or "" if detail is None else detail),
-                  raw=fit(Chunk.raw, result.raw or ""))
+def _chunk_values(
+    result: SendResult,
+    state: C,
+    detail: str | None,
+    retry_at: datetime | None,
+    queued: bool,
+    counted: bool,
+    now: datetime,
+) -> dict:
+    values: dict[str, object] = dict(
+        state=state,
+        outcome=result.outcome.value,
+        code=result.code,
+        detail=fit(Chunk.detail, result.message or "" if detail is None else detail),
+        raw=fit(Chunk.raw, result.raw or ""),
+    )
     if state is not C.PENDING:
         values["finished_at"] = now
         if state is C.ACCEPTED:
@@ -48,9 +61,19 @@ def _chunk_values(result: SendResult, state: C, detail: str | None, retry_at: da
     return values
 
 
-def record(conf: Settings, claimed: ClaimedChunk, result: SendResult, state: C, *,
-           detail: str | None = None, retry_at: datetime | None = None, queued: bool = False,
-           counted: bool = True, call_seconds: float | None = None, now: datetime | None = None) -> bool:
+def record(
+    conf: Settings,
+    claimed: ClaimedChunk,
+    result: SendResult,
+    state: C,
+    *,
+    detail: str | None = None,
+    retry_at: datetime | None = None,
+    queued: bool = False,
+    counted: bool = True,
+    call_seconds: float | None = None,
+    now: datetime | None = None,
+) -> bool:
     """Write what the vendor said about ``claimed`` as the caller decided it: ``state``
     (accepted, failed, unknown, or pending to try again at ``retry_at``; ``queued``: a
     broker countdown carries the retry, ``counted``: the attempt counts against its
@@ -64,8 +87,12 @@ def record(conf: Settings, claimed: ClaimedChunk, result: SendResult, state: C, 
         check_chunk(was, state, claimed.chunk_id)
     now = now or utcnow()
     values = _chunk_values(result, state, detail, retry_at, queued, counted, now)
-    if state is C.ACCEPTED and call_seconds is not None and not result.failed_numbers and \
-            is_postgres(conf.database_url):
+    if (
+        state is C.ACCEPTED
+        and call_seconds is not None
+        and not result.failed_numbers
+        and is_postgres(conf.database_url)
+    ):
         # the common answer, every number taken: one statement (RECORD_ACCEPTED_PG)
         return _record_accepted_pg(conf, claimed, result, values, call_seconds, now)
     with transaction(conf.database_url) as conn:
@@ -104,31 +131,49 @@ SELECT count(*) FROM ours
 # each number with its own vendor id, in the order sent. The ids go as one text each,
 # split by the server: the driver builds an array parameter in Python, checking every
 # element for quoting, which cost a third of the record's CPU.
-RECORD_ACCEPTED_WITH_IDS_PG = text(RECORD_ACCEPTED_PG.format(
-    vendor_id="v.vid", numbers="FROM unnest(CAST(string_to_array(:rids, ',') AS bigint[]), "
-                                 "string_to_array(:vids, :sep)) AS v(rid, vid) WHERE r.id = v.rid"))
+RECORD_ACCEPTED_WITH_IDS_PG = text(
+    RECORD_ACCEPTED_PG.format(
+        vendor_id="v.vid",
+        numbers="FROM unnest(CAST(string_to_array(:rids, ',') AS bigint[]), "
+        "string_to_array(:vids, :sep)) AS v(rid, vid) WHERE r.id = v.rid",
+    )
+)
 # vendor ids that the separator could cut (or an empty id, which a split can drop)
 # go as an array
-RECORD_ACCEPTED_WITH_ID_ARRAY_PG = text(RECORD_ACCEPTED_PG.format(
-    vendor_id="v.vid", numbers="FROM unnest(CAST(:rids AS bigint[]), CAST(:vids AS text[])) AS v(rid, vid) "
-                                 "WHERE r.id = v.rid"))
+RECORD_ACCEPTED_WITH_ID_ARRAY_PG = text(
+    RECORD_ACCEPTED_PG.format(
+        vendor_id="v.vid",
+        numbers="FROM unnest(CAST(:rids AS bigint[]), CAST(:vids AS text[])) AS v(rid, vid) WHERE r.id = v.rid",
+    )
+)
 ID_SEPARATOR = "\x1f"  # ASCII unit separator: in no vendor's id
 # one id for the whole call (or none)
-RECORD_ACCEPTED_ONE_ID_PG = text(RECORD_ACCEPTED_PG.format(
-    vendor_id="CAST(:vid AS text)", numbers="WHERE r.batch_id = :batch AND r.chunk_seq = :seq"))
+RECORD_ACCEPTED_ONE_ID_PG = text(
+    RECORD_ACCEPTED_PG.format(
+        vendor_id="CAST(:vid AS text)", numbers="WHERE r.batch_id = :batch AND r.chunk_seq = :seq"
+    )
+)
 
 
-def _record_accepted_pg(conf: Settings, claimed: ClaimedChunk, result: SendResult, values: dict,
-                        call_seconds: float, now: datetime) -> bool:
-    params = {"id": claimed.chunk_id, "attempt": claimed.attempt, "now": now, "account": claimed.account,
-              "seconds": call_seconds, "vendor_ref": values["vendor_ref"],
-              **{key: values[key] for key in ("outcome", "code", "detail", "raw")}}
+def _record_accepted_pg(
+    conf: Settings, claimed: ClaimedChunk, result: SendResult, values: dict, call_seconds: float, now: datetime
+) -> bool:
+    params = {
+        "id": claimed.chunk_id,
+        "attempt": claimed.attempt,
+        "now": now,
+        "account": claimed.account,
+        "seconds": call_seconds,
+        "vendor_ref": values["vendor_ref"],
+        **{key: values[key] for key in ("outcome", "code", "detail", "raw")},
+    }
     vids = _vendor_ids(claimed, result)
     if vids:
         if all(vids) and not any(ID_SEPARATOR in vid for vid in vids):
             statement = RECORD_ACCEPTED_WITH_IDS_PG
-            params.update(rids=",".join(str(rid) for rid, _ in claimed.recipients), vids=ID_SEPARATOR.join(vids),
-                          sep=ID_SEPARATOR)
+            params.update(
+                rids=",".join(str(rid) for rid, _ in claimed.recipients), vids=ID_SEPARATOR.join(vids), sep=ID_SEPARATOR
+            )
         else:
             statement = RECORD_ACCEPTED_WITH_ID_ARRAY_PG
             params.update(rids=[rid for rid, _ in claimed.recipients], vids=vids)
@@ -165,15 +210,19 @@ WHERE r.id = v.rid AND r.state IN ('{R.QUEUED}', '{R.UNKNOWN}')
 
 def _record_sent_with_ids(conn, pairs: list[tuple[int, str]], now: datetime) -> None:
     if is_postgres(conn):
-        conn.execute(SENT_WITH_IDS_PG, {"now": now, "rids": [rid for rid, _ in pairs],
-                                        "vids": [vid for _, vid in pairs]})
+        conn.execute(
+            SENT_WITH_IDS_PG, {"now": now, "rids": [rid for rid, _ in pairs], "vids": [vid for _, vid in pairs]}
+        )
         return
-    table = Recipient.__table__  # SQLite, in-process: executemany costs no round trips
+    table = cast(Table, Recipient.__table__)  # SQLite, in-process: executemany costs no round trips
     # (an IN list cannot go into an executemany)
     still_waiting = (table.c.state == R.QUEUED) | (table.c.state == R.UNKNOWN)
-    conn.execute(update(table).where(table.c.id == bindparam("rid"), still_waiting)
-                 .values(state=R.SENT, vendor_id=bindparam("vid"), updated_at=now),
-                 [{"rid": rid, "vid": vid} for rid, vid in pairs])
+    conn.execute(
+        update(table)
+        .where(table.c.id == bindparam("rid"), still_waiting)
+        .values(state=R.SENT, vendor_id=bindparam("vid"), updated_at=now),
+        [{"rid": rid, "vid": vid} for rid, vid in pairs],
+    )
 
 
 RETRIED = recipients_from(R.QUEUED, (R.UNKNOWN,))
@@ -185,23 +234,35 @@ def _record_recipients(conn, claimed: ClaimedChunk, result: SendResult, state: C
     if state is C.PENDING:
         # recipients stay queued for the retry; a late answer (from the spool) to a chunk the
         # relay had turned 'unknown' gives its numbers back to the retry
-        conn.execute(update(Recipient).where(of_chunk, Recipient.state.in_(RETRIED))
-                     .values(state=R.QUEUED, updated_at=now))
+        conn.execute(
+            update(Recipient).where(of_chunk, Recipient.state.in_(RETRIED)).values(state=R.QUEUED, updated_at=now)
+        )
         return
     to = RECIPIENT_STATE[state]
     answered = and_(of_chunk, Recipient.state.in_(recipients_from(to, ANSWERED)))
     if state is C.ACCEPTED:
         vids = _vendor_ids(claimed, result)
         if vids:  # one id per number, in the order sent
-            _record_sent_with_ids(conn, [(rid, vid) for (rid, _), vid in zip(claimed.recipients, vids)], now)
+            _record_sent_with_ids(
+                conn, [(rid, vid) for (rid, _), vid in zip(claimed.recipients, vids, strict=True)], now
+            )
         else:
-            conn.execute(update(Recipient).where(answered).values(state=R.SENT, vendor_id=_single_id(result),
-                                                                  updated_at=now))
+            conn.execute(
+                update(Recipient).where(answered).values(state=R.SENT, vendor_id=_single_id(result), updated_at=now)
+            )
         for mobile, reason in result.failed_numbers.items():
-            conn.execute(update(Recipient).where(
-                Recipient.batch_id == claimed.batch_id, Recipient.mobile == mobile,
-                Recipient.state.in_(REFUSED_NUMBER)).values(
-                state=R.FAILED, code=result.code, detail=fit(Recipient.detail, reason), updated_at=now))
+            conn.execute(
+                update(Recipient)
+                .where(
+                    Recipient.batch_id == claimed.batch_id,
+                    Recipient.mobile == mobile,
+                    Recipient.state.in_(REFUSED_NUMBER),
+                )
+                .values(state=R.FAILED, code=result.code, detail=fit(Recipient.detail, reason), updated_at=now)
+            )
         return
-    conn.execute(update(Recipient).where(answered).values(
-        state=to, code=result.code, detail=fit(Recipient.detail, result.message or ""), updated_at=now))
+    conn.execute(
+        update(Recipient)
+        .where(answered)
+        .values(state=to, code=result.code, detail=fit(Recipient.detail, result.message or ""), updated_at=now)
+    )

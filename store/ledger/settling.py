@@ -1,5 +1,6 @@
 """Chunks settled other than by their own vendor call: expired by the relay,
 cancelled by an operator, settled by an operator, or by a delivery report."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -11,7 +12,7 @@ from ..lifecycle import ChunkState as C
 from ..lifecycle import RecipientState as R
 from ..lifecycle import check_recipient, chunks_from, recipients_from
 from ..models import Chunk, EarlierSend, Recipient, StatusReport, utcnow
-from ..sql import fit
+from ..sql import fit, rows_changed
 
 CANCELLED_DETAIL = "cancelled by an operator"
 EXPIRED_FROM = chunks_from(C.UNKNOWN, (C.SENDING,))
@@ -23,15 +24,25 @@ def expire(session: Session, cutoff: datetime, detail: str, limit: int) -> tuple
     calling the vendor) become ``unknown``, with their queued numbers. Returns how many
     were found and the (chunk id, batch id) of those this call changed."""
     now = utcnow()
-    stale = session.execute(select(Chunk.id, Chunk.batch_id, Chunk.seq).where(
-        Chunk.state.in_(EXPIRED_FROM), Chunk.claimed_at < cutoff).limit(limit)).all()
+    stale = session.execute(
+        select(Chunk.id, Chunk.batch_id, Chunk.seq)
+        .where(Chunk.state.in_(EXPIRED_FROM), Chunk.claimed_at < cutoff)
+        .limit(limit)
+    ).all()
     expired = []
     for chunk_id, batch_id, seq in stale:
-        if session.execute(update(Chunk).where(Chunk.id == chunk_id, Chunk.state.in_(EXPIRED_FROM)).values(
-                state=C.UNKNOWN, outcome="ambiguous", finished_at=now, detail=fit(Chunk.detail, detail))).rowcount:
-            session.execute(update(Recipient).where(
-                Recipient.batch_id == batch_id, Recipient.chunk_seq == seq, Recipient.state.in_(EXPIRED_WITH_IT))
-                .values(state=R.UNKNOWN, updated_at=now))
+        if rows_changed(
+            session.execute(
+                update(Chunk)
+                .where(Chunk.id == chunk_id, Chunk.state.in_(EXPIRED_FROM))
+                .values(state=C.UNKNOWN, outcome="ambiguous", finished_at=now, detail=fit(Chunk.detail, detail))
+            )
+        ):
+            session.execute(
+                update(Recipient)
+                .where(Recipient.batch_id == batch_id, Recipient.chunk_seq == seq, Recipient.state.in_(EXPIRED_WITH_IT))
+                .values(state=R.UNKNOWN, updated_at=now)
+            )
             expired.append((chunk_id, batch_id))
     return len(stale), expired
 
@@ -44,18 +55,27 @@ def cancel_pending(session: Session, batch_ids) -> tuple[int, int]:
     """Cancel the pending chunks of ``batch_ids`` (a list, or a select of ids) and
     their queued recipients: one statement each. Return (chunks, numbers)."""
     now = utcnow()
-    chunks = session.execute(update(Chunk).where(Chunk.batch_id.in_(batch_ids), Chunk.state.in_(CANCELLED_FROM))
-                             .values(state=C.CANCELLED, outcome="cancelled", finished_at=now,
-                                     detail=CANCELLED_DETAIL)
-                             .execution_options(synchronize_session=False)).rowcount
+    chunks = rows_changed(
+        session.execute(
+            update(Chunk)
+            .where(Chunk.batch_id.in_(batch_ids), Chunk.state.in_(CANCELLED_FROM))
+            .values(state=C.CANCELLED, outcome="cancelled", finished_at=now, detail=CANCELLED_DETAIL)
+            .execution_options(synchronize_session=False)
+        )
+    )
     if not chunks:
         return 0, 0
-    of_cancelled_chunk = exists().where(Chunk.batch_id == Recipient.batch_id, Chunk.seq == Recipient.chunk_seq,
-                                        Chunk.state == C.CANCELLED)
-    numbers = session.execute(update(Recipient).where(
-        Recipient.batch_id.in_(batch_ids), Recipient.state.in_(CANCELLED_WITH_IT), of_cancelled_chunk)
-        .values(state=R.CANCELLED, detail=CANCELLED_DETAIL, updated_at=now)
-        .execution_options(synchronize_session=False)).rowcount
+    of_cancelled_chunk = exists().where(
+        Chunk.batch_id == Recipient.batch_id, Chunk.seq == Recipient.chunk_seq, Chunk.state == C.CANCELLED
+    )
+    numbers = rows_changed(
+        session.execute(
+            update(Recipient)
+            .where(Recipient.batch_id.in_(batch_ids), Recipient.state.in_(CANCELLED_WITH_IT), of_cancelled_chunk)
+            .values(state=R.CANCELLED, detail=CANCELLED_DETAIL, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    )
     return chunks, numbers
 
 
@@ -67,8 +87,9 @@ SENT_ONCE = (R.UNKNOWN, R.FAILED)  # recipient states of a send that a resend se
 STEP = 1000  # chunks per statement: a million-number batch has 10,000
 
 
-def settle(session: Session, batch_id: int, from_state: str, action: str, why: str,
-           chunk_id: int | None = None) -> tuple[list[int], int]:
+def settle(
+    session: Session, batch_id: int, from_state: str, action: str, why: str, chunk_id: int | None = None
+) -> tuple[list[int], int]:
     """An operator's ``action`` (accepted, failed, resend) on the batch's chunks in
     ``from_state`` (only chunk ``chunk_id``, if given), whatever their number: one
     UPDATE for the chunks, then one for their numbers per STEP chunks. Returns the
@@ -80,36 +101,60 @@ def settle(session: Session, batch_id: int, from_state: str, action: str, why: s
         which.append(Chunk.id == chunk_id)
     now = utcnow()
     if action == "resend":
-        chunk_values = dict(state=to_chunk, next_attempt_at=None, queued_at=now, finished_at=None, detail=why)
+        chunk_values: dict[str, object] = dict(
+            state=to_chunk, next_attempt_at=None, queued_at=now, finished_at=None, detail=why
+        )
         # The new send gets its own vendor id; the first one's stays in earlier_sends.
-        number_values = dict(state=to_number, vendor_id=None, code=None, detail=None, updated_at=now)
+        number_values: dict[str, object] = dict(state=to_number, vendor_id=None, code=None, detail=None, updated_at=now)
     else:
         chunk_values = dict(state=to_chunk, finished_at=now, detail=why)
         number_values = dict(state=to_number, detail=fit(Recipient.detail, why), updated_at=now)
     # RETURNING: exactly the chunks this statement moved (a report may settle one meanwhile).
-    settled = session.execute(update(Chunk).where(*which).values(**chunk_values)
-                              .returning(Chunk.id, Chunk.seq).execution_options(synchronize_session=False)).all()
+    settled = session.execute(
+        update(Chunk)
+        .where(*which)
+        .values(**chunk_values)
+        .returning(Chunk.id, Chunk.seq)
+        .execution_options(synchronize_session=False)
+    ).all()
     following = recipients_from(to_number, SETTLED_NUMBERS)
     numbers = 0
     for start in range(0, len(settled), STEP):
-        seqs = [seq for _, seq in settled[start:start + STEP]]
+        seqs = [seq for _, seq in settled[start : start + STEP]]
         if action == "resend":
             _keep_earlier_sends(session, batch_id, seqs, now)
-        numbers += session.execute(update(Recipient).where(
-            Recipient.batch_id == batch_id, Recipient.chunk_seq.in_(seqs), Recipient.state.in_(following))
-            .values(**number_values).execution_options(synchronize_session=False)).rowcount
+        numbers += rows_changed(
+            session.execute(
+                update(Recipient)
+                .where(Recipient.batch_id == batch_id, Recipient.chunk_seq.in_(seqs), Recipient.state.in_(following))
+                .values(**number_values)
+                .execution_options(synchronize_session=False)
+            )
+        )
     return [settled_id for settled_id, _ in settled], numbers
 
 
 def _keep_earlier_sends(session: Session, batch_id: int, seqs: list[int], now) -> None:
     """Copy the chunks' sends to earlier_sends (one INSERT ... SELECT) before their
     recipient rows are given to the resend: the number's history keeps both."""
-    kept = (Recipient.id, Recipient.batch_id, Recipient.mobile, Recipient.state, Recipient.vendor_id,
-            Recipient.code, Recipient.detail, Recipient.updated_at)
-    session.execute(insert(EarlierSend).from_select(
-        ["recipient_id", "batch_id", "mobile", "state", "vendor_id", "code", "detail", "updated_at", "resent_at"],
-        select(*kept, literal(now, DateTime)).where(
-            Recipient.batch_id == batch_id, Recipient.chunk_seq.in_(seqs), Recipient.state.in_(SENT_ONCE))))
+    kept = (
+        Recipient.id,
+        Recipient.batch_id,
+        Recipient.mobile,
+        Recipient.state,
+        Recipient.vendor_id,
+        Recipient.code,
+        Recipient.detail,
+        Recipient.updated_at,
+    )
+    session.execute(
+        insert(EarlierSend).from_select(
+            ["recipient_id", "batch_id", "mobile", "state", "vendor_id", "code", "detail", "updated_at", "resent_at"],
+            select(*kept, literal(now, DateTime)).where(
+                Recipient.batch_id == batch_id, Recipient.chunk_seq.in_(seqs), Recipient.state.in_(SENT_ONCE)
+            ),
+        )
+    )
 
 
 # -- a delivery report -----------------------------------------------------------
@@ -135,10 +180,23 @@ def settle_by_report(session: Session, send: Recipient | EarlierSend, report: St
 
 
 def _accepted_after_all(session: Session, recipient: Recipient, now) -> None:
-    session.execute(update(Chunk).where(
-        Chunk.batch_id == recipient.batch_id, Chunk.seq == recipient.chunk_seq, Chunk.state.in_(REPORTED_CHUNK))
-        .values(state=C.ACCEPTED, outcome="ok", finished_at=now,
-                detail="settled by a delivery report: the vendor had accepted it"))
-    session.execute(update(Recipient).where(
-        Recipient.batch_id == recipient.batch_id, Recipient.chunk_seq == recipient.chunk_seq,
-        Recipient.state.in_(SENT_WITH_IT), Recipient.id != recipient.id).values(state=R.SENT, updated_at=now))
+    session.execute(
+        update(Chunk)
+        .where(Chunk.batch_id == recipient.batch_id, Chunk.seq == recipient.chunk_seq, Chunk.state.in_(REPORTED_CHUNK))
+        .values(
+            state=C.ACCEPTED,
+            outcome="ok",
+            finished_at=now,
+            detail="settled by a delivery report: the vendor had accepted it",
+        )
+    )
+    session.execute(
+        update(Recipient)
+        .where(
+            Recipient.batch_id == recipient.batch_id,
+            Recipient.chunk_seq == recipient.chunk_seq,
+            Recipient.state.in_(SENT_WITH_IT),
+            Recipient.id != recipient.id,
+        )
+        .values(state=R.SENT, updated_at=now)
+    )

@@ -1,11 +1,12 @@
 """Accounts and their vendors: poll, inbound, accounts, check, password, keywords."""
+
 from __future__ import annotations
 
 import getpass
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
@@ -36,8 +37,11 @@ def cmd_poll(args) -> int:
     if result.outcome == "leased":
         print(f"{args.account} {args.kind}: not polled: {result.detail} (the vendor's 30 s rule)")
         return 0
-    print(f"{args.account} {args.kind}: {result.outcome}, {result.items} item(s)"
-          + (f", journal {result.journal_id}" if result.journal_id else "") + (f" {result.detail}" if result.detail else ""))
+    print(
+        f"{args.account} {args.kind}: {result.outcome}, {result.items} item(s)"
+        + (f", journal {result.journal_id}" if result.journal_id else "")
+        + (f" {result.detail}" if result.detail else "")
+    )
     return 0 if result.outcome in ("ok", "rate_limited") else 1
 
 
@@ -56,9 +60,15 @@ def cmd_inbound(args) -> int:
         for m in rows:
             # The vendor's time is Beijing time already; smsq's own is UTC. Both are shown as Beijing time.
             received = m.received_at.replace(tzinfo=BEIJING) if m.received_at else m.created_at
-            record = {"id": m.id, "account": m.account, "mobile": m.mobile, "content": m.content,
-                      "received_at": show_time(received, iso=True), "stored_at": show_time(m.created_at, iso=True),
-                      "vendor_id": m.vendor_id}
+            record = {
+                "id": m.id,
+                "account": m.account,
+                "mobile": m.mobile,
+                "content": m.content,
+                "received_at": show_time(received, iso=True),
+                "stored_at": show_time(m.created_at, iso=True),
+                "vendor_id": m.vendor_id,
+            }
             if args.json:
                 print(json.dumps(record, ensure_ascii=False))
             else:
@@ -86,13 +96,14 @@ def account_report(session, conf, name: str, breaker) -> dict:
     """One account for `smsq accounts`: balance, polls, circuit, and what needs an operator."""
     account = conf.accounts[name]
     bal = session.get(AccountBalance, name)
-    polls = {p.kind: p for p in session.execute(
-        select(PollStatus).where(PollStatus.account == name)).scalars()}
+    polls = {p.kind: p for p in session.execute(select(PollStatus).where(PollStatus.account == name)).scalars()}
     alert = account.options.get("balance_alert")
-    unparsed = session.scalar(select(func.count()).select_from(PollJournal).where(
-        PollJournal.account == name, PollJournal.state.in_(("failed", "fetched"))))
-    problems = [f"{k}: {p.outcome}" for k, p in sorted(polls.items())
-                if p.outcome not in ("ok", "rate_limited")]
+    unparsed = session.scalar(
+        select(func.count())
+        .select_from(PollJournal)
+        .where(PollJournal.account == name, PollJournal.state.in_(("failed", "fetched")))
+    )
+    problems = [f"{k}: {p.outcome}" for k, p in sorted(polls.items()) if p.outcome not in ("ok", "rate_limited")]
     if unparsed:
         problems.append(f"{unparsed} fetched poll(s) not parsed: smsq poll --reparse {name}")
     if bal is not None and alert is not None and bal.balance < alert:
@@ -101,12 +112,14 @@ def account_report(session, conf, name: str, breaker) -> dict:
     if circuit["state"] != "closed":
         problems.append(f"circuit {circuit['state']}")
     return {
-        "account": name, "provider": account.provider,
+        "account": name,
+        "provider": account.provider,
         "balance": bal.balance if bal else None,
         "balance_checked_at": show_time(bal.checked_at) if bal else None,
-        "polls": {k: {"at": show_time(p.polled_at) or None,
-                      "outcome": p.outcome, "items": p.items, "detail": p.detail}
-                  for k, p in sorted(polls.items())},
+        "polls": {
+            k: {"at": show_time(p.polled_at) or None, "outcome": p.outcome, "items": p.items, "detail": p.detail}
+            for k, p in sorted(polls.items())
+        },
         "poll_kinds": sorted(provider_class(account.provider).poll_kinds),
         "unparsed_journal": unparsed,
         "health": "ok" if not problems else "; ".join(problems),
@@ -117,20 +130,33 @@ def account_report(session, conf, name: str, breaker) -> dict:
 
 def print_accounts(out: list[dict], conf) -> None:
     for a in out:
-        balance = "— (the vendor has no balance call)" if "balance" not in a["poll_kinds"] else \
-            "unknown" if a["balance"] is None else \
-            f"{format_balance(a['balance'])} (at {a['balance_checked_at']})"
+        balance = (
+            "— (the vendor has no balance call)"
+            if "balance" not in a["poll_kinds"]
+            else "unknown"
+            if a["balance"] is None
+            else f"{format_balance(a['balance'])} (at {a['balance_checked_at']})"
+        )
         print(f"{a['account']}  [{a['provider']}]  balance {balance}  health: {a['health']}")
         for kind in a["poll_kinds"] + (["send"] if "send" in a["polls"] else []):
             p = a["polls"].get(kind)
-            print(f"    {kind:<8} " + (f"last poll {p['at']}: {p['outcome']}, {p['items']} item(s)"
-                                       + (f" — {p['detail']}" if p["detail"] else "") if p else "never polled"))
+            print(
+                f"    {kind:<8} "
+                + (
+                    f"last poll {p['at']}: {p['outcome']}, {p['items']} item(s)"
+                    + (f" — {p['detail']}" if p["detail"] else "")
+                    if p
+                    else "never polled"
+                )
+            )
         if a["circuit"]["state"] != "closed" or a["routes"]:
             print(f"    circuit  {describe_circuit(a['circuit'])}")
     by_name = {a["account"]: a for a in out}
     for route in conf.routes.values():
-        print(f"route {route.name}: " + " -> ".join(
-            f"{name} ({by_name[name]['circuit']['state']})" for name in route.accounts))
+        print(
+            f"route {route.name}: "
+            + " -> ".join(f"{name} ({by_name[name]['circuit']['state']})" for name in route.accounts)
+        )
     print("(times in Beijing time, UTC+8)")
 
 
@@ -138,9 +164,13 @@ def circuit_view(row) -> dict:
     """An account's circuit for `smsq accounts`: state, why, until when, how often in a row."""
     if row is None:
         return {"state": "closed", "reason": None, "reopen_at": None, "cooloff": None, "trips": 0}
-    return {"state": row.state, "reason": row.reason,
-            "reopen_at": show_time(row.reopen_at) if row.state == "open" else None,
-            "cooloff": row.cooloff, "trips": row.trips}
+    return {
+        "state": row.state,
+        "reason": row.reason,
+        "reopen_at": show_time(row.reopen_at) if row.state == "open" else None,
+        "cooloff": row.cooloff,
+        "trips": row.trips,
+    }
 
 
 def describe_circuit(c: dict) -> str:
@@ -152,7 +182,7 @@ def describe_circuit(c: dict) -> str:
 
 
 def _utc(beijing: datetime) -> datetime:
-    return beijing.replace(tzinfo=BEIJING).astimezone(timezone.utc).replace(tzinfo=None)
+    return beijing.replace(tzinfo=BEIJING).astimezone(UTC).replace(tzinfo=None)
 
 
 def _provider(name: str):
@@ -177,8 +207,11 @@ def cmd_check(args) -> int:
             left = deadline - time.monotonic()
             if not args.wait or left <= 0:
                 end_progress(shown)
-                hint = f"`smsq check {name} --wait` waits for it" if not args.wait else \
-                    f"gave up after --timeout {args.timeout:g} s"
+                hint = (
+                    f"`smsq check {name} --wait` waits for it"
+                    if not args.wait
+                    else f"gave up after --timeout {args.timeout:g} s"
+                )
                 print(f"smsq: not checked: {name}: {result.detail}; {hint}", file=sys.stderr)
                 return NOT_CHECKED
             shown = show_progress(f"{name}: waiting for the vendor's window, {result.wait:.0f} s", shown)
@@ -188,13 +221,17 @@ def cmd_check(args) -> int:
             give_up(conf, name)  # a booking left behind (timeout, Ctrl-C) would hold the polls back
     end_progress(shown)
     if result.verdict == ACCEPTED:
-        what = f"vendor account id {result.vendor_id}" if result.vendor_id is not None else \
+        what = (  # a login call gives the one, a balance call the other
             f"balance {format_balance(result.balance)}"
+            if result.balance is not None
+            else f"vendor account id {result.vendor_id}"
+        )
         print(f"{name}: credentials accepted ({what}); checked with this shell's credentials, nothing stored")
         return 0
     if result.verdict == REFUSED:
-        print(f"{name}: refused: {result.detail}; checked with this shell's credentials, "
-              f"the account's state is unchanged")
+        print(
+            f"{name}: refused: {result.detail}; checked with this shell's credentials, the account's state is unchanged"
+        )
         return 1
     print(f"smsq: not checked: {name}: the vendor gave no verdict: {result.detail}", file=sys.stderr)
     return NOT_CHECKED
@@ -230,8 +267,10 @@ def cmd_password(args) -> int:
         if getpass.getpass("again: ") != new:
             raise ValueError("the two passwords differ; nothing changed")
     provider.update_password(new)
-    print(f"{args.account}: password changed at the vendor. Put the new one where the account's "
-          f"password_env / password_file points before the next send, or every call will fail with auth.")
+    print(
+        f"{args.account}: password changed at the vendor. Put the new one where the account's "
+        f"password_env / password_file points before the next send, or every call will fail with auth."
+    )
     return 0
 
 

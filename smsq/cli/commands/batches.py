@@ -1,4 +1,5 @@
 """Sending and following batches: send, status, settle."""
+
 from __future__ import annotations
 
 import json
@@ -40,9 +41,11 @@ def _bar(status, width: int = 30) -> str:
     filled = int(width * final / total)
     r = status.recipients
     splitting = f" ({status.to_split} still to cut)" if status.to_split else ""
-    return (f"[{'#' * filled}{'.' * (width - filled)}] {final}/{total} chunks final{splitting}  "
-            f"sent {r.get('sent', 0) + r.get('delivered', 0)}  failed {r.get('failed', 0)}  "
-            f"unknown {r.get('unknown', 0)}  waiting {r.get('queued', 0)}")
+    return (
+        f"[{'#' * filled}{'.' * (width - filled)}] {final}/{total} chunks final{splitting}  "
+        f"sent {r.get('sent', 0) + r.get('delivered', 0)}  failed {r.get('failed', 0)}  "
+        f"unknown {r.get('unknown', 0)}  waiting {r.get('queued', 0)}"
+    )
 
 
 STALL_EXPLAIN_AFTER = 3.0  # seconds without a change before --wait says why
@@ -68,8 +71,7 @@ def wait_for(batch_id: int, *, show: bool = True, timeout: float | None = None, 
         elif show and not status.final and now - changed >= STALL_EXPLAIN_AFTER:
             reasons = why_waiting(batch_id, stalled_for=now - changed)
             if reasons and reasons != said:
-                print(("\n" if tty else "") + "\n".join(f"waiting: {r}" for r in reasons), file=sys.stderr,
-                      flush=True)
+                print(("\n" if tty else "") + "\n".join(f"waiting: {r}" for r in reasons), file=sys.stderr, flush=True)
                 said = reasons
                 last = None  # draw the bar again under the explanation
         if status.final or (timeout is not None and now - start > timeout):
@@ -96,12 +98,17 @@ def print_status(status, as_json: bool) -> None:
     if as_json:
         print(json.dumps(status.as_dict(), ensure_ascii=False))
         return
-    print(f"batch {status.batch_id}  account {status.account}"
-          f"{f'  route {status.route}' if status.route else ''}  accepted {status.accepted}  "
-          f"rejected {status.rejected}  {progress(status)}")
+    print(
+        f"batch {status.batch_id}  account {status.account}"
+        f"{f'  route {status.route}' if status.route else ''}  accepted {status.accepted}  "
+        f"rejected {status.rejected}  {progress(status)}"
+    )
     print("  recipients: " + ", ".join(f"{k} {v}" for k, v in sorted(status.recipients.items())))
-    print("  chunks:     " + ", ".join(f"{k} {v}" for k, v in sorted(status.chunks.items()))
-          + (f"; {status.to_split} still to cut from the stored numbers" if status.to_split else ""))
+    print(
+        "  chunks:     "
+        + ", ".join(f"{k} {v}" for k, v in sorted(status.chunks.items()))
+        + (f"; {status.to_split} still to cut from the stored numbers" if status.to_split else "")
+    )
     if status.route or len(status.by_account) > 1:  # which account holds which numbers
         for account, counts in sorted(status.by_account.items()):
             print(f"  {account + ':':<11} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
@@ -114,27 +121,47 @@ def cmd_send(args) -> int:
     route = conf.routes.get(args.account)
     conf.require_credentials(route.accounts if route else [args.account])  # (an unknown account: said here)
     numbers = args.to if args.to is not None else _read_numbers(open_numbers(args.to_file))
-    receipt = send_sms(args.account, numbers, args.content, send_at=args.at,
-                       idempotency_key=args.idempotency_key,
-                       priority=True if args.priority else None)
+    receipt = send_sms(
+        args.account,
+        numbers,
+        args.content,
+        send_at=args.at,
+        idempotency_key=args.idempotency_key,
+        priority=True if args.priority else None,
+    )
     if args.json and not args.wait:
-        print(json.dumps({"batch_id": receipt.batch_id, "accepted": receipt.accepted,
-                          "rejected": receipt.rejected, "segments": receipt.segments,
-                          "lane": receipt.lane, "replayed": receipt.replayed, "queued": receipt.queued},
-                         ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "batch_id": receipt.batch_id,
+                    "accepted": receipt.accepted,
+                    "rejected": receipt.rejected,
+                    "segments": receipt.segments,
+                    "lane": receipt.lane,
+                    "replayed": receipt.replayed,
+                    "queued": receipt.queued,
+                },
+                ensure_ascii=False,
+            )
+        )
     elif not args.json:
         print(receipt.batch_id, flush=True)  # a script reading it need not wait for --wait's end
-        print(f"accepted {receipt.accepted}, rejected {len(receipt.rejected)}, {receipt.segments} "
-              f"segment(s) each, lane {receipt.lane}" + (" (replayed: same idempotency key)"
-                                                          if receipt.replayed else ""), file=sys.stderr)
+        print(
+            f"accepted {receipt.accepted}, rejected {len(receipt.rejected)}, {receipt.segments} "
+            f"segment(s) each, lane {receipt.lane}" + (" (replayed: same idempotency key)" if receipt.replayed else ""),
+            file=sys.stderr,
+        )
         for number, reason in receipt.rejected[:20]:
             print(f"  rejected {number!r}: {reason}", file=sys.stderr)
         if len(receipt.rejected) > 20:
             print(f"  ... and {len(receipt.rejected) - 20} more", file=sys.stderr)
     if not receipt.queued:
         # The batch is committed; only its hand-over to the broker failed. Not an error (exit 0).
-        print(f"warning: the broker did not answer; batch {receipt.batch_id} is stored and the relay "
-              f"(smsq beat) will publish it when the broker is back", file=sys.stderr)
+        print(
+            f"warning: the broker did not answer; batch {receipt.batch_id} is stored and the relay "
+            f"(smsq beat) will publish it when the broker is back",
+            file=sys.stderr,
+        )
     if args.wait:
         status = wait_for(receipt.batch_id, show=not args.json)
         print_status(status, args.json)
@@ -166,8 +193,10 @@ def cmd_status(args) -> int:
     print_status(status, False)
     print_waiting(status, False)
     for c in problems:
-        print(f"  chunk {c['chunk_id']} (#{c['seq']}, {c['size']} numbers, {c['attempts']} attempt(s)): "
-              f"{c['state']} {c['outcome'] or ''} {c['code'] or ''} {c['detail'] or ''}".rstrip())
+        print(
+            f"  chunk {c['chunk_id']} (#{c['seq']}, {c['size']} numbers, {c['attempts']} attempt(s)): "
+            f"{c['state']} {c['outcome'] or ''} {c['code'] or ''} {c['detail'] or ''}".rstrip()
+        )
     if problems:
         print("  settle one with: smsq settle CHUNK_ID accepted|failed|resend")
     return 0

@@ -1,9 +1,10 @@
 """What every command needs first: the settings, with their secrets masked in all logging."""
+
 from __future__ import annotations
 
 import argparse
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from smsq.providers.base import BEIJING
 from smsq.worker import logs
@@ -16,8 +17,7 @@ def load(*, need_accounts: bool = True):
     mode without SMSQ_HOME, since the database lives next to it."""
     conf = settings()
     logs.mask_secrets(conf.secrets())
-    file_locates_database = conf.embedded and not os.environ.get("SMSQ_HOME") \
-        and not env_secret("SMSQ_DATABASE_URL")
+    file_locates_database = conf.embedded and not os.environ.get("SMSQ_HOME") and not env_secret("SMSQ_DATABASE_URL")
     if need_accounts or (file_locates_database and not conf.config_found):
         conf.require_accounts()
     return conf
@@ -42,7 +42,7 @@ def show_time(value, *, iso: bool = False) -> str:
     if value is None:
         return ""
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value.astimezone(BEIJING).replace(microsecond=0).isoformat(sep="T" if iso else " ")
 
 
@@ -52,4 +52,4 @@ def parse_at(value: str) -> datetime:
             return datetime.strptime(value, fmt)
         except ValueError:
             pass
-    raise argparse.ArgumentTypeError(f"wants a time as \"YYYY-MM-DD HH:MM:SS\", not {value!r}")
+    raise argparse.ArgumentTypeError(f'wants a time as "YYYY-MM-DD HH:MM:SS", not {value!r}')

@@ -3,6 +3,7 @@
 Embedded by default (SQLite database, SQLite broker, all under ``demo-run/``);
 with ``SMSQ_BROKER_URL``/``SMSQ_DATABASE_URL`` set it runs on those instead.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from smsq.store.models import AccountBalance, InboundMessage
 from smsq.tasks import batch_status, send_sms
 from smsq.tasks.schema import ensure_schema
-from smsq.worker.config import settings
+from smsq.worker.config import forget_settings, settings
 from smsq.worker.db import session_scope
 
 from .batches import print_status, wait_for
@@ -70,8 +71,11 @@ def _other_vendors(sims: dict) -> None:
         receipt = send_sms(f"demo-{name}", ["13900000001", "13900000002", "13900000003"], CONTENT)
         status = wait_for(receipt.batch_id, show=False, timeout=60)
         got = sum(len(s.numbers) for s in state.sends)
-        print(f"    demo-{name:<8} batch {receipt.batch_id}: chunks {status.chunks}; the {name} simulator "
-              f"received {got} numbers", flush=True)
+        print(
+            f"    demo-{name:<8} batch {receipt.batch_id}: chunks {status.chunks}; the {name} simulator "
+            f"received {got} numbers",
+            flush=True,
+        )
 
 
 def _show_balances() -> None:
@@ -90,9 +94,10 @@ def _show_inbound() -> None:
 
 
 def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    out = open(log, "ab")
-    return subprocess.Popen([sys.executable, "-m", "smsq", *args], env=env, stdout=out,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log, "ab") as out:  # the child holds its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "smsq", *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
@@ -147,7 +152,8 @@ def run_demo(directory: Path, *, count: int = 250, keep: bool = False, any_port:
         _clear_scratch(directory, users_own)
         # One account per simulator; inbound and reports polled as often as vendors allow.
         (directory / "smsq.toml").write_text(
-            "# Written by `smsq demo`.\n" + config(extra="poll_interval = 30\n", ports=ports), encoding="utf-8")
+            "# Written by `smsq demo`.\n" + config(extra="poll_interval = 30\n", ports=ports), encoding="utf-8"
+        )
         dxt_state = sims["dxt"][0]
         for mobile, text in INBOUND:  # replies waiting at the vendor
             dxt_state.add_inbound(mobile, text)
@@ -185,8 +191,10 @@ def _start_simulators(sims: dict, running: list) -> dict[str, int] | None:
         try:
             sim = serve(app, port=port)
         except OSError as exc:
-            _say(f"port {port} for the {name} simulator is taken ({exc.strerror}): is `smsq simulate` "
-                 f"or another demo running? Stop it and try again.")
+            _say(
+                f"port {port} for the {name} simulator is taken ({exc.strerror}): is `smsq simulate` "
+                f"or another demo running? Stop it and try again."
+            )
             return None
         running.append(sim)
         ports[name] = sim.port
@@ -196,10 +204,9 @@ def _start_simulators(sims: dict, running: list) -> dict[str, int] | None:
 
 def _start_processes(directory: Path, env: dict, procs: list[subprocess.Popen]) -> None:
     """A worker and beat on the config just written (added to ``procs``)."""
-    settings.cache_clear()
+    forget_settings()
     conf = settings()
-    mode = ("embedded (SQLite + SQLite broker)" if conf.embedded
-            else f"broker {conf.broker_url.split('@')[-1]}")
+    mode = "embedded (SQLite + SQLite broker)" if conf.embedded else f"broker {conf.broker_url.split('@')[-1]}"
     _say(f"mode: {mode}; files in {directory}")
     ensure_schema(conf)  # before two processes race to create the SQLite tables
     procs.append(_spawn(["worker", "--loglevel", "info"], env, directory / "worker.log"))
@@ -213,8 +220,11 @@ def _send_and_follow(sims: dict, count: int, directory: Path, keep: bool) -> int
     numbers = _numbers(count)
     _say(f"send_sms(account='demo-dxt', to=<{len(numbers)} numbers>, content={CONTENT!r})")
     receipt = send_sms("demo-dxt", numbers, CONTENT)
-    print(f"    batch {receipt.batch_id}: {receipt.accepted} accepted, lane {receipt.lane}, "
-          f"{receipt.segments} segment(s) each", flush=True)
+    print(
+        f"    batch {receipt.batch_id}: {receipt.accepted} accepted, lane {receipt.lane}, "
+        f"{receipt.segments} segment(s) each",
+        flush=True,
+    )
     for number, reason in receipt.rejected:
         print(f"    rejected {number!r}: {reason}", flush=True)
     status = wait_for(receipt.batch_id, timeout=120)
@@ -231,8 +241,10 @@ def _send_and_follow(sims: dict, count: int, directory: Path, keep: bool) -> int
     _show_balances()
     back = reports_back(status)
     if back < receipt.accepted:
-        _say(f"the batch went out and settled, but only {back} of its {receipt.accepted} delivery "
-             f"reports came back in {REPORT_WAIT} s; see {directory / 'worker.log'}")
+        _say(
+            f"the batch went out and settled, but only {back} of its {receipt.accepted} delivery "
+            f"reports came back in {REPORT_WAIT} s; see {directory / 'worker.log'}"
+        )
         return 1
     _say(f"done: the batch went out, settled, and all {back} of its delivery reports came back")
     if keep:
@@ -242,7 +254,11 @@ def _send_and_follow(sims: dict, count: int, directory: Path, keep: bool) -> int
 
 def _show_dxt_calls(sends: list) -> None:
     got = sum(len(s.numbers) for s in sends)
-    print(f"    the dxt simulator received {len(sends)} calls, {got} numbers "
-          f"(at most {max((len(s.numbers) for s in sends), default=0)} per call), "
-          f"content {sends[0].content!r}" if sends else "    the dxt simulator received nothing",
-          flush=True)
+    print(
+        f"    the dxt simulator received {len(sends)} calls, {got} numbers "
+        f"(at most {max((len(s.numbers) for s in sends), default=0)} per call), "
+        f"content {sends[0].content!r}"
+        if sends
+        else "    the dxt simulator received nothing",
+        flush=True,
+    )

@@ -17,11 +17,12 @@ not a proxy for it:
 * url    -- an HTTP endpoint answering 2xx (Flower's ``/healthcheck``, the
   metrics endpoint, a simulator).
 """
+
 from __future__ import annotations
 
 import socket
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import redis
@@ -59,8 +60,9 @@ def node_name(given: str | None) -> str:
 def _worker(args) -> str:
     conf = load()
     if conf.embedded:
-        raise Unhealthy("the embedded SQLite broker carries no broadcast; `smsq health worker` needs "
-                        "a Redis or RabbitMQ broker")
+        raise Unhealthy(
+            "the embedded SQLite broker carries no broadcast; `smsq health worker` needs a Redis or RabbitMQ broker"
+        )
     node = node_name(args.node)
     app = get_app()
     try:
@@ -69,8 +71,7 @@ def _worker(args) -> str:
             replies = app.control.ping(destination=[node], timeout=args.timeout, connection=conn)
         if not any(node in reply for reply in replies):
             raise Unhealthy(f"worker {node} did not answer a ping within {args.timeout:g} s")
-        answers = app.control.broadcast(COMMAND, destination=[node], reply=True, timeout=args.timeout,
-                                        connection=conn)
+        answers = app.control.broadcast(COMMAND, destination=[node], reply=True, timeout=args.timeout, connection=conn)
     except Unhealthy:
         raise
     except Exception as exc:  # kombu/redis raise many kinds; all mean "cannot reach the broker"
@@ -86,8 +87,10 @@ def _worker(args) -> str:
 
 def config_difference(node: str, theirs: dict, conf) -> str:
     """A worker on another version of the accounts file than this command's, in words."""
-    said = f"worker {node} runs {theirs['path']} version {theirs['version']}, not {conf.config_version} " \
-           f"as {conf.config_path} reads here"
+    said = (
+        f"worker {node} runs {theirs['path']} version {theirs['version']}, not {conf.config_version} "
+        f"as {conf.config_path} reads here"
+    )
     lacking = sorted(set(conf.accounts) - set(theirs["accounts"]))
     if lacking:
         said += f"; it lacks account(s) {', '.join(lacking)}: their chunks wait"
@@ -99,20 +102,21 @@ def config_difference(node: str, theirs: dict, conf) -> str:
 def _beat(args) -> str:
     conf = load()
     if conf.embedded or not conf.redis_url:
-        raise Unhealthy("beat keeps its schedule in Redis only with a Redis broker (celery-redbeat); "
-                        "`smsq health beat` has nothing to read here")
+        raise Unhealthy(
+            "beat keeps its schedule in Redis only with a Redis broker (celery-redbeat); "
+            "`smsq health beat` has nothing to read here"
+        )
     prefix = get_app().conf.get("redbeat_key_prefix") or "redbeat:"
     max_age = args.max_age or max(60.0, 3 * conf.relay_interval)
     try:
-        client = redis.Redis.from_url(conf.redis_url, socket_connect_timeout=args.timeout,
-                                      socket_timeout=args.timeout)
+        client = redis.Redis.from_url(conf.redis_url, socket_connect_timeout=args.timeout, socket_timeout=args.timeout)
         raw = client.hget(prefix + "smsq.relay", "meta")
     except redis.RedisError as exc:
         raise Unhealthy(f"Redis unreachable: {type(exc).__name__}") from None
     last = RedBeatSchedulerEntry.decode_meta(raw)["last_run_at"]
     if last is None:
         raise Unhealthy("no beat has scheduled anything yet")
-    age = (datetime.now(timezone.utc) - last).total_seconds()
+    age = (datetime.now(UTC) - last).total_seconds()
     if age > max_age:
         raise Unhealthy(f"beat last sent the outbox relay {age:.0f} s ago (more than {max_age:g} s)")
     return f"beat sent the outbox relay {age:.0f} s ago"

@@ -1,4 +1,5 @@
 """`smsq metrics`: serve Prometheus metrics read from the database and the broker."""
+
 from __future__ import annotations
 
 import sys

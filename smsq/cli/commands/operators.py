@@ -1,4 +1,5 @@
 """Operators' commands: status --number, settle --batch, export, batches, cancel, purge, blocked."""
+
 from __future__ import annotations
 
 import csv
@@ -23,7 +24,7 @@ def _json(record) -> None:
 
 def _short(text: str | None, width: int) -> str:
     text = (text or "").replace("\n", " ")
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _one_of(first, second, names: str) -> None:
@@ -46,12 +47,16 @@ def cmd_status(args) -> int:
     if not sends:
         print(f"no send to {args.number} on record")
         return 0
-    print(f"{'batch':>7}  {'account':<14} {'sent (' + TIME_ZONE_NAME + ')':<26} {'state':<10} {'code':<8} "
-          f"{'vendor id':<24} detail")
+    print(
+        f"{'batch':>7}  {'account':<14} {'sent (' + TIME_ZONE_NAME + ')':<26} {'state':<10} {'code':<8} "
+        f"{'vendor id':<24} detail"
+    )
     for s in sends:
         detail = s.detail if s.resent_at is None else f"sent again {show_time(s.resent_at)}; {s.detail or ''}"
-        print(f"{s.batch_id:>7}  {s.account:<14} {show_time(s.batch_created_at):<26} {s.state:<10} "
-              f"{s.code or '':<8} {s.vendor_id or '-':<24} {_short(detail, 60)}")
+        print(
+            f"{s.batch_id:>7}  {s.account:<14} {show_time(s.batch_created_at):<26} {s.state:<10} "
+            f"{s.code or '':<8} {s.vendor_id or '-':<24} {_short(detail, 60)}"
+        )
     return 0
 
 
@@ -68,8 +73,7 @@ def cmd_settle(args) -> int:
     elif not done.chunks:
         print(f"batch {done.batch_id}: no {done.state} chunk; nothing settled")
     else:
-        print(f"batch {done.batch_id}: {done.chunks} {done.state} chunk(s), {done.numbers} number(s): "
-              f"{done.detail}")
+        print(f"batch {done.batch_id}: {done.chunks} {done.state} chunk(s), {done.numbers} number(s): {done.detail}")
     return 0
 
 
@@ -97,14 +101,14 @@ def cmd_batches(args) -> int:
     if not batches:
         print("no batch yet")
         return 0
-    print(f"{'batch':>7}  {'account':<14} {'created (' + TIME_ZONE_NAME + ')':<26} {'numbers':>8}  "
-          f"{'progress':<12} recipients")
+    print(
+        f"{'batch':>7}  {'account':<14} {'created (' + TIME_ZONE_NAME + ')':<26} {'numbers':>8}  "
+        f"{'progress':<12} recipients"
+    )
     for b in batches:
-        progress = "cancelled" if b.cancelled else "final" if b.final else "scheduled" if b.scheduled \
-            else "in progress"
+        progress = "cancelled" if b.cancelled else "final" if b.final else "scheduled" if b.scheduled else "in progress"
         counts = ", ".join(f"{state} {n}" for state, n in sorted(b.recipients.items()))
-        print(f"{b.batch_id:>7}  {b.account:<14} {show_time(b.created_at):<26} {b.numbers:>8}  "
-              f"{progress:<12} {counts}")
+        print(f"{b.batch_id:>7}  {b.account:<14} {show_time(b.created_at):<26} {b.numbers:>8}  {progress:<12} {counts}")
     return 0
 
 
@@ -114,14 +118,19 @@ def cmd_cancel(args) -> int:
     if args.json:
         _json(result.as_dict())
         return 0
-    print(f"batch {result.batch_id}: cancelled {result.cancelled_chunks} pending chunk(s), "
-          f"{result.cancelled_numbers} number(s): they will not be sent")
+    print(
+        f"batch {result.batch_id}: cancelled {result.cancelled_chunks} pending chunk(s), "
+        f"{result.cancelled_numbers} number(s): they will not be sent"
+    )
     if result.sending_chunks:
-        print(f"  {result.sending_chunks} chunk(s), {result.sending_numbers} number(s), were being sent: "
-              f"they may still go out (a retry of them will not)")
+        print(
+            f"  {result.sending_chunks} chunk(s), {result.sending_numbers} number(s), were being sent: "
+            f"they may still go out (a retry of them will not)"
+        )
     if result.done:
-        print("  already had an outcome: " + ", ".join(f"{state} {n}" for state, n in result.done.items())
-              + " chunk(s)")
+        print(
+            "  already had an outcome: " + ", ".join(f"{state} {n}" for state, n in result.done.items()) + " chunk(s)"
+        )
     return 0
 
 
@@ -132,11 +141,14 @@ def cmd_purge(args) -> int:
     def progress(table: str, rows: int) -> None:
         print(f"  {table}: {rows:,} removed so far", file=sys.stderr, flush=True)
 
-    report = purge(age, dry_run=args.dry_run, inbound=args.inbound, force=args.force,
-                   progress=None if args.dry_run else progress)
+    report = purge(
+        age, dry_run=args.dry_run, inbound=args.inbound, force=args.force, progress=None if args.dry_run else progress
+    )
     verb = "would remove" if report.dry_run else "removed"
-    print(f"older than {show_time(report.cutoff)} ({TIME_ZONE_NAME}): {verb} "
-          + ", ".join(f"{n:,} {table}" for table, n in report.removed.items()))
+    print(
+        f"older than {show_time(report.cutoff)} ({TIME_ZONE_NAME}): {verb} "
+        + ", ".join(f"{n:,} {table}" for table, n in report.removed.items())
+    )
     if report.kept_in_flight:
         print(f"  kept {report.kept_in_flight} old batch(es) still in flight (a chunk pending or sending)")
     if report.kept_unparsed:

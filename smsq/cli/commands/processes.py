@@ -1,4 +1,5 @@
 """The long-running processes and set-up: worker, beat, flower, simulate, db."""
+
 from __future__ import annotations
 
 import logging
@@ -33,9 +34,11 @@ def writable(directory: Path, what: str, setting: str) -> None:
     try:
         ensure_writable(directory)
     except OSError as exc:
-        raise ConfigError(f"{what} {directory} is not writable ({exc.strerror or exc}): set {setting} "
-                          f"to a directory this user can write and that outlives the process (a state "
-                          f"directory, a volume; docs/operator.md: The database down)") from None
+        raise ConfigError(
+            f"{what} {directory} is not writable ({exc.strerror or exc}): set {setting} "
+            f"to a directory this user can write and that outlives the process (a state "
+            f"directory, a volume; docs/operator.md: The database down)"
+        ) from None
 
 
 def wait_for_database(conf, who: str) -> None:
@@ -73,16 +76,19 @@ def worker_pool(args, conf) -> tuple[str, int]:
     if pool == "prefork" and conf.embedded:
         # Embedded mode's rate limiter lives in the worker process: child
         # processes would each have their own and send at a multiple of the rate.
-        raise ConfigError("--pool prefork needs the distributed mode (a Redis rate limiter): "
-                          "the embedded worker runs threads")
+        raise ConfigError(
+            "--pool prefork needs the distributed mode (a Redis rate limiter): the embedded worker runs threads"
+        )
     if args.concurrency is not None and args.concurrency < 1:
         raise ConfigError(f"--concurrency must be at least 1, not {args.concurrency}")
     if args.processes is not None:
         if args.processes < 1:
             raise ConfigError(f"--processes must be at least 1, not {args.processes}")
         if args.queues or conf.embedded:
-            raise ConfigError("--processes starts bulk processes beside the priority lane's: it needs the "
-                              "distributed mode and no --queues")
+            raise ConfigError(
+                "--processes starts bulk processes beside the priority lane's: it needs the "
+                "distributed mode and no --queues"
+            )
     if args.concurrency:
         return pool, args.concurrency
     if pool != "threads":
@@ -111,45 +117,74 @@ def checked_queues(given: str | None) -> str | None:
     return ",".join(dict.fromkeys(names))
 
 
-def cmd_worker(args) -> int:
-    args.queues = checked_queues(args.queues)
-    conf = load()
-    conf.require_credentials()  # every account's chunks may come here
-    pool, concurrency = worker_pool(args, conf)
-    writable(conf.spool_dir, "the spool directory",
-             "SMSQ_SPOOL_DIR" if os.environ.get("SMSQ_SPOOL_DIR") else "SMSQ_STATE_DIR")
-    # A thread pool's slots share this process's database pool; a prefork
-    # child has one slot.
-    size_pool_for(concurrency if pool == "threads" else 1)
-    ping_only_idle()  # the send path rides out a connection broken since its last use
-    slots.configure(concurrency if pool == "threads" else None)
-    print(f"smsq worker: {conf.describe_storage()}; accounts from {conf.config_path}; "
-          f"{concurrency} {'threads' if pool == 'threads' else 'processes'}", file=sys.stderr)
-    wait_for_database(conf, "smsq worker")
-    supervisor = None
+def _queues_and_lanes(args, conf, pool: str, concurrency: int) -> tuple[str, lanes.Supervisor | None]:
+    """The queues this process takes, and the supervisor of the lane processes
+    started beside it (None when this one process takes every queue asked for)."""
     if args.queues:
-        queues = args.queues  # exactly what was asked for, in this one process
-    elif conf.embedded:
-        queues = ",".join(QUEUES)  # one process: the embedded rate limiter lives in it
-    else:
-        # The priority lane (and any more bulk processes) in processes of their own: worker/lanes.py
-        queues = lanes.BULK_QUEUES
-        supervisor = lanes.Supervisor(lanes.plan(args, pool, concurrency, bulk_processes(args, conf)),
-                                      args.loglevel, args.events)
-        print(f"smsq worker: this process takes {queues}; also starting {lanes.describe(supervisor.lanes)}",
-              file=sys.stderr)
+        return args.queues, None  # exactly what was asked for, in this one process
+    if conf.embedded:
+        return ",".join(QUEUES), None  # one process: the embedded rate limiter lives in it
+    # The priority lane (and any more bulk processes) in processes of their own: worker/lanes.py
+    supervisor = lanes.Supervisor(
+        lanes.plan(args, pool, concurrency, bulk_processes(args, conf)), args.loglevel, args.events
+    )
+    print(
+        f"smsq worker: this process takes {lanes.BULK_QUEUES}; also starting {lanes.describe(supervisor.lanes)}",
+        file=sys.stderr,
+    )
+    return lanes.BULK_QUEUES, supervisor
+
+
+def _celery_worker_argv(args, queues: str, pool: str, concurrency: int) -> list[str]:
     # Without mingle: at start a worker asks the others for revoked task ids and
     # waits a second for answers, and smsq revokes nothing (a cancel is a database
     # state). Without gossip: every worker would consume every other's events, a
     # traffic that grows with the square of the processes (lanes, hosts), and
     # nothing here reads it (health checks ping; Flower reads task events).
-    argv = ["worker", "-Q", queues, "-l", args.loglevel, "--pool", pool, "-c", str(concurrency),
-            "--without-mingle", "--without-gossip"]
+    argv = [
+        "worker",
+        "-Q",
+        queues,
+        "-l",
+        args.loglevel,
+        "--pool",
+        pool,
+        "-c",
+        str(concurrency),
+        "--without-mingle",
+        "--without-gossip",
+    ]
     if args.events:
         argv.append("-E")
     # A name of smsq's own, not Celery's default celery@host: that is the application's
     # own worker's (its hooks), and two nodes of one name answer each other's pings.
     argv += ["-n", args.hostname or lanes.DEFAULT_NODE]
+    return argv
+
+
+def cmd_worker(args) -> int:
+    args.queues = checked_queues(args.queues)
+    conf = load()
+    conf.require_credentials()  # every account's chunks may come here
+    pool, concurrency = worker_pool(args, conf)
+    writable(
+        conf.spool_dir,
+        "the spool directory",
+        "SMSQ_SPOOL_DIR" if os.environ.get("SMSQ_SPOOL_DIR") else "SMSQ_STATE_DIR",
+    )
+    # A thread pool's slots share this process's database pool; a prefork
+    # child has one slot.
+    size_pool_for(concurrency if pool == "threads" else 1)
+    ping_only_idle()  # the send path rides out a connection broken since its last use
+    slots.configure(concurrency if pool == "threads" else None)
+    print(
+        f"smsq worker: {conf.describe_storage()}; accounts from {conf.config_path}; "
+        f"{concurrency} {'threads' if pool == 'threads' else 'processes'}",
+        file=sys.stderr,
+    )
+    wait_for_database(conf, "smsq worker")
+    queues, supervisor = _queues_and_lanes(args, conf, pool, concurrency)
+    argv = _celery_worker_argv(args, queues, pool, concurrency)
     app = get_app()
     # A worker outlives any broker outage: Celery logs each reconnection attempt
     # ("consumer: Cannot connect to ...: Trying again in N seconds") and never gives up.
@@ -174,10 +209,14 @@ def cmd_beat(args) -> int:
     scheduler = args.scheduler or ("local" if conf.embedded or not conf.redis_url else "redbeat")
     argv = ["beat", "-l", args.loglevel]
     if scheduler == "local":
-        schedule_file = Path(args.schedule_file).resolve() if args.schedule_file \
-            else conf.state_dir / "celerybeat-schedule"
-        writable(schedule_file.parent, "the directory of beat's schedule file",
-                 "--schedule-file" if args.schedule_file else "SMSQ_STATE_DIR")
+        schedule_file = (
+            Path(args.schedule_file).resolve() if args.schedule_file else conf.state_dir / "celerybeat-schedule"
+        )
+        writable(
+            schedule_file.parent,
+            "the directory of beat's schedule file",
+            "--schedule-file" if args.schedule_file else "SMSQ_STATE_DIR",
+        )
         argv += ["-s", str(schedule_file)]
     else:
         # The schedule and a lock live in Redis: a second beat waits for the lock.
@@ -212,9 +251,11 @@ def cmd_flower(args) -> int:
         os.environ["FLOWER_BASIC_AUTH"] = auth
     elif address not in LOOPBACK:
         # An address given on purpose is never silently narrowed, nor opened without a password.
-        raise ConfigError(f"refusing to serve Flower on {address} without a password: set "
-                          f"SMSQ_FLOWER_AUTH (user:password) or SMSQ_FLOWER_AUTH_FILE, or leave --address "
-                          f"at 127.0.0.1")
+        raise ConfigError(
+            f"refusing to serve Flower on {address} without a password: set "
+            f"SMSQ_FLOWER_AUTH (user:password) or SMSQ_FLOWER_AUTH_FILE, or leave --address "
+            f"at 127.0.0.1"
+        )
     else:
         print(f"SMSQ_FLOWER_AUTH is not set: Flower listens on {address} only", file=sys.stderr)
     get_app().start(["flower", f"--address={address}", f"--port={args.port}"])
