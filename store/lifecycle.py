@@ -37,82 +37,70 @@ class RecipientState(StrEnum):
 
 C, R = ChunkState, RecipientState
 
-# from -> the states a chunk may go to; the comment says who makes each move.
-CHUNK_TRANSITIONS: dict[ChunkState, frozenset[ChunkState]] = {
-    C.PENDING: frozenset(
-        {
-            C.SENDING,  # a worker claims it
-            C.PENDING,  # held for a while (an open circuit, a rate limit, an account not known yet)
-            C.CANCELLED,  # an operator cancels its batch
-            C.MOVED,  # failover: another chunk of its batch on the same account moves it along
-        }
-    ),
-    C.SENDING: frozenset(
-        {
-            C.ACCEPTED,
-            C.FAILED,
-            C.UNKNOWN,  # the vendor's answer
-            C.PENDING,  # a retry, a call never made (released), or held by its route
-            C.MOVED,  # failover: its call tripped the account's circuit, or the circuit was open
-            # (C.UNKNOWN also when the relay finds it sending past the send timeout)
-        }
-    ),
-    C.UNKNOWN: frozenset(
-        {
-            C.ACCEPTED,
-            C.FAILED,
-            C.PENDING,
-            C.UNKNOWN,  # a late answer (from the spool)
-            # an operator settles it (accepted, failed, resend = pending); a delivery report (accepted)
-        }
-    ),
-    C.FAILED: frozenset(
-        {
-            C.FAILED,
-            C.PENDING,  # an operator settles it as failed, or resends it
-        }
-    ),
-    C.ACCEPTED: frozenset(),
-    C.CANCELLED: frozenset(),
-    C.MOVED: frozenset(),
+# from -> {to: who makes that move}. The docs draw the state diagrams from these tables
+# (tools/state_diagram.py), so the labels are the diagram's words.
+CHUNK_STARTS = (C.PENDING,)  # intake and the split write every chunk pending
+CHUNK_TRANSITIONS: dict[ChunkState, dict[ChunkState, str]] = {
+    C.PENDING: {
+        C.SENDING: "a worker claims it",
+        C.PENDING: "held (open circuit, rate limit, account not known yet)",
+        C.CANCELLED: "smsq cancel",
+        C.MOVED: "failover moves its batch's chunks on",
+    },
+    C.SENDING: {
+        C.ACCEPTED: "the vendor took it",
+        C.FAILED: "refused, or its retries ran out",
+        C.UNKNOWN: "ambiguous answer, or no answer in SMSQ_SEND_TIMEOUT (relay)",
+        C.PENDING: "a retry, a claim given back, or held by its route",
+        C.MOVED: "failover, as its call tripped the circuit or the circuit was open",
+    },
+    C.UNKNOWN: {
+        C.ACCEPTED: "a late answer, a delivery report, or smsq settle",
+        C.FAILED: "a late answer, or smsq settle",
+        C.PENDING: "a late transient answer, or smsq settle resend",
+        C.UNKNOWN: "a late ambiguous answer",
+    },
+    C.FAILED: {
+        C.FAILED: "smsq settle failed",
+        C.PENDING: "smsq settle resend",
+    },
+    C.ACCEPTED: {},
+    C.CANCELLED: {},
+    C.MOVED: {},
 }
 
-RECIPIENT_TRANSITIONS: dict[RecipientState, frozenset[RecipientState]] = {
-    R.QUEUED: frozenset(
-        {
-            R.SENT,
-            R.FAILED,
-            R.UNKNOWN,  # its chunk's answer (failed also: blocked at the route's next account)
-            R.CANCELLED,  # its chunk was cancelled
-            R.QUEUED,  # moved to a new chunk (failover), or given back to a resend
-        }
-    ),
-    R.SENT: frozenset(
-        {
-            R.DELIVERED,
-            R.FAILED,  # a delivery report; failed also: the vendor refused that number
-        }
-    ),
-    R.UNKNOWN: frozenset(
-        {
-            R.SENT,
-            R.FAILED,
-            R.QUEUED,
-            R.UNKNOWN,  # a late answer, or an operator (queued: resend)
-            R.DELIVERED,  # a delivery report
-        }
-    ),
-    R.FAILED: frozenset(
-        {
-            R.SENT,
-            R.FAILED,
-            R.QUEUED,  # an operator settles its chunk
-            R.DELIVERED,  # a late report changing a settled status
-        }
-    ),
-    R.DELIVERED: frozenset({R.FAILED, R.DELIVERED}),  # a late report changing a settled status
-    R.REJECTED: frozenset(),
-    R.CANCELLED: frozenset(),
+RECIPIENT_STARTS = (R.QUEUED, R.REJECTED)  # rejected: refused at intake, in no chunk
+RECIPIENT_TRANSITIONS: dict[RecipientState, dict[RecipientState, str]] = {
+    R.QUEUED: {
+        R.SENT: "its chunk accepted",
+        R.FAILED: "its chunk failed, or blocked at the route's next account",
+        R.UNKNOWN: "its chunk unknown",
+        R.CANCELLED: "its chunk cancelled",
+        R.QUEUED: "moved to a new chunk (failover), or a resend",
+    },
+    R.SENT: {
+        R.DELIVERED: "a delivery report",
+        R.FAILED: "a delivery report, or the vendor refused this number",
+    },
+    R.UNKNOWN: {
+        R.SENT: "a late answer, or smsq settle",
+        R.FAILED: "a late answer, or smsq settle",
+        R.QUEUED: "smsq settle resend",
+        R.UNKNOWN: "a late ambiguous answer",
+        R.DELIVERED: "a delivery report",
+    },
+    R.FAILED: {
+        R.SENT: "smsq settle accepted",
+        R.FAILED: "smsq settle failed",
+        R.QUEUED: "smsq settle resend",
+        R.DELIVERED: "a late delivery report",
+    },
+    R.DELIVERED: {
+        R.FAILED: "a late report changing a settled status",
+        R.DELIVERED: "a repeated report",
+    },
+    R.REJECTED: {},
+    R.CANCELLED: {},
 }
 
 

@@ -47,7 +47,6 @@ from smsq.store.lifecycle import ChunkState
 
 LAST_TRY_MIN_WAIT = 1.0  # the final call of a budget still waits this long
 RATE_LIMIT_WAIT = 30.0  # seconds, when a rate-limited answer names no interval
-DETAIL_KEEP = 1000  # characters of text kept in a chunk's detail and a circuit's reason
 
 # The account should rest: calling again with a wrong password is how vendor accounts
 # get locked (dxt -10: 帐号已被锁定).
@@ -134,7 +133,7 @@ def decide(
         interval = result.retry_after or RATE_LIMIT_WAIT
         return Decision(
             next_state=ChunkState.PENDING,
-            detail=said[:DETAIL_KEEP],
+            detail=said,
             wait=interval,
             retry_at=now + timedelta(seconds=interval),
             attempt_counts=False,
@@ -145,7 +144,7 @@ def decide(
         if wait is not None:
             return Decision(
                 next_state=ChunkState.PENDING,
-                detail=said[:DETAIL_KEEP],
+                detail=said,
                 wait=wait,
                 retry_at=now + timedelta(seconds=wait),
                 trips_circuit=probe,
@@ -153,7 +152,7 @@ def decide(
             )
         return Decision(
             next_state=ChunkState.FAILED,
-            detail=f"{why}: {said}"[:DETAIL_KEEP],
+            detail=f"{why}: {said}",
             trips_circuit=True,
             moves_on_route=True,
             **fields,
@@ -161,7 +160,7 @@ def decide(
     rests = outcome in TRIPS
     return Decision(
         next_state=FINAL_STATE.get(outcome, ChunkState.FAILED),
-        detail=said[:DETAIL_KEEP],
+        detail=said,
         trips_circuit=rests,
         moves_on_route=rests,
         **fields,
@@ -173,4 +172,4 @@ def reason(result: SendResult, attempt: int) -> str:
     words = [result.outcome.value, result.code or "", result.message or ""]
     if result.outcome is Outcome.TRANSIENT and attempt > 1:
         words[0] = f"transient after {attempt} attempts:"
-    return " ".join(w for w in words if w)[:DETAIL_KEEP]
+    return " ".join(w for w in words if w)

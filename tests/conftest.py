@@ -8,6 +8,7 @@ and a module may ask for a third (``stack_fixture(*MODES, "rabbitmq")``):
 All run `smsq worker`'s default pool (threads).
 Each module that uses it gets one worker process per mode.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,7 +45,8 @@ def reset_process_state() -> None:
 
 
 def write_config(path: Path, sim_url: str) -> Path:
-    path.write_text(f"""
+    path.write_text(
+        f"""
 [accounts.shop-dxt]
 provider = "dxt"
 base_url = "{sim_url}"
@@ -69,7 +71,9 @@ base_url = "{sim_url}"
 username = "test"
 password = "not-the-password"
 signature = "【某某科技】"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -139,8 +143,12 @@ class Stack:
 
 
 def mode_env(mode: str, tmp: Path, config: Path) -> dict:
-    env = {"SMSQ_CONFIG": str(config), "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
-           "SMSQ_RELAY_INTERVAL": "2", "SMSQ_SEND_TIMEOUT": "300"}
+    env = {
+        "SMSQ_CONFIG": str(config),
+        "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
+        "SMSQ_RELAY_INTERVAL": "2",
+        "SMSQ_SEND_TIMEOUT": "300",
+    }
     if mode == "embedded":
         env["SMSQ_DATABASE_URL"] = f"sqlite:///{tmp / 'smsq.db'}"
         env["SMSQ_BROKER_URL"] = f"sqla+sqlite:///{tmp / 'broker.db'}"
@@ -187,15 +195,30 @@ def restore_env(saved: dict) -> None:
     reset_process_state()
 
 
-def start_worker(stack: Stack, queues: str = "smsq.priority,smsq.bulk,smsq.poll",
-                 *options: str) -> subprocess.Popen:
+def start_worker(stack: Stack, queues: str = "smsq.priority,smsq.bulk,smsq.poll", *options: str) -> subprocess.Popen:
     """``options``: more `smsq worker` options (``--pool prefork``)."""
     env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
     readies = stack.worker_log().count("ready.")  # the log is kept across restarts: wait for a new one
     out = open(stack.log, "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "smsq", "worker", "--queues", queues,
-                             "--concurrency", "2", "--loglevel", "info", *options],
-                            cwd=stack.tmp, env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "smsq",
+            "worker",
+            "--queues",
+            queues,
+            "--concurrency",
+            "2",
+            "--loglevel",
+            "info",
+            *options,
+        ],
+        cwd=stack.tmp,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 60
     while stack.worker_log().count("ready.") <= readies:
         if proc.poll() is not None:
@@ -294,11 +317,11 @@ def wait_until(predicate, timeout: float = 30, interval: float = 0.1, what: str 
 def wait_final(batch_id: int, timeout: float = 60):
     from smsq.tasks import batch_status
 
-    return wait_until(lambda: (s := batch_status(batch_id)).final and s, timeout, 0.2,
-                      f"batch {batch_id} to settle")
+    return wait_until(lambda: (s := batch_status(batch_id)).final and s, timeout, 0.2, f"batch {batch_id} to settle")
 
 
 # -- the rate limit, judged the same on a fake clock (tests/unit) and on real calls (tests/integration)
+
 
 def busiest_second(starts: list[float], width: float = 1.0) -> int:
     """The most call starts in any window ``[t, t + width)``."""

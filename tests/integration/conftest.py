@@ -3,6 +3,7 @@ simulators on a free port, the `smsq` command run as a user runs it, a served
 `smsq metrics` and its samples, the poll window opened by hand, and the send path
 run in this process with its transactions counted.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,18 +20,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, update
 
-from smsq.store import leases
 from smsq.simulator.server import Running, serve
+from smsq.store import leases
 from smsq.store.models import PollLease
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
 from ..conftest import PASSWORD, ROOT, apply_env, mode_env, restore_env, write_config
 
-
 # ---------------------------------------------------------------------------
 # Simulator tests
 # ---------------------------------------------------------------------------
+
 
 @contextmanager
 def running_simulator(state, create_app) -> Iterator[Running]:
@@ -89,18 +90,23 @@ def snapshot_errors_during(state, action: Callable[[], object], times: int = 20)
 # The command line, run as a user runs it
 # ---------------------------------------------------------------------------
 
+
 def smsq(*args: str, env: dict | None = None, cwd=None, timeout: float = 60) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "smsq", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "smsq", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
+    )
 
 
 @pytest.fixture
 def env(tmp_path):
     config = write_config(tmp_path / "smsq.toml", "http://127.0.0.1:9/")
-    return {"SMSQ_CONFIG": str(config), "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
-            "SMSQ_DATABASE_URL": f"sqlite:///{tmp_path / 'smsq.db'}",
-            "SMSQ_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.db'}"}
+    return {
+        "SMSQ_CONFIG": str(config),
+        "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
+        "SMSQ_DATABASE_URL": f"sqlite:///{tmp_path / 'smsq.db'}",
+        "SMSQ_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.db'}",
+    }
 
 
 def free_port() -> int:
@@ -137,9 +143,14 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
 def running(*args: str, env: dict, cwd):
     """A real `python -m smsq ARGS` serving on the port given after --port; stopped after."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "smsq", *args, "--port", str(port)], cwd=cwd,
-                            env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smsq", *args, "--port", str(port)],
+        cwd=cwd,
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_port(port, proc)
         yield port, proc
@@ -153,8 +164,11 @@ def scrape(port: int) -> dict[tuple[str, frozenset], float]:
     response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(response.text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
 
 
 def value(samples, name: str, **labels) -> float:
@@ -164,6 +178,7 @@ def value(samples, name: str, **labels) -> float:
 # ---------------------------------------------------------------------------
 # Polls and sends on a stack
 # ---------------------------------------------------------------------------
+
 
 def open_window(account: str = "shop-dxt") -> None:
     with session_scope(settings().database_url) as s:
@@ -212,5 +227,8 @@ class Tally:
         event.remove(self.engine, "before_cursor_execute", self._statement)
 
     def health_reads(self) -> int:
-        return sum(1 for statements in self.transactions
-                   if statements and all("poll_status" in s or "account_circuits" in s for s in statements))
+        return sum(
+            1
+            for statements in self.transactions
+            if statements and all("poll_status" in s or "account_circuits" in s for s in statements)
+        )

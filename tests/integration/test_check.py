@@ -4,6 +4,7 @@ A check uses the password of the shell it runs in and stores nothing; it shares
 only the vendor's window (one Get, SelSum or NotSend per 30 s), which it books
 with --wait so that beat, polling every 30 s, cannot take every window first.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,8 @@ def lk(request, tmp_path_factory):
     sim = serve(create_app(state), port=0)
     tmp = tmp_path_factory.mktemp(f"check-{request.param}")
     config = tmp / "smsq.toml"
-    config.write_text(f"""
+    config.write_text(
+        f"""
 [accounts.lk]
 provider = "linkws"
 base_url = "{sim.url}"
@@ -48,7 +50,9 @@ username = "test"
 password_env = "SMSQ_TEST_LK_PASSWORD"
 signature = "【某某科技】"
 poll_interval = 30
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     try:
         yield from serve_stack(request.param, tmp, config, state, sim.url, {"SMSQ_TEST_LK_PASSWORD": PASSWORD})
     finally:
@@ -66,14 +70,14 @@ def vendor(lk):
 
 def smsq(lk, *args: str, password: str = PASSWORD, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {**os.environ, **lk.env, "SMSQ_TEST_LK_PASSWORD": password, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "smsq", *args], capture_output=True, text=True, env=env,
-                          cwd=lk.tmp, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "smsq", *args], capture_output=True, text=True, env=env, cwd=lk.tmp, timeout=timeout
+    )
 
 
 def open_window() -> None:
     with session_scope(settings().database_url) as s:
-        s.execute(update(PollLease).where(PollLease.account == "lk").values(next_allowed_at=leases.EPOCH,
-                                                                             holder=None))
+        s.execute(update(PollLease).where(PollLease.account == "lk").values(next_allowed_at=leases.EPOCH, holder=None))
 
 
 def account(lk) -> dict:
@@ -124,16 +128,25 @@ def test_wait_gets_a_real_check_while_beat_polls_every_30_s(lk, vendor, tmp_path
     inside 30 s."""
     vendor.min_poll_interval = 30.0
     env = {**os.environ, **lk.env, "PYTHONPATH": str(ROOT)}
-    beat = subprocess.Popen([sys.executable, "-m", "smsq", "beat", "--scheduler", "local",
-                             "--schedule-file", str(tmp_path / "beat")], cwd=tmp_path, env=env,
-                            stdout=open(tmp_path / "beat.log", "wb"), stderr=subprocess.STDOUT)
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "smsq", "beat", "--scheduler", "local", "--schedule-file", str(tmp_path / "beat")],
+        cwd=tmp_path,
+        env=env,
+        stdout=open(tmp_path / "beat.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
     check = None
     manual = []
     try:
         wait_until(lambda: any(c.endpoint in POLLS for c in vendor.calls), 60, 0.2, "beat's first poll")
-        check = subprocess.Popen([sys.executable, "-m", "smsq", "check", "lk", "--wait", "--timeout", "75"],
-                                 cwd=lk.tmp, env={**env, "SMSQ_TEST_LK_PASSWORD": PASSWORD},
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        check = subprocess.Popen(
+            [sys.executable, "-m", "smsq", "check", "lk", "--wait", "--timeout", "75"],
+            cwd=lk.tmp,
+            env={**env, "SMSQ_TEST_LK_PASSWORD": PASSWORD},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         while check.poll() is None:
             with session_scope(settings().database_url) as s:
                 opens_in = leases.free_in(s, "lk", "linkws-query")
@@ -150,5 +163,5 @@ def test_wait_gets_a_real_check_while_beat_polls_every_30_s(lk, vendor, tmp_path
     assert "lk: waiting for the vendor's window, " in err
     assert "rate_limited" not in manual  # the vendor never refused this process either
     times = sorted(c.at for c in vendor.calls if c.endpoint in POLLS)
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     assert gaps and min(gaps) >= 30.0, gaps  # the vendor never answered -101

@@ -1,4 +1,5 @@
 """The smsq command line, run as a user runs it (a subprocess)."""
+
 from __future__ import annotations
 
 import os
@@ -23,11 +24,14 @@ def test_help_explains_every_command():
         assert option in send_help
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--account", "nope", "--to", "13800000000", "--content", "【某某科技】hi"], "unknown account 'nope'"),
-    (["--account", "shop-dxt", "--to", "13800000000", "--content", "【某某科技】hi 😀"], "cannot be sent in gbk"),
-    (["--account", "slow-dxt", "--to", "13800000000", "--content", "no signature"], "has no signature"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--account", "nope", "--to", "13800000000", "--content", "【某某科技】hi"], "unknown account 'nope'"),
+        (["--account", "shop-dxt", "--to", "13800000000", "--content", "【某某科技】hi 😀"], "cannot be sent in gbk"),
+        (["--account", "slow-dxt", "--to", "13800000000", "--content", "no signature"], "has no signature"),
+    ],
+)
 def test_bad_input_exits_2_with_the_reason(env, args, message):
     result = smsq("send", *args, env=env)
     assert result.returncode == 2
@@ -44,8 +48,9 @@ def test_bad_time_is_a_usage_error(env):
 def test_send_reads_a_file_and_reports_rejections(env, tmp_path):
     numbers = tmp_path / "numbers.txt"
     numbers.write_text("13800000001\n+86 138 0000 0002\n\nnot-a-number\n13800000001\n", encoding="utf-8")
-    result = smsq("send", "--account", "shop-dxt", "--to-file", str(numbers), "--content", "【某某科技】hi",
-                  "--json", env=env)
+    result = smsq(
+        "send", "--account", "shop-dxt", "--to-file", str(numbers), "--content", "【某某科技】hi", "--json", env=env
+    )
     assert result.returncode == 0, result.stderr
     import json
 
@@ -65,8 +70,14 @@ def start_flower(env: dict, cwd, *args: str, **extra: str) -> tuple[subprocess.P
     run_env = {**os.environ, "PYTHONPATH": str(ROOT), **env, **extra}
     if "SMSQ_FLOWER_AUTH" not in extra:
         run_env.pop("SMSQ_FLOWER_AUTH", None)
-    proc = subprocess.Popen([sys.executable, "-m", "smsq", "flower", "--port", str(port), *args], cwd=cwd,
-                            env=run_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smsq", "flower", "--port", str(port), *args],
+        cwd=cwd,
+        env=run_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     return proc, port
 
 
@@ -119,12 +130,18 @@ def test_flower_auth_from_a_secret_file_and_an_open_healthcheck(env, tmp_path):
     assert "flower-file-pw-31" not in output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--pool", "prefork"], "--pool prefork needs the distributed mode"),
-    (["--concurrency", "0"], "--concurrency must be at least 1"),
-    (["--processes", "2"], "--processes starts bulk processes beside the priority lane's: it needs the distributed mode"),
-    (["--processes", "0"], "--processes must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--pool", "prefork"], "--pool prefork needs the distributed mode"),
+        (["--concurrency", "0"], "--concurrency must be at least 1"),
+        (
+            ["--processes", "2"],
+            "--processes starts bulk processes beside the priority lane's: it needs the distributed mode",
+        ),
+        (["--processes", "0"], "--processes must be at least 1"),
+    ],
+)
 def test_worker_refuses_a_pool_it_cannot_run(env, args, message):
     """Embedded mode's rate limiter lives in the worker process: prefork children would each have their own."""
     result = smsq("worker", *args, env=env)
@@ -132,28 +149,35 @@ def test_worker_refuses_a_pool_it_cannot_run(env, args, message):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("queues, named", [
-    ("smsq.prio", "unknown queue 'smsq.prio'"),
-    ("smsq.bulk,smsq.hooks", "unknown queue 'smsq.hooks'"),
-    ("", "no queue named"),
-])
+@pytest.mark.parametrize(
+    "queues, named",
+    [
+        ("smsq.prio", "unknown queue 'smsq.prio'"),
+        ("smsq.bulk,smsq.hooks", "unknown queue 'smsq.hooks'"),
+        ("", "no queue named"),
+    ],
+)
 def test_worker_refuses_a_queue_smsq_does_not_have(env, queues, named):
     """A typo would start a worker that consumes nothing: refused in one line, exit 2, no worker."""
     result = smsq("worker", "--queues", queues, env=env, timeout=30)
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines() == [
-        f"smsq: error: --queues {queues!r}: {named}; smsq's queues are smsq.priority, smsq.bulk, smsq.poll"]
+        f"smsq: error: --queues {queues!r}: {named}; smsq's queues are smsq.priority, smsq.bulk, smsq.poll"
+    ]
 
 
-@pytest.mark.parametrize("options, cores, expected", [
-    ([], 2, (2, 32)),  # 64 threads, one bulk process per core
-    ([], 1, (1, 64)),
-    ([], 16, (4, 16)),  # up to four processes
-    (["--concurrency", "10"], 16, (1, 10)),  # as asked: one process of 10
-    (["--processes", "3"], 16, (3, 22)),
-    (["--processes", "3", "--concurrency", "8"], 16, (3, 8)),
-    (["--queues", "smsq.bulk"], 16, (1, 64)),
-])
+@pytest.mark.parametrize(
+    "options, cores, expected",
+    [
+        ([], 2, (2, 32)),  # 64 threads, one bulk process per core
+        ([], 1, (1, 64)),
+        ([], 16, (4, 16)),  # up to four processes
+        (["--concurrency", "10"], 16, (1, 10)),  # as asked: one process of 10
+        (["--processes", "3"], 16, (3, 22)),
+        (["--processes", "3", "--concurrency", "8"], 16, (3, 8)),
+        (["--queues", "smsq.bulk"], 16, (1, 64)),
+    ],
+)
 def test_a_default_worker_spreads_its_threads_over_a_process_per_core(monkeypatch, options, cores, expected):
     from smsq.cli import build_parser
     from smsq.cli.commands.processes import bulk_processes, worker_pool

@@ -5,6 +5,7 @@ input or configuration; 3 a service unreachable. No traceback for an expected
 failure. Embedded mode keeps its files next to the config, wherever a command
 runs from. ``--wait`` says why a batch does not move.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,14 @@ CONTENT = "【某某科技】您的验证码是 345678"
 
 
 def smsq(*args: str, env: dict, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smsq", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **env}, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "smsq", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        timeout=timeout,
+    )
 
 
 def follow(*args: str, env: dict, cwd: Path, until: str, timeout: float = 40) -> str:
@@ -33,9 +40,14 @@ def follow(*args: str, env: dict, cwd: Path, until: str, timeout: float = 40) ->
     stderr says ``until``; return what it said."""
     import threading
 
-    proc = subprocess.Popen([sys.executable, "-m", "smsq", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, cwd=cwd,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smsq", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+    )
     said: list[str] = []
     reader = threading.Thread(target=lambda: said.extend(proc.stderr), daemon=True)
     reader.start()
@@ -103,8 +115,13 @@ def test_bad_input_is_refused_with_one_line_and_nothing_is_stored(home):
 def test_a_missing_config_file_is_an_error_for_commands_that_need_accounts(home):
     tmp, env = home
     env = {**env, "SMSQ_CONFIG": str(tmp / "missing.toml")}
-    for args in (["send", "--account", "shop-dxt", "--to", "13800000001", "--content", CONTENT],
-                 ["accounts"], ["worker"], ["beat"], ["status", "1"]):
+    for args in (
+        ["send", "--account", "shop-dxt", "--to", "13800000001", "--content", CONTENT],
+        ["accounts"],
+        ["worker"],
+        ["beat"],
+        ["status", "1"],
+    ):
         result = smsq(*args, env=env, cwd=tmp, timeout=30)
         assert result.returncode == 2, (args, result.stderr)
         assert f"no accounts file at {tmp / 'missing.toml'}" in result.stderr, args
@@ -114,8 +131,13 @@ def test_a_missing_config_file_is_an_error_for_commands_that_need_accounts(home)
 def test_a_closed_pipe_ends_quietly(home):
     tmp, env = home
     for _ in range(3):  # a few inbound-less accounts; the reader is gone before the first line
-        proc = subprocess.Popen([sys.executable, "-m", "smsq", "accounts"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, cwd=tmp, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "smsq", "accounts"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=tmp,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        )
         proc.stdout.close()
         err = proc.stderr.read().decode()
         assert proc.wait(30) == 0, err
@@ -141,9 +163,13 @@ def test_embedded_mode_follows_the_config_and_wait_tells_the_outcome_and_why(hom
     worker_dir, send_dir = tmp / "worker-cwd", tmp / "elsewhere"
     worker_dir.mkdir()
     log_path = tmp / "worker.log"
-    worker = subprocess.Popen([sys.executable, "-m", "smsq", "worker", "--loglevel", "info"], cwd=worker_dir,
-                              env={**os.environ, "PYTHONPATH": str(ROOT), **env, "SMSQ_RELAY_INTERVAL": "2"},
-                              stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "smsq", "worker", "--loglevel", "info"],
+        cwd=worker_dir,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env, "SMSQ_RELAY_INTERVAL": "2"},
+        stdout=open(log_path, "wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         while "ready." not in log_path.read_text(errors="replace"):
@@ -152,29 +178,71 @@ def test_embedded_mode_follows_the_config_and_wait_tells_the_outcome_and_why(hom
         assert f"embedded mode: database {tmp / 'conf' / 'smsq.db'}" in log_path.read_text()
 
         # Sent from another directory, it reaches the worker all the same.
-        ok = smsq("send", "--account", "shop-dxt", "--to", "13800000301,13800000302", "--content", CONTENT,
-                  "--wait", env=env, cwd=send_dir)
+        ok = smsq(
+            "send",
+            "--account",
+            "shop-dxt",
+            "--to",
+            "13800000301,13800000302",
+            "--content",
+            CONTENT,
+            "--wait",
+            env=env,
+            cwd=send_dir,
+        )
         assert ok.returncode == 0, ok.stderr
         assert sorted(n for s in sim.sends for n in s.numbers) == ["13800000301", "13800000302"]
         assert not (send_dir / "smsq.db").exists() and not (worker_dir / "smsq.db").exists()
 
         # The vendor refuses the password: the batch ends failed, and --wait says so by its exit status.
-        refused = smsq("send", "--account", "wrong-dxt", "--to", "13800000303", "--content", CONTENT, "--wait",
-                       env=env, cwd=send_dir)
+        refused = smsq(
+            "send",
+            "--account",
+            "wrong-dxt",
+            "--to",
+            "13800000303",
+            "--content",
+            CONTENT,
+            "--wait",
+            env=env,
+            cwd=send_dir,
+        )
         assert refused.returncode == 1, refused.stderr
         assert "failed 1" in refused.stderr
 
         # The account is now held: a new batch waits, and --wait says until when and why.
-        said = follow("send", "--account", "wrong-dxt", "--to", "13800000304", "--content", CONTENT, "--wait",
-                      env=env, cwd=send_dir, until="(Beijing time): its last send failed")
+        said = follow(
+            "send",
+            "--account",
+            "wrong-dxt",
+            "--to",
+            "13800000304",
+            "--content",
+            CONTENT,
+            "--wait",
+            env=env,
+            cwd=send_dir,
+            until="(Beijing time): its last send failed",
+        )
         assert "waiting: account wrong-dxt is held until" in said
     finally:
         worker.terminate()
         worker.wait(30)
 
     # No worker at all: --wait says nothing takes the lane.
-    said = follow("send", "--account", "shop-dxt", "--to", "13800000305", "--content", CONTENT, "--wait",
-                  env=env, cwd=send_dir, until="no worker seems to take smsq.priority")
+    said = follow(
+        "send",
+        "--account",
+        "shop-dxt",
+        "--to",
+        "13800000305",
+        "--content",
+        CONTENT,
+        "--wait",
+        env=env,
+        cwd=send_dir,
+        until="no worker seems to take smsq.priority",
+    )
     assert "is `smsq worker` running with this SMSQ_CONFIG" in said
 
 
@@ -182,11 +250,25 @@ def test_wait_names_a_lane_no_worker_consumes_on_redis(home):
     from ..conftest import REDIS_URL, fresh_postgres, fresh_redis
 
     tmp, env = home
-    env = {**env, "SMSQ_DATABASE_URL": fresh_postgres(f"smsq_contract_{os.getpid()}"),
-           "SMSQ_BROKER_URL": fresh_redis(REDIS_URL)}
+    env = {
+        **env,
+        "SMSQ_DATABASE_URL": fresh_postgres(f"smsq_contract_{os.getpid()}"),
+        "SMSQ_BROKER_URL": fresh_redis(REDIS_URL),
+    }
     assert smsq("db", "upgrade", env=env, cwd=tmp).returncode == 0
-    said = follow("send", "--account", "shop-dxt", "--to", "13800000306", "--content", CONTENT, "--wait",
-                  env=env, cwd=tmp, until="no worker consumes smsq.priority")
+    said = follow(
+        "send",
+        "--account",
+        "shop-dxt",
+        "--to",
+        "13800000306",
+        "--content",
+        CONTENT,
+        "--wait",
+        env=env,
+        cwd=tmp,
+        until="no worker consumes smsq.priority",
+    )
     assert "start one with `smsq worker`" in said
 
 
@@ -201,8 +283,10 @@ def test_a_database_or_broker_url_smsq_cannot_use_is_a_configuration_error(home)
     tmp, env = home
     send = ["send", "--account", "shop-dxt", "--to", "13800000001", "--content", CONTENT]
     cases = [
-        ({"SMSQ_DATABASE_URL": "mysql://app:Db-pw-31@127.0.0.1/app"},
-         "SMSQ_DATABASE_URL mysql://app:***@127.0.0.1/app: smsq keeps its data in PostgreSQL"),
+        (
+            {"SMSQ_DATABASE_URL": "mysql://app:Db-pw-31@127.0.0.1/app"},
+            "SMSQ_DATABASE_URL mysql://app:***@127.0.0.1/app: smsq keeps its data in PostgreSQL",
+        ),
         ({"SMSQ_DATABASE_URL": "notaurl"}, "SMSQ_DATABASE_URL is not a database URL: 'notaurl'"),
         # A misspelt broker is not an outage: nothing is stored for a relay to publish.
         ({"SMSQ_BROKER_URL": "foo://x"}, "SMSQ_BROKER_URL 'foo://x' is not a broker smsq knows"),
@@ -223,8 +307,15 @@ def test_commands_that_call_no_vendor_need_no_vendor_password(home):
     assert sent.returncode == 0, sent.stderr
     batch = sent.stdout.split()[0]
     env = {**env, "SMSQ_TEST_DXT_PASSWORD": ""}  # this host has no vendor password
-    for args in (["status", batch], ["batches"], ["export", batch], ["inbound"], ["accounts"], ["blocked"],
-                 ["purge", "--older-than", "90d", "--dry-run"]):
+    for args in (
+        ["status", batch],
+        ["batches"],
+        ["export", batch],
+        ["inbound"],
+        ["accounts"],
+        ["blocked"],
+        ["purge", "--older-than", "90d", "--dry-run"],
+    ):
         result = smsq(*args, env=env, cwd=tmp, timeout=30)
         assert result.returncode == 0, (args, result.stderr)
         assert "SMSQ_TEST_DXT_PASSWORD" not in result.stderr
@@ -232,8 +323,13 @@ def test_commands_that_call_no_vendor_need_no_vendor_password(home):
 
     # What calls a vendor, or starts what will, still stops at once on the missing password.
     missing = "account 'shop-dxt': password_env names SMSQ_TEST_DXT_PASSWORD, which is not set in the environment"
-    for args in (["send", "--account", "shop-dxt", "--to", "13800000002", "--content", CONTENT],
-                 ["worker"], ["beat"], ["check", "shop-dxt"], ["poll", "shop-dxt", "balance"]):
+    for args in (
+        ["send", "--account", "shop-dxt", "--to", "13800000002", "--content", CONTENT],
+        ["worker"],
+        ["beat"],
+        ["check", "shop-dxt"],
+        ["poll", "shop-dxt", "balance"],
+    ):
         result = smsq(*args, env=env, cwd=tmp, timeout=30)
         assert result.returncode == 2, (args, result.stderr)
         assert missing in only_line(result), args
@@ -260,11 +356,17 @@ def test_an_idempotency_key_reused_for_another_send_is_refused(home):
 
 def test_a_celery_started_worker_also_stops_on_a_missing_vendor_password(home):
     tmp, env = home
-    result = subprocess.run([sys.executable, "-m", "celery", "-A", "smsq", "worker", "--pool", "threads"],
-                            capture_output=True, text=True, cwd=tmp, timeout=60,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), **env, "SMSQ_TEST_DXT_PASSWORD": "",
-                                 "C_FORCE_ROOT": "1"})
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "smsq", "worker", "--pool", "threads"],
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env, "SMSQ_TEST_DXT_PASSWORD": "", "C_FORCE_ROOT": "1"},
+    )
     assert result.returncode == 2, result.stderr[-2000:]
-    assert ("smsq: error: account 'shop-dxt': password_env names SMSQ_TEST_DXT_PASSWORD, which is not set "
-            "in the environment") in result.stderr
+    assert (
+        "smsq: error: account 'shop-dxt': password_env names SMSQ_TEST_DXT_PASSWORD, which is not set "
+        "in the environment"
+    ) in result.stderr
     assert "Traceback" not in result.stderr

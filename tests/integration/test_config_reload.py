@@ -2,15 +2,13 @@
 file again and sends; when it cannot (its copy does not validate for it), the chunk
 waits pending and `smsq send --wait` and `smsq status` say which worker lacks which
 account. Real worker, real simulator, the real `smsq` command."""
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 import threading
-import time
-
-import pytest
 
 from ..conftest import PASSWORD, ROOT, stack_fixture, wait_final, wait_until
 from .conftest import smsq
@@ -29,23 +27,34 @@ def rewrite(stack, change) -> None:
 
 
 def add_account(stack, name: str, credential: str) -> None:
-    rewrite(stack, lambda text: text + f"""
+    rewrite(
+        stack,
+        lambda text: (
+            text
+            + f"""
 [accounts.{name}]
 provider = "dxt"
 base_url = "{stack.sim_url}"
 username = "test"
 {credential}
 signature = "【某某科技】"
-""")
+"""
+        ),
+    )
 
 
 def send_wait(stack, account: str, number: str, **env: str) -> subprocess.Popen:
     """`smsq send --wait` running; its output is read as it comes, as a script would."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **stack.env, **env}
     full_env.pop("PYTHONUNBUFFERED", None)
-    return subprocess.Popen([sys.executable, "-m", "smsq", "send", "--account", account, "--to", number,
-                             "--content", CONTENT, "--wait"], env=full_env, cwd=stack.tmp,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "smsq", "send", "--account", account, "--to", number, "--content", CONTENT, "--wait"],
+        env=full_env,
+        cwd=stack.tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 class Lines:
@@ -66,8 +75,19 @@ class Lines:
 
 def test_an_account_added_while_the_worker_runs_is_sent_after_a_reload(stack, sim):
     add_account(stack, "late-dxt", 'password_env = "SMSQ_TEST_DXT_PASSWORD"')
-    result = smsq("send", "--account", "late-dxt", "--to", "13800138001", "--content", CONTENT, "--wait",
-                  env=stack.env, cwd=stack.tmp, timeout=120)
+    result = smsq(
+        "send",
+        "--account",
+        "late-dxt",
+        "--to",
+        "13800138001",
+        "--content",
+        CONTENT,
+        "--wait",
+        env=stack.env,
+        cwd=stack.tmp,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "sent 1" in result.stderr and "does not know" not in result.stderr
     assert [s.numbers for s in sim.sends] == [["13800138001"]]
@@ -91,14 +111,12 @@ def test_an_account_the_worker_cannot_read_waits_visibly_until_it_can(stack, sim
         assert "waiting: " in said and f"{stack.tmp / 'smsq.toml'}" in said, said
         assert "SMSQ_TEST_OTHER_PASSWORD, which is not set" in said, said  # why the worker cannot
         batch_id = int(waiting.stdout.readline())
-        status = smsq("status", str(batch_id), env={**stack.env, "SMSQ_TEST_OTHER_PASSWORD": "anything"},
-                      cwd=stack.tmp)
+        status = smsq("status", str(batch_id), env={**stack.env, "SMSQ_TEST_OTHER_PASSWORD": "anything"}, cwd=stack.tmp)
         assert status.returncode == 0 and "in progress" in status.stdout
         assert "waiting:" in status.stdout and "does not know account other-dxt" in status.stdout, status.stdout
         assert sim.sends == []
         if stack.mode == "distributed":  # the embedded broker carries no broadcast
-            health = smsq("health", "worker", env={**stack.env, "SMSQ_TEST_OTHER_PASSWORD": "anything"},
-                          cwd=stack.tmp)
+            health = smsq("health", "worker", env={**stack.env, "SMSQ_TEST_OTHER_PASSWORD": "anything"}, cwd=stack.tmp)
             assert health.returncode == 3, health.stdout + health.stderr
             assert "lacks account(s) other-dxt" in health.stderr
             assert "SMSQ_TEST_OTHER_PASSWORD, which is not set" in health.stderr
@@ -106,8 +124,9 @@ def test_an_account_the_worker_cannot_read_waits_visibly_until_it_can(stack, sim
         # A credential the worker can read: the worker reads the file again and sends.
         secret = stack.tmp / "other.secret"
         secret.write_text(PASSWORD + "\n", encoding="utf-8")
-        rewrite(stack, lambda text: text.replace('password_env = "SMSQ_TEST_OTHER_PASSWORD"',
-                                                 f'password_file = "{secret}"'))
+        rewrite(
+            stack, lambda text: text.replace('password_env = "SMSQ_TEST_OTHER_PASSWORD"', f'password_file = "{secret}"')
+        )
         assert waiting.wait(90) == 0, err.text()
     finally:
         if waiting.poll() is None:

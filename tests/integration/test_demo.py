@@ -3,6 +3,7 @@
 The demo's simulators run on free ports here (--any-port): 8800-8804 belong to
 a user's own `smsq simulate` or `make demo`.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,9 +20,13 @@ def demo_env(own: dict) -> dict:
 
 
 def run_demo(directory, count: int, own: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smsq", "demo", "--any-port", "--dir", str(directory),
-                           "--count", str(count)], capture_output=True, text=True, env=demo_env(own),
-                          timeout=400)
+    return subprocess.run(
+        [sys.executable, "-m", "smsq", "demo", "--any-port", "--dir", str(directory), "--count", str(count)],
+        capture_output=True,
+        text=True,
+        env=demo_env(own),
+        timeout=400,
+    )
 
 
 def check_first(run: subprocess.CompletedProcess) -> None:
@@ -37,9 +42,12 @@ def check_second(run: subprocess.CompletedProcess, own: dict, run_dir) -> int:
     assert "all 20 of its delivery reports came back" in out
     batch = int(re.search(r"batch (\d+): 20 accepted", out).group(1))
     # What the demo printed is what the database holds.
-    status = subprocess.run([sys.executable, "-m", "smsq", "status", str(batch)], capture_output=True, text=True,
-                            env=demo_env({**own, "SMSQ_CONFIG": str(run_dir / "smsq.toml"),
-                                          "SMSQ_DEMO_PASSWORD": "demo-secret"}))
+    status = subprocess.run(
+        [sys.executable, "-m", "smsq", "status", str(batch)],
+        capture_output=True,
+        text=True,
+        env=demo_env({**own, "SMSQ_CONFIG": str(run_dir / "smsq.toml"), "SMSQ_DEMO_PASSWORD": "demo-secret"}),
+    )
     assert status.returncode == 0, status.stderr
     assert "delivered 20" in status.stdout
     return batch
@@ -53,14 +61,18 @@ def test_a_second_run_in_the_same_directory_gets_its_own_reports(tmp_path):
     windows (one poll per 30 s, kept in that database) have opened again by its rerun,
     while the scratch runs go on."""
     own_dir, scratch_dir = tmp_path / "own" / "demo-run", tmp_path / "scratch" / "demo-run"
-    own = {"SMSQ_DATABASE_URL": f"sqlite:///{tmp_path / 'mine.db'}",
-           "SMSQ_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'mine-broker.db'}"}
+    own = {
+        "SMSQ_DATABASE_URL": f"sqlite:///{tmp_path / 'mine.db'}",
+        "SMSQ_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'mine-broker.db'}",
+    }
     check_first(run_demo(own_dir, 20, own))
 
     check_first(run_demo(scratch_dir, 20, {}))
     second = run_demo(scratch_dir, 20, {})
-    scratch_files = {"SMSQ_DATABASE_URL": f"sqlite:///{scratch_dir / 'smsq.db'}",
-                     "SMSQ_BROKER_URL": f"sqla+sqlite:///{scratch_dir / 'broker.db'}"}
+    scratch_files = {
+        "SMSQ_DATABASE_URL": f"sqlite:///{scratch_dir / 'smsq.db'}",
+        "SMSQ_BROKER_URL": f"sqla+sqlite:///{scratch_dir / 'broker.db'}",
+    }
     assert check_second(second, scratch_files, scratch_dir) == 1  # a new database...
     assert "fresh start" in second.stdout  # ...and told
 

@@ -2,6 +2,7 @@
 secrets script run for real, and the trial's documented commands run natively
 against a simulator with the simulators' password, PostgreSQL, Redis, a worker
 and beat — what each container of the trial runs."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,18 @@ from smsq.simulator.dxt import DxtState, create_app
 from smsq.simulator.server import serve
 from smsq.worker.config import load_settings
 
-from ..conftest import ROOT, Stack, apply_env, fresh_postgres, fresh_redis, restore_env, start_worker, stop_worker
-from ..conftest import REDIS_URL, wait_until
+from ..conftest import (
+    REDIS_URL,
+    ROOT,
+    Stack,
+    apply_env,
+    fresh_postgres,
+    fresh_redis,
+    restore_env,
+    start_worker,
+    stop_worker,
+    wait_until,
+)
 from .conftest import smsq
 
 DEPLOY = ROOT / "deploy"
@@ -57,7 +68,7 @@ def test_no_password_is_written_in_the_compose_file_or_its_environment():
         for key, value in (service.get("environment") or {}).items():
             if re.search(r"PASSWORD|AUTH|_URL$", key) and key != "SMSQ_BROKER_URL":
                 assert key.endswith("_FILE") and str(value).startswith("/run/secrets/"), (name, key)
-    assert "redis://redis:6379/0" == SERVICES["worker"]["environment"]["SMSQ_BROKER_URL"]  # no password in it
+    assert SERVICES["worker"]["environment"]["SMSQ_BROKER_URL"] == "redis://redis:6379/0"  # no password in it
 
 
 def test_every_secret_is_a_file_from_deploy_secrets_and_reaches_its_reader():
@@ -74,9 +85,18 @@ def test_every_secret_is_a_file_from_deploy_secrets_and_reaches_its_reader():
 
 
 def test_git_ignores_real_secret_files_but_keeps_the_examples():
-    ignored = subprocess.run(["git", "check-ignore", "deploy/secrets/shop_dxt_password",
-                              "deploy/secrets/flower_auth", "deploy/secrets/shop_dxt_password.example"],
-                             cwd=ROOT, capture_output=True, text=True).stdout.split()
+    ignored = subprocess.run(
+        [
+            "git",
+            "check-ignore",
+            "deploy/secrets/shop_dxt_password",
+            "deploy/secrets/flower_auth",
+            "deploy/secrets/shop_dxt_password.example",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     assert ignored == ["deploy/secrets/shop_dxt_password", "deploy/secrets/flower_auth"]
 
 
@@ -142,8 +162,12 @@ def trial(deploy_copy, tmp_path):
     (tmp_path / "smsq.toml").write_text(config, encoding="utf-8")
     # The database URL comes from a secret file, as in compose.
     (secrets / "database_url").write_text(fresh_postgres(f"smsq_deploy_{os.getpid()}") + "\n")
-    env = {"SMSQ_CONFIG": str(tmp_path / "smsq.toml"), "SMSQ_DATABASE_URL_FILE": str(secrets / "database_url"),
-           "SMSQ_DATABASE_URL": "", "SMSQ_BROKER_URL": fresh_redis(REDIS_URL)}
+    env = {
+        "SMSQ_CONFIG": str(tmp_path / "smsq.toml"),
+        "SMSQ_DATABASE_URL_FILE": str(secrets / "database_url"),
+        "SMSQ_DATABASE_URL": "",
+        "SMSQ_BROKER_URL": fresh_redis(REDIS_URL),
+    }
     saved = apply_env(env)
     stack = Stack("distributed", env, state, sim.url, tmp_path)
     beat = None
@@ -151,9 +175,13 @@ def trial(deploy_copy, tmp_path):
         migrate = smsq("db", "upgrade", env=env, cwd=tmp_path)
         assert migrate.returncode == 0, migrate.stderr
         stack.worker = start_worker(stack)
-        beat = subprocess.Popen([sys.executable, "-m", "smsq", "beat"], cwd=tmp_path,
-                                env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-                                stdout=open(tmp_path / "beat.log", "wb"), stderr=subprocess.STDOUT)
+        beat = subprocess.Popen(
+            [sys.executable, "-m", "smsq", "beat"],
+            cwd=tmp_path,
+            env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+            stdout=open(tmp_path / "beat.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
         yield stack
     finally:
         if beat is not None:
@@ -174,8 +202,12 @@ def test_the_documented_trial_send_is_delivered(trial):
     status_args = documented("status")
     assert status_args == ["status", "BATCH_ID"]
     # Beat polls the delivery reports (every 60 s for this account).
-    wait_until(lambda: "delivered 2" in smsq("status", batch_id, env=trial.env, cwd=trial.tmp).stdout,
-               150, 3, "the delivery reports of the trial send")
+    wait_until(
+        lambda: "delivered 2" in smsq("status", batch_id, env=trial.env, cwd=trial.tmp).stdout,
+        150,
+        3,
+        "the delivery reports of the trial send",
+    )
 
     # The compose healthchecks, run as the containers run them.
     for check in (["worker"], ["beat"]):
@@ -201,8 +233,11 @@ def unit(path) -> dict[str, list[str]]:
 
 
 def env_file(path) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and not line.startswith("#"))
+    return dict(
+        line.split("=", 1)
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    )
 
 
 def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
@@ -221,9 +256,24 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
 def test_every_unit_is_hardened_alike_and_writes_only_in_its_state_directory():
     names = {path.name for path in UNITS}
     assert names == {"smsq-worker@.service", "smsq-beat.service", "smsq-flower.service", "smsq-metrics.service"}
-    hardening = {key: values for key, values in unit(SYSTEMD / "smsq-worker@.service").items()
-                 if key.startswith(("Protect", "Private", "Restrict", "NoNew", "ReadWrite", "StateDirectory",
-                                    "Capability", "Lock", "SystemCall", "UMask"))}
+    hardening = {
+        key: values
+        for key, values in unit(SYSTEMD / "smsq-worker@.service").items()
+        if key.startswith(
+            (
+                "Protect",
+                "Private",
+                "Restrict",
+                "NoNew",
+                "ReadWrite",
+                "StateDirectory",
+                "Capability",
+                "Lock",
+                "SystemCall",
+                "UMask",
+            )
+        )
+    }
     assert hardening["ProtectSystem"] == ["strict"] and hardening["StateDirectory"] == ["smsq"]
     for path in UNITS:
         settings = unit(path)
@@ -245,8 +295,11 @@ def test_under_systemd_the_spool_and_state_are_in_the_writable_state_directory(p
         monkeypatch.delenv(name)
     environment = dict(value.split("=", 1) for value in settings.get("Environment", []))
     assert settings["EnvironmentFile"][0] == "/etc/smsq/smsq.env"
-    for name, value in {**environment, **env_file(DEPLOY / "smsq.env.example"),
-                        "STATE_DIRECTORY": str(state_directory)}.items():
+    for name, value in {
+        **environment,
+        **env_file(DEPLOY / "smsq.env.example"),
+        "STATE_DIRECTORY": str(state_directory),
+    }.items():
         monkeypatch.setenv(name, value)
     conf = load_settings()
     assert not conf.embedded and conf.config_path == Path("/etc/smsq/smsq.toml")
@@ -313,8 +366,11 @@ def test_the_grafana_board_shows_each_accounts_circuit():
     board = json.loads((DEPLOY / "grafana" / "smsq-dashboard.json").read_text(encoding="utf-8"))
     [panel] = [p for p in board["panels"] if "smsq_account_circuit" in json.dumps(p["targets"])]
     assert panel["type"] == "state-timeline" and 'account=~"$account"' in panel["targets"][0]["expr"]
-    names = {option["text"] for mapping in panel["fieldConfig"]["defaults"]["mappings"]
-             for option in mapping["options"].values()}
+    names = {
+        option["text"]
+        for mapping in panel["fieldConfig"]["defaults"]["mappings"]
+        for option in mapping["options"].values()
+    }
     assert names == {"closed", "half open", "OPEN"}
     ids = [p["id"] for p in board["panels"]]
     assert len(set(ids)) == len(ids)

@@ -6,12 +6,12 @@ The first tests run the send path in this process against the real database, the
 real broker and the dxt simulator over HTTP (no worker consumes the queues); the
 last ones run real workers.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import signal
-import time
 from collections import Counter
 
 import pytest
@@ -97,7 +97,7 @@ def test_a_group_is_sent_chunk_by_chunk_each_claimed_and_recorded(direct):
     with Tally(engine_for(settings().database_url)) as tally:
         assert send_chunk(first, account="shop-dxt", lane="bulk", then=rest) == "accepted"
     sent = [s.numbers for s in direct.sends]
-    assert sent == [numbers("1363", GROUP_FROM * 100)[i * 100:(i + 1) * 100] for i in range(GROUP_SIZE)]
+    assert sent == [numbers("1363", GROUP_FROM * 100)[i * 100 : (i + 1) * 100] for i in range(GROUP_SIZE)]
     if engine_for(settings().database_url).dialect.name == "postgresql":
         # a claim and a record per chunk, one statement each (health reads aside)
         work = [t for t in tally.transactions if not all("poll_status" in s or "account_circuits" in s for s in t)]
@@ -177,6 +177,7 @@ def test_at_a_slow_vendor_the_rest_of_a_group_goes_to_idle_slots(slow_vendor):
 
 # -- with real workers ---------------------------------------------------------------
 
+
 def test_a_campaign_through_a_worker_sends_every_number_once(stack, sim):
     mobiles = numbers("1367", (GROUP_FROM + 5) * 100 - 30)
     receipt = send_sms("shop-dxt", mobiles, CONTENT)
@@ -215,8 +216,9 @@ def test_a_worker_killed_mid_campaign_sends_no_number_twice_and_loses_none(stack
     assert set(received.values()) == {1}, "a number reached the vendor twice"
     assert at_kill < 200 and len(sim.sends) > at_kill  # the kill came mid-campaign; the rest went after
     with session_scope(conf.database_url) as s:
-        states = dict(s.execute(select(Recipient.mobile, Recipient.state)
-                                .where(Recipient.batch_id == receipt.batch_id)).all())
+        states = dict(
+            s.execute(select(Recipient.mobile, Recipient.state).where(Recipient.batch_id == receipt.batch_id)).all()
+        )
     assert {m for m, state in states.items() if state == "sent"} <= set(received)
     unknown = [m for m, state in states.items() if state == "unknown"]
     assert set(states.values()) <= {"sent", "unknown"} and len(unknown) <= 2 * 100  # two slots' chunks at most
@@ -240,8 +242,7 @@ def test_every_slot_of_a_worker_can_be_in_a_vendor_call_at_once(slow_vendor):
         provider = clients.provider_for(settings().account("shop-dxt"))
         context = SendContext(1, 0, 1, utcnow())
         with ThreadPoolExecutor(calls) as pool:
-            results = list(pool.map(lambda i: provider.send([f"1390000{i:04d}"], CONTENT, None, context),
-                                    range(calls)))
+            results = list(pool.map(lambda i: provider.send([f"1390000{i:04d}"], CONTENT, None, context), range(calls)))
     finally:
         clients.close_all()
     assert all(r.accepted == 1 for r in results)

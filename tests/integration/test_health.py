@@ -1,5 +1,6 @@
 """`smsq health`, the healthchecks of deploy/: against a real worker, a real beat,
 Redis and PostgreSQL, run as the container runs it (a subprocess)."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,18 @@ import sys
 
 import pytest
 
-from ..conftest import (ROOT, Stack, apply_env, fresh_redis, mode_env, restore_env, start_worker, stop_worker,
-                       wait_until, write_config)
+from ..conftest import (
+    ROOT,
+    Stack,
+    apply_env,
+    fresh_redis,
+    mode_env,
+    restore_env,
+    start_worker,
+    stop_worker,
+    wait_until,
+    write_config,
+)
 from .conftest import smsq
 
 
@@ -71,15 +82,24 @@ def test_beat_is_healthy_while_it_schedules_and_unhealthy_once_stopped(distribut
     assert before.returncode == 3 and "no beat has scheduled" in before.stderr
 
     env = {**os.environ, **distributed.env, "PYTHONPATH": str(ROOT)}
-    beat = subprocess.Popen([sys.executable, "-m", "smsq", "beat"], cwd=distributed.tmp, env=env,
-                            stdout=open(distributed.tmp / "beat.log", "wb"), stderr=subprocess.STDOUT)
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "smsq", "beat"],
+        cwd=distributed.tmp,
+        env=env,
+        stdout=open(distributed.tmp / "beat.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_until(lambda: health(distributed, "beat").returncode == 0, 60, 1, "beat to report healthy")
     finally:
         beat.terminate()
         beat.wait(20)
-    after = wait_until(lambda: (said := health(distributed, "beat", "--max-age", "2")).returncode == 3 and said,
-                       30, 0.5, "the stopped beat's last relay to be older than 2 s")
+    after = wait_until(
+        lambda: (said := health(distributed, "beat", "--max-age", "2")).returncode == 3 and said,
+        30,
+        0.5,
+        "the stopped beat's last relay to be older than 2 s",
+    )
     assert "last sent the outbox relay" in after.stderr
 
 

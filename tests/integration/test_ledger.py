@@ -1,5 +1,6 @@
 """Each operation of the ledger (store/ledger), on SQLite and on PostgreSQL: what it
 writes, and that a move the transition table does not allow raises and writes nothing."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,18 @@ from smsq.store import ledger
 from smsq.store.lifecycle import ChunkState as C
 from smsq.store.lifecycle import IllegalTransition
 from smsq.store.lifecycle import RecipientState as R
-from smsq.store.models import (Batch, BlockedNumber, Chunk, EarlierSend, Recipient, SplitChunk, SplitJob,
-                               StatusReport, VendorCall, utcnow)
+from smsq.store.models import (
+    Batch,
+    BlockedNumber,
+    Chunk,
+    EarlierSend,
+    Recipient,
+    SplitChunk,
+    SplitJob,
+    StatusReport,
+    VendorCall,
+    utcnow,
+)
 from smsq.worker.db import session_scope, upgrade
 
 from ..conftest import fresh_postgres
@@ -40,22 +51,32 @@ def a_batch(conf, numbers: list[str], chunk_size: int = 100, account: str = "sho
         batch = Batch(account=account, content=CONTENT, lane="bulk", created_at=now)
         s.add(batch)
         s.flush()
-        rows = [(seq, len(numbers[at:at + chunk_size]), ",".join(numbers[at:at + chunk_size]))
-                for seq, at in enumerate(range(0, len(numbers), chunk_size))]
+        rows = [
+            (seq, len(numbers[at : at + chunk_size]), ",".join(numbers[at : at + chunk_size]))
+            for seq, at in enumerate(range(0, len(numbers), chunk_size))
+        ]
         ledger.write_short(s, batch, rows, not_before=None, now=now)
         return batch.id
 
 
 def chunks(conf, batch_id: int) -> dict[int, tuple]:
     with session_scope(conf.database_url, readonly=True) as s:
-        return {seq: (state, attempts) for seq, state, attempts in s.execute(
-            select(Chunk.seq, Chunk.state, Chunk.attempts).where(Chunk.batch_id == batch_id))}
+        return {
+            seq: (state, attempts)
+            for seq, state, attempts in s.execute(
+                select(Chunk.seq, Chunk.state, Chunk.attempts).where(Chunk.batch_id == batch_id)
+            )
+        }
 
 
 def numbers(conf, batch_id: int) -> dict[str, tuple]:
     with session_scope(conf.database_url, readonly=True) as s:
-        return {m: (state, vid) for m, state, vid in s.execute(
-            select(Recipient.mobile, Recipient.state, Recipient.vendor_id).where(Recipient.batch_id == batch_id))}
+        return {
+            m: (state, vid)
+            for m, state, vid in s.execute(
+                select(Recipient.mobile, Recipient.state, Recipient.vendor_id).where(Recipient.batch_id == batch_id)
+            )
+        }
 
 
 def chunk_id(conf, batch_id: int, seq: int = 0) -> int:
@@ -91,7 +112,11 @@ def test_release_gives_the_claim_back_uncounted_and_hold_keeps_a_pending_chunk_w
     with session_scope(conf.database_url, readonly=True) as s:
         row = s.get(Chunk, claimed.chunk_id)
         assert (row.state, row.detail, row.next_attempt_at, row.queued_at) == (
-            C.PENDING, "waiting for the account", later, None)
+            C.PENDING,
+            "waiting for the account",
+            later,
+            None,
+        )
 
 
 @pytest.mark.parametrize("call_seconds", [0.05, None], ids=["one statement on postgresql", "portable"])
@@ -112,8 +137,15 @@ def test_record_failed_numbers_and_a_retry_that_does_not_count(conf):
     batch_id = a_batch(conf, TWO)
     claimed = ledger.claim(conf, chunk_id(conf, batch_id))
     retry_at = utcnow() + timedelta(seconds=30)
-    assert ledger.record(conf, claimed, SendResult(Outcome.RATE_LIMITED, message="slow down"), C.PENDING,
-                         retry_at=retry_at, queued=True, counted=False)
+    assert ledger.record(
+        conf,
+        claimed,
+        SendResult(Outcome.RATE_LIMITED, message="slow down"),
+        C.PENDING,
+        retry_at=retry_at,
+        queued=True,
+        counted=False,
+    )
     assert chunks(conf, batch_id) == {0: (C.PENDING, 0)}
     with session_scope(conf.database_url) as s:
         s.get(Chunk, claimed.chunk_id).next_attempt_at = None
@@ -139,8 +171,7 @@ def test_expire_makes_a_stale_claim_unknown_and_a_late_answer_still_wins(conf):
     with session_scope(conf.database_url) as s:
         assert ledger.expire(s, utcnow() - timedelta(minutes=1), "too slow", 10) == (0, [])
     with session_scope(conf.database_url) as s:
-        assert ledger.expire(s, utcnow() + timedelta(seconds=1), "too slow", 10) == (1, [(claimed.chunk_id,
-                                                                                       batch_id)])
+        assert ledger.expire(s, utcnow() + timedelta(seconds=1), "too slow", 10) == (1, [(claimed.chunk_id, batch_id)])
     assert chunks(conf, batch_id) == {0: (C.UNKNOWN, 1)}
     assert {state for state, _ in numbers(conf, batch_id).values()} == {R.UNKNOWN}
     assert ledger.record(conf, claimed, SendResult(Outcome.OK, vendor_ids=["a", "b"]), C.ACCEPTED)
@@ -166,9 +197,8 @@ def test_settle_resend_keeps_the_earlier_send_and_settle_refuses_a_pending_chunk
     assert chunks(conf, batch_id) == {0: (C.PENDING, 1), 1: (C.PENDING, 0)}
     with session_scope(conf.database_url, readonly=True) as s:
         assert s.scalars(select(EarlierSend.state)).all() == [R.UNKNOWN]
-    with pytest.raises(IllegalTransition, match="pending -> accepted"):
-        with session_scope(conf.database_url) as s:
-            ledger.settle(s, batch_id, C.PENDING, "accepted", "no")
+    with pytest.raises(IllegalTransition, match="pending -> accepted"), session_scope(conf.database_url) as s:
+        ledger.settle(s, batch_id, C.PENDING, "accepted", "no")
     assert chunks(conf, batch_id) == {0: (C.PENDING, 1), 1: (C.PENDING, 0)}
 
 
@@ -178,8 +208,15 @@ def test_a_report_settles_its_number_and_shows_an_unknown_chunk_was_accepted(con
     ledger.record(conf, claimed, SendResult(Outcome.AMBIGUOUS), C.UNKNOWN)
     with session_scope(conf.database_url) as s:
         first = s.scalars(select(Recipient).where(Recipient.mobile == TWO[0])).one()
-        report = StatusReport(account="shop-dxt", vendor_id="v9", mobile=TWO[0], delivered=True, code="DELIVRD",
-                              dedupe_key="k", created_at=utcnow())
+        report = StatusReport(
+            account="shop-dxt",
+            vendor_id="v9",
+            mobile=TWO[0],
+            delivered=True,
+            code="DELIVRD",
+            dedupe_key="k",
+            created_at=utcnow(),
+        )
         ledger.settle_by_report(s, first, report, utcnow())
     assert chunks(conf, batch_id) == {0: (C.ACCEPTED, 1)}
     assert numbers(conf, batch_id) == {TWO[0]: (R.DELIVERED, "v9"), TWO[1]: (R.SENT, None)}
@@ -189,12 +226,12 @@ def test_a_report_for_a_number_refused_at_intake_raises_and_writes_nothing(conf)
     batch_id = a_batch(conf, TWO)
     with session_scope(conf.database_url) as s:
         ledger.write_rejected(s, batch_id, [("12345", "not a mobile number")] * 2, utcnow())  # once
-    with pytest.raises(IllegalTransition, match="rejected -> delivered"):
-        with session_scope(conf.database_url) as s:
-            rejected = s.scalars(select(Recipient).where(Recipient.mobile == "12345")).one()
-            report = StatusReport(account="shop-dxt", mobile="12345", delivered=True, code="0", dedupe_key="k",
-                                  created_at=utcnow())
-            ledger.settle_by_report(s, rejected, report, utcnow())
+    with pytest.raises(IllegalTransition, match="rejected -> delivered"), session_scope(conf.database_url) as s:
+        rejected = s.scalars(select(Recipient).where(Recipient.mobile == "12345")).one()
+        report = StatusReport(
+            account="shop-dxt", mobile="12345", delivered=True, code="0", dedupe_key="k", created_at=utcnow()
+        )
+        ledger.settle_by_report(s, rejected, report, utcnow())
     assert numbers(conf, batch_id)["12345"] == (R.REJECTED, None)
 
 
@@ -207,8 +244,13 @@ def test_move_takes_the_claim_and_the_accounts_pending_chunks_to_new_chunks(conf
     with session_scope(conf.database_url) as s:
         moved, new = ledger.move(s, claimed, s.get(Batch, batch_id), "shop-linkws", CONTENT, 3, "moved on", now)
     assert moved == 3 and len(new) == 2
-    assert chunks(conf, batch_id) == {0: (C.MOVED, 1), 1: (C.MOVED, 0), 2: (C.MOVED, 0),
-                                      3: (C.PENDING, 0), 4: (C.PENDING, 0)}
+    assert chunks(conf, batch_id) == {
+        0: (C.MOVED, 1),
+        1: (C.MOVED, 0),
+        2: (C.MOVED, 0),
+        3: (C.PENDING, 0),
+        4: (C.PENDING, 0),
+    }
     assert sorted(state for state, _ in numbers(conf, batch_id).values()) == [R.FAILED] + [R.QUEUED] * 4
     with session_scope(conf.database_url) as s:
         assert ledger.move(s, claimed, s.get(Batch, batch_id), "shop-linkws", CONTENT, 3, "again", now) is None
@@ -231,9 +273,13 @@ def test_cut_writes_staged_chunks_once(conf):
         s.add(batch)
         s.flush()
         batch_id = batch.id
-        s.add_all([SplitJob(batch_id=batch_id, created_at=now),
-                   SplitChunk(batch_id=batch_id, seq=0, size=2, mobiles=",".join(TWO)),
-                   SplitChunk(batch_id=batch_id, seq=1, size=1, mobiles="13800000003")])
+        s.add_all(
+            [
+                SplitJob(batch_id=batch_id, created_at=now),
+                SplitChunk(batch_id=batch_id, seq=0, size=2, mobiles=",".join(TWO)),
+                SplitChunk(batch_id=batch_id, seq=1, size=1, mobiles="13800000003"),
+            ]
+        )
     with session_scope(conf.database_url) as s:
         cut = ledger.cut(s, s.get(Batch, batch_id), limit=1, not_before=None, now=now)
     assert (cut.taken, len(cut.published), cut.staged_left) == (1, 1, True)

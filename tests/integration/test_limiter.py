@@ -1,6 +1,7 @@
 """The shared per-account limiter on the real Redis: never more than the rate in any
 1-second window the vendor can count, with threads in several processes, judged by
 Redis' own timestamps. The window logic on a fake clock: tests/unit/test_limiter.py."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -13,7 +14,6 @@ import redis
 from smsq.worker.limiter import LocalLimiter, RedisLimiter, window_for
 
 from ..conftest import REDIS_URL, FakeClock, busiest_second
-
 
 RATE, SECONDS = 5.0, 3.2
 
@@ -44,8 +44,10 @@ def test_redis_limiter_holds_across_processes_and_threads():
     account = f"limiter-test-{time.time_ns()}"
     until = time.time() + SECONDS
     out = multiprocessing.get_context("spawn").Queue()
-    procs = [multiprocessing.get_context("spawn").Process(target=_hammer, args=(REDIS_URL, account, 3, until, out))
-             for _ in range(3)]
+    procs = [
+        multiprocessing.get_context("spawn").Process(target=_hammer, args=(REDIS_URL, account, 3, until, out))
+        for _ in range(3)
+    ]
     for p in procs:
         p.start()
     _hammer(REDIS_URL, account, 3, until, out)
@@ -146,8 +148,10 @@ def test_redis_otps_behind_their_own_accounts_blast_across_processes():
     account = f"limiter-otp-{time.time_ns()}"
     until = time.time() + SECONDS + 1.5
     out = multiprocessing.get_context("spawn").Queue()
-    procs = [multiprocessing.get_context("spawn").Process(target=_hammer, args=(REDIS_URL, account, 3, until, out))
-             for _ in range(2)]
+    procs = [
+        multiprocessing.get_context("spawn").Process(target=_hammer, args=(REDIS_URL, account, 3, until, out))
+        for _ in range(2)
+    ]
     for p in procs:
         p.start()
     time.sleep(1.5)  # the blast holds the rate limit

@@ -1,5 +1,6 @@
 """`make install` (and so `make demo`, `make test`) as a user runs it: the
 editable install prints nothing when it works, and still shows a real error."""
+
 from __future__ import annotations
 
 import shutil
@@ -8,7 +9,6 @@ import subprocess
 import pytest
 
 from ..conftest import ROOT
-
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 

@@ -5,6 +5,7 @@ Sends go through the dxt simulator: accepted (shop-dxt), refused for a wrong
 password (wrong-dxt), and unknown after a read timeout (slow-dxt, the
 simulator hanging after it took the request).
 """
+
 from __future__ import annotations
 
 import httpx
@@ -50,8 +51,16 @@ def test_metrics_count_what_was_sent(stack, sim):
         vendor_sends = [c.endpoint for c in sim.calls].count("sendsms_txt.asp")
         assert vendor_sends == 4
         # The exporter keeps a scrape's result a few seconds: wait for the new one.
-        after = wait_until(lambda: (s := scrape(port)) and value(s, "smsq_chunks", state="unknown") >
-                           value(before, "smsq_chunks", state="unknown") and s, 20, 0.5, "a fresh scrape")
+        after = wait_until(
+            lambda: (
+                (s := scrape(port))
+                and value(s, "smsq_chunks", state="unknown") > value(before, "smsq_chunks", state="unknown")
+                and s
+            ),
+            20,
+            0.5,
+            "a fresh scrape",
+        )
 
     def grew(name, **labels):
         return value(after, name, **labels) - value(before, name, **labels)
@@ -59,8 +68,9 @@ def test_metrics_count_what_was_sent(stack, sim):
     assert grew("smsq_vendor_calls_total", account="shop-dxt", outcome="ok") == 2
     assert grew("smsq_vendor_calls_total", account="wrong-dxt", outcome="auth") == 1
     assert grew("smsq_vendor_calls_total", account="slow-dxt", outcome="ambiguous") == 1
-    all_calls = sum(v for (name, _), v in after.items() if name == "smsq_vendor_calls_total") - \
-        sum(v for (name, _), v in before.items() if name == "smsq_vendor_calls_total")
+    all_calls = sum(v for (name, _), v in after.items() if name == "smsq_vendor_calls_total") - sum(
+        v for (name, _), v in before.items() if name == "smsq_vendor_calls_total"
+    )
     assert all_calls == vendor_sends  # every call the vendor saw, and no other
 
     assert grew("smsq_recipients_total", account="shop-dxt", state="sent") == 150
@@ -91,15 +101,20 @@ def test_a_failed_or_unknown_chunk_is_not_delivered_again(stack, sim):
     sim.reset()
     batches = sends_of_each_kind(sim)
     with session_scope(settings().database_url) as s:
-        chunks = {kind: s.scalar(select(Chunk.id).where(Chunk.batch_id == batch_id))
-                  for kind, batch_id in batches.items() if kind != "ok"}
-    ends = [f"raised expected: ChunkUnknown('chunk {chunks['unknown']} (batch {batches['unknown']}, slow-dxt): "
-            f"unknown",
-            f"raised expected: ChunkFailed('chunk {chunks['failed']} (batch {batches['failed']}, wrong-dxt): "
-            f"failed — auth: -7"]
+        chunks = {
+            kind: s.scalar(select(Chunk.id).where(Chunk.batch_id == batch_id))
+            for kind, batch_id in batches.items()
+            if kind != "ok"
+        }
+    ends = [
+        f"raised expected: ChunkUnknown('chunk {chunks['unknown']} (batch {batches['unknown']}, slow-dxt): unknown",
+        f"raised expected: ChunkFailed('chunk {chunks['failed']} (batch {batches['failed']}, wrong-dxt): "
+        f"failed — auth: -7",
+    ]
     # Celery logs a task's end after the task has recorded its outcome: wait for the line.
-    wait_until(lambda: all(end in stack.worker_log() for end in ends), 10,
-               what="both tasks logged as expected failures")
+    wait_until(
+        lambda: all(end in stack.worker_log() for end in ends), 10, what="both tasks logged as expected failures"
+    )
     if stack.mode == "distributed":
         import redis
 
@@ -118,15 +133,20 @@ def test_flower_names_account_and_batch_and_fails_unknown_chunks(stack, sim):
     auth = ("ops", "flower-pw-31")
     env = {**stack.env, "SMSQ_FLOWER_AUTH": ":".join(auth)}
     with running("flower", env=env, cwd=stack.tmp) as (port, _):
+
         def tasks() -> dict:
-            response = httpx.get(f"http://127.0.0.1:{port}/api/tasks", params={"taskname": "smsq.send_chunk"},
-                                 auth=auth, timeout=10)
+            response = httpx.get(
+                f"http://127.0.0.1:{port}/api/tasks", params={"taskname": "smsq.send_chunk"}, auth=auth, timeout=10
+            )
             assert response.status_code == 200, response.text
             return response.json()
 
         def seen(batch_id: int) -> list[dict]:
-            return [t for t in tasks().values() if f"batch {batch_id}," in (t.get("args") or "")
-                    and t.get("state") in ("SUCCESS", "FAILURE")]
+            return [
+                t
+                for t in tasks().values()
+                if f"batch {batch_id}," in (t.get("args") or "") and t.get("state") in ("SUCCESS", "FAILURE")
+            ]
 
         # Flower hears only events sent after it connected: send until it hears one.
         def warmed_up():
@@ -140,8 +160,10 @@ def test_flower_names_account_and_batch_and_fails_unknown_chunks(stack, sim):
         wait_until(warmed_up, 40, 0, "Flower to receive task events")
         sim.reset()
         batches = sends_of_each_kind(sim)
-        rows = {kind: wait_until(lambda: seen(batch_id), 20, 0.3, f"the {kind} chunk in Flower")
-                for kind, batch_id in batches.items()}
+        rows = {
+            kind: wait_until(lambda batch_id=batch_id: seen(batch_id), 20, 0.3, f"the {kind} chunk in Flower")
+            for kind, batch_id in batches.items()
+        }
         body = httpx.get(f"http://127.0.0.1:{port}/api/tasks", auth=auth).text
 
     assert len(rows["ok"]) == 2

@@ -1,6 +1,7 @@
 """`smsq metrics` without a worker: queue lengths as the broker holds them, what
 it serves when the database and broker are away, how it binds; and the vendor
 call tally against rows that commit out of id order."""
+
 from __future__ import annotations
 
 import re
@@ -10,8 +11,8 @@ import httpx
 import pytest
 from sqlalchemy import insert
 
-from smsq.store.models import VendorCall
 from smsq.cli.call_tally import SETTLE_SECONDS, CallTally
+from smsq.store.models import VendorCall
 from smsq.worker.db import session_scope, upgrade
 
 from ..conftest import REDIS_URL, ROOT, fresh_redis, wait_until
@@ -46,8 +47,11 @@ def test_queue_lengths_are_what_waits_in_the_broker(env, tmp_path, broker):
 
 
 def test_unreachable_database_and_broker_are_reported_not_fatal(env, tmp_path):
-    env = {**env, "SMSQ_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere",
-           "SMSQ_BROKER_URL": "redis://127.0.0.1:1/0"}
+    env = {
+        **env,
+        "SMSQ_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere",
+        "SMSQ_BROKER_URL": "redis://127.0.0.1:1/0",
+    }
     with running("metrics", env=env, cwd=tmp_path) as (port, proc):
         first = scrape(port)
         assert value(first, "smsq_up", component="database") == 0
@@ -73,8 +77,13 @@ def test_call_tally_counts_rows_that_commit_out_of_order_once(tmp_path):
 
     def add(*rows):
         with session_scope(url) as s:
-            s.execute(insert(VendorCall), [dict(id=i, account="a", outcome=o, seconds=sec,
-                                                created_at=t0 + timedelta(seconds=at)) for i, o, sec, at in rows])
+            s.execute(
+                insert(VendorCall),
+                [
+                    dict(id=i, account="a", outcome=o, seconds=sec, created_at=t0 + timedelta(seconds=at))
+                    for i, o, sec, at in rows
+                ],
+            )
 
     tally = CallTally()
     add((1, "ok", 0.2, 0), (2, "ok", 0.3, 1), (4, "transient", 6.0, 2))  # id 3 not committed yet
@@ -86,8 +95,13 @@ def test_call_tally_counts_rows_that_commit_out_of_order_once(tmp_path):
         assert tally.update(s) == 0  # nothing counted twice
     assert dict(tally.calls) == {("a", "ok"): 2, ("a", "transient"): 1, ("a", "ambiguous"): 1}
     histogram = dict(tally.durations["a"].cumulative())
-    assert (histogram["0.25"], histogram["0.5"], histogram["10.0"], histogram["15.0"], histogram["+Inf"]) == \
-        (1, 2, 3, 4, 4)
+    assert (histogram["0.25"], histogram["0.5"], histogram["10.0"], histogram["15.0"], histogram["+Inf"]) == (
+        1,
+        2,
+        3,
+        4,
+        4,
+    )
     assert tally.durations["a"].total == pytest.approx(21.5)
 
     add((5, "ok", 0.1, SETTLE_SECONDS + 10))  # much later: ids 1-4 are settled

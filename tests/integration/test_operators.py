@@ -1,11 +1,12 @@
 """Operator commands, run as the operator runs them (``python -m smsq ...``) against
 the real stack: status --number, export, batches, cancel, settle --batch, purge, blocked."""
+
 from __future__ import annotations
 
 import csv
 import io
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
@@ -49,7 +50,9 @@ def test_status_number_lists_every_send_newest_first(stack, sim):
     assert result.returncode == 0, result.stderr
     sends = json_lines(result.stdout)
     assert [(s["batch_id"], s["account"], s["state"]) for s in sends] == [
-        (second.batch_id, "slow-dxt", "sent"), (first.batch_id, "shop-dxt", "failed")]
+        (second.batch_id, "slow-dxt", "sent"),
+        (first.batch_id, "shop-dxt", "failed"),
+    ]
     assert sends[1]["code"] == "20" and sends[1]["updated_at"].endswith("+08:00")
 
     table = smsq(stack, "status", "--number", "13500000201")
@@ -113,7 +116,7 @@ def test_batches_lists_the_recent_ones_with_counts(stack, sim):
 
 
 def test_batches_shows_a_scheduled_one_until_it_is_cancelled(stack, sim):
-    at = datetime.now(timezone.utc) + timedelta(hours=1)
+    at = datetime.now(UTC) + timedelta(hours=1)
     receipt = send_sms("shop-dxt", ["13500000404"], CONTENT, send_at=at)
     (listed,) = json_lines(smsq(stack, "batches", "--limit", "1", "--json").stdout)
     assert listed["batch_id"] == receipt.batch_id and listed["scheduled"] is True, listed
@@ -137,14 +140,17 @@ def test_a_cancelled_batch_never_reaches_the_vendor(stack, sim):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["cancelled_chunks"] + report["sending_chunks"] == 3 and not report["done"]
+
     # A chunk that was being sent comes back for its retry: the claim refuses it, the relay cancels it.
     def all_cancelled():
         run_relay()
         return batch_status(receipt.batch_id).chunks == {"cancelled": 3}
+
     wait_until(all_cancelled, 30, 0.5, "every chunk cancelled")
     status = batch_status(receipt.batch_id)
     assert status.final and status.recipients == {"cancelled": 250}
     import time
+
     time.sleep(3)  # the retry messages of the busy calls come and go
     assert not sent_numbers(sim) & set(numbers)
 
@@ -160,8 +166,9 @@ def test_a_chunk_back_from_the_vendor_while_cancelling_is_cancelled_and_counted(
     back to pending (a busy answer: it waits for its retry) before cancel counts the batch."""
     from smsq.tasks import cancel as cancelling
 
-    receipt = send_sms("shop-dxt", [f"13500007{i:03d}" for i in range(250)], CONTENT,
-                       send_at=datetime.now(timezone.utc) + timedelta(hours=2))  # held: no worker takes them
+    receipt = send_sms(
+        "shop-dxt", [f"13500007{i:03d}" for i in range(250)], CONTENT, send_at=datetime.now(UTC) + timedelta(hours=2)
+    )  # held: no worker takes them
     wait_until(lambda: sum(batch_status(receipt.batch_id).chunks.values()) == 3, 30, what="the batch cut")
     with session_scope(settings().database_url) as s:
         s.execute(update(Chunk).where(Chunk.batch_id == receipt.batch_id, Chunk.seq == 0).values(state="sending"))
@@ -170,8 +177,9 @@ def test_a_chunk_back_from_the_vendor_while_cancelling_is_cancelled_and_counted(
     def then_the_worker_gives_it_back(session, batch_ids):
         result = original(session, batch_ids)
         if not calls:
-            session.execute(update(Chunk).where(Chunk.batch_id == receipt.batch_id, Chunk.seq == 0)
-                            .values(state="pending"))
+            session.execute(
+                update(Chunk).where(Chunk.batch_id == receipt.batch_id, Chunk.seq == 0).values(state="pending")
+            )
         calls.append(result)
         return result
 
@@ -201,8 +209,17 @@ def test_settle_a_batchs_unknown_chunks_in_one_command(stack, sim):
         sim.set_faults(hang=False)
     sim.reset()
 
-    accepted = smsq(stack, "settle", "--batch", str(took.batch_id), "--state", "unknown", "accepted",
-                    "--note", "vendor console shows them")
+    accepted = smsq(
+        stack,
+        "settle",
+        "--batch",
+        str(took.batch_id),
+        "--state",
+        "unknown",
+        "accepted",
+        "--note",
+        "vendor console shows them",
+    )
     assert accepted.returncode == 0, accepted.stderr
     assert "2 unknown chunk(s), 150 number(s)" in accepted.stdout
     assert batch_status(took.batch_id).recipients == {"sent": 150}
@@ -242,7 +259,9 @@ def test_a_resent_chunk_keeps_the_first_send_in_the_numbers_history(stack, sim):
     assert result.returncode == 0, result.stderr
     sends = json_lines(result.stdout)
     assert [(s["batch_id"], s["vendor_id"], s["state"], s["code"]) for s in sends] == [
-        (receipt.batch_id, again, "delivered", "10"), (receipt.batch_id, first, "failed", "20")]
+        (receipt.batch_id, again, "delivered", "10"),
+        (receipt.batch_id, first, "failed", "20"),
+    ]
     assert sends[0]["resent_at"] is None and sends[1]["resent_at"].endswith("+08:00")
     table = smsq(stack, "status", "--number", number).stdout
     assert "vendor id" in table and table.index(again) < table.index(first) and "sent again" in table
@@ -272,8 +291,11 @@ def test_purge_removes_old_finished_work_and_keeps_what_is_in_flight_or_unparsed
     assert inbound.outcome == reports.outcome == "ok"
     with session_scope(settings().database_url) as s:
         # A chunk waiting for a retry, 100 days on: still in flight.
-        s.execute(update(Chunk).where(Chunk.batch_id == in_flight.batch_id).values(
-            state="pending", next_attempt_at=utcnow() + timedelta(days=1)))
+        s.execute(
+            update(Chunk)
+            .where(Chunk.batch_id == in_flight.batch_id)
+            .values(state="pending", next_attempt_at=utcnow() + timedelta(days=1))
+        )
         unparsed = PollJournal(account="shop-dxt", kind="inbound", body="17,13500000999,lost?", state="failed")
         s.add(unparsed)
         s.flush()
@@ -303,8 +325,9 @@ def test_purge_removes_old_finished_work_and_keeps_what_is_in_flight_or_unparsed
         assert s.get(PollJournal, unparsed_id).state == "failed"
         assert s.get(PollJournal, inbound.journal_id) is None
         assert not s.execute(select(StatusReport.id).where(StatusReport.id.in_(report_ids))).first()
-        assert len(s.execute(select(InboundMessage.id).where(InboundMessage.id.in_(inbound_ids))).all()) == \
-            len(inbound_ids)  # the application's data: kept without --inbound
+        assert len(s.execute(select(InboundMessage.id).where(InboundMessage.id.in_(inbound_ids))).all()) == len(
+            inbound_ids
+        )  # the application's data: kept without --inbound
 
     with_inbound = smsq(stack, "purge", "--older-than", "90d", "--inbound")
     assert with_inbound.returncode == 0 and f"{len(inbound_ids)} inbound_messages" in with_inbound.stdout
@@ -313,8 +336,9 @@ def test_purge_removes_old_finished_work_and_keeps_what_is_in_flight_or_unparsed
 
 
 @on_stacks("embedded")  # the age is read before the database is opened: any stack tells the same
-@pytest.mark.parametrize("age, message", [("2h", "younger than 1 day"), ("90", "90d (days) or 36h"),
-                                          ("0d", "90d (days) or 36h")])
+@pytest.mark.parametrize(
+    "age, message", [("2h", "younger than 1 day"), ("90", "90d (days) or 36h"), ("0d", "90d (days) or 36h")]
+)
 def test_purge_refuses_a_bad_or_too_young_age(stack, age, message):
     result = smsq(stack, "purge", "--older-than", age)
     assert result.returncode == 2 and message in result.stderr
@@ -324,8 +348,9 @@ def test_blocked_list_add_remove_and_sends_skip_it(stack, sim):
     added = smsq(stack, "blocked", "--account", "shop-dxt", "--add", "+86 135 0000 1001", "--reason", "complaint")
     assert added.returncode == 0, added.stderr
     listed = json_lines(smsq(stack, "blocked", "--account", "shop-dxt", "--json").stdout)
-    assert {"account": "shop-dxt", "mobile": "13500001001", "reason": "complaint", "source": "manual"}.items() \
-        <= next(b for b in listed if b["mobile"] == "13500001001").items()
+    assert {"account": "shop-dxt", "mobile": "13500001001", "reason": "complaint", "source": "manual"}.items() <= next(
+        b for b in listed if b["mobile"] == "13500001001"
+    ).items()
     receipt = send_sms("shop-dxt", ["13500001001", "13500001002"], CONTENT)
     assert receipt.rejected == [("13500001001", "blocked for this account: complaint")]
     wait_final(receipt.batch_id)

@@ -1,4 +1,5 @@
 """smsq installs one import package, so it lives beside an application's own modules."""
+
 from __future__ import annotations
 
 import subprocess
@@ -7,15 +8,22 @@ import textwrap
 
 
 def _run(code: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, capture_output=True,
-                          text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "SMSQ_CONFIG": str(cwd / "none.toml")})
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "SMSQ_CONFIG": str(cwd / "none.toml")},
+    )
 
 
 def test_an_application_with_its_own_tasks_and_worker_modules_keeps_them(tmp_path):
     # A typical Celery project: its own tasks.py and worker.py next to the code that sends.
     (tmp_path / "tasks.py").write_text("MINE = 'tasks'\n")
     (tmp_path / "worker.py").write_text("MINE = 'worker'\n")
-    out = _run("""
+    out = _run(
+        """
         import tasks, worker
         from smsq import send_sms, batch_status, Receipt, BatchStatus, ContentError, UnknownAccountError
         import smsq.tasks.producer
@@ -23,37 +31,48 @@ def test_an_application_with_its_own_tasks_and_worker_modules_keeps_them(tmp_pat
         assert send_sms is smsq.tasks.producer.send_sms
         assert issubclass(ContentError, ValueError)
         print("ok")
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
 
 
 def test_nothing_but_smsq_is_importable_from_the_install(tmp_path):
-    out = _run("""
+    out = _run(
+        """
         import importlib.util
         print([m for m in ("tasks", "worker", "providers", "store", "scheduler", "simulator")
                if importlib.util.find_spec(m) is not None])
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
 
 def test_providers_import_without_celery_or_the_database(tmp_path):
-    out = _run("""
+    out = _run(
+        """
         import sys
         import smsq.providers.dxt
         print(sorted(m for m in ("celery", "sqlalchemy", "kombu") if m in sys.modules))
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
 
 def test_celery_dash_a_smsq_finds_the_app(tmp_path):
-    out = _run("""
+    out = _run(
+        """
         from celery.app.utils import find_app
         app = find_app("smsq")
         print(app.main, app.conf.task_serializer, app.conf.accept_content)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "smsq json ['json']"
 
@@ -62,9 +81,12 @@ def test_the_app_has_the_workers_boot_steps_and_beats_schedule_however_it_was_fi
     """The runtime builds the app a producer needs; smsq.app (celery -A smsq, the smsq command)
     completes it with the relay timer, the warm-up and the beat schedule, also when a send built
     it first."""
-    (tmp_path / "none.toml").write_text('[accounts.shop-dxt]\nprovider = "dxt"\nbase_url = "http://127.0.0.1:9/"\n'
-                                        'username = "u"\npassword = "p-secret"\n')
-    out = _run("""
+    (tmp_path / "none.toml").write_text(
+        '[accounts.shop-dxt]\nprovider = "dxt"\nbase_url = "http://127.0.0.1:9/"\n'
+        'username = "u"\npassword = "p-secret"\n'
+    )
+    out = _run(
+        """
         from smsq.worker.app import get_app, reset_app
 
         def steps(app):
@@ -76,7 +98,9 @@ def test_the_app_has_the_workers_boot_steps_and_beats_schedule_however_it_was_fi
         print(smsq.app is first, steps(first), sorted(smsq.app.conf.beat_schedule))
         reset_app()
         print(steps(get_app()), len(get_app().conf.beat_schedule))
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     schedule = ["smsq.poll_balance:shop-dxt", "smsq.poll_inbound:shop-dxt", "smsq.poll_reports:shop-dxt", "smsq.relay"]
     assert out.stdout.splitlines() == [
@@ -90,7 +114,8 @@ def test_an_applications_own_worker_children_are_left_as_they_are(tmp_path):
     """Celery's prefork pool announces each child to every receiver in the process: smsq's
     (which keeps a child alive through SIGTERM until its vendor call is recorded) acts only
     in a child of smsq's worker, not in one of the application's that merely imports smsq."""
-    out = _run("""
+    out = _run(
+        """
         from celery import Celery
         from celery.signals import worker_process_init
         from smsq.worker import app as smsq_app, shutdown
@@ -102,7 +127,9 @@ def test_an_applications_own_worker_children_are_left_as_they_are(tmp_path):
         smsq_app.get_app().set_current()  # a child of smsq's worker
         worker_process_init.send(sender="smsq@host")
         print("ours", shutdown._pool_child)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["theirs", "False", "ours", "True"]
 
@@ -219,17 +246,27 @@ def test_an_application_keeps_its_own_celery_app_around_every_smsq_call(tmp_path
     package.mkdir()
     (package / "__init__.py").write_text(APP_INIT.format(broker=f"sqla+sqlite:///{tmp_path / 'myapp-broker.db'}"))
     (package / "tasks.py").write_text(APP_TASKS)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
-           "SMSQ_CONFIG": str(write_config(tmp_path / "smsq.toml", "http://127.0.0.1:9")),
-           "SMSQ_TEST_DXT_PASSWORD": "not-used-here",
-           "SMSQ_DATABASE_URL": fresh_postgres(f"smsq_guest_{os.getpid()}"),
-           "SMSQ_BROKER_URL": fresh_redis(REDIS_URL)}
-    upgrade = subprocess.run([sys.executable, "-m", "smsq", "db", "upgrade"], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=120)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "SMSQ_CONFIG": str(write_config(tmp_path / "smsq.toml", "http://127.0.0.1:9")),
+        "SMSQ_TEST_DXT_PASSWORD": "not-used-here",
+        "SMSQ_DATABASE_URL": fresh_postgres(f"smsq_guest_{os.getpid()}"),
+        "SMSQ_BROKER_URL": fresh_redis(REDIS_URL),
+    }
+    upgrade = subprocess.run(
+        [sys.executable, "-m", "smsq", "db", "upgrade"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert upgrade.returncode == 0, upgrade.stderr
     (tmp_path / "main.py").write_text(APP_MAIN.format(database_url=env["SMSQ_DATABASE_URL"]))
-    out = subprocess.run([sys.executable, "main.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=180)
+    out = subprocess.run(
+        [sys.executable, "main.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.splitlines()[-1] == "ok smsq.app.send_task"
     # ... and nothing of the application's went to smsq's broker.
@@ -241,9 +278,12 @@ def test_an_application_keeps_its_own_celery_app_around_every_smsq_call(tmp_path
 def test_an_applications_own_worker_and_beat_do_not_run_smsqs_start_up_work(tmp_path):
     """Celery sends worker_ready and beat_init for every app in the process: an application's
     worker or beat that imports smsq must not start smsq's spool replayer or queue its polls."""
-    (tmp_path / "none.toml").write_text('[accounts.shop-dxt]\nprovider = "dxt"\nbase_url = "http://127.0.0.1:9/"\n'
-                                        'username = "u"\npassword = "p-secret"\n')
-    out = _run("""
+    (tmp_path / "none.toml").write_text(
+        '[accounts.shop-dxt]\nprovider = "dxt"\nbase_url = "http://127.0.0.1:9/"\n'
+        'username = "u"\npassword = "p-secret"\n'
+    )
+    out = _run(
+        """
         import threading
         from celery import Celery
         from celery.signals import beat_init, worker_ready
@@ -267,6 +307,8 @@ def test_an_applications_own_worker_and_beat_do_not_run_smsqs_start_up_work(tmp_
         ours = smsq.app  # smsq's own worker and beat do run it
         beat_init.send(sender=Sender(ours))
         print("smsq beat polls:", len(sent) > 0)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["application: 0 0", "smsq beat polls: True"], out.stdout

@@ -4,6 +4,7 @@ The vendor allows one call per endpoint every 30 s. Tests that need several
 polls in a row open the window by hand (``open_window``) instead of waiting:
 that is the lease's own state, which every process consults.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,8 +20,7 @@ from sqlalchemy import func, select
 
 from smsq.simulator.dxt import Report as SimReport
 from smsq.store.models import Chunk, InboundMessage, PollJournal, Recipient, StatusReport
-from smsq.tasks import batch_status, send_sms
-from smsq.tasks import polls
+from smsq.tasks import batch_status, polls, send_sms
 from smsq.tasks.polls import parse_journal, poll, reparse
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
@@ -159,10 +159,24 @@ def test_a_reused_vendor_id_settles_the_later_send_and_a_repeat_inserts_nothing(
     assert poll("shop-dxt", "reports").items == 1
     assert count(StatusReport) - before == 1
     with session_scope(settings().database_url) as s:
-        settled = s.execute(select(StatusReport.recipient_id).where(
-            StatusReport.vendor_id == reused, StatusReport.mobile == number).order_by(StatusReport.id)).scalars().all()
-        recipients = s.execute(select(Recipient.id).where(Recipient.batch_id.in_(
-            [first.batch_id, second.batch_id])).order_by(Recipient.id)).scalars().all()
+        settled = (
+            s.execute(
+                select(StatusReport.recipient_id)
+                .where(StatusReport.vendor_id == reused, StatusReport.mobile == number)
+                .order_by(StatusReport.id)
+            )
+            .scalars()
+            .all()
+        )
+        recipients = (
+            s.execute(
+                select(Recipient.id)
+                .where(Recipient.batch_id.in_([first.batch_id, second.batch_id]))
+                .order_by(Recipient.id)
+            )
+            .scalars()
+            .all()
+        )
     assert settled == recipients  # one report each, each on its own send
 
 
@@ -223,8 +237,13 @@ def test_a_report_for_nothing_we_know_is_kept(stack, sim):
 def test_balance_is_stored_and_shown_by_smsq_accounts(stack, sim):
     open_window()
     assert poll("shop-dxt", "balance").outcome == "ok"
-    out = subprocess.run([sys.executable, "-m", "smsq", "accounts", "--json"], capture_output=True, text=True,
-                         env={**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "smsq", "accounts", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **stack.env, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     accounts = {a["account"]: a for a in json.loads(out.stdout)}
     assert accounts["shop-dxt"]["balance"] == sim.balances["test"]
@@ -275,19 +294,39 @@ def beats_log(tmp_path) -> str:
 @on_stacks("distributed")  # the race runs on the distributed stack
 def test_two_beats_and_extra_workers_never_poll_inside_the_window(stack, sim, tmp_path):
     """Race until the window has opened again, and a little after: two beats (each thinking
-    it is the only one), a second worker, and this process polling in a loop. The vendor sees each endpoint at most once per 30 s:
+    it is the only one), a second worker, and this process polling in a loop. The vendor sees each endpoint at
+    most once per 30 s:
     once as the beats start and once when the window opens again, 30 s later."""
     open_window()
     # The beats see one account (the simulator cannot tell accounts apart in its call log).
     config = tmp_path / "one-account.toml"
     # Polled as often as the vendor allows, so that the beats fire inside the race too.
-    config.write_text((stack.tmp / "smsq.toml").read_text().split("[accounts.slow-dxt]")[0]
-                      .replace('rate_limit = "200/s"', 'rate_limit = "200/s"\npoll_interval = 30', 1))
+    config.write_text(
+        (stack.tmp / "smsq.toml")
+        .read_text()
+        .split("[accounts.slow-dxt]")[0]
+        .replace('rate_limit = "200/s"', 'rate_limit = "200/s"\npoll_interval = 30', 1)
+    )
     env = {**os.environ, **stack.env, "SMSQ_CONFIG": str(config), "PYTHONPATH": str(ROOT)}
-    beats = [subprocess.Popen([sys.executable, "-m", "smsq", "beat", "--scheduler", "local",
-                               "--schedule-file", str(tmp_path / f"beat{i}")], cwd=tmp_path, env=env,
-                              stdout=open(tmp_path / f"beat{i}.log", "wb"), stderr=subprocess.STDOUT)
-             for i in range(2)]
+    beats = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "smsq",
+                "beat",
+                "--scheduler",
+                "local",
+                "--schedule-file",
+                str(tmp_path / f"beat{i}"),
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=open(tmp_path / f"beat{i}.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(2)
+    ]
     second = dataclasses.replace(stack, worker=None, tmp=tmp_path, env={**stack.env, "SMSQ_CONFIG": str(config)})
     second.worker = start_worker(second, queues="smsq.poll")
     start = time.monotonic()
@@ -312,7 +351,7 @@ def test_two_beats_and_extra_workers_never_poll_inside_the_window(stack, sim, tm
     assert set(polled) == POLLED
     for endpoint, times in polled.items():
         assert len(times) >= 2, f"{endpoint} polled only {len(times)} time(s) in {RACE_LIMIT} s"
-        gaps = [b - a for a, b in zip(times, times[1:])]
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
         assert min(gaps) >= 30.0, f"{endpoint} called {min(gaps):.1f} s after the previous call"
     assert beats_log(tmp_path).count("Sending due task smsq.poll_inbound:shop-dxt") >= 2  # both beats really fired
 
@@ -321,13 +360,21 @@ def reopened_for_all(sim, tmp_path) -> bool:
     """Every endpoint called twice (as the beats start, then when the window opens again),
     and the beats have fired twice."""
     polled = polled_times(sim)
-    return (set(polled) == POLLED and all(len(t) >= 2 for t in polled.values())
-            and beats_log(tmp_path).count("Sending due task smsq.poll_inbound:shop-dxt") >= 2)
+    return (
+        set(polled) == POLLED
+        and all(len(t) >= 2 for t in polled.values())
+        and beats_log(tmp_path).count("Sending due task smsq.poll_inbound:shop-dxt") >= 2
+    )
 
 
 def smsq(stack, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smsq", *args], capture_output=True, text=True,
-                          env={**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "smsq", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **stack.env, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
 
 
 # The commands print what the polls return, and the polls run on both stacks in this module;
@@ -348,8 +395,15 @@ def test_poll_inbound_and_reparse_from_the_cli(stack, sim, monkeypatch):
 
     # A journal row that failed to parse shows in `smsq accounts` until --reparse.
     with session_scope(settings().database_url) as s:
-        s.add(PollJournal(account="shop-dxt", kind="inbound", body="1|77;13200000002;journaled", state="failed",
-                          error="ValueError: injected"))
+        s.add(
+            PollJournal(
+                account="shop-dxt",
+                kind="inbound",
+                body="1|77;13200000002;journaled",
+                state="failed",
+                error="ValueError: injected",
+            )
+        )
     health = json.loads(smsq(stack, "accounts", "--json").stdout)
     shop = next(a for a in health if a["account"] == "shop-dxt")
     assert shop["unparsed_journal"] >= 1 and "smsq poll --reparse shop-dxt" in shop["health"]
@@ -357,7 +411,9 @@ def test_poll_inbound_and_reparse_from_the_cli(stack, sim, monkeypatch):
     assert fixed.returncode == 0 and "parsed again" in fixed.stdout, fixed.stdout + fixed.stderr
     after = json.loads(smsq(stack, "accounts", "--json").stdout)
     assert next(a for a in after if a["account"] == "shop-dxt")["unparsed_journal"] == 0
-    assert any(m["content"] == "journaled" for m in map(json.loads, smsq(stack, "inbound", "--json").stdout.splitlines()))
+    assert any(
+        m["content"] == "journaled" for m in map(json.loads, smsq(stack, "inbound", "--json").stdout.splitlines())
+    )
 
 
 def test_a_full_page_polls_again_after_the_window(stack, sim):
@@ -388,8 +444,13 @@ def test_a_balance_under_the_alert_is_a_warning(stack, sim, caplog, tmp_path):
     from smsq.worker.config import parse_account
 
     conf = settings()
-    table = {"provider": "dxt", "base_url": stack.sim_url, "username": "test",
-             "password_env": "SMSQ_TEST_DXT_PASSWORD", "balance_alert": 1e12}
+    table = {
+        "provider": "dxt",
+        "base_url": stack.sim_url,
+        "username": "test",
+        "password_env": "SMSQ_TEST_DXT_PASSWORD",
+        "balance_alert": 1e12,
+    }
     low = dataclasses.replace(conf, accounts={**conf.accounts, "low-dxt": parse_account("low-dxt", table, tmp_path)})
     with caplog.at_level(logging.WARNING, logger="smsq.poll"):
         assert poll("low-dxt", "balance", conf=low).outcome == "ok"
@@ -399,9 +460,16 @@ def test_a_balance_under_the_alert_is_a_warning(stack, sim, caplog, tmp_path):
 @on_stacks("distributed")  # the Redis lock is the distributed mode's
 def test_only_one_redbeat_beat_sends(stack, tmp_path):
     env = {**os.environ, **stack.env, "SMSQ_RELAY_INTERVAL": "1", "PYTHONPATH": str(ROOT)}
-    beats = [subprocess.Popen([sys.executable, "-m", "smsq", "beat"], cwd=tmp_path, env=env,
-                              stdout=open(tmp_path / f"redbeat{i}.log", "wb"), stderr=subprocess.STDOUT)
-             for i in range(2)]
+    beats = [
+        subprocess.Popen(
+            [sys.executable, "-m", "smsq", "beat"],
+            cwd=tmp_path,
+            env=env,
+            stdout=open(tmp_path / f"redbeat{i}.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(2)
+    ]
 
     def relays(i: int) -> int:
         return (tmp_path / f"redbeat{i}.log").read_text(errors="replace").count("Sending due task smsq.relay")
@@ -433,9 +501,13 @@ def test_beat_polls_every_kind_as_it_starts(stack, sim, tmp_path):
     config = tmp_path / "one-account.toml"
     config.write_text((stack.tmp / "smsq.toml").read_text().split("[accounts.slow-dxt]")[0])
     env = {**os.environ, **stack.env, "SMSQ_CONFIG": str(config), "PYTHONPATH": str(ROOT)}
-    beat = subprocess.Popen([sys.executable, "-m", "smsq", "beat", "--scheduler", "local",
-                             "--schedule-file", str(tmp_path / "beat")], cwd=tmp_path, env=env,
-                            stdout=open(tmp_path / "beat.log", "wb"), stderr=subprocess.STDOUT)
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "smsq", "beat", "--scheduler", "local", "--schedule-file", str(tmp_path / "beat")],
+        cwd=tmp_path,
+        env=env,
+        stdout=open(tmp_path / "beat.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
 
     def polled(kind):
         with session_scope(settings().database_url) as s:
@@ -452,6 +524,7 @@ def test_beat_polls_every_kind_as_it_starts(stack, sim, tmp_path):
 
 # -- opt-out: a reply that is an unsubscribe keyword puts the number on the account's blocked
 # list, through a real poll; later sends skip it (the keywords themselves: tests/unit/test_optout.py)
+
 
 def blocked(stack, account: str = "shop-dxt") -> dict[str, dict]:
     result = smsq(stack, "blocked", "--account", account, "--json")
@@ -474,8 +547,9 @@ def test_an_unsubscribe_reply_stops_later_sends(stack, sim):
     assert "13600002002" not in on_list
 
     receipt = send_sms("shop-dxt", [f"1360000200{i}" for i in range(1, 5)], CONTENT)
-    assert sorted(receipt.rejected) == [(n, "blocked for this account: opted out")
-                                        for n in ("13600002001", "13600002003", "13600002004")]
+    assert sorted(receipt.rejected) == [
+        (n, "blocked for this account: opted out") for n in ("13600002001", "13600002003", "13600002004")
+    ]
     wait_final(receipt.batch_id)
     assert sent_numbers(sim) == {"13600002002"}
     # Opt-out is per account: the same number can still be sent through another one.

@@ -1,5 +1,6 @@
 """Failover routes: config, the circuit of each account, and a route whose first account is broken,
 end to end (real worker, dxt and linkws simulators over HTTP)."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,17 @@ from smsq.tasks import circuit
 from smsq.tasks.decisions import Policy, decide
 from smsq.worker.config import ConfigError, UnknownAccountError, load_settings
 
-from ..conftest import (PASSWORD, ROOT, Stack, apply_env, mode_env, restore_env, start_worker, stop_worker,
-                       wait_final, wait_until)
+from ..conftest import (
+    PASSWORD,
+    ROOT,
+    Stack,
+    apply_env,
+    mode_env,
+    restore_env,
+    start_worker,
+    stop_worker,
+    wait_final,
+)
 
 ACCOUNTS = """
 [accounts.a-dxt]
@@ -48,6 +58,7 @@ def settings_for(tmp_path, routes: str, monkeypatch):
 
 # -- config -----------------------------------------------------------------
 
+
 def test_a_route_is_read_with_its_accounts_in_order(tmp_path, monkeypatch):
     conf = settings_for(tmp_path, '[routes.shop]\naccounts = ["b-linkws", "a-dxt"]\ncooloff = 7\n', monkeypatch)
     route = conf.route_or_account("shop")
@@ -58,16 +69,19 @@ def test_a_route_is_read_with_its_accounts_in_order(tmp_path, monkeypatch):
         conf.route_or_account("nope")
 
 
-@pytest.mark.parametrize("table, message", [
-    ('[routes.a-dxt]\naccounts = ["b-linkws"]\n', r"route 'a-dxt': an account has the same name"),
-    ('[routes.shop]\naccounts = []\n', r"route 'shop': accounts must be a list of at least one"),
-    ('[routes.shop]\n', r"route 'shop': accounts must be a list"),
-    ('[routes.shop]\naccounts = ["a-dxt", "ghost"]\n', r"route 'shop': accounts names 'ghost', not configured"),
-    ('[routes.shop]\naccounts = ["a-dxt", "a-dxt"]\n', r"route 'shop': accounts names 'a-dxt' more than once"),
-    ('[routes.shop]\naccounts = ["a-dxt"]\ncooloff = 0\n', r"route 'shop': cooloff must be a positive number"),
-    ('[routes.shop]\naccounts = ["a-dxt"]\ncoolof = 3\n', r"route 'shop': unknown key\(s\) 'coolof'"),
-    ('[rout.shop]\naccounts = ["a-dxt"]\n', r"unknown top-level table\(s\) rout"),
-])
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ('[routes.a-dxt]\naccounts = ["b-linkws"]\n', r"route 'a-dxt': an account has the same name"),
+        ("[routes.shop]\naccounts = []\n", r"route 'shop': accounts must be a list of at least one"),
+        ("[routes.shop]\n", r"route 'shop': accounts must be a list"),
+        ('[routes.shop]\naccounts = ["a-dxt", "ghost"]\n', r"route 'shop': accounts names 'ghost', not configured"),
+        ('[routes.shop]\naccounts = ["a-dxt", "a-dxt"]\n', r"route 'shop': accounts names 'a-dxt' more than once"),
+        ('[routes.shop]\naccounts = ["a-dxt"]\ncooloff = 0\n', r"route 'shop': cooloff must be a positive number"),
+        ('[routes.shop]\naccounts = ["a-dxt"]\ncoolof = 3\n', r"route 'shop': unknown key\(s\) 'coolof'"),
+        ('[rout.shop]\naccounts = ["a-dxt"]\n', r"unknown top-level table\(s\) rout"),
+    ],
+)
 def test_route_mistakes_name_the_route_and_the_key(tmp_path, monkeypatch, table, message):
     with pytest.raises(ConfigError, match=message):
         settings_for(tmp_path, table, monkeypatch)
@@ -98,12 +112,14 @@ def state(conf) -> SimpleNamespace:
 
     with session_scope(conf.database_url, readonly=True) as s:
         row = s.get(AccountCircuit, "a-dxt")
-        return SimpleNamespace(state=row.state, cooloff=row.cooloff, trips=row.trips, reopen_at=row.reopen_at,
-                               reason=row.reason)
+        return SimpleNamespace(
+            state=row.state, cooloff=row.cooloff, trips=row.trips, reopen_at=row.reopen_at, reason=row.reason
+        )
 
 
-def heard(conf, result: SendResult, seconds: float, *, probe: bool = False, attempt: int = 1,
-          first_ago: float = 0.0) -> str | None:
+def heard(
+    conf, result: SendResult, seconds: float, *, probe: bool = False, attempt: int = 1, first_ago: float = 0.0
+) -> str | None:
     """What a-dxt's circuit makes of the answer ``result`` at ``at(seconds)`` to the chunk's
     ``attempt``-th call, its first ``first_ago`` seconds before."""
     decision = decide(result, attempt, at(seconds - first_ago), at(seconds), Policy.of(conf), probe=probe)
@@ -195,7 +211,8 @@ def route_stack(request, tmp_path_factory):
     sims = [serve(dxt_app(dxt), port=0), serve(linkws_app(linkws), port=0)]
     tmp = tmp_path_factory.mktemp(f"routes-{request.param}")
     config = tmp / "smsq.toml"
-    config.write_text(f"""
+    config.write_text(
+        f"""
 [accounts.route-dxt]
 provider = "dxt"
 base_url = "{sims[0].url}"
@@ -216,7 +233,9 @@ rate_limit = "200/s"
 [routes.shop]
 accounts = ["route-dxt", "route-linkws"]
 cooloff = 8
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     env = {**mode_env(request.param, tmp, config), BROKEN_ENV: "not-the-password"}
     saved = apply_env(env)
     from smsq.tasks.schema import ensure_schema
@@ -235,8 +254,13 @@ cooloff = 8
 
 
 def smsq(stack: Stack, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smsq", *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **stack.env, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "smsq", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **stack.env, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def received(sim) -> Counter:
@@ -265,15 +289,19 @@ def test_a_route_whose_first_account_is_broken_delivers_through_the_second_then_
     assert status.recipients == {"sent": 249, "failed": 1}, status
     assert status.by_account == {"route-linkws": {"sent": 249, "failed": 1}}
     with session_scope(settings().database_url, readonly=True) as s:
-        (refused,) = s.execute(select(Recipient).where(Recipient.batch_id == moved.batch_id,
-                                                       Recipient.state == "failed")).scalars().all()
+        (refused,) = (
+            s.execute(select(Recipient).where(Recipient.batch_id == moved.batch_id, Recipient.state == "failed"))
+            .scalars()
+            .all()
+        )
         assert refused.mobile == first[7] and refused.detail == "blocked for account route-linkws: opted out"
     assert status.route == "shop" and status.chunks.get("moved", 0) >= 1
     assert r.dxt.sends == [] and 1 <= refused_sends(r.dxt) <= 2  # one call per worker process at most
     # 2. While its circuit is open, a new send goes to linkws at once, at linkws's chunk size.
     with session_scope(settings().database_url, readonly=True) as s:
-        assert s.get(AccountCircuit, "route-dxt").reopen_at > datetime.utcnow() + timedelta(seconds=1), \
+        assert s.get(AccountCircuit, "route-dxt").reopen_at > datetime.utcnow() + timedelta(seconds=1), (
             "the first batch took most of the cool-off; the next send would probe"
+        )
     direct = send_sms("shop", second, CONTENT)
     status = wait_final(direct.batch_id, timeout=60)
     assert status.by_account == {"route-linkws": {"sent": 250}} and status.chunks == {"accepted": 1}
@@ -308,6 +336,7 @@ def test_a_route_whose_first_account_is_broken_delivers_through_the_second_then_
     assert {s.content for s in r.dxt.sends} == {CONTENT}  # dxt keeps the signature in front
     with session_scope(settings().database_url, readonly=True) as s:
         assert s.get(AccountCircuit, "route-dxt").state == "closed"
-        moved_chunks = s.execute(select(Chunk).where(Chunk.batch_id == moved.batch_id,
-                                                     Chunk.state == "moved")).scalars().all()
+        moved_chunks = (
+            s.execute(select(Chunk).where(Chunk.batch_id == moved.batch_id, Chunk.state == "moved")).scalars().all()
+        )
         assert all(c.detail.startswith("moved to route-linkws: route-dxt auth -7") for c in moved_chunks)

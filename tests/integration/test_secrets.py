@@ -1,4 +1,5 @@
 """No vendor password in logs, reprs or errors — even with every library logging at DEBUG."""
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,15 @@ def linkws():
 
 def test_a_send_logs_no_password_even_at_debug(linkws, caplog):
     state, url = linkws
-    account = Account(name="t", provider="linkws", base_url=url, username="corp", password=Secret(PASSWORD),
-                      signature="【某某科技】", options={"transport": "soap"})
+    account = Account(
+        name="t",
+        provider="linkws",
+        base_url=url,
+        username="corp",
+        password=Secret(PASSWORD),
+        signature="【某某科技】",
+        options={"transport": "soap"},
+    )
     with caplog.at_level(logging.DEBUG), httpx.Client(timeout=5) as client:
         result = LinkwsProvider(account, client).send(["13800138000"], "您好【某某科技】")
     assert result.outcome.value == "ok" and len(state.sends) == 1
@@ -46,8 +54,14 @@ def test_any_log_line_that_carries_a_password_is_masked(caplog):
 
 def test_reprs_and_errors_hide_the_password(linkws):
     _, url = linkws
-    account = Account(name="t", provider="linkws", base_url=url, username="corp", password=Secret("wrong-Pw-1"),
-                      options={"transport": "http"})
+    account = Account(
+        name="t",
+        provider="linkws",
+        base_url=url,
+        username="corp",
+        password=Secret("wrong-Pw-1"),
+        options={"transport": "http"},
+    )
     with httpx.Client(timeout=5) as client:
         provider = LinkwsProvider(account, client)
         with pytest.raises(ProviderError) as exc:

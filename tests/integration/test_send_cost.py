@@ -6,6 +6,7 @@ Runs the send path in this process against the real database (PostgreSQL or
 SQLite), the real broker and the dxt simulator over HTTP, counting on the
 real engine; no worker consumes the queues here.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,17 +61,18 @@ def test_an_accepted_chunk_costs_two_transactions(direct):
     assert statements == (2 if dialect == "postgresql" else 6) * sends
     with session_scope(settings().database_url) as s:
         states = Counter(s.scalars(select(Recipient.state).where(Recipient.batch_id == receipt.batch_id)))
-        stored = dict(s.execute(select(Recipient.mobile, Recipient.vendor_id)
-                                .where(Recipient.batch_id == receipt.batch_id)).all())
+        stored = dict(
+            s.execute(select(Recipient.mobile, Recipient.vendor_id).where(Recipient.batch_id == receipt.batch_id)).all()
+        )
     assert states == {"sent": 1000}
-    given = {number: smsid for send in direct.sends for number, smsid in zip(send.numbers, send.smsids)}
+    given = {number: smsid for send in direct.sends for number, smsid in zip(send.numbers, send.smsids, strict=False)}
     assert given == stored  # every number once, each with the id the vendor gave it
 
 
 def test_a_chunk_without_a_rate_limit_slot_costs_no_transaction_and_goes_back(direct):
     direct.reset()
     receipt = send_sms("shop-dxt", ["13700009999"], CONTENT)
-    (chunk_id, lane), = chunks_of(receipt.batch_id)
+    ((chunk_id, lane),) = chunks_of(receipt.batch_id)
     rate = settings().account("shop-dxt").rate_limit
     # every call of the window, the priority lane's reserve included
     taken = [limiter(settings().redis_url).try_take("shop-dxt", rate, jump=True) for _ in range(int(rate))]
@@ -89,7 +91,7 @@ def test_a_chunk_without_a_rate_limit_slot_costs_no_transaction_and_goes_back(di
             if t.ok:
                 limiter(settings().redis_url).give_back("shop-dxt", t.ticket)
     assert len(tally.transactions) - tally.health_reads() == 0
-    (body, headers, routing_key), = published
+    ((body, headers, routing_key),) = published
     assert body[0] == [chunk_id] and headers["eta"] is not None and routing_key == f"smsq.{lane}"
     with session_scope(settings().database_url) as s:
         chunk = s.get(Chunk, chunk_id)
@@ -111,7 +113,7 @@ def test_a_chunk_whose_slot_cannot_be_stamped_goes_back_unsent_not_unknown(direc
 
     direct.reset()
     receipt = send_sms("shop-dxt", ["13700008888"], CONTENT)
-    (chunk_id, lane), = chunks_of(receipt.batch_id)
+    ((chunk_id, lane),) = chunks_of(receipt.batch_id)
     bucket = limiter(settings().redis_url)
 
     def gone(*_):
@@ -138,7 +140,7 @@ def test_an_otp_without_a_slot_books_one_and_comes_back_for_it(direct):
     again with the booking (traded for a new ticket), back on time it is sent in that slot."""
     direct.reset()
     receipt = send_sms("shop-dxt", ["13700009998"], CONTENT)
-    (chunk_id, lane), = chunks_of(receipt.batch_id)
+    ((chunk_id, lane),) = chunks_of(receipt.batch_id)
     assert lane == "priority"
     bucket, rate = limiter(settings().redis_url), settings().account("shop-dxt").rate_limit
     taken = [bucket.try_take("shop-dxt", rate, jump=True) for _ in range(int(rate))]  # reserve included
@@ -169,7 +171,7 @@ def test_a_message_from_a_newer_version_is_sent_all_the_same(direct):
 
     direct.reset()
     receipt = send_sms("shop-dxt", ["13700009997"], CONTENT)
-    (chunk_id, lane), = chunks_of(receipt.batch_id)
+    ((chunk_id, lane),) = chunks_of(receipt.batch_id)
     assert send_chunk(chunk_id, account="shop-dxt", lane=lane, hint="a newer version's") == "accepted"
     assert [s.numbers for s in direct.sends] == [["13700009997"]]
 
@@ -193,17 +195,26 @@ def test_an_otp_is_stored_in_one_transaction_of_four_statements(direct):
     assert receipt.queued and receipt.accepted == 2 and [m for m, _ in receipt.rejected] == ["12345"]
     assert published == ["smsq.send_chunk"]  # its chunk, published by the call itself: no split job
     with session_scope(settings().database_url) as s:
-        rows = s.execute(select(Recipient.mobile, Recipient.state, Recipient.chunk_seq)
-                         .where(Recipient.batch_id == receipt.batch_id).order_by(Recipient.id)).all()
-    assert [tuple(r) for r in rows] == [("13700009991", "queued", 0), ("13700009992", "queued", 0),
-                                        ("12345", "rejected", None)]
+        rows = s.execute(
+            select(Recipient.mobile, Recipient.state, Recipient.chunk_seq)
+            .where(Recipient.batch_id == receipt.batch_id)
+            .order_by(Recipient.id)
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("13700009991", "queued", 0),
+        ("13700009992", "queued", 0),
+        ("12345", "rejected", None),
+    ]
     chunk_id, lane = chunks_of(receipt.batch_id)[0]
     assert lane == "priority" and run_chunk(chunk_id, "shop-dxt", lane) == "accepted"
     assert direct.sends[-1].numbers == ["13700009991", "13700009992"]  # in the order given
 
 
-@pytest.mark.parametrize("ids", [["a\x1fb", "c", "d"], ["", "c", "d"], ["x1", "x2", "x3"]],
-                         ids=["a separator in an id", "an empty id", "plain ids"])
+@pytest.mark.parametrize(
+    "ids",
+    [["a\x1fb", "c", "d"], ["", "c", "d"], ["x1", "x2", "x3"]],
+    ids=["a separator in an id", "an empty id", "plain ids"],
+)
 def test_each_number_keeps_the_vendor_id_it_was_given_whatever_the_id(direct, ids):
     from smsq.providers.base import Outcome, SendResult
     from smsq.store.ledger import claim
@@ -217,9 +228,14 @@ def test_each_number_keeps_the_vendor_id_it_was_given_whatever_the_id(direct, id
     accepted = SendResult(Outcome.OK, code="0", vendor_ids=ids)
     assert record(settings(), work, accepted, decided(settings(), work, accepted), 0.01)[0] == "accepted"
     with session_scope(settings().database_url) as s:
-        stored = dict(s.execute(select(Recipient.mobile, Recipient.vendor_id)
-                                .where(Recipient.batch_id == receipt.batch_id, Recipient.state == "sent")).all())
-    assert stored == dict(zip(numbers, ids))
+        stored = dict(
+            s.execute(
+                select(Recipient.mobile, Recipient.vendor_id).where(
+                    Recipient.batch_id == receipt.batch_id, Recipient.state == "sent"
+                )
+            ).all()
+        )
+    assert stored == dict(zip(numbers, ids, strict=False))
 
 
 def test_no_index_of_recipients_names_a_column_the_record_writes(direct):
@@ -231,8 +247,9 @@ def test_no_index_of_recipients_names_a_column_the_record_writes(direct):
     written = {"state", "vendor_id", "updated_at", "code", "detail"}
     inspector = inspect(engine)
     indexed = {column for index in inspector.get_indexes("recipients") for column in index["column_names"]}
-    indexed |= {column for unique in inspector.get_unique_constraints("recipients")
-                for column in unique["column_names"]}
+    indexed |= {
+        column for unique in inspector.get_unique_constraints("recipients") for column in unique["column_names"]
+    }
     assert not indexed & written, indexed & written
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:

@@ -3,11 +3,12 @@
 Runs embedded (SQLite + SQLite broker), distributed (PostgreSQL + Redis) and on
 RabbitMQ (PostgreSQL + RabbitMQ, Redis for the rate limiter).
 """
+
 from __future__ import annotations
 
 import subprocess
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert, select, update
 
@@ -32,17 +33,33 @@ def queue_bindings(stack) -> set[tuple[str, str, str]]:
     after the worker declared them (the broker's default exchange "" left out)."""
     if stack.mode == "rabbitmq":
         vhost = stack.env["SMSQ_BROKER_URL"].rsplit("/", 1)[1]
-        listed = subprocess.run(["rabbitmqctl", "-q", "--no-table-headers", "list_bindings", "-p", vhost,
-                                 "source_name", "destination_name", "routing_key"],
-                                check=True, capture_output=True, text=True, timeout=60).stdout
+        listed = subprocess.run(
+            [
+                "rabbitmqctl",
+                "-q",
+                "--no-table-headers",
+                "list_bindings",
+                "-p",
+                vhost,
+                "source_name",
+                "destination_name",
+                "routing_key",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
         rows = {tuple(line.split("\t")) for line in listed.splitlines() if line.strip()}
     elif stack.mode == "distributed":  # kombu keeps a Redis set of bindings per exchange
         import redis
 
         client = redis.Redis.from_url(stack.env["SMSQ_BROKER_URL"])
-        rows = {(key.decode().removeprefix("_kombu.binding."), queue.decode(), routing_key.decode())
-                for key in client.scan_iter("_kombu.binding.*")
-                for routing_key, _, queue in (m.split(b"\x06\x16") for m in client.smembers(key))}
+        rows = {
+            (key.decode().removeprefix("_kombu.binding."), queue.decode(), routing_key.decode())
+            for key in client.scan_iter("_kombu.binding.*")
+            for routing_key, _, queue in (m.split(b"\x06\x16") for m in client.smembers(key))
+        }
     else:
         raise ValueError(f"the {stack.mode} stack's broker (kombu's SQLAlchemy transport) has no exchanges")
     return {row for row in rows if row[0] and row[1] in QUEUES}
@@ -58,8 +75,13 @@ def test_each_queue_has_its_own_exchange(stack):
 def messy_numbers() -> tuple[list[str], set[str], int]:
     """1,234 entries: 1,100 unique mobiles in mixed spellings, 100 repeats, 34 invalid."""
     unique = [f"139{i:08d}" for i in range(1100)]
-    spellings = [lambda n: n, lambda n: "+86" + n, lambda n: f"86 {n[:3]}-{n[3:7]}-{n[7:]}",
-                 lambda n: "0086" + n, lambda n: n.translate(str.maketrans("0123456789", "０１２３４５６７８９"))]
+    spellings = [
+        lambda n: n,
+        lambda n: "+86" + n,
+        lambda n: f"86 {n[:3]}-{n[3:7]}-{n[7:]}",
+        lambda n: "0086" + n,
+        lambda n: n.translate(str.maketrans("0123456789", "０１２３４５６７８９")),
+    ]
     entries = [spellings[i % len(spellings)](n) for i, n in enumerate(unique)]
     entries += [spellings[(i + 1) % len(spellings)](unique[i * 7]) for i in range(100)]  # repeats
     invalid = [f"1{i:03d}" for i in range(20)] + [f"2{i:010d}" for i in range(10)] + ["abc", "+1 555 0100", "", "139"]
@@ -191,8 +213,15 @@ def test_same_idempotency_key_sends_once(stack, sim):
 
 def test_blocked_number_is_skipped_with_its_reason(stack, sim):
     with session_scope(settings().database_url) as s:
-        s.execute(insert(BlockedNumber).values(account="shop-dxt", mobile="13800000051",
-                                               reason="unsubscribed (TD)", source="manual", created_at=utcnow()))
+        s.execute(
+            insert(BlockedNumber).values(
+                account="shop-dxt",
+                mobile="13800000051",
+                reason="unsubscribed (TD)",
+                source="manual",
+                created_at=utcnow(),
+            )
+        )
     receipt = send_sms("shop-dxt", ["13800000051", "13800000052"], CONTENT)
     assert receipt.rejected == [("13800000051", "blocked for this account: unsubscribed (TD)")]
     wait_final(receipt.batch_id)
@@ -207,8 +236,11 @@ def test_small_batches_take_the_priority_lane(stack, sim):
     for r in (small, big, forced):
         wait_final(r.batch_id)
     with session_scope(settings().database_url) as s:
-        lanes = dict(s.execute(select(Chunk.batch_id, Chunk.lane).where(
-            Chunk.batch_id.in_([small.batch_id, big.batch_id]))).all())
+        lanes = dict(
+            s.execute(
+                select(Chunk.batch_id, Chunk.lane).where(Chunk.batch_id.in_([small.batch_id, big.batch_id]))
+            ).all()
+        )
     assert lanes == {small.batch_id: "priority", big.batch_id: "bulk"}
 
 
@@ -225,7 +257,7 @@ def test_the_worker_is_warm_before_it_says_ready(stack, sim):
 
 def test_a_scheduled_send_waits_in_smsq_and_reaches_the_vendor_at_its_time(stack, sim):
     # dxt has a send_time parameter; smsq holds the chunk all the same and calls at the time.
-    at = datetime.now(timezone.utc) + timedelta(seconds=5)
+    at = datetime.now(UTC) + timedelta(seconds=5)
     receipt = send_sms("shop-dxt", ["13800000071"], CONTENT, send_at=at)
     waiting = batch_status(receipt.batch_id)
     assert waiting.scheduled and waiting.chunks == {"pending": 1}, waiting
@@ -241,12 +273,13 @@ def test_a_scheduled_send_waits_in_smsq_and_reaches_the_vendor_at_its_time(stack
 def test_a_scheduled_chunk_released_ahead_of_its_time_can_still_be_cancelled(stack, sim):
     # The relay hands a chunk to the broker a little before its time, with a countdown to
     # it; until a worker claims it at that time, cancel still wins.
-    at = datetime.now(timezone.utc) + timedelta(seconds=3)
+    at = datetime.now(UTC) + timedelta(seconds=3)
     receipt = send_sms("shop-dxt", ["13800000072"], CONTENT, send_at=at)
     run_relay()  # (or the worker's own relay pass) publishes it: its time is within two relay intervals
     with session_scope(settings().database_url) as s:
-        chunk_id, queued_at = s.execute(select(Chunk.id, Chunk.queued_at)
-                                        .where(Chunk.batch_id == receipt.batch_id)).one()
+        chunk_id, queued_at = s.execute(
+            select(Chunk.id, Chunk.queued_at).where(Chunk.batch_id == receipt.batch_id)
+        ).one()
     assert queued_at is not None  # on its way to a worker, which holds it until the time
     assert cancel_batch(receipt.batch_id).cancelled_chunks == 1
     wait_until(lambda: f"chunk {chunk_id}: not pending" in stack.worker_log(), 30, what="the message at its time")
@@ -273,8 +306,9 @@ def test_relay_turns_a_stale_sending_chunk_unknown(stack, sim):
     wait_final(receipt.batch_id)
     with session_scope(settings().database_url) as s:
         chunk_id = s.scalar(select(Chunk.id).where(Chunk.batch_id == receipt.batch_id))
-        s.execute(update(Chunk).where(Chunk.id == chunk_id).values(
-            state="sending", claimed_at=utcnow() - timedelta(hours=1)))
+        s.execute(
+            update(Chunk).where(Chunk.id == chunk_id).values(state="sending", claimed_at=utcnow() - timedelta(hours=1))
+        )
     assert run_relay()["expired"] == 1
     assert batch_status(receipt.batch_id).chunks == {"unknown": 1}
 
@@ -298,8 +332,13 @@ def test_an_operator_settles_unknown_chunks(stack, sim):
     from ..conftest import ROOT
 
     def smsq(*args):
-        return subprocess.run([sys.executable, "-m", "smsq", *args], capture_output=True, text=True,
-                              env={**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "smsq", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **stack.env, "PYTHONPATH": str(ROOT)},
+            timeout=60,
+        )
 
     sim.set_faults(hang=True, hang_seconds=3)
     lost = [send_sms("slow-dxt", [number], CONTENT) for number in ("13800000111", "13800000112")]
@@ -359,15 +398,19 @@ def _kill_a_prefork_child_mid_call(stack, sim):
     sim.set_faults(hang=True, hang_seconds=20)
     receipt = send_sms("shop-dxt", ["13800000121"], CONTENT)
     wait_until(lambda: len(sim.sends) == 1, 20, what="the vendor call")
-    children = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(stack.worker.pid)], capture_output=True,
-                              text=True).stdout.split("\n")
+    children = subprocess.run(
+        ["ps", "-o", "pid=,args=", "--ppid", str(stack.worker.pid)], capture_output=True, text=True
+    ).stdout.split("\n")
     busy = [int(line.split()[0]) for line in children if line.strip()]
     turned_away = stack.worker_log().count(f"chunk {chunk_of(receipt)}: not pending")
     # Kill every pool child: one of them is inside the vendor call.
     for pid in busy:
         os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: stack.worker_log().count(f"chunk {chunk_of(receipt)}: not pending") > turned_away, 30,
-               what="the redelivered message to be turned away")
+    wait_until(
+        lambda: stack.worker_log().count(f"chunk {chunk_of(receipt)}: not pending") > turned_away,
+        30,
+        what="the redelivered message to be turned away",
+    )
     sim.set_faults(hang=False)
     assert len(sim.sends) == 1
     assert batch_status(receipt.batch_id).chunks == {"sending": 1}

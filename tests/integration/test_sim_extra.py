@@ -1,6 +1,7 @@
 """The simulators are the optional extra smsq[sim]: the core installs no web server,
 the command line starts without one, and `smsq simulate` / `smsq demo` without the
 extra say how to get it in one line (exit 2). No service needed."""
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,7 @@ MISSING = "smsq: error: the simulators are not installed: pip install 'smsq[sim]
 
 # Put on PYTHONPATH, this makes the interpreter behave as if the extra were not
 # installed: importing starlette or uvicorn (or any of their modules) fails.
-WITHOUT_THE_EXTRA = textwrap.dedent('''
+WITHOUT_THE_EXTRA = textwrap.dedent("""
     import sys
 
     class WithoutTheSimExtra:
@@ -30,7 +31,7 @@ WITHOUT_THE_EXTRA = textwrap.dedent('''
             return None
 
     sys.meta_path.insert(0, WithoutTheSimExtra())
-''')
+""")
 
 
 def project_name(requirement: str) -> str:
@@ -46,8 +47,10 @@ def test_the_core_dependencies_name_no_web_server_and_the_sim_extra_brings_the_s
     sim = {project_name(r) for r in project["optional-dependencies"]["sim"]}
     assert {"starlette", "uvicorn"} <= sim
     # The simulators still ship in the wheel; only their dependencies are optional.
-    assert "smsq.simulator" in (tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-                                ["tool"]["setuptools"]["packages"])
+    assert (
+        "smsq.simulator"
+        in (tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    )
 
 
 def test_the_command_line_loads_neither_the_simulators_nor_a_web_server():
@@ -76,8 +79,9 @@ def without_the_extra(tmp_path) -> dict:
     for name in ("SMSQ_DATABASE_URL", "SMSQ_BROKER_URL"):
         env.pop(name, None)
     # The blocker works: starlette cannot be imported in that environment.
-    check = subprocess.run([sys.executable, "-c", "import starlette"], env=env, capture_output=True, text=True,
-                           timeout=60)
+    check = subprocess.run(
+        [sys.executable, "-c", "import starlette"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert check.returncode != 0 and "starlette" in check.stderr
     return env
 
@@ -85,15 +89,22 @@ def without_the_extra(tmp_path) -> dict:
 @pytest.mark.parametrize("command", [["simulate"], ["simulate", "--only", "dxt"], ["demo", "--any-port"]])
 def test_without_the_extra_simulate_and_demo_say_how_to_get_it(command, without_the_extra, tmp_path):
     demo_dir = tmp_path / "demo-run"
-    done = subprocess.run([SMSQ, *command, *(["--dir", str(demo_dir)] if command[0] == "demo" else [])],
-                          env=without_the_extra, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    done = subprocess.run(
+        [SMSQ, *command, *(["--dir", str(demo_dir)] if command[0] == "demo" else [])],
+        env=without_the_extra,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert (done.returncode, done.stderr.strip(), done.stdout) == (2, MISSING, "")
     assert not demo_dir.exists()  # nothing started, nothing written
 
 
 def test_without_the_extra_the_rest_of_the_command_line_works(without_the_extra, tmp_path):
-    done = subprocess.run([SMSQ, "send", "--help"], env=without_the_extra, capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
+    done = subprocess.run(
+        [SMSQ, "send", "--help"], env=without_the_extra, capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert done.returncode == 0 and "--account" in done.stdout, done.stderr
 
 

@@ -82,7 +82,7 @@ def test_get_with_gbk_query_string(client, state):
 def test_utf8_sent_to_gbk_account_is_a_decode_error(client, state):
     # UTF-8 often decodes as GBK mojibake without error; "好" (E5 A5 BD)
     # leaves a dangling lead byte, which GBK cannot decode.
-    assert "好".encode("utf-8") == b"\xe5\xa5\xbd"
+    assert "好".encode() == b"\xe5\xa5\xbd"
     body = urllib.parse.urlencode(
         {"us_name": USER, "us_pwd": PASSWORD, "send_phone": "13800138000", "send_content": "好"},
         encoding="utf-8",
@@ -169,9 +169,11 @@ def test_insufficient_balance_is_minus_9(client, state):
 
 
 def test_send_time_is_recorded(client, state):
-    answers = [send(client, "13800138000", send_time="20301231235959"),
-               send(client, "13800138000", send_time="2030-12-31"),
-               send(client, "13800138000")]
+    answers = [
+        send(client, "13800138000", send_time="20301231235959"),
+        send(client, "13800138000", send_time="2030-12-31"),
+        send(client, "13800138000"),
+    ]
     assert [s.send_time for s in state.sends] == ["20301231235959", "2030-12-31", None]
     assert state.bad_send_times == ["2030-12-31"]
     # 格式必须为14个数字 comes with no code: a badly formatted time is answered

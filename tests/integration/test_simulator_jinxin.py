@@ -34,10 +34,19 @@ def sim(state, simulator_slot):
     return running
 
 
-def make_provider(url: str, *, charset: str = "utf-8", fmt: str = "json", password: str = PASSWORD,
-                  timeout: float = 5, **options) -> JinxinProvider:
-    account = Account(name="t", provider="jinxin", base_url=url, username=USER, password=Secret(password),
-                      charset=charset, signature=SIG, options={"userid": USERID, "format": fmt, **options})
+def make_provider(
+    url: str, *, charset: str = "utf-8", fmt: str = "json", password: str = PASSWORD, timeout: float = 5, **options
+) -> JinxinProvider:
+    account = Account(
+        name="t",
+        provider="jinxin",
+        base_url=url,
+        username=USER,
+        password=Secret(password),
+        charset=charset,
+        signature=SIG,
+        options={"userid": USERID, "format": fmt, **options},
+    )
     return JinxinProvider(account, httpx.Client(timeout=timeout))
 
 
@@ -52,11 +61,20 @@ def stamp(moment: datetime | None = None) -> str:
 
 def raw_send(sim, charset: str = "utf-8", **fields: str) -> dict:
     """POST a send form as the vendor reads it; return the decoded JSON answer."""
-    params = {"action": "send", "userid": USERID, "account": USER, "password": PASSWORD,
-              "mobile": "13800138000", "content": CONTENT, "sendtime": stamp(), **fields}
+    params = {
+        "action": "send",
+        "userid": USERID,
+        "account": USER,
+        "password": PASSWORD,
+        "mobile": "13800138000",
+        "content": CONTENT,
+        "sendtime": stamp(),
+        **fields,
+    }
     body = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None}, encoding=charset)
-    resp = httpx.post(f"{sim.url}sms.aspx?action=send", content=body.encode("ascii"),
-                      headers={"content-type": FORM}, timeout=5)
+    resp = httpx.post(
+        f"{sim.url}sms.aspx?action=send", content=body.encode("ascii"), headers={"content-type": FORM}, timeout=5
+    )
     assert resp.status_code == 200, resp.text
     return json.loads(resp.content.decode(charset))
 
@@ -81,8 +99,10 @@ def test_chunked_send_arrives_once_per_number(charset, fmt):
     content = "【某某科技】您的验证码是 345678,5分钟内有效。「勿泄露」￥"
     with running_simulator(state, create_app) as sim:
         provider = make_provider(sim.url, charset=charset, fmt=fmt)
-        results = [provider.send(numbers[i:i + 100], content, None, SendContext(1, seq))
-                   for seq, i in enumerate(range(0, len(numbers), 100))]
+        results = [
+            provider.send(numbers[i : i + 100], content, None, SendContext(1, seq))
+            for seq, i in enumerate(range(0, len(numbers), 100))
+        ]
     assert [r.outcome for r in results] == [Outcome.OK] * 3
     assert [r.accepted for r in results] == [100, 100, 50]
     assert all(r.failed_numbers == {} and len(r.batch_ref) == 32 for r in results)
@@ -98,7 +118,8 @@ def test_fail_list_becomes_failed_numbers(fmt):
     state = JinxinState({USER: PASSWORD}, format=fmt, userid=USERID, fail_numbers={"13900139000", "13700137000"})
     with running_simulator(state, create_app) as sim:
         result = make_provider(sim.url, fmt=fmt).send(
-            ["13800138000", "13900139000", "13700137000", "12345678901"], CONTENT)
+            ["13800138000", "13900139000", "13700137000", "12345678901"], CONTENT
+        )
     assert result.outcome is Outcome.OK
     assert set(result.failed_numbers) == {"13900139000", "13700137000", "12345678901"}
     assert result.failed_numbers["13900139000"].startswith("00111")
@@ -164,8 +185,10 @@ def test_a_stamp_kept_from_enqueue_time_would_be_refused(sim, state):
     assert [c for c, _ in state.refusals] == ["10004"]
 
 
-@pytest.mark.parametrize("value, code", [("", "10006"), ("2025-01-02 03:04:05", "10004"),
-                                         ("20251399000000", "10004"), ("1735758245", "10004")])
+@pytest.mark.parametrize(
+    "value, code",
+    [("", "10006"), ("2025-01-02 03:04:05", "10004"), ("20251399000000", "10004"), ("1735758245", "10004")],
+)
 def test_malformed_sendtime(sim, state, value, code):
     assert raw_send(sim, sendtime=value)["respCode"] == code
     assert state.sends == []
@@ -208,8 +231,17 @@ def test_request_refusals(sim, state, fields, code):
 def test_field_names_ignore_case(sim, state):
     # The document writes Userid/Content/sendtime in its table and
     # userid/content/sendTime in its example; ASP.NET ignores case.
-    body = urllib.parse.urlencode({"Userid": USERID, "Account": USER, "Password": PASSWORD, "Mobile": "13800138000",
-                                   "Content": CONTENT, "sendTime": stamp(), "extno": ""})
+    body = urllib.parse.urlencode(
+        {
+            "Userid": USERID,
+            "Account": USER,
+            "Password": PASSWORD,
+            "Mobile": "13800138000",
+            "Content": CONTENT,
+            "sendTime": stamp(),
+            "extno": "",
+        }
+    )
     resp = httpx.post(f"{sim.url}SMS.aspx?action=send", content=body, headers={"content-type": FORM})
     assert resp.json()["respCode"] == "00000"
     assert state.sends[0].content == CONTENT and state.sends[0].extno is None
@@ -250,8 +282,17 @@ def test_xml_answer_shows_the_remaining_balance():
     state = JinxinState({USER: PASSWORD}, balance=50, format="xml", userid=USERID)
     with running_simulator(state, create_app) as sim:
         make_provider(sim.url, fmt="xml").send(["13800138000"], CONTENT)
-        body = urllib.parse.urlencode({"action": "send", "userid": USERID, "account": USER, "password": "x",
-                                       "mobile": "13800138000", "content": CONTENT, "sendtime": stamp()})
+        body = urllib.parse.urlencode(
+            {
+                "action": "send",
+                "userid": USERID,
+                "account": USER,
+                "password": "x",
+                "mobile": "13800138000",
+                "content": CONTENT,
+                "sendtime": stamp(),
+            }
+        )
         resp = httpx.post(f"{sim.url}sms.aspx", content=body, headers={"content-type": FORM})
     assert resp.headers["content-type"] == "text/xml; charset=utf-8"
     assert "<returnsms>10002</returnsms>" in resp.text and "<remainpoint>49</remainpoint>" in resp.text

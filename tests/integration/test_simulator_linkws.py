@@ -53,10 +53,18 @@ def client(sim):
         yield c
 
 
-def make_provider(sim, transport: str, *, timeout: float = 5, user: str = USER, password: str = PASSWORD,
-                  **options) -> LinkwsProvider:
-    account = Account(name="t", provider="linkws", base_url=sim.url, username=user, password=Secret(password),
-                      signature=SIG, options={"transport": transport, **options})
+def make_provider(
+    sim, transport: str, *, timeout: float = 5, user: str = USER, password: str = PASSWORD, **options
+) -> LinkwsProvider:
+    account = Account(
+        name="t",
+        provider="linkws",
+        base_url=sim.url,
+        username=user,
+        password=Secret(password),
+        signature=SIG,
+        options={"transport": transport, **options},
+    )
     return LinkwsProvider(account, httpx.Client(timeout=timeout))
 
 
@@ -71,13 +79,16 @@ def aspx(client: httpx.Client, operation: str, charset: str = "gb2312", **params
 
 def soap_request(operation: str, **params: str) -> bytes:
     fields = "".join(f"<{k}>{v}</{k}>" for k, v in {"CorpID": USER, "Pwd": PASSWORD, **params}.items())
-    return (f'<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body>'
-            f'<{operation} xmlns="{TNS}">{fields}</{operation}></soap:Body></soap:Envelope>').encode("utf-8")
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body>'
+        f'<{operation} xmlns="{TNS}">{fields}</{operation}></soap:Body></soap:Envelope>'
+    ).encode()
 
 
 def post_soap(client: httpx.Client, body: bytes, action: str) -> httpx.Response:
-    return client.post("ws/LinkWS.asmx", content=body,
-                       headers={"content-type": "text/xml; charset=utf-8", "SOAPAction": f'"{action}"'})
+    return client.post(
+        "ws/LinkWS.asmx", content=body, headers={"content-type": "text/xml; charset=utf-8", "SOAPAction": f'"{action}"'}
+    )
 
 
 def soap_value(resp: httpx.Response, operation: str) -> str:
@@ -94,7 +105,7 @@ def test_send_of_three_chunks_arrives_once_per_number(sim, state, transport):
     content = provider.prepare_content("【某某科技】您的验证码是 123456,5分钟内有效。")
     assert content == "您的验证码是 123456,5分钟内有效。【某某科技】"
     numbers = [f"139{i:08d}" for i in range(1100)]
-    chunks = [numbers[i:i + provider.max_numbers] for i in range(0, len(numbers), provider.max_numbers)]
+    chunks = [numbers[i : i + provider.max_numbers] for i in range(0, len(numbers), provider.max_numbers)]
     assert [len(c) for c in chunks] == [500, 500, 100]
     results = [provider.send(chunk, content) for chunk in chunks]
     assert [r.outcome for r in results] == [Outcome.OK] * 3
@@ -126,10 +137,13 @@ def test_more_than_the_recommended_500_numbers_are_accepted_and_recorded(sim, st
     assert state.snapshot()["oversized_sends"] == [record.batch_id]
 
 
-@pytest.mark.parametrize("transport, content", [
-    ("soap", "价格:￥100,折扣「八折」😀 <b>&amp;</b> a+b=c%20"),
-    ("http", "价格:￥100,折扣「八折」 <b>&amp;</b> a+b=c%20\n第二行"),
-])
+@pytest.mark.parametrize(
+    "transport, content",
+    [
+        ("soap", "价格:￥100,折扣「八折」😀 <b>&amp;</b> a+b=c%20"),
+        ("http", "价格:￥100,折扣「八折」 <b>&amp;</b> a+b=c%20\n第二行"),
+    ],
+)
 def test_content_survives_each_transport(sim, state, transport, content):
     provider = make_provider(sim, transport)
     prepared = provider.prepare_content(content)
@@ -208,16 +222,18 @@ def test_aspx_reads_gb2312_bytes(client, state):
     batch = int(aspx(client, "BatchSend2", Mobile="13800138000", Content="上行测试【凌凯】"))
     assert state.sends[0].batch_id == batch
     assert state.sends[0].content == "上行测试【凌凯】"
-    query = urllib.parse.urlencode({"CorpID": USER, "Pwd": PASSWORD, "Mobile": "13800138000",
-                                    "Content": "GET也行【凌凯】"}, encoding="gb2312")
+    query = urllib.parse.urlencode(
+        {"CorpID": USER, "Pwd": PASSWORD, "Mobile": "13800138000", "Content": "GET也行【凌凯】"}, encoding="gb2312"
+    )
     assert client.get(f"ws/batchsend2.ASPX?{query}").content == str(batch + 1).encode()
     assert state.sends[1].content == "GET也行【凌凯】"
     assert state.decode_errors == []
 
 
 def test_aspx_utf8_bytes_are_a_decode_error(client, state):
-    body = urllib.parse.urlencode({"CorpID": USER, "Pwd": PASSWORD, "Mobile": "13800138000",
-                                   "Content": "好【凌凯】"}, encoding="utf-8")
+    body = urllib.parse.urlencode(
+        {"CorpID": USER, "Pwd": PASSWORD, "Mobile": "13800138000", "Content": "好【凌凯】"}, encoding="utf-8"
+    )
     assert client.post("ws/BatchSend2.aspx", content=body, headers=FORM).text == "-2"
     assert state.sends == []
     [err] = state.decode_errors
@@ -227,7 +243,9 @@ def test_aspx_utf8_bytes_are_a_decode_error(client, state):
 @pytest.mark.parametrize(
     "params, answer",
     [
-        pytest.param({"Mobile": ",".join(f"138{i:08d}" for i in range(501))}, "ok", id="501-numbers"),  # 500 is only 建议
+        pytest.param(
+            {"Mobile": ",".join(f"138{i:08d}" for i in range(501))}, "ok", id="501-numbers"
+        ),  # 500 is only 建议
         pytest.param({"Mobile": ""}, "-9", id="no-numbers"),
         pytest.param({"Mobile": " , ,"}, "-9", id="only-separators"),
         pytest.param({"Content": ""}, "-8", id="empty-content"),
@@ -260,8 +278,9 @@ def test_send_limits(client, state, transport, params, answer):
 
 def test_invalid_numbers_dropped_and_blocked_ones_listed(client, state):
     state.blocked_numbers.add("13700137000")
-    assert aspx(client, "BatchSend2", Mobile="13800138000,12345,13700137000,13900139000",
-                Content="您好" + SIG).isdigit()
+    assert aspx(
+        client, "BatchSend2", Mobile="13800138000,12345,13700137000,13900139000", Content="您好" + SIG
+    ).isdigit()
     [record] = state.sends
     assert record.numbers == ["13800138000", "13900139000"]
     assert (record.rejected, record.blocked) == (["12345"], ["13700137000"])
@@ -299,8 +318,11 @@ def test_unknown_soap_action_is_a_fault(client, state, action):
     [
         pytest.param(b"not xml", id="not-xml"),
         pytest.param(soap_request("SelSum"), id="element-does-not-match-action"),
-        pytest.param(b'<?xml version="1.0"?><!DOCTYPE e [<!ENTITY x "corp01">]>'
-                     + soap_request("Get").split(b"?>", 1)[1].replace(b">corp01<", b">&x;<"), id="dtd"),
+        pytest.param(
+            b'<?xml version="1.0"?><!DOCTYPE e [<!ENTITY x "corp01">]>'
+            + soap_request("Get").split(b"?>", 1)[1].replace(b">corp01<", b">&x;<"),
+            id="dtd",
+        ),
         pytest.param(b"<Envelope><Body/></Envelope>", id="not-soap-11"),
     ],
 )
@@ -325,7 +347,9 @@ def test_parse_envelope_reads_exact_names():
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_inbound_50_per_call_handed_out_once(sim, state, transport):
     for i in range(60):
-        state.add_inbound(f"138{i:08d}", f"回复{i}#含井号", ext="12" if i % 2 else "", received_at="2024-05-06 07:08:09")
+        state.add_inbound(
+            f"138{i:08d}", f"回复{i}#含井号", ext="12" if i % 2 else "", received_at="2024-05-06 07:08:09"
+        )
     state.add_inbound("13900139000", "不是你的", username="other")
     provider = make_provider(sim, transport)
     first = provider.parse_inbound(provider.fetch("inbound"))

@@ -39,8 +39,16 @@ def sim(state, simulator_slot):
 
 
 def make_provider(url: str, *, password: str = PASSWORD, timeout=5, **options) -> OrgwsProvider:
-    account = Account(name="t", provider="orgws", base_url=url, username=USER, password=Secret(password),
-                      charset="utf-8", signature=SIG, options={"org_id": ORG_ID, **options})
+    account = Account(
+        name="t",
+        provider="orgws",
+        base_url=url,
+        username=USER,
+        password=Secret(password),
+        charset="utf-8",
+        signature=SIG,
+        options={"org_id": ORG_ID, **options},
+    )
     return OrgwsProvider(account, httpx.Client(timeout=timeout))
 
 
@@ -60,12 +68,12 @@ def ctx(batch: int = 1, seq: int = 0, attempt: int = 1, created=datetime(2025, 3
 
 
 def zeep_send(svc, phone: str = "13800138000", message: str = CONTENT, timestamp: int = 1741400400, **kw):
-    return svc.SendMessage(Id=ORG_ID, Name=USER, Psw=PASSWORD, Message=message, Phone=phone,
-                           Timestamp=timestamp, **kw)
+    return svc.SendMessage(Id=ORG_ID, Name=USER, Psw=PASSWORD, Message=message, Phone=phone, Timestamp=timestamp, **kw)
 
 
-def post_raw(sim, body: bytes, action: str = '"http://tempuri.org/SendMessage"',
-             ctype: str = "text/xml; charset=utf-8") -> httpx.Response:
+def post_raw(
+    sim, body: bytes, action: str = '"http://tempuri.org/SendMessage"', ctype: str = "text/xml; charset=utf-8"
+) -> httpx.Response:
     return httpx.post(sim.url, content=body, headers={"content-type": ctype, "SOAPAction": action})
 
 
@@ -96,7 +104,7 @@ def test_wsdl_is_the_shipped_one_with_the_address_rewritten(sim):
 
 def test_batch_in_chunks_arrives_once_per_number_with_one_timestamp(provider, state):
     numbers = [f"139{i:08d}" for i in range(250)]
-    chunks = [numbers[i:i + provider.max_numbers] for i in range(0, len(numbers), provider.max_numbers)]
+    chunks = [numbers[i : i + provider.max_numbers] for i in range(0, len(numbers), provider.max_numbers)]
     assert [len(c) for c in chunks] == [100, 100, 50]
     results = [provider.send(chunk, CONTENT, context=ctx(7, seq)) for seq, chunk in enumerate(chunks)]
     assert [r.outcome for r in results] == [Outcome.OK] * 3
@@ -268,8 +276,9 @@ def test_immediate_send_has_no_send_time(provider, state):
     ],
 )
 def test_send_timer_time_rules(svc, state, when, code):
-    answer = svc.SendTimer(Id=ORG_ID, Name=USER, Psw=PASSWORD, Message=CONTENT, Phone="13800138000",
-                           DateTime=when, Timestamp=1741400400)
+    answer = svc.SendTimer(
+        Id=ORG_ID, Name=USER, Psw=PASSWORD, Message=CONTENT, Phone="13800138000", DateTime=when, Timestamp=1741400400
+    )
     assert answer.State == code
     assert [s.send_time for s in state.sends] == ([when] if code == 1 else [])
 
@@ -283,8 +292,9 @@ def test_ext_account_uses_send_message_ext(sim, state):
 
 @pytest.mark.parametrize("ext, code", [("123456", 1), ("", 1), ("1234567", -10), ("12a", -10)])
 def test_ext_rules(svc, state, ext, code):
-    answer = svc.SendMessageExt(Id=ORG_ID, Name=USER, Psw=PASSWORD, Message=CONTENT, Phone="13800138000",
-                                Timestamp=1741400400, Ext=ext)
+    answer = svc.SendMessageExt(
+        Id=ORG_ID, Name=USER, Psw=PASSWORD, Message=CONTENT, Phone="13800138000", Timestamp=1741400400, Ext=ext
+    )
     assert answer.State == code
     assert [s.ext for s in state.sends] == ([ext or None] if code == 1 else [])
 
@@ -382,12 +392,16 @@ def test_latency(sim, provider):
 
 
 def envelope(inner: str, ns: str = SOAP_ENV) -> bytes:
-    return (f'<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="{ns}"><soap:Body>{inner}'
-            f'</soap:Body></soap:Envelope>').encode("utf-8")
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="{ns}"><soap:Body>{inner}'
+        f"</soap:Body></soap:Envelope>"
+    ).encode()
 
 
-SEND_BODY = (f'<SendMessage xmlns="{TNS}"><Id>{ORG_ID}</Id><Name>{USER}</Name><Psw>{PASSWORD}</Psw>'
-             f'<Message>hi</Message><Phone>13800138000</Phone><Timestamp>1</Timestamp></SendMessage>')
+SEND_BODY = (
+    f'<SendMessage xmlns="{TNS}"><Id>{ORG_ID}</Id><Name>{USER}</Name><Psw>{PASSWORD}</Psw>'
+    f"<Message>hi</Message><Phone>13800138000</Phone><Timestamp>1</Timestamp></SendMessage>"
+)
 
 
 def test_raw_envelope_is_accepted(sim, state):
@@ -400,10 +414,12 @@ def test_raw_envelope_is_accepted(sim, state):
 def test_doctype_and_entities_are_refused(sim, state, tmp_path):
     secret_file = tmp_path / "secret.txt"
     secret_file.write_text("TOP-SECRET-CONTENT")
-    body = (f'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file://{secret_file}">]>'
-            f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body>'
-            + SEND_BODY.replace("<Message>hi</Message>", "<Message>&e;</Message>")
-            + "</soap:Body></soap:Envelope>").encode()
+    body = (
+        f'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file://{secret_file}">]>'
+        f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body>'
+        + SEND_BODY.replace("<Message>hi</Message>", "<Message>&e;</Message>")
+        + "</soap:Body></soap:Envelope>"
+    ).encode()
     resp = post_raw(sim, body)
     assert resp.status_code == 500
     code, text = fault_of(resp)
@@ -415,15 +431,18 @@ def test_doctype_and_entities_are_refused(sim, state, tmp_path):
 @pytest.mark.parametrize(
     "body, action, fragment",
     [
-        pytest.param(envelope(SEND_BODY, "http://www.w3.org/2003/05/soap-envelope"), None, "SOAP version",
-                     id="soap-1.2-envelope"),
+        pytest.param(
+            envelope(SEND_BODY, "http://www.w3.org/2003/05/soap-envelope"), None, "SOAP version", id="soap-1.2-envelope"
+        ),
         pytest.param(envelope(SEND_BODY), '"http://tempuri.org/Nope"', "SOAPAction", id="unknown-action"),
         pytest.param(envelope(SEND_BODY), "", "SOAPAction", id="no-action"),
-        pytest.param(envelope(SEND_BODY), '"http://tempuri.org/GetBalance"', "request element",
-                     id="body-does-not-match-action"),
+        pytest.param(
+            envelope(SEND_BODY), '"http://tempuri.org/GetBalance"', "request element", id="body-does-not-match-action"
+        ),
         pytest.param(b"<not-closed", None, "unable to read", id="not-xml"),
-        pytest.param(envelope(SEND_BODY.replace("<Timestamp>1<", "<Timestamp>x<")), None, "Timestamp",
-                     id="int-not-int"),
+        pytest.param(
+            envelope(SEND_BODY.replace("<Timestamp>1<", "<Timestamp>x<")), None, "Timestamp", id="int-not-int"
+        ),
     ],
 )
 def test_malformed_requests_get_soap_faults(sim, state, body, action, fragment):
@@ -438,9 +457,14 @@ def test_soap_1_2_media_type_is_refused(sim, state):
 
 
 def test_parameters_in_another_namespace_are_null(sim, state):
-    resp = post_raw(sim, envelope(SEND_BODY.replace(f'<SendMessage xmlns="{TNS}">',
-                                                    f'<t:SendMessage xmlns:t="{TNS}">')
-                                  .replace("</SendMessage>", "</t:SendMessage>")))
+    resp = post_raw(
+        sim,
+        envelope(
+            SEND_BODY.replace(f'<SendMessage xmlns="{TNS}">', f'<t:SendMessage xmlns:t="{TNS}">').replace(
+                "</SendMessage>", "</t:SendMessage>"
+            )
+        ),
+    )
     assert b"<State>-2</State>" in resp.content  # 调用的参数有为空值
     assert state.sends == []
 

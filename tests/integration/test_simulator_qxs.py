@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 import urllib.parse
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -34,10 +34,19 @@ def sim(state, simulator_slot):
     return running
 
 
-def make_provider(url: str, *, username: str = USER, password: str = PASSWORD,
-                  timeout: float | httpx.Timeout = 5, **options) -> QxsProvider:
-    account = Account(name="t", provider="qxs", base_url=url, username=username, password=Secret(password),
-                      charset="utf-8", signature=SIG, options={"userid": USERID, **options})
+def make_provider(
+    url: str, *, username: str = USER, password: str = PASSWORD, timeout: float | httpx.Timeout = 5, **options
+) -> QxsProvider:
+    account = Account(
+        name="t",
+        provider="qxs",
+        base_url=url,
+        username=username,
+        password=Secret(password),
+        charset="utf-8",
+        signature=SIG,
+        options={"userid": USERID, **options},
+    )
     return QxsProvider(account, httpx.Client(timeout=timeout))
 
 
@@ -63,8 +72,10 @@ def raw_call(url: str, page: str, **params: str) -> httpx.Response:
 def test_send_in_chunks_arrives_once_per_number_intact(provider, state):
     recipients = numbers(250)
     content = provider.prepare_content(CONTENT)
-    results = [provider.send(recipients[i:i + provider.max_numbers], content)
-               for i in range(0, len(recipients), provider.max_numbers)]
+    results = [
+        provider.send(recipients[i : i + provider.max_numbers], content)
+        for i in range(0, len(recipients), provider.max_numbers)
+    ]
     assert [r.outcome for r in results] == [Outcome.OK] * 3
     assert [r.accepted for r in results] == [100, 100, 50]
     assert [r.batch_ref for r in results] == [str(FIRST_TASK_ID + i) for i in range(3)]
@@ -80,7 +91,7 @@ def test_send_in_chunks_arrives_once_per_number_intact(provider, state):
     [
         (None, None),
         (datetime(2030, 1, 2, 3, 4, 5), "2030-01-02 03:04:05"),
-        (datetime(2030, 1, 1, 19, 4, 5, tzinfo=timezone.utc), "2030-01-02 03:04:05"),
+        (datetime(2030, 1, 1, 19, 4, 5, tzinfo=UTC), "2030-01-02 03:04:05"),
     ],
 )
 def test_scheduled_send_time_as_received(provider, state, send_at, received):
@@ -91,8 +102,12 @@ def test_scheduled_send_time_as_received(provider, state, send_at, received):
 
 
 def test_simulator_keeps_bad_send_times(sim, state):
-    assert b"Success" in raw_call(sim.url, "sms.aspx", action="send", mobile="13800138000", content="x",
-                                  sendTime="20300102030405").content
+    assert (
+        b"Success"
+        in raw_call(
+            sim.url, "sms.aspx", action="send", mobile="13800138000", content="x", sendTime="20300102030405"
+        ).content
+    )
     assert state.sends[0].send_time == "20300102030405"
     assert state.bad_send_times == ["20300102030405"]
 
@@ -120,8 +135,9 @@ def test_numbers_are_separated_by_half_width_commas_only(sim, state):
 
 def test_send_time_in_the_documents_format_is_accepted(sim, state):
     # The document's own example: 定时发送格式 2021-12-24 09:08:10.
-    resp = raw_call(sim.url, "sms.aspx", action="send", mobile="13800138000", content="你好",
-                    sendTime="2031-12-24 09:08:10")
+    resp = raw_call(
+        sim.url, "sms.aspx", action="send", mobile="13800138000", content="你好", sendTime="2031-12-24 09:08:10"
+    )
     assert "<returnstatus>Success</returnstatus>" in resp.text
     assert state.sends[0].send_time == "2031-12-24 09:08:10"
     assert state.bad_send_times == []
@@ -257,8 +273,11 @@ def test_reports_end_to_end_handed_out_once(provider, state):
         (result.batch_ref, "13900139000", False, "20"),
     ]
     assert "DELIVRD" in reports[0].message and "UNDELIV" in reports[1].message
-    assert all(r.reported_at is not None and abs((r.reported_at - datetime.now(timezone.utc).replace(
-        tzinfo=None)).total_seconds() - 8 * 3600) < 60 for r in reports)  # Beijing wall clock
+    assert all(
+        r.reported_at is not None
+        and abs((r.reported_at - datetime.now(UTC).replace(tzinfo=None)).total_seconds() - 8 * 3600) < 60
+        for r in reports
+    )  # Beijing wall clock
     assert provider.parse_reports(provider.fetch("reports")) == []
 
 
@@ -344,8 +363,17 @@ def test_inbound_capped_at_100_per_call(provider, state):
 
 
 def test_utf8_is_the_wire_charset(sim, state):
-    body = urllib.parse.urlencode({"userid": USERID, "account": USER, "password": PASSWORD, "action": "send",
-                                   "mobile": "13800138000", "content": "你好"}, encoding="gbk")
+    body = urllib.parse.urlencode(
+        {
+            "userid": USERID,
+            "account": USER,
+            "password": PASSWORD,
+            "action": "send",
+            "mobile": "13800138000",
+            "content": "你好",
+        },
+        encoding="gbk",
+    )
     resp = httpx.post(sim.url + "sms.aspx", content=body, headers=FORM)
     assert "短信内容不能为空" in resp.text  # GBK bytes do not decode as UTF-8
     assert state.sends == []
@@ -354,8 +382,9 @@ def test_utf8_is_the_wire_charset(sim, state):
 
 
 def test_form_names_are_case_insensitive_and_pages_too(sim, state):
-    resp = raw_call(sim.url, "SMS.ASPX", action="send", Mobile="13800138000", content="你好",
-                    SENDTIME="2030-01-02 03:04:05")
+    resp = raw_call(
+        sim.url, "SMS.ASPX", action="send", Mobile="13800138000", content="你好", SENDTIME="2030-01-02 03:04:05"
+    )
     assert "<returnstatus>Success</returnstatus>" in resp.text
     assert resp.headers["content-type"] == "text/xml; charset=utf-8"
     assert state.sends[0].send_time == "2030-01-02 03:04:05"

@@ -2,6 +2,7 @@
 
 Runs once embedded and once distributed, against a real worker and the dxt simulator.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,8 +49,11 @@ def stored_unsplit(monkeypatch, mobiles: list[str]):
 def staged_chunks(batch_id: int) -> list[tuple[int, int, list[str]]]:
     """(seq, size, numbers) of the batch's chunks still to be cut, in seq order."""
     with session_scope(settings().database_url) as s:
-        rows = s.execute(select(SplitChunk.seq, SplitChunk.size, SplitChunk.mobiles)
-                         .where(SplitChunk.batch_id == batch_id).order_by(SplitChunk.seq)).all()
+        rows = s.execute(
+            select(SplitChunk.seq, SplitChunk.size, SplitChunk.mobiles)
+            .where(SplitChunk.batch_id == batch_id)
+            .order_by(SplitChunk.seq)
+        ).all()
     return [(seq, size, mobiles.split(",")) for seq, size, mobiles in rows]
 
 
@@ -65,12 +69,12 @@ def test_repeats_across_blocks_keep_their_first_position(stack, sim, monkeypatch
     # The first block ends with a number whose own place is in the second block, spelled
     # otherwise: that first spelling keeps the position. Repeats within and across the
     # blocks are left out; the invalid entry is rejected once, though given twice.
-    first = mobiles[:BLOCK - 3] + ["n/a", "+86 132-0000-0005", "0086" + late]
-    second = ["+86 " + mobiles[10], "n/a", late] + [m for m in mobiles[BLOCK - 3:] if m != late]
+    first = mobiles[: BLOCK - 3] + ["n/a", "+86 132-0000-0005", "0086" + late]
+    second = ["+86 " + mobiles[10], "n/a", late] + [m for m in mobiles[BLOCK - 3 :] if m != late]
     assert len(first) == BLOCK
     entries = first + second
     receipt = stored_unsplit(monkeypatch, entries)
-    expected = mobiles[:BLOCK - 3] + [late] + [m for m in mobiles[BLOCK - 3:] if m != late]
+    expected = mobiles[: BLOCK - 3] + [late] + [m for m in mobiles[BLOCK - 3 :] if m != late]
     assert receipt.accepted == len(expected) == len(mobiles)
     assert receipt.rejected == [("n/a", receipt.rejected[0][1])]
     chunks = staged_chunks(receipt.batch_id)
@@ -82,11 +86,20 @@ def test_repeats_across_blocks_keep_their_first_position(stack, sim, monkeypatch
 
 def test_blocked_numbers_of_a_long_list_are_left_out_and_reported(stack, sim, monkeypatch):
     mobiles = numbers("131", BLOCK + 250)
-    blocked = {mobiles[7]: "opted out", mobiles[BLOCK + 20]: "complaint", "13199999999": "not in the list",
-               "+86 131-0000-0008": "a spelling no number is stored in"}
+    blocked = {
+        mobiles[7]: "opted out",
+        mobiles[BLOCK + 20]: "complaint",
+        "13199999999": "not in the list",
+        "+86 131-0000-0008": "a spelling no number is stored in",
+    }
     with session_scope(settings().database_url) as s:
-        s.execute(insert(BlockedNumber), [{"account": "shop-dxt", "mobile": m, "reason": r, "source": "manual",
-                                           "created_at": utcnow()} for m, r in blocked.items()])
+        s.execute(
+            insert(BlockedNumber),
+            [
+                {"account": "shop-dxt", "mobile": m, "reason": r, "source": "manual", "created_at": utcnow()}
+                for m, r in blocked.items()
+            ],
+        )
     entries = mobiles + ["+86 " + mobiles[7], "x"]  # the blocked number again, in the second block
     try:
         receipt = stored_unsplit(monkeypatch, entries)
@@ -95,9 +108,11 @@ def test_blocked_numbers_of_a_long_list_are_left_out_and_reported(stack, sim, mo
         with session_scope(settings().database_url) as s:
             s.execute(delete(BlockedNumber).where(BlockedNumber.mobile.in_(blocked)))
     assert receipt.accepted == len(mobiles) - 2
-    assert receipt.rejected == [("x", receipt.rejected[0][1]),
-                                (mobiles[7], "blocked for this account: opted out"),
-                                (mobiles[BLOCK + 20], "blocked for this account: complaint")]
+    assert receipt.rejected == [
+        ("x", receipt.rejected[0][1]),
+        (mobiles[7], "blocked for this account: opted out"),
+        (mobiles[BLOCK + 20], "blocked for this account: complaint"),
+    ]
     sent = [m for m in mobiles if m not in blocked]
     chunks = staged_chunks(receipt.batch_id)
     assert [size for _, size, _ in chunks] == [100] * 52 + [48]
@@ -118,8 +133,11 @@ def test_a_large_batch_is_cut_by_a_worker_in_list_order(stack, sim):
     assert status.recipients == {"sent": 1050, "rejected": 1}
     assert_each_once(sim, mobiles)
     with session_scope(settings().database_url) as s:
-        first = s.scalars(select(Recipient.mobile).where(Recipient.batch_id == receipt.batch_id,
-                                                         Recipient.chunk_seq == 0).order_by(Recipient.id)).all()
+        first = s.scalars(
+            select(Recipient.mobile)
+            .where(Recipient.batch_id == receipt.batch_id, Recipient.chunk_seq == 0)
+            .order_by(Recipient.id)
+        ).all()
         sizes = s.scalars(select(Chunk.size).where(Chunk.batch_id == receipt.batch_id).order_by(Chunk.seq)).all()
     assert first == mobiles[:100]  # numbers keep their list order: the first hundred go first
     assert sizes == [100] * 10 + [50]

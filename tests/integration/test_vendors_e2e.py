@@ -3,6 +3,7 @@ over real HTTP/SOAP -> PostgreSQL, and back through the polls the vendor has.
 
 One account per vendor (linkws twice: SOAP and plain HTTP), one worker for all.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,10 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -83,14 +85,41 @@ def _qxs():
 
 LINKWS_POLLS = ("inbound", "balance", "blocked")
 VENDORS = [
-    Vendor("v-linkws-soap", "linkws", _linkws, 'transport = "soap"', 500, "utf-8", "%Y%m%d%H%M%S", LINKWS_POLLS,
-           extra={"block": _block}),
-    Vendor("v-linkws-http", "linkws", _linkws, 'transport = "http"', 500, "gb2312", "%Y%m%d%H%M%S", LINKWS_POLLS,
-           extra={"block": _block}),
+    Vendor(
+        "v-linkws-soap",
+        "linkws",
+        _linkws,
+        'transport = "soap"',
+        500,
+        "utf-8",
+        "%Y%m%d%H%M%S",
+        LINKWS_POLLS,
+        extra={"block": _block},
+    ),
+    Vendor(
+        "v-linkws-http",
+        "linkws",
+        _linkws,
+        'transport = "http"',
+        500,
+        "gb2312",
+        "%Y%m%d%H%M%S",
+        LINKWS_POLLS,
+        extra={"block": _block},
+    ),
     Vendor("v-dxt", "dxt", _dxt, 'charset = "gbk"', 100, "gbk", "%Y%m%d%H%M%S", ("inbound", "reports", "balance")),
     Vendor("v-jinxin", "jinxin", _jinxin, 'userid = "12"\nformat = "json"', 100, "utf-8", None),
-    Vendor("v-orgws", "orgws", _orgws, 'org_id = 10001', 100, "utf-8", "%Y-%m-%d %H:%M:%S", ("balance",),
-           path="Service.asmx"),
+    Vendor(
+        "v-orgws",
+        "orgws",
+        _orgws,
+        "org_id = 10001",
+        100,
+        "utf-8",
+        "%Y-%m-%d %H:%M:%S",
+        ("balance",),
+        path="Service.asmx",
+    ),
     Vendor("v-qxs", "qxs", _qxs, 'userid = "12"', 100, "utf-8", "%Y-%m-%d %H:%M:%S", ("inbound", "reports", "balance")),
 ]
 
@@ -141,8 +170,14 @@ RUN_ENV: dict = {}
 
 
 def smsq(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smsq", *args], input=stdin, capture_output=True, text=True,
-                          env={**os.environ, **RUN_ENV, "PYTHONPATH": str(ROOT)}, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "smsq", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **RUN_ENV, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
 
 
 def _app(v: Vendor):
@@ -202,7 +237,7 @@ def test_a_scheduled_send_waits_in_smsq_and_cancel_stops_it(vendors, name):
     assert wait_final(send_sms(name, ["13700000002"], CONTENT).batch_id).recipients == {"sent": 1}
     status = batch_status(scheduled.batch_id)
     assert status.scheduled and status.chunks == {"pending": 1}, status
-    assert status.send_at == at.astimezone(timezone.utc).replace(tzinfo=None), status
+    assert status.send_at == at.astimezone(UTC).replace(tzinfo=None), status
     cancelled = cancel_batch(scheduled.batch_id)
     assert (cancelled.cancelled_chunks, cancelled.cancelled_numbers, cancelled.done) == (1, 1, {}), cancelled
     after = batch_status(scheduled.batch_id)
@@ -269,7 +304,9 @@ def test_a_scheduled_send_goes_out_at_its_time_once(vendors, scheduled, name):
         assert not call.send_time  # "now": smsq called at the time, the vendor holds nothing
     late = call.at - at.timestamp()
     print(f"{name}: the vendor received the scheduled call {late:+.3f} s after send_at")
-    assert 0 <= late < settings().relay_interval + 3, late  # never early; late by at most a relay interval and a pick-up
+    assert 0 <= late < settings().relay_interval + 3, (
+        late
+    )  # never early; late by at most a relay interval and a pick-up
 
 
 @by_polling_vendor

@@ -5,6 +5,7 @@ vendor: a request-recording ``httpx.MockTransport`` handler and the transport
 faults and HTTP statuses that the ``Provider`` base class classifies before any
 vendor parser runs. For the configuration tests, one good accounts file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,9 @@ class Recorder:
 
     def form(self, charset: str | None = None, index: int | None = None) -> dict[str, list[str]]:
         """The form of a recorded request, percent-decoded in ``charset`` as the vendor reads it."""
-        return urllib.parse.parse_qs(self.request(index).content.decode("ascii"), keep_blank_values=True,
-                                     encoding=charset or self.charset)
+        return urllib.parse.parse_qs(
+            self.request(index).content.decode("ascii"), keep_blank_values=True, encoding=charset or self.charset
+        )
 
     def soap(self, index: int | None = None) -> tuple[str, dict[str, str]]:
         """(operation element name, parameters) of a recorded SOAP request, read as the vendor reads it."""
@@ -68,8 +70,10 @@ class Recorder:
 
 def raising(exc_type: type[httpx.TransportError]) -> Callable[[httpx.Request], httpx.Response]:
     """A reply that fails the way httpx fails with ``exc_type``."""
+
     def reply(request: httpx.Request) -> httpx.Response:
         raise exc_type("simulated", request=request)
+
     return reply
 
 

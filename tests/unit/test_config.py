@@ -1,4 +1,5 @@
 """Configuration mistakes are reported at start-up, naming the account and the key."""
+
 from __future__ import annotations
 
 import logging
@@ -10,7 +11,6 @@ from smsq.worker.config import ConfigError, UnknownAccountError, load_accounts, 
 from .conftest import GOOD, write
 
 
-
 def test_a_good_account_loads_with_its_secret_hidden(tmp_path, monkeypatch):
     monkeypatch.setenv("SHOP_DXT_PASSWORD", "hunter2-secret")
     account = load_accounts(write(tmp_path, GOOD))["shop-dxt"]
@@ -19,21 +19,24 @@ def test_a_good_account_loads_with_its_secret_hidden(tmp_path, monkeypatch):
     assert "hunter2-secret" not in repr(account) and "hunter2-secret" not in str(account.password)
 
 
-@pytest.mark.parametrize("change, message", [
-    (('provider = "dxt"', 'provider = "nosuch"'), "account 'shop-dxt': provider 'nosuch' is unknown"),
-    (('provider = "dxt"', 'provider = "qxs"'), "account 'shop-dxt': userid (the enterprise id"),
-    (('provider = "dxt"', 'provider = "orgws"'), "account 'shop-dxt': option 'org_id'"),
-    (('provider = "dxt"', 'provider = "linkws"\ntransport = "ftp"'), "account 'shop-dxt': transport must be"),
-    (('charset = "gbk"', 'charset = "gbk"\ncolour = "red"'), "account 'shop-dxt': unknown key 'colour'"),
-    (('password_env = "SHOP_DXT_PASSWORD"', ''), "account 'shop-dxt': no credential"),
-    (('password_env = "SHOP_DXT_PASSWORD"', 'password_env = ""'), "password_env must be a non-empty string"),
-    (('password_env = "SHOP_DXT_PASSWORD"', 'password_env = "A"\npassword_file = "b"'), "give only one of"),
-    (('rate_limit = "20/s"', 'rate_limit = "fast"'), "account 'shop-dxt': rate_limit must look like"),
-    (('charset = "gbk"', 'charset = "klingon"'), "charset 'klingon' is not a known encoding"),
-    (('signature = "【某某科技】"', 'signature = "某某科技"'), "signature must look like 【某某科技】"),
-    (('base_url = "http://127.0.0.1:8801/"', 'base_url = "127.0.0.1:8801"'), "base_url must start with http"),
-    (('username = "demo"', ''), "account 'shop-dxt': username is required"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (('provider = "dxt"', 'provider = "nosuch"'), "account 'shop-dxt': provider 'nosuch' is unknown"),
+        (('provider = "dxt"', 'provider = "qxs"'), "account 'shop-dxt': userid (the enterprise id"),
+        (('provider = "dxt"', 'provider = "orgws"'), "account 'shop-dxt': option 'org_id'"),
+        (('provider = "dxt"', 'provider = "linkws"\ntransport = "ftp"'), "account 'shop-dxt': transport must be"),
+        (('charset = "gbk"', 'charset = "gbk"\ncolour = "red"'), "account 'shop-dxt': unknown key 'colour'"),
+        (('password_env = "SHOP_DXT_PASSWORD"', ""), "account 'shop-dxt': no credential"),
+        (('password_env = "SHOP_DXT_PASSWORD"', 'password_env = ""'), "password_env must be a non-empty string"),
+        (('password_env = "SHOP_DXT_PASSWORD"', 'password_env = "A"\npassword_file = "b"'), "give only one of"),
+        (('rate_limit = "20/s"', 'rate_limit = "fast"'), "account 'shop-dxt': rate_limit must look like"),
+        (('charset = "gbk"', 'charset = "klingon"'), "charset 'klingon' is not a known encoding"),
+        (('signature = "【某某科技】"', 'signature = "某某科技"'), "signature must look like 【某某科技】"),
+        (('base_url = "http://127.0.0.1:8801/"', 'base_url = "127.0.0.1:8801"'), "base_url must start with http"),
+        (('username = "demo"', ""), "account 'shop-dxt': username is required"),
+    ],
+)
 def test_mistakes_name_the_account_and_the_key(tmp_path, monkeypatch, change, message):
     monkeypatch.setenv("SHOP_DXT_PASSWORD", "x-secret")
     with pytest.raises(ConfigError) as exc:
@@ -41,12 +44,16 @@ def test_mistakes_name_the_account_and_the_key(tmp_path, monkeypatch, change, me
     assert message in str(exc.value)
 
 
-@pytest.mark.parametrize("change, message", [
-    (('password_env = "SHOP_DXT_PASSWORD"', 'password_env = "NOT_SET_ANYWHERE"'),
-     "account 'shop-dxt': password_env names NOT_SET_ANYWHERE, which is not set in the environment"),
-    (('password_env = "SHOP_DXT_PASSWORD"', 'password_file = "missing.txt"'),
-     "account 'shop-dxt': password_file "),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            ('password_env = "SHOP_DXT_PASSWORD"', 'password_env = "NOT_SET_ANYWHERE"'),
+            "account 'shop-dxt': password_env names NOT_SET_ANYWHERE, which is not set in the environment",
+        ),
+        (('password_env = "SHOP_DXT_PASSWORD"', 'password_file = "missing.txt"'), "account 'shop-dxt': password_file "),
+    ],
+)
 def test_a_password_kept_elsewhere_is_read_only_when_needed(tmp_path, monkeypatch, change, message):
     from smsq.worker.config import load_settings
 
@@ -131,15 +138,18 @@ def test_urls_from_secret_files(tmp_path, monkeypatch):
         load_settings()
 
 
-@pytest.mark.parametrize("name, value, message", [
-    ("SMSQ_DATABASE_URL", "notaurl", "SMSQ_DATABASE_URL is not a database URL: 'notaurl'"),
-    ("SMSQ_DATABASE_URL", "mysql://app:db-pw-77@h/db", "SMSQ_DATABASE_URL mysql://app:***@h/db: smsq keeps"),
-    ("SMSQ_DATABASE_URL", "postgresql+psycopg2://h/db", "its driver 'postgresql+psycopg2' cannot be loaded"),
-    ("SMSQ_BROKER_URL", "foo://x", "SMSQ_BROKER_URL 'foo://x' is not a broker smsq knows"),
-    ("SMSQ_BROKER_URL", "redis//127.0.0.1:6379/0", "is not a broker smsq knows"),
-    ("SMSQ_BROKER_URL", "sqla+nosuch:///b.db", "SMSQ_BROKER_URL (after sqla+) nosuch:///b.db"),
-    ("SMSQ_REDIS_URL", "http://127.0.0.1:6379", "SMSQ_REDIS_URL 'http://127.0.0.1:6379' is not a Redis URL"),
-])
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("SMSQ_DATABASE_URL", "notaurl", "SMSQ_DATABASE_URL is not a database URL: 'notaurl'"),
+        ("SMSQ_DATABASE_URL", "mysql://app:db-pw-77@h/db", "SMSQ_DATABASE_URL mysql://app:***@h/db: smsq keeps"),
+        ("SMSQ_DATABASE_URL", "postgresql+psycopg2://h/db", "its driver 'postgresql+psycopg2' cannot be loaded"),
+        ("SMSQ_BROKER_URL", "foo://x", "SMSQ_BROKER_URL 'foo://x' is not a broker smsq knows"),
+        ("SMSQ_BROKER_URL", "redis//127.0.0.1:6379/0", "is not a broker smsq knows"),
+        ("SMSQ_BROKER_URL", "sqla+nosuch:///b.db", "SMSQ_BROKER_URL (after sqla+) nosuch:///b.db"),
+        ("SMSQ_REDIS_URL", "http://127.0.0.1:6379", "SMSQ_REDIS_URL 'http://127.0.0.1:6379' is not a Redis URL"),
+    ],
+)
 def test_urls_smsq_cannot_use_are_configuration_errors(tmp_path, monkeypatch, name, value, message):
     from smsq.worker.config import load_settings
 
@@ -153,8 +163,16 @@ def test_urls_smsq_cannot_use_are_configuration_errors(tmp_path, monkeypatch, na
     assert "db-pw-77" not in str(exc.value)
 
 
-@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://h:6380/0", "amqp://guest:guest@h:5672/v",
-                                 "amqps://h/v", "sqla+sqlite:///b.db"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "rediss://h:6380/0",
+        "amqp://guest:guest@h:5672/v",
+        "amqps://h/v",
+        "sqla+sqlite:///b.db",
+    ],
+)
 def test_brokers_smsq_runs_on_are_accepted(tmp_path, monkeypatch, url):
     from smsq.worker.config import load_settings
 

@@ -1,5 +1,6 @@
 """A running process reads its accounts file again when it changed: whole and validated,
 or not at all; accounts that did not change keep their objects, and their clients."""
+
 from __future__ import annotations
 
 import logging

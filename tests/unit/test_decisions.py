@@ -6,6 +6,7 @@ row runs vendor code -> outcome -> decision: each code the provider modules map,
 and the transport faults every provider shares. The backoff's jitter is drawn by
 ``TOP`` (the top of its range), so every wait is exact.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from smsq.providers import Account, Outcome, Secret, SendResult, provider_class
-from smsq.providers import dxt, jinxin, linkws, orgws, qxs
+from smsq.providers import Account, Outcome, Secret, SendResult, dxt, jinxin, linkws, orgws, provider_class, qxs
 from smsq.store.lifecycle import ChunkState
 from smsq.tasks.decisions import Policy, backoff, decide
 from smsq.worker.config import Settings
@@ -40,29 +40,42 @@ def BOTTOM(low: float, high: float) -> float:
 
 # -- each vendor's answers, in its own format ---------------------------------
 
+
 def soap(operation: str, result: str) -> str:
-    return (f'<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body>'
-            f'<{operation}Response xmlns="{TNS}"><{operation}Result>{result}</{operation}Result>'
-            f'</{operation}Response></soap:Body></soap:Envelope>')
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body>'
+        f'<{operation}Response xmlns="{TNS}"><{operation}Result>{result}</{operation}Result>'
+        f"</{operation}Response></soap:Body></soap:Envelope>"
+    )
 
 
 def qxs_answer(status: str, message: str) -> str:
-    return (f'<?xml version="1.0" encoding="utf-8" ?><returnsms><returnstatus>{status}</returnstatus>'
-            f'<message>{message}</message><remainpoint>0</remainpoint><taskID>1504</taskID>'
-            f'<successCounts>{len(NUMBERS) if status == "Success" else 0}</successCounts></returnsms>')
+    return (
+        f'<?xml version="1.0" encoding="utf-8" ?><returnsms><returnstatus>{status}</returnstatus>'
+        f"<message>{message}</message><remainpoint>0</remainpoint><taskID>1504</taskID>"
+        f"<successCounts>{len(NUMBERS) if status == 'Success' else 0}</successCounts></returnsms>"
+    )
 
 
 ANSWER = {  # vendor -> the body of a send answered with ``code``
     "dxt": lambda code: code if code != "0" else "0|2|0|9001,9002",
     "linkws": lambda code: soap("BatchSend2", code),
     "orgws": lambda code: soap("SendMessage", f"<FailPhone></FailPhone><Id>7001</Id><State>{code}</State>"),
-    "jinxin": lambda words: json.dumps({"respCode": "00000", "failCount": "0", "smsId": "A" * 32} if not words
-                                       else {"respCode": "10001", "respDesc": words}, ensure_ascii=False),
+    "jinxin": lambda words: json.dumps(
+        {"respCode": "00000", "failCount": "0", "smsId": "A" * 32}
+        if not words
+        else {"respCode": "10001", "respDesc": words},
+        ensure_ascii=False,
+    ),
     "qxs": lambda words: qxs_answer("Faild", words) if words else qxs_answer("Success", "ok"),
 }
 CHARSET = {"dxt": "gbk"}
-OPTIONS = {"linkws": {"transport": "soap"}, "orgws": {"org_id": 10001}, "qxs": {"userid": "12"},
-           "jinxin": {"userid": "8a48b5514a5e1f6b014a5e3e2c340001", "format": "json"}}
+OPTIONS = {
+    "linkws": {"transport": "soap"},
+    "orgws": {"org_id": 10001},
+    "qxs": {"userid": "12"},
+    "jinxin": {"userid": "8a48b5514a5e1f6b014a5e3e2c340001", "format": "json"},
+}
 
 # A refusal message for each class jinxin tells by its words (jinxin.REFUSALS).
 JINXIN_WORDS = {
@@ -75,8 +88,7 @@ JINXIN_WORDS = {
 
 
 def coded(vendor: str, table: dict) -> list:
-    return [pytest.param(vendor, code, outcome, text, id=f"{vendor} {code}")
-            for code, (outcome, text) in table.items()]
+    return [pytest.param(vendor, code, outcome, text, id=f"{vendor} {code}") for code, (outcome, text) in table.items()]
 
 
 VENDOR_CODES = [
@@ -89,20 +101,31 @@ VENDOR_CODES = [
     *coded("orgws", orgws.SEND_CODES),
     pytest.param("orgws", "-99", Outcome.AMBIGUOUS, "unknown vendor code", id="orgws -99 (not in the document)"),
     pytest.param("jinxin", "", Outcome.OK, "成功", id="jinxin 00000"),
-    *[pytest.param("jinxin", words, outcome, words, id=f"jinxin {outcome.value}")
-      for outcome, words in JINXIN_WORDS.items()],
+    *[
+        pytest.param("jinxin", words, outcome, words, id=f"jinxin {outcome.value}")
+        for outcome, words in JINXIN_WORDS.items()
+    ],
     pytest.param("jinxin", "参数错误", Outcome.INVALID_REQUEST, "参数错误", id="jinxin other refusal"),
     pytest.param("qxs", "", Outcome.OK, "ok (accepted", id="qxs Success"),
-    *[pytest.param("qxs", phrase, outcome, text.split(" (")[0], id=f"qxs {phrase}")
-      for phrase, outcome, text in qxs.MESSAGES],
+    *[
+        pytest.param("qxs", phrase, outcome, text.split(" (")[0], id=f"qxs {phrase}")
+        for phrase, outcome, text in qxs.MESSAGES
+    ],
     pytest.param("qxs", "未知的错误", Outcome.AMBIGUOUS, "unknown vendor message", id="qxs unknown message"),
 ]
 
 
 def provider(vendor: str, reply):
-    account = Account(name=f"shop-{vendor}", provider=vendor, base_url="http://vendor.test/", username="u",
-                      password=Secret("pw-123456"), charset=CHARSET.get(vendor), signature="【某某科技】",
-                      options=OPTIONS.get(vendor, {}))
+    account = Account(
+        name=f"shop-{vendor}",
+        provider=vendor,
+        base_url="http://vendor.test/",
+        username="u",
+        password=Secret("pw-123456"),
+        charset=CHARSET.get(vendor),
+        signature="【某某科技】",
+        options=OPTIONS.get(vendor, {}),
+    )
     return provider_class(vendor)(account, httpx.Client(transport=httpx.MockTransport(reply)))
 
 
@@ -128,9 +151,16 @@ MEANING = {
 }
 VENDOR_INTERVAL = {"linkws": 30.0, "jinxin": 60.0}  # seconds their rate-limit answers say to wait
 # The account's half-open probe: "closes" (the account works), "trips" (open again), None.
-PROBE = {Outcome.OK: "closes", Outcome.INVALID_REQUEST: "closes", Outcome.BLOCKED: "closes",
-         Outcome.RATE_LIMITED: "closes", Outcome.AUTH: "trips", Outcome.BALANCE: "trips",
-         Outcome.TRANSIENT: "trips", Outcome.AMBIGUOUS: None}
+PROBE = {
+    Outcome.OK: "closes",
+    Outcome.INVALID_REQUEST: "closes",
+    Outcome.BLOCKED: "closes",
+    Outcome.RATE_LIMITED: "closes",
+    Outcome.AUTH: "trips",
+    Outcome.BALANCE: "trips",
+    Outcome.TRANSIENT: "trips",
+    Outcome.AMBIGUOUS: None,
+}
 
 
 def first_call(result: SendResult, probe: bool = False):
@@ -140,8 +170,12 @@ def first_call(result: SendResult, probe: bool = False):
 def assert_means(decision, outcome: Outcome, interval: float | None = None) -> None:
     state, wait, trips, moves = MEANING[outcome]
     wait = interval if wait == "vendor's" else wait
-    assert (decision.next_state, decision.wait, decision.trips_circuit, decision.moves_on_route) == \
-        (state, wait, trips, moves)
+    assert (decision.next_state, decision.wait, decision.trips_circuit, decision.moves_on_route) == (
+        state,
+        wait,
+        trips,
+        moves,
+    )
     assert decision.retry_at == (None if wait is None else NOW + timedelta(seconds=wait))
     assert decision.attempt_counts is (outcome is not Outcome.RATE_LIMITED)
     assert not decision.closes_circuit  # only a probe closes it
@@ -208,11 +242,14 @@ def test_a_first_call_counts_the_budget_from_now():
     assert decision.attempt_counts and not decision.trips_circuit
 
 
-@pytest.mark.parametrize("first_ago, attempt, wait", [
-    pytest.param(3000, 9, 300, id="a full wait fits"),
-    pytest.param(3500, 8, 100, id="the last wait ends at the budget's end"),
-    pytest.param(3599.5, 8, 1.0, id="even the last call waits a second"),
-])
+@pytest.mark.parametrize(
+    "first_ago, attempt, wait",
+    [
+        pytest.param(3000, 9, 300, id="a full wait fits"),
+        pytest.param(3500, 8, 100, id="the last wait ends at the budget's end"),
+        pytest.param(3599.5, 8, 1.0, id="even the last call waits a second"),
+    ],
+)
 def test_the_last_wait_is_cut_to_the_budgets_end(first_ago, attempt, wait):
     decision = busy(attempt, first_ago)
     assert (decision.next_state, decision.wait) == (ChunkState.PENDING, wait)
@@ -253,6 +290,14 @@ def test_a_probe_that_fails_transiently_reopens_the_circuit_and_the_chunk_retrie
 
 
 def test_the_policy_is_read_from_the_settings():
-    conf = Settings(config_path=Path("smsq.toml"), database_url="sqlite://", broker_url="memory://",
-                    redis_url=None, accounts={}, retry_for=120, retry_backoff_max=4, max_attempts=9)
+    conf = Settings(
+        config_path=Path("smsq.toml"),
+        database_url="sqlite://",
+        broker_url="memory://",
+        redis_url=None,
+        accounts={},
+        retry_for=120,
+        retry_backoff_max=4,
+        max_attempts=9,
+    )
     assert Policy.of(conf) == Policy(retry_for=120, retry_backoff_max=4, max_attempts=9)

@@ -3,6 +3,7 @@
 Pure: no network, no database, no broker. HTTP goes through ``httpx.MockTransport``,
 which is also how transport faults (read timeout, connect error) are forced.
 """
+
 from __future__ import annotations
 
 import urllib.parse
@@ -29,8 +30,15 @@ SIG = "【某某科技】"
 
 
 def make_account(charset: str | None = "gbk", signature: str | None = SIG, name: str = "t") -> Account:
-    return Account(name=name, provider="dxt", base_url=BASE_URL, username="u", password=Secret(PASSWORD),
-                   charset=charset, signature=signature)
+    return Account(
+        name=name,
+        provider="dxt",
+        base_url=BASE_URL,
+        username="u",
+        password=Secret(PASSWORD),
+        charset=charset,
+        signature=signature,
+    )
 
 
 class Recorder(VendorRecorder):
@@ -48,13 +56,13 @@ def make_provider(handler, **account_kw) -> DxtProvider:
 # parse_send_text
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "body, ids, accepted, rejected",
     [
         pytest.param("0|1|0|SMSID", ["SMSID"], 1, 0, id="vendor-example"),
         pytest.param("0|1|0|6408676", ["6408676"], 1, 0, id="single-id"),
-        pytest.param("0|3|0|6408676,6408677,6408678", ["6408676", "6408677", "6408678"], 3, 0,
-                     id="several-ids"),
+        pytest.param("0|3|0|6408676,6408677,6408678", ["6408676", "6408677", "6408678"], 3, 0, id="several-ids"),
         pytest.param("0|2|1|6408676,6408677", ["6408676", "6408677"], 2, 1, id="some-rejected"),
         pytest.param("0|0|2|", [], 0, 2, id="all-rejected-no-ids"),
         pytest.param("  0|1|0|6408676\r\n", ["6408676"], 1, 0, id="surrounding-whitespace"),
@@ -138,6 +146,7 @@ def test_send_malformed_answer_is_ambiguous(body):
 # parse_reports_text
 # ---------------------------------------------------------------------------
 
+
 def test_parse_reports_vendor_example():
     reports = parse_reports_text("3|6408676;13682250950;20|6408649;13711147169;20|6408649;13719445093;20")
     assert [(r.vendor_id, r.mobile, r.delivered, r.code) for r in reports] == [
@@ -192,28 +201,46 @@ def test_parse_reports_malformed(body):
 # parse_inbound_text
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "body, expected",
     [
-        pytest.param("2|133,13798361236;我回复一条|134,13826588212;我也回复一条",
-                     [("133", "13798361236", "我回复一条"), ("134", "13826588212", "我也回复一条")],
-                     id="vendor-example-comma"),
-        pytest.param("2|133;13798361236;我回复一条|134;13826588212;我也回复一条",
-                     [("133", "13798361236", "我回复一条"), ("134", "13826588212", "我也回复一条")],
-                     id="semicolon-form"),
-        pytest.param("1|133,13798361236;好的,明天;见",
-                     [("133", "13798361236", "好的,明天;见")], id="comma-form-content-with-separators"),
-        pytest.param("1|133;13798361236;好的,明天;见",
-                     [("133", "13798361236", "好的,明天;见")], id="semicolon-form-content-with-separators"),
-        pytest.param("2|133;13798361236;A|B|134;13826588212;C",
-                     [("133", "13798361236", "A|B"), ("134", "13826588212", "C")], id="bar-in-first-content"),
-        pytest.param("2|133,13798361236;A|134,13826588212;B|C",
-                     [("133", "13798361236", "A"), ("134", "13826588212", "B|C")], id="bar-in-last-content"),
-        pytest.param("1|133;13798361236;x|y;z|w",
-                     [("133", "13798361236", "x|y;z|w")], id="several-bars"),
-        pytest.param("2|133;13798361236;价格|100;200;300|134;13826588212;d",
-                     [("133", "13798361236", "价格|100;200;300"), ("134", "13826588212", "d")],
-                     id="bar-then-digits-that-are-no-phone-number"),
+        pytest.param(
+            "2|133,13798361236;我回复一条|134,13826588212;我也回复一条",
+            [("133", "13798361236", "我回复一条"), ("134", "13826588212", "我也回复一条")],
+            id="vendor-example-comma",
+        ),
+        pytest.param(
+            "2|133;13798361236;我回复一条|134;13826588212;我也回复一条",
+            [("133", "13798361236", "我回复一条"), ("134", "13826588212", "我也回复一条")],
+            id="semicolon-form",
+        ),
+        pytest.param(
+            "1|133,13798361236;好的,明天;见",
+            [("133", "13798361236", "好的,明天;见")],
+            id="comma-form-content-with-separators",
+        ),
+        pytest.param(
+            "1|133;13798361236;好的,明天;见",
+            [("133", "13798361236", "好的,明天;见")],
+            id="semicolon-form-content-with-separators",
+        ),
+        pytest.param(
+            "2|133;13798361236;A|B|134;13826588212;C",
+            [("133", "13798361236", "A|B"), ("134", "13826588212", "C")],
+            id="bar-in-first-content",
+        ),
+        pytest.param(
+            "2|133,13798361236;A|134,13826588212;B|C",
+            [("133", "13798361236", "A"), ("134", "13826588212", "B|C")],
+            id="bar-in-last-content",
+        ),
+        pytest.param("1|133;13798361236;x|y;z|w", [("133", "13798361236", "x|y;z|w")], id="several-bars"),
+        pytest.param(
+            "2|133;13798361236;价格|100;200;300|134;13826588212;d",
+            [("133", "13798361236", "价格|100;200;300"), ("134", "13826588212", "d")],
+            id="bar-then-digits-that-are-no-phone-number",
+        ),
     ],
 )
 def test_parse_inbound(body, expected):
@@ -252,6 +279,7 @@ def test_parse_inbound_malformed(body):
 # ---------------------------------------------------------------------------
 # parse_balance_text
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("body, expected", [("12345", 12345), ("0", 0), (" 7\r\n", 7)])
 def test_parse_balance(body, expected):
@@ -407,6 +435,7 @@ def test_send_decodes_vendor_answer(charset, body, outcome, fragment):
 # Transport faults and HTTP status, through Provider.send
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "reply, outcome",
     [
@@ -442,6 +471,7 @@ def test_poll_fault_outcome(reply, outcome):
 # prepare_content
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "content, expected",
     [
@@ -459,10 +489,12 @@ def test_prepare_content(content, expected):
 @pytest.mark.parametrize(
     "content, account_kw, fragments",
     [
-        pytest.param("您好", {"signature": None, "name": "shop-dxt"}, ["'shop-dxt'", "signature"],
-                     id="no-signature-anywhere"),
-        pytest.param("您好", {"signature": "", "name": "shop-dxt"}, ["'shop-dxt'", "signature"],
-                     id="empty-account-signature"),
+        pytest.param(
+            "您好", {"signature": None, "name": "shop-dxt"}, ["'shop-dxt'", "signature"], id="no-signature-anywhere"
+        ),
+        pytest.param(
+            "您好", {"signature": "", "name": "shop-dxt"}, ["'shop-dxt'", "signature"], id="empty-account-signature"
+        ),
         pytest.param("【测试】" + "好" * 332, {}, ["336", "335"], id="336-characters"),
         pytest.param("好" * 330, {}, ["336", "335"], id="336-with-appended-signature"),
         pytest.param("【测试】你好😀", {"charset": "gbk"}, ["😀", "U+1F600", "gbk"], id="emoji-gbk"),
@@ -486,6 +518,7 @@ def test_prepare_content_emoji_allowed_in_utf8():
 # ---------------------------------------------------------------------------
 # Secrets
 # ---------------------------------------------------------------------------
+
 
 def _shown_results() -> list[SendResult]:
     results = [parse_send_text("0|1|0|6408676"), parse_send_text("-7")]
@@ -518,8 +551,15 @@ def test_secret_still_reveals():
 def test_the_form_body_is_byte_for_byte_what_urlencode_gives(charset):
     from smsq.providers.base import form_body
 
-    fields = {"us_name": "shop", "us_pwd": "p&w=d+ 8%", "send_phone": "13800000000,13900000001,075580808080",
-              "send_content": "【某某科技】您的验证码是 345678，请在5分钟内输入。", "empty": "", "comma": ",", "n": 5}
+    fields = {
+        "us_name": "shop",
+        "us_pwd": "p&w=d+ 8%",
+        "send_phone": "13800000000,13900000001,075580808080",
+        "send_content": "【某某科技】您的验证码是 345678，请在5分钟内输入。",
+        "empty": "",
+        "comma": ",",
+        "n": 5,
+    }
     assert form_body(fields, charset) == urllib.parse.urlencode(fields, encoding=charset).encode("ascii")
     with pytest.raises(UnicodeEncodeError):
         form_body({"send_content": "€"}, "gb2312")

@@ -3,11 +3,12 @@
 Pure: no network, no database, no broker. HTTP goes through ``httpx.MockTransport``,
 which is also how transport faults (read timeout, connect error) are forced.
 """
+
 from __future__ import annotations
 
 import json
 import urllib.parse
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -27,11 +28,18 @@ OK_JSON = '{"respCode":"00000","failCount":"0","failList":[],"smsId":"6fa0b5f0c4
 OK_XML = "<returnsms><returnstatus>00000</returnstatus><message>ok</message></returnsms>"
 
 
-def make_account(charset: str | None = "utf-8", signature: str | None = SIG, name: str = "t",
-                 **options) -> Account:
+def make_account(charset: str | None = "utf-8", signature: str | None = SIG, name: str = "t", **options) -> Account:
     options = {"userid": USERID, "format": "json", **options}
-    return Account(name=name, provider="jinxin", base_url=BASE_URL, username="acct", password=Secret(PASSWORD),
-                   charset=charset, signature=signature, options=options)
+    return Account(
+        name=name,
+        provider="jinxin",
+        base_url=BASE_URL,
+        username="acct",
+        password=Secret(PASSWORD),
+        charset=charset,
+        signature=signature,
+        options=options,
+    )
 
 
 class Recorder(VendorRecorder):
@@ -60,39 +68,105 @@ NUMBERS = ["13800138000", "13900139000", "13700137000"]
 @pytest.mark.parametrize(
     "answer, failed, accepted, rejected",
     [
-        pytest.param({"respCode": "00000", "failCount": "0", "failList": [], "smsId": "A" * 32}, {}, 3, 0,
-                     id="all-accepted"),
+        pytest.param(
+            {"respCode": "00000", "failCount": "0", "failList": [], "smsId": "A" * 32}, {}, 3, 0, id="all-accepted"
+        ),
         pytest.param({"respCode": "00000", "failCount": "0", "smsId": "A" * 32}, {}, 3, 0, id="no-failList"),
         pytest.param({"respCode": 0, "failCount": 0, "smsId": "A" * 32}, {}, 3, 0, id="numbers-not-strings"),
-        pytest.param({"respCode": "00000", "failCount": "1", "smsId": "A" * 32,
-                      "failList": [{"phone": "13900139000", "respCode": "00111", "respDesc": "号码在黑名单中"}]},
-                     {"13900139000": "00111 号码在黑名单中"}, 2, 1, id="objects-phone-code-desc"),
-        pytest.param({"respCode": "00000", "failCount": "2", "smsId": "A" * 32,
-                      "failList": [{"mobile": "13800138000", "reason": "空号"},
-                                   {"number": "13700137000", "msg": "停机"}]},
-                     {"13800138000": "空号", "13700137000": "停机"}, 1, 2, id="objects-other-keys"),
-        pytest.param({"respCode": "00000", "failCount": "1", "smsId": "A" * 32,
-                      "failList": [{"phone": "13900139000"}]},
-                     {"13900139000": "failed"}, 2, 1, id="object-without-reason"),
-        pytest.param({"respCode": "00000", "failCount": "2", "smsId": "A" * 32,
-                      "failList": "13900139000:号码在黑名单中,13700137000:手机号码格式错误"},
-                     {"13900139000": "号码在黑名单中", "13700137000": "手机号码格式错误"}, 1, 2, id="string"),
-        pytest.param({"respCode": "00000", "failCount": "1", "smsId": "A" * 32,
-                      "failList": "13900139000:内容违规，请修改;13700137000"},
-                     {"13900139000": "内容违规，请修改", "13700137000": "failed"}, 1, 2,
-                     id="string-reason-with-fullwidth-comma"),
-        pytest.param({"respCode": "00000", "failCount": "1", "smsId": "A" * 32,
-                      "failList": '[{"phone":"13900139000","respCode":"00111"}]'},
-                     {"13900139000": "00111"}, 2, 1, id="json-text"),
-        pytest.param({"respCode": "00000", "failCount": "1", "smsId": "A" * 32,
-                      "failList": {"13900139000": "黑名单"}}, {"13900139000": "黑名单"}, 2, 1, id="mapping"),
-        pytest.param({"respCode": "00000", "failCount": "1", "smsId": "A" * 32,
-                      "failList": ["13900139000:黑名单"]}, {"13900139000": "黑名单"}, 2, 1, id="list-of-strings"),
-        pytest.param({"respCode": "00000", "failCount": "1", "smsId": "A" * 32,
-                      "failList": [{"phone": "+8613900139000", "respCode": "00111"}]},
-                     {"13900139000": "00111"}, 2, 1, id="vendor-writes-86-prefix"),
-        pytest.param({"respCode": "00000", "failCount": "2", "smsId": "A" * 32}, {}, 1, 2,
-                     id="count-without-list"),
+        pytest.param(
+            {
+                "respCode": "00000",
+                "failCount": "1",
+                "smsId": "A" * 32,
+                "failList": [{"phone": "13900139000", "respCode": "00111", "respDesc": "号码在黑名单中"}],
+            },
+            {"13900139000": "00111 号码在黑名单中"},
+            2,
+            1,
+            id="objects-phone-code-desc",
+        ),
+        pytest.param(
+            {
+                "respCode": "00000",
+                "failCount": "2",
+                "smsId": "A" * 32,
+                "failList": [{"mobile": "13800138000", "reason": "空号"}, {"number": "13700137000", "msg": "停机"}],
+            },
+            {"13800138000": "空号", "13700137000": "停机"},
+            1,
+            2,
+            id="objects-other-keys",
+        ),
+        pytest.param(
+            {"respCode": "00000", "failCount": "1", "smsId": "A" * 32, "failList": [{"phone": "13900139000"}]},
+            {"13900139000": "failed"},
+            2,
+            1,
+            id="object-without-reason",
+        ),
+        pytest.param(
+            {
+                "respCode": "00000",
+                "failCount": "2",
+                "smsId": "A" * 32,
+                "failList": "13900139000:号码在黑名单中,13700137000:手机号码格式错误",
+            },
+            {"13900139000": "号码在黑名单中", "13700137000": "手机号码格式错误"},
+            1,
+            2,
+            id="string",
+        ),
+        pytest.param(
+            {
+                "respCode": "00000",
+                "failCount": "1",
+                "smsId": "A" * 32,
+                "failList": "13900139000:内容违规，请修改;13700137000",
+            },
+            {"13900139000": "内容违规，请修改", "13700137000": "failed"},
+            1,
+            2,
+            id="string-reason-with-fullwidth-comma",
+        ),
+        pytest.param(
+            {
+                "respCode": "00000",
+                "failCount": "1",
+                "smsId": "A" * 32,
+                "failList": '[{"phone":"13900139000","respCode":"00111"}]',
+            },
+            {"13900139000": "00111"},
+            2,
+            1,
+            id="json-text",
+        ),
+        pytest.param(
+            {"respCode": "00000", "failCount": "1", "smsId": "A" * 32, "failList": {"13900139000": "黑名单"}},
+            {"13900139000": "黑名单"},
+            2,
+            1,
+            id="mapping",
+        ),
+        pytest.param(
+            {"respCode": "00000", "failCount": "1", "smsId": "A" * 32, "failList": ["13900139000:黑名单"]},
+            {"13900139000": "黑名单"},
+            2,
+            1,
+            id="list-of-strings",
+        ),
+        pytest.param(
+            {
+                "respCode": "00000",
+                "failCount": "1",
+                "smsId": "A" * 32,
+                "failList": [{"phone": "+8613900139000", "respCode": "00111"}],
+            },
+            {"13900139000": "00111"},
+            2,
+            1,
+            id="vendor-writes-86-prefix",
+        ),
+        pytest.param({"respCode": "00000", "failCount": "2", "smsId": "A" * 32}, {}, 1, 2, id="count-without-list"),
     ],
 )
 def test_parse_json_accepted(answer, failed, accepted, rejected):
@@ -206,29 +280,62 @@ VENDOR_EXAMPLE = """<?xml version="1.0" encoding="utf-8"?>
 @pytest.mark.parametrize(
     "body, numbers, failed, accepted, batch_ref",
     [
-        pytest.param(VENDOR_EXAMPLE.replace("<remainpoint>remainpoint", "<remainpoint>100"),
-                     ["13800138000", "13896543210", "13700137000"], {"13896543210": "00111"}, 2, None,
-                     id="vendor-example-nested-status"),
-        pytest.param("<returnsms><returnstatus>00000</returnstatus><message>ok</message>"
-                     "<successCounts>3</successCounts><smsId>S1</smsId></returnsms>",
-                     NUMBERS, {}, 3, "S1", id="returnstatus"),
-        pytest.param("<returnsms><returnstatus>Success</returnstatus><message>ok</message>"
-                     "<remainpoint>9</remainpoint><taskID>1504</taskID><successCounts>3</successCounts></returnsms>",
-                     NUMBERS, {}, 3, "1504", id="classic-family-success-and-task-id"),
-        pytest.param("<returnsms><returnsms>00000</returnsms><smsId>S2</smsId>"
-                     "<taskID><phone>13800138000</phone><returnsms>00000</returnsms></taskID>"
-                     "<taskID><phone>13900139000</phone><returnsms>00111</returnsms></taskID>"
-                     "<taskID><phone>13700137000</phone><returnsms>10112</returnsms></taskID></returnsms>",
-                     NUMBERS, {"13900139000": "00111", "13700137000": "10112"}, 1, "S2",
-                     id="one-taskID-per-number"),
-        pytest.param("<returnsms><returnsms>00000</returnsms>"
-                     "<taskID><phone>13900139000</phone><returnsms>00111</returnsms>"
-                     "<phone>8613700137000</phone><returnsms>10112</returnsms></taskID></returnsms>",
-                     NUMBERS, {"13900139000": "00111", "13700137000": "10112"}, 1, None,
-                     id="pairs-in-one-taskID-and-86-prefix"),
-        pytest.param('<?xml version="1.0" encoding="gbk"?><returnsms><returnsms>00000</returnsms>'
-                     "<message>请求成功</message><failList>13900139000:黑名单</failList></returnsms>",
-                     NUMBERS, {"13900139000": "黑名单"}, 2, None, id="gbk-declaration-and-failList"),
+        pytest.param(
+            VENDOR_EXAMPLE.replace("<remainpoint>remainpoint", "<remainpoint>100"),
+            ["13800138000", "13896543210", "13700137000"],
+            {"13896543210": "00111"},
+            2,
+            None,
+            id="vendor-example-nested-status",
+        ),
+        pytest.param(
+            "<returnsms><returnstatus>00000</returnstatus><message>ok</message>"
+            "<successCounts>3</successCounts><smsId>S1</smsId></returnsms>",
+            NUMBERS,
+            {},
+            3,
+            "S1",
+            id="returnstatus",
+        ),
+        pytest.param(
+            "<returnsms><returnstatus>Success</returnstatus><message>ok</message>"
+            "<remainpoint>9</remainpoint><taskID>1504</taskID><successCounts>3</successCounts></returnsms>",
+            NUMBERS,
+            {},
+            3,
+            "1504",
+            id="classic-family-success-and-task-id",
+        ),
+        pytest.param(
+            "<returnsms><returnsms>00000</returnsms><smsId>S2</smsId>"
+            "<taskID><phone>13800138000</phone><returnsms>00000</returnsms></taskID>"
+            "<taskID><phone>13900139000</phone><returnsms>00111</returnsms></taskID>"
+            "<taskID><phone>13700137000</phone><returnsms>10112</returnsms></taskID></returnsms>",
+            NUMBERS,
+            {"13900139000": "00111", "13700137000": "10112"},
+            1,
+            "S2",
+            id="one-taskID-per-number",
+        ),
+        pytest.param(
+            "<returnsms><returnsms>00000</returnsms>"
+            "<taskID><phone>13900139000</phone><returnsms>00111</returnsms>"
+            "<phone>8613700137000</phone><returnsms>10112</returnsms></taskID></returnsms>",
+            NUMBERS,
+            {"13900139000": "00111", "13700137000": "10112"},
+            1,
+            None,
+            id="pairs-in-one-taskID-and-86-prefix",
+        ),
+        pytest.param(
+            '<?xml version="1.0" encoding="gbk"?><returnsms><returnsms>00000</returnsms>'
+            "<message>请求成功</message><failList>13900139000:黑名单</failList></returnsms>",
+            NUMBERS,
+            {"13900139000": "黑名单"},
+            2,
+            None,
+            id="gbk-declaration-and-failList",
+        ),
     ],
 )
 def test_parse_xml_accepted(body, numbers, failed, accepted, batch_ref):
@@ -243,8 +350,10 @@ def test_parse_xml_accepted(body, numbers, failed, accepted, batch_ref):
 @pytest.mark.parametrize("tag", ["returnstatus", "returnsms"])
 @pytest.mark.parametrize("code, text, outcome, kept", REFUSALS, ids=[r[0] + "-" + r[2].value for r in REFUSALS])
 def test_parse_xml_refusals(tag, code, text, outcome, kept):
-    body = (f'<?xml version="1.0" encoding="utf-8"?><returnsms><{tag}>{code}</{tag}>'
-            f"<message>{text}</message><remainpoint>0</remainpoint><successCounts>0</successCounts></returnsms>")
+    body = (
+        f'<?xml version="1.0" encoding="utf-8"?><returnsms><{tag}>{code}</{tag}>'
+        f"<message>{text}</message><remainpoint>0</remainpoint><successCounts>0</successCounts></returnsms>"
+    )
     result = parse_send_xml(body, NUMBERS)
     assert result.outcome is outcome
     assert result.code == code
@@ -254,18 +363,27 @@ def test_parse_xml_refusals(tag, code, text, outcome, kept):
 @pytest.mark.parametrize(
     "body",
     [
-        pytest.param(VENDOR_EXAMPLE.replace("<message>message</message>", "<message>message;/message;"),
-                     id="vendor-example-as-printed"),
+        pytest.param(
+            VENDOR_EXAMPLE.replace("<message>message</message>", "<message>message;/message;"),
+            id="vendor-example-as-printed",
+        ),
         pytest.param("", id="empty"),
         pytest.param("<returnsms><message>ok</message></returnsms>", id="no-status"),
-        pytest.param("<returnsms><taskID><returnsms>00000</returnsms></taskID></returnsms>",
-                     id="status-only-nested-in-taskID"),
-        pytest.param("<returnsms><returnsms>00000</returnsms><taskID><phone>13900139000</phone>"
-                     "<phone>13700137000</phone><returnsms>1</returnsms></taskID></returnsms>", id="uneven-taskID"),
-        pytest.param("<returnsms><returnsms>00000</returnsms><successCounts>x</successCounts></returnsms>",
-                     id="bad-successCounts"),
-        pytest.param('<!DOCTYPE r [<!ENTITY e "00000">]><returnsms><returnsms>&e;</returnsms></returnsms>',
-                     id="entity-refused"),
+        pytest.param(
+            "<returnsms><taskID><returnsms>00000</returnsms></taskID></returnsms>", id="status-only-nested-in-taskID"
+        ),
+        pytest.param(
+            "<returnsms><returnsms>00000</returnsms><taskID><phone>13900139000</phone>"
+            "<phone>13700137000</phone><returnsms>1</returnsms></taskID></returnsms>",
+            id="uneven-taskID",
+        ),
+        pytest.param(
+            "<returnsms><returnsms>00000</returnsms><successCounts>x</successCounts></returnsms>",
+            id="bad-successCounts",
+        ),
+        pytest.param(
+            '<!DOCTYPE r [<!ENTITY e "00000">]><returnsms><returnsms>&e;</returnsms></returnsms>', id="entity-refused"
+        ),
         pytest.param("<html>junk", id="html"),
     ],
 )
@@ -277,13 +395,16 @@ def test_parse_xml_malformed(body):
 # A DTD is refused even when it declares nothing harmful: an answer that
 # carries one is not the vendor's, and it would be read as an acceptance.
 DTD_ANSWERS = [
-    pytest.param('<!DOCTYPE returnsms [<!ELEMENT returnsms ANY>]>' + OK_XML, id="internal-dtd"),
-    pytest.param('<?xml version="1.0"?><!DOCTYPE returnsms SYSTEM "http://127.0.0.1:9/x.dtd">' + OK_XML,
-                 id="external-dtd"),
-    pytest.param('<?xml version="1.0"?><!DOCTYPE returnsms [<!ENTITY a "00000"><!ENTITY b "&a;&a;&a;&a;&a;'
-                 '&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>'
-                 '<returnsms><returnstatus>&c;</returnstatus><message>&c;</message></returnsms>',
-                 id="entity-bomb"),
+    pytest.param("<!DOCTYPE returnsms [<!ELEMENT returnsms ANY>]>" + OK_XML, id="internal-dtd"),
+    pytest.param(
+        '<?xml version="1.0"?><!DOCTYPE returnsms SYSTEM "http://127.0.0.1:9/x.dtd">' + OK_XML, id="external-dtd"
+    ),
+    pytest.param(
+        '<?xml version="1.0"?><!DOCTYPE returnsms [<!ENTITY a "00000"><!ENTITY b "&a;&a;&a;&a;&a;'
+        '&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>'
+        "<returnsms><returnstatus>&c;</returnstatus><message>&c;</message></returnsms>",
+        id="entity-bomb",
+    ),
 ]
 
 
@@ -342,8 +463,13 @@ def test_send_malformed_answer_is_ambiguous(fmt, body):
     [
         ("json", '{"respCode":"10002","respDesc":"账号或密码错误"}', Outcome.AUTH, "账号或密码错误"),
         ("json", OK_JSON, Outcome.OK, "不表明短信通道已经发送短信成功"),
-        ("xml", '<?xml version="1.0" encoding="{cs}"?><returnsms><returnsms>10007</returnsms>'
-                "<message>账户余额不足</message></returnsms>", Outcome.BALANCE, "账户余额不足"),
+        (
+            "xml",
+            '<?xml version="1.0" encoding="{cs}"?><returnsms><returnsms>10007</returnsms>'
+            "<message>账户余额不足</message></returnsms>",
+            Outcome.BALANCE,
+            "账户余额不足",
+        ),
     ],
 )
 def test_send_decodes_vendor_answer(charset, fmt, body, outcome, fragment):
@@ -358,8 +484,14 @@ def test_send_decodes_vendor_answer(charset, fmt, body, outcome, fragment):
 
 def test_content_type_charset_wins_over_the_account():
     body = '{"respCode":"10002","respDesc":"账号或密码错误"}'
-    reply = lambda request: httpx.Response(200, content=body.encode("gbk"),  # noqa: E731
-                                           headers={"content-type": "application/json; charset=gbk"})
+
+    def reply(request):
+        return httpx.Response(
+            200,
+            content=body.encode("gbk"),  # noqa: E731
+            headers={"content-type": "application/json; charset=gbk"},
+        )
+
     result = make_provider(Recorder(reply), charset="utf-8").send(["13800138000"], CONTENT)
     assert result.outcome is Outcome.AUTH and "账号或密码错误" in result.message
 
@@ -373,8 +505,12 @@ MOMENT = datetime(2025, 1, 2, 3, 4, 5, tzinfo=BEIJING)
 
 @pytest.mark.parametrize(
     "charset, wire",
-    [pytest.param("utf-8", "utf-8", id="utf-8"), pytest.param(None, "utf-8", id="default-is-utf-8"),
-     pytest.param("gbk", "gbk", id="gbk"), pytest.param("GB2312", "gbk", id="gb2312-sent-as-gbk")],
+    [
+        pytest.param("utf-8", "utf-8", id="utf-8"),
+        pytest.param(None, "utf-8", id="default-is-utf-8"),
+        pytest.param("gbk", "gbk", id="gbk"),
+        pytest.param("GB2312", "gbk", id="gb2312-sent-as-gbk"),
+    ],
 )
 def test_send_request(charset, wire):
     recorder = Recorder()
@@ -426,9 +562,10 @@ def test_send_request_charsets_differ_on_the_wire():
     "moment, stamp",
     [
         pytest.param(MOMENT, "20250102030405", id="beijing"),
-        pytest.param(datetime(2025, 1, 1, 19, 4, 5, tzinfo=timezone.utc), "20250102030405", id="utc-clock"),
-        pytest.param(datetime(2024, 12, 31, 23, 59, 59, 999999, tzinfo=BEIJING), "20241231235959",
-                     id="24h-truncated-to-seconds"),
+        pytest.param(datetime(2025, 1, 1, 19, 4, 5, tzinfo=UTC), "20250102030405", id="utc-clock"),
+        pytest.param(
+            datetime(2024, 12, 31, 23, 59, 59, 999999, tzinfo=BEIJING), "20241231235959", id="24h-truncated-to-seconds"
+        ),
         pytest.param(datetime(2025, 6, 7, 15, 0, 0, tzinfo=BEIJING), "20250607150000", id="afternoon-24h"),
     ],
 )
@@ -515,6 +652,7 @@ def test_charsets_the_vendor_does_not_take_are_refused(charset):
 # Class facts and options
 # ---------------------------------------------------------------------------
 
+
 def test_class_facts():
     assert JinxinProvider.name == "jinxin"
     assert JinxinProvider.max_numbers == 100
@@ -578,12 +716,16 @@ def test_invalid_options(options, key):
 # Transport faults and HTTP status, through Provider.send
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "reply, outcome",
     [
         *TRANSPORT_FAULTS,
-        pytest.param(lambda r: httpx.Response(200, text='{"respCode":"10001","respDesc":"系统繁忙,请稍后再试"}'),
-                     Outcome.TRANSIENT, id="vendor-busy"),
+        pytest.param(
+            lambda r: httpx.Response(200, text='{"respCode":"10001","respDesc":"系统繁忙,请稍后再试"}'),
+            Outcome.TRANSIENT,
+            id="vendor-busy",
+        ),
     ],
 )
 def test_send_fault_outcome(reply, outcome):
@@ -598,6 +740,7 @@ def test_send_fault_outcome(reply, outcome):
 # ---------------------------------------------------------------------------
 # prepare_content
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "content, expected",
@@ -616,11 +759,18 @@ def test_prepare_content(content, expected):
 @pytest.mark.parametrize(
     "content, account_kw, fragments",
     [
-        pytest.param("您好", {"signature": None, "name": "shop-jx"}, ["'shop-jx'", "signature", "at its start"],
-                     id="no-signature"),
-        pytest.param("您的验证码是1234【测试】", {"name": "shop-jx"},
-                     ["jinxin wants the signature first", "【测试】 at its end", "'shop-jx'", SIG],
-                     id="other-signature-at-end"),
+        pytest.param(
+            "您好",
+            {"signature": None, "name": "shop-jx"},
+            ["'shop-jx'", "signature", "at its start"],
+            id="no-signature",
+        ),
+        pytest.param(
+            "您的验证码是1234【测试】",
+            {"name": "shop-jx"},
+            ["jinxin wants the signature first", "【测试】 at its end", "'shop-jx'", SIG],
+            id="other-signature-at-end",
+        ),
         pytest.param("【测试】" + "好" * 297, {}, ["301", "300"], id="301-characters"),
         pytest.param("【测试】你好😀", {"charset": "gbk"}, ["😀", "gbk"], id="emoji-gbk"),
     ],
@@ -645,6 +795,7 @@ def test_prepare_content_emoji_allowed_in_utf8():
 # Secrets
 # ---------------------------------------------------------------------------
 
+
 def _shown_results() -> list[SendResult]:
     results = [parse_send_json(OK_JSON, NUMBERS), parse_send_json('{"respCode":"10002"}', NUMBERS)]
     for reply in (raising(httpx.ReadTimeout), lambda r: httpx.Response(200, text="<html>junk")):
@@ -657,8 +808,9 @@ def _shown_results() -> list[SendResult]:
     [
         pytest.param(lambda: repr(make_account()), id="repr-account"),
         pytest.param(lambda: repr(make_provider(Recorder())), id="repr-provider"),
-        pytest.param(lambda: " ".join(repr(r) + (r.message or "") + r.raw for r in _shown_results()),
-                     id="send-results"),
+        pytest.param(
+            lambda: " ".join(repr(r) + (r.message or "") + r.raw for r in _shown_results()), id="send-results"
+        ),
     ],
 )
 def test_password_not_shown(show):

@@ -1,10 +1,20 @@
 """The chunk and recipient transition tables (store/lifecycle.py): pure, no services."""
+
 from __future__ import annotations
 
 import pytest
 
-from smsq.store.lifecycle import (CHUNK_TRANSITIONS, RECIPIENT_TRANSITIONS, ChunkState, IllegalTransition,
-                                  RecipientState, check_chunk, check_recipient, chunks_from, recipients_from)
+from smsq.store.lifecycle import (
+    CHUNK_TRANSITIONS,
+    RECIPIENT_TRANSITIONS,
+    ChunkState,
+    IllegalTransition,
+    RecipientState,
+    check_chunk,
+    check_recipient,
+    chunks_from,
+    recipients_from,
+)
 
 C, R = ChunkState, RecipientState
 
@@ -14,23 +24,47 @@ def test_every_state_has_an_entry_and_moves_only_to_known_states():
     assert set(RECIPIENT_TRANSITIONS) == set(RecipientState)
     for table, states in ((CHUNK_TRANSITIONS, set(ChunkState)), (RECIPIENT_TRANSITIONS, set(RecipientState))):
         for targets in table.values():
-            assert isinstance(targets, frozenset) and targets <= states
+            assert set(targets) <= states and all(isinstance(who, str) and who for who in targets.values())
 
 
-@pytest.mark.parametrize("move", [
-    (C.PENDING, C.SENDING), (C.PENDING, C.PENDING), (C.PENDING, C.CANCELLED), (C.PENDING, C.MOVED),
-    (C.SENDING, C.ACCEPTED), (C.SENDING, C.FAILED), (C.SENDING, C.UNKNOWN), (C.SENDING, C.PENDING),
-    (C.SENDING, C.MOVED), (C.UNKNOWN, C.ACCEPTED), (C.UNKNOWN, C.FAILED), (C.UNKNOWN, C.PENDING),
-    (C.FAILED, C.PENDING), (C.FAILED, C.FAILED),
-], ids=lambda m: f"{m[0]}->{m[1]}")
+@pytest.mark.parametrize(
+    "move",
+    [
+        (C.PENDING, C.SENDING),
+        (C.PENDING, C.PENDING),
+        (C.PENDING, C.CANCELLED),
+        (C.PENDING, C.MOVED),
+        (C.SENDING, C.ACCEPTED),
+        (C.SENDING, C.FAILED),
+        (C.SENDING, C.UNKNOWN),
+        (C.SENDING, C.PENDING),
+        (C.SENDING, C.MOVED),
+        (C.UNKNOWN, C.ACCEPTED),
+        (C.UNKNOWN, C.FAILED),
+        (C.UNKNOWN, C.PENDING),
+        (C.FAILED, C.PENDING),
+        (C.FAILED, C.FAILED),
+    ],
+    ids=lambda m: f"{m[0]}->{m[1]}",
+)
 def test_the_chunk_moves_smsq_makes_are_allowed(move):
     check_chunk(*move)
 
 
-@pytest.mark.parametrize("move", [
-    (C.ACCEPTED, C.PENDING), (C.CANCELLED, C.PENDING), (C.MOVED, C.PENDING), (C.PENDING, C.ACCEPTED),
-    (C.SENDING, C.CANCELLED), (C.UNKNOWN, C.SENDING), (C.FAILED, C.ACCEPTED), (C.UNKNOWN, C.MOVED),
-], ids=lambda m: f"{m[0]}->{m[1]}")
+@pytest.mark.parametrize(
+    "move",
+    [
+        (C.ACCEPTED, C.PENDING),
+        (C.CANCELLED, C.PENDING),
+        (C.MOVED, C.PENDING),
+        (C.PENDING, C.ACCEPTED),
+        (C.SENDING, C.CANCELLED),
+        (C.UNKNOWN, C.SENDING),
+        (C.FAILED, C.ACCEPTED),
+        (C.UNKNOWN, C.MOVED),
+    ],
+    ids=lambda m: f"{m[0]}->{m[1]}",
+)
 def test_a_chunk_never_leaves_a_final_state_nor_skips_its_claim(move):
     with pytest.raises(IllegalTransition) as raised:
         check_chunk(*move, chunk_id=42)
@@ -44,8 +78,14 @@ def test_final_states_have_no_way_out():
 
 
 def test_recipient_moves():
-    for move in ((R.QUEUED, R.SENT), (R.QUEUED, R.CANCELLED), (R.SENT, R.DELIVERED), (R.UNKNOWN, R.QUEUED),
-                 (R.FAILED, R.QUEUED), (R.DELIVERED, R.FAILED)):
+    for move in (
+        (R.QUEUED, R.SENT),
+        (R.QUEUED, R.CANCELLED),
+        (R.SENT, R.DELIVERED),
+        (R.UNKNOWN, R.QUEUED),
+        (R.FAILED, R.QUEUED),
+        (R.DELIVERED, R.FAILED),
+    ):
         check_recipient(*move)
     for move in ((R.REJECTED, R.SENT), (R.CANCELLED, R.QUEUED), (R.SENT, R.QUEUED), (R.DELIVERED, R.CANCELLED)):
         with pytest.raises(IllegalTransition, match="recipient 7: "):

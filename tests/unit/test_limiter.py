@@ -2,6 +2,7 @@
 any 1-second window the vendor can count, start-up included, and close to the rate
 under load; OTPs booked ahead of the blast. The shared limiter on the real Redis:
 tests/integration/test_limiter.py."""
+
 from __future__ import annotations
 
 import time
@@ -32,9 +33,16 @@ def drive(limiter, clock: FakeClock, rate: float, seconds: float, callers: int =
             next_try[who] = clock.now + max(0.001, taken.wait)
 
 
-@pytest.mark.parametrize("text, rate, limit, window", [
-    ("5/s", 5.0, 5, 1.0), ("600/m", 600 / 60, 10, 1.0), ("30/m", 30 / 60, 1, 2.0), ("2.5/s", 2.5, 2, 1.0),
-    ("1/s", 1.0, 1, 1.0)])
+@pytest.mark.parametrize(
+    "text, rate, limit, window",
+    [
+        ("5/s", 5.0, 5, 1.0),
+        ("600/m", 600 / 60, 10, 1.0),
+        ("30/m", 30 / 60, 1, 2.0),
+        ("2.5/s", 2.5, 2, 1.0),
+        ("1/s", 1.0, 1, 1.0),
+    ],
+)
 def test_window_for_whole_and_fractional_rates(text, rate, limit, window):
     assert window_for(rate) == (limit, pytest.approx(window + WINDOW_MARGIN)), text
 
@@ -48,7 +56,7 @@ def test_no_second_ever_sees_more_than_the_rate_and_the_mean_is_close_to_it(rate
         assert busiest_second(starts) <= int(rate)
     else:
         assert busiest_second(starts, 1 / rate) == 1  # 30/m: one call in any 2 s
-    assert busiest_second(starts[:limit + 1], 1.0) <= max(1, int(rate))  # start-up: no full bucket to spend
+    assert busiest_second(starts[: limit + 1], 1.0) <= max(1, int(rate))  # start-up: no full bucket to spend
     assert len(starts) / 20 >= 0.9 * limit / (window - WINDOW_MARGIN)
 
 

@@ -4,10 +4,11 @@ Pure: no network. HTTP goes through ``httpx.MockTransport`` (zeep included: it
 posts through the account's httpx client), which is also how transport faults
 are forced.
 """
+
 from __future__ import annotations
 
 import urllib.parse
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -35,26 +36,41 @@ SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 TRANSPORTS = ["soap", "http"]
 
 
-def make_account(transport: str | None = "soap", signature: str | None = SIG, name: str = "t",
-                 base_url: str = BASE_URL, password: str = PASSWORD, **options) -> Account:
+def make_account(
+    transport: str | None = "soap",
+    signature: str | None = SIG,
+    name: str = "t",
+    base_url: str = BASE_URL,
+    password: str = PASSWORD,
+    **options,
+) -> Account:
     if transport is not None:
         options["transport"] = transport
-    return Account(name=name, provider="linkws", base_url=base_url, username="corp01",
-                   password=Secret(password), signature=signature, options=options)
+    return Account(
+        name=name,
+        provider="linkws",
+        base_url=base_url,
+        username="corp01",
+        password=Secret(password),
+        signature=signature,
+        options=options,
+    )
 
 
 def envelope(operation: str, value: str | None) -> bytes:
     result = "" if value is None else f"<{operation}Result>{value}</{operation}Result>"
-    return (f'<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body>'
-            f'<{operation}Response xmlns="{TNS}">{result}</{operation}Response></soap:Body></soap:Envelope>'
-            ).encode("utf-8")
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body>'
+        f'<{operation}Response xmlns="{TNS}">{result}</{operation}Response></soap:Body></soap:Envelope>'
+    ).encode()
 
 
 def vendor_reply(transport: str, operation: str, value: str) -> httpx.Response:
     """What the vendor answers on ``transport`` when the operation returns ``value``."""
     if transport == "soap":
-        return httpx.Response(200, content=envelope(operation, value),
-                              headers={"content-type": "text/xml; charset=utf-8"})
+        return httpx.Response(
+            200, content=envelope(operation, value), headers={"content-type": "text/xml; charset=utf-8"}
+        )
     return httpx.Response(200, content=value.encode("gb2312"), headers={"content-type": "text/html; charset=gb2312"})
 
 
@@ -67,9 +83,11 @@ def operation_of(request: httpx.Request) -> str:
 
 def answering(value: str):
     """A reply where the vendor's operation returns ``value``, on the transport the request came by."""
+
     def reply(request: httpx.Request) -> httpx.Response:
         transport = "soap" if "soapaction" in request.headers else "http"
         return vendor_reply(transport, operation_of(request), value)
+
     return reply
 
 
@@ -89,6 +107,7 @@ def make_provider(handler, transport: str | None = "soap", **account_kw) -> Link
 # class facts and options
 # ---------------------------------------------------------------------------
 
+
 def test_class_facts():
     assert LinkwsProvider.max_numbers == 500
     assert LinkwsProvider.max_chars == 300
@@ -106,8 +125,14 @@ def test_charset_follows_transport(transport, charset):
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"transport": "soap"}, {"transport": "http"}, {"cell": ""}, {"cell": "0123"},
-     {"transport": "http", "cell": "8"}],
+    [
+        {},
+        {"transport": "soap"},
+        {"transport": "http"},
+        {"cell": ""},
+        {"cell": "0123"},
+        {"transport": "http", "cell": "8"},
+    ],
 )
 def test_validate_options_accepts(options):
     """Options it accepts make an account whose sends go through."""
@@ -141,8 +166,8 @@ def test_validate_options_refuses(options, key):
 # parse_send_text
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("body, batch", [("12345", "12345"), ("1", "1"), (" 987654321\r\n", "987654321"),
-                                         ("007", "7")])
+
+@pytest.mark.parametrize("body, batch", [("12345", "12345"), ("1", "1"), (" 987654321\r\n", "987654321"), ("007", "7")])
 def test_parse_send_success(body, batch):
     result = parse_send_text(body)
     assert result.outcome is Outcome.OK
@@ -217,8 +242,9 @@ POLL_CODE_TABLE = [
 ]
 
 
-@pytest.mark.parametrize("parse", [parse_inbound_text, parse_balance_text, parse_blocked_text],
-                         ids=["Get", "SelSum", "NotSend"])
+@pytest.mark.parametrize(
+    "parse", [parse_inbound_text, parse_balance_text, parse_blocked_text], ids=["Get", "SelSum", "NotSend"]
+)
 @pytest.mark.parametrize("code, outcome", POLL_CODE_TABLE, ids=[c[0] for c in POLL_CODE_TABLE])
 def test_poll_codes(parse, code, outcome):
     with pytest.raises(ProviderError) as info:
@@ -234,22 +260,34 @@ T = datetime(2024, 5, 6, 7, 8, 9)
     "body, expected",
     [
         pytest.param("", [], id="empty"),
-        pytest.param("||13812345678#收到,谢谢#2024-05-06 07:08:09#01",
-                     [("13812345678", "收到,谢谢", T, "01")], id="one"),
-        pytest.param("||13812345678#好#2024-05-06 07:08:09#||13519876543#不要#2024-05-06 07:08:09#",
-                     [("13812345678", "好", T, None), ("13519876543", "不要", T, None)], id="two-no-ext"),
-        pytest.param("||13812345678#价格#100#元#2024-05-06 07:08:09#8",
-                     [("13812345678", "价格#100#元", T, "8")], id="hash-in-content"),
+        pytest.param(
+            "||13812345678#收到,谢谢#2024-05-06 07:08:09#01", [("13812345678", "收到,谢谢", T, "01")], id="one"
+        ),
+        pytest.param(
+            "||13812345678#好#2024-05-06 07:08:09#||13519876543#不要#2024-05-06 07:08:09#",
+            [("13812345678", "好", T, None), ("13519876543", "不要", T, None)],
+            id="two-no-ext",
+        ),
+        pytest.param(
+            "||13812345678#价格#100#元#2024-05-06 07:08:09#8",
+            [("13812345678", "价格#100#元", T, "8")],
+            id="hash-in-content",
+        ),
         pytest.param("||13812345678##2024-05-06 07:08:09#", [("13812345678", "", T, None)], id="empty-content"),
-        pytest.param("||13812345678#a||b#2024-05-06 07:08:09#||13519876543#c#2024-05-06 07:08:09#",
-                     [("13812345678", "a||b", T, None), ("13519876543", "c", T, None)], id="bars-in-content"),
-        pytest.param("||13812345678#x#2024-05-06 07:08:09#||", [("13812345678", "x", T, None)],
-                     id="trailing-bars"),
+        pytest.param(
+            "||13812345678#a||b#2024-05-06 07:08:09#||13519876543#c#2024-05-06 07:08:09#",
+            [("13812345678", "a||b", T, None), ("13519876543", "c", T, None)],
+            id="bars-in-content",
+        ),
+        pytest.param("||13812345678#x#2024-05-06 07:08:09#||", [("13812345678", "x", T, None)], id="trailing-bars"),
         pytest.param("||13812345678#x#2024/5/6 7:08:09#", [("13812345678", "x", T, None)], id="aspnet-zh-time"),
         pytest.param("||13812345678#x#20240506070809#", [("13812345678", "x", T, None)], id="14-digit-time"),
         pytest.param("||13812345678#x#yesterday#", [("13812345678", "x", None, None)], id="unknown-time-kept"),
-        pytest.param("||13812345678# 前后 空格 #2024-05-06 07:08:09# 9 ",
-                     [("13812345678", " 前后 空格 ", T, "9")], id="content-spaces-kept"),
+        pytest.param(
+            "||13812345678# 前后 空格 #2024-05-06 07:08:09# 9 ",
+            [("13812345678", " 前后 空格 ", T, "9")],
+            id="content-spaces-kept",
+        ),
     ],
 )
 def test_parse_inbound(body, expected):
@@ -258,18 +296,24 @@ def test_parse_inbound(body, expected):
     assert all(m.vendor_id is None for m in messages)  # the vendor gives no message id
 
 
-@pytest.mark.parametrize("body", ["13812345678#x#t#e", "||13812345678#x#t", "||13812345678", "||#x#t#e",
-                                  "<html>junk"])
+@pytest.mark.parametrize("body", ["13812345678#x#t#e", "||13812345678#x#t", "||13812345678", "||#x#t#e", "<html>junk"])
 def test_parse_inbound_malformed(body):
     with pytest.raises(ValueError):
         parse_inbound_text(body)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("2024-05-06 07:08:09", T), ("2024/05/06 07:08:09", T), ("2024-05-06T07:08:09", T),
-    ("2024-05-06 07:08:09.250", T.replace(microsecond=250000)), ("2024-05-06 07:08", T.replace(second=0)),
-    ("", None), ("06/05/2024", None),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("2024-05-06 07:08:09", T),
+        ("2024/05/06 07:08:09", T),
+        ("2024-05-06T07:08:09", T),
+        ("2024-05-06 07:08:09.250", T.replace(microsecond=250000)),
+        ("2024-05-06 07:08", T.replace(second=0)),
+        ("", None),
+        ("06/05/2024", None),
+    ],
+)
 def test_parse_vendor_time_is_naive_beijing(text, expected):
     assert parse_vendor_time(text) == expected
 
@@ -289,8 +333,10 @@ def test_parse_balance_junk(body):
     "body, expected",
     [
         ("", []),
-        ("1300000001,13000000002,13000000003,13000000004",  # the vendor's example, typo included
-         ["1300000001", "13000000002", "13000000003", "13000000004"]),
+        (
+            "1300000001,13000000002,13000000003,13000000004",  # the vendor's example, typo included
+            ["1300000001", "13000000002", "13000000003", "13000000004"],
+        ),
         ("13800138000", ["13800138000"]),
         (" 13800138000 , 13900139000,\r\n", ["13800138000", "13900139000"]),
         ("13800138000,13800138000", ["13800138000"]),
@@ -310,6 +356,7 @@ def test_parse_blocked_junk(body):
 # SOAP envelopes
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "body, operation, expected",
     [
@@ -327,12 +374,16 @@ def test_soap_result(body, operation, expected):
     assert soap_result(body, operation) == expected
 
 
-FAULT = (f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body><soap:Fault><faultcode>soap:Server</faultcode>'
-         f'<faultstring>Server was unable to process request.</faultstring></soap:Fault></soap:Body>'
-         f'</soap:Envelope>').encode()
-ENTITY_BOMB = (f'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]>'
-               f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body><SelSumResponse xmlns="{TNS}">'
-               f'<SelSumResult>&b;</SelSumResult></SelSumResponse></soap:Body></soap:Envelope>').encode()
+FAULT = (
+    f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body><soap:Fault><faultcode>soap:Server</faultcode>'
+    f"<faultstring>Server was unable to process request.</faultstring></soap:Fault></soap:Body>"
+    f"</soap:Envelope>"
+).encode()
+ENTITY_BOMB = (
+    f'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]>'
+    f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body><SelSumResponse xmlns="{TNS}">'
+    f"<SelSumResult>&b;</SelSumResult></SelSumResponse></soap:Body></soap:Envelope>"
+).encode()
 
 
 @pytest.mark.parametrize(
@@ -357,6 +408,7 @@ def test_soap_result_unreadable(body, operation):
 # Request building
 # ---------------------------------------------------------------------------
 
+
 def test_http_send_request():
     recorder = Recorder()
     provider = make_provider(recorder, "http", cell="0123")
@@ -367,8 +419,14 @@ def test_http_send_request():
     assert str(request.url) == BASE_URL + "ws/BatchSend2.aspx"
     assert request.headers["content-type"] == "application/x-www-form-urlencoded; charset=gb2312"
     assert PASSWORD not in str(request.url)
-    assert recorder.form() == {"CorpID": ["corp01"], "Pwd": [PASSWORD], "Mobile": ["13800138000,13900139000"],
-                               "Content": [CONTENT], "Cell": ["0123"], "SendTime": [""]}
+    assert recorder.form() == {
+        "CorpID": ["corp01"],
+        "Pwd": [PASSWORD],
+        "Mobile": ["13800138000,13900139000"],
+        "Content": [CONTENT],
+        "Cell": ["0123"],
+        "SendTime": [""],
+    }
     # percent-encoded GB2312 bytes, not UTF-8
     assert urllib.parse.quote_plus(CONTENT, encoding="gb2312") in request.content.decode("ascii")
     assert urllib.parse.quote_plus(CONTENT, encoding="utf-8") not in request.content.decode("ascii")
@@ -386,10 +444,18 @@ def test_soap_send_request():
     assert request.headers["soapaction"] == '"http://tempuri.org/BatchSend2"'
     assert request.headers["content-type"] == "text/xml; charset=utf-8"
     assert PASSWORD not in str(request.url)
-    assert "您好😀 &lt;&amp;&gt;".encode("utf-8") in request.content  # UTF-8, XML-escaped
-    assert recorder.soap() == ("BatchSend2", {"CorpID": "corp01", "Pwd": PASSWORD,
-                                              "Mobile": "13800138000,13900139000", "Content": content, "Cell": "7",
-                                              "SendTime": ""})
+    assert "您好😀 &lt;&amp;&gt;".encode() in request.content  # UTF-8, XML-escaped
+    assert recorder.soap() == (
+        "BatchSend2",
+        {
+            "CorpID": "corp01",
+            "Pwd": PASSWORD,
+            "Mobile": "13800138000,13900139000",
+            "Content": content,
+            "Cell": "7",
+            "SendTime": "",
+        },
+    )
 
 
 @pytest.mark.parametrize(
@@ -410,7 +476,7 @@ def test_base_url_is_the_site_root(base_url, asmx, aspx):
         assert str(recorder.requests[0].url) == expected
 
 
-UTC = timezone.utc
+UTC = UTC
 
 
 SOON = datetime.now(BEIJING) + timedelta(seconds=30)
@@ -461,9 +527,11 @@ def test_duplicates_are_filtered_before_submitting(transport):
     assert result.accepted == 2
 
 
-POLLS = [("inbound", "Get", "||13800138000#收到#2024-05-06 07:08:09#", "parse_inbound"),
-         ("balance", "SelSum", "888", "parse_balance"),
-         ("blocked", "NotSend", "13800138000,13900139000", "parse_blocked")]
+POLLS = [
+    ("inbound", "Get", "||13800138000#收到#2024-05-06 07:08:09#", "parse_inbound"),
+    ("balance", "SelSum", "888", "parse_balance"),
+    ("blocked", "NotSend", "13800138000,13900139000", "parse_blocked"),
+]
 
 
 @pytest.mark.parametrize("kind, operation, value, parse", POLLS, ids=[p[0] for p in POLLS])
@@ -566,6 +634,7 @@ def test_poll_garbled_body_is_unreadable(transport):
 # prepare_content
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "content, expected",
     [
@@ -585,8 +654,10 @@ def test_prepare_content(transport, content, expected):
     assert make_provider(Recorder(), transport).prepare_content(content) == expected
 
 
-@pytest.mark.parametrize("content, expected", [("【A】x", "x【A】"), ("x【A】", "x【A】"), ("【A】", "【A】"),
-                                               ("【B】a【A】", "【B】a【A】")])
+@pytest.mark.parametrize(
+    "content, expected",
+    [("【A】x", "x【A】"), ("x【A】", "x【A】"), ("【A】", "【A】"), ("【B】a【A】", "【B】a【A】")],
+)
 def test_without_an_account_signature_a_leading_one_is_moved_to_the_end(content, expected):
     assert make_provider(Recorder(), "soap", signature=None).prepare_content(content) == expected
 
@@ -596,9 +667,13 @@ def test_without_an_account_signature_a_leading_one_is_moved_to_the_end(content,
     [
         pytest.param("您好", "soap", {"signature": None, "name": "shop"}, ["'shop'", "signature"], id="no-signature"),
         pytest.param("a【A】b", "soap", {"signature": None}, ["no signature", "at its end"], id="bracket-inside"),
-        pytest.param("【测试】您好", "http", {"name": "shop"},
-                     ["linkws wants the signature last", "【测试】 at its start", "'shop'", SIG],
-                     id="other-signature-at-start"),
+        pytest.param(
+            "【测试】您好",
+            "http",
+            {"name": "shop"},
+            ["linkws wants the signature last", "【测试】 at its start", "'shop'", SIG],
+            id="other-signature-at-start",
+        ),
         pytest.param("好" * 295 + SIG, "soap", {}, ["301", "300"], id="301-characters"),
         pytest.param("好" * 295, "http", {}, ["301", "300"], id="301-with-appended-signature"),
         pytest.param("你好😀", "http", {}, ["😀", "U+1F600", "gb2312", "soap"], id="emoji-http"),
@@ -624,6 +699,7 @@ def test_prepare_content_without_a_client():
 # ---------------------------------------------------------------------------
 # Secrets
 # ---------------------------------------------------------------------------
+
 
 def test_non_gb2312_password_is_refused_without_showing_it():
     provider = make_provider(Recorder(), "http", password="pässwörd😀")

@@ -1,11 +1,18 @@
 """Unit tests of ``providers.numbers.normalise`` (one mainland number, one spelling) and of
 ``normalise_block``, its fast form for large lists."""
+
 from __future__ import annotations
 
 import pytest
 
-from smsq.providers.numbers import (INVALID_CHARS, INVALID_EMPTY, INVALID_MOBILE, INVALID_NUMBER, normalise,
-                                    normalise_block)
+from smsq.providers.numbers import (
+    INVALID_CHARS,
+    INVALID_EMPTY,
+    INVALID_MOBILE,
+    INVALID_NUMBER,
+    normalise,
+    normalise_block,
+)
 
 MOBILE = "13800138000"
 LANDLINE = "075580808080"  # 小灵通 / fixed line with area code, as in the vendor's document
@@ -96,12 +103,40 @@ class Digits(str):
 
 # Spellings the block's fast paths take, and near misses they must leave to normalise.
 SPELLINGS = [
-    "13800138000", "+86 138-0013-8000", "+86 13800138000", "+8613800138000", "0086 138 0013 8000",
-    "008613800138000", "138-0013-8000", "138 0013 8000", "8613800138000", "86 138-0013-8000",
-    "+86  138-0013-8000", "+86 138--0013-8000", "+86 138-0013-800", "+86 128-0013-8000", "+85 138-0013-8000",
-    "+86-138-0013-8000", "0086-138-0013-8000", "(+86) 138-0013-8000", "+86 138\t0013\t8000", " 13800138000",
-    "１３８００１３８０００", "+86 １３８-0013-8000", "138-0013-8000 ", "13800138000\n", "12800138000",
-    LANDLINE, "0755-8080-8080", "01012345678", "", "  ", "n/a", None, 13800138000, Digits("13800138000"),
+    "13800138000",
+    "+86 138-0013-8000",
+    "+86 13800138000",
+    "+8613800138000",
+    "0086 138 0013 8000",
+    "008613800138000",
+    "138-0013-8000",
+    "138 0013 8000",
+    "8613800138000",
+    "86 138-0013-8000",
+    "+86  138-0013-8000",
+    "+86 138--0013-8000",
+    "+86 138-0013-800",
+    "+86 128-0013-8000",
+    "+85 138-0013-8000",
+    "+86-138-0013-8000",
+    "0086-138-0013-8000",
+    "(+86) 138-0013-8000",
+    "+86 138\t0013\t8000",
+    " 13800138000",
+    "１３８００１３８０００",
+    "+86 １３８-0013-8000",
+    "138-0013-8000 ",
+    "13800138000\n",
+    "12800138000",
+    LANDLINE,
+    "0755-8080-8080",
+    "01012345678",
+    "",
+    "  ",
+    "n/a",
+    None,
+    13800138000,
+    Digits("13800138000"),
 ]
 
 
@@ -114,13 +149,16 @@ def test_normalise_block_is_normalise_over_the_block(landline):
     assert invalid == [(raw, reason) for raw, (number, reason) in expected if number is None]
 
 
-@pytest.mark.parametrize("block, expected", [
-    pytest.param(["13800138000", "13900139000"], ["13800138000", "13900139000"], id="all-canonical"),
-    pytest.param(["13800138000\n13900139000", ""], [], id="a-newline-inside-an-entry"),
-    pytest.param(["13800138000\n13900139000"], [], id="two-numbers-in-one-entry"),
-    pytest.param(["13800138000", Digits("13900139000")], ["13800138000", "13900139000"], id="a-str-subclass"),
-    pytest.param([], [], id="empty"),
-])
+@pytest.mark.parametrize(
+    "block, expected",
+    [
+        pytest.param(["13800138000", "13900139000"], ["13800138000", "13900139000"], id="all-canonical"),
+        pytest.param(["13800138000\n13900139000", ""], [], id="a-newline-inside-an-entry"),
+        pytest.param(["13800138000\n13900139000"], [], id="two-numbers-in-one-entry"),
+        pytest.param(["13800138000", Digits("13900139000")], ["13800138000", "13900139000"], id="a-str-subclass"),
+        pytest.param([], [], id="empty"),
+    ],
+)
 def test_normalise_block_of_canonical_lines(block, expected):
     valid, invalid = normalise_block(block)
     assert valid == expected and all(type(number) is str for number in valid)

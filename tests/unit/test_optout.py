@@ -1,6 +1,7 @@
 """Opt-out keywords: which replies are an unsubscribe, and how an account names its own.
 A reply polled from a vendor that puts its number on the blocked list:
 tests/integration/test_polls_e2e.py."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,12 +3,13 @@
 Pure: no network. HTTP goes through ``httpx.MockTransport`` (zeep posts through
 the account's httpx client), which is also how transport faults are forced.
 """
+
 from __future__ import annotations
 
 import calendar
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -41,19 +42,29 @@ CONTENT = "【某某科技】您的验证码是1234,请勿泄露。"
 NUMBERS = ["13800138000", "13900139000", "13700137000"]
 
 
-def make_account(options=None, base_url: str = BASE_URL, charset: str | None = None,
-                 signature: str | None = SIG) -> Account:
-    return Account(name="t", provider="orgws", base_url=base_url, username="u", password=Secret(PASSWORD),
-                   charset=charset, signature=signature,
-                   options={"org_id": ORG_ID} if options is None else options)
+def make_account(
+    options=None, base_url: str = BASE_URL, charset: str | None = None, signature: str | None = SIG
+) -> Account:
+    return Account(
+        name="t",
+        provider="orgws",
+        base_url=base_url,
+        username="u",
+        password=Secret(PASSWORD),
+        charset=charset,
+        signature=signature,
+        options={"org_id": ORG_ID} if options is None else options,
+    )
 
 
 def envelope(operation: str, result: str) -> str:
     """An ASP.NET-style answer: <OpResponse><OpResult>result</OpResult></OpResponse>."""
-    return (f'<?xml version="1.0" encoding="utf-8"?>'
-            f'<soap:Envelope xmlns:soap="{SOAP_ENV}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
-            f'<soap:Body><{operation}Response xmlns="{TNS}"><{operation}Result>{result}</{operation}Result>'
-            f'</{operation}Response></soap:Body></soap:Envelope>')
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?>'
+        f'<soap:Envelope xmlns:soap="{SOAP_ENV}" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+        f'<soap:Body><{operation}Response xmlns="{TNS}"><{operation}Result>{result}</{operation}Result>'
+        f"</{operation}Response></soap:Body></soap:Envelope>"
+    )
 
 
 def send_state(state: int, batch_id: int = 0, fail: str | None = None, operation: str = "SendMessage") -> str:
@@ -62,8 +73,9 @@ def send_state(state: int, batch_id: int = 0, fail: str | None = None, operation
 
 
 def balance_state(state: int, balance: int = 0) -> str:
-    return envelope("GetBalance", f"<Balance>{balance}</Balance><Sended>5</Sended><State>{state}</State>"
-                                  f"<Totaled>100</Totaled>")
+    return envelope(
+        "GetBalance", f"<Balance>{balance}</Balance><Sended>5</Sended><State>{state}</State><Totaled>100</Totaled>"
+    )
 
 
 class Recorder(VendorRecorder):
@@ -86,6 +98,7 @@ CTX = SendContext(batch_id=5, chunk_seq=0, attempt=1, batch_created_at=datetime(
 # ---------------------------------------------------------------------------
 # parse_send_xml
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("operation", ["SendMessage", "SendTimer", "SendMessageExt"])
 def test_parse_send_success(operation):
@@ -146,8 +159,25 @@ def test_parse_send_state_codes(state, outcome, vendor_text):
 
 
 def test_every_spec_code_is_in_the_tables():
-    assert set(SEND_CODES) == {"1", "-1", "-5", "-6", "-7", "-8", "-9", "-10", "-11", "-12", "-13", "-100",
-                               "0", "-2", "-3", "-4", "-30"}
+    assert set(SEND_CODES) == {
+        "1",
+        "-1",
+        "-5",
+        "-6",
+        "-7",
+        "-8",
+        "-9",
+        "-10",
+        "-11",
+        "-12",
+        "-13",
+        "-100",
+        "0",
+        "-2",
+        "-3",
+        "-4",
+        "-30",
+    }
     assert set(LOGIN_CODES) == {"0", "-2", "-3", "-4", "-30"}
 
 
@@ -173,9 +203,11 @@ def test_parse_send_unknown_state_is_ambiguous(state):
 
 
 def test_parse_send_accepts_other_namespaces_and_prefixes():
-    text = (f'<s:Envelope xmlns:s="{SOAP_ENV}"><s:Body><x:SendMessageResponse xmlns:x="urn:other">'
-            f'<x:SendMessageResult><x:Id>9</x:Id><x:State>1</x:State></x:SendMessageResult>'
-            f'</x:SendMessageResponse></s:Body></s:Envelope>')
+    text = (
+        f'<s:Envelope xmlns:s="{SOAP_ENV}"><s:Body><x:SendMessageResponse xmlns:x="urn:other">'
+        f"<x:SendMessageResult><x:Id>9</x:Id><x:State>1</x:State></x:SendMessageResult>"
+        f"</x:SendMessageResponse></s:Body></s:Envelope>"
+    )
     assert parse_send_xml(text, NUMBERS).batch_ref == "9"
 
 
@@ -190,13 +222,21 @@ MALFORMED_SEND = [
     pytest.param(envelope("GetBalance", "<State>1</State>"), id="other-operation"),
     pytest.param(envelope("SendMessage", "<Id>1</Id>"), id="no-state"),
     pytest.param(envelope("SendMessage", "<Id>1</Id><State>ok</State>"), id="state-not-int"),
-    pytest.param(f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body><SendMessageResponse xmlns="{TNS}"/>'
-                 f'</soap:Body></soap:Envelope>', id="no-result"),
-    pytest.param(f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body><soap:Fault><faultcode>soap:Server'
-                 f'</faultcode><faultstring>boom</faultstring></soap:Fault></soap:Body></soap:Envelope>',
-                 id="fault-in-a-200"),
-    pytest.param('<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "1">]>'
-                 + envelope("SendMessage", "<Id>1</Id><State>&e;</State>").split("?>", 1)[1], id="doctype"),
+    pytest.param(
+        f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body><SendMessageResponse xmlns="{TNS}"/>'
+        f"</soap:Body></soap:Envelope>",
+        id="no-result",
+    ),
+    pytest.param(
+        f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body><soap:Fault><faultcode>soap:Server'
+        f"</faultcode><faultstring>boom</faultstring></soap:Fault></soap:Body></soap:Envelope>",
+        id="fault-in-a-200",
+    ),
+    pytest.param(
+        '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "1">]>'
+        + envelope("SendMessage", "<Id>1</Id><State>&e;</State>").split("?>", 1)[1],
+        id="doctype",
+    ),
 ]
 
 
@@ -217,6 +257,7 @@ def test_send_malformed_answer_is_ambiguous(body):
 # ---------------------------------------------------------------------------
 # balance, login, password change
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("balance", [0, 1, 987654])
 def test_parse_balance(balance):
@@ -247,11 +288,15 @@ def test_parse_balance_codes(state, outcome, vendor_text):
     "body",
     [
         pytest.param(envelope("GetBalance", "").replace("<GetBalanceResult></GetBalanceResult>", ""), id="no-result"),
-        pytest.param(envelope("GetBalance", "").replace("<GetBalanceResult>", '<GetBalanceResult xsi:nil="true">'),
-                     id="nil-result"),
-        pytest.param(f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body><soap:Fault><faultcode>soap:Server'
-                     f'</faultcode><faultstring>x</faultstring></soap:Fault></soap:Body></soap:Envelope>',
-                     id="fault"),
+        pytest.param(
+            envelope("GetBalance", "").replace("<GetBalanceResult>", '<GetBalanceResult xsi:nil="true">'),
+            id="nil-result",
+        ),
+        pytest.param(
+            f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body><soap:Fault><faultcode>soap:Server'
+            f"</faultcode><faultstring>x</faultstring></soap:Fault></soap:Body></soap:Envelope>",
+            id="fault",
+        ),
     ],
 )
 def test_parse_balance_empty_answer_is_transient(body):
@@ -266,8 +311,10 @@ def test_parse_balance_empty_answer_is_transient(body):
         pytest.param("", id="empty"),
         pytest.param("<html>junk</html>", id="html"),
         pytest.param(envelope("GetBalance", "<State>1001</State>"), id="no-balance"),
-        pytest.param(envelope("GetBalance", "<Balance>x</Balance><Sended>0</Sended><State>1</State>"
-                                            "<Totaled>0</Totaled>"), id="balance-not-int"),
+        pytest.param(
+            envelope("GetBalance", "<Balance>x</Balance><Sended>0</Sended><State>1</State><Totaled>0</Totaled>"),
+            id="balance-not-int",
+        ),
         pytest.param(send_state(1), id="send-answer"),
     ],
 )
@@ -298,8 +345,14 @@ def test_parse_login_empty_value_is_call_failed():
 
 @pytest.mark.parametrize(
     "code, outcome",
-    [(-1, Outcome.INVALID_REQUEST), (-3, Outcome.AUTH), (0, Outcome.AUTH), (-30, Outcome.AUTH),
-     (-2, Outcome.INVALID_REQUEST), (5, Outcome.TRANSIENT)],
+    [
+        (-1, Outcome.INVALID_REQUEST),
+        (-3, Outcome.AUTH),
+        (0, Outcome.AUTH),
+        (-30, Outcome.AUTH),
+        (-2, Outcome.INVALID_REQUEST),
+        (5, Outcome.TRANSIENT),
+    ],
 )
 def test_parse_update_psw_codes(code, outcome):
     assert parse_update_psw_xml(envelope("UpdatePsw", "1")) is None
@@ -311,6 +364,7 @@ def test_parse_update_psw_codes(code, outcome):
 # ---------------------------------------------------------------------------
 # Requests zeep builds
 # ---------------------------------------------------------------------------
+
 
 def test_send_message_request():
     recorder = Recorder()
@@ -324,10 +378,17 @@ def test_send_message_request():
     assert request.headers["content-type"] == "text/xml; charset=utf-8"
     assert request.content.decode("utf-8")  # UTF-8 on the wire
     assert CONTENT.encode("utf-8") in request.content
-    assert recorder.soap() == ("SendMessage", {
-        "Id": str(ORG_ID), "Name": "u", "Psw": PASSWORD, "Message": CONTENT,
-        "Phone": "13800138000;13900139000;13700137000", "Timestamp": str(batch_timestamp(CTX)),
-    })
+    assert recorder.soap() == (
+        "SendMessage",
+        {
+            "Id": str(ORG_ID),
+            "Name": "u",
+            "Psw": PASSWORD,
+            "Message": CONTENT,
+            "Phone": "13800138000;13900139000;13700137000",
+            "Timestamp": str(batch_timestamp(CTX)),
+        },
+    )
 
 
 @pytest.mark.parametrize(
@@ -421,7 +482,7 @@ def test_batch_timestamp_without_a_batch_is_now():
     [
         pytest.param(datetime(2030, 3, 8, 10, 20, 0, tzinfo=BEIJING), "2030-03-08 10:20:00", id="vendor-example-form"),
         pytest.param(datetime(2030, 1, 2, 3, 4, 5, tzinfo=BEIJING), "2030-01-02 03:04:05", id="zero-padded"),
-        pytest.param(datetime(2030, 3, 8, 2, 20, 0, tzinfo=timezone.utc), "2030-03-08 10:20:00", id="utc-to-beijing"),
+        pytest.param(datetime(2030, 3, 8, 2, 20, 0, tzinfo=UTC), "2030-03-08 10:20:00", id="utc-to-beijing"),
         pytest.param(datetime(2030, 3, 8, 10, 20, 0), "2030-03-08 10:20:00", id="naive-is-beijing"),
     ],
 )
@@ -501,8 +562,10 @@ def test_poll_and_login_requests(kind, method, operation, body):
 def test_update_password_request():
     recorder = Recorder(lambda request: xml_response(envelope("UpdatePsw", "1")))
     assert make_provider(recorder).update_password(NEW_PASSWORD) is None
-    assert recorder.soap() == ("UpdatePsw", {"Id": str(ORG_ID), "Name": "u", "OldPsw": PASSWORD,
-                                             "NewPsw": NEW_PASSWORD})
+    assert recorder.soap() == (
+        "UpdatePsw",
+        {"Id": str(ORG_ID), "Name": "u", "OldPsw": PASSWORD, "NewPsw": NEW_PASSWORD},
+    )
 
 
 @pytest.mark.parametrize("kind", ["reports", "inbound", "blocked"])
@@ -526,6 +589,7 @@ def test_class_facts():
 # ---------------------------------------------------------------------------
 # Options
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "options, key",
@@ -572,9 +636,11 @@ def test_provider_needs_org_id():
 # Transport faults and HTTP status
 # ---------------------------------------------------------------------------
 
-SOAP_FAULT = (f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body><soap:Fault><faultcode>soap:Server</faultcode>'
-              f'<faultstring>Server was unable to process request.</faultstring></soap:Fault></soap:Body>'
-              f'</soap:Envelope>')
+SOAP_FAULT = (
+    f'<soap:Envelope xmlns:soap="{SOAP_ENV}"><soap:Body><soap:Fault><faultcode>soap:Server</faultcode>'
+    f"<faultstring>Server was unable to process request.</faultstring></soap:Fault></soap:Body>"
+    f"</soap:Envelope>"
+)
 
 
 @pytest.mark.parametrize(
@@ -617,6 +683,7 @@ def test_poll_fault_outcome(reply, outcome):
 # prepare_content
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "content, expected",
     [
@@ -650,6 +717,7 @@ def test_prepare_content_refused(content, fragments):
 # ---------------------------------------------------------------------------
 # Secrets
 # ---------------------------------------------------------------------------
+
 
 def test_update_password_never_logs_or_shows_either_password(caplog):
     caplog.set_level(logging.DEBUG)

@@ -1,5 +1,6 @@
 """The booking of a poll window (store/leases.py), on a scratch SQLite database:
 a check that waits books the next window, and gets it before beat's next poll."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta

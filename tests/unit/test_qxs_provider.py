@@ -3,11 +3,12 @@
 Pure: no network. HTTP goes through ``httpx.MockTransport``, which is also how
 transport faults (read timeout, connect error) are forced.
 """
+
 from __future__ import annotations
 
 import math
 import urllib.parse
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -32,14 +33,23 @@ PASSWORD = "pw-qxs-778899"
 SIG = "【某某科技】"
 DECL = '<?xml version="1.0" encoding="utf-8" ?>'
 CONTENT = "【某某科技】您的验证码是1234，请勿泄露。"
-OK_SEND = (f"{DECL}<returnsms><returnstatus>Success</returnstatus><message>ok</message>"
-           "<remainpoint>1234</remainpoint><taskID>1504</taskID><successCounts>1</successCounts></returnsms>")
+OK_SEND = (
+    f"{DECL}<returnsms><returnstatus>Success</returnstatus><message>ok</message>"
+    "<remainpoint>1234</remainpoint><taskID>1504</taskID><successCounts>1</successCounts></returnsms>"
+)
 
 
 def make_account(options=None, charset=None, signature=SIG, name="t") -> Account:
-    return Account(name=name, provider="qxs", base_url=BASE_URL, username="u", password=Secret(PASSWORD),
-                   charset=charset, signature=signature,
-                   options={"userid": "12"} if options is None else options)
+    return Account(
+        name=name,
+        provider="qxs",
+        base_url=BASE_URL,
+        username="u",
+        password=Secret(PASSWORD),
+        charset=charset,
+        signature=signature,
+        options={"userid": "12"} if options is None else options,
+    )
 
 
 class Recorder(VendorRecorder):
@@ -56,8 +66,10 @@ def returnsms(*inner: str, decl: bool = True) -> str:
 
 
 def failed(message: str, status: str = "Faild") -> str:
-    return returnsms(f"<returnstatus>{status}</returnstatus><message>{message}</message>"
-                     "<remainpoint>0</remainpoint><taskID>0</taskID><successCounts>0</successCounts>")
+    return returnsms(
+        f"<returnstatus>{status}</returnstatus><message>{message}</message>"
+        "<remainpoint>0</remainpoint><taskID>0</taskID><successCounts>0</successCounts>"
+    )
 
 
 def errorstatus(code: str, remark: str = "") -> str:
@@ -67,6 +79,7 @@ def errorstatus(code: str, remark: str = "") -> str:
 # ---------------------------------------------------------------------------
 # Class facts and options
 # ---------------------------------------------------------------------------
+
 
 def test_class_facts():
     assert (QxsProvider.name, QxsProvider.max_numbers, QxsProvider.number_separator) == ("qxs", 100, ",")
@@ -79,10 +92,16 @@ def test_class_facts():
 @pytest.mark.parametrize(
     "options",
     [
-        {"userid": "12"}, {"userid": 12}, {"userid": 0}, {"userid": "a1B2c3"},
-        {"userid": "12", "checkcontent": False}, {"userid": "12", "checkcontent": 1},
-        {"userid": "12", "extno": "0123"}, {"userid": "12", "extno": 5},
-        {"userid": "12", "status_num": 100}, {"userid": "12", "status_num": 1},
+        {"userid": "12"},
+        {"userid": 12},
+        {"userid": 0},
+        {"userid": "a1B2c3"},
+        {"userid": "12", "checkcontent": False},
+        {"userid": "12", "checkcontent": 1},
+        {"userid": "12", "extno": "0123"},
+        {"userid": "12", "extno": 5},
+        {"userid": "12", "status_num": 100},
+        {"userid": "12", "status_num": 1},
     ],
 )
 def test_validate_options_accepts(options):
@@ -97,14 +116,23 @@ def test_validate_options_accepts(options):
 @pytest.mark.parametrize(
     "options, key",
     [
-        ({}, "userid"), ({"userid": ""}, "userid"), ({"userid": None}, "userid"),
-        ({"userid": True}, "userid"), ({"userid": -1}, "userid"), ({"userid": "12 34"}, "userid"),
-        ({"userid": "企业"}, "userid"), ({"userid": 1.5}, "userid"),
-        ({"userid": "12", "checkcontent": "yes"}, "checkcontent"), ({"userid": "12", "checkcontent": 2}, "checkcontent"),
-        ({"userid": "12", "extno": "12a"}, "extno"), ({"userid": "12", "extno": ""}, "extno"),
+        ({}, "userid"),
+        ({"userid": ""}, "userid"),
+        ({"userid": None}, "userid"),
+        ({"userid": True}, "userid"),
+        ({"userid": -1}, "userid"),
+        ({"userid": "12 34"}, "userid"),
+        ({"userid": "企业"}, "userid"),
+        ({"userid": 1.5}, "userid"),
+        ({"userid": "12", "checkcontent": "yes"}, "checkcontent"),
+        ({"userid": "12", "checkcontent": 2}, "checkcontent"),
+        ({"userid": "12", "extno": "12a"}, "extno"),
+        ({"userid": "12", "extno": ""}, "extno"),
         ({"userid": "12", "extno": True}, "extno"),
-        ({"userid": "12", "status_num": 0}, "status_num"), ({"userid": "12", "status_num": "100"}, "status_num"),
-        ({"userid": "12", "status_num": True}, "status_num"), ({"userid": "12", "status_num": 1001}, "status_num"),
+        ({"userid": "12", "status_num": 0}, "status_num"),
+        ({"userid": "12", "status_num": "100"}, "status_num"),
+        ({"userid": "12", "status_num": True}, "status_num"),
+        ({"userid": "12", "status_num": 1001}, "status_num"),
     ],
 )
 def test_validate_options_names_the_key(options, key):
@@ -116,6 +144,7 @@ def test_validate_options_names_the_key(options, key):
 # parse_send_xml
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "body, sent, batch_ref, accepted, rejected",
     [
@@ -126,10 +155,17 @@ def test_validate_options_names_the_key(options, key):
         pytest.param(OK_SEND.replace("taskID", "taskid"), 1, "1504", 1, 0, id="lower-case-taskid"),
         pytest.param(OK_SEND.replace(DECL, ""), 1, "1504", 1, 0, id="no-declaration"),
         pytest.param(OK_SEND.replace("<successCounts>1<", "<successCounts>2<"), 3, "1504", 2, 1, id="one-refused"),
-        pytest.param(OK_SEND.replace("<successCounts>1<", "<successCounts>6<"), 2, "1504", 6, None,
-                     id="counts-segments-not-numbers"),
-        pytest.param(OK_SEND.replace("<successCounts>1</successCounts>", ""), 1, "1504", None, None,
-                     id="no-success-counts"),
+        pytest.param(
+            OK_SEND.replace("<successCounts>1<", "<successCounts>6<"),
+            2,
+            "1504",
+            6,
+            None,
+            id="counts-segments-not-numbers",
+        ),
+        pytest.param(
+            OK_SEND.replace("<successCounts>1</successCounts>", ""), 1, "1504", None, None, id="no-success-counts"
+        ),
         pytest.param(OK_SEND.replace("<taskID>1504</taskID>", ""), 1, None, 1, 0, id="no-task-id"),
         pytest.param(OK_SEND.replace("\n", "").replace("><", ">\n  <"), 1, "1504", 1, 0, id="pretty-printed"),
     ],
@@ -202,8 +238,10 @@ MALFORMED = [
     pytest.param("ok", id="text"),
     pytest.param(returnsms("<message>ok</message>"), id="no-returnstatus"),
     pytest.param(returnsms("<returnstatus>Pending</returnstatus>"), id="unknown-status-word"),
-    pytest.param('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "xx">]><returnsms><returnstatus>&a;'
-                 "</returnstatus></returnsms>", id="entity-declaration-refused"),
+    pytest.param(
+        '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "xx">]><returnsms><returnstatus>&a;</returnstatus></returnsms>',
+        id="entity-declaration-refused",
+    ),
     pytest.param('<!DOCTYPE returnsms SYSTEM "http://evil.test/x.dtd"><returnsms/>', id="external-dtd-refused"),
 ]
 
@@ -226,9 +264,12 @@ def test_send_malformed_answer_is_ambiguous(body):
 # parse_reports_xml
 # ---------------------------------------------------------------------------
 
+
 def statusbox(mobile="15023239810", taskid="1212", status="10", time="2021-12-02 22:12:11", extra=""):
-    return (f"<statusbox><mobile>{mobile}</mobile><taskid>{taskid}</taskid><status>{status}</status>"
-            f"<receivetime>{time}</receivetime>{extra}</statusbox>")
+    return (
+        f"<statusbox><mobile>{mobile}</mobile><taskid>{taskid}</taskid><status>{status}</status>"
+        f"<receivetime>{time}</receivetime>{extra}</statusbox>"
+    )
 
 
 def test_parse_reports_spec_example():
@@ -283,8 +324,9 @@ POLL_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("parse", [parse_reports_xml, parse_inbound_xml, parse_balance_xml],
-                         ids=["reports", "inbound", "balance"])
+@pytest.mark.parametrize(
+    "parse", [parse_reports_xml, parse_inbound_xml, parse_balance_xml], ids=["reports", "inbound", "balance"]
+)
 @pytest.mark.parametrize("code, remark, outcome", POLL_ERRORS, ids=[c for c, _, _ in POLL_ERRORS])
 def test_poll_errorstatus(parse, code, remark, outcome):
     with pytest.raises(ProviderError) as info:
@@ -294,12 +336,17 @@ def test_poll_errorstatus(parse, code, remark, outcome):
     assert remark in str(info.value)
 
 
-@pytest.mark.parametrize("parse", [parse_reports_xml, parse_inbound_xml, parse_balance_xml],
-                         ids=["reports", "inbound", "balance"])
+@pytest.mark.parametrize(
+    "parse", [parse_reports_xml, parse_inbound_xml, parse_balance_xml], ids=["reports", "inbound", "balance"]
+)
 @pytest.mark.parametrize(
     "message, outcome",
-    [("用户名或密码错误", Outcome.AUTH), ("用户名或密码不能为空", Outcome.INVALID_REQUEST),
-     ("其他错误", Outcome.TRANSIENT), ("说不清", Outcome.TRANSIENT)],
+    [
+        ("用户名或密码错误", Outcome.AUTH),
+        ("用户名或密码不能为空", Outcome.INVALID_REQUEST),
+        ("其他错误", Outcome.TRANSIENT),
+        ("说不清", Outcome.TRANSIENT),
+    ],
 )
 def test_poll_answered_the_sms_aspx_way(parse, message, outcome):
     with pytest.raises(ProviderError) as info:
@@ -326,17 +373,23 @@ def test_parse_reports_malformed(body):
 # parse_inbound_xml
 # ---------------------------------------------------------------------------
 
+
 def callbox(mobile="15023239810", content="你好，本次活动路途是怎么的", time="2021-12-02 22:12:11", taskid="1212"):
-    return (f"<callbox><mobile>{mobile}</mobile><taskid>{taskid}</taskid><content>{content}</content>"
-            f"<receivetime>{time}</receivetime></callbox>")
+    return (
+        f"<callbox><mobile>{mobile}</mobile><taskid>{taskid}</taskid><content>{content}</content>"
+        f"<receivetime>{time}</receivetime></callbox>"
+    )
 
 
 @pytest.mark.parametrize(
     "boxes, expected",
     [
         pytest.param([callbox()], [("15023239810", "你好，本次活动路途是怎么的")], id="spec-example"),
-        pytest.param([callbox(content="你好我需要"), callbox(mobile="13800138000", content="TD")],
-                     [("15023239810", "你好我需要"), ("13800138000", "TD")], id="two"),
+        pytest.param(
+            [callbox(content="你好我需要"), callbox(mobile="13800138000", content="TD")],
+            [("15023239810", "你好我需要"), ("13800138000", "TD")],
+            id="two",
+        ),
         pytest.param([callbox(content="a &lt;b&gt; &amp; c")], [("15023239810", "a <b> & c")], id="escaped"),
         pytest.param([callbox(content="<![CDATA[x<y&z]]>")], [("15023239810", "x<y&z")], id="cdata"),
         pytest.param([callbox(content=" 前后有空格 ")], [("15023239810", " 前后有空格 ")], id="spaces-kept"),
@@ -357,8 +410,11 @@ def test_parse_inbound_time_and_none():
     assert parse_inbound_xml(returnsms()) == []
 
 
-@pytest.mark.parametrize("body", [returnsms("<callbox><content>x</content></callbox>"), "<html/>", "junk"],
-                         ids=["no-mobile", "other-root", "text"])
+@pytest.mark.parametrize(
+    "body",
+    [returnsms("<callbox><content>x</content></callbox>"), "<html/>", "junk"],
+    ids=["no-mobile", "other-root", "text"],
+)
 def test_parse_inbound_malformed(body):
     with pytest.raises(ValueError):
         parse_inbound_xml(body)
@@ -367,6 +423,7 @@ def test_parse_inbound_malformed(body):
 # ---------------------------------------------------------------------------
 # parse_time
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "value, expected",
@@ -390,9 +447,12 @@ def test_parse_time(value, expected):
 # parse_balance_xml
 # ---------------------------------------------------------------------------
 
+
 def overage(status="Sucess", payinfo="预付费", used="1000", total="5000"):
-    return returnsms(f"<returnstatus>{status}</returnstatus><message></message><payinfo>{payinfo}</payinfo>"
-                     f"<overage>{used}</overage><sendTotal>{total}</sendTotal>")
+    return returnsms(
+        f"<returnstatus>{status}</returnstatus><message></message><payinfo>{payinfo}</payinfo>"
+        f"<overage>{used}</overage><sendTotal>{total}</sendTotal>"
+    )
 
 
 @pytest.mark.parametrize(
@@ -432,6 +492,7 @@ def test_parse_balance_malformed(body):
 # parse_keyword_xml
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "message, words",
     [
@@ -451,8 +512,12 @@ def test_parse_keyword(message, words):
 
 @pytest.mark.parametrize(
     "message, outcome",
-    [("用户名或密码不能为空", Outcome.INVALID_REQUEST), ("用户名或密码错误", Outcome.AUTH),
-     ("其他错误", Outcome.TRANSIENT), ("发送内容包含sql注入字符", Outcome.INVALID_REQUEST)],
+    [
+        ("用户名或密码不能为空", Outcome.INVALID_REQUEST),
+        ("用户名或密码错误", Outcome.AUTH),
+        ("其他错误", Outcome.TRANSIENT),
+        ("发送内容包含sql注入字符", Outcome.INVALID_REQUEST),
+    ],
 )
 def test_parse_keyword_errors(message, outcome):
     with pytest.raises(ProviderError) as info:
@@ -470,6 +535,7 @@ def test_parse_keyword_malformed(body):
 # Request building
 # ---------------------------------------------------------------------------
 
+
 def test_send_request():
     recorder = Recorder()
     result = make_provider(recorder).send(["13800138000", "13900139000"], CONTENT)
@@ -480,8 +546,12 @@ def test_send_request():
     assert request.headers["content-type"] == "application/x-www-form-urlencoded; charset=utf-8"
     assert PASSWORD not in str(request.url)
     assert recorder.form() == {
-        "action": ["send"], "userid": ["12"], "account": ["u"], "password": [PASSWORD],
-        "mobile": ["13800138000,13900139000"], "content": [CONTENT],
+        "action": ["send"],
+        "userid": ["12"],
+        "account": ["u"],
+        "password": [PASSWORD],
+        "mobile": ["13800138000,13900139000"],
+        "content": [CONTENT],
         "sendTime": [""],  # the vendor's own example sends it empty for "now"
         "checkcontent": ["1"],
     }
@@ -527,9 +597,12 @@ def test_send_content_survives_the_form(content):
         pytest.param(None, "", id="immediate"),
         pytest.param(datetime(2021, 12, 2, 9, 8, 10), "2021-12-02 09:08:10", id="naive-is-beijing"),
         pytest.param(datetime(2021, 12, 2, 9, 8, 10, tzinfo=BEIJING), "2021-12-02 09:08:10", id="beijing"),
-        pytest.param(datetime(2021, 12, 2, 1, 8, 10, tzinfo=timezone.utc), "2021-12-02 09:08:10", id="utc-converted"),
-        pytest.param(datetime(2021, 12, 31, 20, 0, 0, tzinfo=timezone(timedelta(hours=-5))),
-                     "2022-01-01 09:00:00", id="crosses-the-year"),
+        pytest.param(datetime(2021, 12, 2, 1, 8, 10, tzinfo=UTC), "2021-12-02 09:08:10", id="utc-converted"),
+        pytest.param(
+            datetime(2021, 12, 31, 20, 0, 0, tzinfo=timezone(timedelta(hours=-5))),
+            "2022-01-01 09:00:00",
+            id="crosses-the-year",
+        ),
     ],
 )
 def test_send_time(send_at, expected):
@@ -592,13 +665,19 @@ def test_check_keywords_request():
     recorder = Recorder(lambda r: httpx.Response(200, text=returnsms("<message>包含非法字符：法轮功</message>")))
     assert make_provider(recorder).check_keywords("关于法轮功") == ["法轮功"]
     assert str(recorder.requests[0].url) == BASE_URL + "sms.aspx"
-    assert recorder.form() == {"action": ["checkkeyword"], "userid": ["12"], "account": ["u"],
-                               "password": [PASSWORD], "content": ["关于法轮功"]}
+    assert recorder.form() == {
+        "action": ["checkkeyword"],
+        "userid": ["12"],
+        "account": ["u"],
+        "password": [PASSWORD],
+        "content": ["关于法轮功"],
+    }
 
 
 # ---------------------------------------------------------------------------
 # Transport faults and HTTP status
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "reply, outcome",
@@ -622,17 +701,20 @@ def test_send_fault_outcome(reply, outcome):
     "reply, outcome",
     [
         *POLL_TRANSPORT_FAULTS,
-        pytest.param(lambda r: httpx.Response(200, text=errorstatus("2", "用户名或密码错误")), Outcome.AUTH,
-                     id="wrong-password"),
-        pytest.param(lambda r: httpx.Response(200, text=failed("用户名或密码错误")), Outcome.AUTH,
-                     id="wrong-password-message"),
+        pytest.param(
+            lambda r: httpx.Response(200, text=errorstatus("2", "用户名或密码错误")), Outcome.AUTH, id="wrong-password"
+        ),
+        pytest.param(
+            lambda r: httpx.Response(200, text=failed("用户名或密码错误")), Outcome.AUTH, id="wrong-password-message"
+        ),
     ],
 )
 def test_poll_fault_outcome(kind, reply, outcome):
     recorder = Recorder(reply)
     provider = make_provider(recorder)
-    parse = {"reports": provider.parse_reports, "inbound": provider.parse_inbound,
-             "balance": provider.parse_balance}[kind]
+    parse = {"reports": provider.parse_reports, "inbound": provider.parse_inbound, "balance": provider.parse_balance}[
+        kind
+    ]
     with pytest.raises(ProviderError) as info:
         parse(provider.fetch(kind))
     assert info.value.outcome is outcome
@@ -645,8 +727,11 @@ def test_poll_fault_outcome(kind, reply, outcome):
     [
         pytest.param(raising(httpx.ConnectError), Outcome.TRANSIENT, id="connect-error"),
         pytest.param(raising(httpx.ReadTimeout), Outcome.AMBIGUOUS, id="read-timeout"),
-        pytest.param(lambda r: httpx.Response(200, text=returnsms("<message>用户名或密码错误</message>")),
-                     Outcome.AUTH, id="wrong-password"),
+        pytest.param(
+            lambda r: httpx.Response(200, text=returnsms("<message>用户名或密码错误</message>")),
+            Outcome.AUTH,
+            id="wrong-password",
+        ),
     ],
 )
 def test_check_keywords_faults(reply, outcome):
@@ -661,6 +746,7 @@ def test_check_keywords_faults(reply, outcome):
 # ---------------------------------------------------------------------------
 # Content and secrets
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "content, expected",
@@ -682,16 +768,27 @@ def test_prepare_content_caps_at_300_characters():
 def _shown() -> str:
     recorder = Recorder(raising(httpx.ReadTimeout))
     provider = make_provider(recorder)
-    results = [parse_send_xml(OK_SEND, 1), parse_send_xml(failed("用户名或密码错误"), 1),
-               provider.send(["13800138000"], CONTENT)]
+    results = [
+        parse_send_xml(OK_SEND, 1),
+        parse_send_xml(failed("用户名或密码错误"), 1),
+        provider.send(["13800138000"], CONTENT),
+    ]
     errors = []
     for kind in ("reports", "balance"):
         try:
             provider.fetch(kind)
         except ProviderError as exc:
             errors.append(f"{exc!r} {exc} {exc.raw}")
-    return " ".join([repr(make_account()), str(make_account()), repr(provider), str(make_account().password),
-                     *(repr(r) + (r.message or "") + r.raw for r in results), *errors])
+    return " ".join(
+        [
+            repr(make_account()),
+            str(make_account()),
+            repr(provider),
+            str(make_account().password),
+            *(repr(r) + (r.message or "") + r.raw for r in results),
+            *errors,
+        ]
+    )
 
 
 def test_password_not_shown():

@@ -2,6 +2,7 @@
 guide's command-line synopsis, metrics table and environment table, and the README's
 benchmark figures, are checked against the code and its measurements, so a change to
 either that leaves the other behind fails here. No service needed."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,10 +11,10 @@ import re
 
 import pytest
 
+from smsq.cli import build_parser
 from smsq.providers.base import Outcome
 from smsq.tasks.polls import KINDS
 from smsq.worker import config as config_module
-from smsq.cli import build_parser
 
 from ..conftest import PASSWORD, ROOT, apply_env, restore_env, write_config
 from .conftest import subcommands
@@ -25,10 +26,11 @@ GUIDE = (ROOT / "docs" / "operator.md").read_text(encoding="utf-8")
 def section(title: str, text: str = GUIDE) -> str:
     start = text.index(f"\n## {title}\n")
     end = text.find("\n## ", start + 1)
-    return text[start:end if end != -1 else None]
+    return text[start : end if end != -1 else None]
 
 
 # -- the command line ---------------------------------------------------------
+
 
 def synopsis() -> dict[str, str]:
     """`smsq COMMAND` -> its synopsis entries (a line and the indented lines after it)."""
@@ -46,8 +48,9 @@ def synopsis() -> dict[str, str]:
 
 def options(parser: argparse.ArgumentParser) -> set[str]:
     """The long options of a command and of its own subcommands (`health url --timeout`)."""
-    found = {opt for action in parser._actions for opt in action.option_strings
-             if opt.startswith("--") and opt != "--help"}
+    found = {
+        opt for action in parser._actions for opt in action.option_strings if opt.startswith("--") and opt != "--help"
+    }
     for sub in subcommands(parser).values():
         found |= options(sub)
     return found
@@ -60,8 +63,11 @@ def test_every_command_and_option_is_in_the_synopsis():
         if name not in entries:
             missing.append(f"smsq {name}")
             continue
-        missing += [f"smsq {name} {opt}" for opt in sorted(options(parser))
-                    if not re.search(rf"{re.escape(opt)}\b", entries[name])]
+        missing += [
+            f"smsq {name} {opt}"
+            for opt in sorted(options(parser))
+            if not re.search(rf"{re.escape(opt)}\b", entries[name])
+        ]
         missing += [f"smsq {name} {sub}" for sub in subcommands(parser) if not re.search(rf"\b{sub}\b", entries[name])]
     assert not missing, f"missing from the guide's synopsis: {missing}"
 
@@ -76,6 +82,7 @@ def test_the_synopsis_names_no_command_or_option_the_cli_lacks():
 
 # -- the metrics -----------------------------------------------------------------
 
+
 def metrics_rows() -> dict[str, str]:
     rows = re.findall(r"^\| `(smsq_\w+)` \|(.*)$", section("Metrics"), re.M)
     return dict(rows)
@@ -85,9 +92,15 @@ def metrics_rows() -> dict[str, str]:
 def embedded(tmp_path):
     """An embedded installation: SQLite database and broker in tmp_path."""
     config = write_config(tmp_path / "smsq.toml", "http://127.0.0.1:9/")
-    saved = apply_env({"SMSQ_CONFIG": str(config), "SMSQ_TEST_DXT_PASSWORD": PASSWORD, "SMSQ_HOME": str(tmp_path),
-                       "SMSQ_DATABASE_URL": f"sqlite:///{tmp_path / 'smsq.db'}",
-                       "SMSQ_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.db'}"})
+    saved = apply_env(
+        {
+            "SMSQ_CONFIG": str(config),
+            "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
+            "SMSQ_HOME": str(tmp_path),
+            "SMSQ_DATABASE_URL": f"sqlite:///{tmp_path / 'smsq.db'}",
+            "SMSQ_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.db'}",
+        }
+    )
     yield
     restore_env(saved)
 
@@ -97,8 +110,8 @@ def exposition_name(family) -> str:
 
 
 def test_every_metric_and_every_state_it_labels_is_in_the_metrics_table(embedded):
-    from smsq.worker.config import settings
     from smsq.cli.metrics import SmsqCollector
+    from smsq.worker.config import settings
 
     rows = metrics_rows()
     families = SmsqCollector(settings()).collect()
@@ -122,6 +135,7 @@ def test_smsq_account_up_is_defined_once():
 
 
 # -- the environment -------------------------------------------------------------
+
 
 def env_table() -> dict[str, str]:
     """Environment variable -> the guide's default for it."""
@@ -161,6 +175,7 @@ def test_the_environment_tables_defaults_are_the_codes(tmp_path, monkeypatch):
 
 # -- the intake figures ------------------------------------------------------------
 
+
 def test_the_million_number_intake_is_measured_in_one_place():
     """Its time and memory are said once, in the table `make bench` writes from
     bench/results; the rest of the README refers to it."""
@@ -170,4 +185,6 @@ def test_the_million_number_intake_is_measured_in_one_place():
     table, elsewhere = README[start:end], README[:start] + README[end:]
     measured = json.loads((ROOT / "bench" / "results" / "distributed-1000000.json").read_text())
     assert f"| {measured['send_sms']['wall_s']:.2f} s | raw `COPY` {measured['reference_s']:.2f} s |" in table
-    assert not re.findall(r"[\d.]+\s*(?:times|×)[^.|]*raw `COPY`|\d+ MB\s+for the numbers|takes about a second", elsewhere)
+    assert not re.findall(
+        r"[\d.]+\s*(?:times|×)[^.|]*raw `COPY`|\d+ MB\s+for the numbers|takes about a second", elsewhere
+    )

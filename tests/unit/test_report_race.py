@@ -1,5 +1,6 @@
 """A vendor may report a number delivered before the worker has recorded its send:
 that report must not be lost, it settles the number once the send is recorded."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,9 +16,14 @@ CONTENT = "【某某科技】您的验证码是 345678"
 @pytest.fixture
 def embedded(tmp_path):
     config = write_config(tmp_path / "smsq.toml", "http://127.0.0.1:9/")
-    saved = apply_env({"SMSQ_CONFIG": str(config), "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
-                       "SMSQ_DATABASE_URL": f"sqlite:///{tmp_path / 'smsq.db'}",
-                       "SMSQ_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.db'}"})
+    saved = apply_env(
+        {
+            "SMSQ_CONFIG": str(config),
+            "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
+            "SMSQ_DATABASE_URL": f"sqlite:///{tmp_path / 'smsq.db'}",
+            "SMSQ_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.db'}",
+        }
+    )
     yield
     restore_env(saved)
 
@@ -25,11 +31,11 @@ def embedded(tmp_path):
 def test_a_report_that_beats_the_send_record_settles_the_number_at_the_next_poll(embedded):
     from sqlalchemy import select
 
+    from smsq.store.ledger import claim
     from smsq.store.models import Chunk, Recipient, StatusReport
     from smsq.tasks import batch_status, send_sms
-    from smsq.tasks.polls import _store_reports
-    from smsq.store.ledger import claim
     from smsq.tasks.outcomes import decided, record
+    from smsq.tasks.polls import _store_reports
     from smsq.worker.config import settings
     from smsq.worker.db import session_scope
 

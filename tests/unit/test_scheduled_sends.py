@@ -2,6 +2,7 @@
 batch counts as scheduled. End to end (every vendor, through `smsq send --at`, `smsq
 status`, `smsq cancel`): tests/integration/test_vendors_e2e.py and
 tests/integration/test_send_e2e.py."""
+
 from __future__ import annotations
 
 import json
@@ -10,21 +11,24 @@ from types import SimpleNamespace
 
 import pytest
 
+from smsq.cli.commands.batches import progress
 from smsq.store.models import utcnow
 from smsq.tasks.producer import BatchStatus, is_scheduled
 from smsq.tasks.publish import MAX_COUNTDOWN
 from smsq.tasks.relay import _countdown, release_ahead
-from smsq.cli.commands.batches import progress
 
 NOW = datetime(2026, 12, 3, 1, 30)  # naive UTC, as stored
 
 
-@pytest.mark.parametrize("interval, republish_after, ahead", [
-    (10, 600, 20),  # the defaults: two relay intervals
-    (2, 600, 4),
-    (45, 600, MAX_COUNTDOWN),  # never a countdown longer than the broker is asked for
-    (10, 8, 4),  # never so long that the relay would take the message on its way for a lost one
-])
+@pytest.mark.parametrize(
+    "interval, republish_after, ahead",
+    [
+        (10, 600, 20),  # the defaults: two relay intervals
+        (2, 600, 4),
+        (45, 600, MAX_COUNTDOWN),  # never a countdown longer than the broker is asked for
+        (10, 8, 4),  # never so long that the relay would take the message on its way for a lost one
+    ],
+)
 def test_the_relay_releases_a_chunk_two_intervals_ahead_within_bounds(interval, republish_after, ahead):
     assert release_ahead(SimpleNamespace(relay_interval=interval, republish_after=republish_after)) == ahead
 

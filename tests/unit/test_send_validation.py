@@ -3,6 +3,7 @@
 These run embedded (a SQLite file per module) with no worker: nothing here
 needs a send to happen, only the intake to be right.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,12 +34,19 @@ def embedded(tmp_path_factory):
     restore_env(saved)
 
 
-@pytest.mark.parametrize("account, content, message", [
-    ("slow-dxt", "您的验证码是 345678", "content has no signature in 【】"),
-    ("shop-dxt", "【某某科技】验证码 345678 😀", "character '😀' (U+1F600) at position 17 cannot be sent in gbk"),
-    ("shop-dxt", "【某某科技】" + "长" * 330, "content is 336 characters (signature included); dxt accepts at most 335"),
-    ("shop-dxt", "   ", "content is empty"),
-])
+@pytest.mark.parametrize(
+    "account, content, message",
+    [
+        ("slow-dxt", "您的验证码是 345678", "content has no signature in 【】"),
+        ("shop-dxt", "【某某科技】验证码 345678 😀", "character '😀' (U+1F600) at position 17 cannot be sent in gbk"),
+        (
+            "shop-dxt",
+            "【某某科技】" + "长" * 330,
+            "content is 336 characters (signature included); dxt accepts at most 335",
+        ),
+        ("shop-dxt", "   ", "content is empty"),
+    ],
+)
 def test_content_the_account_cannot_send_is_refused(account, content, message):
     with pytest.raises(ContentError) as exc:
         send_sms(account, ["13800000000"], content)
@@ -60,8 +68,11 @@ def test_unknown_account():
 
 
 def test_invalid_numbers_come_back_with_reasons():
-    receipt = send_sms("shop-dxt", ["138 0013 8000", "12800138000", "1380013800", "138001380001",
-                                     "phone", "+44 20 7946 0958", "075580808080"], SIGNED)
+    receipt = send_sms(
+        "shop-dxt",
+        ["138 0013 8000", "12800138000", "1380013800", "138001380001", "phone", "+44 20 7946 0958", "075580808080"],
+        SIGNED,
+    )
     assert receipt.accepted == 2  # a mobile, and a 小灵通 landline (dxt takes those)
     reasons = dict(receipt.rejected)
     assert reasons["12800138000"].startswith("not a mainland mobile")
@@ -113,9 +124,11 @@ def test_an_idempotency_key_replays_only_the_same_request(count):
     assert (again.batch_id, again.accepted, again.replayed) == (first.batch_id, count, True)
     before = batch_count()
     later = datetime(2099, 1, 1, 9, 0)
-    for to, content, send_at in [(numbers(["13900000001"]), SIGNED, None),  # one number more
-                                 (numbers(), SIGNED + "!", None),  # other content
-                                 (numbers(), SIGNED, later)]:  # another time
+    for to, content, send_at in [
+        (numbers(["13900000001"]), SIGNED, None),  # one number more
+        (numbers(), SIGNED + "!", None),  # other content
+        (numbers(), SIGNED, later),
+    ]:  # another time
         with pytest.raises(smsq.IdempotencyConflictError) as exc:
             send_sms("shop-dxt", to, content, send_at=send_at, idempotency_key=key)
         assert isinstance(exc.value, ValueError)
@@ -192,8 +205,9 @@ def test_a_scheduled_send_publishes_nothing_until_the_relay_releases_it(count):
         before_task_publish.disconnect(capture)
     assert "smsq.send_chunk" not in seen
     with session_scope(settings().database_url) as s:
-        chunks = s.execute(select(Chunk.state, Chunk.next_attempt_at, Chunk.queued_at)
-                           .where(Chunk.batch_id == receipt.batch_id)).all()
+        chunks = s.execute(
+            select(Chunk.state, Chunk.next_attempt_at, Chunk.queued_at).where(Chunk.batch_id == receipt.batch_id)
+        ).all()
     assert chunks and set(chunks) == {("pending", datetime(2030, 1, 1, 1, 30), None)}
     status = batch_status(receipt.batch_id)
     assert status.scheduled and status.send_at == datetime(2030, 1, 1, 1, 30)
@@ -217,7 +231,8 @@ def test_a_large_stream_is_chunked_at_the_vendor_limit():
     assert receipt.accepted == 20_000 and receipt.lane == "bulk" and receipt.queued
     # One message for the whole batch, carrying its id only; a worker cuts the chunks.
     assert [(sender, body[0], headers["argsrepr"]) for sender, body, headers in seen] == [
-        ("smsq.split_batch", [receipt.batch_id], f"batch {receipt.batch_id} (shop-dxt)")]
+        ("smsq.split_batch", [receipt.batch_id], f"batch {receipt.batch_id} (shop-dxt)")
+    ]
     status = batch_status(receipt.batch_id)
     assert (status.to_split, status.chunks, status.recipients) == (200, {}, {"queued": 20_000})
     assert not status.final
@@ -225,8 +240,11 @@ def test_a_large_stream_is_chunked_at_the_vendor_limit():
     run_split(settings(), receipt.batch_id)  # what the worker does with the message
     with session_scope(settings().database_url) as s:
         sizes = s.execute(select(Chunk.size).where(Chunk.batch_id == receipt.batch_id)).scalars().all()
-        unassigned = s.scalar(select(func.count()).select_from(Recipient).where(
-            Recipient.batch_id == receipt.batch_id, Recipient.chunk_seq.is_(None)))
+        unassigned = s.scalar(
+            select(func.count())
+            .select_from(Recipient)
+            .where(Recipient.batch_id == receipt.batch_id, Recipient.chunk_seq.is_(None))
+        )
     assert sorted(set(sizes)) == [100] and len(sizes) == 200 and unassigned == 0
 
 
@@ -257,8 +275,8 @@ def test_task_messages_carry_the_chunk_id_only():
 
 def test_no_long_broker_countdown_can_be_asked_for():
     """Redis redelivers long-delayed messages after its visibility timeout: long waits go to the relay."""
-    from smsq.tasks.publish import MAX_COUNTDOWN, publish_chunk
     from smsq.tasks.polls import publish_poll
+    from smsq.tasks.publish import MAX_COUNTDOWN, publish_chunk
 
     seen = []
 
@@ -303,12 +321,15 @@ def signature_accounts(tmp_path):
     restore_env(saved)
 
 
-@pytest.mark.parametrize("account, content, stored", [
-    ("shop-jx", "您的验证码是345678,30分钟输入有效。", "【今信科技】您的验证码是345678,30分钟输入有效。"),
-    ("shop-jx", "您的验证码是345678【今信科技】", "【今信科技】您的验证码是345678"),
-    ("shop-lk", "您的验证码是345678", "您的验证码是345678【凌凯】"),
-    ("shop-lk", "【凌凯】您的验证码是345678", "您的验证码是345678【凌凯】"),
-])
+@pytest.mark.parametrize(
+    "account, content, stored",
+    [
+        ("shop-jx", "您的验证码是345678,30分钟输入有效。", "【今信科技】您的验证码是345678,30分钟输入有效。"),
+        ("shop-jx", "您的验证码是345678【今信科技】", "【今信科技】您的验证码是345678"),
+        ("shop-lk", "您的验证码是345678", "您的验证码是345678【凌凯】"),
+        ("shop-lk", "【凌凯】您的验证码是345678", "您的验证码是345678【凌凯】"),
+    ],
+)
 def test_the_signature_is_put_where_the_vendor_wants_it(signature_accounts, account, content, stored):
     receipt = send_sms(account, ["13800000000"], content)
     with session_scope(settings().database_url) as s:
@@ -317,14 +338,23 @@ def test_the_signature_is_put_where_the_vendor_wants_it(signature_accounts, acco
         assert s.get(Batch, receipt.batch_id).content == stored
 
 
-@pytest.mark.parametrize("account, content, message", [
-    ("shop-jx", "您的验证码是345678【某品牌】",
-     "jinxin wants the signature first, but the content has 【某品牌】 at its end and account 'shop-jx' "
-     "signs with 【今信科技】"),
-    ("shop-lk", "【某品牌】您的验证码是345678",
-     "linkws wants the signature last, but the content has 【某品牌】 at its start and account 'shop-lk' "
-     "signs with 【凌凯】"),
-])
+@pytest.mark.parametrize(
+    "account, content, message",
+    [
+        (
+            "shop-jx",
+            "您的验证码是345678【某品牌】",
+            "jinxin wants the signature first, but the content has 【某品牌】 at its end and account 'shop-jx' "
+            "signs with 【今信科技】",
+        ),
+        (
+            "shop-lk",
+            "【某品牌】您的验证码是345678",
+            "linkws wants the signature last, but the content has 【某品牌】 at its start and account 'shop-lk' "
+            "signs with 【凌凯】",
+        ),
+    ],
+)
 def test_a_signature_in_the_wrong_place_is_refused_at_intake(signature_accounts, account, content, message):
     with pytest.raises(ContentError) as exc:
         send_sms(account, ["13800000000"], content)

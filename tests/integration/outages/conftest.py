@@ -4,8 +4,10 @@ worker in its own process group (so a test can signal the whole group, as a
 terminal's Ctrl-C or a container runtime does), the outbox relay running beside
 it, a fault proxy in front of PostgreSQL (faultproxy.py), and judging a batch from
 the simulator's record."""
+
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -41,11 +43,14 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         import redis
 
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no",
-                                      "--daemonize", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no", "--daemonize", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + 10
         while True:
@@ -68,9 +73,13 @@ class Process:
 
     def __init__(self, name: str, args: list[str], env: dict, tmp: Path) -> None:
         self.name, self.log = name, tmp / f"{name}.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "smsq", *args], cwd=tmp,
-                                     env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "smsq", *args],
+            cwd=tmp,
+            env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+        )
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -80,8 +89,9 @@ class Process:
         started = time.monotonic()
         while said not in self.text()[after:]:
             assert self.proc.poll() is None, f"{self.name} exited {self.proc.returncode}:\n{self.text()[-3000:]}"
-            assert time.monotonic() - started < timeout, \
+            assert time.monotonic() - started < timeout, (
                 f"{self.name} did not say {said!r} in {timeout:.0f} s:\n{self.text()[-3000:]}"
+            )
             time.sleep(0.1)
         return time.monotonic() - started
 
@@ -99,6 +109,7 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
 
 CONTENT = "【某某科技】您的验证码是 345678，请在5分钟内输入。"
 
@@ -118,6 +129,7 @@ def numbers(count: int, prefix: str = "137") -> list[str]:
 @dataclass
 class Site:
     """One smsq installation for a test: its settings, the test process's env, its workers."""
+
     tmp: Path
     env: dict  # what the test process (producer, relay) uses
     worker_env: dict  # what the worker uses (e.g. the database through a fault proxy)
@@ -133,12 +145,21 @@ class Site:
     def start_worker(self, concurrency: int = 2, *options: str) -> subprocess.Popen:
         env = {**os.environ, **self.worker_env, "PYTHONPATH": str(ROOT)}
         seen = self.worker_log().count("ready.")
-        proc = subprocess.Popen([sys.executable, "-m", "smsq", "worker", "--concurrency", str(concurrency),
-                                 "--loglevel", "info", *options], cwd=self.tmp, env=env, stdout=open(self.log, "ab"),
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "smsq", "worker", "--concurrency", str(concurrency), "--loglevel", "info", *options],
+            cwd=self.tmp,
+            env=env,
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.workers.append(proc)
-        wait_until(lambda: self.worker_log().count("ready.") > seen or proc.poll() is not None, 60, 0.2,
-                   "the worker to be ready")
+        wait_until(
+            lambda: self.worker_log().count("ready.") > seen or proc.poll() is not None,
+            60,
+            0.2,
+            "the worker to be ready",
+        )
         assert proc.poll() is None, self.worker_log()[-3000:]
         return proc
 
@@ -154,8 +175,13 @@ class Site:
 
 def make_site(tmp: Path, sim_url: str, mode: str, db_url_for_worker=None, **settings_env: str) -> Site:
     config = write_config(tmp / "smsq.toml", sim_url)
-    env = {**mode_env(mode, tmp, config), "SMSQ_HOME": str(tmp), "SMSQ_RELAY_INTERVAL": "1",
-           "SMSQ_SPOOL_DIR": str(tmp / "spool"), **settings_env}
+    env = {
+        **mode_env(mode, tmp, config),
+        "SMSQ_HOME": str(tmp),
+        "SMSQ_RELAY_INTERVAL": "1",
+        "SMSQ_SPOOL_DIR": str(tmp / "spool"),
+        **settings_env,
+    }
     worker_env = dict(env)
     if db_url_for_worker:
         worker_env["SMSQ_DATABASE_URL"] = db_url_for_worker(env["SMSQ_DATABASE_URL"])
@@ -191,10 +217,8 @@ class relay_running:
 
     def _loop(self) -> None:
         while not self.stop.wait(1):
-            try:
+            with contextlib.suppress(Exception):  # a relay pass that fails is retried by the next one, as under beat
                 run_relay()
-            except Exception:  # a relay pass that fails is retried by the next one, as under beat
-                pass
 
     def __exit__(self, *exc) -> None:
         self.stop.set()
@@ -232,5 +256,6 @@ def through(proxy: FaultProxy):
 
 def outage_site(tmp_path, dxt_sim, proxy, **env) -> Site:
     # SMSQ_REPUBLISH_AFTER: a chunk whose claim met the outage is published again soon
-    return make_site(tmp_path, dxt_sim[1], "distributed", db_url_for_worker=through(proxy),
-                     SMSQ_REPUBLISH_AFTER="5", **env)
+    return make_site(
+        tmp_path, dxt_sim[1], "distributed", db_url_for_worker=through(proxy), SMSQ_REPUBLISH_AFTER="5", **env
+    )

@@ -9,8 +9,10 @@ Modes:
   refuse     nothing listens: a connect is refused, open connections are cut
   delay      forward, ``seconds`` late
 """
+
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -66,20 +68,16 @@ class FaultProxy:
         # close() alone does not stop a listener that a thread is blocked in accept() on
         # (Linux): the socket keeps listening, and the next connection is still accepted
         # and forwarded. shutdown() wakes that accept() with an error.
-        try:
+        with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._listener.close()
 
     def _close_all(self) -> None:
         with self._lock:
             conns, self._open = self._open, set()
         for conn in conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             conn.close()
 
     def _track(self, conn: socket.socket) -> None:
@@ -127,7 +125,5 @@ class FaultProxy:
             pass
         finally:
             for conn in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass

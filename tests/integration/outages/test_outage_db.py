@@ -4,6 +4,7 @@ The worker reaches PostgreSQL through a fault proxy; the test cuts it while
 the (slow) vendor holds calls, and judges from the simulator's record and the
 database: every number sent once, no chunk ``unknown``.
 """
+
 from __future__ import annotations
 
 import signal
@@ -16,11 +17,18 @@ from smsq.tasks.outcome_keeper import spool_of
 from smsq.worker.config import settings
 
 from ...conftest import wait_final, wait_until
-from .conftest import CONTENT, FaultProxy, assert_each_sent_once, chunk_states, installed, numbers, outage_site, \
-    relay_running
+from .conftest import (
+    CONTENT,
+    FaultProxy,
+    assert_each_sent_once,
+    chunk_states,
+    installed,
+    numbers,
+    outage_site,
+    relay_running,
+)
 
 pytestmark = [pytest.mark.distributed, pytest.mark.fault]
-
 
 
 def cut_while_calls_are_in_flight(sim, proxy: FaultProxy) -> None:

@@ -2,6 +2,7 @@
 
 The worker reaches PostgreSQL through a fault proxy; the test cuts it, queues
 the polls as beat does, and reads the worker's log."""
+
 from __future__ import annotations
 
 import re
@@ -35,6 +36,7 @@ def test_a_database_outage_logs_one_line_per_poll_task(sim, dxt_sim, tmp_path, p
         def all_done() -> bool:
             log = site.worker_log()[before:]
             return len(task_ids(log, "succeeded")) + len(task_ids(log, "raised")) >= len(POLLS)
+
         wait_until(all_done, 60, 0.2, "the poll tasks to end")
         log = site.worker_log()[before:]
         proxy.heal()
@@ -42,8 +44,9 @@ def test_a_database_outage_logs_one_line_per_poll_task(sim, dxt_sim, tmp_path, p
     assert "Traceback" not in log, log[-3000:]
     assert len(task_ids(log, "succeeded")) == len(POLLS), log[-3000:]
     said = [line for line in log.splitlines() if "cannot reach the database" in line and "poll " in line]
-    assert sorted(re.search(r"poll (\S+ \S+):", line).group(1) for line in said) == \
-        sorted(f"{account} {kind}" for account, kind in POLLS), log[-3000:]
+    assert sorted(re.search(r"poll (\S+ \S+):", line).group(1) for line in said) == sorted(
+        f"{account} {kind}" for account, kind in POLLS
+    ), log[-3000:]
     assert all("postgresql" in line and "polled again at its next turn" in line for line in said)
     # the polls' own lines: beside Celery's "received" and "succeeded" lines, one line each
     polls_own = [line for line in log.splitlines() if "poll " in line and "Task smsq.poll" not in line]
@@ -58,8 +61,12 @@ def test_relay_runs_through_a_database_outage_say_it_once(sim, dxt_sim, tmp_path
         before = len(site.worker_log())
         for _ in range(4):  # as beat sends it, every SMSQ_RELAY_INTERVAL
             get_app().send_task("smsq.relay", queue="smsq.poll")
-        wait_until(lambda: len(task_ids(site.worker_log()[before:], "(?:succeeded|raised)", "relay")) >= 4, 60, 0.2,
-                   "the relay tasks to end")
+        wait_until(
+            lambda: len(task_ids(site.worker_log()[before:], "(?:succeeded|raised)", "relay")) >= 4,
+            60,
+            0.2,
+            "the relay tasks to end",
+        )
         log = site.worker_log()[before:]
         proxy.heal()
     assert "Traceback" not in log, log[-3000:]

@@ -4,6 +4,7 @@ calls in flight finish and be recorded; nothing ends ``unknown``.
 
 Embedded mode runs the threads pool, distributed mode the prefork pool, whose
 children get the group's signal directly (worker/shutdown.py)."""
+
 from __future__ import annotations
 
 import signal
@@ -13,8 +14,7 @@ import pytest
 from smsq.tasks import send_sms
 
 from ...conftest import wait_final, wait_until
-from .conftest import CONTENT, assert_each_sent_once, chunk_states, installed, make_site, numbers, \
-    relay_running
+from .conftest import CONTENT, assert_each_sent_once, chunk_states, installed, make_site, numbers, relay_running
 
 pytestmark = pytest.mark.fault
 
@@ -74,13 +74,18 @@ def test_the_priority_lane_process_lives_and_ends_with_its_worker(sim, dxt_sim, 
     site = make_site(tmp_path, dxt_sim[1], "distributed", SMSQ_SEND_TIMEOUT="15")
     with installed(site):
         worker = site.start_worker(concurrency=2)
-        wait_until(lambda: "priority@" in site.worker_log() and site.worker_log().count("ready.") >= 2, 60, 0.2,
-                   "the priority lane to be ready")
+        wait_until(
+            lambda: "priority@" in site.worker_log() and site.worker_log().count("ready.") >= 2,
+            60,
+            0.2,
+            "the priority lane to be ready",
+        )
         (lane,) = lane_pids(worker)
         os.kill(lane, signal.SIGKILL)
         wait_until(lambda: "the priority lane (pid" in site.worker_log(), 10, 0.2, "the lane's exit noticed")
-        wait_until(lambda: len(lane_pids(worker)) == 1 and lane_pids(worker) != [lane], 30, 0.2,
-                   "the lane started again")
+        wait_until(
+            lambda: len(lane_pids(worker)) == 1 and lane_pids(worker) != [lane], 30, 0.2, "the lane started again"
+        )
         wait_until(lambda: site.worker_log().count("ready.") >= 3, 60, 0.2, "the new lane to be ready")
         (lane,) = lane_pids(worker)
 

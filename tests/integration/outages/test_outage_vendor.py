@@ -4,6 +4,7 @@ A vendor answering HTTP 500 for a stretch: every number goes out once when it
 recovers, each chunk called a bounded number of times. Waits longer than a
 broker countdown are held in the database and released by the relay.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,17 +15,16 @@ import pytest
 from sqlalchemy import insert
 
 from smsq.providers import Outcome, SendResult
+from smsq.store.ledger import ClaimedChunk, claim
 from smsq.store.models import Batch, Chunk, utcnow
 from smsq.tasks import send_sms
-from smsq.store.ledger import ClaimedChunk, claim
 from smsq.tasks.decisions import backoff
 from smsq.tasks.outcomes import decided, record
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
 from ...conftest import wait_final
-from .conftest import CONTENT, assert_each_sent_once, chunk_attempts, installed, make_site, numbers, \
-    relay_running
+from .conftest import CONTENT, assert_each_sent_once, chunk_attempts, installed, make_site, numbers, relay_running
 
 pytestmark = pytest.mark.distributed
 
@@ -63,21 +63,45 @@ def site(dxt_sim, tmp_path):
 def a_chunk(claimed_ago: float, first_ago: float | None = None, state: str = "sending") -> int:
     now = utcnow()
     with session_scope(settings().database_url) as s:
-        batch_id = s.execute(insert(Batch).values(account="shop-dxt", content=CONTENT, created_at=now, lane="bulk",
-                                                  accepted=1, rejected=0).returning(Batch.id)).scalar()
-        return s.execute(insert(Chunk).values(
-            batch_id=batch_id, seq=0, account="shop-dxt", lane="bulk", size=1, state=state, attempts=7,
-            claimed_at=now - timedelta(seconds=claimed_ago),
-            first_attempt_at=None if first_ago is None else now - timedelta(seconds=first_ago))
-            .returning(Chunk.id)).scalar()
+        batch_id = s.execute(
+            insert(Batch)
+            .values(account="shop-dxt", content=CONTENT, created_at=now, lane="bulk", accepted=1, rejected=0)
+            .returning(Batch.id)
+        ).scalar()
+        return s.execute(
+            insert(Chunk)
+            .values(
+                batch_id=batch_id,
+                seq=0,
+                account="shop-dxt",
+                lane="bulk",
+                size=1,
+                state=state,
+                attempts=7,
+                claimed_at=now - timedelta(seconds=claimed_ago),
+                first_attempt_at=None if first_ago is None else now - timedelta(seconds=first_ago),
+            )
+            .returning(Chunk.id)
+        ).scalar()
 
 
 def claimed(claimed_ago: float, first_ago: float | None = None) -> ClaimedChunk:
     """A chunk on its 7th call, as its claim returned it."""
     with session_scope(settings().database_url) as s:
         chunk = s.get(Chunk, a_chunk(claimed_ago, first_ago))
-        return ClaimedChunk(chunk.id, chunk.batch_id, 0, "shop-dxt", "bulk", 7, CONTENT, None, utcnow(), [],
-                    chunk.first_attempt_at or chunk.claimed_at)
+        return ClaimedChunk(
+            chunk.id,
+            chunk.batch_id,
+            0,
+            "shop-dxt",
+            "bulk",
+            7,
+            CONTENT,
+            None,
+            utcnow(),
+            [],
+            chunk.first_attempt_at or chunk.claimed_at,
+        )
 
 
 def recorded(conf, work: ClaimedChunk, result: SendResult) -> tuple[str, float | None]:

@@ -3,6 +3,7 @@ no beat at all, a database that stops answering — with real worker and beat pr
 a private redis-server, a fault proxy in front of PostgreSQL, and the dxt simulator's
 record as the judge: every number sent once, none lost.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,18 @@ import pytest
 from smsq.tasks import send_sms
 from smsq.worker.config import settings
 
-from ...conftest import (PASSWORD, RABBITMQ_URL, apply_env, drop_vhost, fresh_vhost, migrated_postgres,
-                         restore_env, wait_final, wait_until, write_config)
+from ...conftest import (
+    PASSWORD,
+    RABBITMQ_URL,
+    apply_env,
+    drop_vhost,
+    fresh_vhost,
+    migrated_postgres,
+    restore_env,
+    wait_final,
+    wait_until,
+    write_config,
+)
 from .conftest import FaultProxy, Process, RedisServer
 
 CONTENT = "【某某科技】您的验证码是 345678"
@@ -56,10 +67,16 @@ def redis_server():
 def outages(tmp_path, dxt_sim, redis_server, broker):
     sim, url = dxt_sim
     sim.reset()
-    env = {"SMSQ_CONFIG": str(write_config(tmp_path / "smsq.toml", url)), "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
-           "SMSQ_DATABASE_URL": migrated_postgres(f"smsq_outage_{os.getpid()}"), "SMSQ_BROKER_URL": redis_server.url,
-           "SMSQ_REDIS_URL": "", "SMSQ_RELAY_INTERVAL": "1", "SMSQ_REPUBLISH_AFTER": "5",
-           "SMSQ_SEND_TIMEOUT": "300"}
+    env = {
+        "SMSQ_CONFIG": str(write_config(tmp_path / "smsq.toml", url)),
+        "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
+        "SMSQ_DATABASE_URL": migrated_postgres(f"smsq_outage_{os.getpid()}"),
+        "SMSQ_BROKER_URL": redis_server.url,
+        "SMSQ_REDIS_URL": "",
+        "SMSQ_RELAY_INTERVAL": "1",
+        "SMSQ_REPUBLISH_AFTER": "5",
+        "SMSQ_SEND_TIMEOUT": "300",
+    }
     vhost = None
     if broker == "rabbitmq":
         vhost = fresh_vhost(f"smsq_outage_{os.getpid()}")
@@ -191,10 +208,22 @@ def test_worker_and_beat_wait_for_the_database_and_lose_nothing_when_it_drops(ou
         pg.close()
 
 
-COMMANDS = (["accounts"], ["poll", "shop-dxt", "balance"], ["poll", "--reparse"], ["batches"], ["status", "1"],
-            ["status", "--number", "13800000001"], ["export", "1"], ["cancel", "1"], ["settle", "1", "failed"],
-            ["purge", "--older-than", "90d"], ["blocked"], ["inbound"], ["check", "shop-dxt"],
-            ["send", "--account", "shop-dxt", "--to", "13800000001", "--content", CONTENT])
+COMMANDS = (
+    ["accounts"],
+    ["poll", "shop-dxt", "balance"],
+    ["poll", "--reparse"],
+    ["batches"],
+    ["status", "1"],
+    ["status", "--number", "13800000001"],
+    ["export", "1"],
+    ["cancel", "1"],
+    ["settle", "1", "failed"],
+    ["purge", "--older-than", "90d"],
+    ["blocked"],
+    ["inbound"],
+    ["check", "shop-dxt"],
+    ["send", "--account", "shop-dxt", "--to", "13800000001", "--content", CONTENT],
+)
 
 
 def run_smsq(args: list[str], env: dict, cwd: Path, timeout: float = 60):
@@ -203,8 +232,14 @@ def run_smsq(args: list[str], env: dict, cwd: Path, timeout: float = 60):
 
     from ...conftest import ROOT
 
-    return subprocess.run([sys.executable, "-m", "smsq", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **env}, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "smsq", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        timeout=timeout,
+    )
 
 
 def assert_says_unreachable(result, args, url_shown: str) -> None:
@@ -216,14 +251,18 @@ def assert_says_unreachable(result, args, url_shown: str) -> None:
 
 def test_every_command_says_in_one_line_that_the_database_is_unreachable(tmp_path, dxt_sim):
     _, url = dxt_sim
-    env = {"SMSQ_CONFIG": str(write_config(tmp_path / "smsq.toml", url)), "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
-           "SMSQ_DATABASE_URL": "postgresql://smsq:Sup3r-secret@127.0.0.1:1/smsq",
-           "SMSQ_BROKER_URL": "redis://127.0.0.1:1/0", "SMSQ_REDIS_URL": ""}
+    env = {
+        "SMSQ_CONFIG": str(write_config(tmp_path / "smsq.toml", url)),
+        "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
+        "SMSQ_DATABASE_URL": "postgresql://smsq:Sup3r-secret@127.0.0.1:1/smsq",
+        "SMSQ_BROKER_URL": "redis://127.0.0.1:1/0",
+        "SMSQ_REDIS_URL": "",
+    }
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(4) as pool:  # independent commands: side by side
         results = list(pool.map(lambda args: run_smsq(args, env, tmp_path), COMMANDS))
-    for args, result in zip(COMMANDS, results):
+    for args, result in zip(COMMANDS, results, strict=False):
         assert_says_unreachable(result, args, "postgresql+psycopg://smsq:***@127.0.0.1:1/smsq")
 
 
@@ -233,9 +272,13 @@ def test_a_database_that_answers_nothing_is_unreachable_not_a_hang(tmp_path, dxt
     pg = FaultProxy("127.0.0.1", 5432)
     pg.blackhole()
     try:
-        env = {"SMSQ_CONFIG": str(write_config(tmp_path / "smsq.toml", url)), "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
-               "SMSQ_DATABASE_URL": f"postgresql://smsq:Sup3r-secret@127.0.0.1:{pg.port}/smsq",
-               "SMSQ_BROKER_URL": "redis://127.0.0.1:1/0", "SMSQ_REDIS_URL": ""}
+        env = {
+            "SMSQ_CONFIG": str(write_config(tmp_path / "smsq.toml", url)),
+            "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
+            "SMSQ_DATABASE_URL": f"postgresql://smsq:Sup3r-secret@127.0.0.1:{pg.port}/smsq",
+            "SMSQ_BROKER_URL": "redis://127.0.0.1:1/0",
+            "SMSQ_REDIS_URL": "",
+        }
         started = time.monotonic()
         result = run_smsq(["status", "1"], env, tmp_path, timeout=40)
         assert_says_unreachable(result, ["status", "1"], f"postgresql+psycopg://smsq:***@127.0.0.1:{pg.port}/smsq")
@@ -258,8 +301,9 @@ def test_a_relay_pass_that_cannot_reach_the_broker_leaves_its_chunks_due(outages
 
     receipt = send_sms("shop-dxt", ["13800000001"], CONTENT)
     with session_scope(settings().database_url) as s:  # its message was lost long ago
-        s.execute(update(Chunk).where(Chunk.batch_id == receipt.batch_id)
-                  .values(queued_at=utcnow() - timedelta(hours=1)))
+        s.execute(
+            update(Chunk).where(Chunk.batch_id == receipt.batch_id).values(queued_at=utcnow() - timedelta(hours=1))
+        )
     redis_server.kill()
     with pytest.raises(kombu.exceptions.OperationalError, match="Connection refused") as refused:
         run_relay()

@@ -8,6 +8,7 @@ it and a worker delivers every number exactly once (judged by the simulator).
 
 The worker talks to Redis directly: what is under test is the producer's side.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,20 @@ import pytest
 from smsq.tasks import batch_status, send_sms
 from smsq.tasks.relay import run_relay
 
-from ...conftest import (PASSWORD, REDIS_URL, ROOT, Stack, apply_env, fresh_redis, migrated_postgres, restore_env,
-                       start_worker, stop_worker, wait_final, write_config)
+from ...conftest import (
+    PASSWORD,
+    REDIS_URL,
+    ROOT,
+    Stack,
+    apply_env,
+    fresh_redis,
+    migrated_postgres,
+    restore_env,
+    start_worker,
+    stop_worker,
+    wait_final,
+    write_config,
+)
 from .conftest import FaultProxy
 
 CONTENT = "【某某科技】您的验证码是 345678，请在5分钟内输入。"
@@ -40,8 +53,12 @@ def proxied(dxt_sim, tmp_path_factory):
     proxy = FaultProxy(redis.hostname, redis.port or 6379)
     database = migrated_postgres(f"smsq_test_faults_{os.getpid()}")
     fresh_redis(REDIS_URL)
-    common = {"SMSQ_CONFIG": str(write_config(tmp / "smsq.toml", url)), "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
-              "SMSQ_DATABASE_URL": database, "SMSQ_REDIS_URL": REDIS_URL}
+    common = {
+        "SMSQ_CONFIG": str(write_config(tmp / "smsq.toml", url)),
+        "SMSQ_TEST_DXT_PASSWORD": PASSWORD,
+        "SMSQ_DATABASE_URL": database,
+        "SMSQ_REDIS_URL": REDIS_URL,
+    }
     through_proxy = {**common, "SMSQ_BROKER_URL": f"redis://127.0.0.1:{proxy.port}{redis.path}"}
     saved = apply_env(through_proxy)
     from smsq.worker.config import settings
@@ -50,8 +67,9 @@ def proxied(dxt_sim, tmp_path_factory):
     upgrade(settings().database_url)
     # The worker's own relay pass (every SMSQ_RELAY_INTERVAL) stays out of the way: the
     # tests run the relay themselves once the broker answers again, and count what it did.
-    worker_stack = Stack("distributed", {**common, "SMSQ_BROKER_URL": REDIS_URL, "SMSQ_RELAY_INTERVAL": "3600"},
-                         state, url, tmp)
+    worker_stack = Stack(
+        "distributed", {**common, "SMSQ_BROKER_URL": REDIS_URL, "SMSQ_RELAY_INTERVAL": "3600"}, state, url, tmp
+    )
     worker_stack.worker = start_worker(worker_stack)
     yield proxy, worker_stack
     stop_worker(worker_stack.worker)
@@ -61,9 +79,13 @@ def proxied(dxt_sim, tmp_path_factory):
 
 def smsq_send(*args: str) -> tuple[subprocess.CompletedProcess, float]:
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "smsq", "send", "--account", "shop-dxt", "--content", CONTENT,
-                           *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-m", "smsq", "send", "--account", "shop-dxt", "--content", CONTENT, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     return done, time.monotonic() - start
 
 
