@@ -11,17 +11,10 @@
    transaction; on PostgreSQL one statement, committed on its own: one round
    trip). A message for a chunk in any other state is a redelivery: do
    nothing, and give the limiter's slot back.
-3. Call the provider; record the outcome (the second and last transaction of
-   an accepted chunk; on PostgreSQL again one statement: store/ledger/records.py)
-   by the taxonomy (tasks/outcomes.py):
-
-   accepted                  -> accepted; recipients sent (vendor ids kept)
-   transient                 -> pending again after a backoff, for SMSQ_RETRY_FOR
-   rate_limited              -> pending after the vendor's interval; not counted as an attempt
-   auth / balance            -> failed, logged as an alert; the account's circuit opens
-                                (tasks/circuit.py): its other chunks wait without calling the vendor
-   invalid_request / blocked -> failed
-   ambiguous                 -> unknown: never resent automatically
+3. Call the provider; decide once what its answer means (tasks/decisions.py:
+   accepted, pending to retry, failed, unknown; whether the account's circuit
+   opens) and record it (tasks/outcomes.py; the second and last transaction of
+   an accepted chunk, on PostgreSQL again one statement: store/ledger/records.py).
 
 4. A chunk that ended ``failed`` or ``unknown`` ends the task as a Celery
    failure (``ChunkFailed`` / ``ChunkUnknown``, declared expected: logged
