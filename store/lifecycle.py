@@ -4,7 +4,7 @@ The values are the strings stored in ``chunks.state`` and ``recipients.state``; 
 ``StrEnum`` member equals its string, so rows read back compare equal to members.
 
 ``CHUNK_TRANSITIONS`` and ``RECIPIENT_TRANSITIONS`` are the only list of the moves
-a row may make (store/ledger.py checks every write against them; the docs draw the
+a row may make (store/ledger/ checks every write against them; the docs draw the
 state diagrams from them). A row is born ``pending`` (chunk) or ``queued`` /
 ``rejected`` (recipient); a state with no entry, or an empty one, is final.
 """
