@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from smsq.scheduler.app import get_app
 from smsq.store.models import AccountBalance, InboundMessage
 from smsq.tasks import batch_status, send_sms
 from smsq.tasks.schema import ensure_schema
@@ -209,9 +210,20 @@ def _start_processes(directory: Path, env: dict, procs: list[subprocess.Popen]) 
     mode = "embedded (SQLite + SQLite broker)" if conf.embedded else f"broker {conf.broker_url.split('@')[-1]}"
     _say(f"mode: {mode}; files in {directory}")
     ensure_schema(conf)  # before two processes race to create the SQLite tables
+    _declare_queues()
     procs.append(_spawn(["worker", "--loglevel", "info"], env, directory / "worker.log"))
     procs.append(_spawn(["beat", "--loglevel", "info"], env, directory / "beat.log"))
     _say(f"worker and beat started (logs: {directory / 'worker.log'}, {directory / 'beat.log'})")
+
+
+def _declare_queues() -> None:
+    """smsq's queues, made in the broker by this one process. On a new SQLite broker the
+    worker and beat, started at once, would both create kombu's tables and a queue's row,
+    and kombu lets the loser's error through (that worker then never consumes)."""
+    app = get_app()
+    with app.connection_for_write() as connection:
+        for queue in app.conf.task_queues:
+            queue.bind(connection.default_channel).declare()
 
 
 def _send_and_follow(sims: dict, count: int, directory: Path, keep: bool) -> int:
