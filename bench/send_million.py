@@ -150,7 +150,7 @@ class PhaseTimer:
     PHASES = {
         "stage_chunks": "normalise, de-duplicate, group, bulk write of staged chunks",
         "blocked_reasons": "reasons of the blocked numbers found (SQL)",
-        "_store_rejections": "store rejected entries",
+        "write_rejected": "store rejected entries",
         "cut": "cut chunks inline (small batches only)",
         "_publish": "publish after commit (split job / small batch's chunks)",
     }
