@@ -22,8 +22,11 @@ install: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/smsq demo
 
+# Two test processes at once (pytest-xdist), a test module each at a time: most of
+# the integration tests wait on real workers, vendors and timeouts, not on the CPU.
+# Each process has its own Redis database, PostgreSQL databases and RabbitMQ vhost.
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # What every change passes, with no Redis, PostgreSQL or RabbitMQ needed, in under a
 # minute (mypy's first run takes most of it; .mypy_cache makes the next ones quick):

@@ -26,7 +26,21 @@ from smsq.simulator.server import serve
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "Pw-s3cret-dxt-9917"  # must never show in logs, task messages or reprs
 PG_ADMIN_URL = os.environ.get("SMSQ_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("SMSQ_TEST_REDIS", "redis://127.0.0.1:6379/9")
+
+
+def _redis_for_this_worker(url: str) -> str:
+    """The test Redis database of this pytest process: `make test` runs two at once
+    (pytest-xdist workers gw0, gw1, ...), and each flushes its database freely, so
+    worker N takes the base database + N. PostgreSQL databases and RabbitMQ vhosts are
+    already per process (named after the pid)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    base, _, db = url.rpartition("/")
+    return f"{base}/{int(db or 0) + int(worker[2:])}"
+
+
+REDIS_URL = _redis_for_this_worker(os.environ.get("SMSQ_TEST_REDIS", "redis://127.0.0.1:6379/9"))
 RABBITMQ_URL = os.environ.get("SMSQ_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672")
 MODES = ("embedded", "distributed")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,9 +15,14 @@ from ..conftest import ROOT
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 
 
-def editable_install_command() -> str:
-    """The Makefile's own `pip install -e` line, as make would run it."""
-    plan = subprocess.run(["make", "-n", "-B", "install"], cwd=ROOT, capture_output=True, text=True, check=True)
+def editable_install_command(venv: Path) -> str:
+    """The Makefile's own `pip install -e` line, as make would run it, into ``venv``:
+    a virtualenv of the test's own, so the tests running beside this one keep the
+    project's install of smsq (pip's --prefix or --target would still uninstall it)."""
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    plan = subprocess.run(
+        ["make", "-n", "-B", "install", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     [line] = [line for line in plan.stdout.splitlines() if "pip install" in line and " -e " in line]
     return line
 
@@ -24,14 +31,17 @@ def run(command: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-def test_the_editable_install_prints_nothing_when_it_works():
-    # --no-deps: the same build of smsq itself, without checking every dependency again
-    done = run(editable_install_command() + " --no-deps")
+def test_the_editable_install_prints_nothing_when_it_works(tmp_path):
+    # --no-deps: the same build of smsq itself, without installing every dependency again
+    done = run(editable_install_command(tmp_path / "venv") + " --no-deps")
     assert done.returncode == 0, done.stderr
     assert "Editable installation" not in done.stderr and "BuildBackendWarning" not in done.stderr
     assert done.stdout.strip() == "" and done.stderr.strip() == ""
 
 
-def test_the_editable_install_still_shows_a_real_error():
-    broken = run(editable_install_command().replace("-e '.[test,sim,check]'", "-e './no-such-project'") + " --no-deps")
+def test_the_editable_install_still_shows_a_real_error(tmp_path):
+    broken = run(
+        editable_install_command(tmp_path / "venv").replace("-e '.[test,sim,check]'", "-e './no-such-project'")
+        + " --no-deps"
+    )
     assert broken.returncode != 0 and "no-such-project" in broken.stderr
