@@ -132,7 +132,7 @@ def _step_once(conf: Settings, claimed: ClaimedChunk, result: SendResult, second
             refused,
             failed=[rid for rid, _ in split.offenders + left],
             parts=[[rid for rid, _ in part] for part in parts],
-            detail=f"{result.message or refusal(result)}; narrowed: {describe(step, result, most)}",
+            detail=f"{result.message or refusal(result)}; refused whole: {describe(step, result, most)}",
             now=now,
         )
         if new is None:
