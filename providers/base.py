@@ -107,6 +107,12 @@ class SendResult:
     accepted: int | None = None
     rejected: int | None = None
     failed_numbers: dict[str, str] = field(default_factory=dict)  # mobile -> reason
+    # The vendor refused the whole call over some number(s) in it and took none of it
+    # (linkws -11, orgws -10: the provider modules say why each code qualifies).
+    # ``failed_numbers`` holds those it named, if any. smsq fails the offenders and
+    # sends the rest again; when none is named it finds them by sending halves
+    # (tasks/narrowing.py), which is safe only because a refusal took nothing.
+    refused_whole: bool = False
     retry_after: float | None = None  # seconds, for rate_limited
     raw: str = ""  # the vendor's body (truncated), for operators
 

@@ -47,6 +47,17 @@ Decisions where the vendor's document is silent or ambiguous:
   vendor-wide space, so a ``-101`` on a send is read as "too fast, not
   accepted": rate_limited, come back in 30 s.
 * ``-2`` (其他錯誤) is transient: retried a bounded number of times by the caller.
+* ``-11`` (屏蔽手機號碼, blocked number) refuses the whole call: a BatchSend2 of
+  500 numbers holding one blocked number answers -11 and sends none of them.
+  It is marked ``refused_whole`` (providers/base.py) because it qualifies on
+  every count: the answer is the whole call's (one return value, no batch id,
+  nothing charged), it is caused by a number in it (the code names a number
+  class, not the content or the account), and it names none — the number
+  shows up only in NotSend (最近1小時內屏蔽的手機號碼) a poll later. So smsq may
+  send the others again: it fails the numbers NotSend already put on the
+  account's blocked list, and finds the others by sending halves
+  (tasks/narrowing.py). No other BatchSend2 code qualifies: -9 (numbers empty)
+  is about the call, not one number in it.
 * Get records ``MOBILE#CONTENT#TIME#EXT`` are split from the left for MOBILE and
   from the right for TIME and EXT, so a ``#`` inside CONTENT survives. A ``||``
   inside content looks like a record separator; a piece that does not start
@@ -107,6 +118,10 @@ SEND_CODES: dict[str, tuple[Outcome, str]] = {
     "-102": (Outcome.AUTH, "賬號黑名單 (account blacklisted)"),
     "-103": (Outcome.AUTH, "IP未導白 (IP not whitelisted)"),
 }
+
+# BatchSend2 codes that refuse the whole call over a number in it, naming none (see the
+# module docstring): the rest of the call may be sent again.
+REFUSED_FOR_A_NUMBER = frozenset({"-11"})
 
 # Errors of Get, SelSum and NotSend (the same list for the three).
 POLL_CODES: dict[str, tuple[Outcome, str]] = {
@@ -339,6 +354,8 @@ def parse_send_text(text: str) -> SendResult:
     result = classify(SEND_CODES, code, text)
     if result.outcome is Outcome.RATE_LIMITED:
         result.retry_after = RETRY_AFTER
+    # -11 屏蔽手機號碼: the whole call refused over a number it does not name (module docstring).
+    result.refused_whole = code in REFUSED_FOR_A_NUMBER
     return result
 
 

@@ -50,6 +50,16 @@ Decisions where the vendor's document is silent or ambiguous:
   reported per number in ``failed_numbers``. For State -13 it holds the
   forbidden keyword(s) instead, which go into the message. ``Id`` (the vendor's
   batch id) becomes ``batch_ref``; there are no per-number ids.
+* State -10 (发送失败: 号码错误, send failed: number error) refuses the whole call
+  over numbers in it, and is marked ``refused_whole`` (providers/base.py): State is
+  the call's (a call that is sent answers 1 even when some of its numbers fail,
+  and lists those in FailPhone), 发送失败 says none of it was sent, and 号码错误
+  puts the cause in its numbers, not in the content or the account. FailPhone
+  (返回发送失败的号码) names the offenders when the vendor fills it: they fail,
+  and smsq sends the rest again; when it names none, smsq finds them by sending
+  halves (tasks/narrowing.py), which a refusal that took nothing makes safe.
+  No other State qualifies: -7 (numbers empty) is about the call, -13 names
+  keywords of the content.
 * The UserLogin codes (0, -2, -3, -4, -30) apply to every operation. -4 (not a
   normal account) and -30 (caller IP not bound) are ``auth``: the account needs
   an operator, not a retry. An empty UserLogin/GetBalance result ("空值 调用接口
@@ -124,6 +134,9 @@ SEND_CODES: dict[str, tuple[Outcome, str]] = {
     "-100": (Outcome.AMBIGUOUS, "客户端获取状态失败(系统预留) (client failed to get the state, reserved)"),
     **LOGIN_CODES,
 }
+
+# States that refuse the whole call over numbers in it (see the module docstring).
+REFUSED_FOR_A_NUMBER = frozenset({"-10"})
 
 UPDATE_PSW_CODES: dict[str, tuple[Outcome, str]] = {
     "1": (Outcome.OK, "修改密码成功 (password changed)"),
@@ -391,6 +404,8 @@ def parse_send_xml(text: str, numbers: list[str]) -> SendResult:
     reason = result.message if result.outcome is not Outcome.OK and result.message else FAILED_NUMBER
     failed = _failed_numbers(fail, numbers, reason)
     result.failed_numbers = failed
+    # -10 发送失败: 号码错误: the whole call refused over its numbers (module docstring).
+    result.refused_whole = state in REFUSED_FOR_A_NUMBER
     if result.outcome is Outcome.OK:
         result.batch_ref = str(batch_id) if batch_id else None
         result.rejected = len(failed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount, Route
 
-__all__ = ["Call", "Faults", "SimState", "add_control_routes", "control_routes"]
+__all__ = ["Call", "Faults", "SimState", "add_control_routes", "choice", "control_routes", "numbers"]
 
 
 @dataclass
@@ -76,6 +77,24 @@ class Call:
     at: float  # unix time the call arrived
 
 
+def numbers(value: Any) -> set[str]:
+    """A switch's list of numbers (JSON array of strings) as the set a simulator keeps."""
+    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+        raise ValueError(f"need a list of numbers as strings, not {value!r}")
+    return set(value)
+
+
+def choice(*allowed: str) -> Callable[[Any], str]:
+    """A switch that is one of ``allowed`` words."""
+
+    def check(value: Any) -> str:
+        if value not in allowed:
+            raise ValueError(f"need one of {', '.join(map(repr, allowed))}, not {value!r}")
+        return value
+
+    return check
+
+
 def without(items: list, taken: list) -> list:
     """``items`` less the ``taken`` ones (by identity): what a vendor hands out, it hands out once."""
     handed = {id(t) for t in taken}
@@ -88,7 +107,14 @@ class SimState:
     Subclasses keep their vendor data here too and take ``self.lock`` around
     every read-modify-write: the server thread mutates state while tests read
     it from another thread.
+
+    ``SWITCHES`` names the vendor behaviours a test may change over HTTP
+    (``POST /_sim/switches``): attribute -> a check that turns the JSON value into
+    what the state keeps (ValueError when it is not one). Unlike faults they are
+    configuration: ``reset()`` keeps them.
     """
+
+    SWITCHES: ClassVar[dict[str, Callable[[Any], Any]]] = {}
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -112,6 +138,29 @@ class SimState:
     def record_call(self, endpoint: str) -> None:
         with self.lock:
             self.calls.append(Call(endpoint, time.time()))
+
+    def set_switches(self, **changes: Any) -> dict[str, Any]:
+        """Change vendor behaviours (``SWITCHES``); ValueError, and nothing changed, on an
+        unknown name or a bad value. Returns every switch as it now is."""
+        checked = {}
+        for name, value in changes.items():
+            if name not in self.SWITCHES:
+                known = ", ".join(sorted(self.SWITCHES)) or "none"
+                raise ValueError(f"unknown switch {name!r} (this simulator has: {known})")
+            try:
+                checked[name] = self.SWITCHES[name](value)
+            except ValueError as exc:
+                raise ValueError(f"bad value for switch {name!r}: {exc}") from None
+        with self.lock:
+            for name, value in checked.items():
+                setattr(self, name, value)
+            return self.switches()
+
+    def switches(self) -> dict[str, Any]:
+        """Every switch as JSON shows it (a set as a sorted list)."""
+        with self.lock:
+            values = {name: getattr(self, name) for name in self.SWITCHES}
+        return {name: sorted(v) if isinstance(v, set) else v for name, v in values.items()}
 
     def current_faults(self) -> Faults:
         with self.lock:
@@ -143,6 +192,7 @@ class SimState:
                 "calls": len(self.calls),
                 "pending": self.pending_counts(),
                 "faults": dataclasses.asdict(self.faults),
+                "switches": self.switches(),
             }
 
 
@@ -170,6 +220,15 @@ def control_routes(state: SimState) -> list[BaseRoute]:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(dataclasses.asdict(faults))
 
+    async def post_switches(request: Request) -> JSONResponse:
+        body = await _json_object(request)
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            return JSONResponse(state.set_switches(**body))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+
     async def post_reset(request: Request) -> JSONResponse:
         state.reset()
         return JSONResponse({"ok": True})
@@ -196,6 +255,7 @@ def control_routes(state: SimState) -> list[BaseRoute]:
                 Route("/state", get_state, methods=["GET"]),
                 Route("/calls", get_calls, methods=["GET"]),
                 Route("/faults", post_faults, methods=["POST"]),
+                Route("/switches", post_switches, methods=["POST"]),
                 Route("/reset", post_reset, methods=["POST"]),
                 Route("/inbound", post_inbound, methods=["POST"]),
             ],

@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from smsq.simulator.control import SimState, add_control_routes, without
+from smsq.simulator.control import SimState, add_control_routes, numbers, without
 
 __all__ = [
     "BlockedEvent",
@@ -102,7 +102,6 @@ class SendRecord:
     batch_id: int
     transport: str  # "soap" or "http"
     at: float
-    blocked: list[str] = field(default_factory=list)  # valid numbers the vendor refused to send to
     rejected: list[str] = field(default_factory=list)  # not mainland mobiles
     segments: int = 1  # billed per accepted number
 
@@ -135,11 +134,14 @@ class LinkwsState(SimState):
     """In-memory LinkWS vendor. Every method takes ``self.lock``.
 
     Configuration (kept by ``reset()``): ``accounts``, ``charset`` (of the
-    ``.aspx`` endpoints), ``min_poll_interval``, ``blocked_numbers``,
+    ``.aspx`` endpoints), ``min_poll_interval``, ``blocked_numbers`` (also a switch:
+    ``POST /_sim/switches {"blocked_numbers": [...]}``).
     Runtime data (cleared by ``reset()``): ``sends``, ``calls``, ``faults``,
     queued inbound messages, blocked events, the poll windows,
     ``decode_errors``, ``oversized_sends``; balances go back to their initial values.
     """
+
+    SWITCHES = {"blocked_numbers": numbers}  # the numbers the vendor refuses to send to
 
     def __init__(
         self,
@@ -237,19 +239,22 @@ class LinkwsState(SimState):
                 if when < _beijing_now():
                     raise LinkwsError("-10")  # 定時時間不能小于系統當前時間
             # Choice: numbers that are not mainland mobiles are dropped (not
-            # charged); blocked ones are not sent and show up in NotSend. Only
-            # when nothing is left does the whole call fail.
+            # charged); only when nothing is left does the whole call fail.
             rejected = [n for n in numbers if not _MOBILE.fullmatch(n)]
-            valid = [n for n in numbers if _MOBILE.fullmatch(n)]
-            blocked = [n for n in valid if n in self.blocked_numbers]
-            accepted = [n for n in valid if n not in self.blocked_numbers]
-            segments = segments_for(content)
-            if accepted and self._balance(username) < len(accepted) * segments:
-                raise LinkwsError("-5")  # 余額不足
+            accepted = [n for n in numbers if _MOBILE.fullmatch(n)]
+            blocked = [n for n in accepted if n in self.blocked_numbers]
             now = time.time()
-            self.blocked_events.extend(BlockedEvent(username, n, now) for n in blocked)
+            if blocked:
+                # -11 屏蔽手機號碼, as the vendor answers it: one blocked number refuses
+                # the whole call, none of it is sent or charged, and the answer does
+                # not say which; NotSend names the blocked ones (最近1小時內屏蔽的手機號碼).
+                self.blocked_events.extend(BlockedEvent(username, n, now) for n in blocked)
+                raise LinkwsError("-11")
             if not accepted:
-                raise LinkwsError("-11" if blocked else "-9")
+                raise LinkwsError("-9")
+            segments = segments_for(content)
+            if self._balance(username) < len(accepted) * segments:
+                raise LinkwsError("-5")  # 余額不足
             self.balances[username] -= len(accepted) * segments
             record = SendRecord(
                 username,
@@ -260,7 +265,6 @@ class LinkwsState(SimState):
                 next(self._batch_ids),
                 transport,
                 now,
-                blocked,
                 rejected,
                 segments,
             )

@@ -39,7 +39,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from smsq.providers.soap import wsdl_path
-from smsq.simulator.control import SimState, add_control_routes
+from smsq.simulator.control import SimState, add_control_routes, choice, numbers
 
 __all__ = ["OrgwsError", "OrgwsState", "SendRecord", "create_app", "parse_request", "segments_for", "sms_length"]
 
@@ -117,10 +117,19 @@ class OrgwsState(SimState):
 
     Configuration (kept by ``reset()``): ``accounts``, ``org_id``, ``charset``,
     ``forbidden_words``, ``disabled``, ``agents``, ``bound_ips``,
-    ``fail_numbers``. Runtime data (cleared by ``reset()``): ``sends``,
+    ``fail_numbers`` and ``number_errors`` (both also switches, ``POST
+    /_sim/switches``). Runtime data (cleared by ``reset()``): ``sends``,
     ``calls``, ``faults``; balances and passwords changed by UpdatePsw go back
     to their initial values.
     """
+
+    # What a call holding a number in ``fail_numbers`` (or one that is not a mobile) gets:
+    # "listed": sent, those numbers listed in FailPhone (State 1);
+    # "refused": the whole call refused, State -10 (发送失败: 号码错误), FailPhone naming them;
+    # "refused_unnamed": the whole call refused with -10 and an empty FailPhone.
+    # Choice: the document does not say which the vendor does; "listed" is the default.
+    NUMBER_ERRORS = ("listed", "refused", "refused_unnamed")
+    SWITCHES = {"fail_numbers": numbers, "number_errors": choice(*NUMBER_ERRORS)}
 
     def __init__(
         self,
@@ -149,6 +158,7 @@ class OrgwsState(SimState):
         self.agents = set(agents or ())  # -> -4 不是普通帐户 (agent/group accounts)
         self.bound_ips = {u: set(ips) for u, ips in (bound_ips or {}).items()}  # -> -30 非绑定IP
         self.fail_numbers = set(fail_numbers or ())  # accepted calls list these in FailPhone
+        self.number_errors = "listed"  # see NUMBER_ERRORS
         # Same account + same Timestamp = same batch (同批次短信，时间戳要相同).
         self._batches: dict[tuple[str, int], int] = {}
         # Ids stay monotonic across reset(): a real vendor never reuses one.
@@ -242,8 +252,9 @@ class OrgwsState(SimState):
                 raise OrgwsError(-13, ";".join(found))  # 如是失败-13，返回是包含的关键字
             accepted = [n for n in numbers if _MOBILE.fullmatch(n) and n not in self.fail_numbers]
             failed = [n for n in numbers if n not in accepted]
-            if not accepted:
-                raise OrgwsError(-10, ";".join(failed))
+            if not accepted or (failed and self.number_errors != "listed"):
+                # 发送失败: 号码错误: nothing of the call is sent or charged.
+                raise OrgwsError(-10, None if self.number_errors == "refused_unnamed" else ";".join(failed))
             segments = segments_for(message)
             cost = len(accepted) * segments
             if self._available(user) < cost:

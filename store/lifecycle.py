@@ -23,6 +23,9 @@ class ChunkState(StrEnum):
     UNKNOWN = "unknown"  # the call may have reached the vendor; nobody can tell (an operator settles it)
     CANCELLED = "cancelled"  # an operator cancelled it before it was sent
     MOVED = "moved"  # failover: its numbers went to new chunks on the route's next account
+    # its call was refused over a number the vendor did not name (tasks/narrowing.py): the
+    # offenders it could tell failed, the rest went to new chunks of its account
+    NARROWED = "narrowed"
 
 
 class RecipientState(StrEnum):
@@ -53,6 +56,7 @@ CHUNK_TRANSITIONS: dict[ChunkState, dict[ChunkState, str]] = {
         C.UNKNOWN: "ambiguous answer, or no answer in SMSQ_SEND_TIMEOUT (relay)",
         C.PENDING: "a retry, a claim given back, or held by its route",
         C.MOVED: "failover, as its call tripped the circuit or the circuit was open",
+        C.NARROWED: "refused over a number it did not name: its numbers split into new chunks",
     },
     C.UNKNOWN: {
         C.ACCEPTED: "a late answer, a delivery report, or smsq settle",
@@ -67,16 +71,17 @@ CHUNK_TRANSITIONS: dict[ChunkState, dict[ChunkState, str]] = {
     C.ACCEPTED: {},
     C.CANCELLED: {},
     C.MOVED: {},
+    C.NARROWED: {},
 }
 
 RECIPIENT_STARTS = (R.QUEUED, R.REJECTED)  # rejected: refused at intake, in no chunk
 RECIPIENT_TRANSITIONS: dict[RecipientState, dict[RecipientState, str]] = {
     R.QUEUED: {
         R.SENT: "its chunk accepted",
-        R.FAILED: "its chunk failed, or blocked at the route's next account",
+        R.FAILED: "its chunk failed, blocked at the route's next account, or found to be why its chunk was refused",
         R.UNKNOWN: "its chunk unknown",
         R.CANCELLED: "its chunk cancelled",
-        R.QUEUED: "moved to a new chunk (failover), or a resend",
+        R.QUEUED: "moved to a new chunk (failover, narrowing), or a resend",
     },
     R.SENT: {
         R.DELIVERED: "a delivery report",

@@ -101,6 +101,11 @@ class Chunk(Base):
     # The content prepared for this chunk's account when it differs from the batch's
     # (a chunk moved to another vendor of the route); None: the batch's content.
     content: Mapped[str | None] = mapped_column(Text)
+    # Narrowing (tasks/narrowing.py): a chunk made from a refused one carries the id of the
+    # chunk whose refusal started it (its root); the root counts the extra vendor calls its
+    # narrowing has made (each new chunk is one), held under SMSQ_NARROW_MAX_CALLS.
+    narrowed_from: Mapped[int | None] = mapped_column(BigInteger)
+    narrow_calls: Mapped[int | None] = mapped_column(Integer)
 
 
 class Recipient(Base):

@@ -1,6 +1,7 @@
 """Each account's blocked numbers, which sends skip with the reason: what the
-vendor reports, what operators add, and the numbers whose owner replied with an
-unsubscribe keyword (opt-out).
+vendor reports (its blocked-number poll, and the numbers found to be why it refused a
+whole call: tasks/narrowing.py), what operators add, and the numbers whose owner
+replied with an unsubscribe keyword (opt-out).
 
 An inbound reply opts out when the whole reply, trimmed, is one of the
 account's ``optout_keywords`` (default DEFAULT_OPTOUT_KEYWORDS). Both sides are
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from smsq.providers.numbers import normalise
 from smsq.store.models import BlockedNumber, utcnow
-from smsq.store.sql import fit, insert_or_update, rows_changed
+from smsq.store.sql import fit, insert_or_ignore, insert_or_update, rows_changed
 from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope
 
@@ -77,6 +78,23 @@ def record_optouts(
     numbers = [_number(mobile) for mobile, content in replies if reply_key(content) in keywords]
     _upsert(session, account, numbers, OPTED_OUT, "optout")
     return numbers
+
+
+def block_refused(session: Session, account: str, mobiles: Iterable[str], reason: str) -> None:
+    """Block the numbers the vendor refused a whole call over (tasks/narrowing.py), with why,
+    as the vendor's (source ``vendor``); a number already on the list keeps its entry (an
+    operator's reason, or the vendor's poll that named it first)."""
+    rows = [
+        {
+            "account": account,
+            "mobile": _number(m),
+            "reason": fit(BlockedNumber.reason, reason),
+            "source": "vendor",
+            "created_at": utcnow(),
+        }
+        for m in dict.fromkeys(mobiles)
+    ]
+    insert_or_ignore(session, BlockedNumber, rows, ["account", "mobile"])
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,9 @@ The taxonomy (providers/base.py):
     ok                        -> accepted
     ambiguous                 -> unknown: never resent automatically
     invalid_request / blocked -> failed
+      refused whole over a number it did not name (``SendResult.refused_whole``, linkws -11):
+                              -> narrowed: the chunk's numbers go to new chunks until the
+                                 offenders are found (a chunk of one number: failed, it is one)
     auth / balance            -> failed; the account's circuit opens, a routed chunk moves on
     rate_limited              -> pending after the vendor's interval; the call is not counted
     transient                 -> pending after a backoff, while the retry budget lasts;
@@ -32,6 +35,16 @@ The half-open probe (tasks/circuit.py): any answer showing the account works (ok
 invalid request, blocked numbers, rate limited) closes the circuit; a transient
 failure opens it again (the chunk itself is retried as any other); an ambiguous
 answer decides nothing.
+
+Narrowing (tasks/narrowing.py). A vendor that refuses a whole call over a number in it
+and took none of it (the provider marks the answer ``refused_whole``) lets smsq send the
+others again. ``decide`` says ``narrowed`` for a chunk of several numbers (``failed`` for
+one: that number is the offender), and ``split_refused`` says where its numbers go: the
+offenders it can tell (named by the vendor, or on the account's blocked list) fail and
+the rest goes to one new chunk; when it can tell none, the numbers go to two halves, each
+sent as any chunk. A half that is accepted clears its numbers; a refused half is split
+again. Finding k offenders among n numbers so costs at most 2·k·⌈log2 n⌉ extra calls,
+which SMSQ_NARROW_MAX_CALLS caps.
 """
 
 from __future__ import annotations
@@ -53,6 +66,8 @@ RATE_LIMIT_WAIT = 30.0  # seconds, when a rate-limited answer names no interval
 TRIPS = (Outcome.AUTH, Outcome.BALANCE)
 # A probe answered so shows the account works.
 ANSWERED = (Outcome.OK, Outcome.INVALID_REQUEST, Outcome.BLOCKED, Outcome.RATE_LIMITED)
+# Refusals a vendor may mark "refused whole over a number" (providers/base.py refused_whole).
+REFUSED = (Outcome.BLOCKED, Outcome.INVALID_REQUEST)
 FINAL_STATE = {Outcome.OK: ChunkState.ACCEPTED, Outcome.AMBIGUOUS: ChunkState.UNKNOWN}  # any other: failed
 
 Draw = Callable[[float, float], float]  # a number between two bounds: the backoff's jitter
@@ -83,6 +98,7 @@ class Decision:
     closes_circuit: bool = False  # the probe was answered: the account works
     moves_on_route: bool = False  # the vendor did not take it and the account should rest
     reason: str = ""  # what the answer says of the account: the circuit's reason, a move's detail
+    narrows: bool = False  # refused over a number it did not name: narrowing finds it (tasks/narrowing.py)
 
 
 class _Common(TypedDict):
@@ -124,11 +140,17 @@ def decide(
     *,
     probe: bool = False,
     draw: Draw = random.uniform,
+    numbers: int = 1,
 ) -> Decision:
     """What the answer ``result`` to the ``attempt``-th call of a chunk means (see the module's
-    docstring). ``probe``: the call was its account's half-open probe; ``draw``: the jitter."""
+    docstring). ``probe``: the call was its account's half-open probe; ``draw``: the jitter;
+    ``numbers``: how many numbers the call carried."""
     outcome, said = result.outcome, result.message or ""
     fields = _Common(outcome=outcome, reason=reason(result, attempt), closes_circuit=probe and outcome in ANSWERED)
+    if result.refused_whole and outcome in REFUSED:
+        # Nothing was taken: its numbers may go again. One number is the offender itself.
+        state = ChunkState.NARROWED if numbers > 1 else ChunkState.FAILED
+        return Decision(next_state=state, detail=said, narrows=True, **fields)
     if outcome is Outcome.RATE_LIMITED:
         interval = result.retry_after or RATE_LIMIT_WAIT
         return Decision(
@@ -173,3 +195,24 @@ def reason(result: SendResult, attempt: int) -> str:
     if result.outcome is Outcome.TRANSIENT and attempt > 1:
         words[0] = f"transient after {attempt} attempts:"
     return " ".join(w for w in words if w)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Where the numbers of a chunk refused over a number go (``split_refused``)."""
+
+    offenders: list[tuple[int, str]]  # (recipient id, mobile): failed as the refusal's cause, and blocked
+    parts: list[list[tuple[int, str]]]  # the new chunks, each sent as any chunk
+
+
+def split_refused(numbers: list[tuple[int, str]], known: set[str]) -> Split:
+    """The refused chunk's queued ``numbers`` (in the order sent) split by what is known of the
+    offenders (``known``: named by the vendor, or on the account's blocked list). Known ones fail
+    and the rest is sent once more, whole; none known, the rest goes in two halves, and a chunk of
+    one number is its own offender."""
+    offenders = [n for n in numbers if n[1] in known]
+    rest = [n for n in numbers if n[1] not in known]
+    if offenders or len(rest) <= 1:
+        return Split(offenders or rest, [rest] if offenders and rest else [])
+    half = (len(rest) + 1) // 2
+    return Split([], [rest[:half], rest[half:]])

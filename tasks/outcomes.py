@@ -8,6 +8,9 @@ by tasks/decisions.py; in short:
    auth / balance            -> failed, logged as an alert; the account's circuit opens
                                 (tasks/circuit.py): its other chunks wait without calling the vendor
    invalid_request / blocked -> failed
+   refused over a number it did not name (linkws -11)
+                             -> narrowed: the offenders fail, the rest goes to new chunks
+                                (tasks/narrowing.py records it, not this module)
    ambiguous                 -> unknown: never resent automatically
 """
 
@@ -43,11 +46,20 @@ class ChunkRun(StrEnum):
     RELEASED = "released"  # the claim was given back untouched: the relay sends it again
     HELD = "held"  # its account's circuit is open: it waits, pending
     MOVED = "moved"  # failover: its numbers went to the route's next account
+    NARROWED = "narrowed"  # refused over a number it did not name: its numbers went to new chunks
 
 
 def decided(conf: Settings, claimed: ClaimedChunk, result: SendResult, probe: bool = False) -> Decision:
     """What the answer ``result`` to the claimed chunk's call means, now (tasks/decisions.py)."""
-    return decide(result, claimed.attempt, claimed.first_attempt_at, utcnow(), Policy.of(conf), probe=probe)
+    return decide(
+        result,
+        claimed.attempt,
+        claimed.first_attempt_at,
+        utcnow(),
+        Policy.of(conf),
+        probe=probe,
+        numbers=len(claimed.recipients),
+    )
 
 
 def record(

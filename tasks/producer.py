@@ -59,6 +59,7 @@ FINAL_CHUNK_STATES = (
     ChunkState.UNKNOWN,
     ChunkState.CANCELLED,
     ChunkState.MOVED,
+    ChunkState.NARROWED,
 )
 PAST_GRACE = timedelta(minutes=5)  # a send_at further back than this is a mistake, not "now"
 
@@ -105,8 +106,8 @@ class BatchStatus:
 
     @property
     def final(self) -> bool:
-        """Every chunk is made and has an outcome (accepted, failed, unknown, cancelled, or moved
-        to another account)."""
+        """Every chunk is made and has an outcome (accepted, failed, unknown, cancelled, moved
+        to another account, or narrowed into new chunks)."""
         return not self.to_split and all(state in FINAL_CHUNK_STATES for state in self.chunks)
 
     def as_dict(self) -> dict:

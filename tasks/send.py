@@ -15,6 +15,8 @@
    accepted, pending to retry, failed, unknown; whether the account's circuit
    opens) and record it (tasks/outcomes.py; the second and last transaction of
    an accepted chunk, on PostgreSQL again one statement: store/ledger/records.py).
+   A refusal over a number the vendor did not name (linkws -11) is narrowed instead:
+   the offenders fail, the rest goes to new chunks, sent as any (tasks/narrowing.py).
 
 4. A chunk that ended ``failed`` or ``unknown`` ends the task as a Celery
    failure (``ChunkFailed`` / ``ChunkUnknown``, declared expected: logged
@@ -64,7 +66,7 @@ from smsq.worker.config import Settings, knowing, settings
 from smsq.worker.db import session_scope, transaction
 from smsq.worker.limiter import WINDOW_MARGIN, Limiter, Taken, limiter
 
-from . import routes
+from . import narrowing, routes
 from .outcome_keeper import keep_outcome, with_db_retry
 from .outcomes import ChunkRun, after_record, decided, record
 from .publish import MAX_COUNTDOWN, chunk_label, publish_chunk, publish_chunk_rows
@@ -364,6 +366,11 @@ def send_claimed(
     # -- failover routes: the circuit hears the answer; a routed chunk that tripped it moves on --
     if routes.after_call(conf, claimed, result, decision, seconds):
         return ChunkRun.MOVED
+    if decision.narrows:  # refused over a number it did not name: its offenders fail, the rest goes again
+        run = narrowing.narrow(conf, claimed, result, decision, seconds)
+        if run == ChunkRun.FAILED:
+            raise not_sent(ChunkState.FAILED, claimed, result)
+        return run
     state, retry_in = keep_outcome(conf, claimed, result, decision, seconds)
     if state == ChunkRun.SPOOLED:
         return ChunkRun.SPOOLED

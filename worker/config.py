@@ -146,6 +146,9 @@ class Settings:
     retry_backoff_max: float = 300.0  # the longest wait between two retries
     max_attempts: int = 0  # an extra cap on vendor calls per chunk; 0: only the time budget counts
     db_retry_for: float = 30.0  # a worker retries writing a vendor's answer this long before spooling it
+    # extra vendor calls narrowing one refused chunk may make (tasks/narrowing.py); past them,
+    # the numbers still unplaced fail with the vendor's code
+    narrow_max_calls: int = 100
     state_dir: Path | None = None  # where smsq writes its own files (spool, local beat schedule)
     spool_dir: Path | None = None  # where answers wait for the database; None: spool/ beside the config
     spool_replay_interval: float = 10.0  # seconds between replays of the spool while the worker runs
@@ -549,6 +552,7 @@ def load_settings() -> Settings:
         retry_backoff_max=_number("SMSQ_RETRY_BACKOFF_MAX", 300),
         max_attempts=int(_number("SMSQ_MAX_ATTEMPTS", 0)),
         db_retry_for=_number("SMSQ_DB_RETRY_FOR", 30),
+        narrow_max_calls=int(_number("SMSQ_NARROW_MAX_CALLS", 100)),
         state_dir=state_dir,
         spool_dir=_spool_dir(state_dir),
         spool_replay_interval=_number("SMSQ_SPOOL_REPLAY_INTERVAL", 10),

@@ -7,6 +7,8 @@ bulk update by selecting only the from-states the table allows.
 * claims.py    a worker's claim: claim, release, hold, and the rows' queue marks
 * records.py   the outcome of a vendor call (decided by the caller), written
 * cutting.py   chunks made: a batch cut into chunks, a route's failover moving numbers on
+* narrowing.py a chunk refused over a number the vendor did not name: its offenders
+               failed, the rest in new chunks of its account
 * settling.py  chunks settled without a call of their own: expired, cancelled,
                settled by an operator or by a delivery report
 """
@@ -24,6 +26,7 @@ from .claims import (
     wake,
 )
 from .cutting import Cut, cut, fail_claimed, move, write_rejected, write_short
+from .narrowing import Refused, narrow, refused_chunk, spend_calls, spent_calls
 from .records import count_call, record
 from .settling import CANCELLED_DETAIL, cancel_pending, expire, settle, settle_by_report
 
@@ -43,6 +46,11 @@ __all__ = [
     "move",
     "write_rejected",
     "write_short",
+    "Refused",
+    "narrow",
+    "refused_chunk",
+    "spend_calls",
+    "spent_calls",
     "FIRST_ATTEMPT",
     "count_call",
     "record",

@@ -257,6 +257,59 @@ def test_move_takes_the_claim_and_the_accounts_pending_chunks_to_new_chunks(conf
         assert not ledger.fail_claimed(s, claimed, "no longer ours", now)
 
 
+BLOCKED_11 = SendResult(Outcome.BLOCKED, code="-11", message="屏蔽手機號碼 (blocked number)", refused_whole=True)
+
+
+def test_narrow_fails_the_offenders_and_puts_the_rest_in_new_chunks_of_the_account(conf):
+    five = [f"1380000{i:04d}" for i in range(5)]
+    batch_id = a_batch(conf, five, chunk_size=5, account="shop-linkws")
+    claimed = ledger.claim(conf, chunk_id(conf, batch_id, 0))
+    now = utcnow()
+    with session_scope(conf.database_url) as s:
+        s.add(BlockedNumber(account="shop-linkws", mobile=five[3], reason="reported blocked", created_at=now))
+        s.add(BlockedNumber(account="other", mobile=five[0], reason="another account's", created_at=now))
+    with session_scope(conf.database_url) as s:
+        refused = ledger.refused_chunk(s, claimed)
+        assert (refused.root, refused.content) == (claimed.chunk_id, None)
+        assert refused.numbers == claimed.recipients and refused.blocked == {five[3]}
+        assert ledger.spend_calls(s, refused.root, 2, most=2) == 2
+        rid = dict((m, r) for r, m in refused.numbers)
+        parts = [[rid[five[0]], rid[five[1]]], [rid[five[2]], rid[five[4]]]]
+        new = ledger.narrow(s, claimed, BLOCKED_11, refused, failed=[rid[five[3]]], parts=parts, detail="d", now=now)
+    assert len(new) == 2
+    assert chunks(conf, batch_id) == {0: (C.NARROWED, 1), 1: (C.PENDING, 0), 2: (C.PENDING, 0)}
+    with session_scope(conf.database_url, readonly=True) as s:
+        rows = s.execute(select(Recipient.mobile, Recipient.state, Recipient.chunk_seq, Recipient.code)).all()
+        made = s.execute(select(Chunk.id, Chunk.size, Chunk.account, Chunk.narrowed_from, Chunk.queued_at)).all()
+    assert sorted(rows) == [
+        (five[0], R.QUEUED, 1, None),
+        (five[1], R.QUEUED, 1, None),
+        (five[2], R.QUEUED, 2, None),
+        (five[3], R.FAILED, 0, "-11"),
+        (five[4], R.QUEUED, 2, None),
+    ]
+    assert {(size, account, root, at) for i, size, account, root, at in made if i in new} == {
+        (2, "shop-linkws", claimed.chunk_id, now)
+    }
+    # A half narrowed in turn counts against the same root: over the cap, nothing is counted.
+    half = ledger.claim(conf, new[0])
+    with session_scope(conf.database_url) as s:
+        refused = ledger.refused_chunk(s, half)
+        assert refused.root == claimed.chunk_id
+        assert ledger.spend_calls(s, refused.root, 2, most=3) is None
+        assert ledger.spent_calls(s, refused.root) == 2
+        assert (
+            ledger.narrow(
+                s, half, BLOCKED_11, refused, failed=[r for r, _ in refused.numbers], parts=[], detail="capped", now=now
+            )
+            == []
+        )
+    assert chunks(conf, batch_id)[1] == (C.FAILED, 1)
+    with session_scope(conf.database_url) as s:  # no longer this claim's: nothing written
+        assert ledger.refused_chunk(s, half) is None
+        assert ledger.narrow(s, half, BLOCKED_11, refused, failed=[], parts=[[1]], detail="again", now=now) is None
+
+
 def test_fail_claimed_fails_the_chunk_and_its_queued_numbers(conf):
     batch_id = a_batch(conf, TWO)
     claimed = ledger.claim(conf, chunk_id(conf, batch_id))

@@ -276,15 +276,39 @@ def test_send_limits(client, state, transport, params, answer):
         assert got == answer and state.sends == []
 
 
-def test_invalid_numbers_dropped_and_blocked_ones_listed(client, state):
-    state.blocked_numbers.add("13700137000")
-    assert aspx(
-        client, "BatchSend2", Mobile="13800138000,12345,13700137000,13900139000", Content="您好" + SIG
-    ).isdigit()
+def test_invalid_numbers_dropped(client, state):
+    assert aspx(client, "BatchSend2", Mobile="13800138000,12345,13900139000", Content="您好" + SIG).isdigit()
     [record] = state.sends
-    assert record.numbers == ["13800138000", "13900139000"]
-    assert (record.rejected, record.blocked) == (["12345"], ["13700137000"])
+    assert (record.numbers, record.rejected) == (["13800138000", "13900139000"], ["12345"])
     assert state.balances[USER] == 5000 - 2
+
+
+def test_one_blocked_number_refuses_the_whole_call_and_notsend_names_it(client, state):
+    # 屏蔽手機號碼, as the vendor answers it: -11 for the call, nothing sent or charged, no number named.
+    state.blocked_numbers.add("13700137000")
+    mobiles = ",".join(["13800138000", "13700137000", *(f"139{i:08d}" for i in range(498))])
+    assert aspx(client, "BatchSend2", Mobile=mobiles, Content="您好" + SIG) == "-11"
+    assert state.sends == [] and state.balances[USER] == 5000
+    assert aspx(client, "NotSend") == "13700137000"
+    assert aspx(client, "BatchSend2", Mobile="13800138000", Content="您好" + SIG).isdigit()  # the others go
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_blocked_numbers_are_a_switch_over_http(sim, state, transport):
+    resp = httpx.post(f"{sim.url}_sim/switches", json={"blocked_numbers": ["13700137000", "13600136000"]})
+    assert resp.status_code == 200 and resp.json() == {"blocked_numbers": ["13600136000", "13700137000"]}
+    provider = make_provider(sim, transport)
+    result = provider.send(["13800138000", "13600136000"], "您好" + SIG)
+    assert (result.outcome, result.code, result.refused_whole) == (Outcome.BLOCKED, "-11", True)
+    assert httpx.get(f"{sim.url}_sim/state").json()["switches"] == resp.json()
+    httpx.post(f"{sim.url}_sim/reset")
+    assert state.blocked_numbers == {"13700137000", "13600136000"}  # configuration: reset keeps it
+    for wrong in ({"blocked_numbers": "13700137000"}, {"blocked_numbers": [13700137000]}, {"busy": True}):
+        refused = httpx.post(f"{sim.url}_sim/switches", json=wrong)
+        assert refused.status_code == 400 and "switch" in refused.json()["error"]
+    assert state.blocked_numbers == {"13700137000", "13600136000"}
+    assert httpx.post(f"{sim.url}_sim/switches", json={"blocked_numbers": []}).json() == {"blocked_numbers": []}
+    assert provider.send(["13800138000", "13600136000"], "您好" + SIG).outcome is Outcome.OK
 
 
 # -- SOAP endpoint -------------------------------------------------------------------
@@ -385,7 +409,7 @@ def test_blocked_numbers_of_the_last_hour(sim, state, transport):
     state.add_blocked("13500135000")
     state.blocked_numbers.add("13700137000")
     provider = make_provider(sim, transport)
-    assert provider.send(["13800138000", "13700137000"], "您好" + SIG).outcome is Outcome.OK
+    assert provider.send(["13800138000", "13700137000"], "您好" + SIG).code == "-11"
     assert provider.parse_blocked(provider.fetch("blocked")) == ["13500135000", "13700137000"]
     assert provider.parse_blocked(provider.fetch("blocked")) == ["13500135000", "13700137000"]  # not taken
 

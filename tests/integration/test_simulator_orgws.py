@@ -197,6 +197,19 @@ def test_failed_numbers_are_reported_per_number(provider, state):
     assert state.sends[0].failed == ["13900139000"]
 
 
+@pytest.mark.parametrize("mode, named", [("refused", ["13900139000"]), ("refused_unnamed", [])])
+def test_a_failing_number_can_refuse_the_whole_call_named_or_not(sim, provider, state, mode, named):
+    switched = httpx.post(f"{sim.url}_sim/switches", json={"fail_numbers": ["13900139000"], "number_errors": mode})
+    assert switched.json() == {"fail_numbers": ["13900139000"], "number_errors": mode}
+    result = provider.send(["13800138000", "13900139000", "13700137000"], CONTENT, context=ctx())
+    assert (result.outcome, result.code, result.refused_whole) == (Outcome.INVALID_REQUEST, "-10", True)
+    assert list(result.failed_numbers) == named
+    assert state.sends == [] and state.balances[USER] == 1000  # 发送失败: nothing sent, nothing charged
+    assert provider.send(["13800138000", "13700137000"], CONTENT, context=ctx()).outcome is Outcome.OK
+    wrong = httpx.post(f"{sim.url}_sim/switches", json={"number_errors": "sometimes"})
+    assert wrong.status_code == 400 and "number_errors" in wrong.json()["error"]
+
+
 def test_forbidden_word_is_blocked_with_the_keyword(provider, state):
     result = provider.send(["13800138000"], "【测试】关于法轮功的通知", context=ctx())
     assert result.outcome is Outcome.BLOCKED and result.code == "-13"

@@ -10,6 +10,7 @@ and the transport faults every provider shares. The backoff's jitter is drawn by
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 
 from smsq.providers import Account, Outcome, Secret, SendResult, dxt, jinxin, linkws, orgws, provider_class, qxs
 from smsq.store.lifecycle import ChunkState
-from smsq.tasks.decisions import Policy, backoff, decide
+from smsq.tasks.decisions import Policy, Split, backoff, decide, split_refused
 from smsq.worker.config import Settings
 
 from .conftest import SOAP_ENV, TRANSPORT_FAULTS
@@ -301,3 +302,100 @@ def test_the_policy_is_read_from_the_settings():
         max_attempts=9,
     )
     assert Policy.of(conf) == Policy(retry_for=120, retry_backoff_max=4, max_attempts=9)
+
+
+# -- a whole call refused over a number the vendor does not name: narrowing ------------
+
+# linkws -11 屏蔽手機號碼 and orgws -10 发送失败: 号码错误, as their providers read them.
+REFUSED_WHOLE = [
+    pytest.param("linkws", "-11", Outcome.BLOCKED, id="linkws -11"),
+    pytest.param("orgws", "-10", Outcome.INVALID_REQUEST, id="orgws -10"),
+]
+
+
+@pytest.mark.parametrize("vendor, code, outcome", REFUSED_WHOLE)
+@pytest.mark.parametrize(
+    "numbers, state", [(500, ChunkState.NARROWED), (2, ChunkState.NARROWED), (1, ChunkState.FAILED)]
+)
+def test_a_call_refused_whole_over_a_number_is_narrowed_unless_it_held_one(vendor, code, outcome, numbers, state):
+    result = answered(vendor, code)
+    assert (result.outcome, result.refused_whole) == (outcome, True)
+    decision = decide(result, 1, NOW, NOW, POLICY, draw=TOP, numbers=numbers)
+    # narrowed: its numbers go to new chunks; one number: it is the offender, failed
+    assert (decision.next_state, decision.narrows) == (state, True)
+    assert (decision.wait, decision.retry_at, decision.trips_circuit, decision.moves_on_route) == (
+        None,
+        None,
+        False,
+        False,
+    )
+    assert decision.detail == result.message and decision.reason.startswith(f"{outcome.value} {code}")
+    assert decide(result, 1, NOW, NOW, POLICY, probe=True, numbers=numbers).closes_circuit  # the account works
+
+
+@pytest.mark.parametrize("vendor, code, outcome", REFUSED_WHOLE)
+def test_the_same_code_without_the_mark_fails_the_chunk_as_any_refusal(vendor, code, outcome):
+    result = answered(vendor, code)
+    result.refused_whole = False
+    decision = decide(result, 1, NOW, NOW, POLICY, draw=TOP, numbers=500)
+    assert (decision.next_state, decision.narrows) == (ChunkState.FAILED, False)
+
+
+@pytest.mark.parametrize("outcome", [o for o in Outcome if o not in (Outcome.BLOCKED, Outcome.INVALID_REQUEST)])
+def test_only_a_refusal_narrows(outcome):
+    # a mark on any other outcome (the vendor may have taken it, or may take it later) is not trusted
+    result = SendResult(outcome, code="-1", message="x", refused_whole=True)
+    decision = decide(result, 1, NOW, NOW, POLICY, draw=TOP, numbers=500)
+    assert not decision.narrows and decision.next_state is not ChunkState.NARROWED
+
+
+def test_every_other_vendor_code_does_not_narrow():
+    for param in VENDOR_CODES:
+        vendor, code, _, _ = param.values
+        if (vendor, code) not in {("linkws", "-11"), ("orgws", "-10")}:
+            assert not decide(answered(vendor, code), 1, NOW, NOW, POLICY, numbers=500).narrows, (vendor, code)
+
+
+def numbered(count: int, start: int = 0) -> list[tuple[int, str]]:
+    return [(start + i, f"1380000{start + i:04d}") for i in range(count)]
+
+
+def test_none_known_the_numbers_go_in_two_halves_in_the_order_sent():
+    numbers = numbered(5)
+    assert split_refused(numbers, set()) == Split([], [numbers[:3], numbers[3:]])
+    assert split_refused(numbered(500), set()).parts == [numbered(250), numbered(250, 250)]
+
+
+def test_known_offenders_fail_and_the_rest_goes_whole_once_more():
+    numbers = numbered(6)
+    known = {numbers[1][1], numbers[4][1], "13999999999"}  # a named number not in the chunk is no offender here
+    assert split_refused(numbers, known) == Split(
+        [numbers[1], numbers[4]], [[numbers[0], numbers[2], numbers[3], numbers[5]]]
+    )
+
+
+def test_a_refused_chunk_of_one_number_is_its_own_offender_and_all_known_leaves_nothing_to_send():
+    one = numbered(1)
+    assert split_refused(one, set()) == Split(one, [])
+    assert split_refused(numbered(3), {m for _, m in numbered(3)}) == Split(numbered(3), [])
+    assert split_refused([], set()) == Split([], [])
+
+
+@pytest.mark.parametrize("n, offenders", [(500, 1), (500, 3), (500, 7), (100, 2), (2, 2), (37, 5)])
+def test_finding_k_offenders_among_n_costs_at_most_2_k_log2_n_extra_calls(n, offenders):
+    # the narrowing as the workers run it, each chunk answered by a vendor refusing any chunk
+    # that holds an offender: the extra calls are the new chunks
+    numbers = numbered(n)
+    bad = {numbers[(i * 7919) % n][1] for i in range(offenders)}
+    chunks, extra, found, accepted = [numbers], 0, [], []
+    while chunks:
+        chunk = chunks.pop()
+        if not {m for _, m in chunk} & bad:
+            accepted += chunk
+            continue
+        split = split_refused(chunk, set())
+        found += split.offenders
+        extra += len(split.parts)
+        chunks += split.parts
+    assert {m for _, m in found} == bad and len(accepted) == n - len(bad)
+    assert extra <= 2 * len(bad) * math.ceil(math.log2(n)), extra

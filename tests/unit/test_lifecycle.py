@@ -39,6 +39,7 @@ def test_every_state_has_an_entry_and_moves_only_to_known_states():
         (C.SENDING, C.UNKNOWN),
         (C.SENDING, C.PENDING),
         (C.SENDING, C.MOVED),
+        (C.SENDING, C.NARROWED),
         (C.UNKNOWN, C.ACCEPTED),
         (C.UNKNOWN, C.FAILED),
         (C.UNKNOWN, C.PENDING),
@@ -62,6 +63,9 @@ def test_the_chunk_moves_smsq_makes_are_allowed(move):
         (C.UNKNOWN, C.SENDING),
         (C.FAILED, C.ACCEPTED),
         (C.UNKNOWN, C.MOVED),
+        (C.NARROWED, C.PENDING),
+        (C.PENDING, C.NARROWED),
+        (C.UNKNOWN, C.NARROWED),
     ],
     ids=lambda m: f"{m[0]}->{m[1]}",
 )
@@ -73,7 +77,12 @@ def test_a_chunk_never_leaves_a_final_state_nor_skips_its_claim(move):
 
 
 def test_final_states_have_no_way_out():
-    assert {s for s, targets in CHUNK_TRANSITIONS.items() if not targets} == {C.ACCEPTED, C.CANCELLED, C.MOVED}
+    assert {s for s, targets in CHUNK_TRANSITIONS.items() if not targets} == {
+        C.ACCEPTED,
+        C.CANCELLED,
+        C.MOVED,
+        C.NARROWED,
+    }
     assert {s for s, targets in RECIPIENT_TRANSITIONS.items() if not targets} == {R.REJECTED, R.CANCELLED}
 
 

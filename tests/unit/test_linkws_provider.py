@@ -206,6 +206,15 @@ def test_parse_send_dash_and_padding_variants(body, code):
     assert parse_send_text(body).code == code
 
 
+@pytest.mark.parametrize("code", [c[0] for c in SEND_CODE_TABLE])
+def test_only_minus_11_is_a_whole_call_refused_over_a_number_it_does_not_name(code):
+    # 屏蔽手機號碼: one blocked number refuses all 500 and none is named, so the rest may go again.
+    result = parse_send_text(code)
+    assert result.refused_whole is (code == "-11")
+    assert result.failed_numbers == {}
+    assert parse_send_text("1001").refused_whole is False
+
+
 def test_parse_send_too_fast_is_rate_limited():
     result = parse_send_text("-101")
     assert result.outcome is Outcome.RATE_LIMITED

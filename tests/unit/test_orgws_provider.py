@@ -193,6 +193,19 @@ def test_parse_send_minus_10_names_the_bad_numbers():
     result = parse_send_xml(send_state(-10, fail="12345"), ["12345"])
     assert result.outcome is Outcome.INVALID_REQUEST
     assert list(result.failed_numbers) == ["12345"]
+    assert result.refused_whole  # 发送失败: 号码错误: the others may be sent again
+
+
+@pytest.mark.parametrize("fail", ["13900139000", ""])
+def test_parse_send_minus_10_refuses_the_whole_call_named_or_not(fail):
+    result = parse_send_xml(send_state(-10, fail=fail), NUMBERS)
+    assert (result.outcome, result.refused_whole) == (Outcome.INVALID_REQUEST, True)
+    assert list(result.failed_numbers) == ([fail] if fail else [])
+
+
+@pytest.mark.parametrize("state", [1, -1, -5, -7, -8, -9, -11, -12, -13, -100, 0, -2, -3, -30])
+def test_no_other_state_is_a_whole_call_refused_over_a_number(state):
+    assert parse_send_xml(send_state(state, 7001 if state == 1 else 0), NUMBERS).refused_whole is False
 
 
 @pytest.mark.parametrize("state", [2, 1001, -99, -14])
