@@ -34,7 +34,10 @@ BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")  # the vendors' clock (n
 class Outcome(str, enum.Enum):
     OK = "ok"
     INVALID_REQUEST = "invalid_request"  # permanent: fix the input
-    AUTH = "auth"  # wrong credentials, locked account
+    # The account, not the request: wrong or empty credentials, a locked or disabled account,
+    # a caller IP it refuses, its configuration; every call is answered alike until an
+    # operator acts, so its circuit opens (tasks/decisions.py).
+    AUTH = "auth"
     BALANCE = "balance"  # not enough credit
     BLOCKED = "blocked"  # number or content refused (forbidden word, blacklist)
     RATE_LIMITED = "rate_limited"  # come back after the vendor's interval

@@ -50,9 +50,13 @@ Decisions where the vendor's document is silent or ambiguous:
   reported per number in ``failed_numbers``. For State -13 it holds the
   forbidden keyword(s) instead, which go into the message. ``Id`` (the vendor's
   batch id) becomes ``batch_ref``; there are no per-number ids.
-* The UserLogin codes (0, -2, -3, -4, -30) apply to every operation. -4 (not a
-  normal account) and -30 (caller IP not bound) are ``auth``: the account needs
-  an operator, not a retry. An empty UserLogin/GetBalance result ("空值 调用接口
+* The UserLogin codes (0, -2, -3, -4, -30) apply to every operation, and all
+  are ``auth``: each is about the account, not the request, so the account
+  needs an operator, not a retry. -2 (帐户信息错误: 调用的参数有为空值) too: the
+  parameters it can find empty are the credentials (an empty Message or Phone
+  has its own -5 and -7), so it answers every call the same until the
+  account's configuration is fixed. Why each code has its class is written
+  next to the code tables. An empty UserLogin/GetBalance result ("空值 调用接口
   失败") is transient.
 * A SOAP Fault in a 200 answer to a send is unreadable (ambiguous: the vendor
   may have acted on it); in a poll it is transient. The parsers match element
@@ -86,31 +90,54 @@ SCHEDULE_MARGIN = 30  # seconds: closer than this, a scheduled send goes out now
 STAMP_WINDOW = 3600  # seconds: a batch Timestamp lies in the hour up to the batch's creation
 MAX_EXT_DIGITS = 6
 
+# Why each code has its class. An answer about the account (its credentials, its
+# state, its configuration, its balance) is the same for every call until an operator
+# acts, so it is auth or balance: the account's circuit opens, a routed batch moves on
+# to the route's next account (tasks/decisions.py TRIPS). An answer about the request
+# (its content, its numbers, its schedule) is invalid_request or blocked: this chunk
+# fails and the account goes on sending.
+
 # UserLogin's answers, which "apply to every other operation" (其他值 参考UserLogin()返回值说明).
-# Keys are the vendor's codes; the Chinese is the vendor's own wording.
+# Keys are the vendor's codes; the Chinese is the vendor's own wording. Each is about
+# the account, none about the request: auth.
 LOGIN_CODES: dict[str, tuple[Outcome, str]] = {
+    # The vendor disabled the account: nothing goes out until it is enabled again.
     "0": (Outcome.AUTH, "帐户处于禁止使用状态 (account disabled)"),
-    "-2": (Outcome.INVALID_REQUEST, "帐户信息错误: 调用的参数有为空值 (a parameter is empty)"),
+    # 帐户信息错误, "account information wrong": the parameters it can find empty are the
+    # account's (Id, Name, Psw; an empty Message or Phone has its own -5 and -7). smsq
+    # never sends them empty (org_id, username are required, the password is the
+    # account's secret), so it means the account's configuration or its secret store,
+    # and every call answers it until that is fixed.
+    "-2": (Outcome.AUTH, "帐户信息错误: 调用的参数有为空值 (account information wrong: a parameter is empty)"),
+    # The credentials: calling again with them is how accounts get locked.
     "-3": (Outcome.AUTH, "用户或密码错误: 机构代码、用户名或密码错误 (wrong org code, name or password)"),
+    # The kind of account: an agent or group account can never use the web service.
     "-4": (
         Outcome.AUTH,
         "不是普通帐户: 该帐户不能使用Web Service 接口模式 "
         "(not a normal account: agent/group accounts cannot use the web service)",
     ),
+    # The account is bound to other caller IPs: every call from this host is refused.
     "-30": (Outcome.AUTH, "非绑定IP: 访问IP非法 (caller IP is not bound to the account)"),
 }
 
 # SendState.State of SendMessage, SendTimer and SendMessageExt.
 SEND_CODES: dict[str, tuple[Outcome, str]] = {
     "1": (Outcome.OK, "发送短信成功 (sent)"),
+    # The document says only "send failed", with no cause: retried, like a busy vendor.
     "-1": (Outcome.TRANSIENT, "发送失败 (send failed)"),
+    # -5, -6, -7: the request's content or numbers; the next chunk may be fine.
     "-5": (Outcome.INVALID_REQUEST, "发送短信内容为空 (content empty)"),
     "-6": (Outcome.INVALID_REQUEST, "短信内容过长: 不能超过3条短信的长度 (content longer than 3 SMS)"),
     "-7": (Outcome.INVALID_REQUEST, "发送号码为空 (numbers empty)"),
+    # The account's credit: every later call fails too until it is topped up, although a
+    # smaller call might still fit (the vendor does not say how much is left).
     "-8": (Outcome.BALANCE, "余额不足 (balance insufficient)"),
+    # The vendor's side failed to take the data in: nothing was sent, retried.
     "-9": (Outcome.TRANSIENT, "接收数据失败 (the vendor failed to receive the data)"),
+    # The request's numbers (FailPhone names them).
     "-10": (Outcome.INVALID_REQUEST, "发送失败: 号码错误 (send failed: number error)"),
-    # SendTimer only.
+    # SendTimer only, the request's DateTime (smsq's workers never send one).
     "-11": (
         Outcome.INVALID_REQUEST,
         "定时发送时间或格式错误 (schedule time or format wrong, 2010-03-08 10:20:00)",
@@ -119,6 +146,7 @@ SEND_CODES: dict[str, tuple[Outcome, str]] = {
         Outcome.INVALID_REQUEST,
         "定时发送时间失败: 定时时间必须大于当前调用时间 (schedule time not later than now)",
     ),
+    # The request's content (FailPhone names the keyword).
     "-13": (Outcome.BLOCKED, "内容信息含关键字 (content contains a forbidden keyword)"),
     # Reserved for clients; should the vendor ever send it, nobody knows what happened.
     "-100": (Outcome.AMBIGUOUS, "客户端获取状态失败(系统预留) (client failed to get the state, reserved)"),
@@ -127,6 +155,7 @@ SEND_CODES: dict[str, tuple[Outcome, str]] = {
 
 UPDATE_PSW_CODES: dict[str, tuple[Outcome, str]] = {
     "1": (Outcome.OK, "修改密码成功 (password changed)"),
+    # The operator's own call (`smsq password`) failed; it says nothing of sends.
     "-1": (Outcome.INVALID_REQUEST, "修改密码失败 (password change failed)"),
     **LOGIN_CODES,
 }

@@ -166,6 +166,8 @@ class OrgwsState(SimState):
 
     def _login(self, org_id: int, name: str, psw: str, ip: str | None) -> str:
         """The UserLogin checks every operation makes; returns the user name."""
+        if self.faults.empty_login:
+            raise OrgwsError(-2)  # 帐户信息错误: 调用的参数有为空值, as if the account's were empty
         if self.faults.auth_fail:
             raise OrgwsError(-3)
         # Choice: an Id of 0 is what ASP.NET makes of a missing int: "empty".

@@ -14,6 +14,8 @@ The taxonomy (providers/base.py):
     ambiguous                 -> unknown: never resent automatically
     invalid_request / blocked -> failed
     auth / balance            -> failed; the account's circuit opens, a routed chunk moves on
+                                 (an answer about the account, not the request: every call
+                                 gets it until an operator acts; providers class each code)
     rate_limited              -> pending after the vendor's interval; the call is not counted
     transient                 -> pending after a backoff, while the retry budget lasts;
                                  then failed, and the circuit opens as for auth

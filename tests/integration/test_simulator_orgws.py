@@ -361,6 +361,25 @@ def test_auth_fail(sim, provider):
     assert info.value.outcome is Outcome.AUTH
 
 
+def test_empty_login_answers_minus_2_to_every_call_until_switched_off(sim, provider, state):
+    set_faults(sim, empty_login=True)
+    result = provider.send(["13800138000"], CONTENT, context=ctx())
+    assert (result.outcome, result.code) == (Outcome.AUTH, "-2")
+    assert "帐户信息错误" in result.message and "调用的参数有为空值" in result.message
+    for call in (lambda: provider.parse_balance(provider.fetch("balance")), provider.login):
+        with pytest.raises(ProviderError) as info:
+            call()
+        assert (info.value.outcome, info.value.code) == (Outcome.AUTH, "-2")
+    assert state.sends == []
+    set_faults(sim, empty_login=False)
+    assert provider.send(["13800138000"], CONTENT, context=ctx()).outcome is Outcome.OK
+
+
+def test_an_empty_password_is_answered_minus_2_without_the_switch(sim, state):
+    result = make_provider(sim.url, password="").send(["13800138000"], CONTENT, context=ctx())
+    assert (result.outcome, result.code) == (Outcome.AUTH, "-2")
+
+
 def test_garbled_answer_is_ambiguous_and_the_send_happened(sim, provider, state):
     set_faults(sim, garbled=True)
     result = provider.send(["13800138000"], CONTENT, context=ctx())

@@ -144,7 +144,7 @@ def test_parse_send_fail_phone_is_per_number(fail, failed):
         (-13, Outcome.BLOCKED, "内容信息含关键字"),
         (-100, Outcome.AMBIGUOUS, "客户端获取状态失败"),
         (0, Outcome.AUTH, "帐户处于禁止使用状态"),
-        (-2, Outcome.INVALID_REQUEST, "调用的参数有为空值"),
+        (-2, Outcome.AUTH, "调用的参数有为空值"),  # the account's parameters: every call alike
         (-3, Outcome.AUTH, "机构代码、用户名或密码错误"),
         (-4, Outcome.AUTH, "不是普通帐户"),
         (-30, Outcome.AUTH, "非绑定IP"),
@@ -268,7 +268,7 @@ def test_parse_balance(balance):
 
 POLL_ERRORS = [
     (0, Outcome.AUTH, "帐户处于禁止使用状态"),
-    (-2, Outcome.INVALID_REQUEST, "调用的参数有为空值"),
+    (-2, Outcome.AUTH, "调用的参数有为空值"),  # the account's parameters: every call alike
     (-3, Outcome.AUTH, "机构代码、用户名或密码错误"),
     (-4, Outcome.AUTH, "不是普通帐户"),
     (-30, Outcome.AUTH, "非绑定IP"),
@@ -350,7 +350,7 @@ def test_parse_login_empty_value_is_call_failed():
         (-3, Outcome.AUTH),
         (0, Outcome.AUTH),
         (-30, Outcome.AUTH),
-        (-2, Outcome.INVALID_REQUEST),
+        (-2, Outcome.AUTH),
         (5, Outcome.TRANSIENT),
     ],
 )
