@@ -96,6 +96,9 @@ class SendContext:
     chunk_seq: int = 0
     attempt: int = 1
     batch_created_at: datetime | None = None  # naive UTC
+    # The batch's stamp at this account (``Provider.batch_stamp``): Unix seconds, its send
+    # second made unique among the account's batches when the batch was stored. None: none.
+    stamp: int | None = None
 
 
 @dataclass
@@ -190,6 +193,11 @@ class Provider:
     # status says "scheduled", and a vendor clock ahead of ours cannot refuse it
     # (linkws -10, orgws -12). ``send(send_at=...)`` is for callers of a provider itself.
     supports_send_time: ClassVar[bool] = False
+    # The vendor groups a batch's calls by a number that must be the send time in seconds
+    # and unique among the account's batches (orgws Timestamp): smsq claims one when it
+    # stores a batch of such an account (store/stamps.py), and every chunk and retry of
+    # the batch gets it as ``SendContext.stamp``.
+    batch_stamp: ClassVar[bool] = False
     poll_kinds: ClassVar[frozenset[str]] = frozenset()  # inbound, reports, blocked, balance
     # Poll kinds that share one vendor rate window (linkws: Get/SelSum/NotSend
     # share the 30 s rule). Kinds not listed are each their own family.

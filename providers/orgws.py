@@ -17,20 +17,22 @@ Decisions where the vendor's document is silent or ambiguous:
   100 (``max_numbers``), so one failed or ambiguous call puts fewer numbers in
   doubt.
 * Timestamp: the document makes it "seconds since 1970-01-01 00:00:00 to the
-  send time" (an ``int``) and says every call of one batch carries the same
-  one (同批次短信，时间戳要相同): the vendor groups calls by it. So it must be
-  identical for every chunk and retry of a batch, whichever worker sends it,
-  and different for two batches of one account — even two created in the
-  same second, which the creation second alone would merge into one vendor
-  batch. It is derived from the batch id and creation time
-  (``SendContext.batch_id`` / ``batch_created_at``, naive UTC): the one second
-  in the hour up to the creation second that is congruent to the batch id
-  modulo ``STAMP_WINDOW`` (3600). It stays a real time of the format, never
-  in the future and at most an hour early, and two batches can only share
-  it when their ids differ by a multiple of 3600 and were created less than an
-  hour apart — more than 3600 batches in an hour, across all accounts. A
-  call without a batch (``batch_created_at`` None, e.g. an operator's one-off
-  send) uses the current time. An ``int`` on the wire: good until 2038.
+  send time" (时间戳,从1970-01-01 00:00:00 到要现在发送时间隔的秒数, an ``int``)
+  and says every call of one batch carries the same one (同批次短信，时间戳要
+  相同): the vendor groups calls by it, and a vendor that checks it is fresh
+  would refuse one far from the time of the call. So it is the batch's send
+  second (its creation, or its ``send_at`` when scheduled), identical for
+  every chunk and retry of the batch, whichever worker sends it, and
+  different for two batches of one account: the second of a batch created in
+  the same second as another takes the next free second. smsq claims it when
+  it stores the batch (``batch_stamp = True``; store/stamps.py, a unique key
+  per account and second) and hands it to every call as ``SendContext.stamp``.
+  A retry an hour later carries the batch's stamp, an hour old: the document
+  asks for one value per batch, and says nothing of an age it refuses. A
+  call without a stamp uses the batch's creation second (a batch stored
+  before smsq kept stamps), else the current time (an operator's one-off
+  send). The epoch is the Unix one (UTC); the document does not say. An
+  ``int`` on the wire: good until 2038.
 * Content length: "at most 3 SMS lengths" is read as 3 x 67 = 201 characters
   (the UCS-2 rule for concatenated SMS, the same rule as ``base.segments``),
   counted in UTF-16 code units as a .NET server and the handset count them (an
@@ -87,7 +89,6 @@ from .soap import service, soap_client
 
 BINDING = "{http://tempuri.org/}ServiceSoap"
 SCHEDULE_MARGIN = 30  # seconds: closer than this, a scheduled send goes out now
-STAMP_WINDOW = 3600  # seconds: a batch Timestamp lies in the hour up to the batch's creation
 MAX_EXT_DIGITS = 6
 
 # Why each code has its class. An answer about the account (its credentials, its
@@ -174,6 +175,7 @@ class OrgwsProvider(Provider):
     requires_signature = True
     signature_position = "either"  # the document is silent on a signature
     supports_send_time = True  # SendTimer
+    batch_stamp = True  # Timestamp: the batch's send second, unique per account (module docstring)
     poll_kinds = frozenset({"balance"})
     poll_families: ClassVar[dict[str, str]] = {}  # one poll kind, and the vendor has no interval rule
     option_keys = frozenset({"org_id", "ext"})
@@ -286,18 +288,17 @@ def service_address(base_url: str) -> str:
 
 
 def batch_timestamp(context: SendContext) -> int:
-    """The Timestamp every chunk and retry of one batch carries, unique per batch.
-
-    The second in ``(created - STAMP_WINDOW, created]`` congruent to the batch
-    id modulo ``STAMP_WINDOW`` (see the module docstring): batches created in
-    the same second get different values, a batch always the same one."""
+    """The Timestamp of the call: the batch's stamp (its send second, unique per account,
+    the same for every chunk and retry; see the module docstring). Without one, the
+    batch's creation second (stored before smsq kept stamps), else now."""
+    if context.stamp is not None:
+        return context.stamp
     created = context.batch_created_at
     if created is None:
         return int(time.time())
     if created.tzinfo is None:  # SendContext carries naive UTC
         created = created.replace(tzinfo=UTC)
-    second = int(created.timestamp())
-    return second - (second - context.batch_id) % STAMP_WINDOW
+    return int(created.timestamp())
 
 
 def schedule_text(send_at: datetime | None, now: float | None = None) -> str | None:

@@ -2,18 +2,24 @@
 
 * an answer about the account (orgws -2 帐户信息错误, qxs 用户名或密码不能为空) opens the
   account's circuit: the next batch does not call the vendor, `smsq accounts` shows the
-  vendor's words, and a routed batch goes out on the route's next account.
+  vendor's words, and a routed batch goes out on the route's next account;
+* every orgws batch has a Timestamp of its own: its send second, the next free one when
+  another batch of the account took it, the same for every chunk and retry.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
 
-from smsq.store.models import Chunk
+from smsq.store.models import Batch, Chunk
+from smsq.store.stamps import second_of
 
 from ..conftest import (
     PASSWORD,
@@ -31,6 +37,7 @@ from .conftest import set_faults, smsq
 CONTENT = "【某某科技】尊敬的客户，您的包裹已到达驿站，取件码 8-3-1024。"
 SEND_CALL = {"orgws": "SendMessage", "qxs": "sms.aspx:send"}
 PATH = {"orgws": "Service.asmx", "qxs": ""}  # appended to a simulator's URL to make the account's base_url
+NEAR = 3  # seconds: a Timestamp this close to the time the vendor received the call is "the send time"
 
 
 def _account(name: str, provider: str, url: str, extra: str) -> str:
@@ -105,6 +112,11 @@ def db():
     return session_scope(settings().database_url, readonly=True)
 
 
+def stamp_of(batch_id: int) -> int | None:
+    with db() as s:
+        return s.get(Batch, batch_id).stamp
+
+
 # -- answers about the account -------------------------------------------------
 
 
@@ -158,3 +170,65 @@ def test_a_routed_batch_whose_first_account_answers_minus_2_goes_out_on_the_next
     with db() as s:
         moved = s.scalars(select(Chunk.detail).where(Chunk.batch_id == receipt.batch_id, Chunk.state == "moved")).all()
     assert moved and all(d.startswith("moved to o-next: o-first auth -2 帐户信息错误") for d in moved), moved
+    # At o-next the batch took a Timestamp of its own there: one for all its calls, the send time.
+    assert len({s.timestamp for s in after.sends}) == 1
+    assert all(abs(s.at - s.timestamp) < NEAR for s in after.sends)
+
+
+# -- the batch Timestamp ---------------------------------------------------------
+
+
+def test_two_batches_of_one_account_created_in_one_second_get_their_own_timestamps(vendors):
+    from smsq.tasks import send_sms
+
+    (state,) = fresh(vendors, "o-next")
+    for _ in range(5):  # two sends in one second: start each try at the top of a second
+        time.sleep(1.02 - time.time() % 1)
+        a, b = (send_sms("o-next", [mobile], CONTENT).batch_id for mobile in ("13700000011", "13700000012"))
+        with db() as s:
+            created = [second_of(s.get(Batch, i).created_at) for i in (a, b)]
+        if created[0] == created[1]:
+            break
+    else:
+        pytest.fail("could not store two batches in one second")
+    for batch_id in (a, b):
+        assert wait_final(batch_id).recipients == {"sent": 1}
+    stamps = [stamp_of(a), stamp_of(b)]
+    assert stamps[0] != stamps[1] and all(0 <= stamp - created[0] <= 2 for stamp in stamps), (stamps, created)
+    by_number = {s.numbers[0]: s for s in state.sends}
+    assert [by_number[m].timestamp for m in ("13700000011", "13700000012")] == stamps
+    assert all(abs(s.at - s.timestamp) < NEAR for s in state.sends)  # the real send time
+    assert by_number["13700000011"].batch_id != by_number["13700000012"].batch_id  # two vendor batches
+
+
+def test_a_retry_carries_the_batchs_timestamp(vendors):
+    from smsq.tasks import send_sms
+
+    (state,) = fresh(vendors, "o-next")
+    set_faults(vendors.sims["o-next"], busy=True)  # -9 接收数据失败: transient, retried
+    receipt = send_sms("o-next", ["13700000021"], CONTENT)
+    wait_until(lambda: any(r.state == -9 for r in state.received), what="the first call, refused")
+    set_faults(vendors.sims["o-next"], busy=False)
+    assert wait_final(receipt.batch_id).recipients == {"sent": 1}
+    calls = list(state.received)
+    assert len(calls) >= 2 and [r.state for r in calls][-1] == 1 and {r.state for r in calls[:-1]} == {-9}
+    assert {r.timestamp for r in calls} == {stamp_of(receipt.batch_id)}
+    assert abs(calls[0].at - calls[0].timestamp) < NEAR
+
+
+def test_producers_at_once_never_take_one_second_twice(vendors):
+    from smsq.tasks import send_sms
+
+    fresh(vendors, "o-next")
+    start = threading.Barrier(6)
+
+    def one(i: int) -> int:
+        start.wait()
+        return send_sms("o-next", [f"137000000{30 + i}"], CONTENT).batch_id
+
+    with ThreadPoolExecutor(6) as pool:
+        ids = list(pool.map(one, range(6)))
+    stamps = [stamp_of(i) for i in ids]
+    assert None not in stamps and len(set(stamps)) == 6, stamps
+    for batch_id in ids:
+        wait_final(batch_id)
