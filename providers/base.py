@@ -34,7 +34,10 @@ BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")  # the vendors' clock (n
 class Outcome(str, enum.Enum):
     OK = "ok"
     INVALID_REQUEST = "invalid_request"  # permanent: fix the input
-    AUTH = "auth"  # wrong credentials, locked account
+    # The account, not the request: wrong or empty credentials, a locked or disabled account,
+    # a caller IP it refuses, its configuration; every call is answered alike until an
+    # operator acts, so its circuit opens (tasks/decisions.py).
+    AUTH = "auth"
     BALANCE = "balance"  # not enough credit
     BLOCKED = "blocked"  # number or content refused (forbidden word, blacklist)
     RATE_LIMITED = "rate_limited"  # come back after the vendor's interval
@@ -93,6 +96,9 @@ class SendContext:
     chunk_seq: int = 0
     attempt: int = 1
     batch_created_at: datetime | None = None  # naive UTC
+    # The batch's stamp at this account (``Provider.batch_stamp``): Unix seconds, its send
+    # second made unique among the account's batches when the batch was stored. None: none.
+    stamp: int | None = None
 
 
 @dataclass
@@ -193,6 +199,11 @@ class Provider:
     # status says "scheduled", and a vendor clock ahead of ours cannot refuse it
     # (linkws -10, orgws -12). ``send(send_at=...)`` is for callers of a provider itself.
     supports_send_time: ClassVar[bool] = False
+    # The vendor groups a batch's calls by a number that must be the send time in seconds
+    # and unique among the account's batches (orgws Timestamp): smsq claims one when it
+    # stores a batch of such an account (store/stamps.py), and every chunk and retry of
+    # the batch gets it as ``SendContext.stamp``.
+    batch_stamp: ClassVar[bool] = False
     poll_kinds: ClassVar[frozenset[str]] = frozenset()  # inbound, reports, blocked, balance
     # Poll kinds that share one vendor rate window (linkws: Get/SelSum/NotSend
     # share the 30 s rule). Kinds not listed are each their own family.

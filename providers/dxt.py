@@ -41,28 +41,44 @@ import httpx
 
 from .base import Inbound, Outcome, Provider, ProviderError, Report, SendContext, SendResult, classify, form_body
 
+# Why each code has its class. An answer about the account (its login, its lock, its
+# balance) is the same for every call until an operator acts, so it is auth or balance:
+# the account's circuit opens, a routed batch moves on to the route's next account
+# (tasks/decisions.py TRIPS). An answer about the request (its numbers, its content) is
+# invalid_request or blocked: this chunk fails and the account goes on sending.
+
 # Send answers other than "0|a|b|d". Keys are the vendor's codes; the Chinese
 # text is the vendor's own wording, kept for operators.
 SEND_CODES: dict[str, tuple[Outcome, str]] = {
+    # -1, -2: the request's numbers and content.
     "-1": (Outcome.INVALID_REQUEST, "缺少接收的目标号码 (missing numbers)"),
     "-2": (Outcome.INVALID_REQUEST, "缺少短信内容 (missing content)"),
+    # The request's content (the word is named after the "|").
     "-3": (Outcome.BLOCKED, "短信内容非法,含有禁发关键词 (content contains a forbidden word)"),
-    # We never send more than 100 numbers; a -4 means our chunking is broken.
+    # The request's size. We never send more than 100 numbers; a -4 means our chunking is
+    # broken, which no operator action on the account would fix.
     "-4": (Outcome.INVALID_REQUEST, "每次请求条数大于最大允许条数100条 (more than 100 numbers in one request)"),
+    # The account's login: calling again with a wrong password is how it gets locked (-10).
     "-7": (Outcome.AUTH, "用户登入信息验证失败(一般为密码错误) (login failed, usually a wrong password)"),
+    # The request's content length.
     "-8": (Outcome.INVALID_REQUEST, "短信内容长度超过规定最大字符长度335个字符 (content longer than 335 characters)"),
+    # The account's credit. "for this request": a smaller call might fit, but every later
+    # call fails too until it is topped up.
     "-9": (Outcome.BALANCE, "帐户当前余额不足发送本次请求的条数 (balance too low for this request)"),
+    # The account is locked: nothing goes out until the vendor unlocks it.
     "-10": (Outcome.AUTH, "帐号已被锁定 (account locked)"),
+    # The vendor's side: nothing was taken, retried.
     "-99": (Outcome.TRANSIENT, "系统忙,无法受理此次请求 (system busy)"),
 }
 
-# Errors of the report and inbound endpoints.
+# Errors of the report and inbound endpoints: the account (-1, -7) or the vendor's side (-3).
 POLL_CODES: dict[str, tuple[Outcome, str]] = {
     "-1": (Outcome.AUTH, "用户不存在 (user does not exist)"),
     "-3": (Outcome.TRANSIENT, "系统忙,请稍候再试 (system busy, try later)"),
     "-7": (Outcome.AUTH, "帐号登录验证失败 (login failed)"),
 }
 
+# Errors of the balance endpoint: both about the account.
 BALANCE_CODES: dict[str, tuple[Outcome, str]] = {
     "-1": (Outcome.AUTH, "帐户不存在 (account does not exist)"),
     "-7": (Outcome.AUTH, "用户登入信息验证失败 (login failed)"),

@@ -51,9 +51,10 @@ Decisions where the vendor's document is silent or ambiguous:
   code and the message are kept for the operator. This deliberately departs
   from "unknown code → ambiguous": the document states that ``00000`` alone
   means the request was taken, so every other code is a refusal.
-  A stale ``sendtime`` can then only mean a wrong clock on our side; it is
-  ``invalid_request`` (a retry would carry the same skew), and its message
-  says to check the clock.
+  A stale ``sendtime`` can then only mean a wrong clock (ours, or the
+  vendor's); every call is refused alike until it is set right, so it is
+  ``auth`` like the other answers about the account (the circuit opens, a
+  route moves on), and its message says to check the clock.
 * JSON: ``respCode`` may come as a JSON number, which loses leading zeros; a
   number is zero-padded back to five digits. The vendor's message is read
   from ``respDesc`` (or ``message``/``msg``/``desc``) when present.
@@ -100,13 +101,23 @@ OK_MESSAGE = (
 # message (see REFUSALS), the vendor's words kept.
 SEND_CODES: dict[str, tuple[Outcome, str]] = {OK_CODE: (Outcome.OK, OK_MESSAGE)}
 
+# Why each class. An answer about the account (its credentials, its state, its
+# balance, the caller's IP) is the same for every call until an operator acts, so it
+# is auth or balance: the account's circuit opens, a routed batch moves on to the
+# route's next account (tasks/decisions.py TRIPS). An answer about the request (its
+# content, its numbers) is blocked or, when no word tells, invalid_request.
+#
 # Words of a refusal message -> class, checked in this order ("账号余额不足"
 # names the account but is about balance). Simplified and traditional forms,
 # since the vendor's document is written in traditional characters.
 REFUSALS: list[tuple[Outcome, re.Pattern[str], str]] = [
+    # The vendor's side: nothing was taken, retried.
     (Outcome.TRANSIENT, re.compile(r"繁忙|系统忙|稍后|稍候|稍後|busy", re.I), "vendor busy"),
+    # Called too often: come back later, the account and the request are fine.
     (Outcome.RATE_LIMITED, re.compile(r"频繁|頻繁|过快|過快|频率|頻率"), "called too often"),
+    # The account's credit: every later call fails too until it is topped up.
     (Outcome.BALANCE, re.compile(r"余额|餘額|欠费|欠費|点数不足|點數不足|条数不足|條數不足"), "balance too low"),
+    # The account: its credentials, its id, its state (locked, disabled), the caller's IP.
     (
         Outcome.AUTH,
         re.compile(
@@ -116,12 +127,17 @@ REFUSALS: list[tuple[Outcome, re.Pattern[str], str]] = [
         ),
         "credentials refused",
     ),
+    # The request's numbers or content (an account blacklist names the account above).
     (
         Outcome.BLOCKED,
         re.compile(r"黑名单|黑名單|敏感|关键词|關鍵詞|关键字|關鍵字|违禁|違禁|屏蔽|非法词|非法詞"),
         "number or content refused",
     ),
 ]
+# A refused sendtime (时间戳有效时间为5分钟). smsq stamps every call at the moment it is
+# made, so only a clock far from Beijing time (this host's, or the vendor's) can be
+# refused, and then every call is: auth, the account rests and a route moves on
+# instead of failing batch after batch until someone sets the clock right.
 STALE_STAMP = re.compile(r"时间戳|時間戳|sendtime|timestamp|过期|過期", re.I)
 RATE_LIMIT_RETRY = 60.0  # seconds: the document names no interval
 
@@ -291,7 +307,7 @@ def refusal(code: str, message: str, raw: str) -> SendResult:
             outcome, reason = candidate, why
             break
     if outcome is Outcome.INVALID_REQUEST and STALE_STAMP.search(message or ""):
-        reason = "sendtime refused: check this host's clock against Beijing time"
+        outcome, reason = Outcome.AUTH, "sendtime refused: check this host's clock against Beijing time"
     text = f"{message} ({reason})" if message else f"vendor code {code} ({reason})"
     return SendResult(
         outcome,

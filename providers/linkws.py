@@ -101,20 +101,39 @@ BINDING = "{http://tempuri.org/}LinkWSSoap"
 RETRY_AFTER = 30.0  # 調用接口速度太快(大于30s)
 SCHEDULE_MARGIN = timedelta(minutes=1)  # closer than this, a schedule is sent as "now"
 
+# Why each code has its class. An answer about the account (its registration, its
+# password, its blacklisting, the caller's IP, its balance) is the same for every call
+# until an operator acts, so it is auth or balance: the account's circuit opens, a routed
+# batch moves on to the route's next account (tasks/decisions.py TRIPS). An answer about
+# the request (its schedule, signature, content, numbers) is invalid_request or blocked:
+# this chunk fails and the account goes on sending.
+
 # BatchSend2 answers other than a positive batch id; the vendor's wording kept.
 SEND_CODES: dict[str, tuple[Outcome, str]] = {
+    # The account does not exist at the vendor.
     "-1": (Outcome.AUTH, "賬號未注冊 (account not registered)"),
+    # No cause given: retried a bounded number of times, like a busy vendor.
     "-2": (Outcome.TRANSIENT, "其他錯誤 (other error)"),
+    # The credentials: calling again with them is how accounts get locked.
     "-3": (Outcome.AUTH, "帳號或密碼錯誤 (wrong account or password)"),
+    # The account's credit: every later call fails too until it is topped up.
     "-5": (Outcome.BALANCE, "余額不足,請充值 (balance insufficient)"),
+    # -6, -10: the request's SendTime (smsq's workers send it empty: "now").
     "-6": (Outcome.INVALID_REQUEST, "定時發送時間不是有效的時間格式 (SendTime is not a valid time)"),
+    # The request's content: the provider puts the signature at the end; content the caller
+    # signed otherwise is refused before the call.
     "-7": (Outcome.INVALID_REQUEST, "提交信息末尾未加簽名,請添加中文的企業簽名【 】 (signature missing at the end)"),
+    # -8, -9: the request's content and numbers.
     "-8": (Outcome.INVALID_REQUEST, "發送內容需在1到300字之間 (content must be 1-300 characters)"),
     "-9": (Outcome.INVALID_REQUEST, "發送號碼為空 (numbers empty)"),
     "-10": (Outcome.INVALID_REQUEST, "定時時間不能小于系統當前時間 (SendTime earlier than now)"),
+    # The request's numbers: a blocked handset, not the account.
     "-11": (Outcome.BLOCKED, "屏蔽手機號碼 (blocked number)"),
+    # -100, -103: the caller's IP, the same for every call from this host.
     "-100": (Outcome.AUTH, "IP黑名單 (IP blacklisted)"),
+    # The vendor's 30 s rule: not an error of the account nor the request, come back later.
     "-101": (Outcome.RATE_LIMITED, "調用接口速度太快(大于30s) (called faster than once per 30 s)"),
+    # The account is blacklisted: nothing goes out until the vendor lifts it.
     "-102": (Outcome.AUTH, "賬號黑名單 (account blacklisted)"),
     "-103": (Outcome.AUTH, "IP未導白 (IP not whitelisted)"),
 }
@@ -123,7 +142,7 @@ SEND_CODES: dict[str, tuple[Outcome, str]] = {
 # module docstring): the rest of the call may be sent again.
 REFUSED_FOR_A_NUMBER = frozenset({"-11"})
 
-# Errors of Get, SelSum and NotSend (the same list for the three).
+# Errors of Get, SelSum and NotSend (the same list for the three), classed as on a send.
 POLL_CODES: dict[str, tuple[Outcome, str]] = {
     "-1": (Outcome.AUTH, "賬號未注冊 (account not registered)"),
     "-2": (Outcome.TRANSIENT, "其他錯誤 (other error)"),

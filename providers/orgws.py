@@ -17,20 +17,22 @@ Decisions where the vendor's document is silent or ambiguous:
   100 (``max_numbers``), so one failed or ambiguous call puts fewer numbers in
   doubt.
 * Timestamp: the document makes it "seconds since 1970-01-01 00:00:00 to the
-  send time" (an ``int``) and says every call of one batch carries the same
-  one (同批次短信，时间戳要相同): the vendor groups calls by it. So it must be
-  identical for every chunk and retry of a batch, whichever worker sends it,
-  and different for two batches of one account — even two created in the
-  same second, which the creation second alone would merge into one vendor
-  batch. It is derived from the batch id and creation time
-  (``SendContext.batch_id`` / ``batch_created_at``, naive UTC): the one second
-  in the hour up to the creation second that is congruent to the batch id
-  modulo ``STAMP_WINDOW`` (3600). It stays a real time of the format, never
-  in the future and at most an hour early, and two batches can only share
-  it when their ids differ by a multiple of 3600 and were created less than an
-  hour apart — more than 3600 batches in an hour, across all accounts. A
-  call without a batch (``batch_created_at`` None, e.g. an operator's one-off
-  send) uses the current time. An ``int`` on the wire: good until 2038.
+  send time" (时间戳,从1970-01-01 00:00:00 到要现在发送时间隔的秒数, an ``int``)
+  and says every call of one batch carries the same one (同批次短信，时间戳要
+  相同): the vendor groups calls by it, and a vendor that checks it is fresh
+  would refuse one far from the time of the call. So it is the batch's send
+  second (its creation, or its ``send_at`` when scheduled), identical for
+  every chunk and retry of the batch, whichever worker sends it, and
+  different for two batches of one account: the second of a batch created in
+  the same second as another takes the next free second. smsq claims it when
+  it stores the batch (``batch_stamp = True``; store/stamps.py, a unique key
+  per account and second) and hands it to every call as ``SendContext.stamp``.
+  A retry an hour later carries the batch's stamp, an hour old: the document
+  asks for one value per batch, and says nothing of an age it refuses. A
+  call without a stamp uses the batch's creation second (a batch stored
+  before smsq kept stamps), else the current time (an operator's one-off
+  send). The epoch is the Unix one (UTC); the document does not say. An
+  ``int`` on the wire: good until 2038.
 * Content length: "at most 3 SMS lengths" is read as 3 x 67 = 201 characters
   (the UCS-2 rule for concatenated SMS, the same rule as ``base.segments``),
   counted in UTF-16 code units as a .NET server and the handset count them (an
@@ -60,9 +62,13 @@ Decisions where the vendor's document is silent or ambiguous:
   halves (tasks/narrowing.py), which a refusal that took nothing makes safe.
   No other State qualifies: -7 (numbers empty) is about the call, -13 names
   keywords of the content.
-* The UserLogin codes (0, -2, -3, -4, -30) apply to every operation. -4 (not a
-  normal account) and -30 (caller IP not bound) are ``auth``: the account needs
-  an operator, not a retry. An empty UserLogin/GetBalance result ("空值 调用接口
+* The UserLogin codes (0, -2, -3, -4, -30) apply to every operation, and all
+  are ``auth``: each is about the account, not the request, so the account
+  needs an operator, not a retry. -2 (帐户信息错误: 调用的参数有为空值) too: the
+  parameters it can find empty are the credentials (an empty Message or Phone
+  has its own -5 and -7), so it answers every call the same until the
+  account's configuration is fixed. Why each code has its class is written
+  next to the code tables. An empty UserLogin/GetBalance result ("空值 调用接口
   失败") is transient.
 * A SOAP Fault in a 200 answer to a send is unreadable (ambiguous: the vendor
   may have acted on it); in a poll it is transient. The parsers match element
@@ -93,34 +99,56 @@ from .soap import service, soap_client
 
 BINDING = "{http://tempuri.org/}ServiceSoap"
 SCHEDULE_MARGIN = 30  # seconds: closer than this, a scheduled send goes out now
-STAMP_WINDOW = 3600  # seconds: a batch Timestamp lies in the hour up to the batch's creation
 MAX_EXT_DIGITS = 6
 
+# Why each code has its class. An answer about the account (its credentials, its
+# state, its configuration, its balance) is the same for every call until an operator
+# acts, so it is auth or balance: the account's circuit opens, a routed batch moves on
+# to the route's next account (tasks/decisions.py TRIPS). An answer about the request
+# (its content, its numbers, its schedule) is invalid_request or blocked: this chunk
+# fails and the account goes on sending.
+
 # UserLogin's answers, which "apply to every other operation" (其他值 参考UserLogin()返回值说明).
-# Keys are the vendor's codes; the Chinese is the vendor's own wording.
+# Keys are the vendor's codes; the Chinese is the vendor's own wording. Each is about
+# the account, none about the request: auth.
 LOGIN_CODES: dict[str, tuple[Outcome, str]] = {
+    # The vendor disabled the account: nothing goes out until it is enabled again.
     "0": (Outcome.AUTH, "帐户处于禁止使用状态 (account disabled)"),
-    "-2": (Outcome.INVALID_REQUEST, "帐户信息错误: 调用的参数有为空值 (a parameter is empty)"),
+    # 帐户信息错误, "account information wrong": the parameters it can find empty are the
+    # account's (Id, Name, Psw; an empty Message or Phone has its own -5 and -7). smsq
+    # never sends them empty (org_id, username are required, the password is the
+    # account's secret), so it means the account's configuration or its secret store,
+    # and every call answers it until that is fixed.
+    "-2": (Outcome.AUTH, "帐户信息错误: 调用的参数有为空值 (account information wrong: a parameter is empty)"),
+    # The credentials: calling again with them is how accounts get locked.
     "-3": (Outcome.AUTH, "用户或密码错误: 机构代码、用户名或密码错误 (wrong org code, name or password)"),
+    # The kind of account: an agent or group account can never use the web service.
     "-4": (
         Outcome.AUTH,
         "不是普通帐户: 该帐户不能使用Web Service 接口模式 "
         "(not a normal account: agent/group accounts cannot use the web service)",
     ),
+    # The account is bound to other caller IPs: every call from this host is refused.
     "-30": (Outcome.AUTH, "非绑定IP: 访问IP非法 (caller IP is not bound to the account)"),
 }
 
 # SendState.State of SendMessage, SendTimer and SendMessageExt.
 SEND_CODES: dict[str, tuple[Outcome, str]] = {
     "1": (Outcome.OK, "发送短信成功 (sent)"),
+    # The document says only "send failed", with no cause: retried, like a busy vendor.
     "-1": (Outcome.TRANSIENT, "发送失败 (send failed)"),
+    # -5, -6, -7: the request's content or numbers; the next chunk may be fine.
     "-5": (Outcome.INVALID_REQUEST, "发送短信内容为空 (content empty)"),
     "-6": (Outcome.INVALID_REQUEST, "短信内容过长: 不能超过3条短信的长度 (content longer than 3 SMS)"),
     "-7": (Outcome.INVALID_REQUEST, "发送号码为空 (numbers empty)"),
+    # The account's credit: every later call fails too until it is topped up, although a
+    # smaller call might still fit (the vendor does not say how much is left).
     "-8": (Outcome.BALANCE, "余额不足 (balance insufficient)"),
+    # The vendor's side failed to take the data in: nothing was sent, retried.
     "-9": (Outcome.TRANSIENT, "接收数据失败 (the vendor failed to receive the data)"),
+    # The request's numbers (FailPhone names them).
     "-10": (Outcome.INVALID_REQUEST, "发送失败: 号码错误 (send failed: number error)"),
-    # SendTimer only.
+    # SendTimer only, the request's DateTime (smsq's workers never send one).
     "-11": (
         Outcome.INVALID_REQUEST,
         "定时发送时间或格式错误 (schedule time or format wrong, 2010-03-08 10:20:00)",
@@ -129,6 +157,7 @@ SEND_CODES: dict[str, tuple[Outcome, str]] = {
         Outcome.INVALID_REQUEST,
         "定时发送时间失败: 定时时间必须大于当前调用时间 (schedule time not later than now)",
     ),
+    # The request's content (FailPhone names the keyword).
     "-13": (Outcome.BLOCKED, "内容信息含关键字 (content contains a forbidden keyword)"),
     # Reserved for clients; should the vendor ever send it, nobody knows what happened.
     "-100": (Outcome.AMBIGUOUS, "客户端获取状态失败(系统预留) (client failed to get the state, reserved)"),
@@ -140,6 +169,7 @@ REFUSED_FOR_A_NUMBER = frozenset({"-10"})
 
 UPDATE_PSW_CODES: dict[str, tuple[Outcome, str]] = {
     "1": (Outcome.OK, "修改密码成功 (password changed)"),
+    # The operator's own call (`smsq password`) failed; it says nothing of sends.
     "-1": (Outcome.INVALID_REQUEST, "修改密码失败 (password change failed)"),
     **LOGIN_CODES,
 }
@@ -158,6 +188,7 @@ class OrgwsProvider(Provider):
     requires_signature = True
     signature_position = "either"  # the document is silent on a signature
     supports_send_time = True  # SendTimer
+    batch_stamp = True  # Timestamp: the batch's send second, unique per account (module docstring)
     poll_kinds = frozenset({"balance"})
     poll_families: ClassVar[dict[str, str]] = {}  # one poll kind, and the vendor has no interval rule
     option_keys = frozenset({"org_id", "ext"})
@@ -270,18 +301,17 @@ def service_address(base_url: str) -> str:
 
 
 def batch_timestamp(context: SendContext) -> int:
-    """The Timestamp every chunk and retry of one batch carries, unique per batch.
-
-    The second in ``(created - STAMP_WINDOW, created]`` congruent to the batch
-    id modulo ``STAMP_WINDOW`` (see the module docstring): batches created in
-    the same second get different values, a batch always the same one."""
+    """The Timestamp of the call: the batch's stamp (its send second, unique per account,
+    the same for every chunk and retry; see the module docstring). Without one, the
+    batch's creation second (stored before smsq kept stamps), else now."""
+    if context.stamp is not None:
+        return context.stamp
     created = context.batch_created_at
     if created is None:
         return int(time.time())
     if created.tzinfo is None:  # SendContext carries naive UTC
         created = created.replace(tzinfo=UTC)
-    second = int(created.timestamp())
-    return second - (second - context.batch_id) % STAMP_WINDOW
+    return int(created.timestamp())
 
 
 def schedule_text(send_at: datetime | None, now: float | None = None) -> str | None:

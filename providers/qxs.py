@@ -51,7 +51,11 @@ Decisions where the vendor's document is silent or ambiguous:
   report or message that has already been handed out.
 * Poll errors: ``<errorstatus><error>N</error><remark>…</remark></errorstatus>``
   with N in 1..4. Code 3 ("该用户不允许查看状态报告", also printed on the inbound
-  page) is a permission of the account, so it is classed auth. A poll answered
+  page) is a permission of the account, so it is classed auth.
+* "用户名或密码不能为空" (send message, poll error 1) is ``auth``: the credentials
+  it finds empty are the account's, which smsq always sends, so it means the
+  account's configuration is broken and answers every call the same until an
+  operator fixes it. Why each answer has its class is written next to the tables. A poll answered
   in the send style (``returnstatus``/``message``) is classified by the message.
 * Balance: ``overage`` is the number of messages *used* and ``sendTotal`` the
   total bought (prepaid only), so a prepaid balance is ``sendTotal - overage``.
@@ -95,17 +99,31 @@ from .base import (
     form_body,
 )
 
+# Why each answer has its class. An answer about the account (its credentials, its
+# permissions, its balance) is the same for every call until an operator acts, so it is
+# auth or balance: the account's circuit opens, a routed batch moves on to the route's
+# next account (tasks/decisions.py TRIPS). An answer about the request (its content, its
+# numbers) is invalid_request or blocked: this chunk fails and the account goes on.
+
 # Answers of sms.aspx (send, overage, checkkeyword) are messages, not numbers.
 # (phrase to look for after normalisation, outcome, the vendor's words + English).
 # Order matters: more specific phrases first.
 MESSAGES: list[tuple[str, Outcome, str]] = [
-    ("用户名或密码不能为空", Outcome.INVALID_REQUEST, "用户名或密码不能为空 (account or password empty)"),
+    # 提交的用户名或密码为空: the account's credentials, never the request's (smsq requires a
+    # username and sends the account's password), so a broken configuration or secret
+    # store; every call answers it until that is fixed.
+    ("用户名或密码不能为空", Outcome.AUTH, "用户名或密码不能为空 (account or password empty)"),
+    # The credentials: calling again with them is how accounts get locked.
     ("用户名或密码错误", Outcome.AUTH, "用户名或密码错误 (wrong account or password)"),
+    # The request's content; the next message may be clean.
     ("sql注入", Outcome.INVALID_REQUEST, "发送内容包含sql注入字符 (content contains SQL-injection characters)"),
+    # The request's numbers and content.
     ("短信号码不能为空", Outcome.INVALID_REQUEST, "短信号码不能为空 (numbers empty)"),
     ("短信内容不能为空", Outcome.INVALID_REQUEST, "短信内容不能为空 (content empty)"),
+    # The request's content: the words are named.
     ("包含非法字符", Outcome.BLOCKED, "包含非法字符 (content contains forbidden words)"),
-    # 当支付方式为预付费时,检查到账户余额不足
+    # 当支付方式为预付费时,检查到账户余额不足: the account's credit; a smaller call might still
+    # fit, but every later one fails too until it is topped up.
     ("大于您当前余额", Outcome.BALANCE, "对不起，您当前要发送的量大于您当前余额 (prepaid balance too low)"),
     # 其他数据库操作方面的错误: the vendor refused, nothing was sent.
     ("其他错误", Outcome.TRANSIENT, "其他错误 (other error, e.g. the vendor's database)"),
@@ -113,9 +131,15 @@ MESSAGES: list[tuple[str, Outcome, str]] = [
 
 # <errorstatus><error>N</error> of statusApi.aspx and callApi.aspx.
 POLL_ERRORS: dict[str, tuple[Outcome, str]] = {
-    "1": (Outcome.INVALID_REQUEST, "用户名或密码不能为空 (account or password empty)"),
+    # As the send message of the same words: the account's credentials are empty.
+    "1": (Outcome.AUTH, "用户名或密码不能为空 (account or password empty)"),
     "2": (Outcome.AUTH, "用户名或密码错误 (wrong account or password)"),
+    # A permission of the account, not of this call.
     "3": (Outcome.AUTH, "该用户不允许查看状态报告 (this account may not query reports)"),
+    # The document does not say which parameter. A poll sends only the login, smsq's
+    # own action=query and the account's status_num; kept invalid_request, as for an
+    # <errorstatus> answer to a send (not documented), where the request may be the cause.
+    # A poll's class only labels its outcome in `smsq accounts`: no circuit hears polls.
     "4": (Outcome.INVALID_REQUEST, "参数不正确 (invalid parameters)"),
 }
 

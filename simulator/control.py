@@ -29,6 +29,11 @@ class Faults:
     latency: float = 0.0  # seconds added before answering any call
     busy: bool = False  # answer the vendor's "system busy" code
     auth_fail: bool = False  # answer the vendor's login-failed code to every call
+    # Answer every call as if the account's name or password were empty: the vendor's
+    # "credentials empty" code (orgws -2 帐户信息错误, qxs 用户名或密码不能为空 / error 1),
+    # which an account whose configuration lost its secret gets. Vendors whose document
+    # has no such answer (dxt, linkws, jinxin) ignore it.
+    empty_login: bool = False
     balance: int | None = None  # report/enforce this balance instead of the real one
     # "Accept then hang": the call takes effect (a send is recorded as
     # accepted, polled items are handed out) but the answer comes only after
@@ -45,6 +50,7 @@ class Faults:
         "latency": (int, float),
         "busy": bool,
         "auth_fail": bool,
+        "empty_login": bool,
         "balance": (int, type(None)),
         "hang": bool,
         "hang_seconds": (int, float),

@@ -24,6 +24,7 @@ Choices where the vendor document is silent are marked "Choice:".
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import math
 import re
@@ -41,7 +42,16 @@ from starlette.routing import Route
 from smsq.providers.soap import wsdl_path
 from smsq.simulator.control import SimState, add_control_routes, choice, numbers
 
-__all__ = ["OrgwsError", "OrgwsState", "SendRecord", "create_app", "parse_request", "segments_for", "sms_length"]
+__all__ = [
+    "OrgwsError",
+    "OrgwsState",
+    "Received",
+    "SendRecord",
+    "create_app",
+    "parse_request",
+    "segments_for",
+    "sms_length",
+]
 
 # ---------------------------------------------------------------------------
 # state
@@ -105,6 +115,17 @@ class SendRecord:
 
 
 @dataclass(frozen=True)
+class Received:
+    """One send call as the vendor received it, answered or refused (no password)."""
+
+    username: str
+    operation: str
+    timestamp: int  # the Timestamp as received
+    state: int  # the State answered: 1 sent, else the error code
+    at: float
+
+
+@dataclass(frozen=True)
 class BalanceAnswer:
     balance: int
     sended: int
@@ -118,9 +139,10 @@ class OrgwsState(SimState):
     Configuration (kept by ``reset()``): ``accounts``, ``org_id``, ``charset``,
     ``forbidden_words``, ``disabled``, ``agents``, ``bound_ips``,
     ``fail_numbers`` and ``number_errors`` (both also switches, ``POST
-    /_sim/switches``). Runtime data (cleared by ``reset()``): ``sends``,
-    ``calls``, ``faults``; balances and passwords changed by UpdatePsw go back
-    to their initial values.
+    /_sim/switches``). Runtime data (cleared by ``reset()``): ``sends`` (the
+    accepted ones), ``received`` (every send call, refused ones too, with its
+    Timestamp), ``calls``, ``faults``; balances and passwords changed by
+    UpdatePsw go back to their initial values.
     """
 
     # What a call holding a number in ``fail_numbers`` (or one that is not a mobile) gets:
@@ -159,6 +181,7 @@ class OrgwsState(SimState):
         self.bound_ips = {u: set(ips) for u, ips in (bound_ips or {}).items()}  # -> -30 非绑定IP
         self.fail_numbers = set(fail_numbers or ())  # accepted calls list these in FailPhone
         self.number_errors = "listed"  # see NUMBER_ERRORS
+        self.received: list[Received] = []
         # Same account + same Timestamp = same batch (同批次短信，时间戳要相同).
         self._batches: dict[tuple[str, int], int] = {}
         # Ids stay monotonic across reset(): a real vendor never reuses one.
@@ -171,11 +194,14 @@ class OrgwsState(SimState):
             self.balances = {user: self._initial_balance for user in self.accounts}
             self.sended = {user: 0 for user in self.accounts}
             self._batches.clear()
+            self.received.clear()
 
     # -- helpers --------------------------------------------------------
 
     def _login(self, org_id: int, name: str, psw: str, ip: str | None) -> str:
         """The UserLogin checks every operation makes; returns the user name."""
+        if self.faults.empty_login:
+            raise OrgwsError(-2)  # 帐户信息错误: 调用的参数有为空值, as if the account's were empty
         if self.faults.auth_fail:
             raise OrgwsError(-3)
         # Choice: an Id of 0 is what ASP.NET makes of a missing int: "empty".
@@ -240,50 +266,74 @@ class OrgwsState(SimState):
         ext: str | None = None,
         ip: str | None = None,
     ) -> SendRecord:
+        """Answer a send call; every call, refused or not, is kept in ``received``."""
         with self.lock:
-            if self.faults.busy:
-                raise OrgwsError(-9)  # Choice: an overloaded vendor fails to take the data in: 接收数据失败
-            user = self._login(org_id, name, psw, ip)
-            if operation == "SendMessageExt":
-                ext = ext or None  # Choice: an empty Ext means no extension
-            numbers = _checked_numbers(operation, message, phone, timestamp, ext, send_time)
-            found = [w for w in self.forbidden_words if w in message]
-            if found:
-                raise OrgwsError(-13, ";".join(found))  # 如是失败-13，返回是包含的关键字
-            accepted = [n for n in numbers if _MOBILE.fullmatch(n) and n not in self.fail_numbers]
-            failed = [n for n in numbers if n not in accepted]
-            if not accepted or (failed and self.number_errors != "listed"):
-                # 发送失败: 号码错误: nothing of the call is sent or charged.
-                raise OrgwsError(-10, None if self.number_errors == "refused_unnamed" else ";".join(failed))
-            segments = segments_for(message)
-            cost = len(accepted) * segments
-            if self._available(user) < cost:
-                raise OrgwsError(-8)
-            self.balances[user] -= cost
-            self.sended[user] += cost
-            key = (user, timestamp)
-            if key not in self._batches:
-                self._batches[key] = next(self._batch_ids)
-            record = SendRecord(
-                user,
-                operation,
-                accepted,
-                message,
-                send_time,
-                timestamp,
-                ext,
-                self._batches[key],
-                time.time(),
-                failed,
-                segments,
-            )
-            self.sends.append(record)
+            try:
+                record = self._send(operation, org_id, name, psw, message, phone, timestamp, send_time, ext, ip)
+            except OrgwsError as err:
+                self.received.append(Received(name, operation, timestamp, err.code, time.time()))
+                raise
+            self.received.append(Received(name, operation, timestamp, 1, record.at))
             return record
+
+    def _send(
+        self,
+        operation: str,
+        org_id: int,
+        name: str,
+        psw: str,
+        message: str,
+        phone: str,
+        timestamp: int,
+        send_time: str | None,
+        ext: str | None,
+        ip: str | None,
+    ) -> SendRecord:
+        """``send`` without the record of the call (the caller holds the lock)."""
+        if self.faults.busy:
+            raise OrgwsError(-9)  # Choice: an overloaded vendor fails to take the data in: 接收数据失败
+        user = self._login(org_id, name, psw, ip)
+        if operation == "SendMessageExt":
+            ext = ext or None  # Choice: an empty Ext means no extension
+        numbers = _checked_numbers(operation, message, phone, timestamp, ext, send_time)
+        found = [w for w in self.forbidden_words if w in message]
+        if found:
+            raise OrgwsError(-13, ";".join(found))  # 如是失败-13，返回是包含的关键字
+        accepted = [n for n in numbers if _MOBILE.fullmatch(n) and n not in self.fail_numbers]
+        failed = [n for n in numbers if n not in accepted]
+        if not accepted or (failed and self.number_errors != "listed"):
+            # 发送失败: 号码错误: nothing of the call is sent or charged.
+            raise OrgwsError(-10, None if self.number_errors == "refused_unnamed" else ";".join(failed))
+        segments = segments_for(message)
+        cost = len(accepted) * segments
+        if self._available(user) < cost:
+            raise OrgwsError(-8)
+        self.balances[user] -= cost
+        self.sended[user] += cost
+        key = (user, timestamp)
+        if key not in self._batches:
+            self._batches[key] = next(self._batch_ids)
+        record = SendRecord(
+            user,
+            operation,
+            accepted,
+            message,
+            send_time,
+            timestamp,
+            ext,
+            self._batches[key],
+            time.time(),
+            failed,
+            segments,
+        )
+        self.sends.append(record)
+        return record
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             snap = super().snapshot()
             snap["balances"] = dict(self.balances)
+            snap["received"] = [dataclasses.asdict(r) for r in self.received]
             return snap
 
 

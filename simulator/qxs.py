@@ -240,7 +240,7 @@ class QxsState(SimState):
             # Choice: busy is the page's database failure, 其他错误, on every action.
             raise QxsError(OTHER_ERROR)
         user, pwd = p.get("account", ""), p.get("password", "")
-        if not user or not pwd:
+        if not user or not pwd or self.faults.empty_login:
             raise QxsError(EMPTY_LOGIN)
         if not self._login_ok(user, pwd, p.get("userid", "")):
             raise QxsError(BAD_LOGIN)
@@ -331,7 +331,7 @@ class QxsState(SimState):
             # looks like an overloaded IIS: HTTP 503.
             raise QxsError("Service Unavailable", status=503)
         user, pwd = p.get("account", ""), p.get("password", "")
-        if not user or not pwd:
+        if not user or not pwd or self.faults.empty_login:
             raise QxsError(code=1)
         if not self._login_ok(user, pwd, p.get("userid", "")):
             raise QxsError(code=2)

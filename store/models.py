@@ -70,6 +70,11 @@ class Batch(Base):
     # SHA-256 of what was asked (content, send time, numbers as given): a reused idempotency
     # key replays this batch only for the same request (tasks/producer.py). None: stored before.
     body_digest: Mapped[str | None] = mapped_column(String(64))
+    # The batch's Timestamp at its account, for a vendor that groups a batch's calls by one
+    # (orgws, ``Provider.batch_stamp``): its send second, or the next one no other batch of
+    # the account took (a BatchStamp row is the claim). Every chunk and retry carries it.
+    # None: the account's vendor wants none (or the batch was stored before smsq kept one).
+    stamp: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Chunk(Base):
@@ -106,6 +111,9 @@ class Chunk(Base):
     # narrowing has made (each new chunk is one), held under SMSQ_NARROW_MAX_CALLS.
     narrowed_from: Mapped[int | None] = mapped_column(BigInteger)
     narrow_calls: Mapped[int | None] = mapped_column(Integer)
+    # The batch's Timestamp at this chunk's account when that is not the batch's own (a
+    # chunk moved to another account of the route that wants one); None: the batch's.
+    stamp: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Recipient(Base):
@@ -128,6 +136,21 @@ class Recipient(Base):
     code: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(String(255))
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class BatchStamp(Base):
+    """A Timestamp (Unix seconds) an account's batch took, for a vendor that groups a
+    batch's calls by it (orgws): two batches of one account must never share one, so the
+    primary key is the claim, taken by a conditional insert (store/stamps.py). A batch
+    takes one second per account (two workers moving one batch to another account at once
+    agree on one). Goes with its batch (ON DELETE CASCADE, which the unique key serves)."""
+
+    __tablename__ = "batch_stamps"
+    __table_args__ = (UniqueConstraint("batch_id", "account"),)
+
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    stamp: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
 
 
 class EarlierSend(Base):

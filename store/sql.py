@@ -34,12 +34,13 @@ def _insert(bind, model):
     return (postgresql if is_postgres(bind) else sqlite).insert(model)
 
 
-def insert_or_ignore(session, model, rows: Sequence[dict] | dict, keys: Iterable[str], returning=None) -> list:
-    """Insert ``rows`` (a dict: one row), skipping those whose ``keys`` are taken.
-    With ``returning`` (a column), the values of the rows inserted."""
+def insert_or_ignore(session, model, rows: Sequence[dict] | dict, keys: Iterable[str] | None, returning=None) -> list:
+    """Insert ``rows`` (a dict: one row), skipping those whose ``keys`` are taken (None:
+    those that would break any unique key). With ``returning`` (a column), the values of
+    the rows inserted."""
     if not rows:
         return []
-    stmt = _insert(session, model).on_conflict_do_nothing(index_elements=list(keys))
+    stmt = _insert(session, model).on_conflict_do_nothing(index_elements=None if keys is None else list(keys))
     if returning is not None:
         stmt = stmt.returning(returning)
     result = session.execute(stmt.values(**rows)) if isinstance(rows, dict) else session.execute(stmt, rows)

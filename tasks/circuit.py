@@ -6,10 +6,12 @@ States (table ``account_circuits``; no row is ``closed``)::
     half_open --the probe is answered--> closed
     half_open --the probe fails--> open again, for twice the cool-off (at most 8x the base)
 
-* A **trip** is a send answered with auth or balance (calling again with a wrong
-  password is how vendor accounts get locked: dxt -10), or a chunk whose transient
-  retries ran out. A chunk already in flight that fails after the circuit opened
-  changes nothing: only the probe's failure lengthens the cool-off.
+* A **trip** is a send answered with auth or balance, or a chunk whose transient
+  retries ran out. Auth and balance are answers about the account (its credentials,
+  configuration, state or credit) that every call gets until an operator acts, and
+  calling again with a wrong password is how vendor accounts get locked (dxt -10).
+  A chunk already in flight that fails after the circuit opened changes nothing:
+  only the probe's failure lengthens the cool-off.
 * **Half-open**: after ``reopen_at`` exactly one chunk may call the vendor. It takes
   the probe by a conditional update (``open -> half_open``), so any number of
   workers agree on which one. Any answer from the vendor that shows the account

@@ -17,6 +17,8 @@ The taxonomy (providers/base.py):
                               -> narrowed: the chunk's numbers go to new chunks until the
                                  offenders are found (a chunk of one number: failed, it is one)
     auth / balance            -> failed; the account's circuit opens, a routed chunk moves on
+                                 (an answer about the account, not the request: every call
+                                 gets it until an operator acts; providers class each code)
     rate_limited              -> pending after the vendor's interval; the call is not counted
     transient                 -> pending after a backoff, while the retry budget lasts;
                                  then failed, and the circuit opens as for auth

@@ -2,7 +2,9 @@
 
 ``send_sms`` validates everything it can before any vendor is involved and, in
 one transaction, writes the batch, its rejected entries and its numbers, staged
-in vendor-sized chunks by the bulk path of the database (tasks/intake.py).
+in vendor-sized chunks by the bulk path of the database (tasks/intake.py). A
+batch of an account whose vendor groups a batch's calls by a stamp of its own
+(orgws Timestamp) takes its stamp last in that transaction (store/stamps.py).
 After that transaction commits it publishes (a transactional outbox: nothing is
 published that the database does not hold, and a crash in between leaves work
 the relay publishes):
@@ -37,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from smsq.providers import Provider, provider_class
 from smsq.providers.base import BEIJING, segments
+from smsq.store import stamps
 from smsq.store.ledger import cut, write_rejected, write_short
 from smsq.store.lifecycle import ChunkState, RecipientState
 from smsq.store.models import Batch, Chunk, Recipient, SplitJob, utcnow
@@ -362,6 +365,8 @@ def send_sms(
             store = _store_short if len(short) <= conf.priority_max else _store_long
             accepted, inline = store(session, storing, batch, short)
             write_rejected(session, batch.id, rejected, utcnow())
+            if provider_cls.batch_stamp:  # last: on PostgreSQL the claim holds its key until the commit
+                batch.stamp = stamps.claim(session, acct.name, batch.id, not_before or now)
             receipt = Receipt(batch.id, accepted, rejected, batch.segments, batch.lane)
     except (OperationalError, InterfaceError) as exc:
         raise DatabaseUnreachableError(conf.database_url, exc) from exc

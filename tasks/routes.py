@@ -30,7 +30,9 @@ Decisions:
 * **Nowhere to go.** When no other account of the route can send, the chunk waits like
   a held chunk, until the earliest ``reopen_at`` of the route's accounts.
 * A chunk moved away carries its own prepared content (``chunks.content``) when it
-  differs from the batch's.
+  differs from the batch's, and its own stamp (``chunks.stamp``) when its new account's
+  vendor groups a batch's calls by one (orgws Timestamp, store/stamps.py): the batch's
+  own is unique only among its first account's batches.
 """
 
 from __future__ import annotations
@@ -42,9 +44,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 
-from smsq.providers import ContentError, SendResult, provider_class
+from smsq.providers import ContentError, Provider, SendResult, provider_class
 from smsq.providers.base import BEIJING
-from smsq.store import ledger
+from smsq.store import ledger, stamps
 from smsq.store.ledger import ClaimedChunk
 from smsq.store.lifecycle import RecipientState
 from smsq.store.models import Batch, Chunk, Recipient, utcnow
@@ -218,8 +220,9 @@ def _move_once(conf, claimed: ClaimedChunk, route: Route, why: str, call, now: d
                 refused.append(f"{target}: {exc}")
                 continue
             detail = f"moved to {target}: {why}"
-            size = provider_class(conf.account(target).provider).max_numbers
-            moved = ledger.move(session, claimed, batch, target, content, size, detail, now)
+            provider = provider_class(conf.account(target).provider)
+            stamp = _stamp_at(session, provider, target, batch, now)
+            moved = ledger.move(session, claimed, batch, target, content, provider.max_numbers, detail, now, stamp)
             if moved is None:
                 session.rollback()  # not even the call: record() counts it with the late answer
                 return Move("lost")
@@ -235,6 +238,16 @@ def _move_once(conf, claimed: ClaimedChunk, route: Route, why: str, call, now: d
             )
             return Move("failed", "; ".join(refused))
         return _wait(session, claimed, route, rows, why, now)
+
+
+def _stamp_at(session, provider: type[Provider], account: str, batch: Batch, now: datetime) -> int | None:
+    """The batch's stamp at ``account``, for a vendor that groups a batch's calls by one
+    (orgws): a batch's own is unique only among its own account's batches, so at another
+    account it takes one there (now: the moved chunks' send time), or the one it took
+    there before. None: the batch's own, or none wanted."""
+    if not provider.batch_stamp or account == batch.account:
+        return None
+    return stamps.taken_by(session, account, batch.id) or stamps.claim(session, account, batch.id, now)
 
 
 def _wait(session, claimed: ClaimedChunk, route: Route, rows: dict, why: str, now: datetime) -> Move:

@@ -351,7 +351,7 @@ def send_claimed(
     is its account's half-open probe (tasks/circuit.py); ``pace`` hears how long the call took."""
     chunk_id, account = claimed.chunk_id, provider.account
     numbers = [mobile for _, mobile in claimed.recipients]
-    context = SendContext(claimed.batch_id, claimed.seq, claimed.attempt, claimed.batch_created_at)
+    context = SendContext(claimed.batch_id, claimed.seq, claimed.attempt, claimed.batch_created_at, claimed.stamp)
     # Past this line the vendor may act on the request: no exception may turn
     # it back into 'pending'. [db outage] The answer is recorded through a database
     # outage, or kept in the local spool and recorded later (tasks/outcome_keeper.py).

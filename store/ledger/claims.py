@@ -43,6 +43,7 @@ class ClaimedChunk:
     batch_created_at: datetime
     recipients: list[tuple[int, str]]  # (recipient id, mobile)
     first_attempt_at: datetime | None = None  # the chunk's first vendor call (this one, for a first claim)
+    stamp: int | None = None  # the batch's stamp at this chunk's account (store/stamps.py); None: none
 
 
 def still_ours(claimed: ClaimedChunk, states=(C.SENDING,)):
@@ -62,11 +63,11 @@ WITH claimed AS (
     WHERE id = :id AND state = '{C.PENDING}' AND (next_attempt_at IS NULL OR next_attempt_at <= :soon)
       -- a batch cancelled while this chunk was out for a retry: the relay cancels it
       AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.id = chunks.batch_id AND b.cancelled_at IS NOT NULL)
-    RETURNING id, batch_id, seq, account, lane, attempts, content,
+    RETURNING id, batch_id, seq, account, lane, attempts, content, stamp,
               COALESCE(first_attempt_at, claimed_at) AS first_attempt_at)
--- a chunk's own content: prepared for another vendor of its route when it was moved
+-- a chunk's own content and stamp: taken for another account of its route when it was moved
 SELECT c.id, c.batch_id, c.seq, c.account, c.lane, c.attempts, COALESCE(c.content, b.content) AS content,
-       b.send_at, b.created_at, c.first_attempt_at,
+       b.send_at, b.created_at, c.first_attempt_at, COALESCE(c.stamp, b.stamp) AS stamp,
        r.ids, r.mobiles
 FROM claimed c JOIN batches b ON b.id = c.batch_id
 CROSS JOIN LATERAL (
@@ -98,6 +99,7 @@ def claim(conf: Settings, chunk_id: int) -> ClaimedChunk | None:
         row.created_at,
         list(zip(row.ids or [], row.mobiles or [], strict=True)),
         row.first_attempt_at,
+        row.stamp,
     )
 
 
@@ -120,20 +122,21 @@ def _claim_portable(conn, chunk_id: int, now: datetime) -> ClaimedChunk | None:
             Chunk.attempts,
             Chunk.content,
             FIRST_ATTEMPT.label("first_attempt_at"),
+            Chunk.stamp,
         )
     ).first()
     if claimed is None:
         return None
     batch = conn.execute(
-        select(Batch.content, Batch.send_at, Batch.created_at).where(Batch.id == claimed.batch_id)
+        select(Batch.content, Batch.send_at, Batch.created_at, Batch.stamp).where(Batch.id == claimed.batch_id)
     ).one()
     recipients = conn.execute(
         select(Recipient.id, Recipient.mobile)
         .where(Recipient.batch_id == claimed.batch_id, Recipient.chunk_seq == claimed.seq, Recipient.state == R.QUEUED)
         .order_by(Recipient.id)
     ).all()
-    chunk_id, batch_id, seq, account, lane, attempt, content, first_attempt_at = claimed
-    # the chunk's own content: prepared for another vendor of its route when it was moved
+    chunk_id, batch_id, seq, account, lane, attempt, content, first_attempt_at, stamp = claimed
+    # the chunk's own content and stamp: taken for another account of its route when it was moved
     return ClaimedChunk(
         chunk_id,
         batch_id,
@@ -146,6 +149,7 @@ def _claim_portable(conn, chunk_id: int, now: datetime) -> ClaimedChunk | None:
         batch.created_at,
         [(rid, mobile) for rid, mobile in recipients],
         first_attempt_at,
+        batch.stamp if stamp is None else stamp,
     )
 
 

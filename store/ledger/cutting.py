@@ -175,11 +175,13 @@ def move(
     size: int,
     detail: str,
     now: datetime,
+    stamp: int | None = None,
 ) -> tuple[int, list[int]] | None:
     """Failover, in the caller's transaction: the claimed chunk and the batch's other
     pending chunks of its account become ``moved``; their queued numbers go to new
-    chunks of ``size`` numbers on ``account``, with ``content`` (its vendor's). Returns
-    (chunks moved, new chunk ids); None when the claim is no longer this worker's."""
+    chunks of ``size`` numbers on ``account``, with ``content`` (its vendor's) and
+    ``stamp`` (the batch's at ``account``, None: the batch's own). Returns (chunks
+    moved, new chunk ids); None when the claim is no longer this worker's."""
     detail = fit(Chunk.detail, detail)
     if not rows_changed(
         session.execute(
@@ -197,11 +199,19 @@ def move(
         .scalars()
         .all()
     )
-    return 1 + len(others), _rechunk(session, batch, [claimed.seq, *others], account, content, size, now)
+    seqs = [claimed.seq, *others]
+    return 1 + len(others), _rechunk(session, batch, seqs, account, content, size, now, stamp)
 
 
 def _rechunk(
-    session: Session, batch: Batch, seqs: list[int], account: str, content: str, size: int, now: datetime
+    session: Session,
+    batch: Batch,
+    seqs: list[int],
+    account: str,
+    content: str,
+    size: int,
+    now: datetime,
+    stamp: int | None,
 ) -> list[int]:
     """New chunks of ``size`` for the queued recipients of chunks ``seqs``. A number
     ``account`` must not send to (its blocked list: an unsubscribe at that vendor) fails there
@@ -245,6 +255,7 @@ def _rechunk(
                 "next_attempt_at": batch.send_at if scheduled else None,
                 "queued_at": None if scheduled else now,
                 "content": None if content == batch.content else content,
+                "stamp": stamp,
             }
         )
     return list(session.execute(insert(Chunk).returning(Chunk.id), rows).scalars())

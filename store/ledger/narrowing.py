@@ -154,6 +154,7 @@ def _new_chunks(
             "queued_at": now,
             "content": refused.content,
             "narrowed_from": refused.root,
+            "stamp": claimed.stamp,  # the Timestamp the refused call carried (store/stamps.py): the halves keep it
         }
         for n, part in enumerate(parts)
     ]

@@ -63,8 +63,10 @@ def svc(sim):
     return service(soap_client("orgws.wsdl", httpx.Client(timeout=5)), BINDING, sim.url)
 
 
-def ctx(batch: int = 1, seq: int = 0, attempt: int = 1, created=datetime(2025, 3, 8, 2, 20, 0)) -> SendContext:
-    return SendContext(batch, seq, attempt, created)
+def ctx(
+    batch: int = 1, seq: int = 0, attempt: int = 1, created=datetime(2025, 3, 8, 2, 20, 0), stamp: int | None = None
+) -> SendContext:
+    return SendContext(batch, seq, attempt, created, stamp)
 
 
 def zeep_send(svc, phone: str = "13800138000", message: str = CONTENT, timestamp: int = 1741400400, **kw):
@@ -122,11 +124,17 @@ def test_batch_in_chunks_arrives_once_per_number_with_one_timestamp(provider, st
 
 
 def test_two_batches_of_one_second_are_two_vendor_batches(provider, state):
+    # Created in one second, the second batch took the next free second (store/stamps.py).
     created = datetime(2025, 3, 8, 2, 20, 0)
-    first = provider.send(["13800138000"], CONTENT, context=ctx(21, created=created))
-    second = provider.send(["13800138000"], CONTENT, context=ctx(22, created=created))
+    second_of = batch_timestamp(ctx(created=created))
+    first = provider.send(["13800138000"], CONTENT, context=ctx(21, created=created, stamp=second_of))
+    second = provider.send(["13800138000"], CONTENT, context=ctx(22, created=created, stamp=second_of + 1))
     assert [r.outcome for r in (first, second)] == [Outcome.OK] * 2
+    assert [s.timestamp for s in state.sends] == [second_of, second_of + 1]
     assert first.batch_ref != second.batch_ref  # the vendor groups by Timestamp: not merged
+    # Without the stamps the creation second alone would merge them into one vendor batch.
+    merged = provider.send(["13900139000"], CONTENT, context=ctx(23, created=created))
+    assert merged.batch_ref == first.batch_ref
 
 
 def test_retry_of_a_chunk_carries_the_same_timestamp(provider, state):
@@ -372,6 +380,32 @@ def test_auth_fail(sim, provider):
     with pytest.raises(ProviderError) as info:
         provider.parse_balance(provider.fetch("balance"))
     assert info.value.outcome is Outcome.AUTH
+
+
+def test_empty_login_answers_minus_2_to_every_call_until_switched_off(sim, provider, state):
+    set_faults(sim, empty_login=True)
+    result = provider.send(["13800138000"], CONTENT, context=ctx())
+    assert (result.outcome, result.code) == (Outcome.AUTH, "-2")
+    assert "帐户信息错误" in result.message and "调用的参数有为空值" in result.message
+    for call in (lambda: provider.parse_balance(provider.fetch("balance")), provider.login):
+        with pytest.raises(ProviderError) as info:
+            call()
+        assert (info.value.outcome, info.value.code) == (Outcome.AUTH, "-2")
+    assert state.sends == []
+    set_faults(sim, empty_login=False)
+    assert provider.send(["13800138000"], CONTENT, context=ctx()).outcome is Outcome.OK
+    # every send call is kept with the Timestamp it carried, the refused one too
+    stamp = batch_timestamp(ctx())
+    assert [(r.operation, r.state, r.timestamp) for r in state.received] == [
+        ("SendMessage", -2, stamp),
+        ("SendMessage", 1, stamp),
+    ]
+    assert [r["state"] for r in httpx.get(f"{sim.url}_sim/state").json()["received"]] == [-2, 1]
+
+
+def test_an_empty_password_is_answered_minus_2_without_the_switch(sim, state):
+    result = make_provider(sim.url, password="").send(["13800138000"], CONTENT, context=ctx())
+    assert (result.outcome, result.code) == (Outcome.AUTH, "-2")
 
 
 def test_garbled_answer_is_ambiguous_and_the_send_happened(sim, provider, state):

@@ -185,7 +185,7 @@ def test_extno_is_recorded(sim, state):
     [
         ({"password": "wrong"}, Outcome.AUTH),
         ({"userid": "9999"}, Outcome.AUTH),  # the enterprise id is part of the login
-        ({"password": ""}, Outcome.INVALID_REQUEST),
+        ({"password": ""}, Outcome.AUTH),  # empty credentials: the account's, every call alike
     ],
 )
 def test_login_failures(sim, state, kwargs, outcome):
@@ -411,6 +411,22 @@ def test_auth_fail(sim, provider):
     with pytest.raises(ProviderError) as info:
         provider.parse_reports(provider.fetch("reports"))
     assert (info.value.outcome, info.value.code) == (Outcome.AUTH, "2")
+
+
+def test_empty_login_answers_credentials_empty_to_every_call_until_switched_off(sim, provider, state):
+    set_faults(sim, empty_login=True)
+    result = provider.send(["13800138000"], CONTENT)
+    assert result.outcome is Outcome.AUTH and "用户名或密码不能为空" in result.message
+    with pytest.raises(ProviderError) as info:
+        provider.parse_balance(provider.fetch("balance"))
+    assert info.value.outcome is Outcome.AUTH and "用户名或密码不能为空" in str(info.value)
+    for kind in ("reports", "inbound"):
+        with pytest.raises(ProviderError) as info:
+            getattr(provider, f"parse_{kind}")(provider.fetch(kind))
+        assert (info.value.outcome, info.value.code) == (Outcome.AUTH, "1")
+    assert state.sends == []
+    set_faults(sim, empty_login=False)
+    assert provider.send(["13800138000"], CONTENT).outcome is Outcome.OK
 
 
 def test_balance_fault(sim, provider, state):

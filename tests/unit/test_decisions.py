@@ -107,6 +107,7 @@ VENDOR_CODES = [
         for outcome, words in JINXIN_WORDS.items()
     ],
     pytest.param("jinxin", "参数错误", Outcome.INVALID_REQUEST, "参数错误", id="jinxin other refusal"),
+    pytest.param("jinxin", "时间戳无效或已过期", Outcome.AUTH, "时间戳无效或已过期", id="jinxin stale sendtime"),
     pytest.param("qxs", "", Outcome.OK, "ok (accepted", id="qxs Success"),
     *[
         pytest.param("qxs", phrase, outcome, text.split(" (")[0], id=f"qxs {phrase}")
@@ -217,6 +218,57 @@ def test_the_tables_cover_every_outcome_and_every_code_the_modules_map():
         assert set(table) <= {code for v, code, _, _ in rows if v == vendor}
     assert {outcome for outcome, _, _ in jinxin.REFUSALS} <= set(JINXIN_WORDS)
     assert {phrase for phrase, _, _ in qxs.MESSAGES} <= {code for v, code, _, _ in rows if v == "qxs"}
+
+
+# Answers about the account, not the request: the same for every call until an operator
+# fixes the account (its credentials, its configuration, its state, its credit, a clock),
+# so the account rests and a routed batch moves on. Written out, not read from the
+# modules' tables, so that a code classed as the request's again fails here.
+ACCOUNT_ANSWERS = [
+    pytest.param("orgws", "0", "帐户处于禁止使用状态", id="orgws 0 disabled"),
+    pytest.param("orgws", "-2", "帐户信息错误: 调用的参数有为空值", id="orgws -2 account information wrong"),
+    pytest.param("orgws", "-3", "机构代码、用户名或密码错误", id="orgws -3"),
+    pytest.param("orgws", "-4", "不是普通帐户", id="orgws -4"),
+    pytest.param("orgws", "-30", "非绑定IP", id="orgws -30"),
+    pytest.param("orgws", "-8", "余额不足", id="orgws -8"),
+    pytest.param("qxs", "用户名或密码不能为空", "用户名或密码不能为空", id="qxs credentials empty"),
+    pytest.param("qxs", "用户名或密码错误", "用户名或密码错误", id="qxs wrong password"),
+    pytest.param("qxs", "对不起，您当前要发送的量大于您当前余额", "大于您当前余额", id="qxs balance"),
+    pytest.param("dxt", "-7", "用户登入信息验证失败", id="dxt -7"),
+    pytest.param("dxt", "-9", "帐户当前余额不足", id="dxt -9"),
+    pytest.param("dxt", "-10", "帐号已被锁定", id="dxt -10"),
+    *[pytest.param("linkws", code, "", id=f"linkws {code}") for code in ("-1", "-3", "-5", "-100", "-102", "-103")],
+    pytest.param("jinxin", "时间戳无效或已过期", "check this host's clock", id="jinxin stale sendtime"),
+    pytest.param("jinxin", "IP地址未授权", "IP地址未授权", id="jinxin IP"),
+]
+# Answers about the request: this chunk fails, the account goes on sending.
+REQUEST_ANSWERS = [
+    *[pytest.param("orgws", code, id=f"orgws {code}") for code in ("-5", "-6", "-7", "-10", "-11", "-12", "-13")],
+    *[
+        pytest.param("qxs", words, id=f"qxs {words}")
+        for words in ("短信号码不能为空", "短信内容不能为空", "包含非法字符：x")
+    ],
+    *[pytest.param("dxt", code, id=f"dxt {code}") for code in ("-1", "-2", "-3|法轮功", "-4", "-8")],
+    *[pytest.param("linkws", code, id=f"linkws {code}") for code in ("-6", "-7", "-8", "-9", "-10", "-11")],
+    pytest.param("jinxin", "短信内容含有敏感词", id="jinxin sensitive words"),
+]
+
+
+@pytest.mark.parametrize("vendor, code, vendor_text", ACCOUNT_ANSWERS)
+def test_an_answer_about_the_account_rests_it_and_moves_a_route_on(vendor, code, vendor_text):
+    result = answered(vendor, code)
+    assert result.outcome in (Outcome.AUTH, Outcome.BALANCE), result
+    decision = first_call(result)
+    assert (decision.next_state, decision.trips_circuit, decision.moves_on_route) == (ChunkState.FAILED, True, True)
+    # the circuit's reason, which `smsq accounts` shows, keeps the vendor's own words
+    assert vendor_text in decision.reason and result.message in decision.reason
+
+
+@pytest.mark.parametrize("vendor, code", REQUEST_ANSWERS)
+def test_an_answer_about_the_request_fails_the_chunk_only(vendor, code):
+    decision = first_call(answered(vendor, code))
+    assert decision.outcome in (Outcome.INVALID_REQUEST, Outcome.BLOCKED)
+    assert decision.next_state is ChunkState.FAILED and not decision.trips_circuit and not decision.moves_on_route
 
 
 # -- transient failures at the limits of the retry budget -----------------------

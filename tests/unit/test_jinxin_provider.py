@@ -185,7 +185,7 @@ REFUSALS = [
     ("10001", "系统繁忙,请稍后再试", Outcome.TRANSIENT, "系统繁忙"),
     ("10002", "账号或密码错误", Outcome.AUTH, "账号或密码错误"),
     ("10003", "企业ID错误", Outcome.AUTH, "企业ID错误"),
-    ("10004", "时间戳无效或已过期", Outcome.INVALID_REQUEST, "clock"),
+    ("10004", "时间戳无效或已过期", Outcome.AUTH, "clock"),  # a clock off: every call alike
     ("10005", "手机号码数量超过100个", Outcome.INVALID_REQUEST, "手机号码数量超过100个"),
     ("10006", "缺少必选参数", Outcome.INVALID_REQUEST, "缺少必选参数"),
     ("10007", "账户余额不足", Outcome.BALANCE, "账户余额不足"),

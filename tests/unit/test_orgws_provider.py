@@ -9,7 +9,7 @@ from __future__ import annotations
 import calendar
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -144,7 +144,7 @@ def test_parse_send_fail_phone_is_per_number(fail, failed):
         (-13, Outcome.BLOCKED, "内容信息含关键字"),
         (-100, Outcome.AMBIGUOUS, "客户端获取状态失败"),
         (0, Outcome.AUTH, "帐户处于禁止使用状态"),
-        (-2, Outcome.INVALID_REQUEST, "调用的参数有为空值"),
+        (-2, Outcome.AUTH, "调用的参数有为空值"),  # the account's parameters: every call alike
         (-3, Outcome.AUTH, "机构代码、用户名或密码错误"),
         (-4, Outcome.AUTH, "不是普通帐户"),
         (-30, Outcome.AUTH, "非绑定IP"),
@@ -281,7 +281,7 @@ def test_parse_balance(balance):
 
 POLL_ERRORS = [
     (0, Outcome.AUTH, "帐户处于禁止使用状态"),
-    (-2, Outcome.INVALID_REQUEST, "调用的参数有为空值"),
+    (-2, Outcome.AUTH, "调用的参数有为空值"),  # the account's parameters: every call alike
     (-3, Outcome.AUTH, "机构代码、用户名或密码错误"),
     (-4, Outcome.AUTH, "不是普通帐户"),
     (-30, Outcome.AUTH, "非绑定IP"),
@@ -363,7 +363,7 @@ def test_parse_login_empty_value_is_call_failed():
         (-3, Outcome.AUTH),
         (0, Outcome.AUTH),
         (-30, Outcome.AUTH),
-        (-2, Outcome.INVALID_REQUEST),
+        (-2, Outcome.AUTH),
         (5, Outcome.TRANSIENT),
     ],
 )
@@ -435,43 +435,30 @@ def test_service_address_is_the_base_url(base_url, address):
     assert str(recorder.requests[0].url) == address
 
 
-def test_timestamp_is_the_same_for_every_chunk_and_retry_of_a_batch():
+def test_timestamp_is_the_batch_stamp_for_every_chunk_and_retry_of_a_batch():
     recorder = Recorder()
     provider = make_provider(recorder)
     created = datetime(2025, 3, 8, 2, 20, 0, 987654)
     for seq, attempt in [(0, 1), (1, 1), (2, 1), (1, 2), (1, 3)]:
-        provider.send(["13800138000"], CONTENT, context=SendContext(5, seq, attempt, created))
+        provider.send(["13800138000"], CONTENT, context=SendContext(5, seq, attempt, created, NOW + 1))
     stamps = [recorder.soap(i)[1]["Timestamp"] for i in range(recorder.calls)]
-    assert stamps == [str(batch_timestamp(SendContext(5, 0, 1, created)))] * 5
+    assert stamps == [str(NOW + 1)] * 5
 
 
-def test_two_batches_created_in_the_same_second_get_their_own_timestamp():
+def test_two_batches_created_in_the_same_second_send_the_stamps_they_took():
     recorder = Recorder()
     provider = make_provider(recorder)
     created = datetime(2025, 3, 8, 2, 20, 0, 100)
-    for batch_id in (41, 42):
-        provider.send(["13800138000"], CONTENT, context=SendContext(batch_id, 0, 1, created))
-    first, second = (int(recorder.soap(i)[1]["Timestamp"]) for i in range(2))
-    assert first != second
+    for batch_id, stamp in ((41, NOW), (42, NOW + 1)):  # the second took the next free second
+        provider.send(["13800138000"], CONTENT, context=SendContext(batch_id, 0, 1, created, stamp))
+    assert [int(recorder.soap(i)[1]["Timestamp"]) for i in range(2)] == [NOW, NOW + 1]
 
 
 NOW = calendar.timegm((2025, 3, 8, 2, 20, 0))
 
 
-@pytest.mark.parametrize("batch_id", [1, 2, 3599, 3600, 3601, 10**9])
-def test_batch_timestamp_is_a_time_of_the_hour_before_creation(batch_id):
-    stamp = batch_timestamp(SendContext(batch_id, 0, 1, datetime(2025, 3, 8, 2, 20, 0, 999999)))
-    assert NOW - 3600 < stamp <= NOW
-    assert stamp % 3600 == batch_id % 3600
-
-
-def test_batch_timestamps_are_unique_per_batch():
-    # 3600 consecutive batches, one every second, one every millisecond or all
-    # in one second: never two batches with one Timestamp.
-    start = datetime(2025, 3, 8, 2, 20, 0)
-    for step in (timedelta(seconds=1), timedelta(milliseconds=1), timedelta(0)):
-        stamps = {batch_timestamp(SendContext(1000 + i, 0, 1, start + i * step)) for i in range(3600)}
-        assert len(stamps) == 3600
+def test_the_provider_asks_for_a_stamp_per_batch():
+    assert OrgwsProvider.batch_stamp
 
 
 @pytest.mark.parametrize(
@@ -482,8 +469,10 @@ def test_batch_timestamps_are_unique_per_batch():
         pytest.param(datetime(2025, 3, 8, 2, 20, 0, 999999), id="microseconds-dropped"),
     ],
 )
-def test_batch_timestamp_reads_creation_as_utc(created):
-    assert batch_timestamp(SendContext(NOW, 0, 1, created)) == NOW  # batch id = the second itself
+def test_a_batch_without_a_stamp_sends_its_creation_second(created):
+    # stored before smsq kept stamps: still one value for every call of the batch
+    assert batch_timestamp(SendContext(7, 0, 1, created)) == NOW
+    assert batch_timestamp(SendContext(7, 3, 2, created, None)) == NOW
 
 
 def test_batch_timestamp_without_a_batch_is_now():

@@ -186,7 +186,7 @@ def test_parse_send_success_keeps_remainpoint_for_operators():
 
 SEND_FAILURES = [
     # (vendor message, class, the vendor's words the result must keep)
-    ("用户名或密码不能为空", Outcome.INVALID_REQUEST, "用户名或密码不能为空"),
+    ("用户名或密码不能为空", Outcome.AUTH, "用户名或密码不能为空"),  # the account's credentials: every call alike
     ("发送内容包含sql注入字符", Outcome.INVALID_REQUEST, "sql注入字符"),
     ("发送内容包含Sql注入字符", Outcome.INVALID_REQUEST, "sql注入字符"),
     ("用户名或密码错误", Outcome.AUTH, "用户名或密码错误"),
@@ -223,7 +223,7 @@ def test_parse_send_unknown_failure_is_ambiguous(message):
 
 @pytest.mark.parametrize(
     "code, outcome",
-    [("1", Outcome.INVALID_REQUEST), ("2", Outcome.AUTH), ("3", Outcome.AUTH), ("4", Outcome.INVALID_REQUEST)],
+    [("1", Outcome.AUTH), ("2", Outcome.AUTH), ("3", Outcome.AUTH), ("4", Outcome.INVALID_REQUEST)],
 )
 def test_parse_send_errorstatus(code, outcome):
     result = parse_send_xml(errorstatus(code), 1)
@@ -316,7 +316,7 @@ def test_parse_reports_without_taskid_has_no_vendor_id():
 
 
 POLL_ERRORS = [
-    ("1", "用户名或密码不能为空", Outcome.INVALID_REQUEST),
+    ("1", "用户名或密码不能为空", Outcome.AUTH),
     ("2", "用户名或密码错误", Outcome.AUTH),
     ("3", "该用户不允许查看状态报告", Outcome.AUTH),
     ("4", "参数不正确", Outcome.INVALID_REQUEST),
@@ -343,7 +343,7 @@ def test_poll_errorstatus(parse, code, remark, outcome):
     "message, outcome",
     [
         ("用户名或密码错误", Outcome.AUTH),
-        ("用户名或密码不能为空", Outcome.INVALID_REQUEST),
+        ("用户名或密码不能为空", Outcome.AUTH),
         ("其他错误", Outcome.TRANSIENT),
         ("说不清", Outcome.TRANSIENT),
     ],
@@ -513,7 +513,7 @@ def test_parse_keyword(message, words):
 @pytest.mark.parametrize(
     "message, outcome",
     [
-        ("用户名或密码不能为空", Outcome.INVALID_REQUEST),
+        ("用户名或密码不能为空", Outcome.AUTH),
         ("用户名或密码错误", Outcome.AUTH),
         ("其他错误", Outcome.TRANSIENT),
         ("发送内容包含sql注入字符", Outcome.INVALID_REQUEST),
