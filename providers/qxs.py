@@ -115,7 +115,9 @@ MESSAGES: list[tuple[str, Outcome, str]] = [
 POLL_ERRORS: dict[str, tuple[Outcome, str]] = {
     "1": (Outcome.INVALID_REQUEST, "用户名或密码不能为空 (account or password empty)"),
     "2": (Outcome.AUTH, "用户名或密码错误 (wrong account or password)"),
-    "3": (Outcome.AUTH, "该用户不允许查看状态报告 (this account may not query reports)"),
+    # The credentials were accepted; the account lacks this endpoint's permission. Not
+    # `auth`: that would open the account's circuit and hold its sends, which work.
+    "3": (Outcome.INVALID_REQUEST, "该用户不允许查看状态报告 (this account may not query reports)"),
     "4": (Outcome.INVALID_REQUEST, "参数不正确 (invalid parameters)"),
 }
 
