@@ -393,6 +393,15 @@ class Provider:
                 code=f"HTTP {response.status_code}",
                 raw=response.text,
             )
+        if response.status_code in (401, 403):
+            # As on a send: the vendor (or its gateway) refused us, and a poll's refusal opens
+            # the account's circuit as a send's does, so that no endpoint keeps knocking.
+            raise ProviderError(
+                Outcome.AUTH,
+                f"vendor refused the credentials HTTP {response.status_code}",
+                code=f"HTTP {response.status_code}",
+                raw=response.text,
+            )
         if response.status_code >= 400:
             raise ProviderError(
                 Outcome.INVALID_REQUEST,

@@ -134,12 +134,12 @@ POLL_ERRORS: dict[str, tuple[Outcome, str]] = {
     # As the send message of the same words: the account's credentials are empty.
     "1": (Outcome.AUTH, "用户名或密码不能为空 (account or password empty)"),
     "2": (Outcome.AUTH, "用户名或密码错误 (wrong account or password)"),
-    # A permission of the account, not of this call.
-    "3": (Outcome.AUTH, "该用户不允许查看状态报告 (this account may not query reports)"),
+    # The credentials were accepted; the account lacks this endpoint's permission. Not
+    # `auth`: that would open the account's circuit and hold its sends, which work.
+    "3": (Outcome.INVALID_REQUEST, "该用户不允许查看状态报告 (this account may not query reports)"),
     # The document does not say which parameter. A poll sends only the login, smsq's
     # own action=query and the account's status_num; kept invalid_request, as for an
     # <errorstatus> answer to a send (not documented), where the request may be the cause.
-    # A poll's class only labels its outcome in `smsq accounts`: no circuit hears polls.
     "4": (Outcome.INVALID_REQUEST, "参数不正确 (invalid parameters)"),
 }
 

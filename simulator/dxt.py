@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from smsq.simulator.control import SimState, add_control_routes, without
+from smsq.simulator.control import Call, SimState, add_control_routes, without
 
 __all__ = [
     "DxtError",
@@ -104,6 +104,11 @@ class DxtError(Exception):
         self.status = status
 
 
+class LoginRefused(DxtError):
+    """The credentials were refused (a wrong password, an unknown user, ``auth_fail``): a
+    failed login, which the state records (``refused_logins``)."""
+
+
 @dataclass
 class SendRecord:
     """One accepted send request (the vendor answered ``0|a|b|d``)."""
@@ -150,7 +155,7 @@ class DxtState(SimState):
     ``forbidden_words``, ``locked``, ``report_status``, ``fail_numbers``,
     ``report_delay``. Runtime data (cleared by ``reset()``): ``sends``,
     ``calls``, ``faults``, queued reports and inbound messages,
-    ``decode_errors``, ``bad_send_times``; balances go back to their
+    ``decode_errors``, ``bad_send_times``, ``refused_logins``; balances go back to their
     initial values.
     """
 
@@ -185,6 +190,9 @@ class DxtState(SimState):
         self.inbound: list[InboundMessage] = []
         self.decode_errors: list[DecodeError] = []
         self.bad_send_times: list[str] = []
+        # Every call whose credentials were refused (a failed login, as the vendor
+        # counts them towards locking the account: -10), by endpoint and time.
+        self.refused_logins: list[Call] = []
         # Ids stay monotonic across reset(): a real vendor never reuses one,
         # and reuse would hide duplicate-key bugs in the client's store.
         # A long-lived simulator starts them from the clock (``first_smsid``)
@@ -200,16 +208,17 @@ class DxtState(SimState):
             self.inbound.clear()
             self.decode_errors.clear()
             self.bad_send_times.clear()
+            self.refused_logins.clear()
 
     # -- helpers --------------------------------------------------------
 
     def _login(self, username: str, password: str, *, unknown_user: str) -> None:
         if self.faults.auth_fail:
-            raise DxtError("-7")
+            raise LoginRefused("-7")
         if username not in self.accounts:
-            raise DxtError(unknown_user)
+            raise LoginRefused(unknown_user)
         if self.accounts[username] != password:
-            raise DxtError("-7")
+            raise LoginRefused("-7")
 
     def _balance(self, username: str) -> int:
         # Choice: a balance fault is a fixed override; sends still draw the
@@ -217,6 +226,10 @@ class DxtState(SimState):
         if self.faults.balance is not None:
             return self.faults.balance
         return self.balances[username]
+
+    def record_refused_login(self, endpoint: str) -> None:
+        with self.lock:
+            self.refused_logins.append(Call(endpoint, time.time()))
 
     def record_decode_error(self, endpoint: str, exc: UnicodeDecodeError) -> None:
         with self.lock:
@@ -334,6 +347,7 @@ class DxtState(SimState):
             snap["balances"] = dict(self.balances)
             snap["decode_errors"] = [dataclasses.asdict(e) for e in self.decode_errors]
             snap["bad_send_times"] = list(self.bad_send_times)
+            snap["refused_logins"] = [dataclasses.asdict(c) for c in self.refused_logins]
             return snap
 
 
@@ -465,6 +479,8 @@ def create_app(state: DxtState) -> Starlette:
                 answer = _ANSWERS[endpoint](state, params)
             except DxtError as err:
                 answer, status = err.answer, err.status
+                if isinstance(err, LoginRefused):
+                    state.record_refused_login(endpoint)
 
         if faults.hang:
             # The call has taken effect; now make the client time out.

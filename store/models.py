@@ -324,10 +324,11 @@ class VendorCall(Base):
 
 
 class AccountCircuit(Base):
-    """The circuit breaker of one account's sends (tasks/circuit.py).
+    """The circuit breaker of one account, its sends and its polls (tasks/circuit.py).
 
-    closed: sends go out. open: nothing is sent until ``reopen_at``. half_open: one
-    chunk (``probe_chunk_id``) tries the account; its success closes the circuit,
+    closed: sends and polls go out. open: nothing is sent or polled until ``reopen_at``.
+    half_open: one call tries the account, a chunk (``probe_chunk_id``) or a poll (a
+    negative ``probe_chunk_id``, the poll's token); its success closes the circuit,
     its failure opens it again for a doubled ``cooloff``."""
 
     __tablename__ = "account_circuits"
@@ -340,5 +341,5 @@ class AccountCircuit(Base):
     cooloff: Mapped[float] = mapped_column(default=0.0)  # seconds of the current (or last) opening
     trips: Mapped[int] = mapped_column(Integer, default=0)  # openings in a row without a quiet spell
     reason: Mapped[str | None] = mapped_column(Text, info={TEXT_KEEP: 1000})  # "auth -7 ..." (vendor code and message)
-    probe_chunk_id: Mapped[int | None] = mapped_column(BigInteger)
+    probe_chunk_id: Mapped[int | None] = mapped_column(BigInteger)  # negative: a poll probes
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -47,6 +47,27 @@ the rest goes to one new chunk; when it can tell none, the numbers go to two hal
 sent as any chunk. A half that is accepted clears its numbers; a refused half is split
 again. Finding k offenders among n numbers so costs at most 2·k·⌈log2 n⌉ extra calls,
 which SMSQ_NARROW_MAX_CALLS caps.
+
+A poll's answer (``decide_poll``) means less: nothing is retried or failed, the
+next turn polls again. It only speaks for the account's circuit, the same one the
+sends use (one password, one circuit):
+
+    auth     -> the circuit opens: polls of every endpoint and sends rest for the cool-off
+    balance  -> the circuit opens: the sends rest (a balance *reading* of 0 is a reading,
+                ``ok``: the providers return it as a number; no vendor's poll documents
+                a balance refusal)
+    as the half-open probe: an answer showing the account works (ok, invalid request,
+    blocked, rate limited) closes it, a transient failure opens it again, and an
+    answer that says nothing (ambiguous, a body the parser cannot read) gives the
+    probe back: the next call probes.
+
+Which open circuits hold the polls (``holds_polls``): those opened for ``auth``, by a
+send or a poll. A refused password is refused on every endpoint, and trying it again
+is what locks accounts; and a poll answered shows the password works again, so a poll
+may be the probe. A circuit opened for ``balance`` or for a send's retries running out
+holds the sends only: the polls go on (delivery reports and replies keep coming), and
+never probe it: a poll's answer says nothing of the credit, and closing the circuit
+on it would send every waiting chunk into the vendor's refusal, each failing for good.
 """
 
 from __future__ import annotations
@@ -189,6 +210,50 @@ def decide(
         moves_on_route=rests,
         **fields,
     )
+
+
+@dataclass(frozen=True)
+class PollDecision:
+    """What one poll's answer means for its account's circuit (tasks/circuit.py)."""
+
+    trips_circuit: bool = False  # the account's circuit opens (again)
+    closes_circuit: bool = False  # the probe was answered: the account works
+    gives_back_probe: bool = False  # the probe's answer says nothing: the next call probes
+    reason: str = ""  # the circuit's reason: "auth -7: 帐号登录验证失败 ..., on the reports poll"
+
+
+def decide_poll(outcome: str, detail: str, kind: str, *, probe: bool = False) -> PollDecision:
+    """What a poll of ``kind`` that came to ``outcome`` (an ``Outcome`` value, or ``failed``:
+    a body the parser could not read) means for the account's circuit. ``probe``: the
+    poll was the account's half-open probe."""
+    known = next((o for o in Outcome if o.value == outcome), None)
+    if known in TRIPS or (probe and known is Outcome.TRANSIENT):
+        return PollDecision(
+            trips_circuit=True, reason=" ".join(w for w in (outcome, detail) if w) + f", on the {kind} poll"
+        )
+    if not probe:
+        return PollDecision()
+    if known in ANSWERED:
+        return PollDecision(closes_circuit=True, reason=f"the {kind} poll was answered ({outcome})")
+    return PollDecision(gives_back_probe=True, reason=f"the {kind} poll said nothing of the account ({outcome})")
+
+
+def holds_polls(reason: str) -> bool:
+    """Does a circuit opened for ``reason`` hold the account's polls too (module docstring)?
+    Every trip's reason starts with its outcome (``reason``, ``decide_poll``): "auth -7 ..."."""
+    return reason.split(" ", 1)[0] == Outcome.AUTH.value
+
+
+PROBE_SAID = "; then the probe: "
+
+
+def reopened_for(previous: str, why: str) -> str:
+    """The reason of a circuit its half-open probe opens again with ``why``. A transient
+    failure says nothing of the password: a circuit that held the polls (``previous``)
+    still does, and names both. Any other answer says what the account is now."""
+    if holds_polls(previous) and why.split(" ", 1)[0] == Outcome.TRANSIENT.value:
+        return previous.split(PROBE_SAID)[0] + PROBE_SAID + why
+    return why
 
 
 def reason(result: SendResult, attempt: int) -> str:

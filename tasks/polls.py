@@ -2,8 +2,13 @@
 
 Vendors hand each inbound message and status report out once. So a poll:
 
-1. takes the account's lease for the endpoint family (the 30 s rule);
-2. calls the vendor;
+1. asks the account's circuit (tasks/circuit.py), the one its sends use: while it
+   is open for a refused password (an auth answer to a send or to a poll of any
+   endpoint) the poll is skipped, ``held``, and beat's next turn polls again; after
+   the cool-off one call, a poll or a chunk, is the probe. An auth or balance answer
+   to a poll opens the circuit (tasks/decisions.py ``decide_poll``, ``holds_polls``);
+2. takes the account's lease for the endpoint family (the 30 s rule), and calls
+   the vendor;
 3. commits the raw body to ``poll_journal`` before anything else can fail;
 4. parses it into rows with unique keys (a re-parse or a repeated item inserts
    nothing), applies reports to recipients, stores blocked numbers and balance,
@@ -49,6 +54,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -56,7 +62,7 @@ from typing import Any
 from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
-from smsq.providers import ProviderError
+from smsq.providers import Provider, ProviderError
 from smsq.providers.base import Inbound, Report
 from smsq.store import leases, ledger
 from smsq.store.lifecycle import RecipientState
@@ -79,7 +85,9 @@ from smsq.worker.config import Settings, UnknownAccountError, knowing, settings
 from smsq.worker.db import session_scope
 from smsq.worker.services import describe, first_line, unreachable_kind
 
+from . import circuit
 from .blocklist import record_optouts
+from .decisions import decide_poll
 from .publish import MAX_COUNTDOWN, bounded
 from .schema import ensure_schema
 from .unknown_account import why_unknown
@@ -94,7 +102,7 @@ MAX_WAITS = 3  # a poll that finds the lease held waits for it this many times, 
 class PollResult:
     account: str
     kind: str
-    outcome: str  # ok | leased | rate_limited | auth | transient | ambiguous | failed | ...
+    outcome: str  # ok | held | leased | rate_limited | auth | transient | ambiguous | failed | ...
     journal_id: int | None = None
     items: int = 0
     new_inbound: list[int] = field(default_factory=list)
@@ -431,7 +439,7 @@ def _notify(result: PollResult) -> None:
 
 
 def poll(account: str, kind: str, *, conf: Settings | None = None) -> PollResult:
-    """One poll of ``account``'s ``kind`` endpoint, if its lease allows it now."""
+    """One poll of ``account``'s ``kind`` endpoint, if its circuit and its lease allow it now."""
     conf = conf or knowing(account)  # beat may schedule an account added to the file since
     ensure_schema(conf)
     acct = conf.account(account)
@@ -441,14 +449,45 @@ def poll(account: str, kind: str, *, conf: Settings | None = None) -> PollResult
             f"account {account!r} ({acct.provider}) has no {kind!r} poll; "
             f"it has: {', '.join(sorted(provider.poll_kinds)) or 'none'}"
         )
+    # The account's circuit first (tasks/circuit.py): a password the vendor refused is not
+    # tried again on any endpoint until the cool-off is over, and then by one call only.
+    admitted = circuit.admit_poll(conf, account, kind)
+    if isinstance(admitted, circuit.Blocked):
+        return PollResult(account, kind, HELD, detail=held_detail(admitted))
     family = provider.poll_family(kind)
     interval = max(provider.min_poll_interval, 1.0)
     with session_scope(conf.database_url) as session:
         if not leases.take(session, account, family, interval):
             wait = leases.free_in(session, account, family, interval)
+            if admitted.probe:  # no call made: the next call probes
+                circuit.give_back(conf, account, admitted)
             return PollResult(
                 account, kind, "leased", retry_in=wait, detail=f"{family} window closed for {wait:.0f} s more"
             )
+    try:
+        result = _call(conf, provider, account, kind, family, interval)
+    except BaseException:
+        if admitted.probe:  # the probe ended without an answer (the database, a killed worker)
+            with suppress(Exception):
+                circuit.give_back(conf, account, admitted)
+        raise
+    decision = decide_poll(result.outcome, result.detail, kind, probe=admitted.probe)
+    circuit.after_poll(conf, account, decision, admitted)
+    return result
+
+
+HELD = "held"  # a poll's outcome when the account's circuit is open: no call was made
+
+
+def held_detail(blocked: circuit.Blocked) -> str:
+    if blocked.state == "open":
+        left = max(0.0, (blocked.until - utcnow()).total_seconds())
+        return f"the account's circuit is open for {left:.0f} s more ({blocked.why})"
+    return f"the account's circuit is half-open: another call is probing it ({blocked.why})"
+
+
+def _call(conf: Settings, provider: Provider, account: str, kind: str, family: str, interval: float) -> PollResult:
+    """Call the vendor under the lease just taken, journal the body, parse it, tell the hooks."""
     try:
         body = provider.fetch(kind)
     except ProviderError as exc:
@@ -529,6 +568,11 @@ def run_poll_task(account: str, kind: str, waits: int = 0) -> str:
             first_line(exc),
         )
         return UNREACHABLE
+    if result.outcome == HELD:
+        # One line per skipped poll, saying why; beat's next turn polls again (the vendor
+        # keeps what it has not handed out).
+        log.info("poll %s %s: not polled: %s", account, kind, result.detail)
+        return result.outcome
     if result.outcome == "leased" and waits < MAX_WAITS and result.retry_in is not None:
         # Another kind of the same family holds the window: come back when it opens.
         publish_poll(account, kind, countdown=result.retry_in + 0.5, waits=waits + 1)

@@ -89,8 +89,8 @@ def why_waiting(batch_id: int, *, stalled_for: float = 0.0, ask_workers: bool = 
     if held is not None:
         until, why = held
         reasons.append(
-            f"account {batch.account} is held until {_clock(until)} (Beijing time): its last send "
-            f"failed ({why}); fix the account, then its chunks go out"
+            f"account {batch.account} is held until {_clock(until)} (Beijing time): its circuit "
+            f"is open ({why}); fix the account, then its chunks go out"
         )
     elif next_retry is not None and not (batch.send_at is not None and batch.send_at > now):
         reasons.append(

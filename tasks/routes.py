@@ -115,7 +115,7 @@ def before_call(conf: Settings, claimed: ClaimedChunk) -> circuit.Admission | Ch
     why = f"{claimed.account} {admitted.why}".strip()
     route = route_of(conf, claimed.batch_id)
     if route is None:
-        return _wait_for_circuit(conf, claimed, admitted.until, f"the account's last send failed ({admitted.why})")
+        return _wait_for_circuit(conf, claimed, admitted.until, f"the account's circuit is open ({admitted.why})")
     return settle_move(conf, claimed, move(conf, claimed, route, why))
 
 

@@ -222,7 +222,7 @@ def test_embedded_mode_follows_the_config_and_wait_tells_the_outcome_and_why(hom
             "--wait",
             env=env,
             cwd=send_dir,
-            until="(Beijing time): its last send failed",
+            until="(Beijing time): its circuit is open",
         )
         assert "waiting: account wrong-dxt is held until" in said
     finally:

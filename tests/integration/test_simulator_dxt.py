@@ -126,6 +126,12 @@ def test_login_failures(client, state):
         assert call(client, endpoint, us_pwd="wrong") == "-7"
         assert call(client, endpoint, us_name="nobody") == "-1"
     assert state.sends == []
+    # Each refusal is a failed login on record, by endpoint; an accepted login is not.
+    assert [c.endpoint for c in state.refused_logins] == ["sendsms_txt.asp"] * 2 + [
+        e for e in ("get_report_txt.asp", "get_receive_message_txt.asp", "Get_Account_Balance.asp") for _ in (1, 2)
+    ]
+    call(client, "Get_Account_Balance.asp")
+    assert len(state.refused_logins) == 8 and len(state.snapshot()["refused_logins"]) == 8
 
 
 def test_forbidden_word_answer_names_the_word(client, state):
@@ -255,11 +261,12 @@ def test_busy(client, sim, state):
     assert state.sends == []
 
 
-def test_auth_fail(client, sim):
+def test_auth_fail(client, sim, state):
     set_faults(sim, auth_fail=True)
     assert send(client, "13800138000") == "-7"
     assert call(client, "get_report_txt.asp") == "-7"
     assert call(client, "Get_Account_Balance.asp") == "-7"
+    assert len(state.refused_logins) == 3
 
 
 def test_balance_override(client, sim):

@@ -314,7 +314,8 @@ def test_report_access_denied_is_code_3(sim, provider, state):
         assert "<errorstatus><error>3</error>" in body
         with pytest.raises(ProviderError) as info:
             getattr(provider, f"parse_{kind}")(body)
-        assert (info.value.outcome, info.value.code) == (Outcome.AUTH, "3")
+        # a permission of the endpoint, not a refused password: the account's circuit stays closed
+        assert (info.value.outcome, info.value.code) == (Outcome.INVALID_REQUEST, "3")
 
 
 def test_bad_poll_parameters_are_code_4(sim):

@@ -92,13 +92,14 @@ TRANSPORT_FAULTS = [
     pytest.param(lambda r: httpx.Response(200, text="<html>junk"), Outcome.AMBIGUOUS, id="garbled-200"),
 ]
 
-# (reply, outcome) rows: what a poll makes of each, whatever the vendor. Unlike a
-# send, a poll takes any 4xx as a refused request.
+# (reply, outcome) rows: what a poll makes of each, whatever the vendor. As on a send,
+# 401/403 are auth (they open the account's circuit) and any other 4xx a refused request.
 POLL_TRANSPORT_FAULTS = [
     pytest.param(raising(httpx.ConnectError), Outcome.TRANSIENT, id="connect-error"),
     pytest.param(raising(httpx.ReadTimeout), Outcome.AMBIGUOUS, id="read-timeout"),
     pytest.param(lambda r: httpx.Response(500, text="oops"), Outcome.TRANSIENT, id="http-500"),
-    pytest.param(lambda r: httpx.Response(401, text="no"), Outcome.INVALID_REQUEST, id="http-401"),
+    pytest.param(lambda r: httpx.Response(401, text="no"), Outcome.AUTH, id="http-401"),
+    pytest.param(lambda r: httpx.Response(403, text="no"), Outcome.AUTH, id="http-403"),
     pytest.param(lambda r: httpx.Response(404, text="nope"), Outcome.INVALID_REQUEST, id="http-404"),
 ]
 

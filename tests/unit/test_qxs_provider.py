@@ -223,7 +223,12 @@ def test_parse_send_unknown_failure_is_ambiguous(message):
 
 @pytest.mark.parametrize(
     "code, outcome",
-    [("1", Outcome.AUTH), ("2", Outcome.AUTH), ("3", Outcome.AUTH), ("4", Outcome.INVALID_REQUEST)],
+    [
+        ("1", Outcome.AUTH),
+        ("2", Outcome.AUTH),
+        ("3", Outcome.INVALID_REQUEST),
+        ("4", Outcome.INVALID_REQUEST),
+    ],
 )
 def test_parse_send_errorstatus(code, outcome):
     result = parse_send_xml(errorstatus(code), 1)
@@ -318,7 +323,7 @@ def test_parse_reports_without_taskid_has_no_vendor_id():
 POLL_ERRORS = [
     ("1", "用户名或密码不能为空", Outcome.AUTH),
     ("2", "用户名或密码错误", Outcome.AUTH),
-    ("3", "该用户不允许查看状态报告", Outcome.AUTH),
+    ("3", "该用户不允许查看状态报告", Outcome.INVALID_REQUEST),
     ("4", "参数不正确", Outcome.INVALID_REQUEST),
     ("9", "未知", Outcome.TRANSIENT),
 ]

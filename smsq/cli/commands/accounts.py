@@ -15,7 +15,7 @@ from smsq.providers.base import BEIJING
 from smsq.store.models import AccountBalance, InboundMessage, PollJournal, PollStatus
 from smsq.tasks.check import ACCEPTED, CLOSED, REFUSED, check_credentials, give_up
 from smsq.tasks.circuit import circuits
-from smsq.tasks.polls import poll, reparse
+from smsq.tasks.polls import HELD, poll, reparse
 from smsq.tasks.schema import ensure_schema
 from smsq.worker.clients import provider_for
 from smsq.worker.db import session_scope
@@ -37,6 +37,12 @@ def cmd_poll(args) -> int:
     if result.outcome == "leased":
         print(f"{args.account} {args.kind}: not polled: {result.detail} (the vendor's 30 s rule)")
         return 0
+    if result.outcome == HELD:
+        print(
+            f"{args.account} {args.kind}: not polled: {result.detail}; "
+            f"`smsq check {args.account}` tries the credentials this shell reads"
+        )
+        return 1
     print(
         f"{args.account} {args.kind}: {result.outcome}, {result.items} item(s)"
         + (f", journal {result.journal_id}" if result.journal_id else "")
@@ -177,7 +183,7 @@ def describe_circuit(c: dict) -> str:
     if c["state"] == "open":
         return f"open until {c['reopen_at']} (cool-off {c['cooloff']:g}s, trip {c['trips']}): {c['reason']}"
     if c["state"] == "half_open":
-        return f"half-open: one chunk is trying the account ({c['reason']})"
+        return f"half-open: one call (a chunk or a poll) is trying the account ({c['reason']})"
     return "closed" + (f" ({c['reason']})" if c["reason"] else "")
 
 
