@@ -47,7 +47,9 @@ Decisions where the vendor's document is silent or ambiguous:
   scheduled chunk's time with SendMessage (or SendMessageExt, so the ``ext``
   is kept); ``supports_send_time`` in providers/base.py says why.
 * SendState: ``FailPhone`` lists numbers that failed, ``;``-separated; they are
-  reported per number in ``failed_numbers``. For State -13 it holds the
+  reported per number in ``failed_numbers``. With State 1 they end ``failed``
+  at once, the rest ``sent``; their code is ``refused``, as the vendor gives
+  none per number (store/ledger). For State -13 it holds the
   forbidden keyword(s) instead, which go into the message. ``Id`` (the vendor's
   batch id) becomes ``batch_ref``; there are no per-number ids.
 * The UserLogin codes (0, -2, -3, -4, -30) apply to every operation. -4 (not a

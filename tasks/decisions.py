@@ -10,7 +10,8 @@ circuit and to the record of the outcome.
 
 The taxonomy (providers/base.py):
 
-    ok                        -> accepted
+    ok                        -> accepted; numbers the vendor refused by count only wait
+                                 SMSQ_REPORT_WAIT for delivery reports to tell them apart
     ambiguous                 -> unknown: never resent automatically
     invalid_request / blocked -> failed
     auth / balance            -> failed; the account's circuit opens, a routed chunk moves on
@@ -65,10 +66,11 @@ class Policy:
     retry_for: float = 3600.0  # SMSQ_RETRY_FOR: seconds of transient retries from the first call
     retry_backoff_max: float = 300.0  # SMSQ_RETRY_BACKOFF_MAX: the longest wait between two calls
     max_attempts: int = 0  # SMSQ_MAX_ATTEMPTS: an extra cap on calls per chunk; 0: none
+    report_wait: float = 172800.0  # SMSQ_REPORT_WAIT: seconds delivery reports may place refused numbers
 
     @classmethod
     def of(cls, conf) -> Policy:
-        return cls(conf.retry_for, conf.retry_backoff_max, conf.max_attempts)
+        return cls(conf.retry_for, conf.retry_backoff_max, conf.max_attempts, conf.report_wait)
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,9 @@ class Decision:
     closes_circuit: bool = False  # the probe was answered: the account works
     moves_on_route: bool = False  # the vendor did not take it and the account should rest
     reason: str = ""  # what the answer says of the account: the circuit's reason, a move's detail
+    # accepted, with numbers the vendor refused by count only (dxt b): when those of its numbers
+    # no delivery report has placed end failed. None: none such, or the vendor sends no reports
+    refused_due_at: datetime | None = None
 
 
 class _Common(TypedDict):
@@ -123,10 +128,12 @@ def decide(
     policy: Policy,
     *,
     probe: bool = False,
+    reports: bool = True,
     draw: Draw = random.uniform,
 ) -> Decision:
     """What the answer ``result`` to the ``attempt``-th call of a chunk means (see the module's
-    docstring). ``probe``: the call was its account's half-open probe; ``draw``: the jitter."""
+    docstring). ``probe``: the call was its account's half-open probe; ``reports``: its vendor
+    sends delivery reports; ``draw``: the jitter."""
     outcome, said = result.outcome, result.message or ""
     fields = _Common(outcome=outcome, reason=reason(result, attempt), closes_circuit=probe and outcome in ANSWERED)
     if outcome is Outcome.RATE_LIMITED:
@@ -163,8 +170,18 @@ def decide(
         detail=said,
         trips_circuit=rests,
         moves_on_route=rests,
+        refused_due_at=refused_due(result, now, policy, reports),
         **fields,
     )
+
+
+def refused_due(result: SendResult, now: datetime, policy: Policy, reports: bool) -> datetime | None:
+    """An accepted answer that counts refused numbers it does not name: the numbers of the
+    call that no delivery report places within ``SMSQ_REPORT_WAIT`` were the refused ones.
+    A vendor without delivery reports (jinxin) can never tell which: None."""
+    if result.outcome is not Outcome.OK or not result.unnamed_refusals or not reports:
+        return None
+    return now + timedelta(seconds=policy.report_wait)
 
 
 def reason(result: SendResult, attempt: int) -> str:

@@ -8,7 +8,8 @@ bulk update by selecting only the from-states the table allows.
 * records.py   the outcome of a vendor call (decided by the caller), written
 * cutting.py   chunks made: a batch cut into chunks, a route's failover moving numbers on
 * settling.py  chunks settled without a call of their own: expired, cancelled,
-               settled by an operator or by a delivery report
+               settled by an operator or by a delivery report; numbers a vendor
+               refused by count only, placed when it is known which
 """
 
 from .claims import (
@@ -24,8 +25,8 @@ from .claims import (
     wake,
 )
 from .cutting import Cut, cut, fail_claimed, move, write_rejected, write_short
-from .records import count_call, record
-from .settling import CANCELLED_DETAIL, cancel_pending, expire, settle, settle_by_report
+from .records import REFUSED_CODE, count_call, record
+from .settling import CANCELLED_DETAIL, cancel_pending, expire, place_refusals, settle, settle_by_report
 
 __all__ = [
     "ClaimedChunk",
@@ -44,6 +45,7 @@ __all__ = [
     "write_rejected",
     "write_short",
     "FIRST_ATTEMPT",
+    "REFUSED_CODE",
     "count_call",
     "record",
     "CANCELLED_DETAIL",
@@ -51,4 +53,5 @@ __all__ = [
     "expire",
     "settle",
     "settle_by_report",
+    "place_refusals",
 ]
