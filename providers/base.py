@@ -111,6 +111,10 @@ class SendResult:
     vendor_ids: list[str] = field(default_factory=list)  # per accepted number, in order
     batch_ref: str | None = None  # the vendor's batch/serial reference, if any
     accepted: int | None = None
+    # Numbers the vendor refused in an answer that took the rest of the call: how many
+    # (its count: dxt b, jinxin failCount, qxs numbers sent less successCounts), and the
+    # ones it names (orgws FailPhone, jinxin failList) with why, and their own code when
+    # it gives one (jinxin's per-number respCode).
     rejected: int | None = None
     failed_numbers: dict[str, str] = field(default_factory=dict)  # mobile -> reason
     # The vendor refused the whole call over some number(s) in it and took none of it
@@ -119,11 +123,18 @@ class SendResult:
     # sends the rest again; when none is named it finds them by sending halves
     # (tasks/narrowing.py), which is safe only because a refusal took nothing.
     refused_whole: bool = False
+    failed_codes: dict[str, str] = field(default_factory=dict)  # mobile -> the vendor's code for it
     retry_after: float | None = None  # seconds, for rate_limited
     raw: str = ""  # the vendor's body (truncated), for operators
 
     def __repr__(self) -> str:  # bodies stay out of reprs
         return f"SendResult({self.outcome.value}, code={self.code!r}, accepted={self.accepted})"
+
+    @property
+    def unnamed_refusals(self) -> int:
+        """Numbers the vendor says it refused beyond those it names: which ones, only a
+        delivery report for each of the others can tell."""
+        return max((self.rejected or 0) - len(self.failed_numbers), 0)
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,19 @@ vendor's document is silent or ambiguous:
   where proxies and access logs would keep it.
 * ``d`` in ``0|a|b|d`` is read as a comma-separated list of SMSIDs, one per
   accepted number (原文: "每个SMSID用英文逗号分开,SMSID的个数是本次提交成功的号码数").
-  When ``b`` > 0 we cannot tell which numbers were refused; the ids are then
-  kept on the chunk and delivery reports (which carry SMSID and mobile) settle
-  each number.
+* ``b`` is the count of numbers the vendor refused (处理失败的号码个数,一般为号码
+  长度不对等): it is kept as ``rejected``. The document names neither the refused
+  numbers nor an order of the SMSIDs, so when ``b`` > 0 the ids cannot be paired
+  with the numbers: zipping them in the order sent would give a refused number an
+  accepted one's id and shift every id after it. Nor can smsq tell the refused
+  ones by length: it sends only numbers it checked itself (11-digit mobiles,
+  10-12 digit fixed-line numbers), and which lengths the gateway disputes it does
+  not say. So the ids stay on the chunk (``batch_ref``, all of them) and no number
+  gets one at send time; each delivery report (``SMSID;MOBILE;STATUS``) ties an
+  id to its number. The numbers no report places within ``SMSQ_REPORT_WAIT`` are
+  taken for the refused ones and end ``failed`` (store/ledger); when ``a`` is 0,
+  every number was refused and fails at once. With ``b`` = 0 the ids pair with
+  the numbers in the order sent, as the vendor's one-number example does.
 * Inbound ``ID;MOBILE;CONTENT``: the vendor's own example writes ``ID,MOBILE``
   (``2|133,13798361236;我回复一条``), so both separators are accepted between
   id and mobile. CONTENT is the rest of the record: it may hold ``;`` and
@@ -70,6 +80,9 @@ SEND_CODES: dict[str, tuple[Outcome, str]] = {
     # The vendor's side: nothing was taken, retried.
     "-99": (Outcome.TRANSIENT, "系统忙,无法受理此次请求 (system busy)"),
 }
+
+# b of "0|a|b|d", the vendor's words.
+REFUSED_COUNT = "个号码处理失败,一般为号码长度不对等 (number(s) refused, usually of a wrong length)"
 
 # Errors of the report and inbound endpoints: the account (-1, -7) or the vendor's side (-3).
 POLL_CODES: dict[str, tuple[Outcome, str]] = {
@@ -179,10 +192,13 @@ def parse_send_text(text: str) -> SendResult:
             raise ValueError(f"malformed success answer {text[:80]!r}")
         accepted, rejected = int(parts[1]), int(parts[2])
         ids = [i.strip() for i in (parts[3] if len(parts) > 3 else "").split(",") if i.strip()]
+        message = "提交短信成功 (accepted)"
+        if rejected:  # b: which numbers, the vendor does not say (module docstring)
+            message += f"; {rejected} {REFUSED_COUNT}"
         return SendResult(
             Outcome.OK,
             code="0",
-            message="提交短信成功 (accepted)",
+            message=message,
             vendor_ids=ids,
             batch_ref=",".join(ids) or None,
             accepted=accepted,

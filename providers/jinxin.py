@@ -62,16 +62,24 @@ Decisions where the vendor's document is silent or ambiguous:
   format given; we accept a list of objects (``phone``/``mobile``… with
   ``respCode``/``respDesc``/``reason``…), a list of strings, an object
   ``{mobile: reason}``, JSON text of those, or plain text like
-  ``13800138000:黑名单,13900139000:格式错误``. When ``failCount`` > 0 but no
-  numbers are named, the count is kept in ``rejected`` and nothing else can
-  be said. Numbers the vendor names are matched back to the numbers we sent
-  by their last 11 digits (a vendor may write ``86…``).
+  ``13800138000:黑名单,13900139000:格式错误``. A named number ends ``failed``
+  with its reason, and with its own code when the entry carries one
+  (``respCode``: ``failed_codes``). When ``failCount`` is more than the numbers
+  named, the rest is kept in ``rejected`` and nothing more can be said: jinxin
+  has no delivery reports to tell which of the other numbers they were, so
+  those stay ``sent`` and their chunk shows the count (store/ledger); when the
+  count covers every number not named, all of them failed. Numbers the vendor
+  names are matched back to the numbers we sent by their last 11 digits (a
+  vendor may write ``86…``).
 * XML: the status is read from ``<returnstatus>`` (real answers of this
   family) or a nested ``<returnsms>`` (the vendor's example) — direct children
   of the root only, since ``<taskID>`` holds ``<returnsms>`` too. ``00000``
   or ``Success`` is accepted. Each ``<taskID>`` holding ``<phone>`` and
   ``<returnsms>`` pairs is a per-number result (the example's ``00111``); a
-  code other than ``00000`` there is a failed number. ``<smsId>`` (or a
+  code other than ``00000`` there is a failed number, that code its own.
+  ``<successCounts>`` lower than the numbers sent counts refused numbers too
+  (never more than the numbers sent: it may count billed messages, as the
+  family's qxs reading says). ``<smsId>`` (or a
   ``<taskID>`` holding only text) is the batch reference. Parsed with
   defusedxml, DTDs, entities and external references refused: an answer that
   carries a DTD is unreadable (a send becomes ambiguous), never expanded.
@@ -259,9 +267,10 @@ def parse_send_json(text: str, numbers: list[str]) -> SendResult:
     if code != OK_CODE:
         return refusal(code, message, text)
     failed = _match_numbers(fail_list(data.get("failList")), numbers)
+    codes = _match_numbers(fail_codes(data.get("failList")), numbers)
     fail_count = _count(data.get("failCount"), "failCount")
     sms_id = _first(data, "smsId", "smsid", "SmsId") or None
-    return _accepted(numbers, failed, fail_count, None, sms_id, message, text)
+    return _accepted(numbers, (failed, codes), fail_count, None, sms_id, message, text)
 
 
 def parse_send_xml(text: str, numbers: list[str]) -> SendResult:
@@ -294,9 +303,11 @@ def parse_send_xml(text: str, numbers: list[str]) -> SendResult:
         failed.update({p: f"{c}" for p, c in zip(phones, codes, strict=True) if p and _code(c) != OK_CODE})
     failed.update(fail_list(_child_text(root, "failList")))
     failed = _match_numbers(failed, numbers)
+    number_codes = {p: failed[p] for p in failed if _is_code(failed[p])}  # a <taskID>'s code is its reason
+    number_codes.update(_match_numbers(fail_codes(_child_text(root, "failList")), numbers))
     fail_count = _count(_child_text(root, "failCount"), "failCount")
     successes = _count(_child_text(root, "successCounts"), "successCounts")
-    return _accepted(numbers, failed, fail_count, successes, batch_ref, message, text)
+    return _accepted(numbers, (failed, number_codes), fail_count, successes, batch_ref, message, text)
 
 
 def refusal(code: str, message: str, raw: str) -> SendResult:
@@ -320,16 +331,24 @@ def refusal(code: str, message: str, raw: str) -> SendResult:
 
 def _accepted(
     numbers: list[str],
-    failed: dict[str, str],
+    named: tuple[dict[str, str], dict[str, str]],
     fail_count: int | None,
     successes: int | None,
     batch_ref: str | None,
     message: str,
     raw: str,
 ) -> SendResult:
-    rejected = max(fail_count or 0, len(failed))
+    """An accepted answer. ``named``: (failed number -> reason, failed number -> its code).
+    Refused: failCount, or the numbers named, or the numbers sent less successCounts
+    (when it is no more than them: it may count billed messages), whichever is most."""
+    failed, codes = named
+    counted = len(numbers) - successes if successes is not None and successes <= len(numbers) else 0
+    rejected = max(fail_count or 0, len(failed), counted)
     accepted = successes if successes is not None else max(len(numbers) - rejected, 0)
     note = f"{OK_MESSAGE}; vendor says: {message}" if message else OK_MESSAGE
+    if rejected:
+        unnamed = f", {rejected - len(failed)} of them not named" if rejected > len(failed) else ""
+        note += f"; {rejected} number(s) refused (failCount/failList{unnamed})"
     return SendResult(
         Outcome.OK,
         code=OK_CODE,
@@ -338,6 +357,7 @@ def _accepted(
         accepted=accepted,
         rejected=rejected,
         failed_numbers=failed,
+        failed_codes={number: code for number, code in codes.items() if number in failed},
         raw=raw[:RAW_KEEP],
     )
 
@@ -367,11 +387,7 @@ def fail_list(value: Any) -> dict[str, str]:
                 phone = _first(entry, *_PHONE_KEYS)
                 if not phone:
                     raise ValueError(f"failList entry without a number: {entry!r}"[:120])
-                reason = " ".join(
-                    x
-                    for x in (_first(entry, "respCode", "code", "status", "returnsms"), _first(entry, *_REASON_KEYS))
-                    if x
-                )
+                reason = " ".join(x for x in (_first(entry, *_CODE_KEYS), _first(entry, *_REASON_KEYS)) if x)
                 failed[phone] = reason or "failed"
             elif isinstance(entry, (str, int)):
                 failed.update(_fail_text(str(entry)))
@@ -381,7 +397,28 @@ def fail_list(value: Any) -> dict[str, str]:
     raise ValueError(f"failList of type {type(value).__name__}")
 
 
+def fail_codes(value: Any) -> dict[str, str]:
+    """The vendor's own code of each failed number, where failList gives one (an entry
+    object with ``respCode``/``code``…): {number as the vendor wrote it: code}."""
+    if isinstance(value, str) and value.strip().startswith(("[", "{")):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return {}
+    if isinstance(value, dict) and _first(value, *_PHONE_KEYS):
+        value = [value]
+    if not isinstance(value, list):
+        return {}
+    entries = [entry for entry in value if isinstance(entry, dict)]
+    return {_first(entry, *_PHONE_KEYS): _first(entry, *_CODE_KEYS) for entry in entries if _first(entry, *_CODE_KEYS)}
+
+
+def _is_code(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 _PHONE_KEYS = ("phone", "mobile", "number", "tel", "msisdn")
+_CODE_KEYS = ("respCode", "code", "status", "returnsms")
 _REASON_KEYS = ("respDesc", "reason", "failReason", "desc", "message", "msg")
 _ENTRY = re.compile(r"\s*(\+?\d{5,20})\s*(?:[:：=#\-]\s*)?(.*)$", re.S)
 

@@ -49,7 +49,9 @@ Decisions where the vendor's document is silent or ambiguous:
   scheduled chunk's time with SendMessage (or SendMessageExt, so the ``ext``
   is kept); ``supports_send_time`` in providers/base.py says why.
 * SendState: ``FailPhone`` lists numbers that failed, ``;``-separated; they are
-  reported per number in ``failed_numbers``. For State -13 it holds the
+  reported per number in ``failed_numbers``. With State 1 they end ``failed``
+  at once, the rest ``sent``; their code is ``refused``, as the vendor gives
+  none per number (store/ledger). For State -13 it holds the
   forbidden keyword(s) instead, which go into the message. ``Id`` (the vendor's
   batch id) becomes ``batch_ref``; there are no per-number ids.
 * State -10 (发送失败: 号码错误, send failed: number error) refuses the whole call

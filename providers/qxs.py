@@ -33,10 +33,15 @@ Decisions where the vendor's document is silent or ambiguous:
   and by the distinctive phrase, so trailing punctuation does not matter.
   Unknown failure messages on a send are ambiguous, never retried blindly.
 * ``successCounts`` is "提交成功短信数", which may count billed messages rather
-  than numbers: it is kept as ``accepted``, and ``rejected`` is derived only when
-  it cannot be a segment count (0 <= successCounts <= numbers sent). The vendor
-  names no failed numbers and gives no per-number ids; ``taskID`` is the batch
-  reference that delivery reports carry back.
+  than numbers: it is kept as ``accepted``, and ``rejected`` (numbers sent less
+  successCounts) is derived only when successCounts is no more than the numbers
+  sent; a larger one counts billed messages and says nothing of refusals. Either
+  way successCounts is at least the numbers taken, so the count of refused
+  numbers read from it is never more than the true one. The vendor names no
+  failed numbers and gives no per-number ids; ``taskID`` is the batch reference
+  that delivery reports carry back (report = taskid + mobile). So when some were
+  refused, the reports tell which numbers were taken, and the numbers no report
+  places within ``SMSQ_REPORT_WAIT`` end ``failed`` (store/ledger).
 * Reports and inbound messages carry ``taskid``, which the document calls
   "同一批任务ID" (the same id for a whole batch). A report's ``vendor_id`` is that
   taskid (report = taskid + mobile). An inbound message's taskid is no message
@@ -346,6 +351,8 @@ def parse_send_xml(text: str, sent: int) -> SendResult:
         rejected = sent - accepted if accepted is not None and accepted <= sent else None
         remain = fields.get("remainpoint", "")
         note = f"; {remain} left" if remain else ""
+        if rejected:  # which ones, the vendor does not say: delivery reports place the others
+            note += f"; successCounts {accepted} of {sent} numbers: {rejected} refused"
         return SendResult(
             Outcome.OK,
             code=fields.get("returnstatus"),

@@ -11,7 +11,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from starlette.applications import Starlette
@@ -45,6 +45,12 @@ class Faults:
     # else, until the unix time http_error_until (None: until switched off).
     http_error: int = 0
     http_error_until: float | None = None
+    # Partial acceptance: a send is taken but these numbers are refused, each simulator
+    # answering as its vendor does (dxt counts them in b; orgws names them in FailPhone;
+    # jinxin names them in failList, or with refuse_unnamed only counts them in failCount;
+    # qxs leaves them out of successCounts). They get no id and no delivery report.
+    refuse: list[str] = field(default_factory=list)
+    refuse_unnamed: bool = False
 
     _TYPES: ClassVar[dict[str, type | tuple[type, ...]]] = {
         "latency": (int, float),
@@ -57,7 +63,10 @@ class Faults:
         "garbled": bool,
         "http_error": int,
         "http_error_until": (int, float, type(None)),
+        "refuse": list,
+        "refuse_unnamed": bool,
     }
+    _ITEMS: ClassVar[dict[str, type]] = {"refuse": str}  # what a list's items must be
 
     def failing_http(self) -> int:
         """The HTTP status an outage answers with now, or 0."""
@@ -74,7 +83,14 @@ class Faults:
             # bool is an int subclass: don't let `true` pass as a latency.
             if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
                 raise ValueError(f"bad value for fault {name!r}: {value!r}")
+            items = value if isinstance(value, list) else []
+            if name in self._ITEMS and not all(isinstance(item, self._ITEMS[name]) for item in items):
+                raise ValueError(f"bad value for fault {name!r}: {value!r}")
         return dataclasses.replace(self, **changes)
+
+    def refused(self, number: str) -> bool:
+        """Is ``number`` one the vendor refuses in an answer that takes the rest (``refuse``)?"""
+        return number in self.refuse
 
 
 @dataclass(frozen=True)

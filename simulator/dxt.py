@@ -269,9 +269,10 @@ class DxtState(SimState):
                 # catch a client that sends it. (The simulator delivers every
                 # send at once; it does not model scheduling.)
                 self.bad_send_times.append(send_time)
-            accepted = [n for n in numbers if _valid_number(n)]
-            # "b": 处理失败的号码个数,一般为号码长度不对等
-            rejected = [n for n in numbers if not _valid_number(n)]
+            # "b": 处理失败的号码个数,一般为号码长度不对等 -- numbers of no known form, and
+            # the ones the `refuse` switch names; counted in b, named nowhere, no SMSID.
+            accepted = [n for n in numbers if _valid_number(n) and not self.faults.refused(n)]
+            rejected = [n for n in numbers if n not in accepted]
             segments = segments_for(content)
             cost = len(accepted) * segments
             if self._balance(username) < cost:

@@ -252,7 +252,7 @@ class JinxinState(SimState):
             for number in numbers:
                 if not _MOBILE.fullmatch(number):
                     failed[number] = BAD_NUMBER
-                elif number in self.fail_numbers:
+                elif number in self.fail_numbers or self.faults.refused(number):
                     failed[number] = BLACKLISTED
                 else:
                     accepted.append(number)
@@ -303,24 +303,25 @@ def parse_params(query: bytes, body: bytes, charset: str) -> dict[str, str]:
     return params
 
 
-def answer_json(code: str, record: SendRecord | None) -> dict[str, Any]:
+def answer_json(code: str, record: SendRecord | None, named: bool = True) -> dict[str, Any]:
     if record is None:
         return {"respCode": code, "respDesc": CODES[code]}
     # failCount is typed String in the document. Choice: failList entries
     # carry phone and code like the XML example's <taskID>, plus the text.
-    return {
-        "respCode": OK,
-        "respDesc": CODES[OK],
-        "failCount": str(len(record.failed)),
-        "failList": [{"phone": p, "respCode": c, "respDesc": CODES[c]} for p, c in record.failed.items()],
-        "smsId": record.sms_id,
-    }
+    # failList is 可选 (optional): ``named`` False (the refuse_unnamed switch) leaves it
+    # out, failCount alone counting the refused numbers.
+    answer: dict[str, Any] = {"respCode": OK, "respDesc": CODES[OK], "failCount": str(len(record.failed))}
+    if named:
+        answer["failList"] = [{"phone": p, "respCode": c, "respDesc": CODES[c]} for p, c in record.failed.items()]
+    return {**answer, "smsId": record.sms_id}
 
 
-def answer_xml(code: str, record: SendRecord | None, remaining: int, charset: str) -> str:
+def answer_xml(code: str, record: SendRecord | None, remaining: int, charset: str, named: bool = True) -> str:
     # The vendor's example nests the status in <returnsms> (not <returnstatus>);
     # Choice: the smsId of the JSON form rides along as <smsId>, and each
-    # number gets a <taskID> with its code, as in the example.
+    # number gets a <taskID> with its code, as in the example. ``named`` False
+    # (the refuse_unnamed switch): the refused numbers get none, successCounts
+    # alone showing that some were.
     lines = [
         f'<?xml version="1.0" encoding="{charset}"?>',
         "<returnsms>",
@@ -331,7 +332,7 @@ def answer_xml(code: str, record: SendRecord | None, remaining: int, charset: st
     ]
     if record is not None:
         lines.append(f"  <smsId>{record.sms_id}</smsId>")
-        results = [(n, OK) for n in record.numbers] + list(record.failed.items())
+        results = [(n, OK) for n in record.numbers] + (list(record.failed.items()) if named else [])
         for phone, phone_code in results:
             lines.append(
                 f"  <taskID>\n    <phone>{escape(phone)}</phone>\n    <returnsms>{phone_code}</returnsms>\n  </taskID>"
@@ -381,10 +382,10 @@ def create_app(state: JinxinState) -> Starlette:
             # accepted send, so clients must treat it as ambiguous.
             return Response(GARBLED_BODY, status_code=200, media_type="text/html")
         if state.format == "json":
-            text = json.dumps(answer_json(code, record), ensure_ascii=False)
+            text = json.dumps(answer_json(code, record, not faults.refuse_unnamed), ensure_ascii=False)
             ctype = "application/json"
         else:
-            text = answer_xml(code, record, state.remaining(), state.charset)
+            text = answer_xml(code, record, state.remaining(), state.charset, not faults.refuse_unnamed)
             ctype = "text/xml"
         return Response(
             text.encode(state.charset, errors="replace"),

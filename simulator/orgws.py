@@ -299,7 +299,10 @@ class OrgwsState(SimState):
         found = [w for w in self.forbidden_words if w in message]
         if found:
             raise OrgwsError(-13, ";".join(found))  # 如是失败-13，返回是包含的关键字
-        accepted = [n for n in numbers if _MOBILE.fullmatch(n) and n not in self.fail_numbers]
+        # FailPhone: numbers of no mobile form, ``fail_numbers`` and the `refuse` switch's.
+        accepted = [
+            n for n in numbers if _MOBILE.fullmatch(n) and n not in self.fail_numbers and not self.faults.refused(n)
+        ]
         failed = [n for n in numbers if n not in accepted]
         if not accepted or (failed and self.number_errors != "listed"):
             # 发送失败: 号码错误: nothing of the call is sent or charged.

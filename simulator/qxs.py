@@ -275,7 +275,9 @@ class QxsState(SimState):
                 found = [w for w in self.forbidden_words if w in content]
                 if found:
                     raise QxsError(FORBIDDEN + ",".join(found))
-            accepted = [n for n in entries if _MOBILE.fullmatch(n)]
+            # Numbers of no mobile form, and the ones the `refuse` switch names: left out of
+            # successCounts, named nowhere, no report.
+            accepted = [n for n in entries if _MOBILE.fullmatch(n) and not self.faults.refused(n)]
             if not accepted:
                 # Choice: nothing valid left to send is "no numbers".
                 raise QxsError(NO_NUMBERS)
@@ -298,7 +300,7 @@ class QxsState(SimState):
                 send_time,
                 str(next(self._task_ids)),
                 now,
-                rejected=[n for n in entries if not _MOBILE.fullmatch(n)],
+                rejected=[n for n in entries if n not in accepted],
                 segments=segments,
                 checkcontent=check,
                 extno=p.get("extno") or None,

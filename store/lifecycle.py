@@ -78,14 +78,17 @@ RECIPIENT_STARTS = (R.QUEUED, R.REJECTED)  # rejected: refused at intake, in no 
 RECIPIENT_TRANSITIONS: dict[RecipientState, dict[RecipientState, str]] = {
     R.QUEUED: {
         R.SENT: "its chunk accepted",
-        R.FAILED: "its chunk failed, blocked at the route's next account, or found to be why its chunk was refused",
+        R.FAILED: (
+            "its chunk failed, blocked at the route's next account, found to be why its chunk was refused, "
+            "or refused in the vendor's answer"
+        ),
         R.UNKNOWN: "its chunk unknown",
         R.CANCELLED: "its chunk cancelled",
         R.QUEUED: "moved to a new chunk (failover, narrowing), or a resend",
     },
     R.SENT: {
         R.DELIVERED: "a delivery report",
-        R.FAILED: "a delivery report, or the vendor refused this number",
+        R.FAILED: "a delivery report, the vendor named it refused, or no report placed a refused count (relay)",
     },
     R.UNKNOWN: {
         R.SENT: "a late answer, or smsq settle",

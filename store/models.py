@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from smsq.providers.base import RAW_KEEP
@@ -82,6 +82,14 @@ class Chunk(Base):
     __table_args__ = (
         UniqueConstraint("batch_id", "seq"),
         Index("ix_chunks_state_due", "state", "next_attempt_at"),
+        # the relay's sweep of refusals still to place (store/ledger/settling.py place_refusals):
+        # a handful of rows, and no other chunk in the index
+        Index(
+            "ix_chunks_refused_due_at",
+            "refused_due_at",
+            postgresql_where=text("refused_due_at IS NOT NULL"),
+            sqlite_where=text("refused_due_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -114,6 +122,14 @@ class Chunk(Base):
     # The batch's Timestamp at this chunk's account when that is not the batch's own (a
     # chunk moved to another account of the route that wants one); None: the batch's.
     stamp: Mapped[int | None] = mapped_column(BigInteger)
+    # Numbers the vendor refused in the answer that accepted the rest of the call (named or
+    # only counted: dxt b, orgws FailPhone, jinxin failCount, qxs successCounts); None: none.
+    refused: Mapped[int | None] = mapped_column(Integer)
+    # Of those, how many it only counted and no number has been found for yet ("open").
+    refused_open: Mapped[int | None] = mapped_column(Integer)
+    # When the chunk's numbers that no delivery report has placed by then end failed as the
+    # refused ones (the relay); None with refusals open: the vendor sends no reports to tell.
+    refused_due_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class Recipient(Base):

@@ -10,7 +10,8 @@ circuit and to the record of the outcome.
 
 The taxonomy (providers/base.py):
 
-    ok                        -> accepted
+    ok                        -> accepted; numbers the vendor refused by count only wait
+                                 SMSQ_REPORT_WAIT for delivery reports to tell them apart
     ambiguous                 -> unknown: never resent automatically
     invalid_request / blocked -> failed
       refused whole over a number it did not name (``SendResult.refused_whole``, linkws -11):
@@ -103,10 +104,11 @@ class Policy:
     retry_for: float = 3600.0  # SMSQ_RETRY_FOR: seconds of transient retries from the first call
     retry_backoff_max: float = 300.0  # SMSQ_RETRY_BACKOFF_MAX: the longest wait between two calls
     max_attempts: int = 0  # SMSQ_MAX_ATTEMPTS: an extra cap on calls per chunk; 0: none
+    report_wait: float = 172800.0  # SMSQ_REPORT_WAIT: seconds delivery reports may place refused numbers
 
     @classmethod
     def of(cls, conf) -> Policy:
-        return cls(conf.retry_for, conf.retry_backoff_max, conf.max_attempts)
+        return cls(conf.retry_for, conf.retry_backoff_max, conf.max_attempts, conf.report_wait)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,9 @@ class Decision:
     moves_on_route: bool = False  # the vendor did not take it and the account should rest
     reason: str = ""  # what the answer says of the account: the circuit's reason, a move's detail
     narrows: bool = False  # refused over a number it did not name: narrowing finds it (tasks/narrowing.py)
+    # accepted, with numbers the vendor refused by count only (dxt b): when those of its numbers
+    # no delivery report has placed end failed. None: none such, or the vendor sends no reports
+    refused_due_at: datetime | None = None
 
 
 class _Common(TypedDict):
@@ -162,12 +167,13 @@ def decide(
     policy: Policy,
     *,
     probe: bool = False,
+    reports: bool = True,
     draw: Draw = random.uniform,
     numbers: int = 1,
 ) -> Decision:
     """What the answer ``result`` to the ``attempt``-th call of a chunk means (see the module's
-    docstring). ``probe``: the call was its account's half-open probe; ``draw``: the jitter;
-    ``numbers``: how many numbers the call carried."""
+    docstring). ``probe``: the call was its account's half-open probe; ``reports``: its vendor
+    sends delivery reports; ``draw``: the jitter; ``numbers``: how many numbers the call carried."""
     outcome, said = result.outcome, result.message or ""
     fields = _Common(outcome=outcome, reason=reason(result, attempt), closes_circuit=probe and outcome in ANSWERED)
     if result.refused_whole and outcome in REFUSED:
@@ -208,6 +214,7 @@ def decide(
         detail=said,
         trips_circuit=rests,
         moves_on_route=rests,
+        refused_due_at=refused_due(result, now, policy, reports),
         **fields,
     )
 
@@ -254,6 +261,15 @@ def reopened_for(previous: str, why: str) -> str:
     if holds_polls(previous) and why.split(" ", 1)[0] == Outcome.TRANSIENT.value:
         return previous.split(PROBE_SAID)[0] + PROBE_SAID + why
     return why
+
+
+def refused_due(result: SendResult, now: datetime, policy: Policy, reports: bool) -> datetime | None:
+    """An accepted answer that counts refused numbers it does not name: the numbers of the
+    call that no delivery report places within ``SMSQ_REPORT_WAIT`` were the refused ones.
+    A vendor without delivery reports (jinxin) can never tell which: None."""
+    if result.outcome is not Outcome.OK or not result.unnamed_refusals or not reports:
+        return None
+    return now + timedelta(seconds=policy.report_wait)
 
 
 def reason(result: SendResult, attempt: int) -> str:

@@ -19,6 +19,8 @@ from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
 from .producer import FINAL_CHUNK_STATES, is_scheduled
+from .refusals import NONE as NO_REFUSALS
+from .refusals import Refused, refused_of
 from .schema import ensure_schema
 from .split import staged_counts
 
@@ -146,6 +148,7 @@ class BatchSummary:
     to_split: int = 0  # chunks a worker has still to cut (numbers still to split are in recipients as queued)
     send_at: datetime | None = None  # the batch's schedule (naive UTC)
     scheduled: bool = False  # waiting for its time: nothing of it has gone to the vendor
+    refused: Refused = NO_REFUSALS  # numbers vendors refused in answers that took the rest
 
     @property
     def final(self) -> bool:
@@ -170,6 +173,7 @@ def recent_batches(limit: int = 20, *, account: str | None = None) -> list[Batch
         recipients = _counts(session, Recipient, ids)
         chunks = _counts(session, Chunk, ids)
         staged = staged_counts(session, ids)
+        refused = refused_of(session, ids)
         for batch_id, (_, numbers) in staged.items():
             counts = recipients.setdefault(batch_id, {})
             counts[RecipientState.QUEUED] = counts.get(RecipientState.QUEUED, 0) + numbers
@@ -186,6 +190,7 @@ def recent_batches(limit: int = 20, *, account: str | None = None) -> list[Batch
                 staged.get(b.id, (0, 0))[0],
                 b.send_at,
                 is_scheduled(b.send_at, chunks.get(b.id, {})),
+                refused.get(b.id, NO_REFUSALS),
             )
             for b in batches
         ]

@@ -124,6 +124,7 @@ def spool_entry(claimed: ClaimedChunk, result: SendResult, call_seconds: float |
             "accepted": result.accepted,
             "rejected": result.rejected,
             "failed": {str(rid_of[m]): why for m, why in result.failed_numbers.items() if m in rid_of},
+            "failed_codes": {str(rid_of[m]): code for m, code in result.failed_codes.items() if m in rid_of},
             "retry_after": result.retry_after,
             "raw": result.raw,
         },
@@ -150,8 +151,11 @@ def apply_entry(conf: Settings, entry: dict) -> None:
         first,
     )
     spooled = dict(entry["result"])
-    failed = {mobiles[int(rid)]: why for rid, why in spooled.pop("failed").items() if int(rid) in mobiles}
-    result = SendResult(Outcome(spooled.pop("outcome")), failed_numbers=failed, **spooled)
+    failed, codes = (
+        {mobiles[int(rid)]: value for rid, value in spooled.pop(key, {}).items() if int(rid) in mobiles}
+        for key in ("failed", "failed_codes")  # (failed_codes: not in a spool written before it was kept)
+    )
+    result = SendResult(Outcome(spooled.pop("outcome")), failed_numbers=failed, failed_codes=codes, **spooled)
     # decided now, as if the answer had come now: its retry budget may have run out meanwhile
     state, retry_in = record(
         conf, claimed, result, decided(conf, claimed, result), call_seconds=entry.get("call_seconds")

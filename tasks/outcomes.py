@@ -2,7 +2,8 @@
 (store/ledger), and what a chunk's run ends as. What an answer means is decided once,
 by tasks/decisions.py; in short:
 
-   accepted                  -> accepted; recipients sent (vendor ids kept)
+   accepted                  -> accepted; recipients sent (vendor ids kept); numbers the
+                                vendor refused failed, or, counted only, placed by reports
    transient                 -> pending again after a backoff, for SMSQ_RETRY_FOR
    rate_limited              -> pending after the vendor's interval; not counted as an attempt
    auth / balance            -> failed, logged as an alert; the account's circuit opens
@@ -19,7 +20,7 @@ from __future__ import annotations
 import logging
 from enum import StrEnum
 
-from smsq.providers import Outcome, SendResult
+from smsq.providers import Outcome, SendResult, provider_class
 from smsq.store import ledger
 from smsq.store.ledger import ClaimedChunk
 from smsq.store.lifecycle import ChunkState
@@ -59,7 +60,14 @@ def decided(conf: Settings, claimed: ClaimedChunk, result: SendResult, probe: bo
         Policy.of(conf),
         probe=probe,
         numbers=len(claimed.recipients),
+        reports=sends_reports(conf, claimed.account),
     )
+
+
+def sends_reports(conf: Settings, account: str) -> bool:
+    """The account's vendor has delivery reports to poll (dxt, qxs; not jinxin, orgws)."""
+    known = conf.accounts.get(account)
+    return known is not None and "reports" in provider_class(known.provider).poll_kinds
 
 
 def record(
@@ -79,6 +87,7 @@ def record(
         queued=retry_in is not None and retry_in <= MAX_COUNTDOWN,
         counted=decision.attempt_counts,
         call_seconds=call_seconds,
+        refused_due_at=decision.refused_due_at,
     ):
         log.warning("chunk %s: outcome %s not recorded, the chunk moved on", claimed.chunk_id, state)
         return state, None

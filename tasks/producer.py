@@ -51,6 +51,8 @@ from . import routes
 from .idempotency import BodyDigest, check_replay
 from .intake import blocked_reasons, chunk_short_list, stage_chunks
 from .publish import publish_chunk_rows, publish_split
+from .refusals import NONE as NO_REFUSALS
+from .refusals import Refused, refused_of
 from .schema import ensure_schema
 from .split import staged_counts
 
@@ -106,12 +108,25 @@ class BatchStatus:
     by_account: dict[str, dict[str, int]] = field(default_factory=dict)  # account -> recipient state -> count
     send_at: datetime | None = None  # the batch's schedule (naive UTC), None: sent at once
     scheduled: bool = False  # its time has not come: nothing of it has gone to the vendor
+    refused: Refused = NO_REFUSALS  # numbers vendors refused in answers that took the rest (tasks/refusals.py)
 
     @property
     def final(self) -> bool:
         """Every chunk is made and has an outcome (accepted, failed, unknown, cancelled, moved
         to another account, or narrowed into new chunks)."""
         return not self.to_split and all(state in FINAL_CHUNK_STATES for state in self.chunks)
+
+    @property
+    def clean(self) -> bool:
+        """Final with nothing failed or unknown, and no number a vendor refused by count
+        only still to be told apart (``refused.open``): one of the ``sent`` is not."""
+        r = self.recipients
+        return (
+            self.final
+            and not r.get(RecipientState.FAILED)
+            and not r.get(RecipientState.UNKNOWN)
+            and not (self.refused.open)
+        )
 
     def as_dict(self) -> dict:
         return {
@@ -123,6 +138,8 @@ class BatchStatus:
             "chunks": self.chunks,
             "to_split": self.to_split,
             "final": self.final,
+            "clean": self.clean,
+            "refused": self.refused.as_dict(),
             "route": self.route,
             "by_account": self.by_account,
             "scheduled": self.scheduled,
@@ -440,6 +457,7 @@ def batch_status(batch_id: int) -> BatchStatus:
             routes.recipients_by_account(session, batch, recipients),
             batch.send_at,
             is_scheduled(batch.send_at, chunks),
+            refused_of(session, [batch_id]).get(batch_id, NO_REFUSALS),
         )
 
 

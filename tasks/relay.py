@@ -19,6 +19,10 @@ the polls take) lets one pass through per interval, whoever runs it.
 * split jobs not queued recently are published again: one whose publish
   failed (the broker was down when the batch was stored), and one whose
   worker died mid-split (the next run cuts what is still staged).
+* numbers a vendor refused by count only (dxt ``b``, qxs successCounts) are
+  placed: those of their accepted chunk that no delivery report placed within
+  ``SMSQ_REPORT_WAIT`` (or, sooner, all that are left once reports placed every
+  other number) become ``failed``, one UPDATE per chunk.
 """
 
 from __future__ import annotations
@@ -138,6 +142,29 @@ def publish_due_splits(conf) -> int:
     return published
 
 
+def report_wait_words(seconds: float) -> str:
+    """``48 h``, ``90 min``, ``30 s``: SMSQ_REPORT_WAIT as a number's detail says it."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:.0f} h (SMSQ_REPORT_WAIT)"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:.0f} min (SMSQ_REPORT_WAIT)"
+    return f"{seconds:g} s (SMSQ_REPORT_WAIT)"
+
+
+def place_refusals(conf) -> int:
+    """Fail the numbers a vendor refused by count only, once it is known which."""
+    with session_scope(conf.database_url) as session:
+        placed = ledger.place_refusals(session, utcnow(), report_wait_words(conf.report_wait), PASS_LIMIT)
+    for chunk_id, batch_id, failed in placed:
+        log.info(
+            "chunk %s (batch %s): %s number(s) the vendor refused without naming them, failed",
+            chunk_id,
+            batch_id,
+            failed,
+        )
+    return sum(failed for _, _, failed in placed)
+
+
 def cancel_late(conf) -> int:
     with session_scope(conf.database_url) as session:
         cancelled = cancel_stragglers(session)
@@ -152,6 +179,7 @@ def run_relay() -> dict[str, int]:
     return {
         "expired": expire_sending(conf),
         "cancelled": cancel_late(conf),
+        "refused": place_refusals(conf),  # (before the publishes: the database alone, a broker down or not)
         "published": publish_due(conf),
         "splits": publish_due_splits(conf),
     }

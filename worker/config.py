@@ -155,6 +155,9 @@ class Settings:
     account_hold: float = 300.0  # after an auth/balance failure, the account's other chunks wait this long
     republish_after: float = 600.0  # a pending chunk queued this long ago is published again
     relay_interval: float = 10.0  # seconds between outbox relay runs
+    # how long delivery reports are awaited to tell which numbers a vendor refused by count
+    # only (dxt b, qxs successCounts): those no report placed by then end failed
+    report_wait: float = 172800.0
     config_found: bool = True  # False: SMSQ_CONFIG names no file (commands that send or poll refuse to run)
     home: Path | None = None  # where embedded mode keeps its files
     routes: Mapping[str, Route] = field(default_factory=dict)  # failover routes by name
@@ -559,6 +562,7 @@ def load_settings() -> Settings:
         account_hold=_number("SMSQ_ACCOUNT_HOLD", 300),
         republish_after=_number("SMSQ_REPUBLISH_AFTER", 600),
         relay_interval=_number("SMSQ_RELAY_INTERVAL", 10),
+        report_wait=_number("SMSQ_REPORT_WAIT", 172800),
     )
 
 

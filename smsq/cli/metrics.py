@@ -5,6 +5,8 @@ database and the broker — never from one process's memory, so it is right
 across any number of workers and hosts, and any exporter reports the same.
 
 * recipients and chunks by state: grouped counts (one statement each);
+* numbers vendors refused in answers that took the rest, and of those the ones only
+  counted and not told apart yet (the chunks' ``refused`` and ``refused_open``);
 * vendor calls and their durations: ``vendor_calls``, written by each chunk's
   record transaction, tallied incrementally (see ``call_tally``);
 * balances, poll ages and account health: the poll tables (``account_balances``,
@@ -122,9 +124,15 @@ class SmsqCollector(Collector):
                 select(PollStatus.account, PollStatus.kind, PollStatus.polled_at, PollStatus.outcome)
             ).all()
             breakers = dict(session.execute(select(AccountCircuit.account, AccountCircuit.state)).all())
+            refused = session.execute(
+                select(Chunk.account, func.sum(Chunk.refused), func.coalesce(func.sum(Chunk.refused_open), 0))
+                .where(Chunk.refused.is_not(None))
+                .group_by(Chunk.account)
+            ).all()
         return [
             self._recipients([*recipients, *staged]),
             self._chunks(chunks),
+            *self._refused(refused),
             *self._calls(),
             self._balances(balances),
             *self._accounts(polls, breakers),
@@ -148,6 +156,26 @@ class SmsqCollector(Collector):
         for state, n in sorted(counts.items()):
             family.add_metric([state], n)
         return family
+
+    def _refused(self, rows) -> list[Metric]:
+        numbers = GaugeMetricFamily(
+            "smsq_refused_numbers",
+            "Numbers a vendor refused in answers that took the rest of the call (named, or only "
+            "counted: dxt b, jinxin failCount, qxs successCounts), by account",
+            labels=["account"],
+        )
+        still_open = GaugeMetricFamily(
+            "smsq_refused_open",
+            "Of those, numbers only counted that are not known yet: delivery reports tell them apart "
+            "until SMSQ_REPORT_WAIT ends (a vendor without reports never does)",
+            labels=["account"],
+        )
+        counts = {account: (0, 0) for account in self.conf.accounts}
+        counts.update({account: (int(n), int(opened)) for account, n, opened in rows})
+        for account, (n, opened) in sorted(counts.items()):
+            numbers.add_metric([account], n)
+            still_open.add_metric([account], opened)
+        return [numbers, still_open]
 
     def _calls(self) -> list[Metric]:
         calls = CounterMetricFamily(

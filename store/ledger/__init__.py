@@ -10,7 +10,8 @@ bulk update by selecting only the from-states the table allows.
 * narrowing.py a chunk refused over a number the vendor did not name: its offenders
                failed, the rest in new chunks of its account
 * settling.py  chunks settled without a call of their own: expired, cancelled,
-               settled by an operator or by a delivery report
+               settled by an operator or by a delivery report; numbers a vendor
+               refused by count only, placed when it is known which
 """
 
 from .claims import (
@@ -27,8 +28,8 @@ from .claims import (
 )
 from .cutting import Cut, cut, fail_claimed, move, write_rejected, write_short
 from .narrowing import Refused, narrow, refused_chunk, spend_calls, spent_calls
-from .records import count_call, record
-from .settling import CANCELLED_DETAIL, cancel_pending, expire, settle, settle_by_report
+from .records import REFUSED_CODE, count_call, record
+from .settling import CANCELLED_DETAIL, cancel_pending, expire, place_refusals, settle, settle_by_report
 
 __all__ = [
     "ClaimedChunk",
@@ -52,6 +53,7 @@ __all__ = [
     "spend_calls",
     "spent_calls",
     "FIRST_ATTEMPT",
+    "REFUSED_CODE",
     "count_call",
     "record",
     "CANCELLED_DETAIL",
@@ -59,4 +61,5 @@ __all__ = [
     "expire",
     "settle",
     "settle_by_report",
+    "place_refusals",
 ]

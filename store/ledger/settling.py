@@ -1,11 +1,12 @@
 """Chunks settled other than by their own vendor call: expired by the relay,
-cancelled by an operator, settled by an operator, or by a delivery report."""
+cancelled by an operator, settled by an operator, or by a delivery report; and the
+numbers a vendor refused by count only, placed by the relay once it is known which."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, exists, insert, literal, select, update
+from sqlalchemy import DateTime, exists, func, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..lifecycle import ChunkState as C
@@ -13,6 +14,7 @@ from ..lifecycle import RecipientState as R
 from ..lifecycle import check_recipient, chunks_from, recipients_from
 from ..models import Chunk, EarlierSend, Recipient, StatusReport, utcnow
 from ..sql import fit, rows_changed
+from .records import REFUSED_CODE
 
 CANCELLED_DETAIL = "cancelled by an operator"
 EXPIRED_FROM = chunks_from(C.UNKNOWN, (C.SENDING,))
@@ -200,3 +202,53 @@ def _accepted_after_all(session: Session, recipient: Recipient, now) -> None:
         )
         .values(state=R.SENT, updated_at=now)
     )
+
+
+# -- numbers refused by count only ----------------------------------------------
+
+PLACED_REFUSED = recipients_from(R.FAILED, (R.SENT,))
+
+
+def place_refusals(session: Session, now: datetime, waited: str, limit: int) -> list[tuple[int, int, int]]:
+    """Accepted chunks whose vendor refused numbers it only counted (``refused_open``;
+    store/ledger/records.py), once it is known which: their numbers still ``sent`` (no
+    delivery report placed them) end ``failed``, code ``refused`` — when the chunk's
+    ``refused_due_at`` has come, or sooner, when reports have placed all but as many
+    numbers as were refused. One UPDATE per chunk; ``waited``: SMSQ_REPORT_WAIT in
+    words, for the numbers' detail. Returns (chunk id, batch id, numbers failed) of
+    the chunks this call placed."""
+    awaiting = (
+        select(func.count())
+        .where(Recipient.batch_id == Chunk.batch_id, Recipient.chunk_seq == Chunk.seq, Recipient.state == R.SENT)
+        .correlate(Chunk)
+        .scalar_subquery()
+    )
+    found = session.execute(
+        select(Chunk.id, Chunk.batch_id, Chunk.seq, Chunk.size, Chunk.refused_open, Chunk.refused_due_at)
+        .where(
+            Chunk.refused_due_at.is_not(None),
+            Chunk.state == C.ACCEPTED,
+            or_(Chunk.refused_due_at <= now, awaiting <= Chunk.refused_open),
+        )
+        .order_by(Chunk.refused_due_at)
+        .limit(limit)
+    ).all()
+    placed = []
+    for chunk_id, batch_id, seq, size, counted, due_at in found:
+        closed = update(Chunk).where(Chunk.id == chunk_id, Chunk.refused_due_at.is_not(None))
+        if not rows_changed(session.execute(closed.values(refused_open=None, refused_due_at=None))):
+            continue  # another pass placed it
+        said = f"refused by the vendor: it counted {counted} of this call's {size} numbers refused without naming them"
+        expired = due_at is not None and due_at <= now
+        why = f"{said}, and " + (
+            f"no delivery report came for this one within {waited}"
+            if expired
+            else "delivery reports placed all the others"
+        )
+        failed = session.execute(
+            update(Recipient)
+            .where(Recipient.batch_id == batch_id, Recipient.chunk_seq == seq, Recipient.state.in_(PLACED_REFUSED))
+            .values(state=R.FAILED, code=REFUSED_CODE, detail=fit(Recipient.detail, why), updated_at=now)
+        )
+        placed.append((chunk_id, batch_id, rows_changed(failed)))
+    return placed

@@ -364,3 +364,124 @@ def test_queue_marks_leave_the_state_alone(conf):
         assert ledger.wake(s, ["shop-dxt"], "worker % does not know account %") == 1
         assert s.get(Chunk, first).next_attempt_at is None
     assert chunks(conf, batch_id) == {0: (C.PENDING, 0), 1: (C.PENDING, 0)}
+
+
+# -- numbers a vendor refused in an answer that took the rest ------------------------
+
+THREE = ["13800000001", "13800000002", "13800000003"]
+
+
+def refusals(conf, batch_id: int) -> tuple:
+    with session_scope(conf.database_url, readonly=True) as s:
+        row = s.execute(select(Chunk.refused, Chunk.refused_open, Chunk.refused_due_at)).one()
+        return tuple(row)
+
+
+def details(conf, batch_id: int) -> dict[str, tuple]:
+    with session_scope(conf.database_url, readonly=True) as s:
+        return {
+            m: (state, code, detail)
+            for m, state, code, detail in s.execute(
+                select(Recipient.mobile, Recipient.state, Recipient.code, Recipient.detail).where(
+                    Recipient.batch_id == batch_id
+                )
+            )
+        }
+
+
+def delivered(conf, mobile: str, vendor_id: str) -> None:
+    """A delivery report for ``mobile``, as the polls apply one."""
+    with session_scope(conf.database_url) as s:
+        send = s.scalars(select(Recipient).where(Recipient.mobile == mobile)).one()
+        report = StatusReport(
+            account="shop-dxt",
+            vendor_id=vendor_id,
+            mobile=mobile,
+            delivered=True,
+            code="10",
+            dedupe_key=mobile,
+            created_at=utcnow(),
+        )
+        ledger.settle_by_report(s, send, report, utcnow())
+
+
+# dxt "0|2|1|9001,9002": two taken with an SMSID each, one refused, none named
+COUNTED = SendResult(Outcome.OK, code="0", vendor_ids=["9001", "9002"], batch_ref="9001,9002", accepted=2, rejected=1)
+
+
+@pytest.mark.parametrize(
+    "call_seconds", [0.05, None], ids=["with a call (postgresql: never one statement)", "portable"]
+)
+def test_numbers_refused_by_count_get_no_id_and_reports_place_the_refused_one(conf, call_seconds):
+    batch_id = a_batch(conf, THREE)
+    claimed = ledger.claim(conf, chunk_id(conf, batch_id))
+    due = utcnow() + timedelta(hours=1)
+    assert ledger.record(conf, claimed, COUNTED, C.ACCEPTED, call_seconds=call_seconds, refused_due_at=due)
+    assert refusals(conf, batch_id) == (1, 1, due)
+    # which number the ids belong to the vendor does not say: none gets one
+    assert numbers(conf, batch_id) == {m: (R.SENT, None) for m in THREE}
+    assert all("counted 1 of this call's 3 numbers refused" in d for _, _, d in details(conf, batch_id).values())
+    delivered(conf, THREE[0], "9001")
+    with session_scope(conf.database_url) as s:
+        assert ledger.place_refusals(s, utcnow(), "1 h", 10) == []  # two still unplaced, for one refusal
+    delivered(conf, THREE[2], "9002")
+    with session_scope(conf.database_url) as s:  # the one left is the refused one, before its time
+        assert ledger.place_refusals(s, utcnow(), "1 h", 10) == [(claimed.chunk_id, batch_id, 1)]
+    assert numbers(conf, batch_id) == {
+        THREE[0]: (R.DELIVERED, "9001"),
+        THREE[1]: (R.FAILED, None),
+        THREE[2]: (R.DELIVERED, "9002"),
+    }
+    state, code, detail = details(conf, batch_id)[THREE[1]]
+    assert code == ledger.REFUSED_CODE and "delivery reports placed all the others" in detail
+    assert refusals(conf, batch_id) == (1, None, None)
+    with session_scope(conf.database_url) as s:
+        assert ledger.place_refusals(s, utcnow() + timedelta(hours=2), "1 h", 10) == []  # placed once
+
+
+def test_numbers_no_report_placed_in_the_window_fail_when_it_ends(conf):
+    batch_id = a_batch(conf, THREE)
+    claimed = ledger.claim(conf, chunk_id(conf, batch_id))
+    due = utcnow() + timedelta(hours=1)
+    assert ledger.record(conf, claimed, COUNTED, C.ACCEPTED, call_seconds=0.05, refused_due_at=due)
+    delivered(conf, THREE[1], "9001")
+    with session_scope(conf.database_url) as s:
+        assert ledger.place_refusals(s, due - timedelta(seconds=1), "1 h", 10) == []
+    with session_scope(conf.database_url) as s:
+        assert ledger.place_refusals(s, due, "1 h (SMSQ_REPORT_WAIT)", 10) == [(claimed.chunk_id, batch_id, 2)]
+    after = details(conf, batch_id)
+    assert after[THREE[1]][0] == R.DELIVERED
+    for mobile in (THREE[0], THREE[2]):  # one of them was taken but never reported: it cannot be told
+        state, code, detail = after[mobile]
+        assert (state, code) == (R.FAILED, ledger.REFUSED_CODE)
+        assert "no delivery report came for this one within 1 h (SMSQ_REPORT_WAIT)" in detail
+    # a report arriving late still settles its number
+    delivered(conf, THREE[0], "9002")
+    assert numbers(conf, batch_id)[THREE[0]] == (R.DELIVERED, "9002")
+
+
+def test_a_count_covering_every_unnamed_number_fails_them_at_once(conf):
+    batch_id = a_batch(conf, THREE)
+    claimed = ledger.claim(conf, chunk_id(conf, batch_id))
+    # orgws-like: one named with its reason; and a count of two, which covers the two others
+    result = SendResult(
+        Outcome.OK, code="1", rejected=3, failed_numbers={THREE[0]: "黑名单"}, failed_codes={THREE[0]: "00111"}
+    )
+    assert ledger.record(conf, claimed, result, C.ACCEPTED, call_seconds=0.05, refused_due_at=utcnow())
+    assert refusals(conf, batch_id) == (3, None, None)
+    after = details(conf, batch_id)
+    assert after[THREE[0]] == (R.FAILED, "00111", "黑名单")
+    assert {after[m][:2] for m in THREE[1:]} == {(R.FAILED, ledger.REFUSED_CODE)}
+    assert "which leaves none it took" in after[THREE[1]][2]
+
+
+def test_a_count_without_reports_stays_open_and_the_numbers_sent(conf):
+    batch_id = a_batch(conf, THREE)
+    claimed = ledger.claim(conf, chunk_id(conf, batch_id))
+    result = SendResult(Outcome.OK, code="00000", batch_ref="S" * 32, rejected=1)  # jinxin failCount, no failList
+    assert ledger.record(conf, claimed, result, C.ACCEPTED, call_seconds=0.05, refused_due_at=None)
+    assert refusals(conf, batch_id) == (1, 1, None)
+    assert {state for state, _, _ in details(conf, batch_id).values()} == {R.SENT}
+    assert all("sends no delivery reports" in d for _, _, d in details(conf, batch_id).values())
+    with session_scope(conf.database_url) as s:
+        assert ledger.place_refusals(s, utcnow() + timedelta(days=30), "2 d", 10) == []

@@ -177,3 +177,25 @@ def test_flower_names_account_and_batch_and_fails_unknown_chunks(stack, sim):
     assert "ChunkFailed" in failed["exception"] and "auth" in failed["exception"]
     for secret in (PASSWORD, "not-the-password", "13733330001", "您的验证码"):
         assert secret not in body  # no credentials, numbers or content in what Flower shows
+
+
+def test_metrics_count_the_numbers_a_vendor_refused(stack, sim):
+    sim.reset()
+    sim.set_faults(refuse=["13744440002"])  # dxt counts it in b, names it nowhere
+    with running("metrics", env=stack.env, cwd=stack.tmp) as (port, _):
+        before = scrape(port)
+        wait_final(send_sms("shop-dxt", ["13744440001", "13744440002", "13744440003"], CONTENT).batch_id)
+        after = wait_until(
+            lambda: (
+                (s := scrape(port))
+                and value(s, "smsq_refused_numbers", account="shop-dxt")
+                > value(before, "smsq_refused_numbers", account="shop-dxt")
+                and s
+            ),
+            20,
+            0.5,
+            "a scrape counting the refused number",
+        )
+    for name in ("smsq_refused_numbers", "smsq_refused_open"):  # counted, and not told apart yet
+        assert value(after, name, account="shop-dxt") - value(before, name, account="shop-dxt") == 1
+    assert ("smsq_refused_numbers", frozenset({"account": "slow-dxt"}.items())) in after  # every account

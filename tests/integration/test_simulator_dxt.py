@@ -111,6 +111,21 @@ def test_multiple_numbers_get_one_smsid_each_and_bad_ones_are_counted(client, st
     assert state.sends[0].rejected == ["12345", "+8613900139000"]
 
 
+def test_refuse_switch_counts_the_numbers_in_b_with_no_smsid_and_no_report(client, sim, state):
+    set_faults(sim, refuse=["13900139000"])
+    code, a, b, ids = send(client, "13800138000,13900139000,13700137000").split("|")
+    assert (code, a, b) == ("0", "2", "1")
+    assert len(ids.split(",")) == 2  # one SMSID per accepted number only
+    [record] = state.sends
+    assert (record.numbers, record.rejected) == (["13800138000", "13700137000"], ["13900139000"])
+    reports = call(client, "get_report_txt.asp").split("|")
+    assert reports[0] == "2" and not any("13900139000" in r for r in reports)
+    # every number refused: still 0|a|b|d, with nothing taken
+    assert send(client, "13900139000") == "0|0|1|"
+    bad = httpx.post(f"{sim.url}_sim/faults", json={"refuse": [13900139000]})
+    assert bad.status_code == 400  # numbers as strings, as they are sent
+
+
 def test_more_than_100_numbers_is_minus_4(client, state):
     numbers = [f"138{i:08d}" for i in range(101)]
     assert send(client, ",".join(numbers)) == "-4"

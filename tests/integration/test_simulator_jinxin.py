@@ -132,6 +132,25 @@ def test_fail_list_becomes_failed_numbers(fmt):
     assert record.failed == {"13900139000": "00111", "13700137000": "00111", "12345678901": "10112"}
 
 
+@pytest.mark.parametrize("fmt", ["json", "xml"])
+def test_refuse_switches_name_the_numbers_or_only_count_them(fmt):
+    state = JinxinState({USER: PASSWORD}, format=fmt, userid=USERID)
+    three = ["13800138000", "13900139000", "13700137000"]
+    with running_simulator(state, create_app) as sim:
+        provider = make_provider(sim.url, fmt=fmt)
+        set_faults(sim, refuse=["13900139000"])
+        named = provider.send(three, CONTENT)
+        set_faults(sim, refuse_unnamed=True)  # failCount without failList; XML: successCounts alone
+        counted = provider.send(three, CONTENT)
+    assert (named.failed_numbers.keys(), named.failed_codes, named.unnamed_refusals) == (
+        {"13900139000"},
+        {"13900139000": "00111"},
+        0,
+    )
+    assert (counted.failed_numbers, counted.rejected, counted.unnamed_refusals) == ({}, 1, 1)
+    assert [s.numbers for s in state.sends] == [["13800138000", "13700137000"]] * 2
+
+
 def test_extno_is_passed_and_checked(sim, state):
     assert make_provider(sim.url, extno="8888").send(["13800138000"], CONTENT).outcome is Outcome.OK
     assert state.sends[0].extno == "8888"

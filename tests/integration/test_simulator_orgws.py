@@ -218,6 +218,13 @@ def test_a_failing_number_can_refuse_the_whole_call_named_or_not(sim, provider, 
     assert wrong.status_code == 400 and "number_errors" in wrong.json()["error"]
 
 
+def test_refuse_switch_names_the_numbers_in_fail_phone(sim, provider, state):
+    set_faults(sim, refuse=["13700137000"])
+    result = provider.send(["13800138000", "13900139000", "13700137000"], CONTENT, context=ctx())
+    assert (result.outcome, list(result.failed_numbers), result.rejected) == (Outcome.OK, ["13700137000"], 1)
+    assert (state.sends[0].numbers, state.sends[0].failed) == (["13800138000", "13900139000"], ["13700137000"])
+
+
 def test_forbidden_word_is_blocked_with_the_keyword(provider, state):
     result = provider.send(["13800138000"], "【测试】关于法轮功的通知", context=ctx())
     assert result.outcome is Outcome.BLOCKED and result.code == "-13"

@@ -175,6 +175,15 @@ def test_invalid_numbers_are_not_counted(provider, state):
     assert state.sends[0].rejected == ["12345"]
 
 
+def test_refuse_switch_leaves_the_numbers_out_of_success_counts_and_reports(sim, provider, state):
+    set_faults(sim, refuse=["13900139000"])
+    result = provider.send(["13800138000", "13900139000", "13700137000"], CONTENT)
+    assert (result.outcome, result.accepted, result.rejected, result.unnamed_refusals) == (Outcome.OK, 2, 1, 1)
+    assert state.sends[0].rejected == ["13900139000"]
+    reports = provider.parse_reports(provider.fetch("reports"))
+    assert sorted(r.mobile for r in reports) == ["13700137000", "13800138000"]
+
+
 def test_extno_is_recorded(sim, state):
     make_provider(sim.url, extno="0086").send(["13800138000"], CONTENT)
     assert state.sends[0].extno == "0086"

@@ -6,6 +6,8 @@ One account per vendor (linkws twice: SOAP and plain HTTP), one worker for all.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -16,17 +18,29 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select, update
 
-from smsq.store.models import AccountBalance, BlockedNumber, InboundMessage, PollLease
+from smsq.store.models import AccountBalance, BlockedNumber, Chunk, InboundMessage, PollLease
 from smsq.tasks import batch_status, send_sms
 from smsq.tasks.cancel import cancel_batch
 from smsq.tasks.polls import poll
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
-from ..conftest import PASSWORD, ROOT, Stack, apply_env, mode_env, restore_env, start_worker, stop_worker, wait_final
+from ..conftest import (
+    PASSWORD,
+    ROOT,
+    Stack,
+    apply_env,
+    mode_env,
+    restore_env,
+    start_worker,
+    stop_worker,
+    wait_final,
+    wait_until,
+)
 
 BEIJING = timezone(timedelta(hours=8))
 CONTENT = "【某某科技】尊敬的客户，您的包裹已到达驿站，取件码 8-3-1024。"
@@ -149,7 +163,7 @@ timeout = 5
 """)
     config = tmp / "smsq.toml"
     config.write_text("".join(lines), encoding="utf-8")
-    env = mode_env("distributed", tmp, config)
+    env = {**mode_env("distributed", tmp, config), "SMSQ_REPORT_WAIT": str(REPORT_WAIT)}
     saved = apply_env(env)
     from smsq.tasks.schema import ensure_schema
     from smsq.worker.db import upgrade
@@ -167,6 +181,7 @@ timeout = 5
 
 
 RUN_ENV: dict = {}
+REPORT_WAIT = 3600  # SMSQ_REPORT_WAIT of this module's worker
 
 
 def smsq(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -385,3 +400,136 @@ def test_a_full_linkws_page_asks_for_another_poll(vendors, name):
         open_window(name)
         results.append(poll(name, "inbound"))
     assert [(r.items, r.full_page) for r in results] == [(50, True), (10, False)]
+
+
+# -- an answer that takes the call and refuses some of its numbers --------------------
+
+THREE = ["13510000001", "13510000002", "13510000003"]
+
+
+def set_faults(v: Vendor, **faults) -> None:
+    """The simulator's switches, over its /_sim/ routes."""
+    root = v.url[: len(v.url) - len(v.path)]
+    response = httpx.post(f"{root}_sim/faults", json=faults, timeout=5)
+    assert response.status_code == 200, response.text
+
+
+def status_of(batch_id: int) -> dict:
+    out = smsq("status", str(batch_id), "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def exported(batch_id: int, *states: str) -> dict[str, dict]:
+    """`smsq export` as a user reads it: the rows by mobile."""
+    out = smsq("export", str(batch_id), *(("--state", ",".join(states)) if states else ()))
+    assert out.returncode == 0, out.stderr
+    return {row["mobile"]: row for row in csv.DictReader(io.StringIO(out.stdout))}
+
+
+def send_waiting(name: str, numbers: list[str]) -> tuple[int, int]:
+    """`smsq send --wait`: (batch id, exit status)."""
+    out = smsq("send", "--account", name, "--to", ",".join(numbers), "--content", CONTENT, "--wait")
+    assert out.returncode in (0, 1), out.stderr
+    return int(out.stdout.splitlines()[0]), out.returncode
+
+
+def ids_the_vendor_gave(v: Vendor) -> dict[str, str]:
+    (call,) = v.state.sends
+    if v.provider == "dxt":
+        return dict(zip(call.numbers, call.smsids, strict=True))  # one SMSID per accepted number
+    return dict.fromkeys(call.numbers, call.task_id)  # qxs: the taskid reports carry
+
+
+@pytest.mark.parametrize("name", ["v-dxt", "v-qxs"])
+def test_a_number_refused_by_count_fails_once_reports_placed_the_others(vendors, name):
+    """dxt 0|2|1|d, qxs successCounts 2 of 3: which number was refused, delivery reports tell."""
+    v = vendors[name]
+    v.state.reset()
+    set_faults(v, refuse=[THREE[1]])
+    batch_id, exit_status = send_waiting(name, THREE)
+    assert exit_status == 1  # final, but not clean: a refusal is still open
+    status = status_of(batch_id)
+    assert status["final"] and not status["clean"] and status["recipients"] == {"sent": 3}, status
+    refused = status["refused"]
+    assert (refused["numbers"], refused["open"], refused["awaiting_reports"]) == (1, 1, 1), refused
+    ahead = datetime.fromisoformat(refused["due_at"]) - datetime.now(BEIJING)
+    assert abs(ahead.total_seconds() - REPORT_WAIT) < 120  # the worker's SMSQ_REPORT_WAIT
+    assert (
+        "refused:    1 number(s) by the vendor in its answers; 1 of them not named"
+        in smsq("status", str(batch_id)).stdout
+    )
+    assert not any(row["vendor_id"] for row in exported(batch_id).values())  # no id told apart yet
+    open_window(name)
+    assert poll(name, "reports").outcome == "ok"
+    # The worker's own relay pass: every other number is placed, so the one left was refused.
+    final = wait_until(
+        lambda: (s := status_of(batch_id))["recipients"] == {"delivered": 2, "failed": 1} and s,
+        30,
+        0.3,
+        "the refused number to be placed",
+    )
+    assert not final["clean"] and final["refused"]["open"] == 0
+    failed = exported(batch_id, "failed")
+    assert list(failed) == [THREE[1]] and failed[THREE[1]]["code"] == "refused"
+    assert "delivery reports placed all the others" in failed[THREE[1]]["detail"]
+    taken = {m: row["vendor_id"] for m, row in exported(batch_id, "delivered").items()}
+    assert taken == ids_the_vendor_gave(v)  # each accepted number with its own id, from its report
+
+
+def test_numbers_no_report_placed_fail_when_the_report_wait_ends(vendors):
+    v = vendors["v-dxt"]
+    v.state.reset()
+    v.state.report_status = None  # the vendor sends no report at all
+    try:
+        set_faults(v, refuse=[THREE[0]])
+        batch_id = send_sms("v-dxt", THREE, CONTENT).batch_id
+        assert wait_final(batch_id).refused.open == 1
+        with session_scope(settings().database_url) as s:  # SMSQ_REPORT_WAIT has passed
+            s.execute(update(Chunk).where(Chunk.batch_id == batch_id).values(refused_due_at=datetime(2000, 1, 1)))
+        wait_until(lambda: batch_status(batch_id).recipients == {"failed": 3}, 30, 0.3, "the relay's sweep")
+    finally:
+        v.state.report_status = 10
+    rows = exported(batch_id)
+    assert {(row["state"], row["code"]) for row in rows.values()} == {("failed", "refused")}
+    assert all(
+        "no delivery report came for this one within 1 h (SMSQ_REPORT_WAIT)" in r["detail"] for r in rows.values()
+    )
+    assert status_of(batch_id)["refused"]["open"] == 0
+
+
+@pytest.mark.parametrize(
+    "name, code, reason",
+    [("v-orgws", "refused", "发送失败的号码"), ("v-jinxin", "00111", "号码在黑名单中")],
+    ids=["orgws FailPhone", "jinxin failList"],
+)
+def test_a_number_the_vendor_names_refused_fails_at_once_with_its_code(vendors, name, code, reason):
+    v = vendors[name]
+    v.state.reset()
+    set_faults(v, refuse=[THREE[2]])
+    batch_id, exit_status = send_waiting(name, THREE)
+    status = status_of(batch_id)
+    assert exit_status == 1 and status["recipients"] == {"sent": 2, "failed": 1}, status
+    assert (status["refused"]["numbers"], status["refused"]["open"]) == (1, 0)
+    failed = exported(batch_id, "failed")
+    assert list(failed) == [THREE[2]] and failed[THREE[2]]["code"] == code and reason in failed[THREE[2]]["detail"]
+    assert (
+        "refused:    1 number(s) by the vendor in its answers; each one failed" in smsq("status", str(batch_id)).stdout
+    )
+    assert [s.numbers for s in v.state.sends] == [THREE[:2]]
+
+
+def test_a_count_from_a_vendor_without_reports_is_shown_never_guessed(vendors):
+    """jinxin failCount without failList: it has no delivery reports to tell which."""
+    v = vendors["v-jinxin"]
+    v.state.reset()
+    set_faults(v, refuse=[THREE[0]], refuse_unnamed=True)
+    batch_id, exit_status = send_waiting("v-jinxin", THREE)
+    status = status_of(batch_id)
+    assert exit_status == 1 and status["recipients"] == {"sent": 3} and not status["clean"], status
+    assert status["refused"] == {"numbers": 1, "open": 1, "awaiting_reports": 0, "untold": 1, "due_at": None}
+    assert "sends no delivery reports: which of the sent ones cannot be told" in smsq("status", str(batch_id)).stdout
+    rows = exported(batch_id)
+    assert all(r["state"] == "sent" and "which ones cannot be told" in r["detail"] for r in rows.values())
+    listed = smsq("batches", "--account", "v-jinxin", "--limit", "1")
+    assert "sent 3; refused 1 (1 not named)" in listed.stdout, listed.stdout

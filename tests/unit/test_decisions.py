@@ -352,8 +352,9 @@ def test_the_policy_is_read_from_the_settings():
         retry_for=120,
         retry_backoff_max=4,
         max_attempts=9,
+        report_wait=600,
     )
-    assert Policy.of(conf) == Policy(retry_for=120, retry_backoff_max=4, max_attempts=9)
+    assert Policy.of(conf) == Policy(retry_for=120, retry_backoff_max=4, max_attempts=9, report_wait=600)
 
 
 # -- a whole call refused over a number the vendor does not name: narrowing ------------
@@ -451,3 +452,57 @@ def test_finding_k_offenders_among_n_costs_at_most_2_k_log2_n_extra_calls(n, off
         chunks += split.parts
     assert {m for _, m in found} == bad and len(accepted) == n - len(bad)
     assert extra <= 2 * len(bad) * math.ceil(math.log2(n)), extra
+
+
+# -- an answer that takes the call and refuses some of its numbers ------------------
+
+THREE = ["13800138000", "13900139000", "13700137000"]
+PARTIAL = {  # vendor -> (its answer refusing THREE[1], named: does it name the number?)
+    "dxt": ("0|2|1|9001,9002", False),
+    "orgws": (soap("SendMessage", "<FailPhone>13900139000</FailPhone><Id>7001</Id><State>1</State>"), True),
+    "jinxin named": (
+        json.dumps(
+            {
+                "respCode": "00000",
+                "failCount": "1",
+                "failList": [{"phone": "13900139000", "respCode": "00111", "respDesc": "号码在黑名单中"}],
+                "smsId": "A" * 32,
+            },
+            ensure_ascii=False,
+        ),
+        True,
+    ),
+    "jinxin counted": (json.dumps({"respCode": "00000", "failCount": "1", "smsId": "A" * 32}), False),
+    "qxs": (
+        '<?xml version="1.0" encoding="utf-8" ?><returnsms><returnstatus>Success</returnstatus><message>ok</message>'
+        "<remainpoint>9</remainpoint><taskID>1504</taskID><successCounts>2</successCounts></returnsms>",
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(PARTIAL))
+def test_numbers_refused_in_an_accepted_answer_are_named_or_wait_for_reports(case):
+    vendor = case.split()[0]
+    body, named = PARTIAL[case]
+    reply = httpx.Response(200, content=body.encode(CHARSET.get(vendor, "utf-8")))
+    result = provider(vendor, lambda request: reply).send(THREE, CONTENT)
+    assert (result.outcome, result.rejected, result.unnamed_refusals) == (Outcome.OK, 1, 0 if named else 1)
+    if named:
+        assert list(result.failed_numbers) == ["13900139000"]
+    else:  # a count alone: no number, no id is told apart
+        assert result.failed_numbers == {} and "1" in result.message
+    policy = Policy(report_wait=600)
+    decision = decide(result, 1, NOW, NOW, policy, draw=TOP)
+    assert decision.next_state is ChunkState.ACCEPTED and not decision.trips_circuit
+    # counted only: delivery reports have SMSQ_REPORT_WAIT to tell the refused ones apart
+    assert decision.refused_due_at == (None if named else NOW + timedelta(seconds=600))
+    # a vendor that sends no delivery reports can never tell them apart: no due time
+    assert decide(result, 1, NOW, NOW, policy, reports=False, draw=TOP).refused_due_at is None
+
+
+def test_an_answer_that_refuses_nothing_awaits_nothing():
+    decision = first_call(answered("dxt", "0"))
+    assert (decision.next_state, decision.refused_due_at) == (ChunkState.ACCEPTED, None)
+    refused_call = SendResult(Outcome.INVALID_REQUEST, code="-10", rejected=3)  # not an accepted answer
+    assert first_call(refused_call).refused_due_at is None

@@ -76,6 +76,16 @@ def test_parse_send_success(body, ids, accepted, rejected):
     assert (result.accepted, result.rejected) == (accepted, rejected)
 
 
+def test_numbers_refused_in_b_are_counted_not_named():
+    # 0|a|b|d: b numbers refused (处理失败的号码个数), d one SMSID per *accepted* number:
+    # which numbers got them the vendor does not say.
+    result = parse_send_text("0|2|1|6408676,6408677")
+    assert (result.rejected, result.unnamed_refusals, result.failed_numbers) == (1, 1, {})
+    assert result.batch_ref == "6408676,6408677"  # all of them, kept on the chunk
+    assert "1 个号码处理失败,一般为号码长度不对等" in result.message
+    assert "处理失败" not in parse_send_text("0|2|0|6408676,6408677").message
+
+
 @pytest.mark.parametrize(
     "body, outcome, vendor_text",
     [

@@ -347,6 +347,56 @@ def test_parse_xml_accepted(body, numbers, failed, accepted, batch_ref):
     assert result.batch_ref == batch_ref
 
 
+def test_a_failed_numbers_own_code_is_kept_and_a_count_beyond_the_named_is_unnamed():
+    answer = {
+        "respCode": "00000",
+        "failCount": "2",
+        "smsId": "A" * 32,
+        "failList": [{"phone": "+8613900139000", "respCode": "00111", "respDesc": "号码在黑名单中"}],
+    }
+    result = parse_send_json(json.dumps(answer, ensure_ascii=False), NUMBERS)
+    assert result.failed_numbers == {"13900139000": "00111 号码在黑名单中"}
+    assert result.failed_codes == {"13900139000": "00111"}  # keyed by the number as sent
+    assert (result.rejected, result.unnamed_refusals) == (2, 1)
+    assert "2 number(s) refused" in result.message and "1 of them not named" in result.message
+    # a reason without a code (plain text) leaves the code to the ledger
+    text = parse_send_json(json.dumps({**answer, "failCount": "1", "failList": "13900139000:黑名单"}), NUMBERS)
+    assert (text.failed_numbers, text.failed_codes, text.unnamed_refusals) == ({"13900139000": "黑名单"}, {}, 0)
+
+
+@pytest.mark.parametrize(
+    "body, rejected, codes",
+    [
+        pytest.param(
+            "<returnsms><returnsms>00000</returnsms><successCounts>2</successCounts><smsId>S</smsId>"
+            "<taskID><phone>13800138000</phone><returnsms>00000</returnsms></taskID>"
+            "<taskID><phone>13900139000</phone><returnsms>00000</returnsms></taskID></returnsms>",
+            1,
+            {},
+            id="successCounts-lower-none-named",
+        ),
+        pytest.param(
+            "<returnsms><returnsms>00000</returnsms><successCounts>2</successCounts>"
+            "<taskID><phone>13700137000</phone><returnsms>00111</returnsms></taskID></returnsms>",
+            1,
+            {"13700137000": "00111"},
+            id="successCounts-lower-one-named",
+        ),
+        pytest.param(
+            "<returnsms><returnsms>00000</returnsms><successCounts>6</successCounts></returnsms>",
+            0,
+            {},
+            id="successCounts-above-the-numbers-counts-segments",
+        ),
+    ],
+)
+def test_xml_refusals_named_or_counted_by_success_counts(body, rejected, codes):
+    result = parse_send_xml(body, NUMBERS)
+    assert result.outcome is Outcome.OK
+    assert (result.rejected, result.failed_codes) == (rejected, codes)
+    assert result.unnamed_refusals == rejected - len(codes)
+
+
 @pytest.mark.parametrize("tag", ["returnstatus", "returnsms"])
 @pytest.mark.parametrize("code, text, outcome, kept", REFUSALS, ids=[r[0] + "-" + r[2].value for r in REFUSALS])
 def test_parse_xml_refusals(tag, code, text, outcome, kept):

@@ -176,6 +176,9 @@ def test_parse_send_success(body, sent, batch_ref, accepted, rejected):
     assert result.batch_ref == batch_ref
     assert (result.accepted, result.rejected) == (accepted, rejected)
     assert result.vendor_ids == [] and result.failed_numbers == {}  # the vendor names neither
+    # the refused are counted, never named: delivery reports must tell them apart
+    assert result.unnamed_refusals == (rejected or 0)
+    assert ("refused" in result.message) is bool(rejected)
 
 
 def test_parse_send_success_keeps_remainpoint_for_operators():

@@ -82,8 +82,29 @@ def wait_for(batch_id: int, *, show: bool = True, timeout: float | None = None, 
 
 
 def outcome_code(status) -> int:
-    """The exit status of a --wait: 1 when any number failed or is unknown."""
-    return 1 if status.recipients.get("failed", 0) or status.recipients.get("unknown", 0) else 0
+    """The exit status of a --wait: 1 when any number failed or is unknown, or a vendor
+    refused numbers it did not name and it is not known yet which (the batch is not clean)."""
+    return 0 if status.clean else 1
+
+
+def refused_line(refused, batch_id: int) -> str | None:
+    """What vendors refused of the batch in answers that took the rest; None: nothing."""
+    if not refused.numbers:
+        return None
+    words = [f"{refused.numbers} number(s) by the vendor in its answers"]
+    if refused.awaiting:
+        words.append(
+            f"{refused.awaiting} of them not named: delivery reports tell which, and the numbers none "
+            f"placed by {show_time(refused.due_at)} fail"
+        )
+    if refused.untold:
+        words.append(
+            f"{refused.untold} of them not named by a vendor that sends no delivery reports: "
+            f"which of the sent ones cannot be told"
+        )
+    if not refused.open:
+        words.append(f"each one failed (smsq export {batch_id} --state failed lists them)")
+    return "; ".join(words)
 
 
 def progress(status) -> str:
@@ -109,6 +130,9 @@ def print_status(status, as_json: bool) -> None:
         + ", ".join(f"{k} {v}" for k, v in sorted(status.chunks.items()))
         + (f"; {status.to_split} still to cut from the stored numbers" if status.to_split else "")
     )
+    refused = refused_line(status.refused, status.batch_id)
+    if refused:
+        print(f"  refused:    {refused}")
     if status.route or len(status.by_account) > 1:  # which account holds which numbers
         for account, counts in sorted(status.by_account.items()):
             print(f"  {account + ':':<11} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))

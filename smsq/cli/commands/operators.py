@@ -108,6 +108,8 @@ def cmd_batches(args) -> int:
     for b in batches:
         progress = "cancelled" if b.cancelled else "final" if b.final else "scheduled" if b.scheduled else "in progress"
         counts = ", ".join(f"{state} {n}" for state, n in sorted(b.recipients.items()))
+        if b.refused.numbers:  # by the vendor in its answers (smsq status BATCH says more)
+            counts += f"; refused {b.refused.numbers}" + (f" ({b.refused.open} not named)" if b.refused.open else "")
         print(f"{b.batch_id:>7}  {b.account:<14} {show_time(b.created_at):<26} {b.numbers:>8}  {progress:<12} {counts}")
     return 0
 
