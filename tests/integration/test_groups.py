@@ -19,7 +19,7 @@ from celery.signals import before_task_publish
 from sqlalchemy import select, update
 
 from smsq.store.models import Chunk, Recipient
-from smsq.tasks import batch_status, send_sms
+from smsq.tasks import batch_status, send, send_sms
 from smsq.tasks.cancel import cancel_batch
 from smsq.tasks.publish import GROUP_FROM, GROUP_SIZE
 from smsq.tasks.relay import expire_sending, publish_due, publish_due_splits
@@ -159,7 +159,12 @@ def slow_vendor(direct):
     slots.configure(None)
 
 
-def test_at_a_slow_vendor_the_rest_of_a_group_goes_to_idle_slots(slow_vendor):
+def test_at_a_slow_vendor_the_rest_of_a_group_goes_to_idle_slots(slow_vendor, monkeypatch):
+    # The worker judges a call slow when it took SLOW_SHARE times the chunk's own work
+    # (claim, record); on a loaded test host that work alone can take 100 ms, so the
+    # share is lowered here: 0.8 s of vendor latency against the work, whatever the load.
+    # The threshold itself is tested in tests/unit/test_slow_vendor.py.
+    monkeypatch.setattr(send, "SLOW_SHARE", 1.5)
     batch_id, groups, _ = split_campaign("1366", GROUP_FROM)
     first, *rest = groups[0]
     slots.configure(64)  # a thread pool with slots to spare
