@@ -19,7 +19,6 @@ No rule is applied yet: ``admission`` admits every number.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +29,9 @@ from smsq.store.models import Batch
 from smsq.worker.config import Settings
 from smsq.worker.kinds import KindRules, check_kind
 
-# A block of numbers in, the ones admitted out (in the same order); a refused one is
-# appended to the send's ``rejected`` as (number, reason) by the check itself.
-Admit = Callable[[list[str]], list[str]]
+# Admit: a block of numbers in, the ones admitted out (in the same order); a refused one
+# is appended to the send's ``rejected`` as (number, reason) by the check itself.
+from .intake import Admit
 
 
 @dataclass(frozen=True)
