@@ -67,7 +67,7 @@ class Batch(Base):
     # and the content as the caller gave it, prepared again for each account it moves to.
     route: Mapped[str | None] = mapped_column(String(64))
     given_content: Mapped[str | None] = mapped_column(Text)
-    # SHA-256 of what was asked (content, send time, numbers as given): a reused idempotency
+    # SHA-256 of what was asked (content, send time, kind, numbers as given): a reused idempotency
     # key replays this batch only for the same request (tasks/producer.py). None: stored before.
     body_digest: Mapped[str | None] = mapped_column(String(64))
     # The batch's Timestamp at its account, for a vendor that groups a batch's calls by one
@@ -75,6 +75,9 @@ class Batch(Base):
     # the account took (a BatchStamp row is the claim). Every chunk and retry carries it.
     # None: the account's vendor wants none (or the batch was stored before smsq kept one).
     stamp: Mapped[int | None] = mapped_column(BigInteger)
+    # The message kind (worker/kinds.py: otp, notice, marketing), whose rules the send is held
+    # to; batches stored before kinds existed read as notice.
+    kind: Mapped[str] = mapped_column(String(16), default="notice", server_default="notice")
 
 
 class Chunk(Base):

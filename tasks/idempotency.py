@@ -1,14 +1,19 @@
 """Idempotency keys: the same key replays its batch, but only for the same request.
 
 A caller that retries a send (a timeout, a crash before it saw the receipt) sends
-the same key with the same content, send time and numbers, and gets the first
-batch's receipt. The same key with anything else is a mistake (a key reused for
+the same key with the same content, send time, kind and numbers, and gets the
+first batch's receipt. The same key with anything else is a mistake (a key reused for
 a new message) and is refused: replaying would silently send nothing new.
 
 What was asked is kept as a SHA-256 with the batch (``batches.body_digest``),
 fed while the numbers stream in a block at a time: a million-number send is
 never held as a list for it, and a replay is checked without reading back one
 stored number.
+
+The message kind is part of what was asked: the same key for an ``otp`` and then a
+``marketing`` send of the same text is a key reused, not a retry (the kinds are held
+to different rules). A ``notice``, the default, adds nothing to the hash, so a batch
+stored before kinds existed (a notice) still replays for the retry that names none.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import hashlib
 import itertools
 from collections.abc import Iterator
 from datetime import datetime
+
+from smsq.worker.kinds import DEFAULT_KIND
 
 from .intake import BLOCK  # numbers hashed per update
 
@@ -29,18 +36,20 @@ class IdempotencyConflictError(ValueError):
         self.key, self.batch_id = key, batch_id
         super().__init__(
             f"idempotency key {key!r} was used for batch {batch_id} with another content, send "
-            f"time or numbers; a new send needs a new key"
+            f"time, kind or numbers; a new send needs a new key"
         )
 
 
 class BodyDigest:
-    """The digest of a send's content, send time and numbers as given, in their order."""
+    """The digest of a send's content, send time, kind and numbers as given, in their order."""
 
-    def __init__(self, content: str, send_at: datetime | None):
+    def __init__(self, content: str, send_at: datetime | None, kind: str = DEFAULT_KIND):
         self._hash = hashlib.sha256()
         self._hash.update(
             f"{len(content)}:{content}\0{send_at.isoformat() if send_at else ''}\0".encode("utf-8", "surrogatepass")
         )
+        if kind != DEFAULT_KIND:  # a notice hashes as every send did before kinds (see above)
+            self._hash.update(f"kind:{kind}\0".encode())
 
     def through(self, numbers: Iterator) -> Iterator:
         """``numbers``, passed on unchanged, each hashed as it goes by (a block at a time)."""

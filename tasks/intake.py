@@ -30,7 +30,7 @@ empty query.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -42,6 +42,10 @@ from smsq.store.staging import Row, blocked_numbers, write_staged
 
 BLOCK = 5000  # entries normalised per round, blocked numbers looked up or loaded per fetch
 
+# The send policy's check (tasks/policy.py ``admission``): a block of unique, unblocked
+# numbers in, the ones it admits out; it records the ones it refuses itself.
+Admit = Callable[[list[str]], list[str]]
+
 
 def stage_chunks(
     session: Session,
@@ -51,10 +55,12 @@ def stage_chunks(
     landline: bool,
     size: int,
     rejected: list[tuple[str, str]],
+    admit: Admit | None = None,
 ) -> tuple[int, set[str]]:
     """Store ``numbers`` as the batch's ``split_chunks`` rows of ``size``: return how many
     numbers were accepted and the account's blocked numbers found (left out). Invalid
-    entries are appended to ``rejected`` (each spelling once), in list order.
+    entries are appended to ``rejected`` (each spelling once), in list order. ``admit``:
+    the send policy's check, which the unique unblocked numbers pass block by block.
 
     Unique numbers are numbered in the order of their first appearance; number n
     goes to chunk n // size, so chunks follow the list and only the last is short."""
@@ -69,30 +75,39 @@ def stage_chunks(
         blocked = _load_blocked(session, account)
         blocks = itertools.chain([head], _valid_blocks(numbers, landline, rejected, seen_rejects))
     found: set[str] = set()
-    rows = _chunk_rows(blocks, size, blocked, found)
+    rows = _chunk_rows(blocks, size, blocked, found, admit)
     return write_staged(session, batch_id, rows), found
 
 
 def chunk_short_list(
-    session: Session, account: str, numbers: list, landline: bool, size: int, rejected: list[tuple[str, str]]
+    session: Session,
+    account: str,
+    numbers: list,
+    landline: bool,
+    size: int,
+    rejected: list[tuple[str, str]],
+    admit: Admit | None = None,
 ) -> tuple[list[Row], set[str]]:
     """A list known to be short (at most a block: an OTP, a small batch) cut into its chunks,
     as rows, with nothing written: the caller writes chunk and recipient rows directly, not
     through the stage. Returns the rows and the account's blocked numbers found (left out);
-    invalid entries are appended to ``rejected`` as stage_chunks does."""
+    invalid entries are appended to ``rejected`` and ``admit`` checks them as stage_chunks does."""
     head = _valid(numbers, landline, rejected, set())
     found: set[str] = set()
-    blocks = _chunk_rows([head], size, _blocked_among(session, account, head), found)
+    blocks = _chunk_rows([head], size, _blocked_among(session, account, head), found, admit)
     return [row for block in blocks for row in block], found
 
 
-def _chunk_rows(blocks: Iterable[list[str]], size: int, blocked: set[int], found: set[str]) -> Iterator[list[Row]]:
+def _chunk_rows(
+    blocks: Iterable[list[str]], size: int, blocked: set[int], found: set[str], admit: Admit | None = None
+) -> Iterator[list[Row]]:
     """The chunks filled by each block of valid numbers (first appearance only, blocked ones
-    left out and added to ``found``), then the short last one."""
+    left out and added to ``found``, then those ``admit`` keeps), then the short last one."""
     seen: set[int] = set()
     remember = seen.add
     pending: list[str] = []
-    fill = pending.append
+    fresh: list[str] = []  # a block's numbers for ``admit``; without it they go straight to ``pending``
+    fill = pending.append if admit is None else fresh.append
     seq = 0
     for valid in blocks:
         for mobile in valid:
@@ -104,6 +119,9 @@ def _chunk_rows(blocks: Iterable[list[str]], size: int, blocked: set[int], found
                 found.add(mobile)
             else:
                 fill(mobile)
+        if admit is not None:
+            pending += admit(fresh) if fresh else ()
+            fresh.clear()
         full = len(pending) - len(pending) % size
         if full:
             yield [

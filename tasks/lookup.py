@@ -17,6 +17,7 @@ from smsq.store.lifecycle import RecipientState
 from smsq.store.models import RECIPIENT_STATES, Batch, Chunk, EarlierSend, Recipient
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
+from smsq.worker.kinds import DEFAULT_KIND
 
 from .producer import FINAL_CHUNK_STATES, is_scheduled
 from .refusals import NONE as NO_REFUSALS
@@ -149,6 +150,7 @@ class BatchSummary:
     send_at: datetime | None = None  # the batch's schedule (naive UTC)
     scheduled: bool = False  # waiting for its time: nothing of it has gone to the vendor
     refused: Refused = NO_REFUSALS  # numbers vendors refused in answers that took the rest
+    kind: str = DEFAULT_KIND  # the message kind: otp, notice, marketing
 
     @property
     def final(self) -> bool:
@@ -191,6 +193,7 @@ def recent_batches(limit: int = 20, *, account: str | None = None) -> list[Batch
                 b.send_at,
                 is_scheduled(b.send_at, chunks.get(b.id, {})),
                 refused.get(b.id, NO_REFUSALS),
+                b.kind,
             )
             for b in batches
         ]

@@ -13,6 +13,7 @@ the relay publishes):
   and recipient rows in the same transaction, written directly rather than
   staged, and its ``send_chunk`` tasks are published directly, which saves the
   hop through a split job;
+* a batch of kind ``otp`` takes the priority lane, whatever its size;
 * a larger batch gets one ``smsq.split_batch(batch_id)`` job: a worker cuts the
   chunk and recipient rows and publishes the chunk tasks (tasks/split.py).
 
@@ -21,6 +22,10 @@ batch is safe, the receipt says ``queued=False`` and the relay publishes it.
 
 A route name (``[routes.NAME]``) is accepted wherever an account name is: the
 batch goes to the route's first account that can send (tasks/routes.py).
+
+Every batch is of one message kind (``otp``, ``notice``, ``marketing``; worker/kinds.py),
+kept on the batch; the send policy of its kind and account (tasks/policy.py) checks the
+numbers as they are taken in.
 """
 
 from __future__ import annotations
@@ -45,11 +50,13 @@ from smsq.store.lifecycle import ChunkState, RecipientState
 from smsq.store.models import Batch, Chunk, Recipient, SplitJob, utcnow
 from smsq.worker.config import Settings, knowing, settings
 from smsq.worker.db import session_scope
+from smsq.worker.kinds import DEFAULT_KIND, check_kind
 from smsq.worker.services import DatabaseUnreachableError, database_reached
 
 from . import routes
 from .idempotency import BodyDigest, check_replay
-from .intake import blocked_reasons, chunk_short_list, stage_chunks
+from .intake import Admit, blocked_reasons, chunk_short_list, stage_chunks
+from .policy import SendPolicy, admission, policy_for
 from .publish import publish_chunk_rows, publish_split
 from .refusals import NONE as NO_REFUSALS
 from .refusals import Refused, refused_of
@@ -93,6 +100,7 @@ class Receipt:
     replayed: bool = False  # True: the idempotency key named an existing batch; nothing new was sent
     queued: bool = True  # False: the broker did not take the batch's task(s); it is stored and the relay
     # publishes it when the broker answers again
+    kind: str = DEFAULT_KIND  # the message kind: otp, notice, marketing
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,7 @@ class BatchStatus:
     send_at: datetime | None = None  # the batch's schedule (naive UTC), None: sent at once
     scheduled: bool = False  # its time has not come: nothing of it has gone to the vendor
     refused: Refused = NO_REFUSALS  # numbers vendors refused in answers that took the rest (tasks/refusals.py)
+    kind: str = DEFAULT_KIND  # the message kind: otp, notice, marketing
 
     @property
     def final(self) -> bool:
@@ -132,6 +141,7 @@ class BatchStatus:
         return {
             "batch_id": self.batch_id,
             "account": self.account,
+            "kind": self.kind,
             "accepted": self.accepted,
             "rejected": self.rejected,
             "recipients": self.recipients,
@@ -194,10 +204,17 @@ def _when(send_at: datetime | None) -> datetime | None:
 
 
 def _intake(
-    session: Session, batch: Batch, numbers: Iterator[str], landline: bool, size: int, rejected: list[tuple[str, str]]
+    session: Session,
+    batch: Batch,
+    numbers: Iterator[str],
+    landline: bool,
+    size: int,
+    rejected: list[tuple[str, str]],
+    admit: Admit | None,
 ) -> int:
-    """Stage the numbers in chunks of ``size``; blocked ones join ``rejected``. Return how many were accepted."""
-    accepted, blocked = stage_chunks(session, batch.id, batch.account, numbers, landline, size, rejected)
+    """Stage the numbers in chunks of ``size``; blocked ones join ``rejected``, and so do those
+    the send policy's ``admit`` refuses. Return how many were accepted."""
+    accepted, blocked = stage_chunks(session, batch.id, batch.account, numbers, landline, size, rejected, admit)
     rejected.extend(_blocked(session, batch.account, blocked))
     return accepted
 
@@ -235,7 +252,13 @@ def _replay(session: Session, batch: Batch, digest: str, key: str) -> Receipt:
         .order_by(Recipient.id)
     ).all()
     return Receipt(
-        batch.id, batch.accepted, [(m, d or "") for m, d in rejected], batch.segments, batch.lane, replayed=True
+        batch.id,
+        batch.accepted,
+        [(m, d or "") for m, d in rejected],
+        batch.segments,
+        batch.lane,
+        replayed=True,
+        kind=batch.kind,
     )
 
 
@@ -245,6 +268,7 @@ class _Storing:
 
     conf: Settings
     provider_cls: type[Provider]
+    policy: SendPolicy  # the rules of the batch's kind at its account
     digest: BodyDigest
     numbers: Iterator[str]  # the rest of the list, past the short head already read
     priority: bool | None
@@ -263,8 +287,9 @@ def _store_short(session: Session, storing: _Storing, batch: Batch, short: list)
     pick-up before its send is even published. Five round trips in all, the batch's row
     written once with what it will hold. Returns the numbers accepted and the chunks to publish."""
     cls = storing.provider_cls
+    admit = admission(session, storing.policy, batch, storing.rejected)
     rows, blocked = chunk_short_list(
-        session, batch.account, short, cls.accepts_landline, cls.max_numbers, storing.rejected
+        session, batch.account, short, cls.accepts_landline, cls.max_numbers, storing.rejected, admit
     )
     storing.rejected.extend(_blocked(session, batch.account, blocked))
     accepted = sum(size for _, size, _ in rows)
@@ -284,9 +309,9 @@ def _store_long(session: Session, storing: _Storing, batch: Batch, short: list) 
     cls, conf, now = storing.provider_cls, storing.conf, storing.now
     session.add(batch)
     session.flush()  # the id; and an idempotency race fails here, early
-    accepted = _intake(
-        session, batch, itertools.chain(short, storing.numbers), cls.accepts_landline, cls.max_numbers, storing.rejected
-    )
+    admit = admission(session, storing.policy, batch, storing.rejected)
+    numbers = itertools.chain(short, storing.numbers)
+    accepted = _intake(session, batch, numbers, cls.accepts_landline, cls.max_numbers, storing.rejected, admit)
     if not accepted:
         raise NoValidNumbersError(storing.rejected)  # rolls the batch back: an empty batch is no batch
     _fill(batch, conf, accepted, storing.rejected, storing.priority)
@@ -307,6 +332,7 @@ def _new_batch(
     when: datetime | None,
     idempotency_key: str | None,
     now: datetime,
+    kind: str,
 ) -> Batch:
     """The batch row of a send, in the bulk lane until its size decides. Sent through a
     route, it keeps the content as given: a failover prepares it again for the next account."""
@@ -320,13 +346,15 @@ def _new_batch(
         created_at=now,
         route=target.route,
         given_content=given if target.route else None,
+        kind=kind,
     )
 
 
 def _log_receipt(receipt: Receipt, account: str, route: str | None) -> None:
     log.info(
-        "batch %s: %s accepted, %s rejected, lane %s, account %s%s",
+        "batch %s: %s %s accepted, %s rejected, lane %s, account %s%s",
         receipt.batch_id,
+        receipt.kind,
         receipt.accepted,
         len(receipt.rejected),
         receipt.lane,
@@ -343,6 +371,7 @@ def send_sms(
     send_at: datetime | None = None,
     idempotency_key: str | None = None,
     priority: bool | None = None,
+    kind: str = DEFAULT_KIND,
 ) -> Receipt:
     """Queue ``content`` for every number in ``to`` through ``account``.
 
@@ -354,7 +383,11 @@ def send_sms(
     call with the same key returns the first batch's receipt and sends nothing.
     ``priority`` forces the lane; by default batches of up to
     ``SMSQ_PRIORITY_MAX`` numbers (100) take the priority lane.
+    ``kind`` is the message kind, ``"otp"``, ``"notice"`` (the default) or ``"marketing"``,
+    whose rules (README, Message kinds) the send is held to; an ``otp`` always takes the
+    priority lane. Another kind, or an ``otp`` with ``priority=False``, is a ValueError.
     """
+    priority = _lane_of(check_kind(kind), priority)
     conf = knowing(account)  # an account added to the file since this process read it is known
     # -- failover routes: a route name takes its first account that can send --
     target = routes.choose_account(conf, account)
@@ -363,8 +396,9 @@ def send_sms(
     prepared = provider_cls(acct, client=None).prepare_content(content)
     when = _when(send_at)
     _check_key(idempotency_key)
+    policy = policy_for(conf, acct.name, kind)
     # What was asked, hashed as the numbers stream by (tasks/idempotency.py).
-    digest = BodyDigest(content, when)
+    digest = BodyDigest(content, when, kind)
     numbers = digest.through(_numbers(to))
     with database_reached(conf.database_url):
         ensure_schema(conf)
@@ -376,15 +410,15 @@ def send_sms(
         with session_scope(conf.database_url) as session:
             if idempotency_key is not None and (existing := _keyed(session, target, idempotency_key)):
                 return _replay(session, existing, digest.finish(numbers), idempotency_key)
-            batch = _new_batch(target, acct.name, content, prepared, when, idempotency_key, now)
+            batch = _new_batch(target, acct.name, content, prepared, when, idempotency_key, now, kind)
             short = list(itertools.islice(numbers, conf.priority_max + 1))
-            storing = _Storing(conf, provider_cls, digest, numbers, priority, not_before, now, rejected)
+            storing = _Storing(conf, provider_cls, policy, digest, numbers, priority, not_before, now, rejected)
             store = _store_short if len(short) <= conf.priority_max else _store_long
             accepted, inline = store(session, storing, batch, short)
             write_rejected(session, batch.id, rejected, utcnow())
             if provider_cls.batch_stamp:  # last: on PostgreSQL the claim holds its key until the commit
                 batch.stamp = stamps.claim(session, acct.name, batch.id, not_before or now)
-            receipt = Receipt(batch.id, accepted, rejected, batch.segments, batch.lane)
+            receipt = Receipt(batch.id, accepted, rejected, batch.segments, batch.lane, kind=kind)
     except (OperationalError, InterfaceError) as exc:
         raise DatabaseUnreachableError(conf.database_url, exc) from exc
     except IntegrityError:
@@ -400,6 +434,16 @@ def send_sms(
         receipt = dataclasses.replace(receipt, queued=False)
     _log_receipt(receipt, acct.name, target.route)
     return receipt
+
+
+def _lane_of(kind: str, priority: bool | None) -> bool | None:
+    """``priority`` as send_sms uses it: an OTP is always in the priority lane (a code that
+    waits behind a campaign is a code too late)."""
+    if kind != "otp":
+        return priority
+    if priority is False:
+        raise ValueError("kind 'otp' always takes the priority lane: leave priority out for an OTP")
+    return True
 
 
 def _check_key(idempotency_key: str | None) -> None:
@@ -458,6 +502,7 @@ def batch_status(batch_id: int) -> BatchStatus:
             batch.send_at,
             is_scheduled(batch.send_at, chunks),
             refused_of(session, [batch_id]).get(batch_id, NO_REFUSALS),
+            batch.kind,
         )
 
 

@@ -267,6 +267,8 @@ def _claim_and_send(conf: Settings, chunk_id: int, slot: Slot, pace: Pace | None
         record(conf, claimed, nothing, decided(conf, claimed, nothing))
         return ChunkRun.ACCEPTED
     try:
+        # -- send policy: the kind's rules at this account (tasks/policy.py chunk_rules) hold a
+        # code past its validity or a send outside its window here, before any vendor call --
         # -- failover routes: the account's circuit admits the chunk, or it waits or moves --
         admitted = routes.before_call(conf, claimed)
         if isinstance(admitted, ChunkRun):

@@ -11,6 +11,13 @@ Accounts live in the TOML file named by ``SMSQ_CONFIG`` (default ``./smsq.toml``
     signature = "【某某科技】"
     rate_limit = "20/s"
     optout_keywords = ["TD", "退订"]     # replies that put the number on the blocked list
+    daily_quota = 50000                  # numbers sent to per Beijing day (default: no quota)
+
+    [accounts.shop-dxt.kinds.marketing]  # this account's own rules for a kind (only narrower windows)
+    send_window = "09:00-20:00"
+
+Message kinds (``[kinds.NAME]``, see worker/kinds.py) set the rules of each kind for
+every account: ``Settings.kind_rules(account, kind)`` resolves them.
 
 Failover routes (``[routes.NAME]``, see worker/route_config.py) name accounts in order
 of preference; a route's name is accepted wherever an account's is.
@@ -51,6 +58,8 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from smsq.providers import PROVIDERS, Account, Secret, provider_class
 
 from . import logs
+from .kinds import DEFAULTS as KIND_DEFAULTS
+from .kinds import KindRules, check_kind, check_narrows, kind_defaults, parse_daily_quota, parse_kind_tables, resolve
 from .logs import safe_url
 from .route_config import Route, parse_routes
 
@@ -70,6 +79,8 @@ COMMON_KEYS = {
     "poll_interval",
     "balance_alert",
     "optout_keywords",
+    "daily_quota",
+    "kinds",
 }
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 _PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
@@ -162,6 +173,8 @@ class Settings:
     home: Path | None = None  # where embedded mode keeps its files
     routes: Mapping[str, Route] = field(default_factory=dict)  # failover routes by name
     config_version: ConfigVersion | None = None  # the accounts file these accounts were read from
+    # each kind's rules from the file's [kinds.NAME] tables (worker/kinds.py); accounts' own in their options
+    kinds: Mapping[str, KindRules] = field(default_factory=lambda: dict(KIND_DEFAULTS))
 
     @property
     def embedded(self) -> bool:
@@ -210,6 +223,18 @@ class Settings:
         raise UnknownAccountError(
             f"unknown account or route {name!r} (configured in {self.config_path}: accounts: {known}{routes})"
         )
+
+    def kind_rules(self, account: str, kind: str) -> KindRules:
+        """The rules a send of ``kind`` through ``account`` is held to: the kind's, with the
+        account's ``[accounts.NAME.kinds.KIND]`` applied. UnknownAccountError for an account
+        not configured (a route's name included: ask for the account the batch goes to),
+        ValueError for an unknown kind."""
+        overrides = self.account(account).options.get("kinds", {})
+        return resolve(self.kinds[check_kind(kind)], overrides.get(kind, {}))
+
+    def daily_quota(self, account: str) -> int | None:
+        """Numbers ``account`` may send to per Beijing day (None: no quota)."""
+        return self.account(account).options.get("daily_quota")
 
     def cooloff(self, account: str) -> float:
         """Seconds a failed account rests before a probe: the shortest ``cooloff`` of the
@@ -309,7 +334,35 @@ def _smsq_options(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
-def parse_account(name: str, table: Mapping[str, Any], base_dir: Path) -> Account:
+def _account_kinds(
+    name: str, table: Mapping[str, Any], kinds: Mapping[str, KindRules], source: Path | None
+) -> dict[str, Any]:
+    """The account's ``daily_quota`` and its own rules per kind ``[accounts.NAME.kinds.KIND]``
+    (only what it sets: an account keeps the file's later changes to the other rules)."""
+    where = f"{source}: account {name!r}" if source else f"account {name!r}"
+    options: dict[str, Any] = {}
+    try:
+        if "daily_quota" in table:
+            options["daily_quota"] = parse_daily_quota(table["daily_quota"], f"[accounts.{name}] daily_quota")
+        if "kinds" in table:
+            overrides = parse_kind_tables(table["kinds"], f"accounts.{name}.kinds")
+            check_narrows(kinds, overrides, f"accounts.{name}.kinds")
+            options["kinds"] = overrides
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return options
+
+
+def parse_account(
+    name: str,
+    table: Mapping[str, Any],
+    base_dir: Path,
+    *,
+    kinds: Mapping[str, KindRules] = KIND_DEFAULTS,
+    source: Path | None = None,
+) -> Account:
+    """One ``[accounts.NAME]`` table. ``kinds``: the file's rules per kind, which the account's
+    own may only narrow; ``source``: the file, named in the messages about them."""
     where = f"account {name!r}"
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: must be a table ([accounts.{name}])")
@@ -346,6 +399,7 @@ def parse_account(name: str, table: Mapping[str, Any], base_dir: Path) -> Accoun
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     options.update(_smsq_options(where, table))
+    options.update(_account_kinds(name, table, kinds, source))
     return Account(
         name=name,
         provider=provider,
@@ -372,28 +426,50 @@ def _read_config(path: Path, raw: bytes | None = None) -> dict[str, Any]:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(data) - {"accounts", "routes"}
+    unknown = set(data) - {"accounts", "routes", "kinds"}
     if unknown:
         raise ConfigError(
-            f"{path}: unknown top-level table(s) {', '.join(sorted(unknown))}; "
-            f"accounts go under [accounts.NAME], failover routes under [routes.NAME]"
+            f"{path}: unknown top-level table(s) {', '.join(sorted(unknown))}; accounts go under "
+            f"[accounts.NAME], failover routes under [routes.NAME], message kinds under [kinds.NAME]"
         )
     return data
 
 
-def _accounts_of(path: Path, data: Mapping[str, Any]) -> dict[str, Account]:
-    return {name: parse_account(name, table, path.parent) for name, table in (data.get("accounts") or {}).items()}
+def _kinds_of(path: Path, data: Mapping[str, Any]) -> dict[str, KindRules]:
+    """Every kind's rules: the defaults with the file's ``[kinds.NAME]`` tables applied."""
+    try:
+        return kind_defaults(parse_kind_tables(data.get("kinds"), "kinds"))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _accounts_of(path: Path, data: Mapping[str, Any], kinds: Mapping[str, KindRules]) -> dict[str, Account]:
+    return {
+        name: parse_account(name, table, path.parent, kinds=kinds, source=path)
+        for name, table in (data.get("accounts") or {}).items()
+    }
 
 
 def load_accounts(path: Path) -> dict[str, Account]:
-    return _accounts_of(path, _read_config(path))
+    data = _read_config(path)
+    return _accounts_of(path, data, _kinds_of(path, data))
 
 
-def _parse_file(path: Path, raw: bytes) -> tuple[dict[str, Account], dict[str, Route]]:
-    """Accounts and routes from the file's bytes, parsed once."""
+@dataclass(frozen=True)
+class _FileContent:
+    """What the accounts file configures, parsed once."""
+
+    accounts: dict[str, Account]
+    routes: dict[str, Route]
+    kinds: dict[str, KindRules]
+
+
+def _parse_file(path: Path, raw: bytes) -> _FileContent:
+    """Accounts, routes and kinds from the file's bytes, parsed once."""
     data = _read_config(path, raw)
-    accounts = _accounts_of(path, data)
-    return accounts, parse_routes(data.get("routes"), accounts, ConfigError)
+    kinds = _kinds_of(path, data)
+    accounts = _accounts_of(path, data, kinds)
+    return _FileContent(accounts, parse_routes(data.get("routes"), accounts, ConfigError), kinds)
 
 
 def _file_state(path: Path) -> tuple | None:
@@ -417,11 +493,11 @@ def _read_file(path: Path) -> tuple[bytes | None, ConfigVersion]:
     return raw, ConfigVersion(hashlib.sha256(raw).hexdigest()[:12], modified)
 
 
-def _load_file(path: Path) -> tuple[dict[str, Account], dict[str, Route], ConfigVersion]:
-    """Accounts and routes from one read of the file, and its version."""
+def _load_file(path: Path) -> tuple[_FileContent, ConfigVersion]:
+    """Accounts, routes and kinds from one read of the file, and its version."""
     raw, version = _read_file(path)
-    accounts, routes = _parse_file(path, raw) if raw is not None else ({}, {})
-    return accounts, routes, version
+    content = _parse_file(path, raw) if raw is not None else _FileContent({}, {}, kind_defaults({}))
+    return content, version
 
 
 def env_secret(name: str) -> str | None:
@@ -537,7 +613,7 @@ def load_settings() -> Settings:
     broker_url = env_secret("SMSQ_BROKER_URL") or f"sqla+sqlite:///{home / 'smsq-broker.db'}"
     check_database_url(database_url, "SMSQ_DATABASE_URL")
     check_broker_url(broker_url)
-    accounts, routes, version = _load_file(path)
+    content, version = _load_file(path)
     state_dir = _state_dir(home)
     return Settings(
         config_found=path.is_file(),
@@ -546,8 +622,9 @@ def load_settings() -> Settings:
         database_url=database_url,
         broker_url=broker_url,
         redis_url=_redis_url(broker_url),
-        accounts=accounts,
-        routes=routes,
+        accounts=content.accounts,
+        routes=content.routes,
+        kinds=content.kinds,
         config_version=version,
         priority_max=int(_number("SMSQ_PRIORITY_MAX", 100)),
         send_timeout=_number("SMSQ_SEND_TIMEOUT", 300),
@@ -605,6 +682,14 @@ def forget_settings() -> None:
 settings.cache_clear = forget_settings  # type: ignore[attr-defined]
 
 
+def _unchanged_kept(conf: Settings, accounts: dict[str, Account]) -> dict[str, Account]:
+    """``accounts``, each unchanged one the very object in use, so nothing keyed on it is rebuilt."""
+    return {
+        name: conf.accounts[name] if conf.accounts.get(name) == account else account
+        for name, account in accounts.items()
+    }
+
+
 def refresh() -> Settings:
     """The settings, with the accounts and routes read again if the accounts file changed
     on disk since (its stat, then its hash). The new file is validated whole, as at
@@ -629,12 +714,8 @@ def refresh() -> Settings:
                 return conf
             if raw is None:  # moved away, or being replaced: no reason to forget every account
                 raise ConfigError(f"{path} is not there any more")
-            accounts, routes = _parse_file(path, raw)
-            # an unchanged account stays the very object in use, so nothing keyed on it is rebuilt
-            accounts = {
-                name: conf.accounts[name] if conf.accounts.get(name) == account else account
-                for name, account in accounts.items()
-            }
+            content = _parse_file(path, raw)
+            accounts = _unchanged_kept(conf, content.accounts)
             if _credentials_required:  # a worker or beat: a password it cannot read refuses the file, as at start
                 for name, account in accounts.items():
                     if account is not conf.accounts.get(name):
@@ -650,7 +731,14 @@ def refresh() -> Settings:
                 )
             return conf
         _refused = None
-        new = replace(conf, accounts=accounts, routes=routes, config_version=version, config_found=True)
+        new = replace(
+            conf,
+            accounts=accounts,
+            routes=content.routes,
+            kinds=content.kinds,
+            config_version=version,
+            config_found=True,
+        )
         logs.keep_masking(new.secrets())
         _install(new, state)
     added = sorted(set(accounts) - set(conf.accounts))

@@ -87,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--idempotency-key", help="the same key twice sends once")
     s.add_argument("--priority", action="store_true", help="force the priority lane")
     s.add_argument(
+        "--kind",
+        default="notice",
+        metavar="KIND",
+        help="the message kind, whose rules the send is held to ([kinds.KIND] of the config; "
+        "README, Message kinds): otp (a code: always the priority lane), notice (the default) "
+        "or marketing; another is refused, exit 2",
+    )
+    s.add_argument(
         "--wait",
         action="store_true",
         help="show progress until every chunk has an outcome, and why it waits when "

@@ -4,7 +4,8 @@ Every number is read at scrape time from what all processes share — the
 database and the broker — never from one process's memory, so it is right
 across any number of workers and hosts, and any exporter reports the same.
 
-* recipients and chunks by state: grouped counts (one statement each);
+* recipients and chunks by state and by their batch's message kind (otp, notice,
+  marketing): grouped counts (one statement each);
 * numbers vendors refused in answers that took the rest, and of those the ones only
   counted and not told apart yet (the chunks' ``refused`` and ``refused_open``);
 * vendor calls and their durations: ``vendor_calls``, written by each chunk's
@@ -50,6 +51,7 @@ from smsq.tasks.schema import ensure_schema
 from smsq.worker.app import QUEUES
 from smsq.worker.config import Settings
 from smsq.worker.db import session_scope
+from smsq.worker.kinds import KINDS
 
 from .call_tally import CallTally
 
@@ -107,18 +109,22 @@ class SmsqCollector(Collector):
             # A rejected number has no chunk: it counts for the batch's account.
             holder = func.coalesce(Chunk.account, Batch.account)
             recipients = session.execute(
-                select(holder, Recipient.state, func.count())
+                select(holder, Batch.kind, Recipient.state, func.count())
                 .join(Batch, Batch.id == Recipient.batch_id)
                 .outerjoin(Chunk, (Chunk.batch_id == Recipient.batch_id) & (Chunk.seq == Recipient.chunk_seq))
-                .group_by(holder, Recipient.state)
+                .group_by(holder, Batch.kind, Recipient.state)
             ).all()
             # Numbers a worker has still to cut into chunks wait to be sent too: queued.
             staged = session.execute(
-                select(Batch.account, literal("queued"), func.sum(SplitChunk.size))
+                select(Batch.account, Batch.kind, literal("queued"), func.sum(SplitChunk.size))
                 .join(Batch, Batch.id == SplitChunk.batch_id)
-                .group_by(Batch.account)
+                .group_by(Batch.account, Batch.kind)
             ).all()
-            chunks = session.execute(select(Chunk.state, func.count()).group_by(Chunk.state)).all()
+            chunks = session.execute(
+                select(Batch.kind, Chunk.state, func.count())
+                .join(Batch, Batch.id == Chunk.batch_id)
+                .group_by(Batch.kind, Chunk.state)
+            ).all()
             balances = session.execute(select(AccountBalance.account, AccountBalance.balance)).all()
             polls = session.execute(
                 select(PollStatus.account, PollStatus.kind, PollStatus.polled_at, PollStatus.outcome)
@@ -139,22 +145,29 @@ class SmsqCollector(Collector):
         ]
 
     def _recipients(self, rows) -> Metric:
-        counts = {(account, state): 0 for account in self.conf.accounts for state in RECIPIENT_STATES}
-        for account, state, n in rows:
-            counts[account, state] = counts.get((account, state), 0) + int(n)
+        counts = {
+            (account, kind, state): 0 for account in self.conf.accounts for kind in KINDS for state in RECIPIENT_STATES
+        }
+        for account, kind, state, n in rows:
+            counts[account, kind, state] = counts.get((account, kind, state), 0) + int(n)
         # A gauge: recipients move between states (queued -> sent -> delivered).
         family = GaugeMetricFamily(
-            "smsq_recipients_total", "Recipients stored, by account and current state", labels=["account", "state"]
+            "smsq_recipients_total",
+            "Recipients stored, by account, message kind and current state",
+            labels=["account", "kind", "state"],
         )
-        for (account, state), n in sorted(counts.items()):
-            family.add_metric([account, state], n)
+        for labels, n in sorted(counts.items()):
+            family.add_metric(list(labels), n)
         return family
 
     def _chunks(self, rows) -> Metric:
-        counts = dict.fromkeys(CHUNK_STATES, 0) | dict(rows)
-        family = GaugeMetricFamily("smsq_chunks", "Chunks by current state", labels=["state"])
-        for state, n in sorted(counts.items()):
-            family.add_metric([state], n)
+        counts = {(kind, state): 0 for kind in KINDS for state in CHUNK_STATES}
+        counts |= {(kind, state): n for kind, state, n in rows}
+        family = GaugeMetricFamily(
+            "smsq_chunks", "Chunks by their batch's message kind and current state", labels=["kind", "state"]
+        )
+        for labels, n in sorted(counts.items()):
+            family.add_metric(list(labels), n)
         return family
 
     def _refused(self, rows) -> list[Metric]:

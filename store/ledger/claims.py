@@ -44,6 +44,7 @@ class ClaimedChunk:
     recipients: list[tuple[int, str]]  # (recipient id, mobile)
     first_attempt_at: datetime | None = None  # the chunk's first vendor call (this one, for a first claim)
     stamp: int | None = None  # the batch's stamp at this chunk's account (store/stamps.py); None: none
+    kind: str = "notice"  # the batch's message kind (worker/kinds.py), whose rules the send is held to
 
 
 def still_ours(claimed: ClaimedChunk, states=(C.SENDING,)):
@@ -67,7 +68,7 @@ WITH claimed AS (
               COALESCE(first_attempt_at, claimed_at) AS first_attempt_at)
 -- a chunk's own content and stamp: taken for another account of its route when it was moved
 SELECT c.id, c.batch_id, c.seq, c.account, c.lane, c.attempts, COALESCE(c.content, b.content) AS content,
-       b.send_at, b.created_at, c.first_attempt_at, COALESCE(c.stamp, b.stamp) AS stamp,
+       b.send_at, b.created_at, c.first_attempt_at, COALESCE(c.stamp, b.stamp) AS stamp, b.kind,
        r.ids, r.mobiles
 FROM claimed c JOIN batches b ON b.id = c.batch_id
 CROSS JOIN LATERAL (
@@ -100,6 +101,7 @@ def claim(conf: Settings, chunk_id: int) -> ClaimedChunk | None:
         list(zip(row.ids or [], row.mobiles or [], strict=True)),
         row.first_attempt_at,
         row.stamp,
+        row.kind,
     )
 
 
@@ -128,7 +130,9 @@ def _claim_portable(conn, chunk_id: int, now: datetime) -> ClaimedChunk | None:
     if claimed is None:
         return None
     batch = conn.execute(
-        select(Batch.content, Batch.send_at, Batch.created_at, Batch.stamp).where(Batch.id == claimed.batch_id)
+        select(Batch.content, Batch.send_at, Batch.created_at, Batch.stamp, Batch.kind).where(
+            Batch.id == claimed.batch_id
+        )
     ).one()
     recipients = conn.execute(
         select(Recipient.id, Recipient.mobile)
@@ -150,6 +154,7 @@ def _claim_portable(conn, chunk_id: int, now: datetime) -> ClaimedChunk | None:
         [(rid, mobile) for rid, mobile in recipients],
         first_attempt_at,
         batch.stamp if stamp is None else stamp,
+        batch.kind,
     )
 
 

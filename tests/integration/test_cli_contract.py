@@ -96,6 +96,7 @@ def test_bad_input_is_refused_with_one_line_and_nothing_is_stored(home):
         (["--to-file", str(tmp / "no" / "such.txt")], "cannot read numbers from"),
         (["--to-file", str(only_invalid)], "no valid number to send; 2 rejected"),
         (["--to", "13800000001", "--at", "2020-01-01 00:00:00"], "is in the past"),
+        (["--to", "13800000001", "--kind", "sms"], "unknown kind 'sms'; the kinds are otp, notice, marketing"),
     ]
     for extra, message in cases:
         result = smsq("send", "--account", "shop-dxt", "--content", CONTENT, *extra, env=env, cwd=cwd)

@@ -8,7 +8,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from smsq.providers import Outcome, SendResult
 from smsq.store import ledger
@@ -44,11 +44,11 @@ def conf(request, tmp_path):
     return SimpleNamespace(database_url=url)
 
 
-def a_batch(conf, numbers: list[str], chunk_size: int = 100, account: str = "shop-dxt") -> int:
+def a_batch(conf, numbers: list[str], chunk_size: int = 100, account: str = "shop-dxt", kind: str = "notice") -> int:
     """A batch cut into pending chunks (the ledger's write_short); its id."""
     now = utcnow()
     with session_scope(conf.database_url) as s:
-        batch = Batch(account=account, content=CONTENT, lane="bulk", created_at=now)
+        batch = Batch(account=account, content=CONTENT, lane="bulk", created_at=now, kind=kind)
         s.add(batch)
         s.flush()
         rows = [
@@ -98,6 +98,22 @@ def test_claim_takes_a_pending_chunk_once_with_its_numbers_in_order(conf):
     assert [m for _, m in claimed.recipients] == TWO and claimed.attempt == 1 and claimed.content == CONTENT
     assert ledger.claim(conf, claimed.chunk_id) is None  # a redelivered message claims nothing
     assert chunks(conf, batch_id) == {0: (C.SENDING, 1)}
+
+
+def test_a_claim_carries_its_batchs_kind_and_a_batch_stored_without_one_is_a_notice(conf):
+    otp = a_batch(conf, TWO, kind="otp")
+    assert ledger.claim(conf, chunk_id(conf, otp)).kind == "otp"
+    with session_scope(conf.database_url) as s:  # as a batch row written before the column existed
+        s.execute(
+            text(
+                "INSERT INTO batches (account, content, lane, segments, accepted, rejected, created_at) "
+                "VALUES ('shop-dxt', :content, 'bulk', 1, 1, 0, :now)"
+            ),
+            {"content": CONTENT, "now": utcnow()},
+        )
+        older = s.scalar(select(func.max(Batch.id)))
+        ledger.write_short(s, s.get(Batch, older), [(0, 1, TWO[0])], not_before=None, now=utcnow())
+    assert ledger.claim(conf, chunk_id(conf, older)).kind == "notice"
 
 
 def test_release_gives_the_claim_back_uncounted_and_hold_keeps_a_pending_chunk_waiting(conf):

@@ -54,7 +54,8 @@ def test_metrics_count_what_was_sent(stack, sim):
         after = wait_until(
             lambda: (
                 (s := scrape(port))
-                and value(s, "smsq_chunks", state="unknown") > value(before, "smsq_chunks", state="unknown")
+                and value(s, "smsq_chunks", kind="notice", state="unknown")
+                > value(before, "smsq_chunks", kind="notice", state="unknown")
                 and s
             ),
             20,
@@ -73,13 +74,17 @@ def test_metrics_count_what_was_sent(stack, sim):
     )
     assert all_calls == vendor_sends  # every call the vendor saw, and no other
 
-    assert grew("smsq_recipients_total", account="shop-dxt", state="sent") == 150
-    assert grew("smsq_recipients_total", account="wrong-dxt", state="failed") == 1
-    assert grew("smsq_recipients_total", account="slow-dxt", state="unknown") == 1
-    assert grew("smsq_chunks", state="accepted") == 2
-    assert grew("smsq_chunks", state="failed") == 1
-    assert grew("smsq_chunks", state="unknown") == 1
-    assert value(after, "smsq_chunks", state="sending") == value(after, "smsq_chunks", state="pending") == 0
+    assert grew("smsq_recipients_total", account="shop-dxt", kind="notice", state="sent") == 150
+    assert grew("smsq_recipients_total", account="wrong-dxt", kind="notice", state="failed") == 1
+    assert grew("smsq_recipients_total", account="slow-dxt", kind="notice", state="unknown") == 1
+    assert grew("smsq_chunks", kind="notice", state="accepted") == 2
+    assert grew("smsq_chunks", kind="notice", state="failed") == 1
+    assert grew("smsq_chunks", kind="notice", state="unknown") == 1
+    assert not any(  # of any kind
+        v
+        for (name, labels), v in after.items()
+        if name == "smsq_chunks" and dict(labels)["state"] in ("sending", "pending")
+    )
 
     # The histogram: one observation per call; the unknown call lasted its 1 s timeout.
     assert grew("smsq_vendor_call_seconds_count", account="shop-dxt") == 2

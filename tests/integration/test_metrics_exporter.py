@@ -26,7 +26,7 @@ def test_queue_lengths_are_what_waits_in_the_broker(env, tmp_path, broker):
     numbers = tmp_path / "numbers.txt"
     numbers.write_text("\n".join(f"1385555{i:04d}" for i in range(250)), encoding="utf-8")
     # 250 numbers: one split job on the bulk queue (a worker cuts its 3 chunks); one OTP: its chunk
-    for args in (["--to-file", str(numbers)], ["--to", "13866660001"]):
+    for args in (["--to-file", str(numbers), "--kind", "marketing"], ["--to", "13866660001", "--kind", "otp"]):
         sent = smsq("send", "--account", "shop-dxt", *args, "--content", "【某某科技】hi", env=env, cwd=tmp_path)
         assert sent.returncode == 0, sent.stderr
     with running("metrics", env=env, cwd=tmp_path) as (port, _):
@@ -41,8 +41,12 @@ def test_queue_lengths_are_what_waits_in_the_broker(env, tmp_path, broker):
     assert value(samples, "smsq_queue_length", queue="smsq.priority") == 1
     assert ("smsq_queue_length", frozenset({"queue": "smsq.poll"}.items())) in samples  # empty, still shown
     assert value(samples, "smsq_queue_length", queue="smsq.poll") == 0
-    assert value(samples, "smsq_chunks", state="pending") == 1  # the bulk batch's are not cut yet...
-    assert value(samples, "smsq_recipients_total", account="shop-dxt", state="queued") == 251  # ...its numbers wait
+    assert value(samples, "smsq_chunks", kind="otp", state="pending") == 1  # the bulk batch's are not cut yet...
+    assert value(samples, "smsq_chunks", kind="marketing", state="pending") == 0
+    # ...its numbers wait, counted by their batch's kind
+    assert value(samples, "smsq_recipients_total", account="shop-dxt", kind="marketing", state="queued") == 250
+    assert value(samples, "smsq_recipients_total", account="shop-dxt", kind="otp", state="queued") == 1
+    assert value(samples, "smsq_recipients_total", account="shop-dxt", kind="notice", state="queued") == 0
     assert value(samples, "smsq_up", component="broker") == 1
 
 

@@ -115,6 +115,25 @@ def test_batches_lists_the_recent_ones_with_counts(stack, sim):
     assert unknown.returncode == 2 and "unknown account 'nope'" in unknown.stderr
 
 
+def test_a_batch_shows_its_kind(stack, sim):
+    sent = smsq(
+        stack, "send", "--account", "shop-dxt", "--to", "13500000406", "--content", CONTENT, "--kind", "otp", "--json"
+    )
+    assert sent.returncode == 0, sent.stderr
+    receipt = json.loads(sent.stdout)
+    assert (receipt["kind"], receipt["lane"]) == ("otp", "priority")
+    wait_final(receipt["batch_id"])
+    batch = str(receipt["batch_id"])
+    assert json.loads(smsq(stack, "status", batch, "--json").stdout)["kind"] == "otp"
+    assert "  kind otp  " in smsq(stack, "status", batch).stdout
+    (listed,) = json_lines(smsq(stack, "batches", "--limit", "1", "--json").stdout)
+    assert (listed["batch_id"], listed["kind"]) == (receipt["batch_id"], "otp")
+    header, row = smsq(stack, "batches", "--limit", "1").stdout.splitlines()
+    assert row.split()[:3] == [batch, "shop-dxt", "otp"] and header.split()[2] == "kind"
+    notice = send_sms("shop-dxt", ["13500000407"], CONTENT)
+    assert json.loads(smsq(stack, "status", str(notice.batch_id), "--json").stdout)["kind"] == "notice"
+
+
 def test_batches_shows_a_scheduled_one_until_it_is_cancelled(stack, sim):
     at = datetime.now(UTC) + timedelta(hours=1)
     receipt = send_sms("shop-dxt", ["13500000404"], CONTENT, send_at=at)

@@ -127,3 +127,15 @@ def test_a_process_that_calls_no_vendor_takes_a_new_account_whose_password_it_la
     assert "late-dxt" in conf.accounts and refused() is None
     with pytest.raises(ConfigError, match="NOT_SET_ANYWHERE_PW, which is not set"):
         conf.require_credentials(["late-dxt"])
+
+
+def test_changed_kind_rules_are_read_again_and_the_accounts_stay_the_same_objects(config):
+    first = settings()
+    assert first.kind_rules("shop-dxt", "otp").valid_for == 300
+    config.write_text('[kinds.otp]\nvalid_for = "2m"\n' + GOOD, encoding="utf-8")
+    conf = refresh()
+    assert conf.kind_rules("shop-dxt", "otp").valid_for == 120
+    assert conf.accounts["shop-dxt"] is first.accounts["shop-dxt"]  # its client carries on
+    # one that would widen the kind's window for an account is refused whole
+    config.write_text('[accounts.shop-dxt.kinds.marketing]\nsend_window = "06:00-21:00"\n' + GOOD, encoding="utf-8")
+    assert refresh() is conf and "widens the kind's window" in refused()

@@ -359,3 +359,49 @@ def test_a_signature_in_the_wrong_place_is_refused_at_intake(signature_accounts,
     with pytest.raises(ContentError) as exc:
         send_sms(account, ["13800000000"], content)
     assert message in str(exc.value)
+
+
+def test_a_send_is_of_one_kind_kept_on_its_batch():
+    from smsq.tasks.lookup import recent_batches
+
+    notice = send_sms("shop-dxt", ["13800000000"], SIGNED)
+    assert (notice.kind, batch_status(notice.batch_id).kind) == ("notice", "notice")
+    # an OTP takes the priority lane whatever its size (150 is over SMSQ_PRIORITY_MAX)
+    otp = send_sms("shop-dxt", [f"135{i:08d}" for i in range(150)], SIGNED, kind="otp")
+    assert (otp.kind, otp.lane) == ("otp", "priority")
+    assert send_sms("shop-dxt", ["13800000000"], SIGNED, kind="otp", priority=True).lane == "priority"
+    marketing = send_sms("shop-dxt", [f"135{i:08d}" for i in range(150)], SIGNED, kind="marketing")
+    assert (marketing.kind, marketing.lane) == ("marketing", "bulk")
+    status = batch_status(otp.batch_id)
+    assert status.kind == "otp" and status.as_dict()["kind"] == "otp"
+    kinds = {b.batch_id: b.kind for b in recent_batches(10)}
+    assert (kinds[notice.batch_id], kinds[otp.batch_id], kinds[marketing.batch_id]) == ("notice", "otp", "marketing")
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"kind": "sms"}, r"^unknown kind 'sms'; the kinds are otp, notice, marketing$"),
+        ({"kind": None}, r"^unknown kind None"),
+        ({"kind": "otp", "priority": False}, r"^kind 'otp' always takes the priority lane"),
+    ],
+)
+def test_a_kind_that_cannot_be_is_refused_and_nothing_stored(kw, message):
+    before = batch_count()
+    with pytest.raises(ValueError, match=message):
+        send_sms("shop-dxt", ["13800000000"], SIGNED, **kw)
+    assert batch_count() == before
+
+
+def test_an_idempotency_key_replays_only_the_same_kind():
+    import smsq
+    from smsq.tasks.idempotency import BodyDigest
+
+    first = send_sms("shop-dxt", ["13800000001"], SIGNED, idempotency_key="code-1", kind="otp")
+    again = send_sms("shop-dxt", ["13800000001"], SIGNED, idempotency_key="code-1", kind="otp")
+    assert (again.batch_id, again.replayed, again.kind, again.lane) == (first.batch_id, True, "otp", "priority")
+    with pytest.raises(smsq.IdempotencyConflictError, match="another content, send time, kind or numbers"):
+        send_sms("shop-dxt", ["13800000001"], SIGNED, idempotency_key="code-1")  # a notice now
+    # A notice hashes as every send did before kinds: a batch stored then replays for its retry.
+    hexes = [BodyDigest(SIGNED, None, *kind).finish(iter(())) for kind in [(), ("notice",), ("otp",), ("marketing",)]]
+    assert hexes[0] == hexes[1] and len(set(hexes)) == 3

@@ -121,7 +121,7 @@ def print_status(status, as_json: bool) -> None:
         return
     print(
         f"batch {status.batch_id}  account {status.account}"
-        f"{f'  route {status.route}' if status.route else ''}  accepted {status.accepted}  "
+        f"{f'  route {status.route}' if status.route else ''}  kind {status.kind}  accepted {status.accepted}  "
         f"rejected {status.rejected}  {progress(status)}"
     )
     print("  recipients: " + ", ".join(f"{k} {v}" for k, v in sorted(status.recipients.items())))
@@ -152,6 +152,7 @@ def cmd_send(args) -> int:
         send_at=args.at,
         idempotency_key=args.idempotency_key,
         priority=True if args.priority else None,
+        kind=args.kind,
     )
     if args.json and not args.wait:
         print(
@@ -162,6 +163,7 @@ def cmd_send(args) -> int:
                     "rejected": receipt.rejected,
                     "segments": receipt.segments,
                     "lane": receipt.lane,
+                    "kind": receipt.kind,
                     "replayed": receipt.replayed,
                     "queued": receipt.queued,
                 },
@@ -172,7 +174,8 @@ def cmd_send(args) -> int:
         print(receipt.batch_id, flush=True)  # a script reading it need not wait for --wait's end
         print(
             f"accepted {receipt.accepted}, rejected {len(receipt.rejected)}, {receipt.segments} "
-            f"segment(s) each, lane {receipt.lane}" + (" (replayed: same idempotency key)" if receipt.replayed else ""),
+            f"segment(s) each, kind {receipt.kind}, lane {receipt.lane}"
+            + (" (replayed: same idempotency key)" if receipt.replayed else ""),
             file=sys.stderr,
         )
         for number, reason in receipt.rejected[:20]:

@@ -102,7 +102,7 @@ def cmd_batches(args) -> int:
         print("no batch yet")
         return 0
     print(
-        f"{'batch':>7}  {'account':<14} {'created (' + TIME_ZONE_NAME + ')':<26} {'numbers':>8}  "
+        f"{'batch':>7}  {'account':<14} {'kind':<9} {'created (' + TIME_ZONE_NAME + ')':<26} {'numbers':>8}  "
         f"{'progress':<12} recipients"
     )
     for b in batches:
@@ -110,7 +110,10 @@ def cmd_batches(args) -> int:
         counts = ", ".join(f"{state} {n}" for state, n in sorted(b.recipients.items()))
         if b.refused.numbers:  # by the vendor in its answers (smsq status BATCH says more)
             counts += f"; refused {b.refused.numbers}" + (f" ({b.refused.open} not named)" if b.refused.open else "")
-        print(f"{b.batch_id:>7}  {b.account:<14} {show_time(b.created_at):<26} {b.numbers:>8}  {progress:<12} {counts}")
+        print(
+            f"{b.batch_id:>7}  {b.account:<14} {b.kind:<9} {show_time(b.created_at):<26} {b.numbers:>8}  "
+            f"{progress:<12} {counts}"
+        )
     return 0
 
 
