@@ -46,7 +46,7 @@ CHUNK_STARTS = (C.PENDING,)  # intake and the split write every chunk pending
 CHUNK_TRANSITIONS: dict[ChunkState, dict[ChunkState, str]] = {
     C.PENDING: {
         C.SENDING: "a worker claims it",
-        C.PENDING: "held (open circuit, rate limit, account not known yet)",
+        C.PENDING: "held (open circuit, rate limit, account not known yet, send window closed)",
         C.CANCELLED: "smsq cancel",
         C.MOVED: "failover moves its batch's chunks on",
     },
@@ -54,7 +54,7 @@ CHUNK_TRANSITIONS: dict[ChunkState, dict[ChunkState, str]] = {
         C.ACCEPTED: "the vendor took it",
         C.FAILED: "refused, or its retries ran out",
         C.UNKNOWN: "ambiguous answer, or no answer in SMSQ_SEND_TIMEOUT (relay)",
-        C.PENDING: "a retry, a claim given back, or held by its route",
+        C.PENDING: "a retry, a claim given back (send window closed, ...), or held by its route",
         C.MOVED: "failover, as its call tripped the circuit or the circuit was open",
         C.NARROWED: "refused over a number it did not name: its numbers split into new chunks",
     },

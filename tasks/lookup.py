@@ -14,12 +14,13 @@ from sqlalchemy import func, select
 
 from smsq.providers.numbers import normalise
 from smsq.store.lifecycle import RecipientState
-from smsq.store.models import RECIPIENT_STATES, Batch, Chunk, EarlierSend, Recipient
+from smsq.store.models import RECIPIENT_STATES, Batch, Chunk, EarlierSend, Recipient, utcnow
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 from smsq.worker.kinds import DEFAULT_KIND
 
-from .producer import FINAL_CHUNK_STATES, is_scheduled
+from .policy import window_wait
+from .producer import FINAL_CHUNK_STATES, is_scheduled, is_waiting
 from .refusals import NONE as NO_REFUSALS
 from .refusals import Refused, refused_of
 from .schema import ensure_schema
@@ -151,6 +152,7 @@ class BatchSummary:
     scheduled: bool = False  # waiting for its time: nothing of it has gone to the vendor
     refused: Refused = NO_REFUSALS  # numbers vendors refused in answers that took the rest
     kind: str = DEFAULT_KIND  # the message kind: otp, notice, marketing
+    waiting_for_window_until: datetime | None = None  # its send window's next opening, while it waits for it
 
     @property
     def final(self) -> bool:
@@ -169,6 +171,7 @@ def recent_batches(limit: int = 20, *, account: str | None = None) -> list[Batch
     q = select(Batch).order_by(Batch.id.desc()).limit(limit)
     if account is not None:
         q = q.where(Batch.account == account)
+    now = utcnow()
     with session_scope(conf.database_url, readonly=True) as session:
         batches = session.execute(q).scalars().all()
         ids = [b.id for b in batches]
@@ -194,6 +197,7 @@ def recent_batches(limit: int = 20, *, account: str | None = None) -> list[Batch
                 is_scheduled(b.send_at, chunks.get(b.id, {})),
                 refused.get(b.id, NO_REFUSALS),
                 b.kind,
+                window_wait(conf, b, is_waiting(b, chunks.get(b.id, {}), staged.get(b.id, (0, 0))[0]), now),
             )
             for b in batches
         ]

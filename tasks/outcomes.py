@@ -46,6 +46,7 @@ class ChunkRun(StrEnum):
     DEFERRED = "deferred"  # no rate-limit slot, or an account not known yet: back to the queue, unclaimed
     RELEASED = "released"  # the claim was given back untouched: the relay sends it again
     HELD = "held"  # its account's circuit is open: it waits, pending
+    WAITING = "waiting"  # claimed outside its send window: it waits, pending, with the rest of its group
     MOVED = "moved"  # failover: its numbers went to the route's next account
     NARROWED = "narrowed"  # refused over a number it did not name: its numbers went to new chunks
 

@@ -11,23 +11,37 @@ resolves them). Three places apply them:
   receipt's ``rejected`` with the reason and is never sent;
 * the worker's send path (tasks/send.py, before the vendor call): ``chunk_rules`` gives
   the rules of a claimed chunk (its batch's kind, the chunk's account): a code past
-  ``valid_for``, a send outside ``send_window``;
+  ``valid_for``, a send outside ``send_window`` (``window_hold``);
 * a preview (a dry run of a send): ``policy_for`` says what a send would be held to.
 
-No rule is applied yet: ``admission`` admits every number.
+Send windows. A send due outside its kind's window waits, stored, for the next opening,
+and no Celery ETA holds it: its chunks stay ``pending`` with ``next_attempt_at`` at the
+opening, the way a scheduled send waits, and the relay releases them then. Intake gives
+a batch due outside its window (now, or at its ``send_at``) that due time
+(``window_opening``: no vendor call, nothing claimed); the worker checks again at the
+claim, for a chunk whose window closed while it waited its turn (a campaign running at
+the window's end, a retry due at night): it goes back to ``pending`` until the next
+opening, its attempt not counted, its rate-limit slot given back, with the rest of its
+message's group. The window is read from the configuration at each check: a window
+narrowed since a batch was stored holds its chunks at their claim; one widened releases
+chunks already waiting only at the opening they were given. ``window_wait`` says, for
+``batch_status``, until when a batch waits for its window.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from smsq.providers.base import BEIJING
 from smsq.store.ledger import ClaimedChunk
+from smsq.store.ledger.claims import DUE_SLACK
 from smsq.store.models import Batch
-from smsq.worker.config import Settings
-from smsq.worker.kinds import KindRules, check_kind
+from smsq.worker.config import Settings, UnknownAccountError
+from smsq.worker.kinds import KindRules, SendWindow, check_kind
 
 # Admit: a block of numbers in, the ones admitted out (in the same order); a refused one
 # is appended to the send's ``rejected`` as (number, reason) by the check itself.
@@ -66,3 +80,60 @@ def chunk_rules(conf: Settings, claimed: ClaimedChunk) -> KindRules:
     """The rules a claimed chunk is sent under: its batch's kind at the chunk's account
     (a chunk a route moved is held to the account that sends it)."""
     return conf.kind_rules(claimed.account, claimed.kind)
+
+
+# -- send windows ---------------------------------------------------------------
+
+
+def window_opening(rules: KindRules, due: datetime) -> datetime | None:
+    """When a send due at ``due`` (naive UTC) waits for its window: the window's next
+    opening (naive UTC); None when the kind has no window or the window holds ``due``."""
+    window = rules.send_window
+    if window is None or window.contains(due):
+        return None
+    return window.opens_after(due)
+
+
+def window_hold(conf: Settings, claimed: ClaimedChunk, now: datetime) -> datetime | None:
+    """The next opening of the claimed chunk's window when it was claimed outside it; None:
+    it may be sent now. (A chunk is claimed up to ``DUE_SLACK`` before its due time, its
+    countdown having run a little short: the caller waits that out, see ``SLACK``.)"""
+    return window_opening(chunk_rules(conf, claimed), now)
+
+
+SLACK = DUE_SLACK  # a chunk claimed this close to its window's opening waits for it in the worker
+
+
+def batch_window(conf: Settings, batch: Batch) -> SendWindow | None:
+    """The send window of the batch's kind at its account. A process that does not know
+    the account (`smsq status` on a host without it) reads the kind's own window."""
+    try:
+        return conf.kind_rules(batch.account, batch.kind).send_window
+    except UnknownAccountError:
+        return conf.kinds[batch.kind].send_window
+
+
+def window_wait(conf: Settings, batch: Batch, waiting: bool, now: datetime) -> datetime | None:
+    """Until when the batch waits for its send window (naive UTC): the next opening, when
+    some of it is still ``waiting`` to be sent (a chunk pending, numbers still to cut) and
+    the window is closed at its due time (now, or its ``send_at`` ahead). None otherwise."""
+    window = batch_window(conf, batch) if waiting else None
+    if window is None:
+        return None
+    due = batch.send_at if batch.send_at is not None and batch.send_at > now else now
+    return None if window.contains(due) else window.opens_after(due)
+
+
+def opening_words(opening: datetime, now: datetime) -> str:
+    """``08:00 +08:00`` (Beijing time), with the Beijing date when that is not today's:
+    ``2026-12-04 08:00 +08:00``. Both naive UTC."""
+    local = opening.replace(tzinfo=UTC).astimezone(BEIJING)
+    today = now.replace(tzinfo=UTC).astimezone(BEIJING).date()
+    clock = f"{local:%H:%M}" + (f":{local:%S}" if local.second else "") + " +08:00"
+    return clock if local.date() == today else f"{local:%Y-%m-%d} {clock}"
+
+
+def window_detail(window: SendWindow | None, opening: datetime, now: datetime) -> str:
+    """What a chunk waiting for its window says (its detail, ``smsq send --wait``)."""
+    named = f" {window} (Beijing time)" if window is not None else ""
+    return f"waiting for the send window{named}, opens {opening_words(opening, now)}"

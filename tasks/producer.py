@@ -56,7 +56,7 @@ from smsq.worker.services import DatabaseUnreachableError, database_reached
 from . import routes
 from .idempotency import BodyDigest, check_replay
 from .intake import Admit, blocked_reasons, chunk_short_list, stage_chunks
-from .policy import SendPolicy, admission, policy_for
+from .policy import SendPolicy, admission, policy_for, window_opening, window_wait
 from .publish import publish_chunk_rows, publish_split
 from .refusals import NONE as NO_REFUSALS
 from .refusals import Refused, refused_of
@@ -118,6 +118,9 @@ class BatchStatus:
     scheduled: bool = False  # its time has not come: nothing of it has gone to the vendor
     refused: Refused = NO_REFUSALS  # numbers vendors refused in answers that took the rest (tasks/refusals.py)
     kind: str = DEFAULT_KIND  # the message kind: otp, notice, marketing
+    # The next opening of its kind's send window (naive UTC) while some of it waits for the
+    # window to open (tasks/policy.py window_wait); None: it does not wait for one.
+    waiting_for_window_until: datetime | None = None
 
     @property
     def final(self) -> bool:
@@ -154,10 +157,14 @@ class BatchStatus:
             "by_account": self.by_account,
             "scheduled": self.scheduled,
             # ISO 8601 in Beijing time, as the command line prints every time
-            "send_at": None
-            if self.send_at is None
-            else self.send_at.replace(tzinfo=UTC).astimezone(BEIJING).isoformat(timespec="seconds"),
+            "send_at": _iso(self.send_at),
+            "waiting_for_window_until": _iso(self.waiting_for_window_until),
         }
+
+
+def _iso(value: datetime | None) -> str | None:
+    """A stored time (naive UTC) as ISO 8601 in Beijing time; None stays None."""
+    return None if value is None else value.replace(tzinfo=UTC).astimezone(BEIJING).isoformat(timespec="seconds")
 
 
 def _numbers(to: Iterable[str] | str | bytes) -> Iterator[str]:
@@ -404,7 +411,7 @@ def send_sms(
         ensure_schema(conf)
 
     now = utcnow()
-    not_before = when if when is not None and when > now else None  # see _Storing.not_before
+    not_before = _not_before(when, now, policy)
     rejected: list[tuple[str, str]] = []
     try:
         with session_scope(conf.database_url) as session:
@@ -434,6 +441,14 @@ def send_sms(
         receipt = dataclasses.replace(receipt, queued=False)
     _log_receipt(receipt, acct.name, target.route)
     return receipt
+
+
+def _not_before(when: datetime | None, now: datetime, policy: SendPolicy) -> datetime | None:
+    """When the batch's chunks are due, if not now (see _Storing.not_before): its schedule,
+    or the next opening of its kind's send window when that is closed at its due time. A
+    campaign stored at night waits, stored, for the morning, without a vendor call."""
+    due = when if when is not None and when > now else None
+    return window_opening(policy.rules, due or now) or due
 
 
 def _lane_of(kind: str, priority: bool | None) -> bool | None:
@@ -503,7 +518,13 @@ def batch_status(batch_id: int) -> BatchStatus:
             is_scheduled(batch.send_at, chunks),
             refused_of(session, [batch_id]).get(batch_id, NO_REFUSALS),
             batch.kind,
+            window_wait(conf, batch, is_waiting(batch, chunks, to_split), utcnow()),
         )
+
+
+def is_waiting(batch: Batch, chunks: dict[str, int], to_split: int) -> bool:
+    """Some of the batch is still to be sent: a chunk pending or numbers to cut, not cancelled."""
+    return batch.cancelled_at is None and bool(to_split or chunks.get(ChunkState.PENDING))
 
 
 def is_scheduled(send_at: datetime | None, chunks: dict[str, int]) -> bool:

@@ -3,6 +3,8 @@
 A batch waits for one of a few reasons, and each has its own cure:
 
 * it is **scheduled** (``send_at``) and the relay releases it then;
+* it **waits for its send window** (a kind's ``send_window``, tasks/policy.py) and the
+  relay releases it when the window opens;
 * its account is **held** after an auth or balance failure (see tasks/send.py);
 * some chunks **wait for a retry** after a transient failure, or for an account
   the worker does not know (tasks/unknown_account.py): the detail of the next
@@ -32,6 +34,7 @@ from smsq.worker.config import Settings, settings
 from smsq.worker.db import session_scope
 
 from . import circuit
+from .policy import batch_window, window_detail, window_wait
 from .schema import ensure_schema
 
 
@@ -85,6 +88,10 @@ def why_waiting(batch_id: int, *, stalled_for: float = 0.0, ask_workers: bool = 
         return reasons
     if batch.send_at is not None and batch.send_at > now and retrying:
         reasons.append(f"scheduled: the relay releases it at {_clock(batch.send_at)} (Beijing time)")
+    opening = window_wait(conf, batch, bool(pending) and batch.cancelled_at is None, now)
+    if opening is not None:
+        window = batch_window(conf, batch)
+        reasons.append(f"{window_detail(window, opening, now)}: the relay releases its chunks then")
     held = circuit.held_until(conf, batch.account)
     if held is not None:
         until, why = held
@@ -92,7 +99,7 @@ def why_waiting(batch_id: int, *, stalled_for: float = 0.0, ask_workers: bool = 
             f"account {batch.account} is held until {_clock(until)} (Beijing time): its circuit "
             f"is open ({why}); fix the account, then its chunks go out"
         )
-    elif next_retry is not None and not (batch.send_at is not None and batch.send_at > now):
+    elif next_retry is not None and opening is None and not (batch.send_at is not None and batch.send_at > now):
         reasons.append(
             f"{retrying} chunk(s) wait to retry, the next at {_clock(next_retry)} (Beijing time)"
             + (f": {next_detail}" if next_detail else "")

@@ -66,7 +66,7 @@ from smsq.worker.config import Settings, knowing, settings
 from smsq.worker.db import session_scope, transaction
 from smsq.worker.limiter import WINDOW_MARGIN, Limiter, Taken, limiter
 
-from . import narrowing, routes
+from . import narrowing, policy, routes
 from .outcome_keeper import keep_outcome, with_db_retry
 from .outcomes import ChunkRun, after_record, decided, record
 from .publish import MAX_COUNTDOWN, chunk_label, publish_chunk, publish_chunk_rows
@@ -160,8 +160,8 @@ def _run_group(
             except Exception:  # the relay publishes them in time; the failure above is the news
                 log.exception("chunk %s: could not hand the rest of its group on", chunk_id)
             raise
-        if state is ChunkRun.DEFERRED:
-            break  # gone back to the queue with the rest of the group
+        if state in (ChunkRun.DEFERRED, ChunkRun.WAITING):
+            break  # gone back to the queue, or to wait for the send window, with the rest of the group
         if rest and _slow_vendor(pace, time.monotonic() - started) and _free_for(rest):
             hand_on(conf, rest, lane, account)  # slots free to send it side by side
             break
@@ -231,7 +231,7 @@ def run_chunk(
     if taken.ticket is None:  # no slot now: ask again when one frees
         come_back(conf, chunk_id, lane, account, taken.wait, label, booking=taken.booking, then=then)
         return ChunkRun.DEFERRED
-    return _claim_and_send(conf, chunk_id, Slot(bucket, account, rate, taken.ticket, asked), pace)
+    return _claim_and_send(conf, chunk_id, Slot(bucket, account, rate, taken.ticket, asked), pace, then or [])
 
 
 @dataclass(frozen=True)
@@ -248,8 +248,9 @@ class Slot:
         self.bucket.give_back(self.account, self.ticket)
 
 
-def _claim_and_send(conf: Settings, chunk_id: int, slot: Slot, pace: Pace | None) -> ChunkRun:
-    """Claim the chunk with its slot taken, and send it (or say why not)."""
+def _claim_and_send(conf: Settings, chunk_id: int, slot: Slot, pace: Pace | None, then: list[int]) -> ChunkRun:
+    """Claim the chunk with its slot taken, and send it (or say why not). ``then``: the rest
+    of its group, which waits with it for a send window that closed."""
     try:
         claimed = with_db_retry(conf, ledger.claim, conf, chunk_id)  # [db outage] rides out a short one
         if claimed is not None and claimed.recipients:
@@ -269,6 +270,9 @@ def _claim_and_send(conf: Settings, chunk_id: int, slot: Slot, pace: Pace | None
     try:
         # -- send policy: the kind's rules at this account (tasks/policy.py chunk_rules) hold a
         # code past its validity or a send outside its window here, before any vendor call --
+        if wait_for_window(conf, claimed, then):
+            slot.give_back()  # no vendor call comes of the slot
+            return ChunkRun.WAITING
         # -- failover routes: the account's circuit admits the chunk, or it waits or moves --
         admitted = routes.before_call(conf, claimed)
         if isinstance(admitted, ChunkRun):
@@ -289,6 +293,33 @@ def _claim_and_send(conf: Settings, chunk_id: int, slot: Slot, pace: Pace | None
         _release_unsent(conf, claimed, exc)
         raise
     return send_claimed(conf, claimed, provider, probe=admitted.probe, pace=pace)
+
+
+def wait_for_window(conf: Settings, claimed: ClaimedChunk, then: list[int]) -> bool:
+    """A chunk claimed outside its send window (a campaign running when the window closed, a
+    retry due at night) goes back to ``pending`` until the next opening, its attempt not
+    counted, and the rest of its group (the same batch and account) waits with it, unclaimed:
+    the relay publishes them at the opening. True: it waits (no vendor call)."""
+    now = utcnow()
+    opening = policy.window_hold(conf, claimed, now)
+    if opening is None:
+        return False
+    if opening - now <= policy.SLACK:  # the relay's countdown to the opening ran a little short
+        time.sleep((opening - now).total_seconds())  # never a call before the opening
+        return False
+    why = policy.window_detail(policy.chunk_rules(conf, claimed).send_window, opening, now)
+    ledger.release(conf, claimed, why, opening)
+    if then:
+        ledger.hold(conf, then, why, opening)
+    log.info(
+        "chunk %s (batch %s, account %s)%s: %s",
+        claimed.chunk_id,
+        claimed.batch_id,
+        claimed.account,
+        f" and {len(then)} more of its group" if then else "",
+        why,
+    )
+    return True
 
 
 def wait_for_account(conf: Settings, chunk_ids: list[int], account: str) -> None:

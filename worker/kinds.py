@@ -10,7 +10,7 @@ and overridden per account in ``[accounts.ACCOUNT.kinds.NAME]``::
     valid_for = "5m"                        # a code not sent by then is not sent ("0": no limit)
 
     [kinds.marketing]
-    send_window = "08:00-21:00"             # Beijing time; "00:00-24:00": any time
+    send_window = "08:00-21:00"             # Beijing time; "00:00-24:00": any time; "22:00-06:00" crosses midnight
 
     [accounts.shop-dxt.kinds.marketing]
     send_window = "09:00-20:00"             # an account may only narrow the window
@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from smsq.providers.base import BEIJING  # send windows are Beijing time, the vendors' clock
@@ -71,23 +71,58 @@ class Cap:
 
 @dataclass(frozen=True)
 class SendWindow:
-    """The minutes of the Beijing day in which sends may go: ``start <= minute < end``."""
+    """The minutes of the Beijing day in which sends may go: ``start <= minute < end``.
+
+    A window whose start is after its end crosses midnight: ``22:00-06:00`` is open from
+    22:00 to 06:00 the next morning (``start <= minute`` or ``minute < end``)."""
 
     start: int  # minutes after midnight, Beijing time
-    end: int  # exclusive; up to 24 * 60
+    end: int  # exclusive; up to 24 * 60; before ``start``: the window crosses midnight
+
+    @property
+    def crosses_midnight(self) -> bool:
+        return self.end < self.start
+
+    def _open_at(self, minute: int) -> bool:
+        if self.crosses_midnight:
+            return minute >= self.start or minute < self.end
+        return self.start <= minute < self.end
 
     def contains(self, moment: datetime) -> bool:
         """Whether ``moment`` falls in the window (a naive time is UTC, as the database keeps it)."""
-        aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-        local = aware.astimezone(BEIJING)
-        return self.start <= local.hour * 60 + local.minute < self.end
+        local = _beijing(moment)
+        return self._open_at(local.hour * 60 + local.minute)
+
+    def opens_after(self, moment: datetime) -> datetime:
+        """The next opening after ``moment``: the first instant at or after it that the
+        window holds, if it holds ``moment`` that is ``moment`` itself. In the form
+        ``moment`` was given: naive UTC for a naive time, else aware in its zone."""
+        if self.contains(moment):
+            return moment
+        local = _beijing(moment)
+        opening = local.replace(hour=self.start // 60, minute=self.start % 60, second=0, microsecond=0)
+        if opening <= local:  # closed for today: tomorrow's (Beijing has no daylight saving)
+            opening += timedelta(days=1)
+        if moment.tzinfo is None:
+            return opening.astimezone(UTC).replace(tzinfo=None)
+        return opening.astimezone(moment.tzinfo)
+
+    def minutes(self) -> frozenset[int]:
+        """The minutes of the Beijing day the window holds."""
+        return frozenset(m for m in range(DAY_MINUTES) if self._open_at(m))
 
     def within(self, other: SendWindow | None) -> bool:
         """Whether this window lies inside ``other`` (None: any time of day)."""
-        return other is None or (other.start <= self.start and self.end <= other.end)
+        return other is None or self.minutes() <= other.minutes()
 
     def __str__(self) -> str:
         return f"{self.start // 60:02d}:{self.start % 60:02d}-{self.end // 60:02d}:{self.end % 60:02d}"
+
+
+def _beijing(moment: datetime) -> datetime:
+    """``moment`` in Beijing time (a naive time is UTC)."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware.astimezone(BEIJING)
 
 
 @dataclass(frozen=True)
@@ -150,16 +185,20 @@ def parse_caps(value: Any, key: str) -> tuple[Cap, ...]:
 
 
 def parse_window(value: Any, key: str) -> SendWindow | None:
-    """``"08:00-21:00"`` (Beijing time) -> SendWindow; ``"00:00-24:00"`` (any time) -> None."""
+    """``"08:00-21:00"`` (Beijing time) -> SendWindow; ``"00:00-24:00"`` (any time) -> None.
+    A start after the end crosses midnight: ``"22:00-06:00"``; start and end the same is
+    refused (no window, or every minute: say which)."""
     m = _WINDOW_RE.match(value) if isinstance(value, str) else None
     if m is not None:
         sh, sm, eh, em = map(int, m.groups())
         start, end = sh * 60 + sm, eh * 60 + em
-        if sh < 24 and sm < 60 and em < 60 and end <= DAY_MINUTES and start < end:
-            return None if (start, end) == (0, DAY_MINUTES) else SendWindow(start, end)
+        if (start, end) == (0, DAY_MINUTES):
+            return None
+        if sh < 24 and sm < 60 and em < 60 and end <= DAY_MINUTES and start != end % DAY_MINUTES:
+            return SendWindow(start, end)  # "22:00-24:00" and "22:00-00:00" alike: to midnight
     raise ValueError(
-        f'{key} must be "HH:MM-HH:MM" in Beijing time, the start before the end within one day '
-        f'(e.g. "08:00-21:00"; "00:00-24:00": any time), not {value!r}'
+        f'{key} must be "HH:MM-HH:MM" in Beijing time, start and end apart (e.g. "08:00-21:00"; '
+        f'"22:00-06:00" crosses midnight; "00:00-24:00": any time), not {value!r}'
     )
 
 

@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KIND",
         help="the message kind, whose rules the send is held to ([kinds.KIND] of the config; "
         "README, Message kinds): otp (a code: always the priority lane), notice (the default) "
-        "or marketing; another is refused, exit 2",
+        "or marketing (waits, stored, for its send window: 08:00-21:00 Beijing time by default); "
+        "another is refused, exit 2",
     )
     s.add_argument(
         "--wait",

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import datetime
 
+from smsq.store.models import utcnow
 from smsq.tasks import batch_status, send_sms
+from smsq.tasks.policy import opening_words
 from smsq.tasks.producer import FINAL_CHUNK_STATES
 from smsq.tasks.progress import why_waiting
 from smsq.tasks.settle import problem_chunks, settle
@@ -107,12 +110,15 @@ def refused_line(refused, batch_id: int) -> str | None:
     return "; ".join(words)
 
 
-def progress(status) -> str:
+def progress(status, now: datetime | None = None) -> str:
     """``final``, ``in progress``, or ``scheduled at 2026-12-03 18:30:00+08:00`` while the
-    batch waits for its time (smsq holds it until then, whatever the vendor)."""
+    batch waits for its time (smsq holds it until then, whatever the vendor); and
+    ``waiting for the send window, opens 08:00 +08:00`` while it waits for its kind's window."""
+    window = status.waiting_for_window_until
+    waits = None if window is None else f"waiting for the send window, opens {opening_words(window, now or utcnow())}"
     if status.scheduled:
-        return f"scheduled at {show_time(status.send_at)}"
-    return "final" if status.final else "in progress"
+        return f"scheduled at {show_time(status.send_at)}" + (f", then {waits}" if waits else "")
+    return "final" if status.final else waits or "in progress"
 
 
 def print_status(status, as_json: bool) -> None:

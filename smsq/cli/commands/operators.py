@@ -106,7 +106,7 @@ def cmd_batches(args) -> int:
         f"{'progress':<12} recipients"
     )
     for b in batches:
-        progress = "cancelled" if b.cancelled else "final" if b.final else "scheduled" if b.scheduled else "in progress"
+        progress = _progress(b)
         counts = ", ".join(f"{state} {n}" for state, n in sorted(b.recipients.items()))
         if b.refused.numbers:  # by the vendor in its answers (smsq status BATCH says more)
             counts += f"; refused {b.refused.numbers}" + (f" ({b.refused.open} not named)" if b.refused.open else "")
@@ -115,6 +115,15 @@ def cmd_batches(args) -> int:
             f"{progress:<12} {counts}"
         )
     return 0
+
+
+def _progress(b) -> str:
+    """A batch's progress in a word or two; ``for window``: it waits for its send window."""
+    if b.cancelled or b.final:
+        return "cancelled" if b.cancelled else "final"
+    if b.scheduled:
+        return "scheduled"
+    return "for window" if b.waiting_for_window_until is not None else "in progress"
 
 
 def cmd_cancel(args) -> int:
