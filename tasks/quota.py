@@ -213,24 +213,23 @@ def _taking(session: Session, counter: Counter, account: str, day: date, quota: 
     """Take from the counter; a Redis share is given back if the send's transaction rolls
     back (a database share goes back with the transaction itself)."""
     taken = [0]
+    give_back = getattr(counter, "give_back", None)  # a counter outside the transaction (Redis)
 
     def ask(wanted: int) -> int:
         granted = counter.take(account, day, wanted, quota)
-        if granted and not taken[0] and isinstance(counter, RedisCounter):
-            event.listen(
-                session, "after_rollback", lambda _session: _give_back(counter, account, day, taken), once=True
-            )
+        if granted and not taken[0] and give_back is not None:
+            event.listen(session, "after_rollback", lambda _s: _give_back(give_back, account, day, taken), once=True)
         taken[0] += granted
         return granted
 
     return ask
 
 
-def _give_back(counter: RedisCounter, account: str, day: date, taken: list[int]) -> None:
+def _give_back(give_back: Callable[[str, date, int], None], account: str, day: date, taken: list[int]) -> None:
     if not taken[0]:
         return
     try:
-        counter.give_back(account, day, taken[0])
+        give_back(account, day, taken[0])
     except Exception:  # the send's own error is the one to raise; the share stays spent
         log.warning("account %s: could not give back %s number(s) of the daily quota", account, taken[0])
     taken[0] = 0

@@ -28,7 +28,17 @@ from smsq.tasks.producer import NoValidNumbersError
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
-from ..conftest import MODES, ROOT, Stack, apply_env, mode_env, restore_env, write_config
+from ..conftest import (
+    MODES,
+    ROOT,
+    Stack,
+    apply_env,
+    drop_postgres,
+    migrated_postgres,
+    mode_env,
+    restore_env,
+    write_config,
+)
 from .conftest import open_window, smsq
 
 QUOTA_ACCOUNTS = """
@@ -45,9 +55,10 @@ QUOTA = 50
 CONTENT = "【某某科技】您的订单已发货"
 
 
-@pytest.fixture(scope="module", params=MODES)
+@pytest.fixture(scope="module", params=[*MODES, "postgres"])
 def stack(request, dxt_sim, tmp_path_factory):
-    """A mode's database, broker and Redis, with no worker."""
+    """A mode's database, broker and Redis, with no worker. ``postgres``: PostgreSQL with no
+    Redis (the embedded broker), where the quota is counted in the database under a row lock."""
     from smsq.tasks.schema import ensure_schema
     from smsq.worker.db import upgrade
 
@@ -56,7 +67,9 @@ def stack(request, dxt_sim, tmp_path_factory):
     config = write_config(tmp / "smsq.toml", url)
     with config.open("a", encoding="utf-8") as f:
         f.write(QUOTA_ACCOUNTS.format(url=url, quota=QUOTA))
-    env = mode_env(request.param, tmp, config)
+    env = mode_env("embedded" if request.param == "postgres" else request.param, tmp, config)
+    if request.param == "postgres":
+        env["SMSQ_DATABASE_URL"] = migrated_postgres(f"smsq_preview_{os.getpid()}")
     saved = apply_env(env)
     upgrade(settings().database_url)
     ensure_schema(settings())
@@ -64,6 +77,8 @@ def stack(request, dxt_sim, tmp_path_factory):
         yield Stack(request.param, env, state, url, tmp)
     finally:
         restore_env(saved)
+        if request.param == "postgres":
+            drop_postgres(f"smsq_preview_{os.getpid()}")
 
 
 @pytest.fixture

@@ -133,6 +133,27 @@ def test_the_database_counter_counts_per_account_and_day_and_rolls_back_with_the
     assert rows == {("shop", day): 10, ("shop", day + timedelta(days=1)): 3}
 
 
+class RedisLikeCounter(FakeCounter):
+    """A counter outside the send's transaction: its share is given back on a rollback."""
+
+    def give_back(self, account: str, day: date, count: int) -> None:
+        self.counts[(account, day)] -= count
+
+
+def test_a_share_taken_outside_the_transaction_is_given_back_when_the_send_rolls_back(db):
+    counter, now, day = RedisLikeCounter(), datetime(2026, 12, 3, 10, 0), date(2026, 12, 3)
+    with pytest.raises(RuntimeError), session_scope(db) as s:
+        admit = quota.quota_check(s, "shop", 5, "redis://", [], now=now, counter=counter)
+        assert admit and admit(["13800000001", "13800000002"]) and admit(["13800000003"])
+        assert counter.used("shop", day) == 3
+        raise RuntimeError("the send failed after it took its share")
+    assert counter.used("shop", day) == 0
+    with session_scope(db) as s:
+        admit = quota.quota_check(s, "shop", 5, "redis://", [], now=now, counter=counter)
+        assert admit and admit(["13800000001", "13800000002"])
+    assert counter.used("shop", day) == 2  # committed: kept
+
+
 def test_a_send_the_quota_refused_whole_says_so_in_one_line():
     rejected = [("13800000001", "daily quota 5 reached"), ("abc", "not a mobile number")]
     error = nothing_to_send(rejected, "shop", 5)
