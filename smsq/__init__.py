@@ -19,6 +19,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "send_sms": "smsq.tasks.producer",
+    "preview_send": "smsq.tasks.preview",
+    "Preview": "smsq.tasks.preview",
     "batch_status": "smsq.tasks.producer",
     "Receipt": "smsq.tasks.producer",
     "BatchStatus": "smsq.tasks.producer",

@@ -9,7 +9,7 @@ States:
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -326,6 +326,17 @@ class AccountBalance(Base):
     account: Mapped[str] = mapped_column(String(64), primary_key=True)
     balance: Mapped[float] = mapped_column()
     checked_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class DailyQuota(Base):
+    """Numbers an account's sends took in on one Beijing day, counted against its
+    ``daily_quota`` when no Redis is configured (tasks/quota.py)."""
+
+    __tablename__ = "daily_quotas"
+
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(primary_key=True)  # the Beijing day
+    used: Mapped[int] = mapped_column(Integer)
 
 
 class VendorCall(Base):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -45,22 +46,26 @@ BLOCK = 5000  # entries normalised per round, blocked numbers looked up or loade
 # The send policy's check (tasks/policy.py ``admission``): a block of unique, unblocked
 # numbers in, the ones it admits out; it records the ones it refuses itself.
 Admit = Callable[[list[str]], list[str]]
+# What stage_chunks does with the rows: write them (write_staged), or count them (a dry run).
+Write = Callable[[Session, Any, Iterable[list[Row]]], int]
 
 
 def stage_chunks(
     session: Session,
-    batch_id: int,
+    batch_id: int | None,
     account: str,
     numbers: Iterable[str],
     landline: bool,
     size: int,
     rejected: list[tuple[str, str]],
     admit: Admit | None = None,
+    write: Write = write_staged,
 ) -> tuple[int, set[str]]:
     """Store ``numbers`` as the batch's ``split_chunks`` rows of ``size``: return how many
     numbers were accepted and the account's blocked numbers found (left out). Invalid
     entries are appended to ``rejected`` (each spelling once), in list order. ``admit``:
     the send policy's check, which the unique unblocked numbers pass block by block.
+    ``write``: what becomes of the rows (``count_rows``: nothing, a preview's dry run).
 
     Unique numbers are numbered in the order of their first appearance; number n
     goes to chunk n // size, so chunks follow the list and only the last is short."""
@@ -76,7 +81,12 @@ def stage_chunks(
         blocks = itertools.chain([head], _valid_blocks(numbers, landline, rejected, seen_rejects))
     found: set[str] = set()
     rows = _chunk_rows(blocks, size, blocked, found, admit)
-    return write_staged(session, batch_id, rows), found
+    return write(session, batch_id, rows), found
+
+
+def count_rows(session: Session, batch_id: int | None, rows: Iterable[list[Row]]) -> int:
+    """A dry run's ``write``: the numbers the rows hold, each block dropped once counted."""
+    return sum(size for block in rows for _, size, _ in block)
 
 
 def chunk_short_list(

@@ -26,6 +26,10 @@ message's group. The window is read from the configuration at each check: a wind
 narrowed since a batch was stored holds its chunks at their claim; one widened releases
 chunks already waiting only at the opening they were given. ``window_wait`` says, for
 ``batch_status``, until when a batch waits for its window.
+
+``admission`` composes one small check per rule, each in its own module (the daily
+quota: tasks/quota.py). With ``dry_run`` (a preview) each check only looks: it counts
+nothing, reserves nothing, and still refuses what it would refuse.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from smsq.worker.kinds import KindRules, SendWindow, check_kind
 # Admit: a block of numbers in, the ones admitted out (in the same order); a refused one
 # is appended to the send's ``rejected`` as (number, reason) by the check itself.
 from .intake import Admit
+from .quota import quota_check
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class SendPolicy:
     kind: str
     rules: KindRules
     daily_quota: int | None  # numbers the account may send to per Beijing day; None: no quota
+    redis_url: str | None = None  # where the counters shared by every host live; None: the database
 
     def describe(self) -> dict[str, Any]:
         return {"account": self.account, **self.rules.describe(), "daily_quota": self.daily_quota}
@@ -65,15 +71,37 @@ def policy_for(conf: Settings, account: str, kind: str) -> SendPolicy:
     """The policy of a send of ``kind`` through ``account`` (an account's name, not a
     route's). ValueError for an unknown kind, UnknownAccountError for an unknown account."""
     kind = check_kind(kind)
-    return SendPolicy(account, kind, conf.kind_rules(account, kind), conf.daily_quota(account))
+    return SendPolicy(
+        account, kind, conf.kind_rules(account, kind), conf.daily_quota(account), redis_url=conf.redis_url
+    )
 
 
-def admission(session: Session, policy: SendPolicy, batch: Batch, rejected: list[tuple[str, str]]) -> Admit | None:
+def admission(
+    session: Session, policy: SendPolicy, batch: Batch, rejected: list[tuple[str, str]], *, dry_run: bool = False
+) -> Admit | None:
     """The check intake applies to each block of the batch's valid, unique numbers the
     account has not blocked (at most tasks/intake.py BLOCK at a time, in list order),
     inside the send's transaction: ``batch`` is the row being stored (its id may not be
-    assigned yet on a short list). None: nothing to check, every number is admitted."""
-    return None
+    assigned yet on a short list, and is never assigned in a dry run). None: nothing to
+    check, every number is admitted. The checks run in turn, each on what the one before
+    admitted; the quota last, so that a number refused for another reason never counts.
+    ``dry_run``: every check only looks (a preview)."""
+    quota = quota_check(session, policy.account, policy.daily_quota, policy.redis_url, rejected, dry_run=dry_run)
+    return _compose([check for check in (quota,) if check is not None])
+
+
+def _compose(checks: list[Admit]) -> Admit | None:
+    if not checks:
+        return None
+    if len(checks) == 1:
+        return checks[0]
+
+    def admit(block: list[str]) -> list[str]:
+        for check in checks:
+            block = check(block) if block else block
+        return block
+
+    return admit
 
 
 def chunk_rules(conf: Settings, claimed: ClaimedChunk) -> KindRules:

@@ -53,7 +53,7 @@ from smsq.worker.db import session_scope
 from smsq.worker.kinds import DEFAULT_KIND, check_kind
 from smsq.worker.services import DatabaseUnreachableError, database_reached
 
-from . import routes
+from . import quota, routes
 from .idempotency import BodyDigest, check_replay
 from .intake import Admit, blocked_reasons, chunk_short_list, stage_chunks
 from .policy import SendPolicy, admission, policy_for, window_opening, window_wait
@@ -79,15 +79,32 @@ PAST_GRACE = timedelta(minutes=5)  # a send_at further back than this is a mista
 class NoValidNumbersError(ValueError):
     """Not one number of the list can be sent: nothing was stored."""
 
-    def __init__(self, rejected: list[tuple[str, str]]):
+    def __init__(self, rejected: list[tuple[str, str]], message: str | None = None):
         self.rejected = rejected
+        super().__init__(message or self.describe(rejected))
+
+    @staticmethod
+    def describe(rejected: list[tuple[str, str]]) -> str:
         if not rejected:
-            message = "no number to send: the list is empty"
-        else:
-            shown = "; ".join(f"{number!r}: {reason}" for number, reason in rejected[:3])
-            more = f" (and {len(rejected) - 3} more)" if len(rejected) > 3 else ""
-            message = f"no valid number to send; {len(rejected)} rejected: {shown}{more}"
-        super().__init__(message)
+            return "no number to send: the list is empty"
+        shown = "; ".join(f"{number!r}: {reason}" for number, reason in rejected[:3])
+        more = f" (and {len(rejected) - 3} more)" if len(rejected) > 3 else ""
+        return f"no valid number to send; {len(rejected)} rejected: {shown}{more}"
+
+
+def nothing_to_send(rejected: list[tuple[str, str]], account: str, daily_quota: int | None) -> NoValidNumbersError:
+    """The error of a send none of whose numbers can be sent. When the daily quota refused
+    some, it says so first: the other numbers of a list are seldom the point then."""
+    over = sum(1 for _, why in rejected if quota.is_quota_reason(why))
+    if not over:
+        return NoValidNumbersError(rejected)
+    others = len(rejected) - over
+    return NoValidNumbersError(
+        rejected,
+        f"account {account} has reached its daily quota of {daily_quota} numbers for "
+        f"today (Beijing time; it starts again at 00:00 +08:00): nothing was stored; {over} number(s) "
+        f"over the quota" + (f", {others} rejected for other reasons" if others else ""),
+    )
 
 
 @dataclass(frozen=True)
@@ -301,7 +318,9 @@ def _store_short(session: Session, storing: _Storing, batch: Batch, short: list)
     storing.rejected.extend(_blocked(session, batch.account, blocked))
     accepted = sum(size for _, size, _ in rows)
     if not accepted:
-        raise NoValidNumbersError(storing.rejected)  # nothing was written
+        raise nothing_to_send(
+            storing.rejected, storing.policy.account, storing.policy.daily_quota
+        )  # nothing was written
     _fill(batch, storing.conf, accepted, storing.rejected, storing.priority)
     batch.body_digest = storing.digest.finish(storing.numbers)  # the list was short: read to its end
     session.add(batch)
@@ -320,7 +339,9 @@ def _store_long(session: Session, storing: _Storing, batch: Batch, short: list) 
     numbers = itertools.chain(short, storing.numbers)
     accepted = _intake(session, batch, numbers, cls.accepts_landline, cls.max_numbers, storing.rejected, admit)
     if not accepted:
-        raise NoValidNumbersError(storing.rejected)  # rolls the batch back: an empty batch is no batch
+        raise nothing_to_send(
+            storing.rejected, storing.policy.account, storing.policy.daily_quota
+        )  # rolls the batch back: an empty batch is no batch
     _fill(batch, conf, accepted, storing.rejected, storing.priority)
     batch.body_digest = storing.digest.finish(storing.numbers)  # the intake read the list to its end
     session.flush()
@@ -370,6 +391,61 @@ def _log_receipt(receipt: Receipt, account: str, route: str | None) -> None:
     )
 
 
+@dataclass
+class SendPlan:
+    """A send checked as far as it can be before the database is involved: where it goes,
+    what the vendor gets, the rules it is held to, and its numbers, still unread. send_sms
+    stores it; preview_send (tasks/preview.py) runs it dry."""
+
+    conf: Settings
+    target: routes.Target
+    account: str  # the account it goes to (a route's: the one it chose)
+    provider_cls: type[Provider]
+    content: str  # as given
+    prepared: str  # as the vendor gets it: signature placed, length and charset checked
+    when: datetime | None  # send_at, naive UTC
+    idempotency_key: str | None
+    priority: bool | None
+    kind: str
+    policy: SendPolicy
+    digest: BodyDigest
+    numbers: Iterator[str] = field(init=False)  # read lazily, through the digest (set by plan_send)
+
+
+def plan_send(
+    account: str,
+    to: Iterable[str] | str,
+    content: str,
+    *,
+    send_at: datetime | None = None,
+    idempotency_key: str | None = None,
+    priority: bool | None = None,
+    kind: str = DEFAULT_KIND,
+) -> SendPlan:
+    """Check everything a send can be checked for before the database (send_sms's arguments
+    and errors), then make sure the database has smsq's tables."""
+    priority = _lane_of(check_kind(kind), priority)
+    conf = knowing(account)  # an account added to the file since this process read it is known
+    # -- failover routes: a route name takes its first account that can send --
+    target = routes.choose_account(conf, account)
+    acct = conf.account(target.account)
+    provider_cls = provider_class(acct.provider)
+    prepared = provider_cls(acct, client=None).prepare_content(content)
+    when = _when(send_at)
+    _check_key(idempotency_key)
+    policy = policy_for(conf, acct.name, kind)
+    # What was asked, hashed as the numbers stream by (tasks/idempotency.py).
+    digest = BodyDigest(content, when, kind)
+    numbers = digest.through(_numbers(to))
+    with database_reached(conf.database_url):
+        ensure_schema(conf)
+    plan = SendPlan(
+        conf, target, acct.name, provider_cls, content, prepared, when, idempotency_key, priority, kind, policy, digest
+    )
+    plan.numbers = numbers
+    return plan
+
+
 def send_sms(
     account: str,
     to: Iterable[str] | str,
@@ -393,53 +469,29 @@ def send_sms(
     ``kind`` is the message kind, ``"otp"``, ``"notice"`` (the default) or ``"marketing"``,
     whose rules (README, Message kinds) the send is held to; an ``otp`` always takes the
     priority lane. Another kind, or an ``otp`` with ``priority=False``, is a ValueError.
+    ``preview_send`` (tasks/preview.py) takes the same arguments and stores nothing.
     """
-    priority = _lane_of(check_kind(kind), priority)
-    conf = knowing(account)  # an account added to the file since this process read it is known
-    # -- failover routes: a route name takes its first account that can send --
-    target = routes.choose_account(conf, account)
-    acct = conf.account(target.account)
-    provider_cls = provider_class(acct.provider)
-    prepared = provider_cls(acct, client=None).prepare_content(content)
-    when = _when(send_at)
-    _check_key(idempotency_key)
-    policy = policy_for(conf, acct.name, kind)
-    # What was asked, hashed as the numbers stream by (tasks/idempotency.py).
-    digest = BodyDigest(content, when, kind)
-    numbers = digest.through(_numbers(to))
-    with database_reached(conf.database_url):
-        ensure_schema(conf)
-
-    now = utcnow()
-    not_before = _not_before(when, now, policy)
-    rejected: list[tuple[str, str]] = []
+    plan = plan_send(
+        account, to, content, send_at=send_at, idempotency_key=idempotency_key, priority=priority, kind=kind
+    )
+    conf, target, key = plan.conf, plan.target, idempotency_key
     try:
-        with session_scope(conf.database_url) as session:
-            if idempotency_key is not None and (existing := _keyed(session, target, idempotency_key)):
-                return _replay(session, existing, digest.finish(numbers), idempotency_key)
-            batch = _new_batch(target, acct.name, content, prepared, when, idempotency_key, now, kind)
-            short = list(itertools.islice(numbers, conf.priority_max + 1))
-            storing = _Storing(conf, provider_cls, policy, digest, numbers, priority, not_before, now, rejected)
-            store = _store_short if len(short) <= conf.priority_max else _store_long
-            accepted, inline = store(session, storing, batch, short)
-            write_rejected(session, batch.id, rejected, utcnow())
-            if provider_cls.batch_stamp:  # last: on PostgreSQL the claim holds its key until the commit
-                batch.stamp = stamps.claim(session, acct.name, batch.id, not_before or now)
-            receipt = Receipt(batch.id, accepted, rejected, batch.segments, batch.lane, kind=kind)
+        receipt, inline = _store(plan)
     except (OperationalError, InterfaceError) as exc:
         raise DatabaseUnreachableError(conf.database_url, exc) from exc
     except IntegrityError:
-        if idempotency_key is None:
+        if key is None:
             raise
         # Another caller created the batch for this key between our check and insert.
         with database_reached(conf.database_url), session_scope(conf.database_url) as session:
-            if (existing := _keyed(session, target, idempotency_key)) is None:
+            if (existing := _keyed(session, target, key)) is None:
                 raise  # the key is free: the conflict was another one
-            return _replay(session, existing, digest.finish(numbers), idempotency_key)
-
-    if not _publish(conf, receipt.batch_id, receipt.lane, acct.name, inline):
+            return _replay(session, existing, plan.digest.finish(plan.numbers), key)
+    if receipt.replayed:  # nothing new to publish
+        return receipt
+    if not _publish(conf, receipt.batch_id, receipt.lane, plan.account, inline):
         receipt = dataclasses.replace(receipt, queued=False)
-    _log_receipt(receipt, acct.name, target.route)
+    _log_receipt(receipt, plan.account, target.route)
     return receipt
 
 
@@ -449,6 +501,29 @@ def _not_before(when: datetime | None, now: datetime, policy: SendPolicy) -> dat
     campaign stored at night waits, stored, for the morning, without a vendor call."""
     due = when if when is not None and when > now else None
     return window_opening(policy.rules, due or now) or due
+
+
+def _store(plan: SendPlan) -> tuple[Receipt, list | None]:
+    """send_sms's transaction: the batch and its numbers stored, and the chunks to publish
+    (None: the split job publishes them); or the receipt of the batch the idempotency key names."""
+    conf, key, acct = plan.conf, plan.idempotency_key, plan.account
+    now = utcnow()
+    not_before = _not_before(plan.when, now, plan.policy)  # see _Storing.not_before
+    rejected: list[tuple[str, str]] = []
+    with session_scope(conf.database_url) as session:
+        if key is not None and (existing := _keyed(session, plan.target, key)):
+            return _replay(session, existing, plan.digest.finish(plan.numbers), key), None
+        batch = _new_batch(plan.target, acct, plan.content, plan.prepared, plan.when, key, now, plan.kind)
+        short = list(itertools.islice(plan.numbers, conf.priority_max + 1))
+        storing = _Storing(
+            conf, plan.provider_cls, plan.policy, plan.digest, plan.numbers, plan.priority, not_before, now, rejected
+        )
+        store = _store_short if len(short) <= conf.priority_max else _store_long
+        accepted, inline = store(session, storing, batch, short)
+        write_rejected(session, batch.id, rejected, utcnow())
+        if plan.provider_cls.batch_stamp:  # last: on PostgreSQL the claim holds its key until the commit
+            batch.stamp = stamps.claim(session, acct, batch.id, not_before or now)
+        return Receipt(batch.id, accepted, rejected, batch.segments, batch.lane, kind=plan.kind), inline
 
 
 def _lane_of(kind: str, priority: bool | None) -> bool | None:

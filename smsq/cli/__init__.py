@@ -31,9 +31,9 @@ environment:
                       read the value from this file (a Docker secret) instead
 
 exit status:
-  0  done
+  0  done (`send --dry-run`: the send would be taken)
   1  `send --wait` ended with numbers failed or unknown (or a vendor check said no)
-  2  bad input or configuration (the reason on stderr)
+  2  bad input or configuration, or not one number can be sent (the reason on stderr)
   3  a service (database, broker) cannot be reached (or `check` could not ask the vendor now)
 
 Times are printed in Beijing time (UTC+8), the vendors' clock, and so are read.
@@ -100,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show progress until every chunk has an outcome, and why it waits when "
         "nothing moves; exit 1 if any number failed or is unknown",
+    )
+    s.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="store and send nothing: show the numbers that would be accepted, the rejected "
+        "ones by reason, characters and segments, the billable messages and the account's last "
+        "known balance against them. Exit 0 when the send would be taken, 2 when not one "
+        "number could be sent (as the send itself)",
     )
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=command("batches:cmd_send"))

@@ -146,6 +146,10 @@ def print_status(status, as_json: bool) -> None:
 
 def cmd_send(args) -> int:
     conf = load()
+    if args.dry_run:  # stores nothing: a host without the passwords may ask what a send would do
+        from .preview import run_preview
+
+        return run_preview(args, args.to if args.to is not None else _read_numbers(open_numbers(args.to_file)))
     # Nothing calls the vendor here, but a batch queued for accounts whose passwords this
     # host cannot read is most likely a deployment mistake: say so before storing it.
     route = conf.routes.get(args.account)
