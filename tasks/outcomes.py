@@ -48,6 +48,7 @@ class ChunkRun(StrEnum):
     HELD = "held"  # its account's circuit is open: it waits, pending
     MOVED = "moved"  # failover: its numbers went to the route's next account
     NARROWED = "narrowed"  # refused over a number it did not name: its numbers went to new chunks
+    EXPIRED = "expired"  # claimed past its validity: not sent (raised as ChunkExpired by the send path)
 
 
 def decided(conf: Settings, claimed: ClaimedChunk, result: SendResult, probe: bool = False) -> Decision:

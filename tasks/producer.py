@@ -53,7 +53,7 @@ from smsq.worker.db import session_scope
 from smsq.worker.kinds import DEFAULT_KIND, check_kind
 from smsq.worker.services import DatabaseUnreachableError, database_reached
 
-from . import routes
+from . import routes, validity
 from .idempotency import BodyDigest, check_replay
 from .intake import Admit, blocked_reasons, chunk_short_list, stage_chunks
 from .policy import SendPolicy, admission, policy_for
@@ -72,6 +72,7 @@ FINAL_CHUNK_STATES = (
     ChunkState.CANCELLED,
     ChunkState.MOVED,
     ChunkState.NARROWED,
+    ChunkState.EXPIRED,
 )
 PAST_GRACE = timedelta(minutes=5)  # a send_at further back than this is a mistake, not "now"
 
@@ -101,6 +102,7 @@ class Receipt:
     queued: bool = True  # False: the broker did not take the batch's task(s); it is stored and the relay
     # publishes it when the broker answers again
     kind: str = DEFAULT_KIND  # the message kind: otp, notice, marketing
+    valid_until: datetime | None = None  # naive UTC: numbers not sent by then are not sent (expired); None: no limit
 
 
 @dataclass(frozen=True)
@@ -118,22 +120,24 @@ class BatchStatus:
     scheduled: bool = False  # its time has not come: nothing of it has gone to the vendor
     refused: Refused = NO_REFUSALS  # numbers vendors refused in answers that took the rest (tasks/refusals.py)
     kind: str = DEFAULT_KIND  # the message kind: otp, notice, marketing
+    valid_until: datetime | None = None  # naive UTC: its validity (valid_for) ends then; None: no limit
 
     @property
     def final(self) -> bool:
         """Every chunk is made and has an outcome (accepted, failed, unknown, cancelled, moved
-        to another account, or narrowed into new chunks)."""
+        to another account, narrowed into new chunks, or expired)."""
         return not self.to_split and all(state in FINAL_CHUNK_STATES for state in self.chunks)
 
     @property
     def clean(self) -> bool:
-        """Final with nothing failed or unknown, and no number a vendor refused by count
-        only still to be told apart (``refused.open``): one of the ``sent`` is not."""
+        """Final with nothing failed, unknown or expired, and no number a vendor refused by
+        count only still to be told apart (``refused.open``): one of the ``sent`` is not."""
         r = self.recipients
         return (
             self.final
             and not r.get(RecipientState.FAILED)
             and not r.get(RecipientState.UNKNOWN)
+            and not r.get(RecipientState.EXPIRED)
             and not (self.refused.open)
         )
 
@@ -154,9 +158,8 @@ class BatchStatus:
             "by_account": self.by_account,
             "scheduled": self.scheduled,
             # ISO 8601 in Beijing time, as the command line prints every time
-            "send_at": None
-            if self.send_at is None
-            else self.send_at.replace(tzinfo=UTC).astimezone(BEIJING).isoformat(timespec="seconds"),
+            "send_at": None if self.send_at is None else validity.clock(self.send_at),
+            "valid_until": None if self.valid_until is None else validity.clock(self.valid_until),
         }
 
 
@@ -259,6 +262,7 @@ def _replay(session: Session, batch: Batch, digest: str, key: str) -> Receipt:
         batch.lane,
         replayed=True,
         kind=batch.kind,
+        valid_until=batch.valid_until,
     )
 
 
@@ -333,6 +337,7 @@ def _new_batch(
     idempotency_key: str | None,
     now: datetime,
     kind: str,
+    valid_until: datetime | None = None,
 ) -> Batch:
     """The batch row of a send, in the bulk lane until its size decides. Sent through a
     route, it keeps the content as given: a failover prepares it again for the next account."""
@@ -347,6 +352,7 @@ def _new_batch(
         route=target.route,
         given_content=given if target.route else None,
         kind=kind,
+        valid_until=valid_until,
     )
 
 
@@ -372,6 +378,7 @@ def send_sms(
     idempotency_key: str | None = None,
     priority: bool | None = None,
     kind: str = DEFAULT_KIND,
+    valid_for: timedelta | float | str | None = None,
 ) -> Receipt:
     """Queue ``content`` for every number in ``to`` through ``account``.
 
@@ -386,6 +393,10 @@ def send_sms(
     ``kind`` is the message kind, ``"otp"``, ``"notice"`` (the default) or ``"marketing"``,
     whose rules (README, Message kinds) the send is held to; an ``otp`` always takes the
     priority lane. Another kind, or an ``otp`` with ``priority=False``, is a ValueError.
+    ``valid_for`` is how long the send is worth making (a ``timedelta``, seconds, or a
+    duration such as ``"5m"``; ``0``: no limit), counted from now, or from ``send_at`` for a
+    scheduled send; by default the kind's (an ``otp``: 5 minutes). Numbers not sent by then
+    are never sent: they end ``expired``. A value that is none of these is a ValueError.
     """
     priority = _lane_of(check_kind(kind), priority)
     conf = knowing(account)  # an account added to the file since this process read it is known
@@ -397,8 +408,9 @@ def send_sms(
     when = _when(send_at)
     _check_key(idempotency_key)
     policy = policy_for(conf, acct.name, kind)
+    valid_seconds = validity.validity_seconds(valid_for, policy.rules.valid_for)
     # What was asked, hashed as the numbers stream by (tasks/idempotency.py).
-    digest = BodyDigest(content, when, kind)
+    digest = BodyDigest(content, when, kind, None if valid_for is None else valid_seconds or 0)
     numbers = digest.through(_numbers(to))
     with database_reached(conf.database_url):
         ensure_schema(conf)
@@ -410,7 +422,8 @@ def send_sms(
         with session_scope(conf.database_url) as session:
             if idempotency_key is not None and (existing := _keyed(session, target, idempotency_key)):
                 return _replay(session, existing, digest.finish(numbers), idempotency_key)
-            batch = _new_batch(target, acct.name, content, prepared, when, idempotency_key, now, kind)
+            until = validity.valid_until(valid_seconds, not_before or now)  # from the send's time
+            batch = _new_batch(target, acct.name, content, prepared, when, idempotency_key, now, kind, until)
             short = list(itertools.islice(numbers, conf.priority_max + 1))
             storing = _Storing(conf, provider_cls, policy, digest, numbers, priority, not_before, now, rejected)
             store = _store_short if len(short) <= conf.priority_max else _store_long
@@ -418,7 +431,7 @@ def send_sms(
             write_rejected(session, batch.id, rejected, utcnow())
             if provider_cls.batch_stamp:  # last: on PostgreSQL the claim holds its key until the commit
                 batch.stamp = stamps.claim(session, acct.name, batch.id, not_before or now)
-            receipt = Receipt(batch.id, accepted, rejected, batch.segments, batch.lane, kind=kind)
+            receipt = Receipt(batch.id, accepted, rejected, batch.segments, batch.lane, kind=kind, valid_until=until)
     except (OperationalError, InterfaceError) as exc:
         raise DatabaseUnreachableError(conf.database_url, exc) from exc
     except IntegrityError:
@@ -503,6 +516,7 @@ def batch_status(batch_id: int) -> BatchStatus:
             is_scheduled(batch.send_at, chunks),
             refused_of(session, [batch_id]).get(batch_id, NO_REFUSALS),
             batch.kind,
+            batch.valid_until,
         )
 
 
