@@ -10,7 +10,9 @@
    also returns the content and the numbers (store/ledger/claims.py: one
    transaction; on PostgreSQL one statement, committed on its own: one round
    trip). A message for a chunk in any other state is a redelivery: do
-   nothing, and give the limiter's slot back.
+   nothing, and give the limiter's slot back. A chunk claimed past its batch's
+   validity (``valid_for``) ends ``expired`` there, before the circuit and the
+   call (tasks/validity.py).
 3. Call the provider; decide once what its answer means (tasks/decisions.py:
    accepted, pending to retry, failed, unknown; whether the account's circuit
    opens) and record it (tasks/outcomes.py; the second and last transaction of

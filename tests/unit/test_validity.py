@@ -218,3 +218,29 @@ def test_an_expired_chunk_is_never_settled_nor_resent():
     for number_to in RecipientState:
         with pytest.raises(IllegalTransition):
             check_recipient(RecipientState.EXPIRED, number_to)
+
+
+def test_a_worker_that_claims_a_chunk_past_its_validity_calls_no_vendor_and_says_expired():
+    from smsq.tasks.send import ChunkExpired, run_chunk, send_chunk
+
+    # the account's vendor is at 127.0.0.1:9, where nothing listens: a call would end pending
+    # (a transient failure), not expired
+    receipt = send_sms("shop-dxt", ["13800000030", "13800000031"], SIGNED, kind="otp")
+    _lapse(receipt.batch_id)
+    with session_scope(settings().database_url) as s:
+        chunk_id = s.scalar(select(Chunk.id).where(Chunk.batch_id == receipt.batch_id))
+    with pytest.raises(ChunkExpired, match=rf"^chunk {chunk_id} \(batch {receipt.batch_id}, shop-dxt\): expired — not"):
+        run_chunk(chunk_id)
+    assert _states(receipt.batch_id) == (["expired"], ["expired", "expired"])
+    with session_scope(settings().database_url) as s:
+        assert s.scalar(select(Chunk.attempts).where(Chunk.id == chunk_id)) == 0
+    assert run_chunk(chunk_id) == "skipped"  # a redelivered message finds it final
+    assert ChunkExpired in send_chunk.throws  # Flower: an expected failure, logged without a traceback
+
+
+def test_a_group_ends_as_expired_only_when_every_chunk_not_sent_expired():
+    from smsq.tasks.send import ChunkExpired, ChunkFailed, ChunkUnknown, _group_error
+
+    assert _group_error([ChunkExpired("a"), ChunkExpired("b")]) is ChunkExpired
+    assert _group_error([ChunkExpired("a"), ChunkFailed("b")]) is ChunkFailed
+    assert _group_error([ChunkExpired("a"), ChunkUnknown("b")]) is ChunkUnknown
