@@ -10,11 +10,12 @@ resolves them). Three places apply them:
   number caps, the duplicate guard, the daily quota. A number it refuses joins the
   receipt's ``rejected`` with the reason and is never sent;
 * the worker's send path (tasks/send.py, before the vendor call): ``chunk_rules`` gives
-  the rules of a claimed chunk (its batch's kind, the chunk's account): a code past
-  ``valid_for``, a send outside ``send_window``;
+  the rules of a claimed chunk (its batch's kind, the chunk's account): a send outside
+  ``send_window``. ``valid_for`` is resolved once, at intake, into the batch's
+  ``valid_until``, which every chunk of the batch is held to (tasks/validity.py);
 * a preview (a dry run of a send): ``policy_for`` says what a send would be held to.
 
-No rule is applied yet: ``admission`` admits every number.
+Of the rules, ``valid_for`` is applied (tasks/validity.py); ``admission`` admits every number.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ simulator over HTTP. A code whose validity passes before its vendor call (behind
 account's rate limit, waiting out a busy vendor's retries) is never sent: the simulator
 never sees it, its numbers end ``expired``, and each number is sent at most once.
 
-Distributed (PostgreSQL + Redis): the claim is the one-statement PostgreSQL claim; the
-same steps on SQLite are in tests/unit/test_validity.py.
+Embedded (SQLite + SQLite broker) and distributed (PostgreSQL + Redis: the claim is the
+one-statement PostgreSQL claim).
 """
 
 from __future__ import annotations
@@ -13,25 +13,25 @@ import json
 from collections import Counter
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from smsq.cli.metrics import SmsqCollector
-from smsq.store.models import Chunk
+from smsq.store.models import Chunk, VendorCall
 from smsq.tasks import batch_status, send_sms
 from smsq.tasks.lookup import export_batch
 from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
-from ..conftest import serve_stack, wait_final, wait_until, write_config
+from ..conftest import MODES, serve_stack, wait_final, wait_until, write_config
 from .conftest import sent_numbers, smsq
 
 CONTENT = "【某某科技】您的验证码是 345678，请在5分钟内输入。"
 
 
-@pytest.fixture(scope="module")
-def stack(dxt_sim, tmp_path_factory):
+@pytest.fixture(scope="module", params=MODES)
+def stack(request, dxt_sim, tmp_path_factory):
     state, url = dxt_sim
-    tmp = tmp_path_factory.mktemp("validity")
+    tmp = tmp_path_factory.mktemp(f"validity-{request.param}")
     config = write_config(tmp / "smsq.toml", url)
     with config.open("a", encoding="utf-8") as f:  # an account that may send one call a minute
         f.write(
@@ -45,7 +45,7 @@ signature = "【某某科技】"
 rate_limit = "1/m"
 """
         )
-    yield from serve_stack("distributed", tmp, config, state, url)
+    yield from serve_stack(request.param, tmp, config, state, url)
 
 
 @pytest.fixture
@@ -128,3 +128,24 @@ def test_a_code_waiting_out_a_busy_vendor_expires_at_its_next_turn(stack, sim):
     assert wait_final(fresh.batch_id, timeout=30).recipients == {"sent": 1}
     wait_until(lambda: sent_numbers(sim) == {"13800000203"}, 10, what="only the fresh code sent")
     assert batch_status(receipt.batch_id).recipients == {"expired": 2}
+
+
+def vendor_calls(account: str) -> int:
+    with session_scope(settings().database_url) as s:
+        return s.scalar(select(func.count()).where(VendorCall.account == account)) or 0
+
+
+def test_a_code_held_by_an_open_circuit_expires_where_it_waits(stack, sim):
+    # a wrong password: the vendor refuses it (auth), and the account's circuit opens for
+    # SMSQ_ACCOUNT_HOLD (5 minutes): its other chunks wait, pending, without a call
+    tripped = send_sms("wrong-dxt", ["13800000301"], CONTENT, kind="otp")
+    assert wait_final(tripped.batch_id, timeout=30).recipients == {"failed": 1}
+    calls = vendor_calls("wrong-dxt")
+    held = send_sms("wrong-dxt", ["13800000302"], CONTENT, kind="otp", valid_for="4s")
+    # held by the circuit for minutes, it is expired by the relay once its 4 s are over
+    status = wait_final(held.batch_id, timeout=30)
+    assert status.chunks == {"expired": 1} and status.recipients == {"expired": 1}
+    assert vendor_calls("wrong-dxt") == calls  # no call was made for it
+    with session_scope(settings().database_url) as s:
+        chunk = s.scalar(select(Chunk).where(Chunk.batch_id == held.batch_id))
+        assert chunk is not None and chunk.attempts == 0 and "validity" in (chunk.detail or "")
