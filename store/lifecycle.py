@@ -26,6 +26,7 @@ class ChunkState(StrEnum):
     # its call was refused over a number the vendor did not name (tasks/narrowing.py): the
     # offenders it could tell failed, the rest went to new chunks of its account
     NARROWED = "narrowed"
+    EXPIRED = "expired"  # its batch's validity (valid_for) passed before its vendor call: never sent
 
 
 class RecipientState(StrEnum):
@@ -36,6 +37,7 @@ class RecipientState(StrEnum):
     UNKNOWN = "unknown"
     REJECTED = "rejected"  # refused at intake (not a mobile number, blocked)
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # its chunk expired: the batch's validity passed before the number was sent
 
 
 C, R = ChunkState, RecipientState
@@ -49,6 +51,7 @@ CHUNK_TRANSITIONS: dict[ChunkState, dict[ChunkState, str]] = {
         C.PENDING: "held (open circuit, rate limit, account not known yet, send window closed)",
         C.CANCELLED: "smsq cancel",
         C.MOVED: "failover moves its batch's chunks on",
+        C.EXPIRED: "its validity passed while it waited (relay)",
     },
     C.SENDING: {
         C.ACCEPTED: "the vendor took it",
@@ -57,6 +60,7 @@ CHUNK_TRANSITIONS: dict[ChunkState, dict[ChunkState, str]] = {
         C.PENDING: "a retry, a claim given back (send window closed, ...), or held by its route",
         C.MOVED: "failover, as its call tripped the circuit or the circuit was open",
         C.NARROWED: "refused over a number it did not name: its numbers split into new chunks",
+        C.EXPIRED: "claimed past its validity: no vendor call",
     },
     C.UNKNOWN: {
         C.ACCEPTED: "a late answer, a delivery report, or smsq settle",
@@ -72,6 +76,7 @@ CHUNK_TRANSITIONS: dict[ChunkState, dict[ChunkState, str]] = {
     C.CANCELLED: {},
     C.MOVED: {},
     C.NARROWED: {},
+    C.EXPIRED: {},
 }
 
 RECIPIENT_STARTS = (R.QUEUED, R.REJECTED)  # rejected: refused at intake, in no chunk
@@ -84,6 +89,7 @@ RECIPIENT_TRANSITIONS: dict[RecipientState, dict[RecipientState, str]] = {
         ),
         R.UNKNOWN: "its chunk unknown",
         R.CANCELLED: "its chunk cancelled",
+        R.EXPIRED: "its chunk expired",
         R.QUEUED: "moved to a new chunk (failover, narrowing), or a resend",
     },
     R.SENT: {
@@ -109,6 +115,7 @@ RECIPIENT_TRANSITIONS: dict[RecipientState, dict[RecipientState, str]] = {
     },
     R.REJECTED: {},
     R.CANCELLED: {},
+    R.EXPIRED: {},
 }
 
 

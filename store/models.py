@@ -47,8 +47,9 @@ class Batch(Base):
     __table_args__ = (
         UniqueConstraint("account", "idempotency_key"),
         UniqueConstraint("route", "idempotency_key"),
-        Index("ix_batches_created_at", "created_at"),
-    )  # purge by age
+        Index("ix_batches_created_at", "created_at"),  # purge by age
+        Index("ix_batches_valid_until", "valid_until"),  # the relay's sweep of chunks past their validity
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     account: Mapped[str] = mapped_column(String(64))
@@ -78,6 +79,10 @@ class Batch(Base):
     # The message kind (worker/kinds.py: otp, notice, marketing), whose rules the send is held
     # to; batches stored before kinds existed read as notice.
     kind: Mapped[str] = mapped_column(String(16), default="notice", server_default="notice")
+    # When the batch's numbers not sent by then are not sent at all (``valid_for``, by default
+    # its kind's, counted from its send time: created_at, or send_at when scheduled); a chunk
+    # past it before its vendor call ends ``expired`` (tasks/validity.py). None: no limit.
+    valid_until: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class Chunk(Base):

@@ -1,7 +1,7 @@
 """Idempotency keys: the same key replays its batch, but only for the same request.
 
 A caller that retries a send (a timeout, a crash before it saw the receipt) sends
-the same key with the same content, send time, kind and numbers, and gets the
+the same key with the same content, send time, kind, validity and numbers, and gets the
 first batch's receipt. The same key with anything else is a mistake (a key reused for
 a new message) and is refused: replaying would silently send nothing new.
 
@@ -43,13 +43,17 @@ class IdempotencyConflictError(ValueError):
 class BodyDigest:
     """The digest of a send's content, send time, kind and numbers as given, in their order."""
 
-    def __init__(self, content: str, send_at: datetime | None, kind: str = DEFAULT_KIND):
+    def __init__(
+        self, content: str, send_at: datetime | None, kind: str = DEFAULT_KIND, valid_for: float | None = None
+    ):
         self._hash = hashlib.sha256()
         self._hash.update(
             f"{len(content)}:{content}\0{send_at.isoformat() if send_at else ''}\0".encode("utf-8", "surrogatepass")
         )
         if kind != DEFAULT_KIND:  # a notice hashes as every send did before kinds (see above)
             self._hash.update(f"kind:{kind}\0".encode())
+        if valid_for is not None:  # given (0: no limit); left to the kind's default, it adds nothing
+            self._hash.update(f"valid_for:{valid_for:g}\0".encode())
 
     def through(self, numbers: Iterator) -> Iterator:
         """``numbers``, passed on unchanged, each hashed as it goes by (a block at a time)."""

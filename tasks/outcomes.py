@@ -49,6 +49,7 @@ class ChunkRun(StrEnum):
     WAITING = "waiting"  # claimed outside its send window: it waits, pending, with the rest of its group
     MOVED = "moved"  # failover: its numbers went to the route's next account
     NARROWED = "narrowed"  # refused over a number it did not name: its numbers went to new chunks
+    EXPIRED = "expired"  # claimed past its validity: not sent (raised as ChunkExpired by the send path)
 
 
 def decided(conf: Settings, claimed: ClaimedChunk, result: SendResult, probe: bool = False) -> Decision:

@@ -10,8 +10,9 @@ resolves them). Three places apply them:
   number caps, the duplicate guard, the daily quota. A number it refuses joins the
   receipt's ``rejected`` with the reason and is never sent;
 * the worker's send path (tasks/send.py, before the vendor call): ``chunk_rules`` gives
-  the rules of a claimed chunk (its batch's kind, the chunk's account): a code past
-  ``valid_for``, a send outside ``send_window`` (``window_hold``);
+  the rules of a claimed chunk (its batch's kind, the chunk's account): a send outside
+  ``send_window`` (``window_hold``). ``valid_for`` is resolved once, at intake, into the
+  batch's ``valid_until``, which every chunk of the batch is held to (tasks/validity.py);
 * a preview (a dry run of a send): ``policy_for`` says what a send would be held to.
 
 Send windows. A send due outside its kind's window waits, stored, for the next opening,

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -164,6 +164,7 @@ def preview_send(
     idempotency_key: str | None = None,
     priority: bool | None = None,
     kind: str = DEFAULT_KIND,
+    valid_for: timedelta | float | str | None = None,
 ) -> Preview:
     """What ``send_sms`` with these arguments would do, with nothing stored or sent. Raises
     what send_sms raises before it stores anything (unknown account, content the vendor
@@ -171,7 +172,14 @@ def preview_send(
     none of whose numbers can be sent is a Preview with ``sendable`` False (its
     ``refusal()`` is the error send_sms would raise)."""
     plan = plan_send(
-        account, to, content, send_at=send_at, idempotency_key=idempotency_key, priority=priority, kind=kind
+        account,
+        to,
+        content,
+        send_at=send_at,
+        idempotency_key=idempotency_key,
+        priority=priority,
+        kind=kind,
+        valid_for=valid_for,
     )
     try:
         with session_scope(plan.conf.database_url, readonly=True) as session:

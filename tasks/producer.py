@@ -53,7 +53,7 @@ from smsq.worker.db import session_scope
 from smsq.worker.kinds import DEFAULT_KIND, check_kind
 from smsq.worker.services import DatabaseUnreachableError, database_reached
 
-from . import quota, routes
+from . import quota, routes, validity
 from .idempotency import BodyDigest, check_replay
 from .intake import Admit, blocked_reasons, chunk_short_list, stage_chunks
 from .policy import SendPolicy, admission, policy_for, window_opening, window_wait
@@ -72,6 +72,7 @@ FINAL_CHUNK_STATES = (
     ChunkState.CANCELLED,
     ChunkState.MOVED,
     ChunkState.NARROWED,
+    ChunkState.EXPIRED,
 )
 PAST_GRACE = timedelta(minutes=5)  # a send_at further back than this is a mistake, not "now"
 
@@ -118,6 +119,7 @@ class Receipt:
     queued: bool = True  # False: the broker did not take the batch's task(s); it is stored and the relay
     # publishes it when the broker answers again
     kind: str = DEFAULT_KIND  # the message kind: otp, notice, marketing
+    valid_until: datetime | None = None  # naive UTC: numbers not sent by then are not sent (expired); None: no limit
 
 
 @dataclass(frozen=True)
@@ -138,22 +140,24 @@ class BatchStatus:
     # The next opening of its kind's send window (naive UTC) while some of it waits for the
     # window to open (tasks/policy.py window_wait); None: it does not wait for one.
     waiting_for_window_until: datetime | None = None
+    valid_until: datetime | None = None  # naive UTC: its validity (valid_for) ends then; None: no limit
 
     @property
     def final(self) -> bool:
         """Every chunk is made and has an outcome (accepted, failed, unknown, cancelled, moved
-        to another account, or narrowed into new chunks)."""
+        to another account, narrowed into new chunks, or expired)."""
         return not self.to_split and all(state in FINAL_CHUNK_STATES for state in self.chunks)
 
     @property
     def clean(self) -> bool:
-        """Final with nothing failed or unknown, and no number a vendor refused by count
-        only still to be told apart (``refused.open``): one of the ``sent`` is not."""
+        """Final with nothing failed, unknown or expired, and no number a vendor refused by
+        count only still to be told apart (``refused.open``): one of the ``sent`` is not."""
         r = self.recipients
         return (
             self.final
             and not r.get(RecipientState.FAILED)
             and not r.get(RecipientState.UNKNOWN)
+            and not r.get(RecipientState.EXPIRED)
             and not (self.refused.open)
         )
 
@@ -176,6 +180,7 @@ class BatchStatus:
             # ISO 8601 in Beijing time, as the command line prints every time
             "send_at": _iso(self.send_at),
             "waiting_for_window_until": _iso(self.waiting_for_window_until),
+            "valid_until": _iso(self.valid_until),
         }
 
 
@@ -283,6 +288,7 @@ def _replay(session: Session, batch: Batch, digest: str, key: str) -> Receipt:
         batch.lane,
         replayed=True,
         kind=batch.kind,
+        valid_until=batch.valid_until,
     )
 
 
@@ -361,6 +367,7 @@ def _new_batch(
     idempotency_key: str | None,
     now: datetime,
     kind: str,
+    valid_until: datetime | None = None,
 ) -> Batch:
     """The batch row of a send, in the bulk lane until its size decides. Sent through a
     route, it keeps the content as given: a failover prepares it again for the next account."""
@@ -375,6 +382,7 @@ def _new_batch(
         route=target.route,
         given_content=given if target.route else None,
         kind=kind,
+        valid_until=valid_until,
     )
 
 
@@ -409,6 +417,7 @@ class SendPlan:
     kind: str
     policy: SendPolicy
     digest: BodyDigest
+    valid_seconds: float | None  # valid_for resolved (the kind's default applied); None: no limit
     numbers: Iterator[str] = field(init=False)  # read lazily, through the digest (set by plan_send)
 
 
@@ -421,6 +430,7 @@ def plan_send(
     idempotency_key: str | None = None,
     priority: bool | None = None,
     kind: str = DEFAULT_KIND,
+    valid_for: timedelta | float | str | None = None,
 ) -> SendPlan:
     """Check everything a send can be checked for before the database (send_sms's arguments
     and errors), then make sure the database has smsq's tables."""
@@ -434,13 +444,27 @@ def plan_send(
     when = _when(send_at)
     _check_key(idempotency_key)
     policy = policy_for(conf, acct.name, kind)
-    # What was asked, hashed as the numbers stream by (tasks/idempotency.py).
-    digest = BodyDigest(content, when, kind)
+    valid_seconds = validity.validity_seconds(valid_for, policy.rules.valid_for)
+    # What was asked, hashed as the numbers stream by (tasks/idempotency.py); a validity
+    # left to the kind's default adds nothing, so digests stored before it still match.
+    digest = BodyDigest(content, when, kind, None if valid_for is None else valid_seconds or 0)
     numbers = digest.through(_numbers(to))
     with database_reached(conf.database_url):
         ensure_schema(conf)
     plan = SendPlan(
-        conf, target, acct.name, provider_cls, content, prepared, when, idempotency_key, priority, kind, policy, digest
+        conf,
+        target,
+        acct.name,
+        provider_cls,
+        content,
+        prepared,
+        when,
+        idempotency_key,
+        priority,
+        kind,
+        policy,
+        digest,
+        valid_seconds,
     )
     plan.numbers = numbers
     return plan
@@ -455,6 +479,7 @@ def send_sms(
     idempotency_key: str | None = None,
     priority: bool | None = None,
     kind: str = DEFAULT_KIND,
+    valid_for: timedelta | float | str | None = None,
 ) -> Receipt:
     """Queue ``content`` for every number in ``to`` through ``account``.
 
@@ -469,10 +494,21 @@ def send_sms(
     ``kind`` is the message kind, ``"otp"``, ``"notice"`` (the default) or ``"marketing"``,
     whose rules (README, Message kinds) the send is held to; an ``otp`` always takes the
     priority lane. Another kind, or an ``otp`` with ``priority=False``, is a ValueError.
+    ``valid_for`` is how long the send is worth making (a ``timedelta``, seconds, or a
+    duration such as ``"5m"``; ``0``: no limit), counted from now, or from ``send_at`` for a
+    scheduled send; by default the kind's (an ``otp``: 5 minutes). Numbers not sent by then
+    are never sent: they end ``expired``. A value that is none of these is a ValueError.
     ``preview_send`` (tasks/preview.py) takes the same arguments and stores nothing.
     """
     plan = plan_send(
-        account, to, content, send_at=send_at, idempotency_key=idempotency_key, priority=priority, kind=kind
+        account,
+        to,
+        content,
+        send_at=send_at,
+        idempotency_key=idempotency_key,
+        priority=priority,
+        kind=kind,
+        valid_for=valid_for,
     )
     conf, target, key = plan.conf, plan.target, idempotency_key
     try:
@@ -513,7 +549,9 @@ def _store(plan: SendPlan) -> tuple[Receipt, list | None]:
     with session_scope(conf.database_url) as session:
         if key is not None and (existing := _keyed(session, plan.target, key)):
             return _replay(session, existing, plan.digest.finish(plan.numbers), key), None
-        batch = _new_batch(plan.target, acct, plan.content, plan.prepared, plan.when, key, now, plan.kind)
+        # from the send's time: its send_at, or now (not a send window's opening)
+        until = validity.valid_until(plan.valid_seconds, plan.when if plan.when and plan.when > now else now)
+        batch = _new_batch(plan.target, acct, plan.content, plan.prepared, plan.when, key, now, plan.kind, until)
         short = list(itertools.islice(plan.numbers, conf.priority_max + 1))
         storing = _Storing(
             conf, plan.provider_cls, plan.policy, plan.digest, plan.numbers, plan.priority, not_before, now, rejected
@@ -523,7 +561,8 @@ def _store(plan: SendPlan) -> tuple[Receipt, list | None]:
         write_rejected(session, batch.id, rejected, utcnow())
         if plan.provider_cls.batch_stamp:  # last: on PostgreSQL the claim holds its key until the commit
             batch.stamp = stamps.claim(session, acct, batch.id, not_before or now)
-        return Receipt(batch.id, accepted, rejected, batch.segments, batch.lane, kind=plan.kind), inline
+        receipt = Receipt(batch.id, accepted, rejected, batch.segments, batch.lane, kind=plan.kind, valid_until=until)
+        return receipt, inline
 
 
 def _lane_of(kind: str, priority: bool | None) -> bool | None:
@@ -594,6 +633,7 @@ def batch_status(batch_id: int) -> BatchStatus:
             refused_of(session, [batch_id]).get(batch_id, NO_REFUSALS),
             batch.kind,
             window_wait(conf, batch, is_waiting(batch, chunks, to_split), utcnow()),
+            batch.valid_until,
         )
 
 

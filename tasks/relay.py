@@ -8,6 +8,9 @@ the polls take) lets one pass through per interval, whoever runs it.
   resent automatically.
 * ``pending`` chunks of a cancelled batch (a retry of a chunk that was sending
   when the batch was cancelled) become ``cancelled``.
+* ``pending`` chunks of a batch whose validity (``valid_for``) has passed become
+  ``expired`` with their numbers, wherever they wait (an open circuit, a retry, the
+  broker): never sent (tasks/validity.py).
 * ``pending`` chunks that are due and not queued recently are published: a
   broker message that got lost, a publish that failed after commit, a retry
   longer than a countdown, and scheduled sends whose time has come. A chunk
@@ -40,6 +43,7 @@ from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 from smsq.worker.services import Outage, describe, unreachable_kind
 
+from . import validity
 from .cancel import cancel_stragglers
 from .publish import MAX_COUNTDOWN, outbox_producer, publish_chunk, publish_split
 from .schema import ensure_schema
@@ -179,6 +183,7 @@ def run_relay() -> dict[str, int]:
     return {
         "expired": expire_sending(conf),
         "cancelled": cancel_late(conf),
+        "past_validity": validity.expire_waiting(conf),  # before the publishes: an expired chunk is never sent
         "refused": place_refusals(conf),  # (before the publishes: the database alone, a broker down or not)
         "published": publish_due(conf),
         "splits": publish_due_splits(conf),

@@ -10,7 +10,9 @@
    also returns the content and the numbers (store/ledger/claims.py: one
    transaction; on PostgreSQL one statement, committed on its own: one round
    trip). A message for a chunk in any other state is a redelivery: do
-   nothing, and give the limiter's slot back.
+   nothing, and give the limiter's slot back. A chunk claimed past its batch's
+   validity (``valid_for``) ends ``expired`` there, before the circuit and the
+   call (tasks/validity.py).
 3. Call the provider; decide once what its answer means (tasks/decisions.py:
    accepted, pending to retry, failed, unknown; whether the account's circuit
    opens) and record it (tasks/outcomes.py; the second and last transaction of
@@ -18,8 +20,8 @@
    A refusal over a number the vendor did not name (linkws -11) is narrowed instead:
    the offenders fail, the rest goes to new chunks, sent as any (tasks/narrowing.py).
 
-4. A chunk that ended ``failed`` or ``unknown`` ends the task as a Celery
-   failure (``ChunkFailed`` / ``ChunkUnknown``, declared expected: logged
+4. A chunk that ended ``failed``, ``unknown`` or ``expired`` ends the task as a Celery
+   failure (``ChunkFailed`` / ``ChunkUnknown`` / ``ChunkExpired``, declared expected: logged
    without a traceback, and acked like any finished task), so Flower does not
    show it as a plain success.
 
@@ -66,7 +68,7 @@ from smsq.worker.config import Settings, knowing, settings
 from smsq.worker.db import session_scope, transaction
 from smsq.worker.limiter import WINDOW_MARGIN, Limiter, Taken, limiter
 
-from . import narrowing, policy, routes
+from . import circuit, narrowing, policy, routes, validity
 from .outcome_keeper import keep_outcome, with_db_retry
 from .outcomes import ChunkRun, after_record, decided, record
 from .publish import MAX_COUNTDOWN, chunk_label, publish_chunk, publish_chunk_rows
@@ -113,6 +115,34 @@ class ChunkUnknown(ChunkNotSent):
     automatically (``smsq settle`` decides)."""
 
 
+class ChunkExpired(ChunkNotSent):
+    """The chunk is ``expired``: its batch's validity (valid_for) passed before its vendor
+    call, so it was not sent, and never will be."""
+
+
+def expired(claimed: ClaimedChunk) -> ChunkExpired:
+    """``chunk 12 (batch 3, shop-dxt): expired — not sent: its validity ... (valid until ...)``."""
+    until = validity.clock(claimed.valid_until) if claimed.valid_until else "?"
+    return ChunkExpired(
+        f"{chunk_label(claimed.chunk_id, claimed.batch_id, claimed.account)}: expired — "
+        f"{validity.EXPIRED_DETAIL} (valid until {until})"
+    )
+
+
+def _run_of(exc: ChunkNotSent) -> ChunkRun:
+    if isinstance(exc, ChunkUnknown):
+        return ChunkRun.UNKNOWN
+    return ChunkRun.EXPIRED if isinstance(exc, ChunkExpired) else ChunkRun.FAILED
+
+
+def _group_error(errors: list[ChunkNotSent]) -> type[ChunkNotSent]:
+    """The failure a group with several chunks not sent ends as: unknown if any is, expired
+    if all are, else failed."""
+    if any(isinstance(e, ChunkUnknown) for e in errors):
+        return ChunkUnknown
+    return ChunkExpired if all(isinstance(e, ChunkExpired) for e in errors) else ChunkFailed
+
+
 @dataclass
 class Pace:
     """How long the vendor took to answer a chunk's call (None: no call was made)."""
@@ -153,7 +183,7 @@ def _run_group(
             )
         except ChunkNotSent as exc:
             not_sent_.append(exc)
-            state = ChunkRun.UNKNOWN if isinstance(exc, ChunkUnknown) else ChunkRun.FAILED
+            state = _run_of(exc)
         except BaseException:
             try:
                 hand_on(conf, rest, lane, account)  # the rest is not this failure's
@@ -168,8 +198,7 @@ def _run_group(
     if len(not_sent_) == 1:
         raise not_sent_[0]
     if not_sent_:
-        error = ChunkUnknown if any(isinstance(e, ChunkUnknown) for e in not_sent_) else ChunkFailed
-        raise error(f"{len(not_sent_)} chunks not sent: " + "; ".join(map(str, not_sent_)))
+        raise _group_error(not_sent_)(f"{len(not_sent_)} chunks not sent: " + "; ".join(map(str, not_sent_)))
     return state
 
 
@@ -268,30 +297,14 @@ def _claim_and_send(conf: Settings, chunk_id: int, slot: Slot, pace: Pace | None
         record(conf, claimed, nothing, decided(conf, claimed, nothing))
         return ChunkRun.ACCEPTED
     try:
-        # -- send policy: the kind's rules at this account (tasks/policy.py chunk_rules) hold a
-        # code past its validity or a send outside its window here, before any vendor call --
-        if wait_for_window(conf, claimed, then):
-            slot.give_back()  # no vendor call comes of the slot
-            return ChunkRun.WAITING
-        # -- failover routes: the account's circuit admits the chunk, or it waits or moves --
-        admitted = routes.before_call(conf, claimed)
-        if isinstance(admitted, ChunkRun):
-            slot.give_back()  # no vendor call comes of the slot
-            return admitted  # held, moved or failed
-        # The slot counts from when the call starts, not from before the claim: a
-        # claim that waited (a busy database) moves the slot to now. A quick one
-        # is within the limiter's margin and saves the round trip.
-        if time.monotonic() - slot.asked > CLAIM_WITHIN_MARGIN and not slot.bucket.stamp(
-            slot.account, slot.rate, slot.ticket
-        ):
-            ledger.release(
-                conf, claimed, f"the claim outlasted account {slot.account}'s rate-limit slot; the relay sends it again"
-            )
-            log.warning("chunk %s: rate-limit slot lost while claiming; given back to the relay", chunk_id)
-            return ChunkRun.RELEASED
+        admitted = _before_call(conf, claimed, slot, then)
     except BaseException as exc:
         _release_unsent(conf, claimed, exc)
         raise
+    if admitted is ChunkRun.EXPIRED:
+        raise expired(claimed)
+    if isinstance(admitted, ChunkRun):
+        return admitted  # held, moved, failed, or given back to the relay
     return send_claimed(conf, claimed, provider, probe=admitted.probe, pace=pace)
 
 
@@ -320,6 +333,39 @@ def wait_for_window(conf: Settings, claimed: ClaimedChunk, then: list[int]) -> b
         why,
     )
     return True
+
+
+def _before_call(conf: Settings, claimed: ClaimedChunk, slot: Slot, then: list[int]) -> circuit.Admission | ChunkRun:
+    """What comes between the claim and the vendor call: the chunk's validity, its send
+    window (``then``: the rest of its group, which waits with it), its route's circuit,
+    the rate-limit slot's stamp. The admission to call the vendor, or what became
+    of the chunk instead (its slot then given back: no vendor call comes of it)."""
+    # -- send policy: a chunk past its batch's validity (valid_for) ends expired, unsent: checked
+    # first after the claim, which makes it this worker's alone, so no call can follow the check
+    if validity.expire_if_lapsed(conf, claimed):
+        slot.give_back()
+        return ChunkRun.EXPIRED
+    # -- send policy: a chunk claimed outside its kind's send window waits for the opening --
+    if wait_for_window(conf, claimed, then):
+        slot.give_back()
+        return ChunkRun.WAITING
+    # -- failover routes: the account's circuit admits the chunk, or it waits or moves --
+    admitted = routes.before_call(conf, claimed)
+    if isinstance(admitted, ChunkRun):
+        slot.give_back()
+        return admitted  # held, moved or failed
+    # The slot counts from when the call starts, not from before the claim: a
+    # claim that waited (a busy database) moves the slot to now. A quick one
+    # is within the limiter's margin and saves the round trip.
+    if time.monotonic() - slot.asked > CLAIM_WITHIN_MARGIN and not slot.bucket.stamp(
+        slot.account, slot.rate, slot.ticket
+    ):
+        ledger.release(
+            conf, claimed, f"the claim outlasted account {slot.account}'s rate-limit slot; the relay sends it again"
+        )
+        log.warning("chunk %s: rate-limit slot lost while claiming; given back to the relay", claimed.chunk_id)
+        return ChunkRun.RELEASED
+    return admitted
 
 
 def wait_for_account(conf: Settings, chunk_ids: list[int], account: str) -> None:
@@ -483,7 +529,13 @@ def not_sent(state: ChunkState, claimed: ClaimedChunk, result: SendResult) -> Ch
 # `throws`: an expected end, logged in one line without a traceback. With late
 # acks the message is still acked (task_acks_on_failure_or_timeout), so a failed
 # or unknown chunk is not delivered again.
-@smsq_task(name="smsq.send_chunk", bind=True, ignore_result=True, acks_late=True, throws=(ChunkFailed, ChunkUnknown))
+@smsq_task(
+    name="smsq.send_chunk",
+    bind=True,
+    ignore_result=True,
+    acks_late=True,
+    throws=(ChunkFailed, ChunkUnknown, ChunkExpired),
+)
 def send_chunk(
     self,
     chunk_id: int,

@@ -32,7 +32,7 @@ environment:
 
 exit status:
   0  done (`send --dry-run`: the send would be taken)
-  1  `send --wait` ended with numbers failed or unknown (or a vendor check said no)
+  1  `send --wait` ended with numbers failed, unknown or expired (or a vendor check said no)
   2  bad input or configuration, or not one number can be sent (the reason on stderr)
   3  a service (database, broker) cannot be reached (or `check` could not ask the vendor now)
 
@@ -96,10 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
         "another is refused, exit 2",
     )
     s.add_argument(
+        "--valid-for",
+        metavar="DURATION",
+        help="how long the send is worth making, e.g. 90s, 5m, 2h, 1d (0: no limit), from now or "
+        "from --at; numbers not sent by then are never sent (expired). Default: the kind's "
+        "valid_for (otp: 5m; none for the others). A bad value is refused, exit 2",
+    )
+    s.add_argument(
         "--wait",
         action="store_true",
         help="show progress until every chunk has an outcome, and why it waits when "
-        "nothing moves; exit 1 if any number failed or is unknown",
+        "nothing moves; exit 1 if any number failed, is unknown or expired",
     )
     s.add_argument(
         "--dry-run",
@@ -158,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--state",
         metavar="S1,S2",
-        help="only these recipient states (queued, sent, delivered, failed, unknown, rejected, cancelled)",
+        help="only these recipient states (queued, sent, delivered, failed, unknown, rejected, cancelled, expired)",
     )
     s.set_defaults(func=command("operators:cmd_export"))
 
@@ -425,7 +432,7 @@ LONG_RUNNING = ("worker", "beat", "flower", "simulate", "demo", "metrics", "poll
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 done; 1 a --wait (or a vendor check) ended with numbers failed or unknown;
+    """Exit status: 0 done; 1 a --wait (or a vendor check) ended with numbers failed, unknown or expired;
     2 bad input or configuration; 3 a service (database, broker) unreachable. Expected failures
     print one line, never a traceback."""
     args = build_parser().parse_args(argv)

@@ -9,7 +9,8 @@ bulk update by selecting only the from-states the table allows.
 * cutting.py   chunks made: a batch cut into chunks, a route's failover moving numbers on
 * narrowing.py a chunk refused over a number the vendor did not name: its offenders
                failed, the rest in new chunks of its account
-* settling.py  chunks settled without a call of their own: expired, cancelled,
+* validity.py  chunks whose batch's validity passed before their vendor call: expired
+* settling.py  chunks settled without a call of their own: made unknown after the send timeout, cancelled,
                settled by an operator or by a delivery report; numbers a vendor
                refused by count only, placed when it is known which
 """
@@ -30,6 +31,7 @@ from .cutting import Cut, cut, fail_claimed, move, write_rejected, write_short
 from .narrowing import Refused, narrow, refused_chunk, spend_calls, spent_calls
 from .records import REFUSED_CODE, count_call, record
 from .settling import CANCELLED_DETAIL, cancel_pending, expire, place_refusals, settle, settle_by_report
+from .validity import expire_claimed, expire_waiting
 
 __all__ = [
     "ClaimedChunk",
@@ -62,4 +64,6 @@ __all__ = [
     "settle",
     "settle_by_report",
     "place_refusals",
+    "expire_claimed",
+    "expire_waiting",
 ]

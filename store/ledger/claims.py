@@ -45,6 +45,7 @@ class ClaimedChunk:
     first_attempt_at: datetime | None = None  # the chunk's first vendor call (this one, for a first claim)
     stamp: int | None = None  # the batch's stamp at this chunk's account (store/stamps.py); None: none
     kind: str = "notice"  # the batch's message kind (worker/kinds.py), whose rules the send is held to
+    valid_until: datetime | None = None  # the batch's validity: not sent at all past it; None: no limit
 
 
 def still_ours(claimed: ClaimedChunk, states=(C.SENDING,)):
@@ -69,7 +70,7 @@ WITH claimed AS (
 -- a chunk's own content and stamp: taken for another account of its route when it was moved
 SELECT c.id, c.batch_id, c.seq, c.account, c.lane, c.attempts, COALESCE(c.content, b.content) AS content,
        b.send_at, b.created_at, c.first_attempt_at, COALESCE(c.stamp, b.stamp) AS stamp, b.kind,
-       r.ids, r.mobiles
+       b.valid_until, r.ids, r.mobiles
 FROM claimed c JOIN batches b ON b.id = c.batch_id
 CROSS JOIN LATERAL (
     SELECT array_agg(q.id ORDER BY q.id) AS ids, array_agg(q.mobile ORDER BY q.id) AS mobiles
@@ -102,6 +103,7 @@ def claim(conf: Settings, chunk_id: int) -> ClaimedChunk | None:
         row.first_attempt_at,
         row.stamp,
         row.kind,
+        row.valid_until,
     )
 
 
@@ -130,7 +132,7 @@ def _claim_portable(conn, chunk_id: int, now: datetime) -> ClaimedChunk | None:
     if claimed is None:
         return None
     batch = conn.execute(
-        select(Batch.content, Batch.send_at, Batch.created_at, Batch.stamp, Batch.kind).where(
+        select(Batch.content, Batch.send_at, Batch.created_at, Batch.stamp, Batch.kind, Batch.valid_until).where(
             Batch.id == claimed.batch_id
         )
     ).one()
@@ -155,6 +157,7 @@ def _claim_portable(conn, chunk_id: int, now: datetime) -> ClaimedChunk | None:
         first_attempt_at,
         batch.stamp if stamp is None else stamp,
         batch.kind,
+        batch.valid_until,
     )
 
 

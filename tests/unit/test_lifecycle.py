@@ -45,6 +45,8 @@ def test_every_state_has_an_entry_and_moves_only_to_known_states():
         (C.UNKNOWN, C.PENDING),
         (C.FAILED, C.PENDING),
         (C.FAILED, C.FAILED),
+        (C.PENDING, C.EXPIRED),
+        (C.SENDING, C.EXPIRED),
     ],
     ids=lambda m: f"{m[0]}->{m[1]}",
 )
@@ -66,6 +68,10 @@ def test_the_chunk_moves_smsq_makes_are_allowed(move):
         (C.NARROWED, C.PENDING),
         (C.PENDING, C.NARROWED),
         (C.UNKNOWN, C.NARROWED),
+        (C.EXPIRED, C.PENDING),
+        (C.EXPIRED, C.SENDING),
+        (C.UNKNOWN, C.EXPIRED),
+        (C.FAILED, C.EXPIRED),
     ],
     ids=lambda m: f"{m[0]}->{m[1]}",
 )
@@ -82,8 +88,13 @@ def test_final_states_have_no_way_out():
         C.CANCELLED,
         C.MOVED,
         C.NARROWED,
+        C.EXPIRED,
     }
-    assert {s for s, targets in RECIPIENT_TRANSITIONS.items() if not targets} == {R.REJECTED, R.CANCELLED}
+    assert {s for s, targets in RECIPIENT_TRANSITIONS.items() if not targets} == {
+        R.REJECTED,
+        R.CANCELLED,
+        R.EXPIRED,
+    }
 
 
 def test_recipient_moves():

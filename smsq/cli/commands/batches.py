@@ -47,7 +47,9 @@ def _bar(status, width: int = 30) -> str:
     return (
         f"[{'#' * filled}{'.' * (width - filled)}] {final}/{total} chunks final{splitting}  "
         f"sent {r.get('sent', 0) + r.get('delivered', 0)}  failed {r.get('failed', 0)}  "
-        f"unknown {r.get('unknown', 0)}  waiting {r.get('queued', 0)}"
+        f"unknown {r.get('unknown', 0)}  "
+        + (f"expired {r['expired']}  " if r.get("expired") else "")
+        + f"waiting {r.get('queued', 0)}"
     )
 
 
@@ -85,7 +87,7 @@ def wait_for(batch_id: int, *, show: bool = True, timeout: float | None = None, 
 
 
 def outcome_code(status) -> int:
-    """The exit status of a --wait: 1 when any number failed or is unknown, or a vendor
+    """The exit status of a --wait: 1 when any number failed, is unknown or expired, or a vendor
     refused numbers it did not name and it is not known yet which (the batch is not clean)."""
     return 0 if status.clean else 1
 
@@ -129,6 +131,7 @@ def print_status(status, as_json: bool) -> None:
         f"batch {status.batch_id}  account {status.account}"
         f"{f'  route {status.route}' if status.route else ''}  kind {status.kind}  accepted {status.accepted}  "
         f"rejected {status.rejected}  {progress(status)}"
+        + (f"  valid until {show_time(status.valid_until)}" if status.valid_until else "")
     )
     print("  recipients: " + ", ".join(f"{k} {v}" for k, v in sorted(status.recipients.items())))
     print(
@@ -163,35 +166,9 @@ def cmd_send(args) -> int:
         idempotency_key=args.idempotency_key,
         priority=True if args.priority else None,
         kind=args.kind,
+        valid_for=args.valid_for,
     )
-    if args.json and not args.wait:
-        print(
-            json.dumps(
-                {
-                    "batch_id": receipt.batch_id,
-                    "accepted": receipt.accepted,
-                    "rejected": receipt.rejected,
-                    "segments": receipt.segments,
-                    "lane": receipt.lane,
-                    "kind": receipt.kind,
-                    "replayed": receipt.replayed,
-                    "queued": receipt.queued,
-                },
-                ensure_ascii=False,
-            )
-        )
-    elif not args.json:
-        print(receipt.batch_id, flush=True)  # a script reading it need not wait for --wait's end
-        print(
-            f"accepted {receipt.accepted}, rejected {len(receipt.rejected)}, {receipt.segments} "
-            f"segment(s) each, kind {receipt.kind}, lane {receipt.lane}"
-            + (" (replayed: same idempotency key)" if receipt.replayed else ""),
-            file=sys.stderr,
-        )
-        for number, reason in receipt.rejected[:20]:
-            print(f"  rejected {number!r}: {reason}", file=sys.stderr)
-        if len(receipt.rejected) > 20:
-            print(f"  ... and {len(receipt.rejected) - 20} more", file=sys.stderr)
+    print_receipt(receipt, args)
     if not receipt.queued:
         # The batch is committed; only its hand-over to the broker failed. Not an error (exit 0).
         print(
@@ -204,6 +181,41 @@ def cmd_send(args) -> int:
         print_status(status, args.json)
         return outcome_code(status)
     return 0
+
+
+def print_receipt(receipt, args) -> None:
+    """The receipt of ``smsq send``: one JSON object (``--json`` without ``--wait``), or the
+    batch id on stdout and the counts and rejected numbers on stderr."""
+    if args.json and not args.wait:
+        print(
+            json.dumps(
+                {
+                    "batch_id": receipt.batch_id,
+                    "accepted": receipt.accepted,
+                    "rejected": receipt.rejected,
+                    "segments": receipt.segments,
+                    "lane": receipt.lane,
+                    "kind": receipt.kind,
+                    "valid_until": None if receipt.valid_until is None else show_time(receipt.valid_until, iso=True),
+                    "replayed": receipt.replayed,
+                    "queued": receipt.queued,
+                },
+                ensure_ascii=False,
+            )
+        )
+    elif not args.json:
+        print(receipt.batch_id, flush=True)  # a script reading it need not wait for --wait's end
+        print(
+            f"accepted {receipt.accepted}, rejected {len(receipt.rejected)}, {receipt.segments} "
+            f"segment(s) each, kind {receipt.kind}, lane {receipt.lane}"
+            + (f", valid until {show_time(receipt.valid_until)}" if receipt.valid_until else "")
+            + (" (replayed: same idempotency key)" if receipt.replayed else ""),
+            file=sys.stderr,
+        )
+        for number, reason in receipt.rejected[:20]:
+            print(f"  rejected {number!r}: {reason}", file=sys.stderr)
+        if len(receipt.rejected) > 20:
+            print(f"  ... and {len(receipt.rejected) - 20} more", file=sys.stderr)
 
 
 def print_waiting(status, as_json: bool) -> None:

@@ -24,6 +24,7 @@ def run_preview(args, numbers) -> int:
         idempotency_key=args.idempotency_key,
         priority=True if args.priority else None,
         kind=args.kind,
+        valid_for=args.valid_for,
     )
     if args.json:
         print(json.dumps(preview.as_dict(), ensure_ascii=False))
