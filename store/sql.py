@@ -57,6 +57,18 @@ def insert_or_update(session, model, rows: Sequence[dict], keys: Iterable[str], 
     )
 
 
+def upsert_where(session, model, rows: Sequence[dict], keys: Iterable[str], set_: dict, where, returning) -> list:
+    """Insert ``rows``; a row whose ``keys`` are taken is updated with ``set_`` only where
+    ``where`` holds on it (else left, and on PostgreSQL locked until the commit). Returns
+    ``returning`` (a column) of the rows inserted or updated: a conditional count or claim
+    in one statement, which two transactions cannot both win."""
+    if not rows:
+        return []
+    stmt = _insert(session, model)
+    stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=set_, where=where).returning(returning)
+    return [row[0] for row in session.execute(stmt.values(list(rows)))]
+
+
 def width(column: InstrumentedAttribute) -> int | None:
     """How many characters ``column`` keeps: a String's length, a Text's ``info["keep"]``."""
     col = column.property.columns[0] if hasattr(column, "property") else column

@@ -76,7 +76,8 @@ def stage_chunks(
         blocks = itertools.chain([head], _valid_blocks(numbers, landline, rejected, seen_rejects))
     found: set[str] = set()
     rows = _chunk_rows(blocks, size, blocked, found, admit)
-    return write_staged(session, batch_id, rows), found
+    # A check may query the database between blocks: then no COPY may span them.
+    return write_staged(session, batch_id, rows, copy_per_block=admit is not None), found
 
 
 def chunk_short_list(

@@ -60,6 +60,7 @@ from .policy import SendPolicy, admission, policy_for
 from .publish import publish_chunk_rows, publish_split
 from .refusals import NONE as NO_REFUSALS
 from .refusals import Refused, refused_of
+from .rejections import add_counts, tally
 from .schema import ensure_schema
 from .split import staged_counts
 
@@ -421,6 +422,9 @@ def send_sms(
             receipt = Receipt(batch.id, accepted, rejected, batch.segments, batch.lane, kind=kind)
     except (OperationalError, InterfaceError) as exc:
         raise DatabaseUnreachableError(conf.database_url, exc) from exc
+    except NoValidNumbersError as exc:
+        _count_rejected(conf, acct.name, kind, exc.rejected)
+        raise
     except IntegrityError:
         if idempotency_key is None:
             raise
@@ -429,11 +433,29 @@ def send_sms(
             if (existing := _keyed(session, target, idempotency_key)) is None:
                 raise  # the key is free: the conflict was another one
             return _replay(session, existing, digest.finish(numbers), idempotency_key)
+    return _settle(conf, receipt, acct.name, target.route, inline)
 
-    if not _publish(conf, receipt.batch_id, receipt.lane, acct.name, inline):
+
+def _settle(conf: Settings, receipt: Receipt, account: str, route: str | None, inline: list | None) -> Receipt:
+    """After a batch's commit: publish it, count its refusals, log it."""
+    if not _publish(conf, receipt.batch_id, receipt.lane, account, inline):
         receipt = dataclasses.replace(receipt, queued=False)
-    _log_receipt(receipt, acct.name, target.route)
+    _count_rejected(conf, account, receipt.kind, receipt.rejected)
+    _log_receipt(receipt, account, route)
     return receipt
+
+
+def _count_rejected(conf: Settings, account: str, kind: str, rejected: list[tuple[str, str]]) -> None:
+    """Add a settled send's refusals to ``smsq_rejected_total`` (tasks/rejections.py), in a
+    transaction of their own. A count that cannot be written is logged, never raised: the
+    send itself is settled, and a caller told otherwise would send it again."""
+    if not rejected:
+        return
+    try:
+        with session_scope(conf.database_url) as session:
+            add_counts(session, account, kind, tally(rejected))
+    except (OperationalError, InterfaceError) as exc:
+        log.warning("refusals of a send to %s not counted: %s", account, type(exc).__name__)
 
 
 def _lane_of(kind: str, priority: bool | None) -> bool | None:
