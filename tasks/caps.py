@@ -41,7 +41,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from smsq.store.models import NumberSends
-from smsq.store.sql import is_postgres, upsert_where
+from smsq.store.sql import is_postgres, upsert_numbers
 from smsq.worker.kinds import Cap
 
 from .intake import Admit
@@ -194,18 +194,14 @@ def database_take(
 def _count(session: Session, cap: Cap, window: int, mobiles: list[str], now: float) -> list[str]:
     """Count ``mobiles`` in ``cap``'s window where it has room: the ones counted."""
     expires = datetime.fromtimestamp(window_end(cap, window), UTC).replace(tzinfo=None)
-    table = NumberSends.__table__.c
-    rows = [
-        {"mobile": m, "period": cap.seconds, "window_no": window, "sends": 1, "expires_at": expires} for m in mobiles
-    ]
-    return upsert_where(
+    return upsert_numbers(
         session,
         NumberSends,
-        rows,
+        mobiles,
+        {"period": cap.seconds, "window_no": window, "sends": 1, "expires_at": expires},
         keys=("mobile", "period", "window_no"),
-        set_={"sends": table.sends + 1},
-        where=table.sends < cap.count,
-        returning=table.mobile,
+        update="sends = number_sends.sends + 1",
+        where=f"number_sends.sends < {int(cap.count)}",
     )
 
 

@@ -37,7 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from smsq.store.models import RecentContent
-from smsq.store.sql import upsert_where
+from smsq.store.sql import upsert_numbers
 from smsq.worker.kinds import _duration_text
 
 from .intake import Admit
@@ -90,16 +90,13 @@ def duplicate_check(
 # numbers. Returns, per number, "" when it was not guarded (and then, unless dry, guards
 # it for this batch), else the id of the batch that guards it.
 _GUARD = """
-local dry, prefix, batch, ttl = ARGV[1] == '1', 'smsq:dup:' .. ARGV[2] .. ':', ARGV[3], tonumber(ARGV[4])
+local dry, prefix, batch, ttl = ARGV[1] == '1', 'smsq:dup:' .. ARGV[2] .. ':', ARGV[3], ARGV[4]
 local out = {}
 for a = 5, #ARGV do
   local key = prefix .. ARGV[a]
   local earlier = redis.call('GET', key)
-  if not earlier then
-    earlier = ''
-    if not dry then redis.call('SET', key, batch, 'EX', ttl) end
-  end
-  out[#out + 1] = earlier
+  if not earlier and not dry then redis.call('SET', key, batch, 'EX', ttl) end
+  out[#out + 1] = earlier or ''
 end
 return out
 """
@@ -129,16 +126,15 @@ def database_guard(
     ordered = sorted(mobiles)  # rows locked in one order: two sends cannot deadlock on a block
     if not dry_run:
         until = datetime.fromtimestamp(now + window, UTC).replace(tzinfo=None)
-        table = RecentContent.__table__.c
-        rows = [{"mobile": m, "digest": key, "batch_id": batch_id, "expires_at": until} for m in ordered]
-        taken = upsert_where(
+        taken = upsert_numbers(
             session,
             RecentContent,
-            rows,
+            ordered,
+            {"digest": key, "batch_id": batch_id, "expires_at": until},
             keys=("mobile", "digest"),
-            set_={"batch_id": batch_id, "expires_at": until},
-            where=table.expires_at <= at,
-            returning=table.mobile,
+            update="batch_id = excluded.batch_id, expires_at = excluded.expires_at",
+            where="recent_contents.expires_at <= :now",
+            params={"now": at},
         )
         ordered = sorted(set(ordered) - set(taken))
     if not ordered:

@@ -61,9 +61,8 @@ def add_counts(session: Session, account: str, kind: str, counts: Counter[str]) 
         upsert_where(
             session,
             RejectionCount,
-            [{"account": account, "kind": kind, "reason": reason, "numbers": n}],
+            {"account": account, "kind": kind, "reason": reason, "numbers": n},
             keys=("account", "kind", "reason"),
             set_={"numbers": table.numbers + n},
-            where=None,
             returning=table.reason,
         )
