@@ -194,3 +194,31 @@ def test_the_metric_counts_refusals_by_reason_never_by_number(where):
         ("marketing", "duplicate"): 1,
         ("marketing", "invalid"): 1,
     }
+
+
+def test_a_dry_run_of_the_checks_looks_and_counts_nothing(where):
+    """The preview's seam: ``admission(..., dry_run=True)`` reports what would be refused
+    and counts nothing, in Redis as in the database."""
+    from smsq.store.models import Batch
+    from smsq.tasks.policy import admission, policy_for
+
+    text = "【某某科技】验证码 777777"
+    sent = send_sms(ACCOUNT, ["13655550001"], text, kind="otp")
+    policy = policy_for(settings(), ACCOUNT, "otp")
+
+    def look(mobiles: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+        rejected: list[tuple[str, str]] = []
+        with session_scope(settings().database_url) as session:
+            batch = Batch(account=ACCOUNT, content=text, lane="priority", kind="otp")
+            admit = admission(session, policy, batch, rejected, dry_run=True)
+            assert admit is not None and batch.id is None  # nothing written
+            return admit(mobiles), rejected
+
+    for _ in range(2):  # looking twice counts nothing either time
+        assert look(["13655550001", "13655550002"]) == (
+            ["13655550002"],
+            [("13655550001", "frequency cap 1/1m")],
+        )
+    # the look took nothing: the number is still free to send, and not guarded
+    assert send_sms(ACCOUNT, ["13655550002"], text, kind="otp").accepted == 1
+    assert sent.accepted == 1
