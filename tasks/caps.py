@@ -47,7 +47,7 @@ from smsq.worker.kinds import Cap
 from .intake import Admit
 
 BEIJING_OFFSET = 8 * 3600  # windows start on the Beijing clock (no DST)
-KEY_PREFIX = "smsq:cap"
+KEY_PREFIX = "smsq:cap"  # the keys: smsq:cap:PERIOD:WINDOW:NUMBER (the Lua script spells them)
 
 
 def cap_check(
@@ -112,10 +112,6 @@ def window_end(cap: Cap, window: int) -> float:
 def cap_reason(cap: Cap) -> str:
     """The reason a number over ``cap`` is refused with: ``frequency cap 5/1h``."""
     return f"frequency cap {cap}"
-
-
-def redis_key(cap: Cap, window: int, mobile: str) -> str:
-    return f"{KEY_PREFIX}:{cap.seconds}:{window}:{mobile}"
 
 
 # ARGV: dry ("1": look only), the number of caps, then per cap its count, key part

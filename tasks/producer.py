@@ -286,7 +286,10 @@ def _store_short(session: Session, storing: _Storing, batch: Batch, short: list)
     """A short list (an OTP): its chunk and recipient rows are written directly and its
     chunk is published by send_sms; a split job would add a broker round trip and a worker
     pick-up before its send is even published. Five round trips in all, the batch's row
-    written once with what it will hold. Returns the numbers accepted and the chunks to publish."""
+    written once with what it will hold; under the duplicate guard or a cap (the send
+    policy's ``admission``) the row is written first, as a guarded number names it, and
+    completed at the end (one more), with the guard's own statement without Redis.
+    Returns the numbers accepted and the chunks to publish."""
     cls = storing.provider_cls
     admit = admission(session, storing.policy, batch, storing.rejected)
     rows, blocked = chunk_short_list(
