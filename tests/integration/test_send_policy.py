@@ -57,8 +57,7 @@ def policy_env(where: str, tmp: Path, config: Path) -> dict:
 def where(request, dxt_sim, tmp_path_factory):
     _, url = dxt_sim
     tmp = tmp_path_factory.mktemp(f"policy-{request.param}")
-    config = write_config(tmp / "smsq.toml", url)
-    config.write_text(config.read_text(encoding="utf-8") + KINDS, encoding="utf-8")
+    config = write_config(tmp / "smsq.toml", url, kinds=KINDS)  # the defaults but for the notice's
     saved = apply_env(policy_env(request.param, tmp, config))
     upgrade(settings().database_url)
     assert (settings().redis_url is not None) == (request.param == "redis")

@@ -33,8 +33,7 @@ POLICY_OFF = "".join(f'\n[kinds.{kind}]\nper_number = []\nduplicate_window = "0"
 @pytest.fixture(scope="module", autouse=True)
 def embedded(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("intake")
-    config = write_config(tmp / "smsq.toml", "http://127.0.0.1:9/")  # never called here
-    config.write_text(config.read_text(encoding="utf-8") + POLICY_OFF, encoding="utf-8")
+    config = write_config(tmp / "smsq.toml", "http://127.0.0.1:9/", kinds=POLICY_OFF)  # never called here
     saved = apply_env(mode_env("embedded", tmp, config))
     yield
     restore_env(saved)
