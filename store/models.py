@@ -378,3 +378,48 @@ class AccountCircuit(Base):
     reason: Mapped[str | None] = mapped_column(Text, info={TEXT_KEEP: 1000})  # "auth -7 ..." (vendor code and message)
     probe_chunk_id: Mapped[int | None] = mapped_column(BigInteger)  # negative: a poll probes
     updated_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class NumberSends(Base):
+    """Sends to one number in one window of a per-number frequency cap (tasks/caps.py), when
+    no Redis is set: ``period`` the cap's length in seconds, ``window_no`` which window of
+    that length (fixed windows on the Beijing clock). A send's intake counts a number with a
+    conditional upsert, in the send's transaction. Purged once ``expires_at`` (the window's
+    end) has passed."""
+
+    __tablename__ = "number_sends"
+    __table_args__ = (Index("ix_number_sends_expires_at", "expires_at"),)
+
+    mobile: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    window_no: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    sends: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class RecentContent(Base):
+    """The duplicate guard (tasks/duplicates.py), when no Redis is set: the last batch that
+    took ``mobile`` for the content whose digest is ``digest`` (the text as sent, signature
+    placed), guarded until ``expires_at`` (its send's ``duplicate_window`` on)."""
+
+    __tablename__ = "recent_contents"
+    __table_args__ = (Index("ix_recent_contents_expires_at", "expires_at"),)
+
+    mobile: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(32), primary_key=True)
+    batch_id: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class RejectionCount(Base):
+    """Numbers refused at intake, by the account and kind of the send and the reason's class
+    (tasks/rejections.py: invalid, blocked, opted_out, capped, duplicate, quota): the
+    ``smsq_rejected_total`` counter. Kept apart from the rejected recipients so that a send
+    refused whole (nothing stored) counts too, and a purge never makes the counter go back."""
+
+    __tablename__ = "rejection_counts"
+
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(16), primary_key=True)
+    numbers: Mapped[int] = mapped_column(BigInteger)

@@ -22,17 +22,22 @@ def _driver(session: Session) -> Any:
     return session.connection().connection.driver_connection
 
 
-def write_staged(session: Session, batch_id: int, blocks: Iterable[list[Row]]) -> int:
+def write_staged(session: Session, batch_id: int, blocks: Iterable[list[Row]], *, copy_per_block: bool = False) -> int:
     """Write the batch's staged rows, block by block as they come (PostgreSQL: COPY);
-    return how many numbers they hold."""
+    return how many numbers they hold. ``copy_per_block``: the blocks are made by queries
+    on this session's connection (the send policy's checks counting in the database),
+    which a COPY in progress would hold up, so each block gets a COPY of its own (one round
+    trip per 5,000 numbers) instead of one COPY for the whole list."""
     dbapi = _driver(session)
     numbers = 0
     if is_postgres(session):
-        with dbapi.cursor() as cursor, cursor.copy(f"COPY {COLUMNS} FROM STDIN") as copy:
-            for block in blocks:
-                # Digits and commas only: nothing to escape for COPY's text format.
-                copy.write("".join(f"{batch_id}\t{seq}\t{n}\t{mobiles}\n" for seq, n, mobiles in block))
-                numbers += sum(n for _, n, _ in block)
+        with dbapi.cursor() as cursor:
+            for group in ([block] for block in blocks) if copy_per_block else [blocks]:
+                with cursor.copy(f"COPY {COLUMNS} FROM STDIN") as copy:
+                    for block in group:
+                        # Digits and commas only: nothing to escape for COPY's text format.
+                        copy.write("".join(f"{batch_id}\t{seq}\t{n}\t{mobiles}\n" for seq, n, mobiles in block))
+                        numbers += sum(n for _, n, _ in block)
         return numbers
     cursor = dbapi.cursor()
     try:

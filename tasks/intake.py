@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -47,7 +46,7 @@ BLOCK = 5000  # entries normalised per round, blocked numbers looked up or loade
 # numbers in, the ones it admits out; it records the ones it refuses itself.
 Admit = Callable[[list[str]], list[str]]
 # What stage_chunks does with the rows: write them (write_staged), or count them (a dry run).
-Write = Callable[[Session, Any, Iterable[list[Row]]], int]
+Write = Callable[..., int]  # (session, batch id, blocks of rows, *, copy_per_block) -> numbers written
 
 
 def stage_chunks(
@@ -81,10 +80,13 @@ def stage_chunks(
         blocks = itertools.chain([head], _valid_blocks(numbers, landline, rejected, seen_rejects))
     found: set[str] = set()
     rows = _chunk_rows(blocks, size, blocked, found, admit)
-    return write(session, batch_id, rows), found
+    # A check may query the database between blocks: then no COPY may span them.
+    return write(session, batch_id, rows, copy_per_block=admit is not None), found
 
 
-def count_rows(session: Session, batch_id: int | None, rows: Iterable[list[Row]]) -> int:
+def count_rows(
+    session: Session, batch_id: int | None, rows: Iterable[list[Row]], *, copy_per_block: bool = False
+) -> int:
     """A dry run's ``write``: the numbers the rows hold, each block dropped once counted."""
     return sum(size for block in rows for _, size, _ in block)
 

@@ -28,9 +28,12 @@ narrowed since a batch was stored holds its chunks at their claim; one widened r
 chunks already waiting only at the opening they were given. ``window_wait`` says, for
 ``batch_status``, until when a batch waits for its window.
 
-``admission`` composes one small check per rule, each in its own module (the daily
-quota: tasks/quota.py). With ``dry_run`` (a preview) each check only looks: it counts
-nothing, reserves nothing, and still refuses what it would refuse.
+``admission`` composes one small check per rule, each in its own module: the frequency
+caps count first (tasks/caps.py), then the duplicate guard (tasks/duplicates.py) guards
+the numbers the caps admitted, then the daily quota (tasks/quota.py) counts what is left,
+so a number refused for one reason is never counted by the next. With ``dry_run`` (a
+preview) each check only looks: it counts nothing, reserves nothing, and still refuses
+what it would refuse.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import inspect
 from sqlalchemy.orm import Session
 
 from smsq.providers.base import BEIJING
@@ -50,6 +54,8 @@ from smsq.worker.kinds import KindRules, SendWindow, check_kind
 
 # Admit: a block of numbers in, the ones admitted out (in the same order); a refused one
 # is appended to the send's ``rejected`` as (number, reason) by the check itself.
+from .caps import cap_check
+from .duplicates import duplicate_check
 from .intake import Admit
 from .quota import quota_check
 
@@ -85,22 +91,43 @@ def admission(
     inside the send's transaction: ``batch`` is the row being stored (its id may not be
     assigned yet on a short list, and is never assigned in a dry run). None: nothing to
     check, every number is admitted. The checks run in turn, each on what the one before
-    admitted; the quota last, so that a number refused for another reason never counts.
-    ``dry_run``: every check only looks (a preview)."""
-    quota = quota_check(session, policy.account, policy.daily_quota, policy.redis_url, rejected, dry_run=dry_run)
-    return _compose([check for check in (quota,) if check is not None])
+    admitted: the caps, the duplicate guard, the quota last, so that a number refused for
+    another reason never counts. ``dry_run``: every check only looks (a preview): nothing
+    is counted or guarded, and what would be refused is still reported."""
+    rules = policy.rules
+    written = inspect(batch).has_identity  # a short list's batch is not written yet (tasks/producer.py)
+    checks = [
+        cap_check(session, rules.per_number, policy.redis_url, rejected, dry_run=dry_run, long_list=written),
+        duplicate_check(
+            session,
+            batch.content,
+            lambda: batch.id or 0,
+            rules.duplicate_window,
+            policy.redis_url,
+            rejected,
+            dry_run=dry_run,
+        ),
+        quota_check(session, policy.account, policy.daily_quota, policy.redis_url, rejected, dry_run=dry_run),
+    ]
+    if not written and not dry_run and any(checks):
+        # A short list's batch is written now, not after its numbers: a guarded number names
+        # its id, and an idempotency race fails here, before anything is counted.
+        session.add(batch)
+        session.flush()
+    return compose([check for check in checks if check is not None])
 
 
-def _compose(checks: list[Admit]) -> Admit | None:
+def compose(checks: list[Admit]) -> Admit | None:
+    """One check of ``checks`` in turn: a number goes on to the next only if admitted."""
     if not checks:
         return None
-    if len(checks) == 1:
-        return checks[0]
 
-    def admit(block: list[str]) -> list[str]:
+    def admit(mobiles: list[str]) -> list[str]:
         for check in checks:
-            block = check(block) if block else block
-        return block
+            if not mobiles:
+                break
+            mobiles = check(mobiles)
+        return mobiles
 
     return admit
 

@@ -60,6 +60,7 @@ from .policy import SendPolicy, admission, policy_for, window_opening, window_wa
 from .publish import publish_chunk_rows, publish_split
 from .refusals import NONE as NO_REFUSALS
 from .refusals import Refused, refused_of
+from .rejections import add_counts, tally
 from .schema import ensure_schema
 from .split import staged_counts
 
@@ -315,7 +316,10 @@ def _store_short(session: Session, storing: _Storing, batch: Batch, short: list)
     """A short list (an OTP): its chunk and recipient rows are written directly and its
     chunk is published by send_sms; a split job would add a broker round trip and a worker
     pick-up before its send is even published. Five round trips in all, the batch's row
-    written once with what it will hold. Returns the numbers accepted and the chunks to publish."""
+    written once with what it will hold; under the duplicate guard or a cap (the send
+    policy's ``admission``) the row is written first, as a guarded number names it, and
+    completed at the end (one more), with the guard's own statement without Redis.
+    Returns the numbers accepted and the chunks to publish."""
     cls = storing.provider_cls
     admit = admission(session, storing.policy, batch, storing.rejected)
     rows, blocked = chunk_short_list(
@@ -515,6 +519,9 @@ def send_sms(
         receipt, inline = _store(plan)
     except (OperationalError, InterfaceError) as exc:
         raise DatabaseUnreachableError(conf.database_url, exc) from exc
+    except NoValidNumbersError as exc:
+        _count_rejected(conf, plan.account, plan.kind, exc.rejected)
+        raise
     except IntegrityError:
         if key is None:
             raise
@@ -525,10 +532,29 @@ def send_sms(
             return _replay(session, existing, plan.digest.finish(plan.numbers), key)
     if receipt.replayed:  # nothing new to publish
         return receipt
-    if not _publish(conf, receipt.batch_id, receipt.lane, plan.account, inline):
+    return _settle(conf, receipt, plan.account, target.route, inline)
+
+
+def _settle(conf: Settings, receipt: Receipt, account: str, route: str | None, inline: list | None) -> Receipt:
+    """After a batch's commit: publish it, count its refusals, log it."""
+    if not _publish(conf, receipt.batch_id, receipt.lane, account, inline):
         receipt = dataclasses.replace(receipt, queued=False)
-    _log_receipt(receipt, plan.account, target.route)
+    _count_rejected(conf, account, receipt.kind, receipt.rejected)
+    _log_receipt(receipt, account, route)
     return receipt
+
+
+def _count_rejected(conf: Settings, account: str, kind: str, rejected: list[tuple[str, str]]) -> None:
+    """Add a settled send's refusals to ``smsq_rejected_total`` (tasks/rejections.py), in a
+    transaction of their own. A count that cannot be written is logged, never raised: the
+    send itself is settled, and a caller told otherwise would send it again."""
+    if not rejected:
+        return
+    try:
+        with session_scope(conf.database_url) as session:
+            add_counts(session, account, kind, tally(rejected))
+    except (OperationalError, InterfaceError) as exc:
+        log.warning("refusals of a send to %s not counted: %s", account, type(exc).__name__)
 
 
 def _not_before(when: datetime | None, now: datetime, policy: SendPolicy) -> datetime | None:

@@ -1,5 +1,7 @@
 """Removing what is old: finished batches (with their chunks and recipients),
-parsed poll journal rows, delivery reports and the record of vendor calls (metrics).
+parsed poll journal rows, delivery reports and the record of vendor calls (metrics);
+and, whatever the age asked, the send policy's expired counts (the frequency caps' and the
+duplicate guard's rows whose window has ended, when they are kept in the database).
 
 What it never removes:
 
@@ -31,7 +33,9 @@ from smsq.store.models import (
     Batch,
     Chunk,
     InboundMessage,
+    NumberSends,
     PollJournal,
+    RecentContent,
     Recipient,
     SplitJob,
     StatusReport,
@@ -115,10 +119,13 @@ def purge(
     ]
     if inbound:
         tables.append(("inbound_messages", InboundMessage, [InboundMessage.created_at < cutoff]))
+    # the send policy's counts whose window has ended (frequency caps, duplicate guard): of no
+    # use once expired, whatever the age asked
+    expired = [(m.__tablename__, m, [m.expires_at < utcnow()]) for m in (NumberSends, RecentContent)]
     with session_scope(url, readonly=True) as session:
         _count_kept(session, report)
         if dry_run:
-            _count_removable(session, report, tables)
+            _count_removable(session, report, tables + expired)
             return report
 
     def counted(name: str, n: int) -> None:
@@ -132,6 +139,10 @@ def purge(
     for name, model, where in tables:
         report.removed[name] = 0
         _delete_in_steps(url, model, where, partial(counted, name))
+    for name, model, where in expired:
+        with session_scope(url) as session:
+            deleted = delete(model).where(*where).execution_options(synchronize_session=False)
+            counted(name, rows_changed(session.execute(deleted)))
     return report
 
 

@@ -13,6 +13,8 @@ across any number of workers and hosts, and any exporter reports the same.
 * balances, poll ages and account health: the poll tables (``account_balances``,
   ``poll_status``) and each account's circuit (``account_circuits``: an account
   whose circuit is not closed is down, and ``smsq_account_circuit`` says how);
+* numbers refused at intake, by account, message kind and reason (invalid, blocked,
+  opted_out, capped, duplicate, quota): ``rejection_counts``, which each send adds to;
 * recipients are counted for the account of the chunk that holds them, so numbers
   a failover route moved count for the account that sent them;
 * queue lengths: the broker, by a passive ``queue_declare`` (Redis, RabbitMQ
@@ -44,9 +46,11 @@ from smsq.store.models import (
     Chunk,
     PollStatus,
     Recipient,
+    RejectionCount,
     SplitChunk,
     utcnow,
 )
+from smsq.tasks.rejections import REASONS
 from smsq.tasks.schema import ensure_schema
 from smsq.worker.app import QUEUES
 from smsq.worker.config import Settings
@@ -135,10 +139,14 @@ class SmsqCollector(Collector):
                 .where(Chunk.refused.is_not(None))
                 .group_by(Chunk.account)
             ).all()
+            rejections = session.execute(
+                select(RejectionCount.account, RejectionCount.kind, RejectionCount.reason, RejectionCount.numbers)
+            ).all()
         return [
             self._recipients([*recipients, *staged]),
             self._chunks(chunks),
             *self._refused(refused),
+            self._rejected(rejections),
             *self._calls(),
             self._balances(balances),
             *self._accounts(polls, breakers),
@@ -189,6 +197,19 @@ class SmsqCollector(Collector):
             numbers.add_metric([account], n)
             still_open.add_metric([account], opened)
         return [numbers, still_open]
+
+    def _rejected(self, rows) -> Metric:
+        counts = {(account, kind, reason): 0 for account in self.conf.accounts for kind in KINDS for reason in REASONS}
+        counts |= {(account, kind, reason): int(n) for account, kind, reason, n in rows}
+        family = CounterMetricFamily(
+            "smsq_rejected",
+            "Numbers refused at intake (never stored for sending), by account, message kind and "
+            "reason (invalid, blocked, opted_out, capped, duplicate, quota)",
+            labels=["account", "kind", "reason"],
+        )
+        for labels, n in sorted(counts.items()):
+            family.add_metric(list(labels), n)
+        return family
 
     def _calls(self) -> list[Metric]:
         calls = CounterMetricFamily(

@@ -8,6 +8,8 @@ simulator hanging after it took the request).
 
 from __future__ import annotations
 
+import itertools
+
 import httpx
 from sqlalchemy import delete, select
 
@@ -20,6 +22,7 @@ from ..conftest import PASSWORD, on_stacks, wait_final, wait_until
 from .conftest import running, scrape, value
 
 CONTENT = "【某某科技】您的验证码是 345678"
+CALLS = itertools.count(1)
 
 
 def forget_account_failures(account: str) -> None:
@@ -30,14 +33,17 @@ def forget_account_failures(account: str) -> None:
 
 
 def sends_of_each_kind(sim) -> dict[str, int]:
-    """One accepted batch of two chunks, one refused chunk, one unknown chunk; the batch ids."""
+    """One accepted batch of two chunks, one refused chunk, one unknown chunk; the batch ids.
+    Each call's text is its own: the same text to the same numbers again within 30 s would
+    be refused as a duplicate."""
     forget_account_failures("wrong-dxt")
-    ok = send_sms("shop-dxt", [f"1371111{i:04d}" for i in range(150)], CONTENT)  # 100 + 50
-    refused = send_sms("wrong-dxt", ["13722220001"], CONTENT)
+    content = f"{CONTENT} ({next(CALLS)})"
+    ok = send_sms("shop-dxt", [f"1371111{i:04d}" for i in range(150)], content)  # 100 + 50
+    refused = send_sms("wrong-dxt", ["13722220001"], content)
     for receipt in (ok, refused):
         wait_final(receipt.batch_id)
     sim.set_faults(hang=True, hang_seconds=3)  # slow-dxt gives up after 1 s: unknown
-    lost = send_sms("slow-dxt", ["13733330001"], CONTENT)
+    lost = send_sms("slow-dxt", ["13733330001"], content)
     wait_final(lost.batch_id, timeout=30)
     sim.set_faults(hang=False)
     return {"ok": ok.batch_id, "failed": refused.batch_id, "unknown": lost.batch_id}
@@ -155,7 +161,7 @@ def test_flower_names_account_and_batch_and_fails_unknown_chunks(stack, sim):
 
         # Flower hears only events sent after it connected: send until it hears one.
         def warmed_up():
-            receipt = send_sms("shop-dxt", ["13744440001"], CONTENT)
+            receipt = send_sms("shop-dxt", ["13744440001"], f"{CONTENT} ({next(CALLS)})")
             wait_final(receipt.batch_id)
             try:
                 return wait_until(lambda: seen(receipt.batch_id), 3, 0.3)
@@ -189,7 +195,8 @@ def test_metrics_count_the_numbers_a_vendor_refused(stack, sim):
     sim.set_faults(refuse=["13744440002"])  # dxt counts it in b, names it nowhere
     with running("metrics", env=stack.env, cwd=stack.tmp) as (port, _):
         before = scrape(port)
-        wait_final(send_sms("shop-dxt", ["13744440001", "13744440002", "13744440003"], CONTENT).batch_id)
+        numbers = ["13744440001", "13744440002", "13744440003"]
+        wait_final(send_sms("shop-dxt", numbers, f"{CONTENT} ({next(CALLS)})").batch_id)
         after = wait_until(
             lambda: (
                 (s := scrape(port))

@@ -30,6 +30,7 @@ from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
 from ..conftest import (
+    GUARD_OFF,
     PASSWORD,
     ROOT,
     Stack,
@@ -162,7 +163,7 @@ timeout = 5
 {v.config}
 """)
     config = tmp / "smsq.toml"
-    config.write_text("".join(lines), encoding="utf-8")
+    config.write_text(GUARD_OFF + "".join(lines), encoding="utf-8")
     env = {**mode_env("distributed", tmp, config), "SMSQ_REPORT_WAIT": str(REPORT_WAIT)}
     saved = apply_env(env)
     from smsq.tasks.schema import ensure_schema

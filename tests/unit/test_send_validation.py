@@ -19,16 +19,21 @@ from smsq.tasks import batch_status, send_sms
 from smsq.tasks.split import run_split
 from smsq.worker.config import UnknownAccountError, settings
 from smsq.worker.db import session_scope
+from smsq.worker.kinds import KINDS
 
 from ..conftest import PASSWORD, apply_env, mode_env, restore_env, write_config
 
 SIGNED = "【某某科技】您的验证码是 345678"
+# The tests here send the same text to the same numbers again and again, and check what is
+# validated, not how often: the frequency caps and the duplicate guard are off (their own
+# tests: test_caps.py, and tests/integration/test_send_policy.py).
+POLICY_OFF = "".join(f'\n[kinds.{kind}]\nper_number = []\nduplicate_window = "0"\n' for kind in KINDS)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def embedded(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("intake")
-    config = write_config(tmp / "smsq.toml", "http://127.0.0.1:9/")  # never called here
+    config = write_config(tmp / "smsq.toml", "http://127.0.0.1:9/", kinds=POLICY_OFF)  # never called here
     saved = apply_env(mode_env("embedded", tmp, config))
     yield
     restore_env(saved)
@@ -315,7 +320,7 @@ signature = "【凌凯】"
 @pytest.fixture
 def signature_accounts(tmp_path):
     config = tmp_path / "signatures.toml"
-    config.write_text(SIGNATURE_ACCOUNTS, encoding="utf-8")
+    config.write_text(SIGNATURE_ACCOUNTS + POLICY_OFF, encoding="utf-8")
     saved = apply_env({"SMSQ_CONFIG": str(config)})
     yield
     restore_env(saved)

@@ -1,0 +1,147 @@
+"""The duplicate guard: the same content to the same number within ``duplicate_window``
+(worker/kinds.py; ``"30s"`` by default, ``"0"`` off) is refused at intake, naming the
+batch that sent it first.
+
+The content is the text as sent (the account's signature placed: the batch's
+``content``), hashed (``digest``); so is the same text through two accounts with two
+signatures two contents. A send guards each number it admits for its own window: a
+later send of that content to that number before the window ends is a duplicate.
+
+What counts as sent: a number the send took in, after the frequency caps (a number a cap
+refused is not guarded, so a resend once the cap has room is not a duplicate). It stays
+guarded for its window whatever becomes of the send afterwards (failed at the vendor,
+cancelled): a retry of the same text within seconds is the double submission the guard
+is for; a caller who means it sends again after the window, or changes the text.
+
+Where the guard lives:
+
+* Redis, when set: a key per content and number (``smsq:dup:DIGEST:NUMBER``) holding the
+  batch id, set if absent with the window as its life; a block of numbers in one Lua
+  script, one round trip; two racing sends cannot both take a number.
+* the database otherwise: ``recent_contents`` rows, one conditional upsert per block in
+  the send's transaction (a row whose guard has ended is taken over).
+
+As with the caps, the Redis keys outlive a send whose transaction fails after its intake.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from smsq.store.models import RecentContent
+from smsq.store.sql import upsert_numbers
+from smsq.worker.kinds import _duration_text
+
+from .intake import Admit
+
+KEY_PREFIX = "smsq:dup"
+
+
+def digest(content: str) -> str:
+    """The guard's key of a text: 32 hex digits of its SHA-256."""
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()[:32]
+
+
+def duplicate_reason(batch_id: int | str, window: int) -> str:
+    return f"duplicate of batch {batch_id} within {_duration_text(window)}"
+
+
+def duplicate_check(
+    session: Session,
+    content: str,
+    batch_id: Callable[[], int],
+    window: int,
+    redis_url: str | None,
+    rejected: list[tuple[str, str]],
+    *,
+    dry_run: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> Admit | None:
+    """The guard's check of a send's blocks (None: the guard is off): a number sent the
+    same ``content`` within the window joins ``rejected`` naming the earlier batch; the
+    others are guarded for ``window`` seconds as sent by ``batch_id()`` (unless
+    ``dry_run``: a look only)."""
+    if not window:
+        return None
+    key = digest(content)
+
+    def admit(mobiles: list[str]) -> list[str]:
+        if redis_url:
+            earlier = redis_guard(redis_url, key, mobiles, batch_id(), window, dry_run)
+        else:
+            earlier = database_guard(session, key, mobiles, batch_id(), window, clock(), dry_run)
+        if not earlier:
+            return mobiles
+        rejected.extend((m, duplicate_reason(earlier[m], window)) for m in mobiles if m in earlier)
+        return [m for m in mobiles if m not in earlier]
+
+    return admit
+
+
+# ARGV: dry ("1": look only), the digest, the batch id, the window in seconds, then the
+# numbers. Returns, per number, "" when it was not guarded (and then, unless dry, guards
+# it for this batch), else the id of the batch that guards it.
+_GUARD = """
+local dry, prefix, batch, ttl = ARGV[1] == '1', 'smsq:dup:' .. ARGV[2] .. ':', ARGV[3], ARGV[4]
+local out = {}
+for a = 5, #ARGV do
+  local key = prefix .. ARGV[a]
+  local earlier = redis.call('GET', key)
+  if not earlier and not dry then redis.call('SET', key, batch, 'EX', ttl) end
+  out[#out + 1] = earlier or ''
+end
+return out
+"""
+
+
+@functools.lru_cache(maxsize=8)
+def _script(url: str) -> Any:
+    import redis  # here: a process that guards through the database never loads it
+
+    return redis.Redis.from_url(url).register_script(_GUARD)
+
+
+def redis_guard(
+    url: str, key: str, mobiles: Sequence[str], batch_id: int, window: int, dry_run: bool
+) -> dict[str, str]:
+    """Guard ``mobiles`` in Redis: those already guarded, each with the earlier batch's id."""
+    earlier = _script(url)(args=["1" if dry_run else "0", key, batch_id, window, *mobiles])
+    return {m: e.decode() for m, e in zip(mobiles, earlier, strict=True) if e}
+
+
+def database_guard(
+    session: Session, key: str, mobiles: Sequence[str], batch_id: int, window: int, now: float, dry_run: bool
+) -> dict[str, str]:
+    """Guard ``mobiles`` in ``recent_contents``, in the session's transaction: those already
+    guarded, each with the earlier batch's id."""
+    at = datetime.fromtimestamp(now, UTC).replace(tzinfo=None)
+    ordered = sorted(mobiles)  # rows locked in one order: two sends cannot deadlock on a block
+    if not dry_run:
+        until = datetime.fromtimestamp(now + window, UTC).replace(tzinfo=None)
+        taken = upsert_numbers(
+            session,
+            RecentContent,
+            ordered,
+            {"digest": key, "batch_id": batch_id, "expires_at": until},
+            keys=("mobile", "digest"),
+            update="batch_id = excluded.batch_id, expires_at = excluded.expires_at",
+            where="recent_contents.expires_at <= :now",
+            params={"now": at},
+        )
+        ordered = sorted(set(ordered) - set(taken))
+    if not ordered:
+        return {}
+    found = session.execute(
+        select(RecentContent.mobile, RecentContent.batch_id).where(
+            RecentContent.digest == key, RecentContent.mobile.in_(ordered), RecentContent.expires_at > at
+        )
+    )
+    return {mobile: str(earlier) for mobile, earlier in found}
