@@ -59,12 +59,15 @@ def stage_chunks(
     rejected: list[tuple[str, str]],
     admit: Admit | None = None,
     write: Write = write_staged,
+    admit_queries: bool = True,
 ) -> tuple[int, set[str]]:
     """Store ``numbers`` as the batch's ``split_chunks`` rows of ``size``: return how many
     numbers were accepted and the account's blocked numbers found (left out). Invalid
     entries are appended to ``rejected`` (each spelling once), in list order. ``admit``:
     the send policy's check, which the unique unblocked numbers pass block by block.
     ``write``: what becomes of the rows (``count_rows``: nothing, a preview's dry run).
+    ``admit_queries``: ``admit`` queries the database (the policy's counters without Redis)
+    between blocks, so no COPY may span them: each block gets a COPY of its own.
 
     Unique numbers are numbered in the order of their first appearance; number n
     goes to chunk n // size, so chunks follow the list and only the last is short."""
@@ -81,7 +84,7 @@ def stage_chunks(
     found: set[str] = set()
     rows = _chunk_rows(blocks, size, blocked, found, admit)
     # A check may query the database between blocks: then no COPY may span them.
-    return write(session, batch_id, rows, copy_per_block=admit is not None), found
+    return write(session, batch_id, rows, copy_per_block=admit is not None and admit_queries), found
 
 
 def count_rows(

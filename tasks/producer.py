@@ -241,10 +241,14 @@ def _intake(
     size: int,
     rejected: list[tuple[str, str]],
     admit: Admit | None,
+    admit_queries: bool = True,
 ) -> int:
     """Stage the numbers in chunks of ``size``; blocked ones join ``rejected``, and so do those
-    the send policy's ``admit`` refuses. Return how many were accepted."""
-    accepted, blocked = stage_chunks(session, batch.id, batch.account, numbers, landline, size, rejected, admit)
+    the send policy's ``admit`` refuses (``admit_queries``: it counts in the database, not in
+    Redis). Return how many were accepted."""
+    accepted, blocked = stage_chunks(
+        session, batch.id, batch.account, numbers, landline, size, rejected, admit, admit_queries=admit_queries
+    )
     rejected.extend(_blocked(session, batch.account, blocked))
     return accepted
 
@@ -347,7 +351,10 @@ def _store_long(session: Session, storing: _Storing, batch: Batch, short: list) 
     session.flush()  # the id; and an idempotency race fails here, early
     admit = admission(session, storing.policy, batch, storing.rejected)
     numbers = itertools.chain(short, storing.numbers)
-    accepted = _intake(session, batch, numbers, cls.accepts_landline, cls.max_numbers, storing.rejected, admit)
+    in_db = storing.policy.redis_url is None  # the policy's checks count in the database between blocks
+    accepted = _intake(
+        session, batch, numbers, cls.accepts_landline, cls.max_numbers, storing.rejected, admit, admit_queries=in_db
+    )
     if not accepted:
         raise nothing_to_send(
             storing.rejected, storing.policy.account, storing.policy.daily_quota
