@@ -15,13 +15,16 @@ is for; a caller who means it sends again after the window, or changes the text.
 
 Where the guard lives:
 
-* Redis, when set: a hash per content and window-long time bucket
-  (``smsq:dup:DIGEST:BUCKET``, BUCKET = the unix time // the window), a field per number
-  holding ``BATCH:TIME``; a number is a duplicate when the current or the previous
-  bucket holds it from less than a window ago. A block of numbers is one Lua script,
-  one round trip, a few commands of thousands of fields each (a key per number cost
-  5 µs a number: a million-number campaign 13 times a raw COPY); two racing sends
-  cannot both take a number. A bucket lives two windows.
+* Redis, when set: per content and window-long time bucket (BUCKET = unix time // the
+  window), a hash of the sends that guard numbers in it (``smsq:dup:DIGEST:BUCKET``:
+  batch -> the time of its last block) and a set of each send's numbers
+  (``smsq:dup:DIGEST:BUCKET:BATCH``). A number is a duplicate when the set of another send
+  of the current or the previous bucket, whose last block is less than a window old,
+  holds it (so a number is guarded from the send's last block, a few seconds at most
+  after its own). A block of numbers is one Lua script, one round trip; a text no other
+  send guards (a campaign's) is only added, never looked up. A key per number cost 5 µs
+  a number (a million-number campaign 13 times a raw COPY). Two racing sends cannot both
+  take a number. Keys live two windows.
 * the database otherwise: ``recent_contents`` rows, one conditional upsert per block in
   the send's transaction (a row whose guard has ended is taken over).
 
@@ -99,38 +102,51 @@ _GUARD = """
 local dry, digest, batch = ARGV[1] == '1', ARGV[2], ARGV[3]
 local window, now = tonumber(ARGV[4]), tonumber(ARGV[5])
 local bucket = math.floor(now / window)
-local here = 'smsq:dup:' .. digest .. ':' .. bucket
-local before = 'smsq:dup:' .. digest .. ':' .. (bucket - 1)
 local numbers = {}
 for number in string.gmatch(ARGV[6], '[^,]+') do numbers[#numbers + 1] = number end
 local STEP, n = 2000, #numbers
-local since, stamp = now - window, batch .. ':' .. ARGV[5]
-local out, fresh = {}, {}
-for from = 0, n - 1, STEP do
-  local fields = {unpack(numbers, from + 1, math.min(from + STEP, n))}
-  local a = redis.call('HMGET', here, unpack(fields))
-  local b = redis.call('HMGET', before, unpack(fields))
-  for j = 1, #fields do
-    local hit = nil
-    for _, v in ipairs({a[j], b[j]}) do
-      if v and not hit then
-        local sep = string.find(v, ':', 1, true)
-        if tonumber(string.sub(v, sep + 1)) > since then hit = string.sub(v, 1, sep - 1) end
-      end
-    end
-    if hit then
-      out[#out + 1] = from + j
-      out[#out + 1] = hit
-    elseif not dry then
-      fresh[#fresh + 1] = fields[j]
-      fresh[#fresh + 1] = stamp
+-- The other sends of this text in this bucket and the one before, still in their window:
+-- the sets to look the numbers up in. None (a campaign's text new to Redis): no lookup.
+local others, names = {}, {}
+for _, b in ipairs({bucket, bucket - 1}) do
+  local writers = redis.call('HGETALL', 'smsq:dup:' .. digest .. ':' .. b)
+  for i = 1, #writers, 2 do
+    if writers[i] ~= batch and tonumber(writers[i + 1]) > now - window then
+      others[#others + 1] = 'smsq:dup:' .. digest .. ':' .. b .. ':' .. writers[i]
+      names[#names + 1] = writers[i]
     end
   end
 end
-for from = 1, #fresh, 2 * STEP do
-  redis.call('HSET', here, unpack(fresh, from, math.min(from + 2 * STEP - 1, #fresh)))
+local mine = 'smsq:dup:' .. digest .. ':' .. bucket .. ':' .. batch
+local out, fresh = {}, {}
+for from = 0, n - 1, STEP do
+  local fields = {unpack(numbers, from + 1, math.min(from + STEP, n))}
+  local hits = {}
+  for k = 1, #others do
+    local found = redis.call('SMISMEMBER', others[k], unpack(fields))
+    for j = 1, #fields do
+      if found[j] == 1 and not hits[j] then hits[j] = names[k] end
+    end
+  end
+  for j = 1, #fields do
+    if hits[j] then
+      out[#out + 1] = from + j
+      out[#out + 1] = hits[j]
+    elseif not dry then
+      fresh[#fresh + 1] = fields[j]
+    end
+  end
+  if #fresh > 0 then
+    redis.call('SADD', mine, unpack(fresh))
+    fresh = {}
+  end
 end
-if #fresh > 0 then redis.call('EXPIRE', here, 2 * window + 1) end
+if not dry and n > #out / 2 then
+  local writers = 'smsq:dup:' .. digest .. ':' .. bucket
+  redis.call('HSET', writers, batch, now)
+  redis.call('EXPIRE', writers, 2 * window + 1)
+  redis.call('EXPIRE', mine, 2 * window + 1)
+end
 return out
 """
 

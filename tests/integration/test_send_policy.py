@@ -221,3 +221,17 @@ def test_a_dry_run_of_the_checks_looks_and_counts_nothing(where):
     # the look took nothing: the number is still free to send, and not guarded
     assert send_sms(ACCOUNT, ["13655550002"], text, kind="otp").accepted == 1
     assert sent.accepted == 1
+
+
+def test_the_redis_guard_holds_a_number_for_its_window_across_buckets_and_only_then():
+    from smsq.tasks.duplicates import digest, redis_guard
+
+    url, text, window = fresh_redis(REDIS_URL), digest("【某某科技】双11大促"), 30
+    a, b, c = "13800138000", "13900139000", "13700137000"
+    assert redis_guard(url, text, [a, b], 7, window, False, 100.0) == {}  # bucket 3: guarded by batch 7
+    assert redis_guard(url, text, [a, c], 8, window, True, 125.0) == {a: "7"}  # a look only: nothing written
+    assert redis_guard(url, text, [a], 8, window, False, 125.0) == {a: "7"}  # bucket 4: the previous one counts
+    assert redis_guard(url, text, [c], 9, window, False, 126.0) == {}  # c was not written by the look
+    assert redis_guard(url, text, [b], 9, window, False, 131.0) == {}  # 31 s after batch 7's last block: free
+    assert redis_guard(url, digest("another text"), [c], 10, window, False, 126.5) == {}  # per text
+    assert redis_guard(url, text, [b, c], 11, window, False, 140.0) == {b: "9", c: "9"}
