@@ -119,7 +119,12 @@ for _, b in ipairs({bucket, bucket - 1}) do
 end
 local mine = 'smsq:dup:' .. digest .. ':' .. bucket .. ':' .. batch
 local out, fresh = {}, {}
-for from = 0, n - 1, STEP do
+if #others == 0 then  -- nothing to look up: the numbers are only added
+  for from = 1, dry and 0 or n, STEP do
+    redis.call('SADD', mine, unpack(numbers, from, math.min(from + STEP - 1, n)))
+  end
+end
+for from = 0, #others > 0 and n - 1 or -1, STEP do
   local fields = {unpack(numbers, from + 1, math.min(from + STEP, n))}
   local hits = {}
   for k = 1, #others do
