@@ -22,6 +22,7 @@ from smsq.store.models import Batch, Chunk
 from smsq.store.stamps import second_of
 
 from ..conftest import (
+    GUARD_OFF,
     PASSWORD,
     Stack,
     apply_env,
@@ -72,7 +73,10 @@ def vendors(request, tmp_path_factory):
     extra = {"orgws": "org_id = 10001", "qxs": 'userid = "12"'}
     config = tmp_path_factory.mktemp(f"orgws-{request.param}") / "smsq.toml"
     config.write_text(
-        "".join(_account(name, kind[name], sim.url + PATH[kind[name]], extra[kind[name]]) for name, sim in sims.items())
+        GUARD_OFF  # the module sends one text to the same numbers through several accounts
+        + "".join(
+            _account(name, kind[name], sim.url + PATH[kind[name]], extra[kind[name]]) for name, sim in sims.items()
+        )
         + '\n[routes.shop]\naccounts = ["o-first", "o-next"]\ncooloff = 120\n',
         encoding="utf-8",
     )

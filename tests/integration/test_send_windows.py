@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -74,9 +75,12 @@ def turn(stack):
     window is any time, so that an account may set any window whatever the hour of the run."""
     now = datetime.now(BEIJING)
     at = (now + timedelta(seconds=AHEAD + 60)).replace(second=0, microsecond=0)
-    config = stack.env["SMSQ_CONFIG"]
+    config = Path(stack.env["SMSQ_CONFIG"])
+    guard_off = '[kinds.marketing]\nduplicate_window = "0"\n'  # the suite's file has the table (GUARD_OFF)
+    text = config.read_text(encoding="utf-8")
+    assert guard_off in text
+    config.write_text(text.replace(guard_off, guard_off + 'send_window = "00:00-24:00"\n'), encoding="utf-8")
     with open(config, "a", encoding="utf-8") as f:
-        f.write('\n[kinds.marketing]\nsend_window = "00:00-24:00"\n')
         f.write(account("opens-dxt", stack.sim_url, f"{clock(at)}-{clock(at + timedelta(hours=1))}", "200/s"))
         since = now.replace(second=0, microsecond=0)
         f.write(account("closes-dxt", stack.sim_url, f"{clock(since)}-{clock(at)}", "1/s"))
