@@ -88,7 +88,7 @@ from smsq.worker.services import describe, first_line, unreachable_kind
 from . import circuit
 from .blocklist import record_optouts
 from .decisions import decide_poll
-from .publish import MAX_COUNTDOWN, bounded
+from .publish import MAX_COUNTDOWN
 from .schema import ensure_schema
 from .unknown_account import why_unknown
 
@@ -535,13 +535,14 @@ def task_name(kind: str) -> str:
 
 
 def publish_poll(account: str, kind: str, countdown: float | None = None, waits: int = 0) -> None:
-    """Queue a poll, now or when its window opens (at most MAX_COUNTDOWN ahead)."""
+    """Queue a poll, now or when its window opens. A broker countdown only ever covers a
+    poll window's few seconds, at most MAX_COUNTDOWN: a later one is beat's next turn."""
     countdown = None if countdown is None else min(MAX_COUNTDOWN, countdown)
     get_app().send_task(
         task_name(kind),
         args=[account, waits],
         queue="smsq.poll",
-        countdown=bounded(countdown),
+        countdown=countdown,
         expires=(countdown or 0) + 300,
     )
 

@@ -187,7 +187,7 @@ class BatchStatus:
 
 def _iso(value: datetime | None) -> str | None:
     """A stored time (naive UTC) as ISO 8601 in Beijing time; None stays None."""
-    return None if value is None else value.replace(tzinfo=UTC).astimezone(BEIJING).isoformat(timespec="seconds")
+    return None if value is None else validity.clock(value)
 
 
 def _numbers(to: Iterable[str] | str | bytes) -> Iterator[str]:

@@ -14,7 +14,7 @@ from smsq.tasks.producer import FINAL_CHUNK_STATES
 from smsq.tasks.progress import why_waiting
 from smsq.tasks.settle import problem_chunks, settle
 
-from .common import load, show_time
+from .common import load, send_options, show_time
 
 
 def open_numbers(path: str):
@@ -158,16 +158,7 @@ def cmd_send(args) -> int:
     route = conf.routes.get(args.account)
     conf.require_credentials(route.accounts if route else [args.account])  # (an unknown account: said here)
     numbers = args.to if args.to is not None else _read_numbers(open_numbers(args.to_file))
-    receipt = send_sms(
-        args.account,
-        numbers,
-        args.content,
-        send_at=args.at,
-        idempotency_key=args.idempotency_key,
-        priority=True if args.priority else None,
-        kind=args.kind,
-        valid_for=args.valid_for,
-    )
+    receipt = send_sms(args.account, numbers, args.content, **send_options(args))
     print_receipt(receipt, args)
     if not receipt.queued:
         # The batch is committed; only its hand-over to the broker failed. Not an error (exit 0).

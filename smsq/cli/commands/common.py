@@ -53,3 +53,15 @@ def parse_at(value: str) -> datetime:
         except ValueError:
             pass
     raise argparse.ArgumentTypeError(f'wants a time as "YYYY-MM-DD HH:MM:SS", not {value!r}')
+
+
+def send_options(args) -> dict:
+    """``smsq send``'s options as the keyword arguments of ``send_sms`` and ``preview_send``
+    (one mapping for both, so a dry run asks exactly what the send would)."""
+    return {
+        "send_at": args.at,
+        "idempotency_key": args.idempotency_key,
+        "priority": True if args.priority else None,
+        "kind": args.kind,
+        "valid_for": args.valid_for,
+    }

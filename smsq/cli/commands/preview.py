@@ -7,7 +7,7 @@ import sys
 
 from smsq.tasks.preview import Preview, preview_send
 
-from .common import format_balance, show_time
+from .common import format_balance, send_options, show_time
 
 EXIT_OK, EXIT_REFUSED = 0, 2  # 2: not one number could be sent, as `smsq send` itself exits
 
@@ -16,16 +16,7 @@ def run_preview(args, numbers) -> int:
     """Print the preview of the send ``args`` describe; its exit status."""
     if args.wait:
         raise ValueError("--wait has nothing to follow in a --dry-run: nothing is sent")
-    preview = preview_send(
-        args.account,
-        numbers,
-        args.content,
-        send_at=args.at,
-        idempotency_key=args.idempotency_key,
-        priority=True if args.priority else None,
-        kind=args.kind,
-        valid_for=args.valid_for,
-    )
+    preview = preview_send(args.account, numbers, args.content, **send_options(args))
     if args.json:
         print(json.dumps(preview.as_dict(), ensure_ascii=False))
     else:
