@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -27,7 +28,15 @@ from .batches import print_status, wait_for
 from .common import format_balance
 from .processes import require_simulators
 
-CONTENT = "【某某科技】您的验证码是 345678，5分钟内有效。"
+
+def _code_text() -> str:
+    """A verification text with a code of its own, as every real one has.
+
+    A rerun against the same database within 30 s would otherwise send the first run's
+    text to the same numbers, and the duplicate guard (README: Message kinds) would
+    rightly refuse every one of them.
+    """
+    return f"【某某科技】您的验证码是 {secrets.randbelow(900_000) + 100_000}，5分钟内有效。"
 
 
 def _say(text: str) -> None:
@@ -64,14 +73,14 @@ def _wait_reports(batch_id: int, expected: int, timeout: float):
         time.sleep(1)
 
 
-def _other_vendors(sims: dict) -> None:
+def _other_vendors(sims: dict, content: str) -> None:
     """One small batch through every other vendor's simulator."""
     for n, (name, (state, _, _)) in enumerate(sims.items()):
         if name == "dxt":
             continue
         # Numbers of its own per vendor: the same text to the same number within 30 s is a
         # duplicate, whichever account sends it (the duplicate guard, README: Message kinds).
-        receipt = send_sms(f"demo-{name}", [f"139{n:02d}00000{k}" for k in (1, 2, 3)], CONTENT)
+        receipt = send_sms(f"demo-{name}", [f"139{n:02d}00000{k}" for k in (1, 2, 3)], content)
         status = wait_for(receipt.batch_id, show=False, timeout=60)
         got = sum(len(s.numbers) for s in state.sends)
         print(
@@ -231,9 +240,9 @@ def _declare_queues() -> None:
 def _send_and_follow(sims: dict, count: int, directory: Path, keep: bool) -> int:
     """The sample batch through the dxt simulator, one through every other vendor's, then
     the reports and inbound messages: 0, or 1 when the demo fell short."""
-    numbers = _numbers(count)
-    _say(f"send_sms(account='demo-dxt', to=<{len(numbers)} numbers>, content={CONTENT!r})")
-    receipt = send_sms("demo-dxt", numbers, CONTENT)
+    numbers, content = _numbers(count), _code_text()
+    _say(f"send_sms(account='demo-dxt', to=<{len(numbers)} numbers>, content={content!r})")
+    receipt = send_sms("demo-dxt", numbers, content)
     print(
         f"    batch {receipt.batch_id}: {receipt.accepted} accepted, lane {receipt.lane}, "
         f"{receipt.segments} segment(s) each",
@@ -247,7 +256,7 @@ def _send_and_follow(sims: dict, count: int, directory: Path, keep: bool) -> int
     if not status.final:
         _say("the batch did not settle in 120 s; see the worker log")
         return 1
-    _other_vendors(sims)
+    _other_vendors(sims, content)
     _say("waiting for delivery reports and inbound messages (the vendor allows one poll per 30 s)")
     status = _wait_reports(receipt.batch_id, receipt.accepted, timeout=REPORT_WAIT)
     print_status(status, as_json=False)
