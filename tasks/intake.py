@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -67,7 +68,9 @@ def stage_chunks(
     the send policy's check, which the unique unblocked numbers pass block by block.
     ``write``: what becomes of the rows (``count_rows``: nothing, a preview's dry run).
     ``admit_queries``: ``admit`` queries the database (the policy's counters without Redis)
-    between blocks, so no COPY may span them: each block gets a COPY of its own.
+    between blocks, so no COPY may span them: each block gets a COPY of its own. Without
+    (its counters in Redis) a list of more than one block has it checked one block ahead,
+    in a thread, while the next block is read (``_admitted_ahead``).
 
     Unique numbers are numbered in the order of their first appearance; number n
     goes to chunk n // size, so chunks follow the list and only the last is short."""
@@ -82,7 +85,7 @@ def stage_chunks(
         blocked = _load_blocked(session, account)
         blocks = itertools.chain([head], _valid_blocks(numbers, landline, rejected, seen_rejects))
     found: set[str] = set()
-    rows = _chunk_rows(blocks, size, blocked, found, admit)
+    rows = _chunk_rows(blocks, size, blocked, found, admit, ahead=not admit_queries and len(first) == BLOCK)
     # A check may query the database between blocks: then no COPY may span them.
     return write(session, batch_id, rows, copy_per_block=admit is not None and admit_queries), found
 
@@ -114,17 +117,35 @@ def chunk_short_list(
 
 
 def _chunk_rows(
-    blocks: Iterable[list[str]], size: int, blocked: set[int], found: set[str], admit: Admit | None = None
+    blocks: Iterable[list[str]],
+    size: int,
+    blocked: set[int],
+    found: set[str],
+    admit: Admit | None = None,
+    ahead: bool = False,
 ) -> Iterator[list[Row]]:
     """The chunks filled by each block of valid numbers (first appearance only, blocked ones
-    left out and added to ``found``, then those ``admit`` keeps), then the short last one."""
+    left out and added to ``found``, then those ``admit`` keeps), then the short last one.
+    ``ahead``: ``admit`` touches no database session (the send policy's counters in Redis),
+    so it runs in a thread of its own, one block ahead (``_admitted_ahead``)."""
+    fresh = _fresh(blocks, blocked, found)
+    if admit is None:
+        admitted: Iterable[list[str]] = fresh
+    elif ahead:
+        admitted = _admitted_ahead(admit, fresh)
+    else:
+        admitted = (admit(block) if block else block for block in fresh)
+    return _filled(admitted, size)
+
+
+def _fresh(blocks: Iterable[list[str]], blocked: set[int], found: set[str]) -> Iterator[list[str]]:
+    """Each block's numbers not seen in an earlier place of the list, less the blocked ones
+    (added to ``found``)."""
     seen: set[int] = set()
     remember = seen.add
-    pending: list[str] = []
-    fresh: list[str] = []  # a block's numbers for ``admit``; without it they go straight to ``pending``
-    fill = pending.append if admit is None else fresh.append
-    seq = 0
     for valid in blocks:
+        fresh: list[str] = []
+        keep = fresh.append
         for mobile in valid:
             key = int("1" + mobile)  # ASCII digits: a key per spelling; "1" keeps a leading 0
             if key in seen:
@@ -133,10 +154,36 @@ def _chunk_rows(
             if key in blocked:
                 found.add(mobile)
             else:
-                fill(mobile)
-        if admit is not None:
-            pending += admit(fresh) if fresh else ()
-            fresh.clear()
+                keep(mobile)
+        yield fresh
+
+
+def _admitted_ahead(admit: Admit, blocks: Iterable[list[str]]) -> Iterator[list[str]]:
+    """``admit`` of each block, in order, run in one thread while this one reads, checks
+    and de-duplicates the next block and writes the rows of the one before: the checks'
+    Redis scripts (a million numbers guarded: about 1-2 s of Redis time) then overlap the
+    Python work and the COPY instead of adding to them. At most two blocks are in flight;
+    an error in a check is raised here, at its block."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="smsq-admit")
+    try:
+        waiting: Future[list[str]] | None = None
+        for block in blocks:
+            submitted = pool.submit(admit, block) if block else None
+            if waiting is not None:
+                yield waiting.result()
+            waiting = submitted
+        if waiting is not None:
+            yield waiting.result()
+    finally:  # a send that failed checks no block it has not begun to check
+        pool.shutdown(cancel_futures=True)
+
+
+def _filled(admitted: Iterable[list[str]], size: int) -> Iterator[list[Row]]:
+    """The full chunks each block of admitted numbers completes, then the short last one."""
+    pending: list[str] = []
+    seq = 0
+    for block in admitted:
+        pending += block
         full = len(pending) - len(pending) % size
         if full:
             yield [

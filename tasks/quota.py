@@ -214,11 +214,13 @@ def _taking(session: Session, counter: Counter, account: str, day: date, quota: 
     back (a database share goes back with the transaction itself)."""
     taken = [0]
     give_back = getattr(counter, "give_back", None)  # a counter outside the transaction (Redis)
+    if give_back is not None:
+        # Listened for here, not at the first take: a long list's blocks are taken in a
+        # thread of their own (tasks/intake.py ``_admitted_ahead``), never on the session.
+        event.listen(session, "after_rollback", lambda _s: _give_back(give_back, account, day, taken), once=True)
 
     def ask(wanted: int) -> int:
         granted = counter.take(account, day, wanted, quota)
-        if granted and not taken[0] and give_back is not None:
-            event.listen(session, "after_rollback", lambda _s: _give_back(give_back, account, day, taken), once=True)
         taken[0] += granted
         return granted
 

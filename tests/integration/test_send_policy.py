@@ -158,6 +158,31 @@ def test_the_same_text_to_the_same_number_twice_is_a_duplicate_of_the_first_batc
     assert other.accepted == 1 and other.rejected == []
 
 
+def test_a_list_of_several_blocks_is_guarded_whole_and_its_resend_refused_whole(where):
+    """Past one block (5,000 entries) the checks run block by block (with Redis: one block
+    ahead, in a thread of their own): every number of the list is guarded, and a resend
+    is refused number by number, in whatever order the list comes."""
+    text = "【某某科技】双12大促，全场五折"
+    mobiles = [f"136{i:08d}" for i in range(12_000)]
+    first = send_sms(ACCOUNT, mobiles + ["12345"], text, kind="marketing")
+    assert first.accepted == 12_000 and [n for n, _ in first.rejected] == ["12345"]
+    with pytest.raises(NoValidNumbersError) as refused:
+        send_sms(ACCOUNT, mobiles[::-1], text, kind="marketing")
+    assert Counter(reason for _, reason in refused.value.rejected) == {
+        f"duplicate of batch {first.batch_id} within 30s": 12_000
+    }
+    newcomers = [f"137{i:08d}" for i in range(6_000)]
+    part = send_sms(ACCOUNT, mobiles[6_000:] + newcomers, text, kind="marketing")
+    assert part.accepted == 6_000 and sorted(n for n, _ in part.rejected) == mobiles[6_000:]
+    with session_scope(settings().database_url) as s:
+        staged = [
+            n
+            for chunk in s.scalars(select(SplitChunk.mobiles).where(SplitChunk.batch_id == part.batch_id))
+            for n in chunk.split(",")
+        ]
+    assert staged == newcomers  # in list order, each once
+
+
 def test_the_signature_is_part_of_the_content(where):
     """The guard hashes the text as sent: given without the signature, the account adds it
     (dxt: at the end), and the same words signed there are then the same content."""

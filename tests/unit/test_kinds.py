@@ -189,7 +189,8 @@ def test_a_window_is_read_in_beijing_time():
     assert SendWindow(9 * 60, 20 * 60).within(window) and not window.within(SendWindow(9 * 60, 20 * 60))
 
 
-def test_intake_passes_each_block_through_the_policy_check():
+@pytest.mark.parametrize("ahead", [False, True], ids=["in-line", "ahead"])
+def test_intake_passes_each_block_through_the_policy_check(ahead):
     seen: list[list[str]] = []
 
     def admit(block: list[str]) -> list[str]:
@@ -199,7 +200,7 @@ def test_intake_passes_each_block_through_the_policy_check():
     blocks = [["13800000001", "13800000002", "13800000001", "13800000003"], ["13800000004", "13800000002"]]
     found: set[str] = set()
     blocked = {int("1" + "13800000003")}
-    rows = [row for chunk in _chunk_rows(blocks, 2, blocked, found, admit) for row in chunk]
+    rows = [row for chunk in _chunk_rows(blocks, 2, blocked, found, admit, ahead) for row in chunk]
     # the check sees each block's numbers once, unblocked, in list order
     assert seen == [["13800000001", "13800000002"], ["13800000004"]]
     assert rows == [(0, 2, "13800000001,13800000004")]
