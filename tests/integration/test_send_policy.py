@@ -260,3 +260,21 @@ def test_the_redis_guard_holds_a_number_for_its_window_across_buckets_and_only_t
     assert redis_guard(url, text, [b], 9, window, False, 131.0) == {}  # 31 s after batch 7's last block: free
     assert redis_guard(url, digest("another text"), [c], 10, window, False, 126.5) == {}  # per text
     assert redis_guard(url, text, [b, c], 11, window, False, 140.0) == {b: "9", c: "9"}
+
+
+def test_a_text_sent_to_one_number_at_a_time_is_guarded_per_number_whoever_sent_it():
+    """A notice sent as events come (one number a send, hundreds of sends in a window): each
+    send is looked up per number, never per earlier send, and names the one that holds it."""
+    from smsq.tasks.duplicates import digest, redis_guard
+
+    url, text, window = fresh_redis(REDIS_URL), digest("【某某科技】您的快递已到"), 30
+    for i in range(500):  # batches 1..500, one number each, in bucket 10 (300-329 s)
+        assert redis_guard(url, text, [f"1390000{i:04d}"], i + 1, window, False, 300.0 + i / 100) == {}
+    asked = ["13900000017", "13800000000", "13900000420", "13900000017"[:-1] + "9"]
+    assert redis_guard(url, text, asked, 501, window, False, 309.0) == {
+        "13900000017": "18",
+        "13900000420": "421",
+        "13900000019": "20",
+    }
+    # 31 s after a batch's send (bucket 11), it no longer guards its number; a later one does
+    assert redis_guard(url, text, ["13900000001", "13900000499"], 502, window, False, 332.0) == {"13900000499": "500"}
