@@ -11,7 +11,20 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from smsq.providers.base import RAW_KEEP
@@ -83,6 +96,9 @@ class Batch(Base):
     # its kind's, counted from its send time: created_at, or send_at when scheduled); a chunk
     # past it before its vendor call ends ``expired`` (tasks/validity.py). None: no limit.
     valid_until: Mapped[datetime | None] = mapped_column(DateTime)
+    # A send of personal texts (tasks/personal.py): each chunk carries its numbers' text, and
+    # ``content`` is the template (empty for ``messages=``), kept to be shown, never sent.
+    personal: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Chunk(Base):
@@ -225,6 +241,7 @@ class SplitChunk(Base):
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     size: Mapped[int] = mapped_column(Integer)
     mobiles: Mapped[str] = mapped_column(Text)
+    content: Mapped[str | None] = mapped_column(Text)  # the numbers' own text; None: the batch's
 
 
 class BlockedNumber(Base):

@@ -4,7 +4,7 @@ account's whole blocked list streamed. Each the fastest way its database offers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -14,6 +14,8 @@ from .sql import is_postgres
 COLUMNS = "split_chunks (batch_id, seq, size, mobiles)"
 
 Row = tuple[int, int, str]  # (seq, size, comma-separated numbers)
+TextRow = tuple[int, int, str, str]  # (seq, size, comma-separated numbers, their text): personal texts
+TEXT_COLUMNS = "split_chunks (batch_id, seq, size, mobiles, content)"
 
 
 def _driver(session: Session) -> Any:
@@ -28,24 +30,54 @@ def write_staged(session: Session, batch_id: int, blocks: Iterable[list[Row]], *
     on this session's connection (the send policy's checks counting in the database),
     which a COPY in progress would hold up, so each block gets a COPY of its own (one round
     trip per 5,000 numbers) instead of one COPY for the whole list."""
+
+    def copy_block(copy: Any, block: list[Row]) -> None:
+        # Digits and commas only: nothing to escape for COPY's text format.
+        copy.write("".join(f"{batch_id}\t{seq}\t{n}\t{mobiles}\n" for seq, n, mobiles in block))
+
+    return _write(session, batch_id, blocks, COLUMNS, copy_block, copy_per_block)
+
+
+def write_staged_texts(
+    session: Session, batch_id: int, blocks: Iterable[list[TextRow]], *, copy_per_block: bool = False
+) -> int:
+    """``write_staged`` for chunks that carry their own text (tasks/personal.py). A text may
+    hold any character, so PostgreSQL's COPY gets each row through the driver, which
+    escapes it (``write_row``)."""
+
+    def copy_block(copy: Any, block: list[TextRow]) -> None:
+        for row in block:
+            copy.write_row((batch_id, *row))
+
+    return _write(session, batch_id, blocks, TEXT_COLUMNS, copy_block, copy_per_block)
+
+
+def _write(
+    session: Session,
+    batch_id: int,
+    blocks: Iterable[list[Any]],
+    columns: str,
+    copy_block: Callable[[Any, list[Any]], None],
+    copy_per_block: bool,
+) -> int:
+    """The staged rows written (PostgreSQL: ``copy_block`` into a COPY; SQLite: a prepared
+    ``executemany`` per block); the numbers they hold. A row: (seq, size, numbers, ...)."""
     dbapi = _driver(session)
     numbers = 0
     if is_postgres(session):
         with dbapi.cursor() as cursor:
             for group in ([block] for block in blocks) if copy_per_block else [blocks]:
-                with cursor.copy(f"COPY {COLUMNS} FROM STDIN") as copy:
+                with cursor.copy(f"COPY {columns} FROM STDIN") as copy:
                     for block in group:
-                        # Digits and commas only: nothing to escape for COPY's text format.
-                        copy.write("".join(f"{batch_id}\t{seq}\t{n}\t{mobiles}\n" for seq, n, mobiles in block))
-                        numbers += sum(n for _, n, _ in block)
+                        copy_block(copy, block)
+                        numbers += sum(row[1] for row in block)
         return numbers
+    marks = ", ".join("?" * columns.count(","))  # the batch id and the row's fields
     cursor = dbapi.cursor()
     try:
         for block in blocks:
-            cursor.executemany(
-                f"INSERT INTO {COLUMNS} VALUES (?, ?, ?, ?)", [(batch_id, seq, n, mobiles) for seq, n, mobiles in block]
-            )
-            numbers += sum(n for _, n, _ in block)
+            cursor.executemany(f"INSERT INTO {columns} VALUES ({marks}, ?)", [(batch_id, *row) for row in block])
+            numbers += sum(row[1] for row in block)
     finally:
         cursor.close()
     return numbers

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, func, select
 
 from smsq.providers.numbers import normalise
 from smsq.store.lifecycle import RecipientState
@@ -65,9 +65,11 @@ def number_history(mobile: str, *, limit: int | None = None) -> list[NumberSend]
             Recipient.detail,
             Recipient.vendor_id,
             Recipient.updated_at,
-            Batch.content,
+            func.coalesce(sent_text(), Batch.content),
         )
+        .select_from(Recipient)
         .join(Batch, Batch.id == Recipient.batch_id)
+        .outerjoin(Chunk, and_(Chunk.batch_id == Recipient.batch_id, Chunk.seq == Recipient.chunk_seq))
         .where(Recipient.mobile == number)
         .order_by(Recipient.id.desc())
     )
@@ -110,21 +112,36 @@ def parse_states(states: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-EXPORT_COLUMNS = ("mobile", "state", "code", "detail", "vendor_id", "updated_at")
+EXPORT_COLUMNS = ("mobile", "state", "code", "detail", "vendor_id", "updated_at", "content")
+
+
+def sent_text():
+    """The text a recipient was (or is to be) sent: its chunk's own (a personal text, or a
+    chunk moved to another vendor), else its batch's; NULL for a number rejected at intake
+    (no chunk). For a query joined to ``Chunk`` (outer) and ``Batch``."""
+    return case((Recipient.chunk_seq.is_(None), None), else_=func.coalesce(Chunk.content, Batch.content))
+
+
+def _with_texts(query):
+    """``query`` of recipients joined to their chunk (if any) and batch, for ``sent_text``."""
+    return query.join(Batch, Batch.id == Recipient.batch_id).outerjoin(
+        Chunk, and_(Chunk.batch_id == Recipient.batch_id, Chunk.seq == Recipient.chunk_seq)
+    )
 
 
 def export_batch(batch_id: int, states: str | Iterable[str] | None = None) -> Iterator[tuple]:
-    """The batch's recipients as rows of EXPORT_COLUMNS (``updated_at`` naive UTC),
-    in the order they were queued, streamed. ``states`` filters ("failed,unknown").
-    The batch and the states are checked before the first row: LookupError /
-    ValueError."""
+    """The batch's recipients as rows of EXPORT_COLUMNS (``updated_at`` naive UTC; ``content``
+    the text sent, see ``sent_text``), in the order they were queued, streamed. ``states``
+    filters ("failed,unknown"). The batch and the states are checked before the first row:
+    LookupError / ValueError."""
     wanted = parse_states(states)
     conf = settings()
     ensure_schema(conf)
     with session_scope(conf.database_url, readonly=True) as session:
         if session.get(Batch, batch_id) is None:
             raise LookupError(f"no batch {batch_id}")
-    q = select(*(getattr(Recipient, c) for c in EXPORT_COLUMNS)).where(Recipient.batch_id == batch_id)
+    columns = [getattr(Recipient, c) for c in EXPORT_COLUMNS[:-1]]
+    q = _with_texts(select(*columns, sent_text())).where(Recipient.batch_id == batch_id)
     if wanted:
         q = q.where(Recipient.state.in_(wanted))
     return _stream(conf.database_url, q.order_by(Recipient.id))

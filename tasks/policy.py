@@ -38,6 +38,7 @@ what it would refuse.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -115,6 +116,39 @@ def admission(
         session.add(batch)
         session.flush()
     return compose([check for check in checks if check is not None])
+
+
+def text_admission(
+    session: Session, policy: SendPolicy, batch: Batch, refused: list[tuple[str, str]], *, dry_run: bool = False
+) -> Callable[[str, list[str]], list[str]] | None:
+    """``admission`` for a send of personal texts (tasks/personal.py), whose written batch
+    has a text per group of numbers: the check of one text's numbers. The caps and the
+    quota count per number, whatever the text; the duplicate guard guards each text (the
+    last ``GUARDED_TEXTS`` texts' checks kept). None: nothing to check."""
+    rules = policy.rules
+    caps = cap_check(session, rules.per_number, policy.redis_url, refused, dry_run=dry_run, long_list=True)
+    quota = quota_check(session, policy.account, policy.daily_quota, policy.redis_url, refused, dry_run=dry_run)
+    if caps is None and quota is None and not rules.duplicate_window:
+        return None
+    guards: dict[str, Admit | None] = {}
+
+    def guard(text: str) -> Admit | None:
+        if text not in guards:
+            if len(guards) >= GUARDED_TEXTS:
+                del guards[next(iter(guards))]
+            guards[text] = duplicate_check(
+                session, text, lambda: batch.id, rules.duplicate_window, policy.redis_url, refused, dry_run=dry_run
+            )
+        return guards[text]
+
+    def admit(text: str, mobiles: list[str]) -> list[str]:
+        check = compose([c for c in (caps, guard(text), quota) if c is not None])
+        return check(mobiles) if check is not None else mobiles
+
+    return admit
+
+
+GUARDED_TEXTS = 1024  # personal texts whose duplicate check is kept between blocks
 
 
 def compose(checks: list[Admit]) -> Admit | None:

@@ -34,7 +34,7 @@ import dataclasses
 import itertools
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -56,13 +56,15 @@ from smsq.worker.services import DatabaseUnreachableError, database_reached
 from . import quota, routes, validity
 from .idempotency import BodyDigest, check_replay
 from .intake import Admit, blocked_reasons, chunk_short_list, stage_chunks
-from .policy import SendPolicy, admission, policy_for, window_opening, window_wait
+from .personal import Entry, Texts, from_messages, from_rows, stage_personal, stored_rejections
+from .policy import SendPolicy, admission, policy_for, text_admission, window_opening, window_wait
 from .publish import publish_chunk_rows, publish_split
 from .refusals import NONE as NO_REFUSALS
 from .refusals import Refused, refused_of
 from .rejections import add_counts, tally
 from .schema import ensure_schema
 from .split import staged_counts
+from .templates import Template
 
 log = logging.getLogger("smsq.producer")
 
@@ -121,6 +123,9 @@ class Receipt:
     # publishes it when the broker answers again
     kind: str = DEFAULT_KIND  # the message kind: otp, notice, marketing
     valid_until: datetime | None = None  # naive UTC: numbers not sent by then are not sent (expired); None: no limit
+    # Messages billed for the accepted numbers: accepted x segments for one text; for personal
+    # texts the sum of each number's (``segments`` is then the longest text's)
+    billable: int = 0
 
 
 @dataclass(frozen=True)
@@ -190,7 +195,7 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else validity.clock(value)
 
 
-def _numbers(to: Iterable[str] | str | bytes) -> Iterator[str]:
+def _numbers(to: Iterable[str] | str | bytes | None) -> Iterator[str]:
     """The entries of ``to``, read lazily. A ``to`` that holds no numbers at all (None, a
     number instead of a list) raises ValueError here, before anything is read or stored."""
     if isinstance(to, (str, bytes)):
@@ -198,7 +203,7 @@ def _numbers(to: Iterable[str] | str | bytes) -> Iterator[str]:
         to = to.decode() if isinstance(to, bytes) else to
         return (n for n in re.split(r"[,;\s]+", to) if n)
     try:
-        items = iter(to)
+        items = iter(to)  # type: ignore[arg-type]  # None (or a number) is the TypeError below
     except TypeError:
         raise ValueError(
             f"to must be the numbers to send to (a list or any iterable of strings, or one "
@@ -294,6 +299,7 @@ def _replay(session: Session, batch: Batch, digest: str, key: str) -> Receipt:
         replayed=True,
         kind=batch.kind,
         valid_until=batch.valid_until,
+        billable=batch.accepted * batch.segments,  # personal texts: at most this
     )
 
 
@@ -305,7 +311,7 @@ class _Storing:
     provider_cls: type[Provider]
     policy: SendPolicy  # the rules of the batch's kind at its account
     digest: BodyDigest
-    numbers: Iterator[str]  # the rest of the list, past the short head already read
+    numbers: Iterator  # the rest of the list (or of the rows), past the short head already read
     priority: bool | None
     # A scheduled chunk waits in the database until the relay releases it at its time, at
     # every vendor: one with a send-time parameter of its own too, which would take the
@@ -314,6 +320,8 @@ class _Storing:
     not_before: datetime | None
     now: datetime
     rejected: list[tuple[str, str]]
+    texts: Texts | None = None  # a send of personal texts: each text prepared for the account
+    billable: int = 0  # set by the store: messages billed for the accepted numbers
 
 
 def _store_short(session: Session, storing: _Storing, batch: Batch, short: list) -> tuple[int, list]:
@@ -367,6 +375,42 @@ def _store_long(session: Session, storing: _Storing, batch: Batch, short: list) 
         return accepted, cut(session, batch, limit=None, not_before=storing.not_before, now=now).published
     session.add(SplitJob(batch_id=batch.id, not_before=storing.not_before, queued_at=now, created_at=now))
     return accepted, None
+
+
+def _store_personal(session: Session, storing: _Storing, batch: Batch, short: list) -> tuple[int, list | None]:
+    """A send of personal texts (tasks/personal.py): its rows staged, grouped by text, then
+    cut here (few numbers) or by a split job, as a long list is."""
+    cls, conf, policy, texts = storing.provider_cls, storing.conf, storing.policy, storing.texts
+    assert texts is not None
+    session.add(batch)
+    session.flush()  # the id; and an idempotency race fails here, early
+    staged = stage_personal(
+        session,
+        batch.id,
+        batch.account,
+        itertools.chain(short, storing.numbers),
+        texts,
+        cls.accepts_landline,
+        cls.max_numbers,
+        storing.rejected,
+        lambda refused: text_admission(session, policy, batch, refused),
+        admit_queries=policy.redis_url is None,
+    )
+    storing.rejected.extend(_blocked(session, batch.account, staged.blocked or set()))
+    if not staged.accepted:
+        raise nothing_to_send(storing.rejected, policy.account, policy.daily_quota)  # rolls the batch back
+    _fill(batch, conf, staged.accepted, storing.rejected, storing.priority)
+    batch.segments, storing.billable = staged.most_segments, staged.billable
+    batch.body_digest = storing.digest.finish(storing.numbers)
+    session.flush()
+    if staged.accepted <= conf.priority_max:
+        return staged.accepted, cut(
+            session, batch, limit=None, not_before=storing.not_before, now=storing.now
+        ).published
+    session.add(
+        SplitJob(batch_id=batch.id, not_before=storing.not_before, queued_at=storing.now, created_at=storing.now)
+    )
+    return staged.accepted, None
 
 
 def _new_batch(
@@ -429,37 +473,94 @@ class SendPlan:
     policy: SendPolicy
     digest: BodyDigest
     valid_seconds: float | None  # valid_for resolved (the kind's default applied); None: no limit
-    numbers: Iterator[str] = field(init=False)  # read lazily, through the digest (set by plan_send)
+    texts: Texts | None = None  # a send of personal texts: ``numbers`` are its rows (tasks/personal.py)
+    numbers: Iterator = field(init=False)  # read lazily, through the digest (set by plan_send)
+
+
+@dataclass(frozen=True)
+class PersonalAsk:
+    """What a send of personal texts asks for: its rows, and what its batch shows as its
+    content (the template; empty for ``messages=``), which is never sent."""
+
+    shown: str
+    entries: Iterator[Entry]
+
+
+def personal_ask(to, content, messages, template, rows) -> PersonalAsk | None:
+    """The personal texts a send asks for; None: one text to the numbers of ``to``.
+    ValueError for arguments that do not go together (TemplateError, a ValueError, for a
+    template that is not one)."""
+    if messages is None and template is None and rows is None:
+        if to is None and content is None:
+            raise ValueError(
+                "give the numbers and the text (to=, content=), or a text per number "
+                "(messages=[(mobile, content), ...], or template= with rows=)"
+            )
+        return None
+    if to is not None or content is not None:
+        raise ValueError(
+            "to= with content= sends one text; messages= or template= with rows= a text per number: not both"
+        )
+    if messages is not None:
+        if template is not None or rows is not None:
+            raise ValueError("give messages= or template= with rows=, not both")
+        return PersonalAsk("", from_messages(_items(messages, "messages", "(mobile, content) pairs")))
+    if template is None or rows is None:
+        raise ValueError("template= and rows= go together: each row fills the template's variables")
+    parsed = Template(template)
+    return PersonalAsk(template, from_rows(parsed, _items(rows, "rows", "mappings of mobile and variables")))
+
+
+def _items(given, name: str, what: str) -> Iterator:
+    """``given`` read lazily; ValueError when it is no list of rows at all."""
+    if isinstance(given, (str, bytes, Mapping)):
+        raise ValueError(f"{name} must be {what}, not one {type(given).__name__}")
+    try:
+        return iter(given)
+    except TypeError:
+        raise ValueError(f"{name} must be {what} (a list or any iterable), not {given!r:.40}") from None
 
 
 def plan_send(
     account: str,
-    to: Iterable[str] | str,
-    content: str,
+    to: Iterable[str] | str | None,
+    content: str | None,
     *,
     send_at: datetime | None = None,
     idempotency_key: str | None = None,
     priority: bool | None = None,
     kind: str = DEFAULT_KIND,
     valid_for: timedelta | float | str | None = None,
+    personal: PersonalAsk | None = None,
 ) -> SendPlan:
     """Check everything a send can be checked for before the database (send_sms's arguments
-    and errors), then make sure the database has smsq's tables."""
+    and errors), then make sure the database has smsq's tables. ``personal``: a send of
+    personal texts (``to`` and ``content`` unused), whose rows are checked as they stream."""
     priority = _lane_of(check_kind(kind), priority)
     conf = knowing(account)  # an account added to the file since this process read it is known
     # -- failover routes: a route name takes its first account that can send --
     target = routes.choose_account(conf, account)
     acct = conf.account(target.account)
     provider_cls = provider_class(acct.provider)
-    prepared = provider_cls(acct, client=None).prepare_content(content)
+    provider = provider_cls(acct, client=None)
+    given = "" if content is None else content  # no content: ContentError, "content is empty"
+    if personal is None:
+        prepared = provider.prepare_content(given)
+    elif target.route is not None:
+        # A failover moves a chunk's numbers with one text prepared again for the next
+        # vendor (tasks/routes.py); a chunk of personal texts has no one text to move.
+        raise ValueError(f"{account} is a route: a send of personal texts goes to one account")
+    else:
+        given = prepared = personal.shown
     when = _when(send_at)
     _check_key(idempotency_key)
     policy = policy_for(conf, acct.name, kind)
     valid_seconds = validity.validity_seconds(valid_for, policy.rules.valid_for)
     # What was asked, hashed as the numbers stream by (tasks/idempotency.py); a validity
     # left to the kind's default adds nothing, so digests stored before it still match.
-    digest = BodyDigest(content, when, kind, None if valid_for is None else valid_seconds or 0)
-    numbers = digest.through(_numbers(to))
+    asked = given if personal is None else f"personal\0{given}"
+    digest = BodyDigest(asked, when, kind, None if valid_for is None else valid_seconds or 0)
+    numbers = digest.through(_numbers(to) if personal is None else personal.entries)
     with database_reached(conf.database_url):
         ensure_schema(conf)
     plan = SendPlan(
@@ -467,7 +568,7 @@ def plan_send(
         target,
         acct.name,
         provider_cls,
-        content,
+        given,
         prepared,
         when,
         idempotency_key,
@@ -476,6 +577,7 @@ def plan_send(
         policy,
         digest,
         valid_seconds,
+        Texts(provider) if personal is not None else None,
     )
     plan.numbers = numbers
     return plan
@@ -483,9 +585,12 @@ def plan_send(
 
 def send_sms(
     account: str,
-    to: Iterable[str] | str,
-    content: str,
+    to: Iterable[str] | str | None = None,
+    content: str | None = None,
     *,
+    messages: Iterable[tuple[str, str]] | None = None,
+    template: str | None = None,
+    rows: Iterable[Mapping[str, object]] | None = None,
     send_at: datetime | None = None,
     idempotency_key: str | None = None,
     priority: bool | None = None,
@@ -510,6 +615,12 @@ def send_sms(
     scheduled send; by default the kind's (an ``otp``: 5 minutes). Numbers not sent by then
     are never sent: they end ``expired``. A value that is none of these is a ValueError.
     ``preview_send`` (tasks/preview.py) takes the same arguments and stores nothing.
+
+    A text per number, in one batch (tasks/personal.py), instead of ``to`` and ``content``:
+    ``messages``, ``(mobile, content)`` pairs; or ``template`` (``{name}`` variables) with
+    ``rows``, mappings holding ``mobile`` and the variables. Each row is checked on its own:
+    a bad one is in ``Receipt.rejected`` as (number as given, ``"row N: why"``), the good
+    ones go; numbers whose texts come out the same share vendor calls. Not through a route.
     """
     plan = plan_send(
         account,
@@ -520,6 +631,7 @@ def send_sms(
         priority=priority,
         kind=kind,
         valid_for=valid_for,
+        personal=personal_ask(to, content, messages, template, rows),
     )
     conf, target, key = plan.conf, plan.target, idempotency_key
     try:
@@ -585,16 +697,35 @@ def _store(plan: SendPlan) -> tuple[Receipt, list | None]:
         # from the send's time: its send_at, or now (not a send window's opening)
         until = validity.valid_until(plan.valid_seconds, plan.when if plan.when and plan.when > now else now)
         batch = _new_batch(plan.target, acct, plan.content, plan.prepared, plan.when, key, now, plan.kind, until)
-        short = list(itertools.islice(plan.numbers, conf.priority_max + 1))
+        batch.personal = plan.texts is not None
+        short = [] if plan.texts else list(itertools.islice(plan.numbers, conf.priority_max + 1))
         storing = _Storing(
             conf, plan.provider_cls, plan.policy, plan.digest, plan.numbers, plan.priority, not_before, now, rejected
         )
-        store = _store_short if len(short) <= conf.priority_max else _store_long
+        storing.texts = plan.texts
+        if plan.texts is not None:
+            store = _store_personal
+        else:
+            store = _store_short if len(short) <= conf.priority_max else _store_long
         accepted, inline = store(session, storing, batch, short)
-        write_rejected(session, batch.id, rejected, utcnow())
+        billable = storing.billable if plan.texts is not None else accepted * batch.segments
+        stored = rejected
+        if plan.texts is not None:
+            stored = stored_rejections(rejected)
+            batch.rejected = len(stored)
+        write_rejected(session, batch.id, stored, utcnow())
         if plan.provider_cls.batch_stamp:  # last: on PostgreSQL the claim holds its key until the commit
             batch.stamp = stamps.claim(session, acct, batch.id, not_before or now)
-        receipt = Receipt(batch.id, accepted, rejected, batch.segments, batch.lane, kind=plan.kind, valid_until=until)
+        receipt = Receipt(
+            batch.id,
+            accepted,
+            rejected,
+            batch.segments,
+            batch.lane,
+            kind=plan.kind,
+            valid_until=until,
+            billable=billable,
+        )
         return receipt, inline
 
 

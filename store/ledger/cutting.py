@@ -122,12 +122,10 @@ def _write_chunks(session: Session, batch: Batch, seqs: Sequence[int], not_befor
         literal(0, Integer),
         bindparam("not_before", not_before, DateTime),
         bindparam("queued_at", queued_at, DateTime),
+        SplitChunk.content,  # a personal text's (None: the batch's)
     ).where(SplitChunk.batch_id == batch.id, SplitChunk.seq.in_(seqs))
-    session.execute(
-        insert(Chunk).from_select(
-            ["batch_id", "seq", "account", "lane", "size", "state", "attempts", "next_attempt_at", "queued_at"], rows
-        )
-    )
+    columns = ["batch_id", "seq", "account", "lane", "size", "state", "attempts", "next_attempt_at", "queued_at"]
+    session.execute(insert(Chunk).from_select([*columns, "content"], rows))
 
 
 def _write_recipients(session: Session, batch_id: int, seqs: Sequence[int], now) -> None:

@@ -106,7 +106,7 @@ def send_calls(state, endpoint: str) -> list[float]:
 
 
 def failed_rows(batch_id: int) -> dict[str, tuple]:
-    return {mobile: (code, detail) for mobile, _, code, detail, _, _ in export_batch(batch_id, "failed")}
+    return {mobile: (code, detail) for mobile, _, code, detail, _, _, _ in export_batch(batch_id, "failed")}
 
 
 def blocked_list(account: str) -> dict[str, tuple[str, str]]:

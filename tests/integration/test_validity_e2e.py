@@ -100,7 +100,7 @@ def test_codes_queued_behind_a_one_a_minute_account_expire_unsent(stack, sim):
         status = wait_final(receipt.batch_id, timeout=30)
         assert status.recipients == {"expired": 1} and status.chunks == {"expired": 1}
         assert status.final and not status.clean
-        ((mobile, state, _code, detail, vendor_id, _at),) = list(export_batch(receipt.batch_id))
+        ((mobile, state, _code, detail, vendor_id, _at, _text),) = list(export_batch(receipt.batch_id))
         assert (state, vendor_id) == ("expired", None) and "validity" in detail
     # the simulator saw the first code only, once
     assert Counter(n for s in sim.sends for n in s.numbers) == {"13800000101": 1}

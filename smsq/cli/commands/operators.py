@@ -84,7 +84,7 @@ def cmd_export(args) -> int:
     out.writerow(EXPORT_COLUMNS)
     n = 0
     for row in rows:
-        out.writerow([*row[:-1], show_time(row[-1], iso=True)])
+        out.writerow([*row[:5], show_time(row[5], iso=True), row[6]])  # EXPORT_COLUMNS
         n += 1
     sys.stdout.flush()
     print(f"{n} number(s) exported", file=sys.stderr)

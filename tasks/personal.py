@@ -1,0 +1,260 @@
+"""Personal texts: one send whose numbers each get a text of their own.
+
+``send_sms(account, messages=[(mobile, text), ...])``, or a template filled per row:
+``send_sms(account, template="【某某商城】{name}您好，您的订单{order}已发货", rows=[...])``
+(rows are mappings holding ``mobile`` and the template's variables). One batch, one
+receipt, one ``status``.
+
+Each row is checked on its own before anything is stored, and a bad row is rejected
+with its row number (1-based, in the order given) and why: a number that is not one, a
+variable missing from the row, a text the account cannot carry (charset, the vendor's
+maximum length, a signature it cannot place: ``Provider.prepare_content``), a number
+given in an earlier row (a batch sends a number once). The send policy's checks apply
+per row: the caps and the quota per number, the duplicate guard per text.
+
+Grouping. None of the five vendors takes a text per number in one call, so numbers
+whose texts come out the same travel together, up to the vendor's chunk size, and each
+distinct text goes in calls of its own: the chunks carry their text
+(``split_chunks.content``, then ``chunks.content``), and everything downstream (the
+rate limiter, retries, ``unknown``, cancel, settle, purge, narrowing) works on chunks as
+for one text. Texts are gathered as the rows stream in: a text's chunk is written when
+it is full; at most ``OPEN_TEXTS`` texts wait with a part-filled chunk, and beyond that
+the one waiting longest is written short. So memory stays bounded however long the list,
+and identical texts far apart in a list of many distinct ones may travel in two calls.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from smsq.providers.base import ContentError, Provider, segments
+from smsq.providers.numbers import normalise
+from smsq.store.models import Recipient
+from smsq.store.sql import fit
+from smsq.store.staging import TextRow, write_staged_texts
+
+from .intake import BLOCK, _blocked_among, _load_blocked
+from .templates import RowRefused, Template
+
+# A row whose number an earlier row has: in the receipt, never stored as a rejected
+# recipient (the number has its recipient row, and a batch holds one per number).
+REPEATED = "the number is in an earlier row; a send takes each number once"
+
+
+def stored_rejections(rejected: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The rejections of a personal send that become rejected recipient rows."""
+    return [entry for entry in rejected if not entry[1].endswith(REPEATED)]
+
+
+OPEN_TEXTS = 1000  # texts held with a part-filled chunk at once (see the module's docstring)
+PREPARED_CACHE = 4096  # distinct texts whose preparation is remembered
+
+# The send policy's check of one text's numbers (tasks/policy.py ``text_admission``):
+# (text, numbers) in, the numbers admitted out; it records the ones it refuses itself.
+TextAdmit = Callable[[str, list[str]], list[str]]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of a personal send: its place (1-based), its number as given, and its text,
+    or why the row cannot be used."""
+
+    row: int
+    mobile: object
+    text: str | None
+    problem: str | None = None
+
+
+def from_messages(messages: Iterable) -> Iterator[Entry]:
+    """The entries of ``messages``: ``(mobile, text)`` pairs."""
+    for row, item in enumerate(messages, 1):
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            yield Entry(row, item, None, "not a (mobile, content) pair")
+        elif not isinstance(item[1], str):
+            yield Entry(row, item[0], None, f"the content is {type(item[1]).__name__}, not text")
+        else:
+            yield Entry(row, item[0], item[1])
+
+
+def from_rows(template: Template, rows: Iterable) -> Iterator[Entry]:
+    """The entries of ``rows`` (mappings holding ``mobile`` and the variables), each text
+    the ``template`` filled with its row."""
+    for row, values in enumerate(rows, 1):
+        if not isinstance(values, Mapping):
+            yield Entry(row, values, None, "not a mapping of mobile and variables")
+            continue
+        mobile = values.get("mobile")
+        try:
+            yield Entry(row, mobile, template.render(values))
+        except RowRefused as refused:
+            yield Entry(row, mobile, None, str(refused))
+
+
+class Texts:
+    """Each distinct text prepared once for the account (signature placed, length and
+    charset checked), with its segments; the last ``PREPARED_CACHE`` remembered."""
+
+    def __init__(self, provider: Provider):
+        self._prepare = provider.prepare_content
+        self._known: dict[str, tuple[str, int] | str] = {}
+
+    def prepare(self, text: str) -> tuple[str, int] | str:
+        """(the text as sent, its segments), or why the account cannot send it."""
+        known = self._known.get(text)
+        if known is None:
+            try:
+                prepared = self._prepare(text)
+                known = (prepared, segments(prepared))
+            except ContentError as refused:
+                known = str(refused)
+            if len(self._known) >= PREPARED_CACHE:
+                del self._known[next(iter(self._known))]
+            self._known[text] = known
+        return known
+
+
+@dataclass
+class Staged:
+    """What a personal send's intake took in."""
+
+    accepted: int = 0
+    billable: int = 0  # messages billed: each accepted number times its text's segments
+    most_segments: int = 1
+    blocked: set[str] | None = None  # the account's blocked numbers found (left out)
+
+
+class _Intake:
+    """The rows' checks and the grouping into chunks, a block of rows at a time."""
+
+    def __init__(
+        self,
+        texts: Texts,
+        landline: bool,
+        size: int,
+        rejected: list[tuple[str, str]],
+        admit: TextAdmit | None,
+        refused: list[tuple[str, str]],
+        blocked: set[int],
+    ):
+        self.texts, self.landline, self.size, self.rejected, self.admit = texts, landline, size, rejected, admit
+        self.refused = refused  # where ``admit`` puts the numbers it refuses
+        self.blocked, self.seen = blocked, set[int]()
+        self.open: dict[str, list[str]] = {}  # text -> numbers of its part-filled chunk
+        self.seq = 0
+        self.staged = Staged(blocked=set())
+
+    def block(self, entries: list[Entry]) -> list[TextRow]:
+        """The chunks the block fills (and any written short to bound the open texts)."""
+        groups: dict[str, list[tuple[str, int]]] = {}
+        for entry in entries:
+            self._check(entry, groups)
+        rows: list[TextRow] = []
+        for text, members in groups.items():
+            mobiles = self._admitted(text, members)
+            if not mobiles:
+                continue
+            self.staged.accepted += len(mobiles)
+            parts = self.texts.prepare(text)
+            assert isinstance(parts, tuple)
+            self.staged.billable += len(mobiles) * parts[1]
+            self.staged.most_segments = max(self.staged.most_segments, parts[1])
+            waiting = self.open.pop(text, [])  # re-inserted last: the open texts stay oldest first
+            waiting += mobiles
+            while len(waiting) >= self.size:
+                rows.append(self._row(text, waiting[: self.size]))
+                del waiting[: self.size]
+            if waiting:
+                self.open[text] = waiting
+        while len(self.open) > OPEN_TEXTS:
+            text = next(iter(self.open))
+            rows.append(self._row(text, self.open.pop(text)))
+        return rows
+
+    def rest(self) -> list[TextRow]:
+        """The part-filled chunks left at the end."""
+        rows = [self._row(text, mobiles) for text, mobiles in self.open.items()]
+        self.open.clear()
+        return rows
+
+    def _check(self, entry: Entry, groups: dict[str, list[tuple[str, int]]]) -> None:
+        """The entry joins its text's group, or ``rejected`` with its row and why."""
+        reason = entry.problem
+        mobile = None
+        if reason is None:
+            mobile, reason = normalise(entry.mobile, landline=self.landline)
+        if reason is None:
+            assert entry.text is not None and mobile is not None
+            prepared = self.texts.prepare(entry.text)
+            if isinstance(prepared, str):
+                reason = prepared
+            else:
+                key = int("1" + mobile)  # as tasks/intake.py keys a number
+                if key in self.seen:
+                    reason = REPEATED
+                else:
+                    self.seen.add(key)
+                    if key in self.blocked:
+                        assert self.staged.blocked is not None
+                        self.staged.blocked.add(mobile)
+                    else:
+                        groups.setdefault(prepared[0], []).append((mobile, entry.row))
+                    return
+        self.rejected.append((fit(Recipient.mobile, str(entry.mobile)), f"row {entry.row}: {reason}"))
+
+    def _admitted(self, text: str, members: list[tuple[str, int]]) -> list[str]:
+        """The group's numbers the send policy admits; those it refuses (into ``refused``)
+        join ``rejected`` with their rows."""
+        mobiles = [mobile for mobile, _ in members]
+        if self.admit is None:
+            return mobiles
+        admitted = self.admit(text, mobiles)
+        if self.refused:
+            rows = dict(members)
+            self.rejected.extend((mobile, f"row {rows[mobile]}: {why}") for mobile, why in self.refused)
+            self.refused.clear()
+        return admitted
+
+    def _row(self, text: str, mobiles: list[str]) -> TextRow:
+        row = (self.seq, len(mobiles), ",".join(mobiles), text)
+        self.seq += 1
+        return row
+
+
+def stage_personal(
+    session: Session,
+    batch_id: int,
+    account: str,
+    entries: Iterator[Entry],
+    texts: Texts,
+    landline: bool,
+    size: int,
+    rejected: list[tuple[str, str]],
+    admission: Callable[[list[tuple[str, str]]], TextAdmit | None],
+    admit_queries: bool = True,
+) -> Staged:
+    """Stage a personal send's rows as the batch's ``split_chunks``, each chunk a text's
+    numbers (see the module's docstring); rejected rows join ``rejected``. ``admission``
+    gives the send policy's check, which puts what it refuses in the list it is given.
+    ``admit_queries``: the check queries the database between blocks (see stage_chunks)."""
+    first = list(itertools.islice(entries, BLOCK))
+    if len(first) < BLOCK:
+        heads = (normalise(e.mobile, landline=landline)[0] for e in first if e.problem is None)
+        blocked = _blocked_among(session, account, [m for m in heads if m])
+    else:
+        blocked = _load_blocked(session, account)
+    refused: list[tuple[str, str]] = []
+    admit = admission(refused)
+    intake = _Intake(texts, landline, size, rejected, admit, refused, blocked)
+
+    def rows() -> Iterator[list[TextRow]]:
+        for block in itertools.chain([first], iter(lambda: list(itertools.islice(entries, BLOCK)), [])):
+            if block:
+                yield intake.block(block)
+        yield intake.rest()
+
+    write_staged_texts(session, batch_id, rows(), copy_per_block=admit is not None and admit_queries)
+    return intake.staged
