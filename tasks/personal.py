@@ -80,14 +80,30 @@ def from_messages(messages: Iterable) -> Iterator[Entry]:
             yield Entry(row, item[0], item[1])
 
 
+@dataclass(frozen=True)
+class NumberedRow:
+    """A row of ``rows`` that carries its own number (a file's row, as a spreadsheet shows
+    it: the command line's ``--rows``) and, when it cannot be used, why."""
+
+    number: int
+    values: Mapping[str, object]
+    problem: str | None = None
+
+
 def from_rows(template: Template, rows: Iterable) -> Iterator[Entry]:
-    """The entries of ``rows`` (mappings holding ``mobile`` and the variables), each text
-    the ``template`` filled with its row."""
+    """The entries of ``rows`` (mappings holding ``mobile`` and the variables, or
+    ``NumberedRow``), each text the ``template`` filled with its row."""
     for row, values in enumerate(rows, 1):
+        problem = None
+        if isinstance(values, NumberedRow):
+            row, problem, values = values.number, values.problem, values.values
         if not isinstance(values, Mapping):
             yield Entry(row, values, None, "not a mapping of mobile and variables")
             continue
         mobile = values.get("mobile")
+        if problem is not None:
+            yield Entry(row, mobile, None, problem)
+            continue
         try:
             yield Entry(row, mobile, template.render(values))
         except RowRefused as refused:

@@ -7,7 +7,7 @@ import pytest
 
 from smsq.providers.base import ContentError
 from smsq.tasks import personal
-from smsq.tasks.personal import REPEATED, Entry, Texts, _Intake, from_messages, from_rows
+from smsq.tasks.personal import REPEATED, Entry, NumberedRow, Texts, _Intake, from_messages, from_rows
 from smsq.tasks.templates import Template
 
 
@@ -123,3 +123,17 @@ def test_every_accepted_number_is_in_exactly_one_row(size):
     assert sorted(numbers) == sorted(mobile(i) for i in range(40))
     assert [r[0] for r in rows] == list(range(len(rows)))  # seq numbers: each once, in order written
     assert all(count == len(mobiles.split(",")) <= size for _, count, mobiles, _ in rows)
+
+
+def test_a_numbered_row_keeps_its_number_and_its_problem():
+    template = Template("{name}您好")
+    rows = [
+        NumberedRow(2, {"mobile": "13800000001", "name": "张三"}),
+        NumberedRow(5, {"mobile": "13800000002", "name": "李四", "": "x"}, "3 cells, the header has 2"),
+        NumberedRow(6, {"mobile": "13800000003"}),
+    ]
+    assert list(from_rows(template, rows)) == [
+        Entry(2, "13800000001", "张三您好"),
+        Entry(5, "13800000002", None, "3 cells, the header has 2"),
+        Entry(6, "13800000003", None, "no variable 'name' in the row"),
+    ]
