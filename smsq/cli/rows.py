@@ -34,9 +34,13 @@ row's ``values``; two of them is an error too.
 Each row after it: its cells stripped, an empty one None. A spreadsheet's numbers as it
 shows them: an integral one as its digits (13800138000.0 gives "13800138000"), others to
 15 significant digits; dates as ISO text (``2026-12-03``, ``2026-12-03 09:30:00``);
-TRUE/FALSE as those words. A wholly blank row is skipped; one with fewer cells than the
-header has the missing ones None; one with a non-empty cell past the header's last
-column comes with a ``problem`` (and its header's cells in ``values``).
+TRUE/FALSE as those words; a formula's error (#N/A, #DIV/0!, ...) None, as an empty cell:
+no customer's text should hold it, in whichever format it came. A wholly blank row is
+skipped; one with fewer cells than the header has the missing ones None. A row comes
+with a ``problem`` when it has a non-empty cell past the header's last column (its
+header's cells still in ``values``), or when its number is in scientific notation
+(``1.38001E+10``: a spreadsheet shows a long number so and saves it so in a CSV, its
+last digits gone).
 
 Every failure is a ``RowsFileError`` of one line naming the file (and the row where
 there is one): at ``open_rows``, a file missing, a directory or unreadable, a format not
@@ -69,6 +73,12 @@ BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs
 ENCODING_NAMES = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "utf-16": "UTF-16", "gb18030": "GBK (GB18030)"}
 NON_ASCII = re.compile(rb"[\x80-\xff]")
 ESCAPED = re.compile("[\udc80-\udcff]")  # an undecodable byte, read with errors="surrogateescape"
+
+# What a spreadsheet shows for a formula that failed (openpyxl's ERROR_CODES): no text of a
+# message's, so an empty cell.
+SPREADSHEET_ERRORS = frozenset({"#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A"})
+# A long number a spreadsheet shows in its General format and saves so in a CSV: 1.38001E+10.
+SCIENTIFIC = re.compile(r"\d(\.\d+)?[eE]\+\d+")
 
 Records = Iterator[tuple[int, list[str | None]]]  # (row number, its cells' texts), the header's row first
 
@@ -108,12 +118,18 @@ class RowsFile:
         for number, texts in self._records:
             if not any(texts):
                 continue  # a blank row
+            if not SPREADSHEET_ERRORS.isdisjoint(texts):
+                texts = [None if text in SPREADSHEET_ERRORS else text for text in texts]
             problem = None
             if len(texts) < width:
                 texts.extend([None] * (width - len(texts)))
             elif len(texts) > width:
                 problem = _too_long(texts, width)
-            yield Row(number, dict(zip(columns, texts, strict=False)), problem)
+            values = dict(zip(columns, texts, strict=False))
+            mobile = values[NUMBER_COLUMN]
+            if problem is None and mobile is not None and "+" in mobile:  # the call only for 1.38E+10 and +86...
+                problem = _number_problem(mobile)
+            yield Row(number, values, problem)
 
     def close(self) -> None:
         self._close()
@@ -207,6 +223,17 @@ def _too_long(texts: list[str | None], width: int) -> str | None:
     while texts[filled - 1] is None:
         filled -= 1
     return f"{filled} cells, the header has {width}" if filled > width else None
+
+
+def _number_problem(number: str) -> str | None:
+    """Why the number column's text is no number a spreadsheet could have meant: one it
+    wrote in scientific notation has lost its last digits."""
+    if SCIENTIFIC.fullmatch(number):
+        return (
+            f"mobile {number} is in scientific notation, its last digits lost: "
+            "format the column as text in the spreadsheet and save again"
+        )
+    return None
 
 
 def _first_filled(name: str, records: Records) -> list[str | None]:

@@ -183,6 +183,29 @@ def test_a_long_row_has_a_problem(tmp_path):
     ]
 
 
+def test_a_spreadsheet_s_error_is_an_empty_cell(tmp_path):
+    path = write(tmp_path / "rows.csv", "mobile,name,order\n13800138000,#N/A,#DIV/0!\n13800138001,#N/A?,#NAME?\n")
+    assert values(path) == [
+        {"mobile": "13800138000", "name": None, "order": None},
+        {"mobile": "13800138001", "name": "#N/A?", "order": None},
+    ]
+
+
+@pytest.mark.parametrize("number", ["1.38001E+10", "1.38E+10", "1e+10", "1.38001e+10"])
+def test_a_number_in_scientific_notation_has_a_problem(tmp_path, number):
+    [row] = read(write(tmp_path / "rows.csv", f"mobile,name\n{number},张三\n"))[1]
+    assert row.problem == (
+        f"mobile {number} is in scientific notation, its last digits lost: "
+        "format the column as text in the spreadsheet and save again"
+    )
+
+
+@pytest.mark.parametrize("number", ["+8613800138000", "13800138000", "138 0013 8000"])
+def test_a_number_with_a_plus_or_spaces_is_left_to_the_send(tmp_path, number):
+    [row] = read(write(tmp_path / "rows.csv", f"mobile,name\n{number},张三\n"))[1]
+    assert row == Row(2, {"mobile": number, "name": "张三"})
+
+
 def test_a_header_alone_has_no_rows(tmp_path):
     assert read(write(tmp_path / "rows.csv", "mobile,name\n")) == (("mobile", "name"), [])
 
@@ -207,6 +230,7 @@ def test_an_xlsx_gives_numbers_as_the_spreadsheet_shows_them(tmp_path):
         ["手机号码", "姓名", "订单", "金额", "日期", "时间", "会员"],
         [13800138000, "张三", 8812, 12.5, date(2026, 12, 3), datetime(2026, 12, 3, 9, 30), True],
         [13800138001.0, " 李四 ", 8813.0, None, None, None, False],
+        [13800138002, "#N/A", "#REF!", None, None, None, None],  # formulas that failed: error cells
     )
     columns, rows = read(path)
     assert columns == ("mobile", "姓名", "订单", "金额", "日期", "时间", "会员")
@@ -219,6 +243,7 @@ def test_an_xlsx_gives_numbers_as_the_spreadsheet_shows_them(tmp_path):
             )
         ),
         dict(zip(columns, ["13800138001", "李四", "8813", None, None, None, "FALSE"], strict=True)),
+        dict(zip(columns, ["13800138002", None, None, None, None, None, None], strict=True)),
     ]
 
 
