@@ -318,7 +318,7 @@ def _from_first_non_ascii(binary: io.BufferedReader) -> bytes | None:
         return None
     try:
         while chunk := binary.read(HEAD):
-            found = NON_ASCII.search(chunk)
+            found = None if chunk.isascii() else NON_ASCII.search(chunk)  # isascii: 60 MB of digits in 20 ms
             if found:
                 return chunk[found.start() :] + binary.read(found.start())
         return None
