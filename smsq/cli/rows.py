@@ -70,6 +70,11 @@ CSV_SUFFIXES = (".csv", ".txt", ".tsv")
 XLSX_SUFFIX = ".xlsx"
 # utf-8-sig and utf-16 read past their BOM.
 BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+# A workbook named .csv: its first bytes, and what it is.
+WORKBOOKS = (
+    (b"PK\x03\x04", "not CSV text but a zip archive, as an .xlsx workbook is: name a workbook .xlsx"),
+    (b"\xd0\xcf\x11\xe0", "not CSV text but an Excel 97-2003 workbook (.xls): save it as .xlsx or CSV"),
+)
 ENCODING_NAMES = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "utf-16": "UTF-16", "gb18030": "GBK (GB18030)"}
 NON_ASCII = re.compile(rb"[\x80-\xff]")
 ESCAPED = re.compile("[\udc80-\udcff]")  # an undecodable byte, read with errors="surrogateescape"
@@ -263,6 +268,9 @@ def _open_binary(path: Path, name: str) -> io.BufferedReader:
 def _csv_records(binary: io.BufferedReader, name: str, *, tab: bool) -> Records:
     """The CSV's records as texts, numbered from 1, a blank line counting as one, as a
     spreadsheet counts them (a quoted cell may span lines: its record is one row)."""
+    for magic, what in WORKBOOKS:
+        if binary.peek(len(magic)).startswith(magic):
+            raise RowsFileError(f"{name}: {what}")
     encoding = csv_encoding(binary)
     head = binary.peek(HEAD)[:HEAD].decode(encoding, errors="replace")
     delimiter = "\t" if tab else _delimiter(head)
@@ -272,7 +280,7 @@ def _csv_records(binary: io.BufferedReader, name: str, *, tab: bool) -> Records:
         for number, cells in enumerate(reader, 1):  # noqa: B007 - read in the handlers
             yield number, [cell.strip() or None for cell in cells]
     except UnicodeDecodeError:
-        where = _undecodable_row(binary, encoding, delimiter)
+        where = _undecodable_row(binary, encoding, delimiter, number + 1)
         raise RowsFileError(
             f"{name}, {where}: not {ENCODING_NAMES[encoding]} text, as the file was read; save it as CSV UTF-8"
         ) from None
@@ -282,21 +290,23 @@ def _csv_records(binary: io.BufferedReader, name: str, *, tab: bool) -> Records:
         raise RowsFileError(f"{name}, row {number + 1}: cannot be read: {error.strerror or error}") from None
 
 
-def _undecodable_row(binary: io.BufferedReader, encoding: str, delimiter: str) -> str:
-    """``row N``: the first row holding bytes not in ``encoding``. The decoder reads ahead
-    by blocks, so its error comes rows early: the file is read again, the bytes it cannot
-    decode kept as escapes, to the row with the first of them (only when a file fails)."""
+def _undecodable_row(binary: io.BufferedReader, encoding: str, delimiter: str, first: int) -> str:
+    """``row N``: the first row holding bytes not in ``encoding``, ``first`` or after it.
+    The decoder reads ahead by blocks, so its error comes rows early: the file is read
+    again, the bytes it cannot decode kept as escapes, to the row with the first of them
+    (only when a file fails)."""
+    unknown = f"row {first} or one after it"
     if not binary.seekable():
-        return "a row after the last one read"
+        return unknown
     binary.seek(0)
     text = io.TextIOWrapper(binary, encoding=encoding, errors="surrogateescape", newline="")
     try:
         for number, cells in enumerate(csv.reader(text, delimiter=delimiter), 1):
             if ESCAPED.search("".join(cells)):
                 return f"row {number}"
-        return "its last row"
+        return unknown
     except (UnicodeDecodeError, csv.Error):  # UTF-16 has no escapes for a byte short
-        return "a row after the last one read"
+        return unknown
     finally:
         text.detach()  # the file stays the RowsFile's to close
 

@@ -102,6 +102,13 @@ def test_a_file_in_two_encodings_is_refused_at_the_row_that_breaks(tmp_path):
         list(rows)
 
 
+def test_a_utf16_file_cut_in_a_character_is_refused_near_where(tmp_path):
+    path = tmp_path / "rows.txt"
+    path.write_bytes("\ufeffmobile\n13800138000\n1".encode("utf-16-le") + b"\x00\x00"[:1])
+    with open_rows(path) as rows, pytest.raises(RowsFileError, match=r"rows\.txt, row 3 or one after it: not UTF-16"):
+        list(rows)
+
+
 # Delimiters
 
 
@@ -356,6 +363,16 @@ def test_a_file_that_is_not_a_valid_workbook(tmp_path, content):
     path = tmp_path / "rows.xlsx"
     path.write_bytes(content)
     assert refusal(path).startswith(": not a valid .xlsx workbook (")
+
+
+def test_a_workbook_named_csv(tmp_path):
+    xlsx = workbook(tmp_path / "rows.xlsx", ["mobile"], ["13800138000"])
+    assert refusal(xlsx.rename(tmp_path / "rows.csv")) == (
+        ": not CSV text but a zip archive, as an .xlsx workbook is: name a workbook .xlsx"
+    )
+    xls = tmp_path / "old.csv"
+    xls.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504))  # an OLE2 file's header, as .xls has
+    assert refusal(xls) == ": not CSV text but an Excel 97-2003 workbook (.xls): save it as .xlsx or CSV"
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", " , \n,,\n"], ids=["empty", "blank lines", "blank cells"])
