@@ -67,8 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "send",
-        help="queue one content for many numbers",
-        description="Validate and queue a batch; prints the batch id.",
+        help="queue one content for many numbers, or a text per number from a template and rows",
+        description="Validate and queue a batch; prints the batch id. One text (--content) to the "
+        "numbers of --to or --to-file, or a text per number: --template filled from each row of "
+        "--rows (README, Personal texts).",
     )
     s.add_argument("--account", required=True, help="account name from the config ([accounts.NAME])")
     who = s.add_mutually_exclusive_group(required=True)
@@ -76,7 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument(
         "--to-file", metavar="FILE", help="a file of numbers, one per line (or comma-separated); - for stdin"
     )
-    s.add_argument("--content", required=True, help="the text, signature 【…】 included or taken from the account")
+    who.add_argument(
+        "--rows",
+        metavar="FILE",
+        help="a .csv (UTF-8 with or without BOM, or GBK), .tsv or .xlsx with a header row: a mobile "
+        "column (or 手机号, 手机号码, 手机, 电话, phone) and one column per variable of --template; "
+        "each number gets its own text. A bad row is rejected with its row number, the good ones go",
+    )
+    s.add_argument("--content", help="the text, signature 【…】 included or taken from the account")
+    s.add_argument(
+        "--template",
+        metavar="TEXT",
+        help="with --rows: the text with {variables}, e.g. '【某某商城】{name}您好，您的订单{order}已发货'",
+    )
+    s.add_argument(
+        "--rejects",
+        metavar="FILE",
+        help="write every rejected number (or row) to FILE as CSV (mobile,reason); the output lists the first 20",
+    )
     s.add_argument(
         "--at",
         type=parse_at,

@@ -5,6 +5,7 @@ numbers with the same text shared vendor calls."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter, defaultdict
 
@@ -19,6 +20,7 @@ from smsq.worker.config import settings
 from smsq.worker.db import session_scope
 
 from ..conftest import MODES, stack_fixture, wait_final
+from .conftest import smsq
 
 stack = stack_fixture(*MODES)
 
@@ -141,3 +143,87 @@ def test_a_send_of_personal_texts_whose_every_row_is_bad_stores_nothing(stack, s
 def test_arguments_that_do_not_go_together_are_one_clear_error(stack, kwargs, message):
     with pytest.raises(ValueError, match=message):
         send_sms("shop-dxt", **kwargs)
+
+
+# -- the command line: --template with --rows, a file of a few thousand rows -----------------
+
+
+def write_rows_csv(path, good: list[dict], encoding: str) -> dict[int, str]:
+    """``good`` with every kind of bad row among them, as a spreadsheet exports it; returns
+    each bad row's number in the file (header = row 1) with what its reason must say."""
+    bad = {
+        "12345,周八,北门驿站,1": "not a mainland mobile",
+        "13700000001,吴九,,2": "empty variable 'station'",
+        "13700000003," + "很长" * 200 + ",北门驿站,3": "accepts at most 335",
+        "13600000007,周八,北门驿站,4": "in an earlier row",
+        "13700000006,周八,北门驿站,5,多出来的": "5 cells, the header has 4",
+    }
+    lines = ["手机号,name,station,code"]
+    wanted: dict[int, str] = {}
+    for i, row in enumerate(good):
+        lines.append(f"{row['mobile']},{row['name']},{row['station']},{row['code']}")
+        if i % 600 == 300 and bad:  # the bad rows spread through the file
+            text, why = bad.popitem()
+            lines.append(text)
+            wanted[len(lines)] = why
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode(encoding))
+    return wanted
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "gbk"])
+def test_smsq_send_rows_from_a_csv_sends_each_number_its_text_and_writes_the_rejects(stack, sim, tmp_path, encoding):
+
+    good = good_rows(3000)
+    wanted = write_rows_csv(tmp_path / "rows.csv", good, encoding)
+    assert len(wanted) == 5
+    result = smsq(
+        "send",
+        "--account",
+        "shop-dxt",
+        "--template",
+        TEMPLATE,
+        "--rows",
+        str(tmp_path / "rows.csv"),
+        "--rejects",
+        str(tmp_path / "rejects.csv"),
+        "--json",
+        env=stack.env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+    receipt = json.loads(result.stdout)
+    assert receipt["accepted"] == len(good) and receipt["billable"] == len(good)
+    rejects = (tmp_path / "rejects.csv").read_text(encoding="utf-8-sig").splitlines()
+    assert rejects[0] == "mobile,reason" and len(rejects) == 1 + len(wanted)
+    for line, (row, why) in zip(rejects[1:], sorted(wanted.items()), strict=True):
+        assert f"row {row}: " in line and why in line, line
+
+    wait_final(receipt["batch_id"], timeout=180)
+    expected = texts_of(good)
+    received = defaultdict(list)
+    for call in sim.sends:
+        for number in call.numbers:
+            received[number].append(call.content)
+    assert received == {number: [text] for number, text in expected.items()}
+    assert len(sim.sends) == sum(math.ceil(n / 100) for n in Counter(expected.values()).values())
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--rows", "rows.csv"], "--rows needs --template"),
+        (["--to", "13800000000", "--template", "{name}"], "--template goes with --rows"),
+        (["--rows", "rows.csv", "--template", "{name}", "--content", "x"], "--content sends one text"),
+        (["--to", "13800000000"], "--content is required"),
+        (["--rows", "missing.csv", "--template", "【某某科技】{name}"], "missing.csv"),
+        (["--rows", "rows.csv", "--template", "【某某科技】{0}"], "positional"),
+    ],
+)
+def test_smsq_send_with_rows_that_cannot_go_exits_2_with_one_line(env, tmp_path, args, message):
+
+    (tmp_path / "rows.csv").write_text("mobile,name\n13800000000,张三\n", encoding="utf-8")
+    result = smsq("send", "--account", "shop-dxt", *args, env=env, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    said = [line for line in result.stderr.splitlines() if "WARNING smsq.config" not in line]  # the test config's
+    assert len(said) == 1 and said[0].startswith("smsq: error: ") and message in said[0], result.stderr

@@ -10,11 +10,12 @@ from datetime import datetime
 from smsq.store.models import utcnow
 from smsq.tasks import batch_status, send_sms
 from smsq.tasks.policy import opening_words
-from smsq.tasks.producer import FINAL_CHUNK_STATES
+from smsq.tasks.producer import FINAL_CHUNK_STATES, NoValidNumbersError, Receipt
 from smsq.tasks.progress import why_waiting
 from smsq.tasks.settle import problem_chunks, settle
 
 from .common import load, send_options, show_time
+from .texts import check_text_options, send_rows, write_rejects
 
 
 def open_numbers(path: str):
@@ -149,6 +150,7 @@ def print_status(status, as_json: bool) -> None:
 
 def cmd_send(args) -> int:
     conf = load()
+    check_text_options(args)
     if args.dry_run:  # stores nothing: a host without the passwords may ask what a send would do
         from .preview import run_preview
 
@@ -157,8 +159,14 @@ def cmd_send(args) -> int:
     # host cannot read is most likely a deployment mistake: say so before storing it.
     route = conf.routes.get(args.account)
     conf.require_credentials(route.accounts if route else [args.account])  # (an unknown account: said here)
-    numbers = args.to if args.to is not None else _read_numbers(open_numbers(args.to_file))
-    receipt = send_sms(args.account, numbers, args.content, **send_options(args))
+    try:
+        receipt = _send(args)
+    except NoValidNumbersError as refused:
+        if args.rejects:
+            write_rejects(args.rejects, refused.rejected)
+        raise
+    if args.rejects:
+        write_rejects(args.rejects, receipt.rejected)
     print_receipt(receipt, args)
     if not receipt.queued:
         # The batch is committed; only its hand-over to the broker failed. Not an error (exit 0).
@@ -174,6 +182,13 @@ def cmd_send(args) -> int:
     return 0
 
 
+def _send(args) -> Receipt:
+    if args.rows is not None:
+        return send_rows(args)
+    numbers = args.to if args.to is not None else _read_numbers(open_numbers(args.to_file))
+    return send_sms(args.account, numbers, args.content, **send_options(args))
+
+
 def print_receipt(receipt, args) -> None:
     """The receipt of ``smsq send``: one JSON object (``--json`` without ``--wait``), or the
     batch id on stdout and the counts and rejected numbers on stderr."""
@@ -185,6 +200,7 @@ def print_receipt(receipt, args) -> None:
                     "accepted": receipt.accepted,
                     "rejected": receipt.rejected,
                     "segments": receipt.segments,
+                    "billable": receipt.billable,
                     "lane": receipt.lane,
                     "kind": receipt.kind,
                     "valid_until": None if receipt.valid_until is None else show_time(receipt.valid_until, iso=True),
@@ -197,8 +213,13 @@ def print_receipt(receipt, args) -> None:
     elif not args.json:
         print(receipt.batch_id, flush=True)  # a script reading it need not wait for --wait's end
         print(
-            f"accepted {receipt.accepted}, rejected {len(receipt.rejected)}, {receipt.segments} "
-            f"segment(s) each, kind {receipt.kind}, lane {receipt.lane}"
+            f"accepted {receipt.accepted}, rejected {len(receipt.rejected)}, "
+            + (
+                f"{receipt.billable} billable message(s) (up to {receipt.segments} segment(s) a text)"
+                if receipt.segments * receipt.accepted != receipt.billable
+                else f"{receipt.segments} segment(s) each"
+            )
+            + f", kind {receipt.kind}, lane {receipt.lane}"
             + (f", valid until {show_time(receipt.valid_until)}" if receipt.valid_until else "")
             + (" (replayed: same idempotency key)" if receipt.replayed else ""),
             file=sys.stderr,
