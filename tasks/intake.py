@@ -94,7 +94,7 @@ def count_rows(
     session: Session, batch_id: int | None, rows: Iterable[list[Row]], *, copy_per_block: bool = False
 ) -> int:
     """A dry run's ``write``: the numbers the rows hold, each block dropped once counted."""
-    return sum(size for block in rows for _, size, _ in block)
+    return sum(row[1] for block in rows for row in block)  # (seq, size, numbers[, text])
 
 
 def chunk_short_list(

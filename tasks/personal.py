@@ -140,6 +140,7 @@ class Staged:
     accepted: int = 0
     billable: int = 0  # messages billed: each accepted number times its text's segments
     most_segments: int = 1
+    most_characters: int = 0  # the longest text's characters, signature included
     blocked: set[str] | None = None  # the account's blocked numbers found (left out)
 
 
@@ -178,6 +179,7 @@ class _Intake:
             assert isinstance(parts, tuple)
             self.staged.billable += len(mobiles) * parts[1]
             self.staged.most_segments = max(self.staged.most_segments, parts[1])
+            self.staged.most_characters = max(self.staged.most_characters, len(text))
             waiting = self.open.pop(text, [])  # re-inserted last: the open texts stay oldest first
             waiting += mobiles
             while len(waiting) >= self.size:
@@ -242,7 +244,7 @@ class _Intake:
 
 def stage_personal(
     session: Session,
-    batch_id: int,
+    batch_id: int | None,
     account: str,
     entries: Iterator[Entry],
     texts: Texts,
@@ -251,11 +253,13 @@ def stage_personal(
     rejected: list[tuple[str, str]],
     admission: Callable[[list[tuple[str, str]]], TextAdmit | None],
     admit_queries: bool = True,
+    write: Callable[..., int] = write_staged_texts,
 ) -> Staged:
     """Stage a personal send's rows as the batch's ``split_chunks``, each chunk a text's
     numbers (see the module's docstring); rejected rows join ``rejected``. ``admission``
     gives the send policy's check, which puts what it refuses in the list it is given.
-    ``admit_queries``: the check queries the database between blocks (see stage_chunks)."""
+    ``admit_queries``: the check queries the database between blocks (see stage_chunks).
+    ``write``: what becomes of the rows (tasks/intake.py ``count_rows``: a preview's dry run)."""
     first = list(itertools.islice(entries, BLOCK))
     if len(first) < BLOCK:
         heads = (normalise(e.mobile, landline=landline)[0] for e in first if e.problem is None)
@@ -272,5 +276,5 @@ def stage_personal(
                 yield intake.block(block)
         yield intake.rest()
 
-    write_staged_texts(session, batch_id, rows(), copy_per_block=admit is not None and admit_queries)
+    write(session, batch_id, rows(), copy_per_block=admit is not None and admit_queries)
     return intake.staged

@@ -137,7 +137,7 @@ def text_admission(
             if len(guards) >= GUARDED_TEXTS:
                 del guards[next(iter(guards))]
             guards[text] = duplicate_check(
-                session, text, lambda: batch.id, rules.duplicate_window, policy.redis_url, refused, dry_run=dry_run
+                session, text, lambda: batch.id or 0, rules.duplicate_window, policy.redis_url, refused, dry_run=dry_run
             )
         return guards[text]
 

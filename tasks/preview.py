@@ -17,8 +17,9 @@ known balance (beat's balance poll, tasks/polls.py) against them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,7 +28,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from smsq.providers.base import BEIJING, segments
-from smsq.store.models import AccountBalance, utcnow
+from smsq.store.models import AccountBalance, Batch, utcnow
 from smsq.worker.db import session_scope
 from smsq.worker.kinds import DEFAULT_KIND
 from smsq.worker.services import DatabaseUnreachableError
@@ -35,7 +36,8 @@ from smsq.worker.services import DatabaseUnreachableError
 from . import quota
 from .blocklist import OPTED_OUT
 from .intake import count_rows, stage_chunks
-from .policy import admission
+from .personal import stage_personal
+from .policy import admission, text_admission
 from .producer import (
     NoValidNumbersError,
     SendPlan,
@@ -45,6 +47,7 @@ from .producer import (
     _new_batch,
     _replay,
     nothing_to_send,
+    personal_ask,
     plan_send,
 )
 
@@ -104,10 +107,18 @@ class Preview:
     route: str | None = None
     replay_of: int | None = None  # the idempotency key names this batch: nothing new would be sent
     rejected_by: dict[str, int] = field(default_factory=dict)  # invalid, blocked, opted out, capped, ... -> count
+    # Personal texts (tasks/personal.py): the messages billed, each number's text's segments
+    # summed; then ``content`` is the template, and ``characters`` and ``segments`` the
+    # longest text's. None: one text, accepted x segments.
+    personal_billable: int | None = None
 
     @property
     def billable(self) -> int:
-        return 0 if self.replay_of is not None else billable(self.accepted, self.segments)
+        if self.replay_of is not None:
+            return 0
+        if self.personal_billable is not None:
+            return self.personal_billable
+        return billable(self.accepted, self.segments)
 
     @property
     def balance_verdict(self) -> str:
@@ -148,6 +159,7 @@ class Preview:
             "quota_used": self.quota_used,
             "replay_of": self.replay_of,
             "sendable": self.sendable,
+            "personal": self.personal_billable is not None,
         }
 
 
@@ -157,9 +169,12 @@ def count_by_kind(rejected: Iterable[tuple[str, str]]) -> dict[str, int]:
 
 def preview_send(
     account: str,
-    to: Iterable[str] | str,
-    content: str,
+    to: Iterable[str] | str | None = None,
+    content: str | None = None,
     *,
+    messages: Iterable[tuple[str, str]] | None = None,
+    template: str | None = None,
+    rows: Iterable[Mapping[str, object]] | None = None,
     send_at: datetime | None = None,
     idempotency_key: str | None = None,
     priority: bool | None = None,
@@ -170,7 +185,8 @@ def preview_send(
     what send_sms raises before it stores anything (unknown account, content the vendor
     cannot take, a bad kind or time, an idempotency key reused for another send); a list
     none of whose numbers can be sent is a Preview with ``sendable`` False (its
-    ``refusal()`` is the error send_sms would raise)."""
+    ``refusal()`` is the error send_sms would raise). Personal texts (``messages``, or
+    ``template`` with ``rows``) are checked row by row as send_sms checks them."""
     plan = plan_send(
         account,
         to,
@@ -180,6 +196,7 @@ def preview_send(
         priority=priority,
         kind=kind,
         valid_for=valid_for,
+        personal=personal_ask(to, content, messages, template, rows),
     )
     try:
         with session_scope(plan.conf.database_url, readonly=True) as session:
@@ -196,6 +213,8 @@ def _dry_run(session: Session, plan: SendPlan) -> Preview:
         return _preview(session, plan, receipt.accepted, receipt.rejected, receipt.lane, replay_of=existing.id)
     batch = _new_batch(plan.target, plan.account, plan.content, plan.prepared, plan.when, key, now, plan.kind)
     rejected: list[tuple[str, str]] = []
+    if plan.texts is not None:
+        return _dry_run_texts(session, plan, batch, rejected)
     admit = admission(session, plan.policy, batch, rejected, dry_run=True)
     cls = plan.provider_cls
     accepted, blocked = stage_chunks(
@@ -204,6 +223,33 @@ def _dry_run(session: Session, plan: SendPlan) -> Preview:
     rejected.extend(_blocked(session, plan.account, blocked))
     _fill(batch, plan.conf, accepted, rejected, plan.priority)
     return _preview(session, plan, accepted, rejected, batch.lane)
+
+
+def _dry_run_texts(session: Session, plan: SendPlan, batch: Batch, rejected: list[tuple[str, str]]) -> Preview:
+    """``_dry_run`` for personal texts: their rows checked and grouped as send_sms would."""
+    cls, policy = plan.provider_cls, plan.policy
+    assert plan.texts is not None
+    staged = stage_personal(
+        session,
+        None,
+        plan.account,
+        plan.numbers,
+        plan.texts,
+        cls.accepts_landline,
+        cls.max_numbers,
+        rejected,
+        lambda refused: text_admission(session, policy, batch, refused, dry_run=True),
+        write=count_rows,
+    )
+    rejected.extend(_blocked(session, plan.account, staged.blocked or set()))
+    _fill(batch, plan.conf, staged.accepted, rejected, plan.priority)
+    preview = _preview(session, plan, staged.accepted, rejected, batch.lane)
+    return dataclasses.replace(
+        preview,
+        characters=staged.most_characters,
+        segments=staged.most_segments,
+        personal_billable=staged.billable,
+    )
 
 
 def _preview(

@@ -10,7 +10,7 @@ import math
 from collections import Counter, defaultdict
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from smsq.store.models import Batch, Chunk
 from smsq.tasks import send_sms
@@ -227,3 +227,32 @@ def test_smsq_send_with_rows_that_cannot_go_exits_2_with_one_line(env, tmp_path,
     assert result.returncode == 2, result.stderr
     said = [line for line in result.stderr.splitlines() if "WARNING smsq.config" not in line]  # the test config's
     assert len(said) == 1 and said[0].startswith("smsq: error: ") and message in said[0], result.stderr
+
+
+def test_a_preview_of_personal_texts_counts_each_rows_segments_and_stores_nothing(stack, sim, tmp_path):
+    from smsq.tasks.preview import preview_send
+
+    long_name = "欧阳" * 40  # its text is over 70 characters: two segments
+    rows = [
+        {"mobile": "13622220001", "name": "张三", "station": "东门驿站", "code": 1},
+        {"mobile": "13622220002", "name": long_name, "station": "东门驿站", "code": 2},
+        {"mobile": "13622220003", "station": "东门驿站", "code": 3},
+    ]
+    with session_scope(settings().database_url) as s:
+        batches = s.scalar(select(func.count()).select_from(Batch))
+    preview = preview_send("shop-dxt", template=TEMPLATE, rows=rows)
+    assert preview.accepted == 2 and preview.billable == 3 and preview.segments == 2
+    assert preview.rejected == [("13622220003", "row 3: no variable 'name' in the row")]
+    assert preview.characters == len(TEMPLATE.format(**rows[1])) and preview.content == TEMPLATE
+    with session_scope(settings().database_url) as s:
+        assert s.scalar(select(func.count()).select_from(Batch)) == batches  # nothing stored
+
+    path = tmp_path / "rows.csv"
+    path.write_text("mobile,name,station,code\n13622220001,张三,东门驿站,1\n13622220004,李四,,4\n", encoding="utf-8")
+    args = ["send", "--account", "shop-dxt", "--template", TEMPLATE, "--rows", str(path), "--dry-run", "--json"]
+    result = smsq(*args, env=stack.env)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert (shown["accepted"], shown["billable"], shown["personal"]) == (1, 1, True)
+    assert shown["rejected"] == [["13622220004", "row 3: empty variable 'station'"]]
+    assert not sim.sends

@@ -15,7 +15,7 @@ from smsq.tasks.progress import why_waiting
 from smsq.tasks.settle import problem_chunks, settle
 
 from .common import load, send_options, show_time
-from .texts import check_text_options, send_rows, write_rejects
+from .texts import check_text_options, numbered_rows, send_rows, write_rejects
 
 
 def open_numbers(path: str):
@@ -154,7 +154,11 @@ def cmd_send(args) -> int:
     if args.dry_run:  # stores nothing: a host without the passwords may ask what a send would do
         from .preview import run_preview
 
-        return run_preview(args, args.to if args.to is not None else _read_numbers(open_numbers(args.to_file)))
+        if args.rows is not None:
+            with numbered_rows(args.rows) as rows:
+                return run_preview(args, template=args.template, rows=rows)
+        numbers = args.to if args.to is not None else _read_numbers(open_numbers(args.to_file))
+        return run_preview(args, to=numbers, content=args.content)
     # Nothing calls the vendor here, but a batch queued for accounts whose passwords this
     # host cannot read is most likely a deployment mistake: say so before storing it.
     route = conf.routes.get(args.account)

@@ -12,11 +12,12 @@ from .common import format_balance, send_options, show_time
 EXIT_OK, EXIT_REFUSED = 0, 2  # 2: not one number could be sent, as `smsq send` itself exits
 
 
-def run_preview(args, numbers) -> int:
-    """Print the preview of the send ``args`` describe; its exit status."""
+def run_preview(args, **texts) -> int:
+    """Print the preview of the send ``args`` describe, with ``texts`` (``to`` and
+    ``content``, or ``template`` and ``rows``); its exit status."""
     if args.wait:
         raise ValueError("--wait has nothing to follow in a --dry-run: nothing is sent")
-    preview = preview_send(args.account, numbers, args.content, **send_options(args))
+    preview = preview_send(args.account, **texts, **send_options(args))
     if args.json:
         print(json.dumps(preview.as_dict(), ensure_ascii=False))
     else:
@@ -43,20 +44,34 @@ def describe(p: Preview) -> list[str]:
     lines += [f"  rejected {number!r}: {reason}" for number, reason in p.rejected[:20]]
     if len(p.rejected) > 20:
         lines.append(f"  ... and {len(p.rejected) - 20:,} more")
-    lines += [
-        f"message:   {p.characters} character(s), signature included (the vendor takes at most "
-        f"{p.max_chars}): {p.segments} segment(s) (70 characters in one, 67 each above that)",
-        f"billable:  {p.billable:,} message(s) ({p.accepted:,} number(s) x {p.segments} segment(s))",
-        f"balance:   {_balance(p)}",
-    ]
+    lines += _message_lines(p) + [f"balance:   {_balance(p)}"]
     if p.daily_quota is not None:
         left = max(0, p.daily_quota - (p.quota_used or 0))
         lines.append(
             f"quota:     {p.daily_quota:,} number(s) a day; {p.quota_used or 0:,} used today "
             f"(Beijing time), {left:,} left"
         )
-    lines.append(f"content:   {p.content}")
+    if p.personal_billable is None:
+        lines.append(f"content:   {p.content}")
+    elif p.content:  # a template's (messages= have none)
+        lines.append(f"template:  {p.content}")
     return lines
+
+
+def _message_lines(p: Preview) -> list[str]:
+    """The message's size and what it bills: one text's, or personal texts' (the longest, the sum)."""
+    rule = "(70 characters in one, 67 each above that)"
+    if p.personal_billable is None:
+        return [
+            f"message:   {p.characters} character(s), signature included (the vendor takes at most "
+            f"{p.max_chars}): {p.segments} segment(s) {rule}",
+            f"billable:  {p.billable:,} message(s) ({p.accepted:,} number(s) x {p.segments} segment(s))",
+        ]
+    return [
+        f"messages:  a text per number; the longest {p.characters} character(s), signature included (the "
+        f"vendor takes at most {p.max_chars}): {p.segments} segment(s) {rule}",
+        f"billable:  {p.billable:,} message(s) (each of {p.accepted:,} number(s) x its text's segments)",
+    ]
 
 
 def _balance(p: Preview) -> str:

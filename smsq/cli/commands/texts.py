@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from smsq.tasks import send_sms
@@ -21,21 +23,25 @@ def check_text_options(args) -> None:
             raise ValueError("--rows needs --template: the text with {variables} that each row fills")
         if args.content is not None:
             raise ValueError("--content sends one text; with --rows each number's text comes from --template")
-        if args.dry_run:
-            raise ValueError("--dry-run previews one text (--content); it does not take --rows")
     elif args.template is not None:
         raise ValueError("--template goes with --rows, the file whose rows fill it")
     elif args.content is None:
         raise ValueError("--content is required (or --template with --rows, a text per number)")
 
 
+@contextmanager
+def numbered_rows(path: str) -> Iterator[Iterator[NumberedRow]]:
+    """The rows of ``--rows``: the file is opened and its header checked here, before
+    anything is stored, then streamed a row at a time, each named by its row in the file
+    as a spreadsheet shows it."""
+    with open_rows(Path(path)) as rows:
+        yield (NumberedRow(row.number, row.values, row.problem) for row in rows)
+
+
 def send_rows(args) -> Receipt:
-    """``--template`` with ``--rows``: the file is opened and its header checked before
-    anything is stored, then streamed a row at a time; each rejected row is named by its row
-    in the file, as a spreadsheet shows it."""
-    with open_rows(Path(args.rows)) as rows:
-        numbered = (NumberedRow(row.number, row.values, row.problem) for row in rows)
-        return send_sms(args.account, template=args.template, rows=numbered, **send_options(args))
+    """``--template`` with ``--rows``."""
+    with numbered_rows(args.rows) as rows:
+        return send_sms(args.account, template=args.template, rows=rows, **send_options(args))
 
 
 def write_rejects(path: str, rejected: list[tuple[str, str]]) -> None:
