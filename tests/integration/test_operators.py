@@ -79,7 +79,8 @@ def test_export_writes_the_failed_and_unknown_numbers_as_csv(stack, sim):
     result = smsq(stack, "export", str(receipt.batch_id), "--state", "failed,unknown")
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert list(rows[0]) == ["mobile", "state", "code", "detail", "vendor_id", "updated_at"]
+    assert list(rows[0]) == ["mobile", "state", "code", "detail", "vendor_id", "updated_at", "content"]
+    assert all(r["content"] == CONTENT for r in rows)  # the text each number was sent
     assert {r["mobile"] for r in rows} == failing
     assert all(r["state"] == "failed" and r["code"] == "20" and r["vendor_id"] for r in rows)
     assert all(r["updated_at"].endswith("+08:00") for r in rows)

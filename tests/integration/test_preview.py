@@ -12,7 +12,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -221,6 +220,7 @@ from smsq.tasks import send_sms
 from smsq.tasks.producer import NoValidNumbersError
 
 me, sends, go = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+print("ready", flush=True)  # imported: the test starts the race once both are here
 while not go.exists():
     time.sleep(0.01)
 accepted = 0
@@ -245,9 +245,10 @@ def test_two_producers_racing_never_exceed_the_quota(stack, fresh_quota, tmp_pat
         )
         for me in (1, 2)
     ]
-    time.sleep(1)  # both started and waiting at the line (their imports take about that)
+    for p in producers:  # both imported and waiting at the line, however slow the host
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
     Path(go).touch()
-    accepted = [int(p.communicate(timeout=120)[0]) for p in producers]
+    accepted = [int(p.communicate(timeout=120)[0].split()[-1]) for p in producers]
     assert all(p.returncode == 0 for p in producers)
     assert sum(accepted) == QUOTA  # 180 numbers asked for, the quota exactly taken
     assert all(a > 0 for a in accepted), accepted  # both were in the race
