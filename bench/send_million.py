@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import itertools
 import json
 import logging
 import math
@@ -332,21 +333,20 @@ def reference_write(count: int) -> float:
         conn.commit()
         start = time.perf_counter()
         with conn.cursor() as cursor, cursor.copy(f"COPY {REFERENCE_TABLE} (mobile) FROM STDIN") as copy:
-            block = []
             # The entries hold no tab, newline or backslash: nothing to escape (no work
             # the reference would be charged for and send_sms not).
-            for entry in numbers(count):
-                block.append(entry)
-                if len(block) == 5000:
-                    copy.write("\n".join(block) + "\n")
-                    block = []
-            if block:
-                copy.write("\n".join(block) + "\n")
+            copy_lines(copy, numbers(count))
         conn.commit()
         elapsed = time.perf_counter() - start
         conn.execute(f"DROP TABLE {REFERENCE_TABLE}")
         conn.commit()
     return elapsed
+
+
+def copy_lines(copy, lines: Iterator[str], block: int = 5000) -> None:
+    """Lines of COPY's text format written a block of ``block`` lines at a time."""
+    while chunk := list(itertools.islice(lines, block)):
+        copy.write("\n".join(chunk) + "\n")
 
 
 # -- the worker --------------------------------------------------------------------

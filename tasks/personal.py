@@ -26,6 +26,7 @@ and identical texts far apart in a list of many distinct ones may travel in two 
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -116,7 +117,9 @@ class Texts:
 
     def __init__(self, provider: Provider):
         self._prepare = provider.prepare_content
-        self._known: dict[str, tuple[str, int] | str] = {}
+        # An OrderedDict: the oldest goes in O(1) (a dict's first key, after many deletions at
+        # its front, is found by skipping each deleted slot: measured 1.4 s per 100,000 texts).
+        self._known: OrderedDict[str, tuple[str, int] | str] = OrderedDict()
 
     def prepare(self, text: str) -> tuple[str, int] | str:
         """(the text as sent, its segments), or why the account cannot send it."""
@@ -128,7 +131,7 @@ class Texts:
             except ContentError as refused:
                 known = str(refused)
             if len(self._known) >= PREPARED_CACHE:
-                del self._known[next(iter(self._known))]
+                self._known.popitem(last=False)
             self._known[text] = known
         return known
 
@@ -160,13 +163,16 @@ class _Intake:
         self.texts, self.landline, self.size, self.rejected, self.admit = texts, landline, size, rejected, admit
         self.refused = refused  # where ``admit`` puts the numbers it refuses
         self.blocked, self.seen = blocked, set[int]()
-        self.open: dict[str, list[str]] = {}  # text -> numbers of its part-filled chunk
+        # text -> numbers of its part-filled chunk, the one waiting longest first
+        self.open: OrderedDict[str, list[str]] = OrderedDict()
+        self.segments: dict[str, int] = {}  # the block's texts' segments
         self.seq = 0
         self.staged = Staged(blocked=set())
 
     def block(self, entries: list[Entry]) -> list[TextRow]:
         """The chunks the block fills (and any written short to bound the open texts)."""
         groups: dict[str, list[tuple[str, int]]] = {}
+        self.segments.clear()
         for entry in entries:
             self._check(entry, groups)
         rows: list[TextRow] = []
@@ -175,10 +181,9 @@ class _Intake:
             if not mobiles:
                 continue
             self.staged.accepted += len(mobiles)
-            parts = self.texts.prepare(text)
-            assert isinstance(parts, tuple)
-            self.staged.billable += len(mobiles) * parts[1]
-            self.staged.most_segments = max(self.staged.most_segments, parts[1])
+            count = self.segments[text]
+            self.staged.billable += len(mobiles) * count
+            self.staged.most_segments = max(self.staged.most_segments, count)
             self.staged.most_characters = max(self.staged.most_characters, len(text))
             waiting = self.open.pop(text, [])  # re-inserted last: the open texts stay oldest first
             waiting += mobiles
@@ -188,8 +193,8 @@ class _Intake:
             if waiting:
                 self.open[text] = waiting
         while len(self.open) > OPEN_TEXTS:
-            text = next(iter(self.open))
-            rows.append(self._row(text, self.open.pop(text)))
+            text, waiting = self.open.popitem(last=False)
+            rows.append(self._row(text, waiting))
         return rows
 
     def rest(self) -> list[TextRow]:
@@ -220,6 +225,7 @@ class _Intake:
                         self.staged.blocked.add(mobile)
                     else:
                         groups.setdefault(prepared[0], []).append((mobile, entry.row))
+                        self.segments[prepared[0]] = prepared[1]
                     return
         self.rejected.append((fit(Recipient.mobile, str(entry.mobile)), f"row {entry.row}: {reason}"))
 

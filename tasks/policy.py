@@ -38,6 +38,7 @@ what it would refuse.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -130,12 +131,12 @@ def text_admission(
     quota = quota_check(session, policy.account, policy.daily_quota, policy.redis_url, refused, dry_run=dry_run)
     if caps is None and quota is None and not rules.duplicate_window:
         return None
-    guards: dict[str, Admit | None] = {}
+    guards: OrderedDict[str, Admit | None] = OrderedDict()  # the oldest goes in O(1)
 
     def guard(text: str) -> Admit | None:
         if text not in guards:
             if len(guards) >= GUARDED_TEXTS:
-                del guards[next(iter(guards))]
+                guards.popitem(last=False)
             guards[text] = duplicate_check(
                 session, text, lambda: batch.id or 0, rules.duplicate_window, policy.redis_url, refused, dry_run=dry_run
             )
