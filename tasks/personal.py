@@ -38,6 +38,7 @@ from smsq.store.sql import fit
 from smsq.store.staging import TextRow, write_staged_texts
 
 from .intake import BLOCK, _blocked_among, _load_blocked
+from .seen import SeenNumbers
 from .templates import RowRefused, Template
 
 # A row whose number an earlier row has: in the receipt, never stored as a rejected
@@ -158,7 +159,7 @@ class _Intake:
     ):
         self.texts, self.landline, self.size, self.rejected, self.admit = texts, landline, size, rejected, admit
         self.refused = refused  # where ``admit`` puts the numbers it refuses
-        self.blocked, self.seen = blocked, set[int]()
+        self.blocked, self.seen = blocked, SeenNumbers()
         self.open: dict[str, list[str]] = {}  # text -> numbers of its part-filled chunk
         self.seq = 0
         self.staged = Staged(blocked=set())
@@ -166,8 +167,17 @@ class _Intake:
     def block(self, entries: list[Entry]) -> list[TextRow]:
         """The chunks the block fills (and any written short to bound the open texts)."""
         groups: dict[str, list[tuple[str, int]]] = {}
-        for entry in entries:
-            self._check(entry, groups)
+        checked = [self._check(entry) for entry in entries]
+        firsts = set(self.seen.novel(int("1" + mobile) for mobile, _ in checked if mobile is not None))
+        for entry, (mobile, reason) in zip(entries, checked, strict=True):
+            if mobile is not None:
+                key = int("1" + mobile)  # as tasks/intake.py keys a number
+                if key in firsts:
+                    firsts.remove(key)  # a later row of the number is a repeat
+                    self._take(entry, mobile, key, reason, groups)
+                    continue
+                reason = REPEATED
+            self.rejected.append((fit(Recipient.mobile, str(entry.mobile)), f"row {entry.row}: {reason}"))
         rows: list[TextRow] = []
         for text, members in groups.items():
             mobiles = self._admitted(text, members)
@@ -196,8 +206,8 @@ class _Intake:
         self.open.clear()
         return rows
 
-    def _check(self, entry: Entry, groups: dict[str, list[tuple[str, int]]]) -> None:
-        """The entry joins its text's group, or ``rejected`` with its row and why."""
+    def _check(self, entry: Entry) -> tuple[str, str] | tuple[None, str]:
+        """(the entry's number, its text as sent), or (None, why the row is rejected)."""
         reason = entry.problem
         mobile = None
         if reason is None:
@@ -206,20 +216,17 @@ class _Intake:
             assert entry.text is not None and mobile is not None
             prepared = self.texts.prepare(entry.text)
             if isinstance(prepared, str):
-                reason = prepared
-            else:
-                key = int("1" + mobile)  # as tasks/intake.py keys a number
-                if key in self.seen:
-                    reason = REPEATED
-                else:
-                    self.seen.add(key)
-                    if key in self.blocked:
-                        assert self.staged.blocked is not None
-                        self.staged.blocked.add(mobile)
-                    else:
-                        groups.setdefault(prepared[0], []).append((mobile, entry.row))
-                    return
-        self.rejected.append((fit(Recipient.mobile, str(entry.mobile)), f"row {entry.row}: {reason}"))
+                return None, prepared
+            return mobile, prepared[0]
+        return None, reason
+
+    def _take(self, entry: Entry, mobile: str, key: int, text: str, groups: dict[str, list[tuple[str, int]]]) -> None:
+        """A number's first row joins its text's group, or the blocked numbers found."""
+        if key in self.blocked:
+            assert self.staged.blocked is not None
+            self.staged.blocked.add(mobile)
+        else:
+            groups.setdefault(text, []).append((mobile, entry.row))
 
     def _admitted(self, text: str, members: list[tuple[str, int]]) -> list[str]:
         """The group's numbers the send policy admits; those it refuses (into ``refused``)
