@@ -15,10 +15,12 @@ What is held in memory: the unique numbers seen so far, one int key each
 (``1`` followed by the digits, so that a landline's leading zero counts), in a
 ``SeenNumbers`` (tasks/seen.py): a plain set for the first 1.2 million (about
 65 MB per million, 67 MB at the peak), then sorted arrays of 4 bytes a number
-behind a 32 MB filter, with a set of at most 1.2 million recent ones: about
-140 MB for 10 million unique numbers. Besides it only the current block, the
-chunk being filled, the rejected entries (each spelling once, for the receipt)
-and the blocked numbers found: never the list itself, nor the chunks written.
+behind a 32 MB filter, with a set of at most 1.2 million recent ones: a send
+of 10 million numbers peaked at 266 MB of RSS for the whole process, 88 MB of
+them before the call (bench/memory.py; 660 MB with a set of them all).
+Besides it only the current block, the chunk being filled, the rejected
+entries (each spelling once, for the receipt) and the blocked numbers found:
+never the list itself, nor the chunks written.
 
 Blocked numbers: a list that ends within its first block (an OTP, a small
 campaign) looks its numbers up in ``blocked_numbers`` (one query on the

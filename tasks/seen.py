@@ -6,33 +6,40 @@ number's digits, so that a landline's leading zero counts); a key repeated withi
 the block is new at its first place only. The answer is exact: a key is new if and
 only if no earlier block and no earlier place held it.
 
-How the keys are held (measured with the bench's numbers, Python 3.11, x86-64):
+How the keys are held (measured with the bench's numbers, Python 3.11, x86-64;
+a loop over 10 million keys in blocks of 5,000, bench/memory.py for the whole send):
 
 - Up to ``SET_KEYS`` (1.2 million) new keys sit in a plain ``set``: about 63 MB per
   million, 67 MB at the peak while its table doubles. A list of up to 1.2 million
-  unique numbers -- nearly every send -- costs exactly what a set costs, and nothing
-  else happens.
+  unique numbers -- nearly every send -- costs what a set costs and nothing else
+  (a block's keys in one list comprehension: quicker than a test per number).
 - When the set is full it is spilled into ``PARTS`` (4093, a prime) sorted arrays of
   unsigned 32-bit ints: key ``k`` goes to part ``k % PARTS`` as ``k // PARTS``,
   which for a 13-digit key (a landline: ``1`` and 12 digits) is below 2**29. That is
-  4 bytes a number instead of 63, and the set starts empty again. A key is then new
-  if it is in neither the set nor its part (``bisect``, a search in C over about
-  2,500 entries at 10 million numbers). Each spill merges the set's keys into every
-  part, one part at a time, so at most one part (about 10 KB at 10 million numbers)
-  is ever held twice or as Python ints.
-- So 10 million unique numbers hold at most 40 MB of arrays plus a set of 1.2
-  million: about 110 MB at the peak, against 630 MB for a set of them all. The
-  arrays still grow 4 bytes a number: a list of 50 million unique numbers holds
-  200 MB of them.
+  4 bytes a number instead of 63, and the set starts empty again. Each spill merges
+  the set's keys into every part, one part at a time, so at most one part (about
+  10 KB at 10 million numbers) is ever held twice or as Python ints.
+- From the first spill on, a filter of ``FILTER_BITS`` bits (32 MB) has the bit
+  ``k % FILTER_BITS`` set for every key seen. A block's keys are checked against it
+  by ``map`` over ``operator`` functions and one ``itemgetter``: C loops, no Python
+  statement per key. A key whose bit is clear is new for certain (at 10 million
+  random keys a new one finds its bit set 1 - e**(-10/268), about 4 % of the time;
+  numbers of a range: never);
+  only the others are looked up in the set and their part (``bisect``).
+- 10 million unique numbers hold 40 MB of arrays, the 32 MB filter and a set of at
+  most 1.2 million: the whole process of a send of 10 million peaked at 266 MB
+  (88 MB before the call), against 660 MB with a set of every number. The arrays
+  still grow 4 bytes a number past that.
 
 Why these: a part is found by a modulo, so numbers that come in order (a sorted
 list, a range) spread evenly; the modulo's quotient is what makes 4 bytes enough.
-Sorted arrays searched by ``bisect`` cost about 0.5 us a key, all in C but the
-loop; a spill rewrites every part (about 50 ns a key held), about 2 s in all for
-10 million numbers. A hash table in an array would need a Python loop per probe and
-a rehash of everything to grow; a SQLite table keyed by the number cost more per key
-and writes to disk. A key that does not fit (negative, or 2**32 * PARTS or more:
-no number is that long) stays in a set of its own, for good.
+Without the filter, a Python loop per key (``divmod``, ``bisect`` on an array)
+cost about 2 us a key beyond the set: 10 million keys took 29 s instead of the
+set's 13 s; with it 16 s, of which the spills (every part rewritten, about 0.5 s
+each at 10 million) are most. A SQLite table keyed by the number, a block looked
+up and inserted at a time, cost 1.7 us a key for numbers in order and 5.6 us in
+random order. A key that does not fit an array item (negative, or 2**32 * PARTS or
+more: no number is that long) stays in a set of its own, for good.
 """
 
 from __future__ import annotations
