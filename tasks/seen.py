@@ -28,8 +28,9 @@ a loop over 10 million keys in blocks of 5,000, bench/memory.py for the whole se
   only the others are looked up in the set and their part (``bisect``).
 - 10 million unique numbers hold 40 MB of arrays, the 32 MB filter and a set of at
   most 1.2 million: the whole process of a send of 10 million peaked at 266 MB
-  (88 MB before the call; 282 MB with personal texts, 1,000 distinct), against 660 MB with a set of every number. The arrays
-  still grow 4 bytes a number past that.
+  (88 MB before the call; 282 MB with personal texts, 1,000 distinct), against
+  660 MB with a set of every number. The arrays still grow 4 bytes a number past
+  that.
 
 Why these: a part is found by a modulo, so numbers that come in order (a sorted
 list, a range) spread evenly; the modulo's quotient is what makes 4 bytes enough.
