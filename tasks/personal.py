@@ -21,6 +21,8 @@ for one text. Texts are gathered as the rows stream in: a text's chunk is writte
 it is full; at most ``OPEN_TEXTS`` texts wait with a part-filled chunk, and beyond that
 the one waiting longest is written short. So memory stays bounded however long the list,
 and identical texts far apart in a list of many distinct ones may travel in two calls.
+The numbers seen so far are kept as tasks/intake.py keeps them (``SeenNumbers``,
+tasks/seen.py): a set for the first 1.2 million, then 4 bytes a number.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from smsq.store.sql import fit
 from smsq.store.staging import TextRow, write_staged_texts
 
 from .intake import BLOCK, _blocked_among, _load_blocked
+from .seen import SeenNumbers
 from .templates import RowRefused, Template
 
 # A row whose number an earlier row has: in the receipt, never stored as a rejected
@@ -162,7 +165,7 @@ class _Intake:
     ):
         self.texts, self.landline, self.size, self.rejected, self.admit = texts, landline, size, rejected, admit
         self.refused = refused  # where ``admit`` puts the numbers it refuses
-        self.blocked, self.seen = blocked, set[int]()
+        self.blocked, self.seen = blocked, SeenNumbers()
         # text -> numbers of its part-filled chunk, the one waiting longest first
         self.open: OrderedDict[str, list[str]] = OrderedDict()
         self.segments: dict[str, int] = {}  # the block's texts' segments
@@ -173,8 +176,17 @@ class _Intake:
         """The chunks the block fills (and any written short to bound the open texts)."""
         groups: dict[str, list[tuple[str, int]]] = {}
         self.segments.clear()
-        for entry in entries:
-            self._check(entry, groups)
+        checked = [self._check(entry) for entry in entries]
+        firsts = set(self.seen.novel(int("1" + mobile) for mobile, _ in checked if mobile is not None))
+        for entry, (mobile, reason) in zip(entries, checked, strict=True):
+            if mobile is not None:
+                key = int("1" + mobile)  # as tasks/intake.py keys a number
+                if key in firsts:
+                    firsts.remove(key)  # a later row of the number is a repeat
+                    self._take(entry, mobile, key, reason, groups)
+                    continue
+                reason = REPEATED
+            self.rejected.append((fit(Recipient.mobile, str(entry.mobile)), f"row {entry.row}: {reason}"))
         rows: list[TextRow] = []
         for text, members in groups.items():
             mobiles = self._admitted(text, members)
@@ -203,8 +215,8 @@ class _Intake:
         self.open.clear()
         return rows
 
-    def _check(self, entry: Entry, groups: dict[str, list[tuple[str, int]]]) -> None:
-        """The entry joins its text's group, or ``rejected`` with its row and why."""
+    def _check(self, entry: Entry) -> tuple[str, str] | tuple[None, str]:
+        """(the entry's number, its text as sent), or (None, why the row is rejected)."""
         reason = entry.problem
         mobile = None
         if reason is None:
@@ -213,21 +225,18 @@ class _Intake:
             assert entry.text is not None and mobile is not None
             prepared = self.texts.prepare(entry.text)
             if isinstance(prepared, str):
-                reason = prepared
-            else:
-                key = int("1" + mobile)  # as tasks/intake.py keys a number
-                if key in self.seen:
-                    reason = REPEATED
-                else:
-                    self.seen.add(key)
-                    if key in self.blocked:
-                        assert self.staged.blocked is not None
-                        self.staged.blocked.add(mobile)
-                    else:
-                        groups.setdefault(prepared[0], []).append((mobile, entry.row))
-                        self.segments[prepared[0]] = prepared[1]
-                    return
-        self.rejected.append((fit(Recipient.mobile, str(entry.mobile)), f"row {entry.row}: {reason}"))
+                return None, prepared
+            self.segments[prepared[0]] = prepared[1]
+            return mobile, prepared[0]
+        return None, reason
+
+    def _take(self, entry: Entry, mobile: str, key: int, text: str, groups: dict[str, list[tuple[str, int]]]) -> None:
+        """A number's first row joins its text's group, or the blocked numbers found."""
+        if key in self.blocked:
+            assert self.staged.blocked is not None
+            self.staged.blocked.add(mobile)
+        else:
+            groups.setdefault(text, []).append((mobile, entry.row))
 
     def _admitted(self, text: str, members: list[tuple[str, int]]) -> list[str]:
         """The group's numbers the send policy admits; those it refuses (into ``refused``)
